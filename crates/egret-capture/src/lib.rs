@@ -1,0 +1,189 @@
+//! Capture: attach egret to a sandbox's network namespace.
+//!
+//! Placement "attach" (A2 in `docs/capture.md`): the egret process stays in its own network
+//! namespace. A short-lived OS thread enters the sandbox namespace, creates the transparent
+//! listening sockets there, installs one nftables table (`inet egret`) and the policy-routing
+//! rules, and returns. Sockets keep the namespace they were created in, so egret's *upstream*
+//! connections leave from egret's own namespace and the sandbox needs no route out at all: if
+//! egret dies, the sandbox has no path to the outside (the ruleset answers with resets).
+//!
+//! ```no_run
+//! use egret_capture::{attach, CaptureConfig, NetnsRef};
+//! let cfg = CaptureConfig::new(NetnsRef::parse("sbx-47").unwrap(), "agent-47");
+//! let attached = attach(&cfg).expect("attach");
+//! // hand attached.tcp / attached.dns_udp to the proxy and the resolver ...
+//! attached.guard.detach().expect("detach");
+//! ```
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod error;
+mod listeners;
+mod netns;
+mod nft;
+mod routes;
+
+pub use error::CaptureError;
+pub use listeners::Listeners;
+pub use netns::{in_netns, NetnsRef};
+pub use nft::{render_ruleset, RulesetParams, TABLE_NAME};
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Everything `attach` needs to know. Defaults match `docs/capture.md`.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// The sandbox's network namespace.
+    pub netns: NetnsRef,
+    /// Sandbox id, recorded in the nft table comment so a second egret can name the first.
+    pub sandbox_id: String,
+    /// Transparent TCP listener port inside the sandbox namespace.
+    pub tcp_port: u16,
+    /// DNS port (UDP, bound to 127.0.0.1 and ::1) that every udp/53 datagram is redirected to.
+    pub dns_port: u16,
+    /// Firewall mark that sends a packet to the TPROXY routing table.
+    pub mark: u32,
+    /// Mask applied to `mark` (other bits stay free for the platform).
+    pub mark_mask: u32,
+    /// Routing table holding `local default dev lo`.
+    pub route_table: u32,
+    /// Priority of the `ip rule`.
+    pub rule_pref: u32,
+    /// Extra destinations the sandbox may reach without egret (empty by default).
+    pub bypass: Vec<ipnet::IpNet>,
+}
+
+impl CaptureConfig {
+    /// A config with the documented defaults.
+    pub fn new(netns: NetnsRef, sandbox_id: &str) -> Self {
+        CaptureConfig {
+            netns,
+            sandbox_id: sandbox_id.to_string(),
+            tcp_port: 15001,
+            dns_port: 15053,
+            mark: 0x1,
+            mark_mask: 0xff,
+            route_table: 100,
+            rule_pref: 100,
+            bypass: Vec::new(),
+        }
+    }
+}
+
+/// Address put on the blackhole device egret creates in a namespace that has no default route.
+pub const BLACKHOLE_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
+/// IPv6 counterpart of [`BLACKHOLE_V4`].
+pub const BLACKHOLE_V6: Ipv6Addr = Ipv6Addr::new(0xfd65, 0x6772, 0x6574, 0xffff, 0, 0, 0, 1);
+/// Name of the blackhole veth egret creates (its peer is `egret-bh1`, kept down).
+pub const BLACKHOLE_DEV: &str = "egret-bh0";
+
+/// The result of [`attach`]: the listening sockets (created inside the sandbox namespace) and a
+/// guard that knows exactly what was installed.
+#[derive(Debug)]
+pub struct Attached {
+    /// Transparent TCP listeners (IPv4 and, when the namespace has IPv6, IPv6).
+    pub listeners: Listeners,
+    /// Removes what was installed; also on drop.
+    pub guard: CaptureGuard,
+}
+
+/// Knows what [`attach`] installed and removes exactly that.
+#[derive(Debug)]
+pub struct CaptureGuard {
+    cfg: CaptureConfig,
+    installed: routes::Installed,
+    done: bool,
+}
+
+impl CaptureGuard {
+    /// Remove the nft table, the ip rules and routes and the blackhole device egret created.
+    /// If the namespace is already gone there is nothing left to remove and this succeeds.
+    pub fn detach(mut self) -> Result<(), CaptureError> {
+        self.done = true;
+        detach_inner(&self.cfg, &self.installed)
+    }
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = detach_inner(&self.cfg, &self.installed) {
+                tracing::error!(error = %e, "failed to remove egret's rules from the sandbox namespace");
+            }
+        }
+    }
+}
+
+fn detach_inner(cfg: &CaptureConfig, installed: &routes::Installed) -> Result<(), CaptureError> {
+    if !cfg.netns.path().exists() {
+        return Ok(());
+    }
+    let cfg2 = cfg.clone();
+    let installed = installed.clone();
+    in_netns(&cfg.netns, move || {
+        let mut first_err = None;
+        // The table first: from here on nothing is intercepted any more.
+        if let Err(e) = nft::delete_own_table(std::process::id()) {
+            first_err.get_or_insert(e);
+        }
+        if let Err(e) = routes::remove(&cfg2, &installed) {
+            first_err.get_or_insert(e);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })?
+}
+
+/// Attach to the sandbox namespace: create the listeners, then the routes, then the nft table
+/// (last, so interception starts atomically once everything it needs exists). On any failure
+/// everything done so far is undone and nothing stays installed.
+pub fn attach(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
+    netns::check_privileges()?;
+    let cfg2 = cfg.clone();
+    in_netns(&cfg.netns, move || attach_inside(&cfg2))?
+}
+
+fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
+    if let Some(owner) = nft::current_owner()? {
+        if owner.pid != std::process::id() && nft::pid_alive(owner.pid) {
+            return Err(CaptureError::AlreadyAttached {
+                netns: cfg.netns.display(),
+                pid: owner.pid,
+                sandbox_id: owner.sandbox_id,
+            });
+        }
+        tracing::warn!(
+            stale_pid = owner.pid,
+            stale_sandbox = %owner.sandbox_id,
+            "replacing the ruleset of an egret that is no longer running"
+        );
+    }
+    routes::ensure_lo_up()?;
+    let listeners = listeners::create(cfg)?;
+    let installed = match routes::install(cfg) {
+        Ok(i) => i,
+        Err(e) => return Err(e),
+    };
+    let params = RulesetParams {
+        pid: std::process::id(),
+        sandbox_id: cfg.sandbox_id.clone(),
+        tcp_port: cfg.tcp_port,
+        dns_port: cfg.dns_port,
+        mark: cfg.mark,
+        bypass: cfg.bypass.clone(),
+    };
+    if let Err(e) = nft::load(&render_ruleset(&params)) {
+        let _ = routes::remove(cfg, &installed);
+        return Err(e);
+    }
+    Ok(Attached {
+        listeners,
+        guard: CaptureGuard {
+            cfg: cfg.clone(),
+            installed,
+            done: false,
+        },
+    })
+}

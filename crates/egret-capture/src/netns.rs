@@ -1,0 +1,101 @@
+//! Naming and entering network namespaces. `setns(2)` switches only the calling thread, so all
+//! work inside a sandbox namespace happens on a dedicated short-lived OS thread; the rest of
+//! egret (and its tokio runtime) never leaves its own namespace.
+use crate::CaptureError;
+use nix::sched::{setns, CloneFlags};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A reference to a network namespace: a name under `/var/run/netns`, a path, or a pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsRef {
+    given: String,
+    path: PathBuf,
+}
+
+impl NetnsRef {
+    /// Parse what the operator passed to `--netns`: all digits is a pid (`/proc/PID/ns/net`),
+    /// anything with a `/` is a path, anything else a name created by `ip netns add`.
+    pub fn parse(s: &str) -> Result<NetnsRef, CaptureError> {
+        let path = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            PathBuf::from(format!("/proc/{s}/ns/net"))
+        } else if s.contains('/') {
+            PathBuf::from(s)
+        } else {
+            Path::new("/var/run/netns").join(s)
+        };
+        if s.is_empty() || !path.exists() {
+            return Err(CaptureError::NetnsNotFound {
+                what: s.to_string(),
+                path,
+            });
+        }
+        Ok(NetnsRef {
+            given: s.to_string(),
+            path,
+        })
+    }
+
+    /// The namespace file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How to name it in messages.
+    pub fn display(&self) -> String {
+        if self.given == self.path.to_string_lossy() {
+            self.given.clone()
+        } else {
+            format!("{} ({})", self.given, self.path.display())
+        }
+    }
+}
+
+/// Refuse early, before anything is touched, when egret is not root.
+pub(crate) fn check_privileges() -> Result<(), CaptureError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(CaptureError::NotPrivileged {
+            detail: format!(
+                "it is running as uid {}; run it as root (sudo) or as a service with those capabilities",
+                nix::unistd::geteuid()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Run `f` on a fresh OS thread that has entered `ns`. The thread ends afterwards, so no
+/// thread of egret is ever left inside the sandbox namespace by accident.
+pub fn in_netns<F, R>(ns: &NetnsRef, f: F) -> Result<R, CaptureError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let path = ns.path.clone();
+    let display = ns.display();
+    let handle = std::thread::Builder::new()
+        .name("egret-netns".into())
+        .spawn(move || -> Result<R, CaptureError> {
+            let file = File::open(&path).map_err(|_| CaptureError::NetnsNotFound {
+                what: display.clone(),
+                path: path.clone(),
+            })?;
+            setns(file, CloneFlags::CLONE_NEWNET).map_err(|source| {
+                if source == nix::Error::EPERM {
+                    CaptureError::NotPrivileged {
+                        detail: format!("setns into {display} was refused (EPERM)"),
+                    }
+                } else {
+                    CaptureError::Setns {
+                        netns: display.clone(),
+                        source,
+                    }
+                }
+            })?;
+            Ok(f())
+        })
+        .map_err(|e| CaptureError::Thread(e.to_string()))?;
+    handle
+        .join()
+        .map_err(|_| CaptureError::Thread("panicked".into()))?
+}

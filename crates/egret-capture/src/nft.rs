@@ -1,0 +1,250 @@
+//! The nftables ruleset egret installs in the sandbox namespace (one table, `inet egret`,
+//! loaded as one atomic transaction), rendered from a few parameters. The rendering is pure and
+//! unit-tested; `load` feeds it to `nft -f -` from the thread inside the namespace.
+//!
+//! How it works (verified in `docs/capture.md`):
+//! * `out_mark` (output hook) marks every locally generated TCP packet that is not for a local
+//!   or bypassed address; an `ip rule fwmark` sends marked packets to a table whose only route
+//!   is `local default dev lo`, so they re-enter on `lo`,
+//! * `pre_tproxy` (prerouting on lo) hands them to egret's transparent listener; with egret
+//!   dead it answers with a TCP reset at once (fail closed, no timeout),
+//! * `out_dns` redirects every udp/53 datagram, whatever resolver it was for, to egret's DNS,
+//! * `egress_guard` (postrouting, where `oif` is the real device) drops everything else: other
+//!   UDP, ICMP, raw IP, and anything a sandbox process tried to send around the mark,
+//! * `in_filter` makes the listener port unreachable by direct connection (loop guard).
+use crate::cmd::run;
+use crate::CaptureError;
+
+/// The nft table egret owns (family `inet`).
+pub const TABLE_NAME: &str = "egret";
+
+/// Parameters of the ruleset.
+#[derive(Debug, Clone)]
+pub struct RulesetParams {
+    /// pid of the owning egret, recorded in the table comment.
+    pub pid: u32,
+    /// sandbox id, recorded in the table comment.
+    pub sandbox_id: String,
+    /// transparent TCP listener port.
+    pub tcp_port: u16,
+    /// DNS port on 127.0.0.1/::1.
+    pub dns_port: u16,
+    /// the intercept mark.
+    pub mark: u32,
+    /// extra destinations allowed out directly.
+    pub bypass: Vec<ipnet::IpNet>,
+}
+
+/// Characters that may appear in the table comment; anything else becomes `_`.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Render the complete ruleset file. It starts with `table …; delete table …;` so loading it
+/// replaces any previous version atomically.
+pub fn render_ruleset(p: &RulesetParams) -> String {
+    let mut v4 = vec!["127.0.0.0/8".to_string()];
+    let mut v6 = vec!["::1/128".to_string()];
+    for n in &p.bypass {
+        match n {
+            ipnet::IpNet::V4(n) => v4.push(n.trunc().to_string()),
+            ipnet::IpNet::V6(n) => v6.push(n.trunc().to_string()),
+        }
+    }
+    format!(
+        r#"table inet {table}
+delete table inet {table}
+table inet {table} {{
+	comment "egret pid={pid} sandbox={sandbox}"
+	set bypass4 {{ type ipv4_addr; flags interval; elements = {{ {v4} }}; }}
+	set bypass6 {{ type ipv6_addr; flags interval; elements = {{ {v6} }}; }}
+
+	chain out_mark {{
+		type route hook output priority mangle; policy accept;
+		oif "lo" return
+		ip daddr @bypass4 return
+		ip6 daddr @bypass6 return
+		meta l4proto tcp meta mark set {mark:#x}
+	}}
+
+	chain out_dns {{
+		type nat hook output priority -100; policy accept;
+		udp dport 53 redirect to :{dns}
+	}}
+
+	chain pre_tproxy {{
+		type filter hook prerouting priority mangle; policy accept;
+		iif != "lo" return
+		meta mark != {mark:#x} return
+		meta l4proto tcp socket transparent 1 accept
+		meta l4proto tcp tproxy to :{tcp} accept
+		meta l4proto tcp counter reject with tcp reset
+		counter drop
+	}}
+
+	chain egress_guard {{
+		type filter hook postrouting priority filter; policy drop;
+		oif "lo" accept
+		ip daddr @bypass4 accept
+		ip6 daddr @bypass6 accept
+		udp dport 443 counter drop
+		counter drop
+	}}
+
+	chain in_filter {{
+		type filter hook input priority filter; policy accept;
+		tcp dport {tcp} meta mark != {mark:#x} counter reject with tcp reset
+	}}
+}}
+"#,
+        table = TABLE_NAME,
+        pid = p.pid,
+        sandbox = sanitize(&p.sandbox_id),
+        v4 = v4.join(", "),
+        v6 = v6.join(", "),
+        mark = p.mark,
+        tcp = p.tcp_port,
+        dns = p.dns_port,
+    )
+}
+
+/// Load a rendered ruleset (atomic).
+pub(crate) fn load(ruleset: &str) -> Result<(), CaptureError> {
+    run("nft", &["-f", "-"], Some(ruleset)).map(|_| ())
+}
+
+/// Who owns the `inet egret` table in this namespace, if it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub pid: u32,
+    pub sandbox_id: String,
+}
+
+pub(crate) fn parse_owner(listing: &str) -> Option<Owner> {
+    let line = listing
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("comment \"egret "))?;
+    let inner = line.trim_start_matches("comment \"").trim_end_matches('"');
+    let mut pid = None;
+    let mut sandbox = String::new();
+    for part in inner.split_whitespace() {
+        if let Some(v) = part.strip_prefix("pid=") {
+            pid = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("sandbox=") {
+            sandbox = v.to_string();
+        }
+    }
+    Some(Owner {
+        pid: pid?,
+        sandbox_id: sandbox,
+    })
+}
+
+/// The owner recorded in the current table, or None when there is no table.
+pub(crate) fn current_owner() -> Result<Option<Owner>, CaptureError> {
+    match run("nft", &["list", "table", "inet", TABLE_NAME], None) {
+        Ok(listing) => Ok(Some(parse_owner(&listing).unwrap_or(Owner {
+            pid: 0,
+            sandbox_id: "unknown".into(),
+        }))),
+        Err(CaptureError::Command { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a process with that pid exists.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(e) => e == nix::Error::EPERM,
+    }
+}
+
+/// Delete the table if (and only if) it is ours.
+pub(crate) fn delete_own_table(pid: u32) -> Result<(), CaptureError> {
+    match current_owner()? {
+        Some(owner) if owner.pid == pid => {
+            run("nft", &["delete", "table", "inet", TABLE_NAME], None).map(|_| ())
+        }
+        Some(owner) => {
+            tracing::warn!(
+                owner_pid = owner.pid,
+                "the egret table now belongs to another instance; leaving it in place"
+            );
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> RulesetParams {
+        RulesetParams {
+            pid: 4242,
+            sandbox_id: "agent-47".into(),
+            tcp_port: 15001,
+            dns_port: 15053,
+            mark: 1,
+            bypass: vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn ruleset_replaces_atomically_and_records_owner() {
+        let r = render_ruleset(&params());
+        assert!(r.starts_with("table inet egret\ndelete table inet egret\ntable inet egret {"));
+        assert!(r.contains("comment \"egret pid=4242 sandbox=agent-47\""));
+        assert!(r.contains("tproxy to :15001"));
+        assert!(r.contains("redirect to :15053"));
+        assert!(r.contains("127.0.0.0/8, 192.0.2.0/24"));
+        assert!(r.contains("::1/128, 2001:db8::/32"));
+        assert!(r.contains("meta mark set 0x1"));
+        // fail closed: a reset when the listener is gone, and a postrouting drop policy
+        assert!(r.contains("reject with tcp reset"));
+        assert!(r.contains("hook postrouting priority filter; policy drop;"));
+    }
+
+    #[test]
+    fn owner_round_trips_through_listing() {
+        let r = render_ruleset(&params());
+        assert_eq!(
+            parse_owner(&r),
+            Some(Owner {
+                pid: 4242,
+                sandbox_id: "agent-47".into()
+            })
+        );
+        assert_eq!(parse_owner("table inet egret {\n}"), None);
+    }
+
+    #[test]
+    fn hostile_sandbox_id_cannot_break_out_of_the_comment() {
+        let mut p = params();
+        p.sandbox_id = "x\" ; delete table inet filter ; \"".into();
+        let r = render_ruleset(&p);
+        let line = r.lines().find(|l| l.contains("comment")).unwrap();
+        assert_eq!(line.matches('"').count(), 2, "{line}");
+    }
+
+    #[test]
+    fn pid_zero_is_never_alive() {
+        assert!(!pid_alive(0));
+        assert!(pid_alive(std::process::id()));
+    }
+}

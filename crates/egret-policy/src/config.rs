@@ -1,0 +1,735 @@
+//! The policy file as users write it (TOML, or the same shape in JSON over the admin API), and
+//! the runtime layer the admin API changes. These types only describe; validation and
+//! compilation happen in [`crate::eval::CompiledPolicy::compile`] so that every problem can be
+//! reported at once with its field path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::PolicyError;
+
+/// Default handler deadline.
+pub const DEFAULT_TIMEOUT_MS: u64 = 50;
+/// Default handler memory cap.
+pub const DEFAULT_MEMORY_MB: u64 = 16;
+/// Allowed range of `timeout_ms`.
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000;
+/// Allowed range of `memory_mb`.
+pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u64> = 1..=1024;
+
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY_MB
+}
+
+/// The static policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Default egress for destinations no rule matches (default `false`: deny).
+    #[serde(default)]
+    pub internet: bool,
+    /// Terminate TLS for allowed hosts (default `true`).
+    #[serde(default = "default_true")]
+    pub intercept_https: bool,
+    /// If non-empty, only destinations matching one of these may go anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Destinations always denied, before anything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_hosts: Vec<String>,
+    /// TLS to these is spliced through untouched (certificate pinning, mTLS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough_hosts: Vec<String>,
+    /// Static catch-all handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<BindingConfig>,
+    /// Names pinned to addresses (`curl --resolve`), as written; checked at compile.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolve: BTreeMap<String, ResolveAddrs>,
+    /// Where secret values come from; never the values themselves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Seed values for the handlers' key-value store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kv: BTreeMap<String, String>,
+    /// Named handlers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handlers: BTreeMap<String, HandlerConfig>,
+    /// Per-host handler routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            internet: false,
+            intercept_https: true,
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
+            passthrough_hosts: Vec::new(),
+            outbound: None,
+            resolve: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            kv: BTreeMap::new(),
+            handlers: BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[resolve]` values: one address or several, kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "an IP address string or a list of IP address strings")]
+pub enum ResolveAddrs {
+    /// `"10.0.0.1"`.
+    One(String),
+    /// `["fd00::1", "10.0.0.1"]`.
+    Many(Vec<String>),
+}
+
+impl ResolveAddrs {
+    /// The addresses as written, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            ResolveAddrs::One(s) => std::slice::from_ref(s),
+            ResolveAddrs::Many(v) => v,
+        }
+    }
+}
+
+/// Where a secret's value comes from, read by the egret process (never by the sandbox).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretSource {
+    /// `{ env = "VAR" }`: an environment variable of the egret process.
+    Env(String),
+    /// `{ file = "/run/secrets/x" }`: a file readable by the egret process.
+    File(String),
+}
+
+/// A named handler: a WebAssembly module with default params and secret grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// Path to the `.wasm` component, as written (the caller resolves it relative to the policy
+    /// file; this crate does no I/O).
+    pub module: String,
+    /// Per-request deadline in milliseconds (1..=10000, default 50).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Memory cap in MiB (1..=1024, default 16).
+    #[serde(default = "default_memory")]
+    pub memory_mb: u64,
+    /// The only secrets this handler may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The subset of `secrets` the guest may read in clear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reveal: Vec<String>,
+    /// Default params (any value; handed to the guest as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+}
+
+impl HandlerConfig {
+    /// A handler with the given module and every other field at its default.
+    pub fn new(module: impl Into<String>) -> Self {
+        HandlerConfig {
+            module: module.into(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            memory_mb: DEFAULT_MEMORY_MB,
+            secrets: Vec::new(),
+            reveal: Vec::new(),
+            params: None,
+        }
+    }
+}
+
+/// A reference to a handler with optional params that replace the handler's defaults.
+///
+/// Written as a bare name (`outbound = "get-only"`) or a table
+/// (`outbound = { handler = "get-only", params = {...} }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingConfig {
+    /// Name of a handler in `[handlers]`.
+    pub handler: String,
+    /// Params replacing the handler's defaults, if given.
+    pub params: Option<serde_json::Value>,
+}
+
+impl BindingConfig {
+    /// A binding of `handler` with its default params.
+    pub fn new(handler: impl Into<String>) -> Self {
+        BindingConfig {
+            handler: handler.into(),
+            params: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingTable {
+    handler: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    params: Option<serde_json::Value>,
+}
+
+impl Serialize for BindingConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Read back in the short form users write when there is nothing else to say.
+        match &self.params {
+            None => s.serialize_str(&self.handler),
+            Some(p) => BindingTable {
+                handler: self.handler.clone(),
+                params: Some(p.clone()),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BindingConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BindingConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a handler name, or a table `{ handler = \"name\", params = {...} }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BindingConfig, E> {
+                Ok(BindingConfig::new(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BindingConfig, A::Error> {
+                // Going through a derived struct keeps serde's own unknown/missing-field
+                // messages, which list the valid keys.
+                let t = BindingTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(BindingConfig {
+                    handler: t.handler,
+                    params: t.params,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A per-host route: destinations matching `hosts` go to `handler`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteConfig {
+    /// Host patterns (written as `hosts = [...]` or `host = "..."`).
+    pub hosts: Vec<String>,
+    /// Name of a handler in `[handlers]`.
+    pub handler: String,
+    /// Params replacing the handler's defaults, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+}
+
+impl RouteConfig {
+    /// A route of `hosts` to `handler` with the handler's default params.
+    pub fn new<S: Into<String>>(hosts: impl IntoIterator<Item = S>, handler: &str) -> Self {
+        RouteConfig {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            handler: handler.to_owned(),
+            params: None,
+        }
+    }
+
+    /// The handler binding this route selects.
+    pub fn binding(&self) -> BindingConfig {
+        BindingConfig {
+            handler: self.handler.clone(),
+            params: self.params.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum RouteField {
+    Host,
+    Hosts,
+    Handler,
+    Params,
+}
+
+/// Fails while deserializing a value, so the parser reports the value's own position.
+struct Conflict(&'static str);
+
+impl<'de> de::DeserializeSeed<'de> for Conflict {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(de::Error::custom(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a route table with `host` or `hosts`, and `handler`")
+            }
+            // Hand-written rather than `try_from` so that errors are raised on the key or value
+            // at fault, while the parser still knows where in the file it is.
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RouteConfig, A::Error> {
+                const BOTH: &str = "a route takes `host` or `hosts`, not both";
+                let mut hosts: Option<Vec<String>> = None;
+                let mut handler = None;
+                let mut params = None;
+                while let Some(key) = map.next_key::<RouteField>()? {
+                    match key {
+                        RouteField::Host | RouteField::Hosts if hosts.is_some() => {
+                            map.next_value_seed(Conflict(BOTH))?;
+                        }
+                        RouteField::Host => hosts = Some(vec![map.next_value::<String>()?]),
+                        RouteField::Hosts => hosts = Some(map.next_value()?),
+                        RouteField::Handler => handler = Some(map.next_value::<String>()?),
+                        RouteField::Params => params = Some(map.next_value()?),
+                    }
+                }
+                let hosts = hosts.ok_or_else(|| {
+                    de::Error::custom("a route needs `host = \"...\"` or `hosts = [...]`")
+                })?;
+                let handler = handler.ok_or_else(|| de::Error::missing_field("handler"))?;
+                Ok(RouteConfig {
+                    hosts,
+                    handler,
+                    params,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Changes made at runtime through the admin API, layered over the static file: its routes are
+/// consulted before the file's routes, its catch-all before the file's catch-all.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeLayer {
+    /// Runtime catch-all handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<BindingConfig>,
+    /// Runtime per-host routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl PolicyConfig {
+    /// Parses a TOML policy. `origin` names the source (usually the file name) in errors.
+    ///
+    /// Syntax errors, wrong types and unknown keys are reported with 1-based line and column;
+    /// semantic checks happen in [`crate::CompiledPolicy::compile`].
+    pub fn from_toml(src: &str, origin: &str) -> Result<PolicyConfig, PolicyError> {
+        toml::from_str(src).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(src, s.start))
+                .unwrap_or((1, 1));
+            parse_error(origin, line, column, e.message().trim_end().to_owned())
+        })
+    }
+
+    /// Parses the same shape from JSON (the admin API's form).
+    pub fn from_json(src: &str, origin: &str) -> Result<PolicyConfig, PolicyError> {
+        from_json_impl(src, origin)
+    }
+
+    /// Writes the policy back as TOML.
+    pub fn to_toml_string(&self) -> Result<String, PolicyError> {
+        toml::to_string(self).map_err(|e| PolicyError::Serialize(e.to_string()))
+    }
+}
+
+impl RuntimeLayer {
+    /// Parses a runtime layer from JSON (the admin API's form).
+    pub fn from_json(src: &str, origin: &str) -> Result<RuntimeLayer, PolicyError> {
+        from_json_impl(src, origin)
+    }
+
+    /// Whether the layer changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.outbound.is_none() && self.routes.is_empty()
+    }
+}
+
+fn from_json_impl<T: serde::de::DeserializeOwned>(
+    src: &str,
+    origin: &str,
+) -> Result<T, PolicyError> {
+    serde_json::from_str(src).map_err(|e| {
+        let (line, column) = (e.line().max(1), e.column().max(1));
+        // serde_json appends the position to its message; we report it separately.
+        let full = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+        parse_error(origin, line, column, message)
+    })
+}
+
+fn parse_error(origin: &str, line: usize, column: usize, message: String) -> PolicyError {
+    PolicyError::Parse {
+        origin: origin.to_owned(),
+        line,
+        column,
+        hint: hint_for(&message),
+        message,
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+fn line_col(src: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(src.len());
+    while !src.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &src[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Backtick-quoted words of a serde message, in order.
+fn ticked(message: &str) -> Vec<&str> {
+    message.split('`').skip(1).step_by(2).collect()
+}
+
+/// A hint for the serde messages where one helps: the closest valid key or variant.
+fn hint_for(message: &str) -> Option<String> {
+    let kind = if message.starts_with("unknown field") {
+        "keys"
+    } else if message.starts_with("unknown variant") {
+        "values"
+    } else if let Some(rest) = message.strip_prefix("missing field ") {
+        return Some(format!("add {} here", rest.trim()));
+    } else {
+        return None;
+    };
+    let words = ticked(message);
+    let (unknown, valid) = words.split_first()?;
+    if valid.is_empty() {
+        return Some(format!("`{unknown}` is not valid here; nothing else is expected"));
+    }
+    let list = valid.join(", ");
+    let closest = valid
+        .iter()
+        .map(|v| (edit_distance(unknown, v), *v))
+        .min()
+        .filter(|(d, v)| *d <= 2.max(v.len() / 3));
+    Some(match closest {
+        Some((_, v)) => format!("did you mean `{v}`? valid {kind} here: {list}"),
+        None => format!("valid {kind} here: {list}"),
+    })
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const FULL: &str = r#"
+internet = false
+intercept_https = true
+allowed_hosts = ["allowed.test", "*.github.test", "10.200.0.0/24", "db.test:5432"]
+denied_hosts  = ["evil.test"]
+passthrough_hosts = ["pinned.test"]
+outbound = "get-only"
+
+[resolve]
+"allowed.test" = "10.200.0.2"
+"v6.test" = ["fd00:200::2", "10.200.0.2"]
+
+[secrets]
+VCS_TOKEN = { env = "VCS_TOKEN" }
+GH = { file = "/run/secrets/gh" }
+
+[kv]
+"agent-47" = "VCS_TOKEN"
+
+[handlers.inject]
+module = "handlers/inject-header.wasm"
+params = { header = "x-auth-token", secret = "VCS_TOKEN" }
+secrets = ["VCS_TOKEN"]
+reveal = []
+timeout_ms = 50
+memory_mb = 16
+
+[handlers.get-only]
+module = "handlers/get-only.wasm"
+
+[[routes]]
+hosts = ["vcs.test", "*.vcs.test"]
+handler = "inject"
+params = { header = "x-auth-token", secret = "VCS_TOKEN" }
+
+[[routes]]
+host = "single.test"
+handler = "get-only"
+"#;
+
+    fn parse_err(src: &str) -> (usize, usize, String, Option<String>, String) {
+        match PolicyConfig::from_toml(src, "policy.toml").unwrap_err() {
+            e @ PolicyError::Parse { .. } => {
+                let shown = e.to_string();
+                let PolicyError::Parse {
+                    line,
+                    column,
+                    message,
+                    hint,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                (line, column, message, hint, shown)
+            }
+            e => panic!("expected a parse error, got {e}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_full_example() {
+        let c = PolicyConfig::from_toml(FULL, "policy.toml").unwrap();
+        assert!(!c.internet);
+        assert!(c.intercept_https);
+        assert_eq!(c.allowed_hosts.len(), 4);
+        assert_eq!(c.denied_hosts, vec!["evil.test"]);
+        assert_eq!(c.passthrough_hosts, vec!["pinned.test"]);
+        assert_eq!(c.outbound, Some(BindingConfig::new("get-only")));
+        assert_eq!(
+            c.resolve["v6.test"].as_slice(),
+            &["fd00:200::2".to_owned(), "10.200.0.2".to_owned()]
+        );
+        assert_eq!(c.resolve["allowed.test"].as_slice(), &["10.200.0.2"]);
+        assert_eq!(c.secrets["VCS_TOKEN"], SecretSource::Env("VCS_TOKEN".into()));
+        assert_eq!(c.secrets["GH"], SecretSource::File("/run/secrets/gh".into()));
+        assert_eq!(c.kv["agent-47"], "VCS_TOKEN");
+        let h = &c.handlers["inject"];
+        assert_eq!(h.module, "handlers/inject-header.wasm");
+        assert_eq!(
+            h.params,
+            Some(json!({"header": "x-auth-token", "secret": "VCS_TOKEN"}))
+        );
+        assert_eq!(h.secrets, vec!["VCS_TOKEN"]);
+        assert_eq!(c.handlers["get-only"].timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(c.handlers["get-only"].memory_mb, DEFAULT_MEMORY_MB);
+        assert_eq!(c.routes[0].hosts, vec!["vcs.test", "*.vcs.test"]);
+        assert_eq!(c.routes[1].hosts, vec!["single.test"]);
+        assert_eq!(c.routes[1].params, None);
+    }
+
+    #[test]
+    fn defaults_for_an_empty_file() {
+        let c = PolicyConfig::from_toml("", "p").unwrap();
+        assert_eq!(c, PolicyConfig::default());
+        assert!(c.intercept_https);
+        assert!(!c.internet);
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let c = PolicyConfig::from_toml(FULL, "policy.toml").unwrap();
+        let text = c.to_toml_string().unwrap();
+        let back = PolicyConfig::from_toml(&text, "back.toml")
+            .unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn json_round_trip_and_same_shape() {
+        let c = PolicyConfig::from_toml(FULL, "policy.toml").unwrap();
+        let text = serde_json::to_string_pretty(&c).unwrap();
+        assert_eq!(PolicyConfig::from_json(&text, "api").unwrap(), c);
+    }
+
+    #[test]
+    fn outbound_table_form() {
+        let c = PolicyConfig::from_toml(
+            "outbound = { handler = \"allow-hosts\", params = { hosts = [\"a.test\"] } }",
+            "p",
+        )
+        .unwrap();
+        let b = c.outbound.unwrap();
+        assert_eq!(b.handler, "allow-hosts");
+        assert_eq!(b.params, Some(json!({"hosts": ["a.test"]})));
+    }
+
+    #[test]
+    fn unknown_top_level_key_has_location_and_suggestion() {
+        let (line, col, msg, hint, shown) =
+            parse_err("internet = true\nalowed_hosts = [\"a.test\"]\n");
+        assert_eq!((line, col), (2, 1));
+        assert!(msg.contains("unknown field `alowed_hosts`"), "{msg}");
+        let hint = hint.unwrap();
+        assert!(hint.contains("did you mean `allowed_hosts`?"), "{hint}");
+        assert!(hint.contains("intercept_https"), "{hint}");
+        assert!(shown.starts_with("policy.toml:2:1: "), "{shown}");
+        assert!(shown.contains("hint: did you mean"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_handler_key_lists_valid_keys() {
+        let (line, col, msg, hint, _) =
+            parse_err("[handlers.x]\nmodule = \"m.wasm\"\n  timeout = 5\n");
+        assert_eq!((line, col), (3, 3));
+        assert!(msg.contains("`timeout`"), "{msg}");
+        let hint = hint.unwrap();
+        assert!(hint.contains("did you mean `timeout_ms`?"), "{hint}");
+        assert!(hint.contains("memory_mb"), "{hint}");
+    }
+
+    #[test]
+    fn unknown_key_in_outbound_table() {
+        let (line, _, msg, hint, _) =
+            parse_err("\n\noutbound = { handler = \"x\", parms = {} }\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("`parms`"), "{msg}");
+        assert!(hint.unwrap().contains("did you mean `params`?"));
+    }
+
+    #[test]
+    fn unknown_secret_source() {
+        let (line, _, msg, hint, _) = parse_err("[secrets]\nA = { vault = \"x\" }\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("vault"), "{msg}");
+        let hint = hint.unwrap();
+        assert!(hint.contains("env") && hint.contains("file"), "{hint}");
+    }
+
+    #[test]
+    fn type_errors_have_location() {
+        let (line, col, msg, _, _) = parse_err("internet = \"yes\"\n");
+        assert_eq!((line, col), (1, 12));
+        assert!(msg.contains("invalid type"), "{msg}");
+        let (line, _, msg, _, _) = parse_err("[handlers.x]\nmodule = \"m\"\nmemory_mb = -1\n");
+        assert_eq!(line, 3);
+        assert!(!msg.is_empty());
+        let (line, _, msg, _, _) = parse_err("[resolve]\n\"a.test\" = 5\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("IP address"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_errors_have_location() {
+        let (line, col, _, _, shown) = parse_err("internet = true\n  x = [1,\n");
+        assert!(line >= 2, "{shown}");
+        assert!(col >= 1);
+        let (line, col, _, _, _) = parse_err("é = = 1");
+        assert_eq!(line, 1);
+        assert!(col >= 1);
+    }
+
+    #[test]
+    fn missing_module_is_reported() {
+        let (line, _, msg, hint, _) = parse_err("[handlers.x]\ntimeout_ms = 5\n");
+        assert!(line >= 1);
+        assert!(msg.contains("missing field `module`"), "{msg}");
+        assert_eq!(hint.as_deref(), Some("add `module` here"));
+    }
+
+    #[test]
+    fn route_needs_exactly_one_of_host_and_hosts() {
+        let (line, _, msg, _, _) = parse_err(
+            "[[routes]]\nhost = \"z\"\nhandler = \"h\"\n\n[[routes]]\nhost = \"a\"\nhosts = [\"b\"]\nhandler = \"h\"\n",
+        );
+        assert_eq!(line, 7, "points at the conflicting key");
+        assert!(msg.contains("not both"), "{msg}");
+        let (_, _, msg, _, _) = parse_err("[[routes]]\nhandler = \"h\"\n");
+        assert!(msg.contains("needs `host"), "{msg}");
+        let (line, _, msg, _, _) = parse_err("[[routes]]\nhost = \"a\"\nhandler = \"h\"\nfoo = 1\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("`foo`"), "{msg}");
+    }
+
+    #[test]
+    fn json_errors_have_location_without_duplicating_it() {
+        let e = PolicyConfig::from_json("{\n  \"internet\": true,\n  \"bogus\": 1\n}", "api")
+            .unwrap_err();
+        let PolicyError::Parse {
+            line,
+            column,
+            message,
+            hint,
+            origin,
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(origin, "api");
+        assert_eq!(line, 3);
+        assert!(column > 1);
+        assert!(message.contains("unknown field `bogus`"), "{message}");
+        assert!(!message.contains("at line"), "{message}");
+        assert!(hint.unwrap().contains("valid keys here"));
+    }
+
+    #[test]
+    fn runtime_layer_json() {
+        let rt = RuntimeLayer::from_json(
+            r#"{"outbound": {"handler": "allow-hosts", "params": {"hosts": ["a"]}},
+                "routes": [{"host": "x.test", "handler": "h"}]}"#,
+            "api",
+        )
+        .unwrap();
+        assert_eq!(rt.outbound.as_ref().unwrap().handler, "allow-hosts");
+        assert_eq!(rt.routes[0].hosts, vec!["x.test"]);
+        assert!(!rt.is_empty());
+        assert!(RuntimeLayer::default().is_empty());
+        assert!(RuntimeLayer::from_json(r#"{"outbund": "x"}"#, "api").is_err());
+        let back: RuntimeLayer =
+            serde_json::from_str(&serde_json::to_string(&rt).unwrap()).unwrap();
+        assert_eq!(back, rt);
+    }
+
+    #[test]
+    fn null_params_cannot_be_written_as_toml() {
+        let mut c = PolicyConfig::default();
+        c.outbound = Some(BindingConfig {
+            handler: "h".into(),
+            params: Some(json!({"a": null})),
+        });
+        assert!(matches!(c.to_toml_string(), Err(PolicyError::Serialize(_))));
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("abc", 0), (1, 1));
+        assert_eq!(line_col("a\nbc", 3), (2, 2));
+        assert_eq!(line_col("é\néx", 5), (2, 2));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+}

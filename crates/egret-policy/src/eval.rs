@@ -1,0 +1,696 @@
+//! The compiled policy: validation of a (file, runtime layer) pair into matchers and handler
+//! bindings, and the evaluation order every connection and request goes through.
+//!
+//! Everything that can be computed at load time is (pattern indexes, serialized params, rule
+//! labels), so per-request evaluation is lookups and `Arc` clones only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{
+    BindingConfig, PolicyConfig, RouteConfig, RuntimeLayer, SecretSource, MEMORY_MB_RANGE,
+    TIMEOUT_MS_RANGE,
+};
+use crate::error::{PolicyError, Problem};
+use crate::matcher::HostSet;
+use crate::pattern::{is_valid_name, normalize_host, Destination, Pattern, PatternKind, PortSpec};
+
+const NAME_RULE: &str = "names use only A-Z a-z 0-9 `_` `.` `-`, 1 to 64 characters";
+
+/// Index of a [`Binding`] in a [`CompiledPolicy`]; valid only for the policy that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindingId(u32);
+
+impl BindingId {
+    /// Position in [`CompiledPolicy::bindings`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A handler ready to run: which module, with which params and grants and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Handler name (key in `[handlers]`).
+    pub handler: Arc<str>,
+    /// Module path as written in the policy.
+    pub module: Arc<str>,
+    /// Params as JSON, serialized once at compile: the route's or catch-all's params if given,
+    /// else the handler's defaults, else `null`.
+    pub params_json: Arc<str>,
+    /// Secret names this handler may use.
+    pub grants: Arc<[Arc<str>]>,
+    /// Secret names the guest may read in clear (a subset of `grants`).
+    pub reveal: Arc<[Arc<str>]>,
+    /// Per-request deadline.
+    pub timeout: Duration,
+    /// Memory cap in bytes.
+    pub memory_bytes: u64,
+}
+
+/// What to do with a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictAction {
+    /// Refuse.
+    Deny,
+    /// Forward unchanged.
+    Allow,
+    /// Hand each request to this handler binding.
+    Handler(BindingId),
+}
+
+/// A decision and the rule that made it (pre-formatted; printed in denial bodies and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The decision.
+    pub action: VerdictAction,
+    /// The rule, e.g. `denied_hosts "evil.test"` or `default deny (internet = false)`.
+    pub rule: Arc<str>,
+}
+
+impl Verdict {
+    /// Whether the destination is denied.
+    pub fn is_deny(&self) -> bool {
+        self.action == VerdictAction::Deny
+    }
+}
+
+/// What to do with a TLS ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsDecision {
+    /// Terminate TLS with a leaf from the sandbox CA and evaluate each request.
+    Intercept(Verdict),
+    /// Splice the bytes through untouched.
+    Passthrough(Verdict),
+    /// Close the connection.
+    Refuse(Verdict),
+}
+
+impl TlsDecision {
+    /// The verdict behind the decision.
+    pub fn verdict(&self) -> &Verdict {
+        match self {
+            TlsDecision::Intercept(v) | TlsDecision::Passthrough(v) | TlsDecision::Refuse(v) => v,
+        }
+    }
+}
+
+/// What the sandbox's resolver answers for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsDecision {
+    /// Answer (with a synthetic address): some connection to the name could be allowed.
+    Answer,
+    /// NXDOMAIN: every connection to the name would be denied, by `rule`.
+    NxDomain {
+        /// The rule that denies every port of the name.
+        rule: Arc<str>,
+    },
+}
+
+/// Route patterns of one layer and, per pattern, the binding and rule label it selects.
+#[derive(Debug, Clone, Default)]
+struct RouteTable {
+    set: HostSet,
+    targets: Vec<(BindingId, Arc<str>)>,
+}
+
+impl RouteTable {
+    fn find(&self, dest: &Destination<'_>) -> Option<&(BindingId, Arc<str>)> {
+        self.set.find(dest).map(|m| &self.targets[m.index])
+    }
+}
+
+/// A validated, compiled policy: immutable, cheap to share behind an `Arc`, swapped whole.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    generation: u64,
+    config: PolicyConfig,
+    runtime: RuntimeLayer,
+    denied: HostSet,
+    denied_rules: Vec<Arc<str>>,
+    allowed: HostSet,
+    allowed_rules: Vec<Arc<str>>,
+    passthrough: HostSet,
+    runtime_routes: RouteTable,
+    static_routes: RouteTable,
+    runtime_outbound: Option<(BindingId, Arc<str>)>,
+    static_outbound: Option<(BindingId, Arc<str>)>,
+    bindings: Vec<Binding>,
+    pins: HashMap<Box<str>, Vec<IpAddr>>,
+    warnings: Vec<Problem>,
+    rule_not_allowed: Arc<str>,
+    rule_internet: Arc<str>,
+    rule_default_deny: Arc<str>,
+}
+
+/// Collects problems and warnings while compiling.
+struct Compiler<'a> {
+    cfg: &'a PolicyConfig,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    bindings: Vec<Binding>,
+}
+
+fn handler_path(name: &str) -> String {
+    if is_valid_name(name) {
+        format!("handlers.{name}")
+    } else {
+        format!("handlers.{name:?}")
+    }
+}
+
+impl Compiler<'_> {
+    /// Compiles a host list; invalid entries become problems and are left out.
+    fn patterns(&mut self, path: &str, sources: &[String]) -> Vec<(usize, Pattern)> {
+        let mut out = Vec::with_capacity(sources.len());
+        for (i, src) in sources.iter().enumerate() {
+            match Pattern::parse(src) {
+                Ok(p) => out.push((i, p)),
+                Err(e) => {
+                    let mut pr = Problem::new(format!("{path}[{i}]"), src.as_str(), e.to_string());
+                    pr.hint = None; // the message already carries the hint
+                    self.problems.push(pr);
+                }
+            }
+        }
+        out
+    }
+
+    fn host_list(&mut self, path: &str, sources: &[String]) -> (HostSet, Vec<Arc<str>>) {
+        let pats = self.patterns(path, sources);
+        let rules = pats
+            .iter()
+            .map(|(_, p)| Arc::from(format!("{path} {:?}", p.as_str())))
+            .collect();
+        (HostSet::new(pats.into_iter().map(|(_, p)| p).collect()), rules)
+    }
+
+    fn check_handlers(&mut self) {
+        let cfg = self.cfg;
+        for (name, h) in &cfg.handlers {
+            let path = handler_path(name);
+            if !is_valid_name(name) {
+                self.problems.push(
+                    Problem::new(&path, name.as_str(), "invalid handler name")
+                        .hint(NAME_RULE.to_owned()),
+                );
+            }
+            if h.module.trim().is_empty() {
+                self.problems.push(
+                    Problem::new(format!("{path}.module"), h.module.as_str(), "module is empty")
+                        .hint("set the path of the handler's .wasm component"),
+                );
+            }
+            if !TIMEOUT_MS_RANGE.contains(&h.timeout_ms) {
+                self.problems.push(
+                    Problem::new(
+                        format!("{path}.timeout_ms"),
+                        h.timeout_ms.to_string(),
+                        "timeout_ms is out of range",
+                    )
+                    .hint("use 1..=10000 milliseconds (default 50)"),
+                );
+            }
+            if !MEMORY_MB_RANGE.contains(&h.memory_mb) {
+                self.problems.push(
+                    Problem::new(
+                        format!("{path}.memory_mb"),
+                        h.memory_mb.to_string(),
+                        "memory_mb is out of range",
+                    )
+                    .hint("use 1..=1024 MiB (default 16)"),
+                );
+            }
+            for (i, s) in h.secrets.iter().enumerate() {
+                let p = format!("{path}.secrets[{i}]");
+                if !is_valid_name(s) {
+                    self.problems.push(
+                        Problem::new(p, s.as_str(), "invalid secret name").hint(NAME_RULE),
+                    );
+                } else if !cfg.secrets.contains_key(s) {
+                    // Secrets may be provided at runtime, so this is not fatal.
+                    self.warnings.push(
+                        Problem::new(p, s.as_str(), "the secret is not defined in [secrets]")
+                            .hint(format!(
+                                "add `{s} = {{ env = \"...\" }}` to [secrets], or set it at \
+                                 runtime before the handler uses it"
+                            )),
+                    );
+                }
+            }
+            for (i, r) in h.reveal.iter().enumerate() {
+                if !h.secrets.contains(r) {
+                    self.problems.push(
+                        Problem::new(
+                            format!("{path}.reveal[{i}]"),
+                            r.as_str(),
+                            "a revealed secret must also be granted",
+                        )
+                        .hint(format!(
+                            "add {r:?} to {path}.secrets, or remove it from {path}.reveal"
+                        )),
+                    );
+                }
+            }
+        }
+        for (name, src) in &cfg.secrets {
+            let path = if is_valid_name(name) {
+                format!("secrets.{name}")
+            } else {
+                format!("secrets.{name:?}")
+            };
+            if !is_valid_name(name) {
+                self.problems
+                    .push(Problem::new(&path, name.as_str(), "invalid secret name").hint(NAME_RULE));
+            }
+            let (field, value) = match src {
+                SecretSource::Env(v) => ("env", v),
+                SecretSource::File(v) => ("file", v),
+            };
+            if value.trim().is_empty() {
+                self.problems.push(
+                    Problem::new(format!("{path}.{field}"), value.as_str(), "the source is empty")
+                        .hint(format!("name the {field} the secret is read from")),
+                );
+            }
+        }
+    }
+
+    /// Resolves a binding to a handler; a missing handler is a problem (and `None`).
+    fn bind(&mut self, path: &str, b: &BindingConfig) -> Option<BindingId> {
+        let Some(h) = self.cfg.handlers.get(&b.handler) else {
+            let names: Vec<&str> = self.cfg.handlers.keys().map(String::as_str).collect();
+            let hint = if names.is_empty() {
+                format!(
+                    "no handlers are defined; add a [handlers.{}] table with a module",
+                    b.handler
+                )
+            } else {
+                format!("defined handlers: {}", names.join(", "))
+            };
+            self.problems.push(
+                Problem::new(path, b.handler.as_str(), "no handler has this name").hint(hint),
+            );
+            return None;
+        };
+        let params = b.params.as_ref().or(h.params.as_ref());
+        let params_json = match params {
+            Some(p) => serde_json::to_string(p).expect("JSON values always serialize"),
+            None => "null".to_owned(),
+        };
+        let list = |v: &[String]| -> Arc<[Arc<str>]> { v.iter().map(|s| Arc::from(&**s)).collect() };
+        let id = BindingId(u32::try_from(self.bindings.len()).expect("too many bindings"));
+        self.bindings.push(Binding {
+            handler: Arc::from(b.handler.as_str()),
+            module: Arc::from(h.module.as_str()),
+            params_json: Arc::from(params_json),
+            grants: list(&h.secrets),
+            reveal: list(&h.reveal),
+            timeout: Duration::from_millis(h.timeout_ms),
+            memory_bytes: h.memory_mb.saturating_mul(1024 * 1024),
+        });
+        Some(id)
+    }
+
+    fn routes(&mut self, prefix: &str, routes: &[RouteConfig]) -> RouteTable {
+        let mut patterns = Vec::new();
+        let mut targets = Vec::new();
+        // (pattern, route path) per compiled pattern, to spot duplicates that can never win.
+        let mut seen: Vec<(Pattern, String)> = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let path = format!("{prefix}[{i}]");
+            if r.hosts.is_empty() {
+                self.problems.push(
+                    Problem::new(format!("{path}.hosts"), "[]", "a route needs at least one host")
+                        .hint("list host patterns, or `*` for everything"),
+                );
+            }
+            let pats = self.patterns(&format!("{path}.hosts"), &r.hosts);
+            let Some(id) = self.bind(&format!("{path}.handler"), &r.binding()) else {
+                continue;
+            };
+            for (j, p) in pats {
+                let here = format!("{path}.hosts[{j}]");
+                if let Some((_, first)) = seen.iter().find(|(q, _)| q.same_as(&p)) {
+                    self.warnings.push(
+                        Problem::new(&here, p.as_str(), format!("the same pattern is routed by {first}, which comes first"))
+                            .hint("remove one of them; this one never matches"),
+                    );
+                }
+                targets.push((
+                    id,
+                    Arc::from(format!("{path} {:?} -> {}", p.as_str(), r.handler)),
+                ));
+                seen.push((p.clone(), here));
+                patterns.push(p);
+            }
+        }
+        RouteTable {
+            set: HostSet::new(patterns),
+            targets,
+        }
+    }
+
+    fn outbound(&mut self, path: &str, b: Option<&BindingConfig>) -> Option<(BindingId, Arc<str>)> {
+        let b = b?;
+        let id = self.bind(path, b)?;
+        Some((id, Arc::from(format!("{path} -> {}", b.handler))))
+    }
+
+    fn pins(&mut self) -> HashMap<Box<str>, Vec<IpAddr>> {
+        let mut pins = HashMap::new();
+        for (host, addrs) in &self.cfg.resolve {
+            let path = format!("resolve.{host:?}");
+            let key = match pin_host(host) {
+                Ok(k) => Some(k),
+                Err(msg) => {
+                    self.problems.push(
+                        Problem::new(&path, host.as_str(), msg)
+                            .hint("write a plain host name such as `api.example.com`"),
+                    );
+                    None
+                }
+            };
+            let addrs = addrs.as_slice();
+            if addrs.is_empty() {
+                self.problems.push(
+                    Problem::new(&path, "[]", "no addresses given")
+                        .hint("give one address or a list of addresses"),
+                );
+            }
+            let mut ips = Vec::with_capacity(addrs.len());
+            for (j, a) in addrs.iter().enumerate() {
+                match parse_ip(a) {
+                    Some(ip) => ips.push(ip),
+                    None => self.problems.push(
+                        Problem::new(format!("{path}[{j}]"), a.as_str(), "not an IP address")
+                            .hint("write IPv4 like `10.0.0.2` or IPv6 like `fd00::2`"),
+                    ),
+                }
+            }
+            if let Some(k) = key {
+                pins.insert(k, ips);
+            }
+        }
+        pins
+    }
+}
+
+/// Checks that `host` is a plain name (or IP literal) usable as a pin key; returns its
+/// normalized form.
+fn pin_host(host: &str) -> Result<Box<str>, String> {
+    match Pattern::parse(host) {
+        Ok(p) if p.port() == PortSpec::Any => match p.kind() {
+            PatternKind::Exact(h) => Ok(h.clone()),
+            _ => Err("only a plain host name can be pinned (no `*`, IP or CIDR)".to_owned()),
+        },
+        Ok(_) => Err("only a plain host name can be pinned (no port)".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    s.parse().ok()
+}
+
+/// Parses a command-line pin `HOST=ADDR` (ADDR IPv4, IPv6, or `[IPv6]`).
+pub fn parse_pin_arg(arg: &str) -> Result<(String, IpAddr), PolicyError> {
+    let invalid = |msg: &str, hint: &str| {
+        PolicyError::Invalid(vec![Problem::new("--resolve", arg, msg).hint(hint)])
+    };
+    let Some((host, addr)) = arg.split_once('=') else {
+        return Err(invalid(
+            "expected HOST=ADDR",
+            "e.g. --resolve api.example.com=10.0.0.2",
+        ));
+    };
+    let host = pin_host(host).map_err(|m| invalid(&m, "write a plain host name"))?;
+    let ip = parse_ip(addr).ok_or_else(|| {
+        invalid(
+            "the address is not an IP address",
+            "write IPv4 like `10.0.0.2` or IPv6 like `fd00::2`",
+        )
+    })?;
+    Ok((host.into(), ip))
+}
+
+impl CompiledPolicy {
+    /// Validates and compiles a policy file with a runtime layer over it.
+    ///
+    /// Every problem is collected and returned at once as [`PolicyError::Invalid`]; problems
+    /// that do not stop the policy from working (e.g. a granted secret not in `[secrets]`,
+    /// which may be set at runtime) are kept as [`CompiledPolicy::warnings`].
+    pub fn compile(
+        cfg: &PolicyConfig,
+        rt: &RuntimeLayer,
+        generation: u64,
+    ) -> Result<CompiledPolicy, PolicyError> {
+        let mut c = Compiler {
+            cfg,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            bindings: Vec::new(),
+        };
+        c.check_handlers();
+        let (denied, denied_rules) = c.host_list("denied_hosts", &cfg.denied_hosts);
+        let (allowed, allowed_rules) = c.host_list("allowed_hosts", &cfg.allowed_hosts);
+        let passthrough_pats = c.patterns("passthrough_hosts", &cfg.passthrough_hosts);
+        let runtime_routes = c.routes("runtime.routes", &rt.routes);
+        let static_routes = c.routes("routes", &cfg.routes);
+        let runtime_outbound = c.outbound("runtime.outbound", rt.outbound.as_ref());
+        let static_outbound = c.outbound("outbound", cfg.outbound.as_ref());
+        let pins = c.pins();
+
+        for (i, p) in &passthrough_pats {
+            for (table, prefix) in [(&runtime_routes, "runtime.routes"), (&static_routes, "routes")] {
+                for (k, q) in table.set.patterns().iter().enumerate() {
+                    if q.same_as(p) {
+                        let handler = &c.bindings[table.targets[k].0.index()].handler;
+                        c.warnings.push(
+                            Problem::new(
+                                format!("passthrough_hosts[{i}]"),
+                                p.as_str(),
+                                format!(
+                                    "also routed to handler `{handler}` by {prefix}; TLS to it is \
+                                     spliced, so the handler never sees its HTTPS requests"
+                                ),
+                            )
+                            .hint("remove it from passthrough_hosts or from the route"),
+                        );
+                    }
+                }
+            }
+        }
+
+        if !c.problems.is_empty() {
+            return Err(PolicyError::Invalid(c.problems));
+        }
+        Ok(CompiledPolicy {
+            generation,
+            config: cfg.clone(),
+            runtime: rt.clone(),
+            denied,
+            denied_rules,
+            allowed,
+            allowed_rules,
+            passthrough: HostSet::new(passthrough_pats.into_iter().map(|(_, p)| p).collect()),
+            runtime_routes,
+            static_routes,
+            runtime_outbound,
+            static_outbound,
+            bindings: c.bindings,
+            pins,
+            warnings: c.warnings,
+            rule_not_allowed: Arc::from("not in allowed_hosts"),
+            rule_internet: Arc::from("internet = true"),
+            rule_default_deny: Arc::from("default deny (internet = false)"),
+        })
+    }
+
+    /// Decides what happens to `dest`, in this order: `denied_hosts` → the `allowed_hosts`
+    /// gate → runtime route → static route → runtime catch-all → static catch-all →
+    /// `allowed_hosts` match → `internet = true` → deny.
+    pub fn evaluate(&self, dest: &Destination<'_>) -> Verdict {
+        let deny = |rule: &Arc<str>| Verdict {
+            action: VerdictAction::Deny,
+            rule: rule.clone(),
+        };
+        let handler = |(id, rule): &(BindingId, Arc<str>)| Verdict {
+            action: VerdictAction::Handler(*id),
+            rule: rule.clone(),
+        };
+        if let Some(m) = self.denied.find(dest) {
+            return deny(&self.denied_rules[m.index]);
+        }
+        let allowed = self.allowed.find(dest);
+        if allowed.is_none() && !self.allowed.is_empty() {
+            return deny(&self.rule_not_allowed);
+        }
+        if let Some(t) = self.runtime_routes.find(dest) {
+            return handler(t);
+        }
+        if let Some(t) = self.static_routes.find(dest) {
+            return handler(t);
+        }
+        if let Some(t) = self.runtime_outbound.as_ref() {
+            return handler(t);
+        }
+        if let Some(t) = self.static_outbound.as_ref() {
+            return handler(t);
+        }
+        if let Some(m) = allowed {
+            return Verdict {
+                action: VerdictAction::Allow,
+                rule: self.allowed_rules[m.index].clone(),
+            };
+        }
+        if self.config.internet {
+            return Verdict {
+                action: VerdictAction::Allow,
+                rule: self.rule_internet.clone(),
+            };
+        }
+        deny(&self.rule_default_deny)
+    }
+
+    /// Decides what to do with a TLS connection: refuse what is denied, splice
+    /// `passthrough_hosts` (even when a handler route matched), intercept when
+    /// `intercept_https` is on or a handler must see the requests, splice otherwise.
+    pub fn tls_decision(&self, dest: &Destination<'_>) -> TlsDecision {
+        let v = self.evaluate(dest);
+        match v.action {
+            VerdictAction::Deny => TlsDecision::Refuse(v),
+            _ if self.passthrough.find(dest).is_some() => TlsDecision::Passthrough(v),
+            VerdictAction::Handler(_) => TlsDecision::Intercept(v),
+            VerdictAction::Allow if self.config.intercept_https => TlsDecision::Intercept(v),
+            VerdictAction::Allow => TlsDecision::Passthrough(v),
+        }
+    }
+
+    /// Decides whether the sandbox's resolver answers `name`: NXDOMAIN only when no connection
+    /// to the name, on any port, could be anything but denied.
+    ///
+    /// `name` is normalized here (case, trailing dot), since resolvers pass names as asked.
+    pub fn dns_decision(&self, name: &str) -> DnsDecision {
+        let name = normalize_host(name);
+        let name = name.as_ref();
+        if let Some(m) = self.denied.find_every_port(name) {
+            return DnsDecision::NxDomain {
+                rule: self.denied_rules[m.index].clone(),
+            };
+        }
+        let allowed = self.allowed.find_any_port(name).is_some();
+        if !allowed && !self.allowed.is_empty() {
+            return DnsDecision::NxDomain {
+                rule: self.rule_not_allowed.clone(),
+            };
+        }
+        let reachable = self.config.internet
+            || allowed
+            || self.runtime_routes.set.find_any_port(name).is_some()
+            || self.static_routes.set.find_any_port(name).is_some()
+            || self.runtime_outbound.is_some()
+            || self.static_outbound.is_some();
+        if reachable {
+            DnsDecision::Answer
+        } else {
+            DnsDecision::NxDomain {
+                rule: self.rule_default_deny.clone(),
+            }
+        }
+    }
+
+    /// Addresses `host` (normalized) is pinned to by `[resolve]` or extra pins.
+    pub fn pinned(&self, host: &str) -> Option<&[IpAddr]> {
+        self.pins.get(host).map(Vec::as_slice)
+    }
+
+    /// Every pin, in no particular order.
+    pub fn pins(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
+        self.pins.iter().map(|(h, a)| (&**h, a.as_slice()))
+    }
+
+    /// Merges pins from the command line (`--resolve host=addr`, see [`parse_pin_arg`]).
+    /// They win: a host given here replaces its `[resolve]` entry; several pins of the same
+    /// host accumulate in order.
+    pub fn with_extra_pins<I, S>(mut self, pins: I) -> Result<CompiledPolicy, PolicyError>
+    where
+        I: IntoIterator<Item = (S, IpAddr)>,
+        S: AsRef<str>,
+    {
+        let mut extra: HashMap<Box<str>, Vec<IpAddr>> = HashMap::new();
+        let mut problems = Vec::new();
+        for (i, (host, ip)) in pins.into_iter().enumerate() {
+            match pin_host(host.as_ref()) {
+                Ok(k) => extra.entry(k).or_default().push(ip),
+                Err(m) => problems.push(
+                    Problem::new(format!("--resolve[{i}]"), host.as_ref(), m)
+                        .hint("write a plain host name"),
+                ),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError::Invalid(problems));
+        }
+        self.pins.extend(extra);
+        Ok(self)
+    }
+
+    /// The handler binding a [`VerdictAction::Handler`] names.
+    ///
+    /// # Panics
+    /// If `id` came from another policy and is out of range.
+    pub fn binding(&self, id: BindingId) -> &Binding {
+        &self.bindings[id.index()]
+    }
+
+    /// All bindings (e.g. to precompile their modules before swapping the policy in).
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// Non-fatal problems found while compiling.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
+    }
+
+    /// The generation number, logged with every decision.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The static configuration this was compiled from.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The runtime layer this was compiled from.
+    pub fn runtime(&self) -> &RuntimeLayer {
+        &self.runtime
+    }
+
+    /// Whether TLS to allowed hosts is terminated.
+    pub fn intercept_https(&self) -> bool {
+        self.config.intercept_https
+    }
+
+    /// Seed values for the handlers' key-value store.
+    pub fn kv_seed(&self) -> &BTreeMap<String, String> {
+        &self.config.kv
+    }
+
+    /// Where each secret's value comes from.
+    pub fn secrets(&self) -> &BTreeMap<String, SecretSource> {
+        &self.config.secrets
+    }
+}
+
+#[cfg(test)]
+mod tests;

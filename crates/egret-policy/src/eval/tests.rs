@@ -1,0 +1,555 @@
+//! Tests of compilation (every validation problem) and of the evaluation order: one test per
+//! level proving it takes precedence over the next.
+
+use super::*;
+use crate::config::{HandlerConfig, ResolveAddrs};
+use serde_json::json;
+
+fn handlers(names: &[&str]) -> BTreeMap<String, HandlerConfig> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), HandlerConfig::new(format!("{n}.wasm"))))
+        .collect()
+}
+
+/// A policy where every level can match `x.test`, to knock levels out one by one.
+fn layered() -> (PolicyConfig, RuntimeLayer) {
+    let cfg = PolicyConfig {
+        internet: true,
+        allowed_hosts: vec!["x.test".into(), "other.test".into()],
+        denied_hosts: vec!["x.test".into()],
+        outbound: Some(BindingConfig::new("static-out")),
+        handlers: handlers(&["static-route", "static-out", "rt-route", "rt-out"]),
+        routes: vec![RouteConfig::new(["x.test"], "static-route")],
+        ..PolicyConfig::default()
+    };
+    let rt = RuntimeLayer {
+        outbound: Some(BindingConfig::new("rt-out")),
+        routes: vec![RouteConfig::new(["x.test"], "rt-route")],
+    };
+    (cfg, rt)
+}
+
+fn compile(cfg: &PolicyConfig, rt: &RuntimeLayer) -> CompiledPolicy {
+    CompiledPolicy::compile(cfg, rt, 7).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn eval_host(p: &CompiledPolicy, host: &str, port: u16) -> (String, String) {
+    let v = p.evaluate(&Destination::host(host, port));
+    let what = match v.action {
+        VerdictAction::Deny => "deny".to_owned(),
+        VerdictAction::Allow => "allow".to_owned(),
+        VerdictAction::Handler(id) => format!("handler {}", p.binding(id).handler),
+    };
+    (what, v.rule.to_string())
+}
+
+fn problems(cfg: &PolicyConfig, rt: &RuntimeLayer) -> Vec<Problem> {
+    match CompiledPolicy::compile(cfg, rt, 1) {
+        Err(PolicyError::Invalid(p)) => p,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("policy should be invalid"),
+    }
+}
+
+fn find<'a>(ps: &'a [Problem], path: &str) -> &'a Problem {
+    ps.iter()
+        .find(|p| p.path == path)
+        .unwrap_or_else(|| panic!("no problem at {path}: {ps:#?}"))
+}
+
+#[test]
+fn level1_denied_beats_allowed_and_everything_else() {
+    let (cfg, rt) = layered();
+    let p = compile(&cfg, &rt);
+    assert_eq!(
+        eval_host(&p, "x.test", 443),
+        ("deny".into(), r#"denied_hosts "x.test""#.into())
+    );
+}
+
+#[test]
+fn level2_allowed_gate_beats_routes_and_catch_alls() {
+    let (mut cfg, mut rt) = layered();
+    cfg.denied_hosts.clear();
+    rt.routes.push(RouteConfig::new(["gated.test"], "rt-route"));
+    cfg.routes.push(RouteConfig::new(["gated.test"], "static-route"));
+    let p = compile(&cfg, &rt);
+    assert_eq!(
+        eval_host(&p, "gated.test", 443),
+        ("deny".into(), "not in allowed_hosts".into())
+    );
+}
+
+#[test]
+fn level3_runtime_route_beats_static_route() {
+    let (mut cfg, rt) = layered();
+    cfg.denied_hosts.clear();
+    let p = compile(&cfg, &rt);
+    assert_eq!(
+        eval_host(&p, "x.test", 443),
+        (
+            "handler rt-route".into(),
+            r#"runtime.routes[0] "x.test" -> rt-route"#.into()
+        )
+    );
+}
+
+#[test]
+fn level4_static_route_beats_runtime_catch_all() {
+    let (mut cfg, mut rt) = layered();
+    cfg.denied_hosts.clear();
+    rt.routes.clear();
+    let p = compile(&cfg, &rt);
+    assert_eq!(
+        eval_host(&p, "x.test", 443),
+        (
+            "handler static-route".into(),
+            r#"routes[0] "x.test" -> static-route"#.into()
+        )
+    );
+}
+
+#[test]
+fn level5_runtime_catch_all_beats_static_catch_all() {
+    let (mut cfg, mut rt) = layered();
+    cfg.denied_hosts.clear();
+    cfg.routes.clear();
+    rt.routes.clear();
+    let p = compile(&cfg, &rt);
+    assert_eq!(
+        eval_host(&p, "x.test", 443),
+        ("handler rt-out".into(), "runtime.outbound -> rt-out".into())
+    );
+}
+
+#[test]
+fn level6_static_catch_all_beats_allowed_fallback() {
+    let (mut cfg, mut rt) = layered();
+    cfg.denied_hosts.clear();
+    cfg.routes.clear();
+    rt = RuntimeLayer {
+        routes: rt.routes,
+        ..RuntimeLayer::default()
+    };
+    rt.routes.clear();
+    let p = compile(&cfg, &rt);
+    assert_eq!(
+        eval_host(&p, "x.test", 443),
+        ("handler static-out".into(), "outbound -> static-out".into())
+    );
+}
+
+#[test]
+fn level7_allowed_fallback_beats_internet_flag() {
+    let (mut cfg, _) = layered();
+    cfg.denied_hosts.clear();
+    cfg.routes.clear();
+    cfg.outbound = None;
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(
+        eval_host(&p, "x.test", 443),
+        ("allow".into(), r#"allowed_hosts "x.test""#.into())
+    );
+}
+
+#[test]
+fn level8_internet_flag_beats_default_deny() {
+    let cfg = PolicyConfig {
+        internet: true,
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(
+        eval_host(&p, "any.test", 443),
+        ("allow".into(), "internet = true".into())
+    );
+    let v = p.evaluate(&Destination::ip("192.0.2.1".parse().unwrap(), 22));
+    assert_eq!(v.action, VerdictAction::Allow);
+}
+
+#[test]
+fn level9_default_deny() {
+    let p = compile(&PolicyConfig::default(), &RuntimeLayer::default());
+    assert_eq!(
+        eval_host(&p, "any.test", 443),
+        ("deny".into(), "default deny (internet = false)".into())
+    );
+}
+
+#[test]
+fn routes_not_matching_fall_through_to_catch_alls() {
+    let (mut cfg, rt) = layered();
+    cfg.denied_hosts.clear();
+    let p = compile(&cfg, &rt);
+    assert_eq!(eval_host(&p, "other.test", 443).0, "handler rt-out");
+}
+
+#[test]
+fn denied_port_specific_only_denies_that_port() {
+    let cfg = PolicyConfig {
+        internet: true,
+        denied_hosts: vec!["db.test:5432".into(), "10.0.0.0/8".into()],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(eval_host(&p, "db.test", 5432).0, "deny");
+    assert_eq!(eval_host(&p, "db.test", 443).0, "allow");
+    let mapped = Destination::ip("::ffff:10.1.2.3".parse().unwrap(), 80);
+    assert_eq!(
+        &*p.evaluate(&mapped).rule,
+        r#"denied_hosts "10.0.0.0/8""#,
+        "IPv4-mapped IPv6 must not bypass an IPv4 deny"
+    );
+    let literal = Destination {
+        host: Some("10.1.2.3"),
+        ip: Some("192.0.2.1".parse().unwrap()),
+        port: 80,
+    };
+    assert!(p.evaluate(&literal).is_deny());
+}
+
+#[test]
+fn most_specific_route_in_a_layer_wins() {
+    let cfg = PolicyConfig {
+        handlers: handlers(&["wide", "narrow"]),
+        routes: vec![
+            RouteConfig::new(["*.vcs.test"], "wide"),
+            RouteConfig::new(["api.vcs.test"], "narrow"),
+        ],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(eval_host(&p, "api.vcs.test", 443).0, "handler narrow");
+    assert_eq!(eval_host(&p, "git.vcs.test", 443).0, "handler wide");
+    assert_eq!(eval_host(&p, "vcs.test", 443).0, "deny");
+}
+
+#[test]
+fn bindings_carry_params_grants_and_limits() {
+    let mut hs = handlers(&["inject"]);
+    let h = hs.get_mut("inject").unwrap();
+    h.params = Some(json!({"header": "x-default"}));
+    h.secrets = vec!["A".into(), "B".into()];
+    h.reveal = vec!["B".into()];
+    h.timeout_ms = 120;
+    h.memory_mb = 32;
+    let mut route = RouteConfig::new(["own.test"], "inject");
+    route.params = Some(json!({"header": "x-route"}));
+    let cfg = PolicyConfig {
+        handlers: hs,
+        routes: vec![route, RouteConfig::new(["default.test"], "inject")],
+        secrets: [("A".to_owned(), SecretSource::Env("A".into()))].into(),
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let bind = |host| match p.evaluate(&Destination::host(host, 443)).action {
+        VerdictAction::Handler(id) => p.binding(id).clone(),
+        a => panic!("{a:?}"),
+    };
+    let own = bind("own.test");
+    assert_eq!(&*own.params_json, r#"{"header":"x-route"}"#, "route params replace");
+    assert_eq!(&*own.module, "inject.wasm");
+    assert_eq!(own.timeout, Duration::from_millis(120));
+    assert_eq!(own.memory_bytes, 32 * 1024 * 1024);
+    assert_eq!(own.grants.iter().map(|s| &**s).collect::<Vec<_>>(), ["A", "B"]);
+    assert_eq!(own.reveal.iter().map(|s| &**s).collect::<Vec<_>>(), ["B"]);
+    assert_eq!(&*bind("default.test").params_json, r#"{"header":"x-default"}"#);
+    assert_eq!(p.bindings().len(), 2);
+    // B is granted but has no source: a warning, not an error.
+    assert_eq!(p.warnings().len(), 1);
+    let w = &p.warnings()[0];
+    assert_eq!(w.path, "handlers.inject.secrets[1]");
+    assert_eq!(w.value, "B");
+    assert!(w.hint.as_ref().unwrap().contains("[secrets]"));
+}
+
+#[test]
+fn params_default_to_null() {
+    let cfg = PolicyConfig {
+        handlers: handlers(&["h"]),
+        outbound: Some(BindingConfig::new("h")),
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(&*p.bindings()[0].params_json, "null");
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let mut hs = handlers(&["ok"]);
+    let mut bad = HandlerConfig::new(" ");
+    bad.timeout_ms = 0;
+    bad.memory_mb = 4096;
+    bad.secrets = vec!["S".into(), "bad name".into()];
+    bad.reveal = vec!["S".into(), "T".into()];
+    hs.insert("bad".into(), bad);
+    hs.insert("no/slash".into(), HandlerConfig::new("x.wasm"));
+    let cfg = PolicyConfig {
+        allowed_hosts: vec!["ok.test".into(), "a..b".into()],
+        denied_hosts: vec!["10.0.0.1/8".into()],
+        passthrough_hosts: vec!["".into()],
+        outbound: Some(BindingConfig::new("nope")),
+        handlers: hs,
+        routes: vec![
+            RouteConfig::new(["r.test"], "ok"),
+            RouteConfig::new(Vec::<String>::new(), "ok"),
+            RouteConfig::new(["ok.test", "x:0"], "missing"),
+        ],
+        resolve: [
+            ("pin.test".to_owned(), ResolveAddrs::One("not-an-ip".into())),
+            ("*.glob.test".to_owned(), ResolveAddrs::Many(vec!["10.0.0.1".into()])),
+            ("empty.test".to_owned(), ResolveAddrs::Many(vec![])),
+        ]
+        .into(),
+        secrets: [
+            ("bad secret".to_owned(), SecretSource::Env("X".into())),
+            ("EMPTY".to_owned(), SecretSource::File("".into())),
+        ]
+        .into(),
+        ..PolicyConfig::default()
+    };
+    let rt = RuntimeLayer {
+        outbound: Some(BindingConfig::new("gone")),
+        routes: vec![RouteConfig::new(["*.."], "ok")],
+    };
+    let ps = problems(&cfg, &rt);
+
+    let p = find(&ps, "allowed_hosts[1]");
+    assert_eq!(p.value, "a..b");
+    assert!(p.message.contains("empty label"), "{p}");
+    let p = find(&ps, "denied_hosts[0]");
+    assert!(p.message.contains("did you mean `10.0.0.0/8`"), "{p}");
+    find(&ps, "passthrough_hosts[0]");
+    let p = find(&ps, "outbound");
+    assert_eq!(p.value, "nope");
+    let hint = p.hint.as_deref().unwrap();
+    assert!(hint.contains("defined handlers: bad, no/slash, ok"), "{hint}");
+    find(&ps, "runtime.outbound");
+    find(&ps, "runtime.routes[0].hosts[0]");
+    find(&ps, "routes[1].hosts");
+    let p = find(&ps, "routes[2].handler");
+    assert_eq!(p.value, "missing");
+    let p = find(&ps, "routes[2].hosts[1]");
+    assert!(p.message.contains("`x:0`"), "{p}");
+    let p = find(&ps, r#"handlers."no/slash""#);
+    assert!(p.hint.as_deref().unwrap().contains("1 to 64"), "{p}");
+    find(&ps, "handlers.bad.module");
+    let p = find(&ps, "handlers.bad.timeout_ms");
+    assert_eq!(p.value, "0");
+    assert!(p.hint.as_deref().unwrap().contains("1..=10000"));
+    let p = find(&ps, "handlers.bad.memory_mb");
+    assert!(p.hint.as_deref().unwrap().contains("1..=1024"));
+    let p = find(&ps, "handlers.bad.secrets[1]");
+    assert!(p.message.contains("invalid secret name"));
+    let p = find(&ps, "handlers.bad.reveal[1]");
+    assert_eq!(p.value, "T");
+    assert!(p.hint.as_deref().unwrap().contains("handlers.bad.secrets"));
+    assert!(ps.iter().all(|p| p.path != "handlers.bad.reveal[0]"));
+    let p = find(&ps, r#"resolve."pin.test"[0]"#);
+    assert_eq!(p.value, "not-an-ip");
+    let p = find(&ps, r#"resolve."*.glob.test""#);
+    assert!(p.message.contains("plain host name"), "{p}");
+    find(&ps, r#"resolve."empty.test""#);
+    find(&ps, r#"secrets."bad secret""#);
+    find(&ps, "secrets.EMPTY.file");
+    assert_eq!(ps.len(), 20, "{ps:#?}");
+
+    let shown = PolicyError::Invalid(ps).to_string();
+    assert!(shown.starts_with("invalid policy (20 problems):"), "{shown}");
+}
+
+#[test]
+fn no_handlers_hint() {
+    let cfg = PolicyConfig {
+        outbound: Some(BindingConfig::new("get-only")),
+        ..PolicyConfig::default()
+    };
+    let ps = problems(&cfg, &RuntimeLayer::default());
+    assert!(ps[0]
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("add a [handlers.get-only] table"));
+}
+
+#[test]
+fn warns_about_passthrough_routes_and_shadowed_routes() {
+    let cfg = PolicyConfig {
+        passthrough_hosts: vec!["pinned.test".into()],
+        handlers: handlers(&["h"]),
+        routes: vec![
+            RouteConfig::new(["Pinned.test."], "h"),
+            RouteConfig::new(["pinned.test"], "h"),
+        ],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let paths: Vec<&str> = p.warnings().iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["routes[1].hosts[0]", "passthrough_hosts[0]", "passthrough_hosts[0]"]
+    );
+    assert!(p.warnings()[0].message.contains("routes[0].hosts[0]"));
+    assert!(p.warnings()[1].message.contains("spliced"));
+}
+
+#[test]
+fn tls_decisions() {
+    let cfg = PolicyConfig {
+        allowed_hosts: vec!["*.test".into()],
+        denied_hosts: vec!["evil.test".into()],
+        passthrough_hosts: vec!["pinned.test".into(), "routed-pinned.test".into()],
+        handlers: handlers(&["h"]),
+        routes: vec![RouteConfig::new(["routed.test", "routed-pinned.test"], "h")],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let tls = |h| p.tls_decision(&Destination::host(h, 443));
+    assert!(matches!(tls("evil.test"), TlsDecision::Refuse(_)));
+    assert!(matches!(tls("outside.example"), TlsDecision::Refuse(_)));
+    assert!(matches!(tls("pinned.test"), TlsDecision::Passthrough(_)));
+    let d = tls("routed-pinned.test");
+    assert!(matches!(d, TlsDecision::Passthrough(_)), "{d:?}");
+    assert!(matches!(d.verdict().action, VerdictAction::Handler(_)));
+    assert!(matches!(tls("routed.test"), TlsDecision::Intercept(_)));
+    assert!(matches!(tls("plain.test"), TlsDecision::Intercept(_)));
+
+    let mut cfg = cfg;
+    cfg.intercept_https = false;
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let tls = |h| p.tls_decision(&Destination::host(h, 443));
+    assert!(!p.intercept_https());
+    assert!(matches!(tls("plain.test"), TlsDecision::Passthrough(_)));
+    assert!(
+        matches!(tls("routed.test"), TlsDecision::Intercept(_)),
+        "a handler must see requests even without intercept_https"
+    );
+    assert!(matches!(tls("evil.test"), TlsDecision::Refuse(_)));
+}
+
+fn nx(p: &CompiledPolicy, name: &str) -> Option<String> {
+    match p.dns_decision(name) {
+        DnsDecision::Answer => None,
+        DnsDecision::NxDomain { rule } => Some(rule.to_string()),
+    }
+}
+
+#[test]
+fn dns_denied_only_when_every_port_is_denied() {
+    let cfg = PolicyConfig {
+        internet: true,
+        denied_hosts: vec!["evil.test".into(), "db.test:5432".into(), "*.bad.test".into()],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(nx(&p, "evil.test").as_deref(), Some(r#"denied_hosts "evil.test""#));
+    assert_eq!(nx(&p, "EVIL.test.").as_deref(), Some(r#"denied_hosts "evil.test""#));
+    assert_eq!(nx(&p, "x.bad.test").as_deref(), Some(r#"denied_hosts "*.bad.test""#));
+    assert_eq!(nx(&p, "db.test"), None);
+    assert_eq!(nx(&p, "fine.test"), None);
+}
+
+#[test]
+fn dns_allowed_gate_applies_for_every_port() {
+    let cfg = PolicyConfig {
+        internet: true,
+        allowed_hosts: vec!["db.test:5432".into()],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(nx(&p, "db.test"), None);
+    assert_eq!(nx(&p, "web.test").as_deref(), Some("not in allowed_hosts"));
+}
+
+#[test]
+fn dns_default_deny_unless_a_route_or_catch_all_could_match() {
+    let cfg = PolicyConfig {
+        handlers: handlers(&["h"]),
+        routes: vec![RouteConfig::new(["api.test:8443"], "h")],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(nx(&p, "api.test"), None);
+    assert_eq!(
+        nx(&p, "other.test").as_deref(),
+        Some("default deny (internet = false)")
+    );
+    let rt = RuntimeLayer {
+        routes: vec![RouteConfig::new(["other.test"], "h")],
+        ..RuntimeLayer::default()
+    };
+    assert_eq!(nx(&compile(&cfg, &rt), "other.test"), None);
+    let rt = RuntimeLayer {
+        outbound: Some(BindingConfig::new("h")),
+        ..RuntimeLayer::default()
+    };
+    assert_eq!(nx(&compile(&cfg, &rt), "anything.test"), None);
+    let mut with_static = cfg.clone();
+    with_static.outbound = Some(BindingConfig::new("h"));
+    assert_eq!(nx(&compile(&with_static, &RuntimeLayer::default()), "anything.test"), None);
+}
+
+#[test]
+fn pins_from_resolve_and_cli() {
+    let cfg = PolicyConfig {
+        resolve: [
+            ("Allowed.test".to_owned(), ResolveAddrs::One("10.200.0.2".into())),
+            (
+                "v6.test".to_owned(),
+                ResolveAddrs::Many(vec!["[fd00:200::2]".into(), "10.200.0.2".into()]),
+            ),
+        ]
+        .into(),
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(p.pinned("allowed.test"), Some(&[ip("10.200.0.2")][..]));
+    assert_eq!(
+        p.pinned("v6.test"),
+        Some(&[ip("fd00:200::2"), ip("10.200.0.2")][..])
+    );
+    assert_eq!(p.pinned("nope.test"), None);
+
+    let (h, a) = parse_pin_arg("V6.test=[fd00::9]").unwrap();
+    assert_eq!((h.as_str(), a), ("v6.test", ip("fd00::9")));
+    let p = p
+        .with_extra_pins([(h, a), ("v6.test".to_owned(), ip("10.9.9.9")), ("new.test".to_owned(), ip("1.2.3.4"))])
+        .unwrap();
+    assert_eq!(p.pinned("v6.test"), Some(&[ip("fd00::9"), ip("10.9.9.9")][..]));
+    assert_eq!(p.pinned("allowed.test"), Some(&[ip("10.200.0.2")][..]));
+    assert_eq!(p.pinned("new.test"), Some(&[ip("1.2.3.4")][..]));
+    assert_eq!(p.pins().count(), 3);
+
+    let e = p.clone().with_extra_pins([("*.x", ip("1.1.1.1"))]).unwrap_err();
+    assert_eq!(e.problems()[0].path, "--resolve[0]");
+    assert!(parse_pin_arg("nohost").unwrap_err().to_string().contains("HOST=ADDR"));
+    assert!(parse_pin_arg("a.test=xyz").unwrap_err().to_string().contains("not an IP"));
+    assert!(parse_pin_arg("a.test:443=1.2.3.4").unwrap_err().to_string().contains("no port"));
+}
+
+#[test]
+fn accessors() {
+    let cfg = PolicyConfig::from_toml(
+        "[kv]\nk = \"v\"\n[secrets]\nS = { env = \"S\" }\n",
+        "p.toml",
+    )
+    .unwrap();
+    let rt = RuntimeLayer::default();
+    let p = CompiledPolicy::compile(&cfg, &rt, 42).unwrap();
+    assert_eq!(p.generation(), 42);
+    assert_eq!(p.config(), &cfg);
+    assert_eq!(p.runtime(), &rt);
+    assert!(p.intercept_https());
+    assert_eq!(p.kv_seed()["k"], "v");
+    assert_eq!(p.secrets()["S"], SecretSource::Env("S".into()));
+    assert!(p.warnings().is_empty());
+}
+
+#[test]
+fn compiled_policy_is_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<CompiledPolicy>();
+    check::<Verdict>();
+}

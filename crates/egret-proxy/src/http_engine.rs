@@ -1,0 +1,404 @@
+//! The HTTP engine: hyper serves the sandbox side (HTTP/1.1 with keep-alive, h2 and h2c), every
+//! request is evaluated against the policy generation current when it began, optionally
+//! decided by a handler, and forwarded to the name it carries with bodies streamed.
+use crate::authority::{request_target, AuthorityError, Target};
+use crate::body::{boxed, full, ProxyBody};
+use crate::conn::ConnInfo;
+use crate::headers::strip_hop_by_hop;
+use crate::upstream::{canonical_ip, ConnectError};
+use crate::Proxy;
+use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
+use futures_util::future::BoxFuture;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The request head a handler sees.
+#[derive(Debug, Clone)]
+pub struct RequestHead<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The host (and port when not the default) the request is for.
+    pub authority: String,
+    /// Path and query.
+    pub path_and_query: &'a str,
+    /// Request headers (hop-by-hop already removed).
+    pub headers: &'a http::HeaderMap,
+}
+
+/// What a handler decided, validated and with secrets filled in.
+pub enum HandlerAction {
+    /// Forward upstream with these edits.
+    Forward {
+        /// Headers to set (replace).
+        set: Vec<(HeaderName, HeaderValue)>,
+        /// Headers to remove.
+        remove: Vec<HeaderName>,
+        /// New path and query.
+        path_and_query: Option<PathAndQuery>,
+    },
+    /// Answer without contacting the upstream.
+    Respond(Response<bytes::Bytes>),
+}
+
+/// A handler failed: the request is not forwarded (fail closed).
+#[derive(Debug, Clone)]
+pub struct HandlerFailure {
+    /// Status for the client (502 unless the engine says otherwise).
+    pub status: StatusCode,
+    /// Metric-friendly kind: trap, timeout, oom, invalid_action, ...
+    pub kind: &'static str,
+    /// Safe to show the client: names the handler and the reason, never a secret.
+    pub message: String,
+}
+
+/// The bridge to the handler engine (egret-wasm in the binary).
+pub trait HandlerDispatch: Send + Sync {
+    /// Run the handler bound by `binding` on a request.
+    fn dispatch<'a>(
+        &'a self,
+        binding: &'a Binding,
+        head: RequestHead<'a>,
+    ) -> BoxFuture<'a, Result<HandlerAction, HandlerFailure>>;
+}
+
+fn text_response(status: StatusCode, decision: &'static str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert("x-egret-decision", HeaderValue::from_static(decision));
+    r
+}
+
+/// The outcome of one request, for the audit event.
+pub(crate) struct Outcome {
+    pub decision: &'static str,
+    pub rule: Arc<str>,
+    pub handler: Option<Arc<str>>,
+    pub error: Option<String>,
+}
+
+impl Proxy {
+    pub(crate) async fn serve_http<I>(self: Arc<Self>, io: I, info: Arc<ConnInfo>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let this = self.clone();
+        let svc_info = info.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let this = this.clone();
+            let info = svc_info.clone();
+            async move { Ok::<_, Infallible>(this.handle_request(req, &info).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.cfg.header_read_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .enable_connect_protocol();
+        if let Err(e) = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .await
+        {
+            tracing::debug!(error = %e, "sandbox HTTP connection ended with an error");
+        }
+    }
+
+    pub(crate) async fn handle_request(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        // The generation this request runs on, whatever happens to the policy meanwhile.
+        let policy = self.policy.load_full();
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let (resp, target, outcome) = self.decide_and_forward(req, info, &policy).await;
+        crate::audit::request(
+            self,
+            info,
+            &policy,
+            target.as_ref(),
+            &method,
+            &path,
+            resp.status(),
+            &outcome,
+            start.elapsed(),
+        );
+        resp
+    }
+
+    async fn decide_and_forward(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        policy: &CompiledPolicy,
+    ) -> (Response<ProxyBody>, Option<Target>, Outcome) {
+        let fail = |status, decision: &'static str, msg: String| {
+            let outcome = Outcome {
+                decision,
+                rule: Arc::from("-"),
+                handler: None,
+                error: Some(msg.clone()),
+            };
+            (text_response(status, decision, format!("egret: {msg}\n")), outcome)
+        };
+        let mut target = match request_target(&req) {
+            Ok(t) => t,
+            Err(AuthorityError::Missing) => match info.conn_name() {
+                Some(n) => Target {
+                    host: n.to_string(),
+                    port: None,
+                },
+                None => Target {
+                    host: info.orig.ip().to_string(),
+                    port: None,
+                },
+            },
+            Err(e) => {
+                let (r, o) = fail(StatusCode::BAD_REQUEST, "error", e.to_string());
+                return (r, None, o);
+            }
+        };
+        // A synthetic address in Host means "the name egret gave out for it".
+        if let Ok(ip) = target.host.parse::<IpAddr>() {
+            if self.dns.is_synthetic(ip) {
+                match self.dns.lookup(ip) {
+                    Some(n) => target.host = n.to_string(),
+                    None => {
+                        let (r, o) = fail(
+                            StatusCode::BAD_GATEWAY,
+                            "error",
+                            format!("{ip} is an expired egret DNS answer; resolve the name again"),
+                        );
+                        return (r, Some(target), o);
+                    }
+                }
+            }
+        }
+        if info.tls {
+            if let Some(sni) = &info.sni {
+                if !target.host.eq_ignore_ascii_case(sni) {
+                    let (r, o) = fail(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        "deny",
+                        format!(
+                            "request for {} on a TLS connection for {sni}: open a new connection for that host",
+                            target.host
+                        ),
+                    );
+                    return (r, Some(target), o);
+                }
+            }
+        }
+        if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_none() {
+            let (r, o) = fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "deny",
+                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly".into(),
+            );
+            return (r, Some(target), o);
+        }
+        let port = target.port.unwrap_or(info.orig.port());
+        let ip = target.host.parse::<IpAddr>().ok().map(canonical_ip);
+        let dest = Destination {
+            host: if ip.is_some() { None } else { Some(target.host.as_str()) },
+            ip,
+            port,
+        };
+        let verdict = policy.evaluate(&dest);
+        match verdict.action {
+            VerdictAction::Deny => {
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    "egret: request to {}:{} denied by rule {} (sandbox {}, policy generation {})\n",
+                    target.host,
+                    port,
+                    verdict.rule,
+                    self.cfg.sandbox_id,
+                    policy.generation()
+                );
+                let outcome = Outcome {
+                    decision: "deny",
+                    rule: verdict.rule.clone(),
+                    handler: None,
+                    error: None,
+                };
+                (text_response(StatusCode::FORBIDDEN, "deny", body), Some(target), outcome)
+            }
+            VerdictAction::Allow => {
+                let outcome = Outcome {
+                    decision: "forward",
+                    rule: verdict.rule.clone(),
+                    handler: None,
+                    error: None,
+                };
+                let (resp, outcome) = self.forward(req, info, &target, port, None, outcome).await;
+                (resp, Some(target), outcome)
+            }
+            VerdictAction::Handler(id) => {
+                let binding = policy.binding(id);
+                let mut outcome = Outcome {
+                    decision: "forward",
+                    rule: verdict.rule.clone(),
+                    handler: Some(binding.handler.clone()),
+                    error: None,
+                };
+                let Some(engine) = &self.handlers else {
+                    outcome.decision = "error";
+                    let msg = format!("handler {} cannot run: no handler engine in this build", binding.handler);
+                    outcome.error = Some(msg.clone());
+                    return (text_response(StatusCode::BAD_GATEWAY, "error", format!("egret: {msg}\n")), Some(target), outcome);
+                };
+                let (mut parts, body) = req.into_parts();
+                strip_hop_by_hop(&mut parts.headers, true);
+                let authority = match (target.port, target.host.contains(':')) {
+                    (Some(p), true) => format!("[{}]:{p}", target.host),
+                    (Some(p), false) => format!("{}:{p}", target.host),
+                    (None, true) => format!("[{}]", target.host),
+                    (None, false) => target.host.clone(),
+                };
+                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let head = RequestHead {
+                    method: &parts.method,
+                    scheme: if info.tls { "https" } else { "http" },
+                    authority,
+                    path_and_query: path,
+                    headers: &parts.headers,
+                };
+                match engine.dispatch(binding, head).await {
+                    Ok(HandlerAction::Respond(resp)) => {
+                        outcome.decision = "respond";
+                        let (p, b) = resp.into_parts();
+                        (Response::from_parts(p, full(b)), Some(target), outcome)
+                    }
+                    Ok(HandlerAction::Forward { set, remove, path_and_query }) => {
+                        for name in remove {
+                            parts.headers.remove(name);
+                        }
+                        for (name, value) in set {
+                            parts.headers.insert(name, value);
+                        }
+                        if let Some(pq) = path_and_query {
+                            parts.uri = Uri::builder().path_and_query(pq).build().unwrap_or(parts.uri);
+                        }
+                        let req = Request::from_parts(parts, body);
+                        let (resp, outcome) = self.forward(req, info, &target, port, None, outcome).await;
+                        (resp, Some(target), outcome)
+                    }
+                    Err(f) => {
+                        outcome.decision = "error";
+                        outcome.error = Some(format!("{}: {}", f.kind, f.message));
+                        tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
+                        (text_response(f.status, "error", format!("egret: {}\n", f.message)), Some(target), outcome)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        target: &Target,
+        port: u16,
+        _upgrade: Option<()>,
+        mut outcome: Outcome,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        // hyper-util sets Host from the URI (h1) or :authority (h2).
+        parts.headers.remove(http::header::HOST);
+        let scheme = if info.tls { "https" } else { "http" };
+        let host_part = if target.host.contains(':') {
+            format!("[{}]", target.host)
+        } else {
+            target.host.clone()
+        };
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri: Uri = match format!("{scheme}://{host_part}:{port}{pq}").parse() {
+            Ok(u) => u,
+            Err(e) => {
+                outcome.decision = "error";
+                outcome.error = Some(e.to_string());
+                return (
+                    text_response(StatusCode::BAD_REQUEST, "error", format!("egret: bad request URI: {e}\n")),
+                    outcome,
+                );
+            }
+        };
+        let downstream_h2 = parts.version == Version::HTTP_2;
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let client = if !info.tls && downstream_h2 {
+            &self.clients.h2c
+        } else {
+            &self.clients.auto
+        };
+        let upstream_req = Request::from_parts(parts, boxed(body));
+        match client.request(upstream_req).await {
+            Ok(resp) => {
+                let (mut p, b) = resp.into_parts();
+                strip_hop_by_hop(&mut p.headers, false);
+                (Response::from_parts(p, boxed(b)), outcome)
+            }
+            Err(e) => {
+                let reason = describe_client_error(&e);
+                outcome.decision = "error";
+                outcome.error = Some(reason.clone());
+                (
+                    text_response(
+                        StatusCode::BAD_GATEWAY,
+                        "error",
+                        format!("egret: upstream {}:{port} failed: {reason}\n", target.host),
+                    ),
+                    outcome,
+                )
+            }
+        }
+    }
+}
+
+/// Find the most useful reason in a hyper-util client error chain.
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(c) = s.downcast_ref::<ConnectError>() {
+            return c.to_string();
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.to_string();
+        }
+        src = s.source();
+    }
+    e.to_string()
+}

@@ -1,0 +1,192 @@
+//! egret's data path.
+//!
+//! Every connection the sandbox makes arrives on the transparent listener with its original
+//! destination as the local address. [`Proxy::serve`] accepts it and the connection handler
+//! classifies the first bytes:
+//!
+//! * TLS → ClientHello (SNI, ALPN) → policy: intercept (mint/cached leaf, rustls server, then
+//!   HTTP as below), pass through untouched (splice), or refuse,
+//! * HTTP/1.x or the h2 preface → the HTTP engine (hyper): per request, the host the request
+//!   names is evaluated against the current policy generation, optionally handed to a
+//!   handler, and forwarded to that name (resolved by egret) with bodies streamed,
+//! * anything else, or silence → opaque TCP, allowed or refused by destination (the name the
+//!   sandbox looked up via egret's DNS, or the IP).
+//!
+//! The policy is read through an `ArcSwap`: a request pins the generation it started with, and
+//! the next request on the same connection sees the newest one.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod authority;
+pub mod body;
+pub mod classify;
+mod conn;
+pub mod headers;
+mod http_engine;
+pub mod upstream;
+mod tunnel;
+
+pub use conn::ConnInfo;
+pub use http_engine::{HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
+
+use arc_swap::ArcSwap;
+use egret_policy::CompiledPolicy;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tunables of the data path. Defaults are documented in the README.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Sandbox id, on every log line and audit event.
+    pub sandbox_id: Arc<str>,
+    /// The transparent listener port (connections whose original destination is this port on
+    /// a local address are refused: loop guard).
+    pub listen_port: u16,
+    /// How long to wait for a client's first bytes before treating the connection as an
+    /// opaque server-speaks-first protocol.
+    pub classify_timeout: Duration,
+    /// Upstream TCP connect (and TLS handshake) timeout.
+    pub connect_timeout: Duration,
+    /// Downstream TLS handshake timeout (ClientHello and handshake).
+    pub handshake_timeout: Duration,
+    /// HTTP/1 request header read timeout (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Maximum simultaneous sandbox connections; further ones are reset.
+    pub max_connections: usize,
+}
+
+impl ProxyConfig {
+    /// Defaults for a sandbox.
+    pub fn new(sandbox_id: &str) -> Self {
+        ProxyConfig {
+            sandbox_id: sandbox_id.into(),
+            listen_port: 15001,
+            classify_timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 16384,
+        }
+    }
+}
+
+/// Counters for tests, logs and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections currently open.
+    pub active: AtomicU64,
+    /// HTTP requests seen.
+    pub requests: AtomicU64,
+    /// Requests or connections denied.
+    pub denied: AtomicU64,
+    /// Connections refused because `max_connections` was reached.
+    pub overload: AtomicU64,
+}
+
+/// TLS interception state for one sandbox.
+pub struct TlsState {
+    /// Leaf certificates (and their server configs) per SNI.
+    pub leaves: Arc<egret_tls::LeafCache>,
+}
+
+/// The proxy for one sandbox.
+pub struct Proxy {
+    pub(crate) cfg: ProxyConfig,
+    pub(crate) policy: Arc<ArcSwap<CompiledPolicy>>,
+    pub(crate) dns: Arc<egret_dns::SyntheticMap>,
+    pub(crate) dns_resolver: Arc<egret_dns::Resolver>,
+    pub(crate) clients: upstream::Clients,
+    pub(crate) connector: upstream::Connector,
+    pub(crate) tls: Option<TlsState>,
+    pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
+    pub(crate) stats: Stats,
+    pub(crate) next_conn: AtomicU64,
+}
+
+/// Everything needed to build a [`Proxy`].
+pub struct ProxyParts {
+    /// Tunables.
+    pub cfg: ProxyConfig,
+    /// The policy, swappable at runtime.
+    pub policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The sandbox's DNS (synthetic address map + resolver for DNS over TCP).
+    pub dns_resolver: Arc<egret_dns::Resolver>,
+    /// Upstream TLS client config offering h2 and http/1.1.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Upstream TLS client config offering http/1.1 only.
+    pub upstream_tls_h1: Option<Arc<rustls::ClientConfig>>,
+    /// TLS interception (None: TLS is only ever passed through or refused).
+    pub tls: Option<TlsState>,
+    /// Handler engine (None: handler routes fail closed with a 502).
+    pub handlers: Option<Arc<dyn HandlerDispatch>>,
+}
+
+impl Proxy {
+    /// Build the proxy.
+    pub fn new(parts: ProxyParts) -> Arc<Proxy> {
+        let dns = parts.dns_resolver.map();
+        let map = dns.clone();
+        let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> =
+            Arc::new(move |ip| map.is_synthetic(ip));
+        let resolver = upstream::Resolver::new(parts.policy.clone(), synthetic);
+        let clients = upstream::Clients::new(
+            resolver.clone(),
+            parts.upstream_tls.clone(),
+            parts.upstream_tls_h1.clone(),
+            parts.cfg.connect_timeout,
+        );
+        let connector =
+            upstream::Connector::new(resolver, parts.upstream_tls, parts.cfg.connect_timeout);
+        Arc::new(Proxy {
+            cfg: parts.cfg,
+            policy: parts.policy,
+            dns,
+            dns_resolver: parts.dns_resolver,
+            clients,
+            connector,
+            tls: parts.tls,
+            handlers: parts.handlers,
+            stats: Stats::default(),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<CompiledPolicy> {
+        self.policy.load_full()
+    }
+
+    /// Accept connections forever (until the future is dropped).
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_connections));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                self.stats.overload.fetch_add(1, Ordering::Relaxed);
+                conn::reset(stream);
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.handle_connection(stream, peer).await;
+                drop(permit);
+            });
+        }
+    }
+}

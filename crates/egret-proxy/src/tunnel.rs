@@ -1,0 +1,101 @@
+//! Opaque TCP and TLS pass-through: allowed or refused by destination, then spliced both ways
+//! with whatever bytes were read while classifying replayed first.
+use crate::conn::{reset, ConnInfo};
+use crate::upstream::{connect_any, is_forbidden_upstream, ConnectError};
+use crate::Proxy;
+use bytes::Bytes;
+use egret_policy::{Destination, VerdictAction};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+impl Proxy {
+    /// Opaque TCP: the policy decides by the name the sandbox looked up (or the IP).
+    pub(crate) async fn tunnel(
+        self: Arc<Self>,
+        stream: TcpStream,
+        prefix: Bytes,
+        info: ConnInfo,
+        proto: &'static str,
+    ) {
+        let policy = self.policy.load_full();
+        let name = info.dns_name.clone();
+        let dest = Destination {
+            host: name.as_deref(),
+            ip: if name.is_none() { Some(info.orig.ip()) } else { None },
+            port: info.orig.port(),
+        };
+        let verdict = policy.evaluate(&dest);
+        let rule = match verdict.action {
+            VerdictAction::Allow => verdict.rule.clone(),
+            VerdictAction::Deny => {
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "deny", &verdict.rule, 0, 0);
+                reset(stream);
+                return;
+            }
+            VerdictAction::Handler(id) => {
+                // A handler decides per HTTP request; a connection that is not HTTP cannot be
+                // shown to it, so it is refused rather than let through unexamined.
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                let why = format!(
+                    "{} routes to handler {}, which needs HTTP; this connection is not HTTP",
+                    verdict.rule,
+                    policy.binding(id).handler
+                );
+                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "deny", &why, 0, 0);
+                reset(stream);
+                return;
+            }
+        };
+        self.splice_to(stream, prefix, info, proto, &rule).await
+    }
+
+    /// TLS pass-through: spliced untouched to the SNI name (resolved by egret).
+    pub(crate) async fn passthrough(self: Arc<Self>, stream: TcpStream, prefix: Bytes, info: ConnInfo) {
+        let rule: Arc<str> = Arc::from("passthrough_hosts");
+        self.splice_to(stream, prefix, info, "tls-passthrough", &rule).await
+    }
+
+    async fn splice_to(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        prefix: Bytes,
+        info: ConnInfo,
+        proto: &'static str,
+        rule: &str,
+    ) {
+        let name = info.sni.clone().or(info.dns_name.clone());
+        let port = info.orig.port();
+        let upstream = match &name {
+            Some(n) => self.connector.connect_tcp(n, port).await,
+            None => {
+                let ip = info.orig.ip();
+                if is_forbidden_upstream(ip, &|ip| self.dns.is_synthetic(ip)) {
+                    Err(ConnectError::Forbidden { host: ip.to_string(), addr: ip })
+                } else {
+                    connect_any(&ip.to_string(), &[SocketAddr::new(ip, port)], self.cfg.connect_timeout).await
+                }
+            }
+        };
+        let mut up = match upstream {
+            Ok(u) => u,
+            Err(e) => {
+                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "error", &e.to_string(), 0, 0);
+                reset(stream);
+                return;
+            }
+        };
+        let mut sent = prefix.len() as u64;
+        if !prefix.is_empty() && up.write_all(&prefix).await.is_err() {
+            reset(stream);
+            return;
+        }
+        let result = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
+        let (a, b) = result.unwrap_or((0, 0));
+        sent += a;
+        crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "forward", rule, sent, b);
+    }
+}

@@ -1,0 +1,110 @@
+//! Command-line interface (clap). Flag names are the interface operators script against: keep
+//! them, add aliases if needed, and document every one in the README.
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// egret — transparent egress proxy for sandboxed AI agents.
+#[derive(Parser, Debug)]
+#[command(name = "egret", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to a sandbox's network namespace and proxy all of its traffic.
+    Run(RunArgs),
+    /// Policy file tools.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Validate a policy file and print what it allows (no root needed).
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyCheckArgs {
+    /// The policy file (TOML, or JSON when it ends in .json).
+    pub file: PathBuf,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The sandbox's network namespace: a name (ip netns), a path, or a pid.
+    #[arg(long)]
+    pub netns: String,
+    /// Identifier of the sandbox (letters, digits, `-_.:@`), on every log line and in the CA.
+    #[arg(long)]
+    pub sandbox_id: String,
+    /// Policy file (TOML; JSON when it ends in .json). Without it egret denies all egress.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Pin a name to an address, like curl's --resolve (repeatable): host=addr[,addr...].
+    #[arg(long, value_name = "HOST=ADDR")]
+    pub resolve: Vec<String>,
+    /// Written once egret is intercepting (for scripts and tests).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Write the sandbox CA certificate (PEM) here.
+    #[arg(long)]
+    pub ca_out: Option<PathBuf>,
+    /// Write system roots + the sandbox CA (PEM bundle) here.
+    #[arg(long)]
+    pub ca_bundle_out: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS, in addition to the system roots
+    /// (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Validity of the sandbox CA, in hours.
+    #[arg(long, default_value_t = 168)]
+    pub ca_validity_hours: u64,
+    /// Leaf certificate cache size.
+    #[arg(long, default_value_t = 1024)]
+    pub leaf_cache_size: usize,
+    /// Transparent listener port inside the sandbox namespace.
+    #[arg(long, default_value_t = 15001)]
+    pub listen_port: u16,
+    /// DNS port inside the sandbox namespace (udp/53 is redirected to it).
+    #[arg(long, default_value_t = 15053)]
+    pub dns_port: u16,
+    /// Firewall mark used for interception (change it if it collides with the platform's).
+    #[arg(long, default_value = "0x1", value_parser = parse_u32)]
+    pub mark: u32,
+    /// Routing table used for interception.
+    #[arg(long, default_value_t = 100)]
+    pub route_table: u32,
+    /// Milliseconds to wait for a client's first bytes before treating a connection as an
+    /// opaque (server-speaks-first) protocol.
+    #[arg(long, default_value_t = 300)]
+    pub classify_timeout_ms: u64,
+    /// Upstream connect timeout, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Maximum simultaneous sandbox connections.
+    #[arg(long, default_value_t = 16384)]
+    pub max_connections: usize,
+    /// Tokio worker threads (egret shares the machine with its sandbox).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a number: {e}"))
+}

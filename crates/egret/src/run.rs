@@ -1,0 +1,236 @@
+//! `egret run`: load and compile the policy, mint the sandbox CA, attach to the sandbox
+//! namespace, serve until SIGINT/SIGTERM, then remove exactly what was installed.
+use crate::cli::{LogFormat, PolicyCheckArgs, RunArgs};
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use egret_policy::{CompiledPolicy, PolicyConfig, RuntimeLayer};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The policy used when `--policy` is not given: nothing leaves the sandbox.
+pub const DEFAULT_POLICY: &str = include_str!("../../../examples/default-policy.toml");
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Sandbox ids end up in log lines, the CA subject and the nft comment: keep them plain.
+fn validate_sandbox_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if !ok {
+        bail!("invalid --sandbox-id {id:?}: use 1-64 characters from A-Z a-z 0-9 - _ . : @");
+    }
+    Ok(())
+}
+
+/// Read and parse a policy file; errors name the file (and line/column for syntax errors).
+pub fn load_policy_file(path: &Path) -> Result<PolicyConfig> {
+    let src = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy file {}", path.display()))?;
+    let origin = path.display().to_string();
+    let cfg = if path.extension().and_then(|e| e.to_str()) == Some("json") {
+        PolicyConfig::from_json(&src, &origin)?
+    } else {
+        PolicyConfig::from_toml(&src, &origin)?
+    };
+    Ok(cfg)
+}
+
+/// Parse `--resolve host=addr[,addr]`.
+fn parse_resolve(items: &[String]) -> Result<Vec<(String, Vec<IpAddr>)>> {
+    let mut out = Vec::new();
+    for item in items {
+        let Some((host, addrs)) = item.split_once('=') else {
+            bail!("invalid --resolve {item:?}: expected HOST=ADDR (e.g. api.internal=10.0.0.5)");
+        };
+        let mut ips = Vec::new();
+        for a in addrs.split(',') {
+            let a = a.trim().trim_start_matches('[').trim_end_matches(']');
+            ips.push(a.parse::<IpAddr>().with_context(|| {
+                format!("invalid --resolve {item:?}: {a:?} is not an IP address")
+            })?);
+        }
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            bail!("invalid --resolve {item:?}: empty host name");
+        }
+        out.push((host, ips));
+    }
+    Ok(out)
+}
+
+fn compile(cfg: &PolicyConfig, pins: Vec<(String, Vec<IpAddr>)>, generation: u64) -> Result<CompiledPolicy> {
+    let compiled = CompiledPolicy::compile(cfg, &RuntimeLayer::default(), generation)?;
+    Ok(compiled.with_extra_pins(pins))
+}
+
+/// Write `content` to `path` atomically with `mode`.
+fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(content)?;
+    f.sync_all().ok();
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `egret policy check FILE`.
+pub fn policy_check(args: PolicyCheckArgs) -> Result<ExitCode> {
+    let cfg = load_policy_file(&args.file)?;
+    let compiled = compile(&cfg, Vec::new(), 1)?;
+    for w in compiled.warnings() {
+        println!("warning: {w}");
+    }
+    println!("{}: ok", args.file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+struct PolicyNames(Arc<ArcSwap<CompiledPolicy>>);
+
+impl egret_dns::NamePolicy for PolicyNames {
+    fn decide(&self, name: &str) -> egret_dns::NameDecision {
+        match self.0.load().dns_decision(name) {
+            egret_policy::DnsDecision::Answer => egret_dns::NameDecision::Answer,
+            egret_policy::DnsDecision::NxDomain { rule } => egret_dns::NameDecision::NxDomain { rule },
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    init_tracing(args.log_format);
+    validate_sandbox_id(&args.sandbox_id)?;
+    let cfg = match &args.policy {
+        Some(p) => load_policy_file(p)?,
+        None => {
+            tracing::warn!("no --policy given: using the embedded default policy (all egress denied)");
+            PolicyConfig::from_toml(DEFAULT_POLICY, "<embedded default policy>")?
+        }
+    };
+    let pins = parse_resolve(&args.resolve)?;
+    let compiled = compile(&cfg, pins, 1)?;
+    for w in compiled.warnings() {
+        tracing::warn!(warning = %w, "policy");
+    }
+    let policy = Arc::new(ArcSwap::from_pointee(compiled));
+    let netns = egret_capture::NetnsRef::parse(&args.netns)?;
+
+    // Everything that can fail on bad input happens before the namespace is touched.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstream = egret_tls::UpstreamTls::new(&args.upstream_ca)?;
+    let ca = egret_tls::SandboxCa::generate(
+        &args.sandbox_id,
+        Duration::from_secs(args.ca_validity_hours.max(1) * 3600),
+    )?;
+    let ca = Arc::new(ca);
+    if let Some(p) = &args.ca_out {
+        write_file(p, ca.cert_pem().as_bytes(), 0o644)?;
+    }
+    if let Some(p) = &args.ca_bundle_out {
+        write_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
+    }
+    let leaves = Arc::new(egret_tls::LeafCache::new(ca.clone(), args.leaf_cache_size));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .thread_name("egret-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+
+    let mut cap = egret_capture::CaptureConfig::new(netns, &args.sandbox_id);
+    cap.tcp_port = args.listen_port;
+    cap.dns_port = args.dns_port;
+    cap.mark = args.mark;
+    cap.route_table = args.route_table;
+    let attached = egret_capture::attach(&cap)?;
+    let guard = attached.guard;
+    let listeners = attached.listeners;
+
+    let result: Result<()> = rt.block_on(async {
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+        let map = Arc::new(egret_dns::SyntheticMap::new(Default::default()));
+        let dns = Arc::new(egret_dns::Resolver::new(
+            map,
+            Arc::new(PolicyNames(policy.clone())),
+            Default::default(),
+        ));
+        let mut pcfg = egret_proxy::ProxyConfig::new(&args.sandbox_id);
+        pcfg.listen_port = args.listen_port;
+        pcfg.classify_timeout = Duration::from_millis(args.classify_timeout_ms);
+        pcfg.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+        pcfg.max_connections = args.max_connections;
+        let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
+            cfg: pcfg,
+            policy: policy.clone(),
+            dns_resolver: dns.clone(),
+            upstream_tls: Some(upstream.client_config()),
+            upstream_tls_h1: Some(upstream.client_config_h1()),
+            tls: Some(egret_proxy::TlsState { leaves }),
+            handlers: None,
+        });
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(listeners.tcp4)?));
+        if let Some(l) = listeners.tcp6 {
+            tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(l)?));
+        }
+        tasks.spawn(egret_dns::serve_udp(tokio::net::UdpSocket::from_std(listeners.dns4)?, dns.clone()));
+        if let Some(s) = listeners.dns6 {
+            tasks.spawn(egret_dns::serve_udp(tokio::net::UdpSocket::from_std(s)?, dns.clone()));
+        }
+
+        tracing::info!(
+            sandbox = %args.sandbox_id,
+            netns = %args.netns,
+            generation = policy.load().generation(),
+            startup_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "intercepting"
+        );
+        if let Some(p) = &args.ready_file {
+            write_file(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
+        }
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: detaching"),
+            _ = sigint.recv() => tracing::info!("SIGINT: detaching"),
+            r = tasks.join_next() => tracing::error!(?r, "a server task ended unexpectedly"),
+        }
+        tasks.abort_all();
+        Ok(())
+    });
+    rt.shutdown_timeout(Duration::from_millis(200));
+    let detach = guard.detach();
+    if let Some(p) = &args.ready_file {
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
+    detach?;
+    tracing::info!("detached; the sandbox namespace holds nothing of egret's");
+    Ok(ExitCode::SUCCESS)
+}
+

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything egret, its tests and its demo need on a fresh Debian machine (as root).
+# Idempotent: safe to run again; skips what is already there.
+set -euo pipefail
+need=()
+for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
+  echo "setup: adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi
+echo "setup: ok"

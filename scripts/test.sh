@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command (README, CI): install what is needed, build, run every test.
+#   sudo scripts/test.sh            # everything
+#   sudo scripts/test.sh -p egret-policy   # extra args go to cargo test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $(id -u) -ne 0 ]]; then
+  echo "scripts/test.sh must run as root: the end-to-end tests create network namespaces" >&2
+  exit 1
+fi
+scripts/setup.sh
+if [[ -x scripts/build-handlers.sh ]]; then scripts/build-handlers.sh; fi
+cargo build --workspace --bins
+# Two cores: two test threads; e2e tests are I/O bound and isolated by namespace.
+cargo test --workspace "$@" -- --test-threads="${EGRET_TEST_THREADS:-4}"

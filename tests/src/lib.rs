@@ -1,0 +1,376 @@
+//! End-to-end harness: every test builds its own network namespaces (unique names), runs the
+//! real `egret` binary in an "egret" namespace attached to a "sandbox" namespace, real servers
+//! in an "upstream" namespace, and real clients (curl, python3, dig) inside the sandbox. Every
+//! namespace, process and temporary file is removed on drop, also when the test panics.
+//!
+//! ```text
+//!  sbx-ID (lo only, or + veth to upstream)      egr-ID (egret runs here)          up-ID
+//!  clients ── TPROXY ──► egret's listeners ···· egret process ── veth 10.200.0.1 ─► 10.200.0.2..9
+//!                        (sockets created in sbx by egret)                          fd00:200::2..9
+//! ```
+//! Only addresses inside these namespaces are ever used.
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upstream addresses (in the upstream namespace). `.2` is "allowed.test", `.3` "denied.test",
+/// `.4` an address "chosen by the sandbox", `.5`/`.6` spare.
+pub const UP4: [&str; 5] = ["10.200.0.2", "10.200.0.3", "10.200.0.4", "10.200.0.5", "10.200.0.6"];
+/// IPv6 counterparts of [`UP4`].
+pub const UP6: [&str; 5] = ["fd00:200::2", "fd00:200::3", "fd00:200::4", "fd00:200::5", "fd00:200::6"];
+
+/// Fail loudly (not skip) when the tests cannot do their job.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests create network namespaces and must run as root (sudo scripts/test.sh)"
+    );
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short id unique across parallel test processes.
+pub fn unique_id() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", (std::process::id() & 0xfff) ^ (t >> 20 & 0xfff), n)
+}
+
+/// Run a command, returning its output; fails with its stderr when it exits non-zero.
+pub fn sh(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A temporary directory removed on drop (kept when EGRET_KEEP_TMP is set, for debugging).
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    /// Create `/tmp/egret-e2e-ID`.
+    pub fn new(id: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("egret-e2e-{id}"));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    /// A path inside.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("EGRET_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A network namespace; on drop every process in it is killed and it is deleted.
+pub struct Netns {
+    /// Its name (under /var/run/netns).
+    pub name: String,
+}
+impl Netns {
+    /// `ip netns add NAME` and bring `lo` up.
+    pub fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh("ip", &["netns", "add", name]).unwrap();
+        let ns = Netns { name: name.to_string() };
+        sh("ip", &["-n", name, "link", "set", "lo", "up"]).unwrap();
+        ns
+    }
+    /// A command prefix running inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+    /// Run inside and return output (never fails on exit status; callers check).
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.cmd(program).args(args).output().expect("ip netns exec")
+    }
+    /// `ip -n NAME args...`, failing on error.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        sh("ip", &a).unwrap()
+    }
+}
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(p) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        for _ in 0..50 {
+            let out = Command::new("ip").args(["netns", "del", &self.name]).output();
+            if out.map(|o| o.status.success()).unwrap_or(false) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How the sandbox namespace is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxNet {
+    /// Only `lo`: egret must add what routing it needs.
+    LoOnly,
+    /// A veth straight to the upstream namespace with a default route: nothing may leave
+    /// through it except via egret.
+    Veth,
+}
+
+/// The three namespaces of a test.
+pub struct Topology {
+    /// Unique id of this topology.
+    pub id: String,
+    /// Scratch directory.
+    pub tmp: TempDir,
+    /// The sandbox.
+    pub sbx: Netns,
+    /// Where egret runs.
+    pub egr: Netns,
+    /// The upstream servers.
+    pub up: Netns,
+}
+
+impl Topology {
+    /// Build the namespaces and veths.
+    pub fn new(net: SandboxNet) -> Topology {
+        require_root();
+        let id = unique_id();
+        let tmp = TempDir::new(&id);
+        let up = Netns::new(&format!("egt-{id}-up"));
+        let egr = Netns::new(&format!("egt-{id}-egr"));
+        let sbx = Netns::new(&format!("egt-{id}-sbx"));
+        // egret namespace <-> upstream namespace. Interface names are per namespace.
+        sh(
+            "ip",
+            &["link", "add", &format!("ve{id}"), "netns", &egr.name, "type", "veth", "peer", "name", &format!("vu{id}"), "netns", &up.name],
+        )
+        .unwrap();
+        egr.ip(&["link", "set", &format!("ve{id}"), "name", "v-up"]);
+        up.ip(&["link", "set", &format!("vu{id}"), "name", "v-egr"]);
+        egr.ip(&["addr", "add", "10.200.0.1/24", "dev", "v-up"]);
+        egr.ip(&["-6", "addr", "add", "fd00:200::1/64", "dev", "v-up", "nodad"]);
+        egr.ip(&["link", "set", "v-up", "up"]);
+        for (a4, a6) in UP4.iter().zip(UP6.iter()) {
+            up.ip(&["addr", "add", &format!("{a4}/24"), "dev", "v-egr"]);
+            up.ip(&["-6", "addr", "add", &format!("{a6}/64"), "dev", "v-egr", "nodad"]);
+        }
+        up.ip(&["link", "set", "v-egr", "up"]);
+        if net == SandboxNet::Veth {
+            sh(
+                "ip",
+                &["link", "add", &format!("vs{id}"), "netns", &sbx.name, "type", "veth", "peer", "name", &format!("vw{id}"), "netns", &up.name],
+            )
+            .unwrap();
+            sbx.ip(&["link", "set", &format!("vs{id}"), "name", "v-wan"]);
+            up.ip(&["link", "set", &format!("vw{id}"), "name", "v-sbx"]);
+            sbx.ip(&["addr", "add", "10.201.0.1/24", "dev", "v-wan"]);
+            sbx.ip(&["-6", "addr", "add", "fd00:201::1/64", "dev", "v-wan", "nodad"]);
+            up.ip(&["addr", "add", "10.201.0.2/24", "dev", "v-sbx"]);
+            up.ip(&["-6", "addr", "add", "fd00:201::2/64", "dev", "v-sbx", "nodad"]);
+            sbx.ip(&["link", "set", "v-wan", "up"]);
+            up.ip(&["link", "set", "v-sbx", "up"]);
+            sbx.ip(&["route", "add", "default", "via", "10.201.0.2"]);
+            sbx.ip(&["-6", "route", "add", "default", "via", "fd00:201::2"]);
+        }
+        Topology { id, tmp, sbx, egr, up }
+    }
+
+    /// Run a client inside the sandbox.
+    pub fn in_sandbox(&self, program: &str, args: &[&str]) -> Output {
+        self.sbx.run(program, args)
+    }
+
+    /// curl inside the sandbox; returns (exit code, stdout, stderr).
+    pub fn curl(&self, args: &[&str]) -> (i32, String, String) {
+        let mut a = vec!["-sS", "--max-time", "15"];
+        a.extend_from_slice(args);
+        let o = self.in_sandbox("curl", &a);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+/// Directory of the binaries built with the tests (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Path of a workspace binary; tells how to build it when missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build it first (cargo build --bins), scripts/test.sh does",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed on drop (SIGTERM first, then SIGKILL).
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// stdout file.
+    pub stdout: PathBuf,
+    /// stderr file.
+    pub stderr: PathBuf,
+}
+impl Proc {
+    /// Send a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+    /// Wait for exit up to `timeout`, returning the exit status.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+    /// Everything written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+}
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            if self.wait_timeout(Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Spawn `cmd` with output to files in `dir` named `name.out`/`name.err`.
+pub fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Proc {
+    let stdout = dir.join(format!("{name}.out"));
+    let stderr = dir.join(format!("{name}.err"));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn");
+    Proc { child, stdout, stderr }
+}
+
+/// Wait until `path` exists or the process exits / the timeout passes.
+pub fn wait_ready(proc: &mut Proc, path: &Path, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if path.exists() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            bail!("process exited with {status} before it was ready:\n{}", proc.output());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bail!("not ready after {timeout:?}:\n{}", proc.output())
+}
+
+/// The upstream test server running in the upstream namespace.
+pub struct Upstream {
+    /// The process.
+    pub proc: Proc,
+    /// Its access log.
+    pub log: PathBuf,
+}
+impl Upstream {
+    /// Start `egret-testsrv` on port 80 (h1 + h2c) of every upstream address, and on 443 with
+    /// TLS when `tls` (cert, key) is given.
+    pub fn start(topo: &Topology, name: &str, tls: Option<(&Path, &Path)>) -> Upstream {
+        let log = topo.tmp.path(&format!("{name}.access.log"));
+        let ready = topo.tmp.path(&format!("{name}.ready"));
+        let mut cmd = topo.up.cmd(bin("egret-testsrv").to_str().unwrap());
+        cmd.args(["--http", "[::]:80", "--banner", "[::]:2222", "--log", log.to_str().unwrap(), "--name", name]);
+        cmd.args(["--ready-file", ready.to_str().unwrap()]);
+        if let Some((cert, key)) = tls {
+            cmd.args(["--https", "[::]:443", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+        }
+        let mut proc = spawn(cmd, &topo.tmp.0, name);
+        wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
+        Upstream { proc, log }
+    }
+    /// The access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// egret running in the egret namespace, attached to the sandbox namespace.
+pub struct Egret {
+    /// The process.
+    pub proc: Proc,
+    /// The ready file.
+    pub ready: PathBuf,
+}
+impl Egret {
+    /// Start `egret run --netns SBX --sandbox-id ID --ready-file F ARGS...` and wait for ready.
+    pub fn start(topo: &Topology, sandbox_id: &str, args: &[&str]) -> Result<Egret> {
+        let ready = topo.tmp.path(&format!("egret-{sandbox_id}.ready"));
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
+        cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", sandbox_id]);
+        cmd.args(["--ready-file", ready.to_str().unwrap()]);
+        cmd.args(args);
+        cmd.env("RUST_LOG", std::env::var("EGRET_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{sandbox_id}"));
+        wait_ready(&mut proc, &ready, Duration::from_secs(30))?;
+        Ok(Egret { proc, ready })
+    }
+    /// egret's logs so far.
+    pub fn logs(&self) -> String {
+        self.proc.output()
+    }
+}
+
+/// Write a file and return its path as a String.
+pub fn write(topo: &Topology, name: &str, content: &str) -> String {
+    let p = topo.tmp.path(name);
+    std::fs::write(&p, content).unwrap();
+    p.to_string_lossy().into_owned()
+}
