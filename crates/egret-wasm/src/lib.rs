@@ -1,1 +1,2 @@
 //! egret-wasm
+mod bindings;

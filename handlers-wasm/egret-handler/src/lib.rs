@@ -77,7 +77,7 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_handler_world",
         default_bindings_module: "egret_handler::bindings",
-        runtime_path: "egret_handler::__private::wit_bindgen",
+        runtime_path: "egret_handler::__private::wit_bindgen::rt",
     });
 }
 

@@ -20,8 +20,12 @@ use crate::common::*;
 const H2: &[u8] = b"h2";
 const H1: &[u8] = b"http/1.1";
 
+/// One real rustls hello per test binary (making it generates a CA).
 fn real_hello() -> Vec<u8> {
-    rustls_client_hello(dns("a.test"), &[H2, H1])
+    static HELLO: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    HELLO
+        .get_or_init(|| rustls_client_hello(dns("a.test"), &[H2, H1]))
+        .clone()
 }
 
 #[test]
