@@ -162,10 +162,7 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
     }
     routes::ensure_lo_up()?;
     let listeners = listeners::create(cfg)?;
-    let installed = match routes::install(cfg) {
-        Ok(i) => i,
-        Err(e) => return Err(e),
-    };
+    let installed = routes::install(cfg)?;
     let params = RulesetParams {
         pid: std::process::id(),
         sandbox_id: cfg.sandbox_id.clone(),

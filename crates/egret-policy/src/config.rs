@@ -89,7 +89,10 @@ impl Default for PolicyConfig {
 
 /// `[resolve]` values: one address or several, kept as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged, expecting = "an IP address string or a list of IP address strings")]
+#[serde(
+    untagged,
+    expecting = "an IP address string or a list of IP address strings"
+)]
 pub enum ResolveAddrs {
     /// `"10.0.0.1"`.
     One(String),
@@ -335,10 +338,7 @@ impl PolicyConfig {
     /// semantic checks happen in [`crate::CompiledPolicy::compile`].
     pub fn from_toml(src: &str, origin: &str) -> Result<PolicyConfig, PolicyError> {
         toml::from_str(src).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(src, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(src, s.start)).unwrap_or((1, 1));
             parse_error(origin, line, column, e.message().trim_end().to_owned())
         })
     }
@@ -421,7 +421,9 @@ fn hint_for(message: &str) -> Option<String> {
     let words = ticked(message);
     let (unknown, valid) = words.split_first()?;
     if valid.is_empty() {
-        return Some(format!("`{unknown}` is not valid here; nothing else is expected"));
+        return Some(format!(
+            "`{unknown}` is not valid here; nothing else is expected"
+        ));
     }
     let list = valid.join(", ");
     let closest = valid
@@ -528,8 +530,14 @@ handler = "get-only"
             &["fd00:200::2".to_owned(), "10.200.0.2".to_owned()]
         );
         assert_eq!(c.resolve["allowed.test"].as_slice(), &["10.200.0.2"]);
-        assert_eq!(c.secrets["VCS_TOKEN"], SecretSource::Env("VCS_TOKEN".into()));
-        assert_eq!(c.secrets["GH"], SecretSource::File("/run/secrets/gh".into()));
+        assert_eq!(
+            c.secrets["VCS_TOKEN"],
+            SecretSource::Env("VCS_TOKEN".into())
+        );
+        assert_eq!(
+            c.secrets["GH"],
+            SecretSource::File("/run/secrets/gh".into())
+        );
         assert_eq!(c.kv["agent-47"], "VCS_TOKEN");
         let h = &c.handlers["inject"];
         assert_eq!(h.module, "handlers/inject-header.wasm");
@@ -607,8 +615,7 @@ handler = "get-only"
 
     #[test]
     fn unknown_key_in_outbound_table() {
-        let (line, _, msg, hint, _) =
-            parse_err("\n\noutbound = { handler = \"x\", parms = {} }\n");
+        let (line, _, msg, hint, _) = parse_err("\n\noutbound = { handler = \"x\", parms = {} }\n");
         assert_eq!(line, 3);
         assert!(msg.contains("`parms`"), "{msg}");
         assert!(hint.unwrap().contains("did you mean `params`?"));
@@ -663,7 +670,8 @@ handler = "get-only"
         assert!(msg.contains("not both"), "{msg}");
         let (_, _, msg, _, _) = parse_err("[[routes]]\nhandler = \"h\"\n");
         assert!(msg.contains("needs `host"), "{msg}");
-        let (line, _, msg, _, _) = parse_err("[[routes]]\nhost = \"a\"\nhandler = \"h\"\nfoo = 1\n");
+        let (line, _, msg, _, _) =
+            parse_err("[[routes]]\nhost = \"a\"\nhandler = \"h\"\nfoo = 1\n");
         assert_eq!(line, 4);
         assert!(msg.contains("`foo`"), "{msg}");
     }
@@ -710,11 +718,13 @@ handler = "get-only"
 
     #[test]
     fn null_params_cannot_be_written_as_toml() {
-        let mut c = PolicyConfig::default();
-        c.outbound = Some(BindingConfig {
-            handler: "h".into(),
-            params: Some(json!({"a": null})),
-        });
+        let c = PolicyConfig {
+            outbound: Some(BindingConfig {
+                handler: "h".into(),
+                params: Some(json!({"a": null})),
+            }),
+            ..PolicyConfig::default()
+        };
         assert!(matches!(c.to_toml_string(), Err(PolicyError::Serialize(_))));
     }
 

@@ -168,11 +168,12 @@ impl Compiler<'_> {
         for (i, src) in sources.iter().enumerate() {
             match Pattern::parse(src) {
                 Ok(p) => out.push((i, p)),
-                Err(e) => {
-                    let mut pr = Problem::new(format!("{path}[{i}]"), src.as_str(), e.to_string());
-                    pr.hint = None; // the message already carries the hint
-                    self.problems.push(pr);
-                }
+                Err(e) => self.problems.push(Problem {
+                    path: format!("{path}[{i}]"),
+                    value: src.clone(),
+                    message: format!("invalid host pattern `{}`: {}", e.pattern, e.kind),
+                    hint: e.hint(),
+                }),
             }
         }
         out
@@ -184,7 +185,10 @@ impl Compiler<'_> {
             .iter()
             .map(|(_, p)| Arc::from(format!("{path} {:?}", p.as_str())))
             .collect();
-        (HostSet::new(pats.into_iter().map(|(_, p)| p).collect()), rules)
+        (
+            HostSet::new(pats.into_iter().map(|(_, p)| p).collect()),
+            rules,
+        )
     }
 
     fn check_handlers(&mut self) {
@@ -199,8 +203,12 @@ impl Compiler<'_> {
             }
             if h.module.trim().is_empty() {
                 self.problems.push(
-                    Problem::new(format!("{path}.module"), h.module.as_str(), "module is empty")
-                        .hint("set the path of the handler's .wasm component"),
+                    Problem::new(
+                        format!("{path}.module"),
+                        h.module.as_str(),
+                        "module is empty",
+                    )
+                    .hint("set the path of the handler's .wasm component"),
                 );
             }
             if !TIMEOUT_MS_RANGE.contains(&h.timeout_ms) {
@@ -226,17 +234,17 @@ impl Compiler<'_> {
             for (i, s) in h.secrets.iter().enumerate() {
                 let p = format!("{path}.secrets[{i}]");
                 if !is_valid_name(s) {
-                    self.problems.push(
-                        Problem::new(p, s.as_str(), "invalid secret name").hint(NAME_RULE),
-                    );
+                    self.problems
+                        .push(Problem::new(p, s.as_str(), "invalid secret name").hint(NAME_RULE));
                 } else if !cfg.secrets.contains_key(s) {
                     // Secrets may be provided at runtime, so this is not fatal.
                     self.warnings.push(
-                        Problem::new(p, s.as_str(), "the secret is not defined in [secrets]")
-                            .hint(format!(
+                        Problem::new(p, s.as_str(), "the secret is not defined in [secrets]").hint(
+                            format!(
                                 "add `{s} = {{ env = \"...\" }}` to [secrets], or set it at \
                                  runtime before the handler uses it"
-                            )),
+                            ),
+                        ),
                     );
                 }
             }
@@ -262,8 +270,9 @@ impl Compiler<'_> {
                 format!("secrets.{name:?}")
             };
             if !is_valid_name(name) {
-                self.problems
-                    .push(Problem::new(&path, name.as_str(), "invalid secret name").hint(NAME_RULE));
+                self.problems.push(
+                    Problem::new(&path, name.as_str(), "invalid secret name").hint(NAME_RULE),
+                );
             }
             let (field, value) = match src {
                 SecretSource::Env(v) => ("env", v),
@@ -271,8 +280,12 @@ impl Compiler<'_> {
             };
             if value.trim().is_empty() {
                 self.problems.push(
-                    Problem::new(format!("{path}.{field}"), value.as_str(), "the source is empty")
-                        .hint(format!("name the {field} the secret is read from")),
+                    Problem::new(
+                        format!("{path}.{field}"),
+                        value.as_str(),
+                        "the source is empty",
+                    )
+                    .hint(format!("name the {field} the secret is read from")),
                 );
             }
         }
@@ -300,7 +313,8 @@ impl Compiler<'_> {
             Some(p) => serde_json::to_string(p).expect("JSON values always serialize"),
             None => "null".to_owned(),
         };
-        let list = |v: &[String]| -> Arc<[Arc<str>]> { v.iter().map(|s| Arc::from(&**s)).collect() };
+        let list =
+            |v: &[String]| -> Arc<[Arc<str>]> { v.iter().map(|s| Arc::from(&**s)).collect() };
         let id = BindingId(u32::try_from(self.bindings.len()).expect("too many bindings"));
         self.bindings.push(Binding {
             handler: Arc::from(b.handler.as_str()),
@@ -323,8 +337,12 @@ impl Compiler<'_> {
             let path = format!("{prefix}[{i}]");
             if r.hosts.is_empty() {
                 self.problems.push(
-                    Problem::new(format!("{path}.hosts"), "[]", "a route needs at least one host")
-                        .hint("list host patterns, or `*` for everything"),
+                    Problem::new(
+                        format!("{path}.hosts"),
+                        "[]",
+                        "a route needs at least one host",
+                    )
+                    .hint("list host patterns, or `*` for everything"),
                 );
             }
             let pats = self.patterns(&format!("{path}.hosts"), &r.hosts);
@@ -335,8 +353,12 @@ impl Compiler<'_> {
                 let here = format!("{path}.hosts[{j}]");
                 if let Some((_, first)) = seen.iter().find(|(q, _)| q.same_as(&p)) {
                     self.warnings.push(
-                        Problem::new(&here, p.as_str(), format!("the same pattern is routed by {first}, which comes first"))
-                            .hint("remove one of them; this one never matches"),
+                        Problem::new(
+                            &here,
+                            p.as_str(),
+                            format!("the same pattern is routed by {first}, which comes first"),
+                        )
+                        .hint("remove one of them; this one never matches"),
                     );
                 }
                 targets.push((
@@ -469,7 +491,10 @@ impl CompiledPolicy {
         let pins = c.pins();
 
         for (i, p) in &passthrough_pats {
-            for (table, prefix) in [(&runtime_routes, "runtime.routes"), (&static_routes, "routes")] {
+            for (table, prefix) in [
+                (&runtime_routes, "runtime.routes"),
+                (&static_routes, "routes"),
+            ] {
                 for (k, q) in table.set.patterns().iter().enumerate() {
                     if q.same_as(p) {
                         let handler = &c.bindings[table.targets[k].0.index()].handler;

@@ -100,11 +100,7 @@ impl HostSet {
         }
         let specs = &set.specs;
         let order = |v: &mut Vec<u32>| {
-            v.sort_by(|&a, &b| {
-                specs[b as usize]
-                    .cmp(&specs[a as usize])
-                    .then(a.cmp(&b))
-            })
+            v.sort_by(|&a, &b| specs[b as usize].cmp(&specs[a as usize]).then(a.cmp(&b)))
         };
         set.exact.values_mut().for_each(order);
         set.subdomain.values_mut().for_each(order);
@@ -113,11 +109,11 @@ impl HostSet {
         let mut v4: Vec<_> = v4.into_iter().collect();
         v4.iter_mut()
             .for_each(|(_, m)| m.values_mut().for_each(order));
-        v4.sort_by(|a, b| b.0.cmp(&a.0));
+        v4.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         let mut v6: Vec<_> = v6.into_iter().collect();
         v6.iter_mut()
             .for_each(|(_, m)| m.values_mut().for_each(order));
-        v6.sort_by(|a, b| b.0.cmp(&a.0));
+        v6.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         set.v4 = v4;
         set.v6 = v6;
         set.patterns = patterns;
@@ -165,6 +161,11 @@ impl HostSet {
     /// patterns are ignored). For DNS: "could a connection to this name match?".
     pub fn find_any_port(&self, host: &str) -> Option<Match<'_>> {
         self.lookup(Some(host), None, PortQuery::Some)
+    }
+
+    /// Whether some pattern matches the name `host` on at least one port.
+    pub fn matches_any_port(&self, host: &str) -> bool {
+        self.find_any_port(host).is_some()
     }
 
     /// The most specific pattern that matches the name `host` on every port (port-less
@@ -251,15 +252,15 @@ impl HostSet {
         match ip {
             IpAddr::V4(v4) => {
                 let a = u32::from(v4);
-                self.v4.iter().find_map(|(len, m)| {
-                    m.get(&mask4(a, *len)).and_then(|b| self.first_in(b, q))
-                })
+                self.v4
+                    .iter()
+                    .find_map(|(len, m)| m.get(&mask4(a, *len)).and_then(|b| self.first_in(b, q)))
             }
             IpAddr::V6(v6) => {
                 let a = u128::from(v6);
-                self.v6.iter().find_map(|(len, m)| {
-                    m.get(&mask6(a, *len)).and_then(|b| self.first_in(b, q))
-                })
+                self.v6
+                    .iter()
+                    .find_map(|(len, m)| m.get(&mask6(a, *len)).and_then(|b| self.first_in(b, q)))
             }
         }
     }
@@ -319,7 +320,13 @@ mod tests {
 
     #[test]
     fn port_specific_beats_portless_and_ties_go_to_earlier() {
-        let s = set(&["a.test", "a.test:443", "a.test:400-500", "a.test:443", "A.test."]);
+        let s = set(&[
+            "a.test",
+            "a.test:443",
+            "a.test:400-500",
+            "a.test:443",
+            "A.test.",
+        ]);
         assert_eq!(idx(&s, "a.test", 443), Some(1));
         assert_eq!(idx(&s, "a.test", 450), Some(2));
         assert_eq!(idx(&s, "a.test", 80), Some(0));
@@ -358,6 +365,8 @@ mod tests {
         assert_eq!(s.find_every_port("x.all.test").map(|m| m.index), Some(1));
         assert_eq!(s.find_every_port("r.test").map(|m| m.index), Some(2));
         assert!(s.find_any_port("nothing.test").is_none());
+        assert!(s.matches_any_port("db.test"));
+        assert!(!s.matches_any_port("nothing.test"));
     }
 
     #[test]
@@ -376,7 +385,9 @@ mod tests {
 
     #[test]
     fn ten_thousand_exact_names() {
-        let names: Vec<String> = (0..10_000).map(|i| format!("host{i}.example.test")).collect();
+        let names: Vec<String> = (0..10_000)
+            .map(|i| format!("host{i}.example.test"))
+            .collect();
         let s = HostSet::compile(&names).unwrap();
         for i in [0usize, 1, 4999, 9999] {
             assert_eq!(idx(&s, &names[i], 443), Some(i));

@@ -626,10 +626,7 @@ fn parse_host(body: &str) -> Result<PatternKind, PatternErrorKind> {
     }
     let lower = body.to_ascii_lowercase();
     let mut name = lower.as_str();
-    if let Some(c) = name
-        .chars()
-        .find(|&c| !(is_glob_char(c as u8) || c == '*'))
-    {
+    if let Some(c) = name.chars().find(|&c| !(is_glob_char(c as u8) || c == '*')) {
         return Err(PatternErrorKind::BadChar(c));
     }
     if name.starts_with('.') {
@@ -872,7 +869,10 @@ mod tests {
         assert!(n.matches(&ip("::ffff:10.1.2.3", 80)));
         assert!(n.matches(&h("::ffff:10.1.2.3", 80)));
         let mapped = p("[::ffff:10.0.0.0/104]");
-        assert_eq!(mapped.kind(), &PatternKind::Net("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(
+            mapped.kind(),
+            &PatternKind::Net("10.0.0.0/8".parse().unwrap())
+        );
         assert!(mapped.matches(&ip("10.9.9.9", 1)));
         assert!(mapped.matches(&ip("::ffff:10.9.9.9", 1)));
         assert_eq!(
@@ -956,7 +956,10 @@ mod tests {
         assert_err("h.test:99999999999999999999999", &["1..=65535"]);
         assert_err("h.test:", &["port after `:` is empty"]);
         assert_err("h.test:http", &["`http` is not a number"]);
-        assert_err("h.test:9000-8000", &["9000-8000", "inverted", "`8000-9000`"]);
+        assert_err(
+            "h.test:9000-8000",
+            &["9000-8000", "inverted", "`8000-9000`"],
+        );
         assert_err("h.test:-80", &["empty"]);
         assert_err("[fd00::1]:0", &["port 0"]);
     }

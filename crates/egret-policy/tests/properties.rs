@@ -24,7 +24,10 @@ fn reference_glob(g: &[u8], h: &[u8]) -> bool {
 }
 
 fn glob_text() -> impl Strategy<Value = String> {
-    proptest::string::string_regex("[ab*][ab.*-]{0,7}").unwrap()
+    // A lone `*` is not a glob but "every destination" (covered by the unit tests).
+    proptest::string::string_regex("[ab*][ab.*-]{0,7}")
+        .unwrap()
+        .prop_map(|g| if g == "*" { "*a".to_owned() } else { g })
 }
 
 fn host_text() -> impl Strategy<Value = String> {
@@ -39,7 +42,9 @@ fn pattern_text() -> impl Strategy<Value = String> {
         proptest::sample::select(vec!["*.t", "*.a.t", "*.b.t", "a*.t", "*a*", "b.*", "*.*"])
             .prop_map(str::to_owned),
         (0u8..4, prop_oneof![Just(8u8), Just(16), Just(24), Just(32)]).prop_map(|(x, len)| {
-            let net = Ipv4Net::new(Ipv4Addr::new(10, x, x, 1), len).unwrap().trunc();
+            let net = Ipv4Net::new(Ipv4Addr::new(10, x, x, 1), len)
+                .unwrap()
+                .trunc();
             net.to_string()
         }),
         (0u16..3, prop_oneof![Just(16u8), Just(64), Just(128)]).prop_map(|(x, len)| {
@@ -87,7 +92,9 @@ fn v6net() -> impl Strategy<Value = Ipv6Net> {
 fn v4_near(net: Ipv4Net) -> impl Strategy<Value = Ipv4Addr> {
     prop_oneof![
         any::<u32>().prop_map(move |r| {
-            let host_bits = u32::MAX.checked_shr(u32::from(net.prefix_len())).unwrap_or(0);
+            let host_bits = u32::MAX
+                .checked_shr(u32::from(net.prefix_len()))
+                .unwrap_or(0);
             Ipv4Addr::from(u32::from(net.network()) | (r & host_bits))
         }),
         any::<u32>().prop_map(Ipv4Addr::from),
@@ -109,12 +116,10 @@ fn ten_thousand() -> &'static (Vec<String>, HostSet) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 20000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn glob_matching_agrees_with_backtracking(g in glob_text(), h in host_text()) {
-        // A lone `*` is not a glob but "every destination" (tested in the unit tests).
-        prop_assume!(g != "*");
         let Ok(p) = Pattern::parse(&g) else { return Ok(()) };
         // One trailing dot is the fully-qualified spelling of the same pattern.
         let norm = g.strip_suffix('.').unwrap_or(&g);

@@ -21,10 +21,14 @@ where
 
 /// A complete body from bytes.
 pub fn full(b: impl Into<Bytes>) -> ProxyBody {
-    boxed(Full::new(b.into()).map_err(|never| match never {}))
+    Full::new(b.into())
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed_unsync()
 }
 
 /// An empty body.
 pub fn empty() -> ProxyBody {
-    boxed(Empty::<Bytes>::new().map_err(|never| match never {}))
+    Empty::<Bytes>::new()
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed_unsync()
 }

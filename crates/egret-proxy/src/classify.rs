@@ -95,7 +95,7 @@ mod tests {
             if c != Class::NeedMore {
                 for i in 0..=data.len() {
                     let p = classify(&data[..i]);
-                    prop_assert!(p == Class::NeedMore || p == c || (p == Class::NeedMore), "{:?} vs {:?}", p, c);
+                    prop_assert!(p == Class::NeedMore || p == c, "{:?} vs {:?}", p, c);
                 }
             }
         }

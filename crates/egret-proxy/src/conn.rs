@@ -73,7 +73,7 @@ impl Proxy {
             return;
         }
         if orig.port() == 53 {
-            self.dns_resolver.handle_tcp_stream(stream).await;
+            self.dns.serve_tcp(stream).await;
             return;
         }
         let dns_name = self.dns.lookup(orig.ip());
@@ -111,7 +111,7 @@ impl Proxy {
         match class {
             Class::Tls => self.handle_tls(stream, prefix, info).await,
             Class::Http1 | Class::H2Prior => {
-                let io = egret_tls::Rewind::new(stream, prefix);
+                let io = egret_tls::peek::Rewind::new(prefix, stream);
                 self.serve_http(io, Arc::new(info)).await
             }
             Class::Opaque | Class::NeedMore => self.tunnel(stream, prefix, info, "tcp").await,
@@ -122,7 +122,7 @@ impl Proxy {
         let mut buf = prefix.to_vec();
         let hello = tokio::time::timeout(
             self.cfg.handshake_timeout,
-            egret_tls::read_client_hello(&mut stream, &mut buf, 64 * 1024),
+            egret_tls::peek::read_client_hello(&mut stream, &mut buf, 64 * 1024),
         )
         .await;
         let hello = match hello {
@@ -154,6 +154,13 @@ impl Proxy {
                 crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), "tls", "deny", &v.rule, 0, 0);
                 reset(stream);
             }
+            TlsDecision::Passthrough(_) if hello.ech_offered => {
+                // With Encrypted Client Hello the SNI is only a public front name: splicing
+                // would let the hidden inner name decide where the bytes go.
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), "tls", "deny", "ECH hides the destination; pass-through refused", 0, 0);
+                reset(stream);
+            }
             TlsDecision::Passthrough(_) => {
                 info.sni = name;
                 let io = stream;
@@ -178,7 +185,7 @@ impl Proxy {
                     }
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let io = egret_tls::Rewind::new(stream, prefix);
+                let io = egret_tls::peek::Rewind::new(prefix, stream);
                 let tls_stream = match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {

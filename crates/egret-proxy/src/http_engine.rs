@@ -331,7 +331,18 @@ impl Proxy {
         mut outcome: Outcome,
     ) -> (Response<ProxyBody>, Outcome) {
         let (mut parts, body) = req.into_parts();
+        // HTTP/1.1 Upgrade (WebSocket): the one hop-by-hop exchange a proxy must carry over.
+        let upgrade = upgrade_protocol(&parts);
+        let downstream_upgrade = if upgrade.is_some() {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         strip_hop_by_hop(&mut parts.headers, true);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(http::header::UPGRADE, proto.clone());
+        }
         // hyper-util sets Host from the URI (h1) or :authority (h2).
         parts.headers.remove(http::header::HOST);
         let scheme = if info.tls { "https" } else { "http" };
@@ -359,14 +370,37 @@ impl Proxy {
         let downstream_h2 = parts.version == Version::HTTP_2;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let client = if !info.tls && downstream_h2 {
+        let client = if upgrade.is_some() {
+            &self.clients.h1
+        } else if !info.tls && downstream_h2 {
             &self.clients.h2c
         } else {
             &self.clients.auto
         };
         let upstream_req = Request::from_parts(parts, boxed(body));
         match client.request(upstream_req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return match (downstream_upgrade, upgrade) {
+                        (Some(down), Some(proto)) => {
+                            let up = hyper::upgrade::on(&mut resp);
+                            tokio::spawn(splice_upgraded(down, up));
+                            let (mut p, _) = resp.into_parts();
+                            strip_hop_by_hop(&mut p.headers, false);
+                            p.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                            p.headers.insert(http::header::UPGRADE, proto);
+                            (Response::from_parts(p, crate::body::empty()), outcome)
+                        }
+                        _ => {
+                            outcome.decision = "error";
+                            outcome.error = Some("upstream switched protocols without being asked".into());
+                            (
+                                text_response(StatusCode::BAD_GATEWAY, "error", "egret: upstream answered 101 to a request that did not ask to upgrade\n".into()),
+                                outcome,
+                            )
+                        }
+                    };
+                }
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers, false);
                 (Response::from_parts(p, boxed(b)), outcome)
@@ -385,6 +419,41 @@ impl Proxy {
                 )
             }
         }
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let asks = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        parts.headers.get(http::header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// After a 101 on both legs, copy bytes both ways until either side closes.
+async fn splice_upgraded(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut down = TokioIo::new(down);
+    let mut up = TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
     }
 }
 

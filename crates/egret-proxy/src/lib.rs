@@ -86,6 +86,17 @@ pub struct Stats {
     pub overload: AtomicU64,
 }
 
+/// What the data path needs from the sandbox's DNS (implemented over `egret-dns` by the
+/// binary): the synthetic address → name map, and DNS over TCP for connections to port 53.
+pub trait SandboxDns: Send + Sync + 'static {
+    /// The name egret answered with this synthetic address, if it still remembers it.
+    fn lookup(&self, ip: std::net::IpAddr) -> Option<Arc<str>>;
+    /// Whether the address is in egret's synthetic pools.
+    fn is_synthetic(&self, ip: std::net::IpAddr) -> bool;
+    /// Serve DNS over TCP on a connection the sandbox made to some resolver's port 53.
+    fn serve_tcp(&self, stream: tokio::net::TcpStream) -> futures_util::future::BoxFuture<'static, ()>;
+}
+
 /// TLS interception state for one sandbox.
 pub struct TlsState {
     /// Leaf certificates (and their server configs) per SNI.
@@ -96,8 +107,7 @@ pub struct TlsState {
 pub struct Proxy {
     pub(crate) cfg: ProxyConfig,
     pub(crate) policy: Arc<ArcSwap<CompiledPolicy>>,
-    pub(crate) dns: Arc<egret_dns::SyntheticMap>,
-    pub(crate) dns_resolver: Arc<egret_dns::Resolver>,
+    pub(crate) dns: Arc<dyn SandboxDns>,
     pub(crate) clients: upstream::Clients,
     pub(crate) connector: upstream::Connector,
     pub(crate) tls: Option<TlsState>,
@@ -112,8 +122,8 @@ pub struct ProxyParts {
     pub cfg: ProxyConfig,
     /// The policy, swappable at runtime.
     pub policy: Arc<ArcSwap<CompiledPolicy>>,
-    /// The sandbox's DNS (synthetic address map + resolver for DNS over TCP).
-    pub dns_resolver: Arc<egret_dns::Resolver>,
+    /// The sandbox's DNS (synthetic address map + DNS over TCP).
+    pub dns: Arc<dyn SandboxDns>,
     /// Upstream TLS client config offering h2 and http/1.1.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// Upstream TLS client config offering http/1.1 only.
@@ -127,7 +137,7 @@ pub struct ProxyParts {
 impl Proxy {
     /// Build the proxy.
     pub fn new(parts: ProxyParts) -> Arc<Proxy> {
-        let dns = parts.dns_resolver.map();
+        let dns = parts.dns.clone();
         let map = dns.clone();
         let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> =
             Arc::new(move |ip| map.is_synthetic(ip));
@@ -144,7 +154,6 @@ impl Proxy {
             cfg: parts.cfg,
             policy: parts.policy,
             dns,
-            dns_resolver: parts.dns_resolver,
             clients,
             connector,
             tls: parts.tls,

@@ -60,8 +60,7 @@ fn read_bundle(path: &Path) -> Option<String> {
 
 /// RFC 7468 PEM: base64 in 64-column lines.
 fn pem_encode(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {
         let b = [

@@ -82,16 +82,19 @@ impl LeafName {
             .and_then(|n| n.strip_suffix(']'))
             .unwrap_or(name);
         match unbracketed.parse::<IpAddr>() {
-            Ok(ip) => Ok(LeafName::Ip(ip)),
+            Ok(ip) => Ok(LeafName::Ip(ip.to_canonical())),
             Err(_) => LeafName::dns(name),
         }
     }
 
     /// Returns the canonical form of this name, or why it cannot be put in a certificate.
+    ///
+    /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, what a dual-stack socket reports for an
+    /// IPv4 peer) become plain IPv4: the client dialled the IPv4 address and verifies against it.
     pub fn normalized(&self) -> Result<LeafName, TlsError> {
         match self {
             LeafName::Dns(name) => LeafName::dns(name),
-            LeafName::Ip(ip) => Ok(LeafName::Ip(*ip)),
+            LeafName::Ip(ip) => Ok(LeafName::Ip(ip.to_canonical())),
         }
     }
 }
@@ -113,9 +116,9 @@ impl fmt::Display for LeafName {
 
 /// An ephemeral certificate authority for one sandbox.
 ///
-/// The private keys (the CA's and the shared leaf key) exist only inside this value: there is
-/// no accessor for them and `Debug` redacts them. Dropping the `SandboxCa` (and every
-/// [`CertifiedKey`] it issued) forgets them.
+/// The private keys (the CA's and the shared leaf key) exist only inside this value and the
+/// [`CertifiedKey`]s it issues: there is no supported accessor for them, nothing here writes
+/// them anywhere, and `Debug` redacts them.
 pub struct SandboxCa {
     sandbox_id: String,
     /// The CA's distinguished name and signing key, as rcgen needs them to sign leaves.
@@ -184,11 +187,12 @@ impl SandboxCa {
         let issuer = Issuer::new(params, ca_key);
 
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let leaf_signing_key = crate::crypto_provider()
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                leaf_key.serialize_der(),
-            )))?;
+        let leaf_signing_key =
+            crate::crypto_provider()
+                .key_provider
+                .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                    leaf_key.serialize_der(),
+                )))?;
 
         Ok(SandboxCa {
             sandbox_id: sandbox_id.to_owned(),

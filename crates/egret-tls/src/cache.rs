@@ -99,6 +99,9 @@ pub struct LeafCache {
     hits: AtomicU64,
     evictions: AtomicU64,
     mint_failures: AtomicU64,
+    /// Test hook: this many upcoming mints fail.
+    #[cfg(test)]
+    fail_next_mints: AtomicU64,
 }
 
 impl LeafCache {
@@ -122,6 +125,8 @@ impl LeafCache {
             hits: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             mint_failures: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_next_mints: AtomicU64::new(0),
         }
     }
 
@@ -223,6 +228,14 @@ impl LeafCache {
     }
 
     fn mint(&self, name: &LeafName) -> Result<CachedLeaf, TlsError> {
+        #[cfg(test)]
+        if self
+            .fail_next_mints
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(TlsError::CaExpired);
+        }
         let (key, not_after) = self.ca.issue_leaf_until(name)?;
         let h2_and_http11 =
             server_config_with_alpn(key.clone(), DownstreamAlpn::H2AndHttp11.protocols())?;
@@ -294,4 +307,78 @@ pub fn server_config_with_alpn(
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
     config.alpn_protocols = alpn;
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> Arc<LeafCache> {
+        let ca = SandboxCa::generate("cache-unit", Duration::from_secs(3600)).unwrap();
+        Arc::new(LeafCache::new(Arc::new(ca)))
+    }
+
+    #[tokio::test]
+    async fn failed_mint_is_not_cached() {
+        let cache = cache();
+        let name = LeafName::dns("fail.test").unwrap();
+        cache.fail_next_mints.store(1, Ordering::Relaxed);
+        assert!(matches!(
+            cache.get_or_mint(&name).await,
+            Err(TlsError::CaExpired)
+        ));
+        assert!(cache.in_flight.lock().is_empty());
+        let stats = cache.stats();
+        assert_eq!((stats.mints, stats.mint_failures, stats.entries), (0, 1, 0));
+
+        cache.get_or_mint(&name).await.unwrap();
+        let stats = cache.stats();
+        assert_eq!((stats.mints, stats.mint_failures, stats.entries), (1, 1, 1));
+        assert!(cache.in_flight.lock().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_on_a_failed_mint_retry() {
+        let cache = cache();
+        let name = LeafName::dns("flaky.test").unwrap();
+        cache.fail_next_mints.store(1, Ordering::Relaxed);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, name) = (cache.clone(), name.clone());
+                tokio::spawn(async move { cache.get_or_mint(&name).await.is_ok() })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            ok += usize::from(task.await.unwrap());
+        }
+        assert_eq!(ok, 19, "only the request whose mint failed sees the error");
+        let stats = cache.stats();
+        assert_eq!(stats.mint_failures, 1);
+        assert!(stats.mints >= 1);
+        assert_eq!(stats.entries, 1);
+        assert!(cache.in_flight.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn expiring_leaf_is_reminted() {
+        let cache = cache();
+        let name = LeafName::dns("renew.test").unwrap();
+        let first = cache.get_or_mint(&name).await.unwrap();
+        if let Some(leaf) = cache.lru.lock().peek_mut(&name) {
+            leaf.renew_at = SystemTime::now() - Duration::from_secs(1);
+        }
+        let second = cache.get_or_mint(&name).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        let stats = cache.stats();
+        assert_eq!((stats.mints, stats.evictions, stats.entries), (2, 0, 1));
+    }
+
+    #[test]
+    fn debug_shows_stats_not_keys() {
+        let cache = cache();
+        let text = format!("{cache:?}");
+        assert!(text.contains("mints: 0") && text.contains("redacted"));
+        assert!(!text.contains("PRIVATE"));
+    }
 }

@@ -115,10 +115,7 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<ClientHelloInfo, PeekError> {
 /// An SNI that is an IP literal is refused as [`PeekError::Malformed`]: RFC 6066 §3 forbids
 /// literal addresses in `HostName`, and a client that sends one is not a browser or a standard
 /// TLS library, so the proxy should not guess what it meant.
-pub fn parse_client_hello_with_limit(
-    buf: &[u8],
-    max: usize,
-) -> Result<ClientHelloInfo, PeekError> {
+pub fn parse_client_hello_with_limit(buf: &[u8], max: usize) -> Result<ClientHelloInfo, PeekError> {
     if buf.len() < RECORD_HEADER_LEN {
         return if buf.is_empty() || looks_like_tls(buf) {
             Err(PeekError::Incomplete {
@@ -227,7 +224,9 @@ fn parse_hello_body(body: &[u8], record_version: u16) -> Result<ClientHelloInfo,
         .vec_u8()
         .ok_or(PeekError::Malformed("truncated legacy_session_id"))?;
     if session_id.len() > 32 {
-        return Err(PeekError::Malformed("legacy_session_id longer than 32 bytes"));
+        return Err(PeekError::Malformed(
+            "legacy_session_id longer than 32 bytes",
+        ));
     }
     let suites = r
         .vec_u16()
@@ -291,7 +290,9 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, PeekError> {
         .vec_u16()
         .ok_or(PeekError::Malformed("truncated server_name list"))?;
     if !outer.is_empty() {
-        return Err(PeekError::Malformed("trailing bytes after server_name list"));
+        return Err(PeekError::Malformed(
+            "trailing bytes after server_name list",
+        ));
     }
     if list.is_empty() {
         return Err(PeekError::Malformed("empty server_name list"));
@@ -310,7 +311,9 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, PeekError> {
             .vec_u16()
             .ok_or(PeekError::Malformed("truncated host_name"))?;
         if host.replace(name).is_some() {
-            return Err(PeekError::Malformed("more than one host_name in server_name"));
+            return Err(PeekError::Malformed(
+                "more than one host_name in server_name",
+            ));
         }
     }
     let Some(host) = host else {

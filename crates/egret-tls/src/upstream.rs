@@ -52,7 +52,10 @@ impl UpstreamTls {
         }
         let (system_roots, ignored) = roots.add_parsable_certificates(native.certs);
         if ignored > 0 {
-            tracing::debug!(ignored, "system root certificates not usable as trust anchors");
+            tracing::debug!(
+                ignored,
+                "system root certificates not usable as trust anchors"
+            );
         }
 
         let mut extra_roots = 0;
@@ -197,7 +200,10 @@ pub fn describe_verify_error(error: &rustls::Error) -> String {
                 .into()
         }
         CertificateError::NotValidForName => "certificate not valid for the requested name".into(),
-        CertificateError::NotValidForNameContext { expected, presented } => {
+        CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
             let expected = expected.to_str();
             if presented.is_empty() {
                 format!("certificate not valid for name {expected} (it names no host)")

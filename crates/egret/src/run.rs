@@ -28,12 +28,12 @@ fn init_tracing(format: LogFormat) {
 /// Sandbox ids end up in log lines, the CA subject and the nft comment: keep them plain.
 fn validate_sandbox_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
-        && id.len() <= 64
+        && id.len() <= 45
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
     if !ok {
-        bail!("invalid --sandbox-id {id:?}: use 1-64 characters from A-Z a-z 0-9 - _ . : @");
+        bail!("invalid --sandbox-id {id:?}: use 1-45 characters from A-Z a-z 0-9 - _ . : @");
     }
     Ok(())
 }
@@ -76,7 +76,10 @@ fn parse_resolve(items: &[String]) -> Result<Vec<(String, Vec<IpAddr>)>> {
 
 fn compile(cfg: &PolicyConfig, pins: Vec<(String, Vec<IpAddr>)>, generation: u64) -> Result<CompiledPolicy> {
     let compiled = CompiledPolicy::compile(cfg, &RuntimeLayer::default(), generation)?;
-    Ok(compiled.with_extra_pins(pins))
+    let flat = pins
+        .into_iter()
+        .flat_map(|(h, ips)| ips.into_iter().map(move |ip| (h.clone(), ip)));
+    Ok(compiled.with_extra_pins(flat)?)
 }
 
 /// Write `content` to `path` atomically with `mode`.
@@ -152,7 +155,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(p) = &args.ca_bundle_out {
         write_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
     }
-    let leaves = Arc::new(egret_tls::LeafCache::new(ca.clone(), args.leaf_cache_size));
+    let leaves = Arc::new(egret_tls::LeafCache::with_capacity(
+        ca.clone(),
+        std::num::NonZeroUsize::new(args.leaf_cache_size.max(1)).expect("max(1)"),
+    ));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))
@@ -189,8 +195,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             cfg: pcfg,
             policy: policy.clone(),
             dns_resolver: dns.clone(),
-            upstream_tls: Some(upstream.client_config()),
-            upstream_tls_h1: Some(upstream.client_config_h1()),
+            upstream_tls: Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
+            upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
             tls: Some(egret_proxy::TlsState { leaves }),
             handlers: None,
         });

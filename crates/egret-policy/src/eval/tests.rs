@@ -73,7 +73,8 @@ fn level2_allowed_gate_beats_routes_and_catch_alls() {
     let (mut cfg, mut rt) = layered();
     cfg.denied_hosts.clear();
     rt.routes.push(RouteConfig::new(["gated.test"], "rt-route"));
-    cfg.routes.push(RouteConfig::new(["gated.test"], "static-route"));
+    cfg.routes
+        .push(RouteConfig::new(["gated.test"], "static-route"));
     let p = compile(&cfg, &rt);
     assert_eq!(
         eval_host(&p, "gated.test", 443),
@@ -248,13 +249,22 @@ fn bindings_carry_params_grants_and_limits() {
         a => panic!("{a:?}"),
     };
     let own = bind("own.test");
-    assert_eq!(&*own.params_json, r#"{"header":"x-route"}"#, "route params replace");
+    assert_eq!(
+        &*own.params_json, r#"{"header":"x-route"}"#,
+        "route params replace"
+    );
     assert_eq!(&*own.module, "inject.wasm");
     assert_eq!(own.timeout, Duration::from_millis(120));
     assert_eq!(own.memory_bytes, 32 * 1024 * 1024);
-    assert_eq!(own.grants.iter().map(|s| &**s).collect::<Vec<_>>(), ["A", "B"]);
+    assert_eq!(
+        own.grants.iter().map(|s| &**s).collect::<Vec<_>>(),
+        ["A", "B"]
+    );
     assert_eq!(own.reveal.iter().map(|s| &**s).collect::<Vec<_>>(), ["B"]);
-    assert_eq!(&*bind("default.test").params_json, r#"{"header":"x-default"}"#);
+    assert_eq!(
+        &*bind("default.test").params_json,
+        r#"{"header":"x-default"}"#
+    );
     assert_eq!(p.bindings().len(), 2);
     // B is granted but has no source: a warning, not an error.
     assert_eq!(p.warnings().len(), 1);
@@ -298,7 +308,10 @@ fn reports_every_problem_at_once() {
         ],
         resolve: [
             ("pin.test".to_owned(), ResolveAddrs::One("not-an-ip".into())),
-            ("*.glob.test".to_owned(), ResolveAddrs::Many(vec!["10.0.0.1".into()])),
+            (
+                "*.glob.test".to_owned(),
+                ResolveAddrs::Many(vec!["10.0.0.1".into()]),
+            ),
             ("empty.test".to_owned(), ResolveAddrs::Many(vec![])),
         ]
         .into(),
@@ -319,12 +332,16 @@ fn reports_every_problem_at_once() {
     assert_eq!(p.value, "a..b");
     assert!(p.message.contains("empty label"), "{p}");
     let p = find(&ps, "denied_hosts[0]");
-    assert!(p.message.contains("did you mean `10.0.0.0/8`"), "{p}");
+    assert!(p.message.contains("`10.0.0.1/8`"), "{p}");
+    assert_eq!(p.hint.as_deref(), Some("did you mean `10.0.0.0/8`?"));
     find(&ps, "passthrough_hosts[0]");
     let p = find(&ps, "outbound");
     assert_eq!(p.value, "nope");
     let hint = p.hint.as_deref().unwrap();
-    assert!(hint.contains("defined handlers: bad, no/slash, ok"), "{hint}");
+    assert!(
+        hint.contains("defined handlers: bad, no/slash, ok"),
+        "{hint}"
+    );
     find(&ps, "runtime.outbound");
     find(&ps, "runtime.routes[0].hosts[0]");
     find(&ps, "routes[1].hosts");
@@ -356,7 +373,10 @@ fn reports_every_problem_at_once() {
     assert_eq!(ps.len(), 20, "{ps:#?}");
 
     let shown = PolicyError::Invalid(ps).to_string();
-    assert!(shown.starts_with("invalid policy (20 problems):"), "{shown}");
+    assert!(
+        shown.starts_with("invalid policy (20 problems):"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -388,7 +408,11 @@ fn warns_about_passthrough_routes_and_shadowed_routes() {
     let paths: Vec<&str> = p.warnings().iter().map(|w| w.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["routes[1].hosts[0]", "passthrough_hosts[0]", "passthrough_hosts[0]"]
+        [
+            "routes[1].hosts[0]",
+            "passthrough_hosts[0]",
+            "passthrough_hosts[0]"
+        ]
     );
     assert!(p.warnings()[0].message.contains("routes[0].hosts[0]"));
     assert!(p.warnings()[1].message.contains("spliced"));
@@ -439,13 +463,26 @@ fn nx(p: &CompiledPolicy, name: &str) -> Option<String> {
 fn dns_denied_only_when_every_port_is_denied() {
     let cfg = PolicyConfig {
         internet: true,
-        denied_hosts: vec!["evil.test".into(), "db.test:5432".into(), "*.bad.test".into()],
+        denied_hosts: vec![
+            "evil.test".into(),
+            "db.test:5432".into(),
+            "*.bad.test".into(),
+        ],
         ..PolicyConfig::default()
     };
     let p = compile(&cfg, &RuntimeLayer::default());
-    assert_eq!(nx(&p, "evil.test").as_deref(), Some(r#"denied_hosts "evil.test""#));
-    assert_eq!(nx(&p, "EVIL.test.").as_deref(), Some(r#"denied_hosts "evil.test""#));
-    assert_eq!(nx(&p, "x.bad.test").as_deref(), Some(r#"denied_hosts "*.bad.test""#));
+    assert_eq!(
+        nx(&p, "evil.test").as_deref(),
+        Some(r#"denied_hosts "evil.test""#)
+    );
+    assert_eq!(
+        nx(&p, "EVIL.test.").as_deref(),
+        Some(r#"denied_hosts "evil.test""#)
+    );
+    assert_eq!(
+        nx(&p, "x.bad.test").as_deref(),
+        Some(r#"denied_hosts "*.bad.test""#)
+    );
     assert_eq!(nx(&p, "db.test"), None);
     assert_eq!(nx(&p, "fine.test"), None);
 }
@@ -487,14 +524,23 @@ fn dns_default_deny_unless_a_route_or_catch_all_could_match() {
     assert_eq!(nx(&compile(&cfg, &rt), "anything.test"), None);
     let mut with_static = cfg.clone();
     with_static.outbound = Some(BindingConfig::new("h"));
-    assert_eq!(nx(&compile(&with_static, &RuntimeLayer::default()), "anything.test"), None);
+    assert_eq!(
+        nx(
+            &compile(&with_static, &RuntimeLayer::default()),
+            "anything.test"
+        ),
+        None
+    );
 }
 
 #[test]
 fn pins_from_resolve_and_cli() {
     let cfg = PolicyConfig {
         resolve: [
-            ("Allowed.test".to_owned(), ResolveAddrs::One("10.200.0.2".into())),
+            (
+                "Allowed.test".to_owned(),
+                ResolveAddrs::One("10.200.0.2".into()),
+            ),
             (
                 "v6.test".to_owned(),
                 ResolveAddrs::Many(vec!["[fd00:200::2]".into(), "10.200.0.2".into()]),
@@ -515,18 +561,37 @@ fn pins_from_resolve_and_cli() {
     let (h, a) = parse_pin_arg("V6.test=[fd00::9]").unwrap();
     assert_eq!((h.as_str(), a), ("v6.test", ip("fd00::9")));
     let p = p
-        .with_extra_pins([(h, a), ("v6.test".to_owned(), ip("10.9.9.9")), ("new.test".to_owned(), ip("1.2.3.4"))])
+        .with_extra_pins([
+            (h, a),
+            ("v6.test".to_owned(), ip("10.9.9.9")),
+            ("new.test".to_owned(), ip("1.2.3.4")),
+        ])
         .unwrap();
-    assert_eq!(p.pinned("v6.test"), Some(&[ip("fd00::9"), ip("10.9.9.9")][..]));
+    assert_eq!(
+        p.pinned("v6.test"),
+        Some(&[ip("fd00::9"), ip("10.9.9.9")][..])
+    );
     assert_eq!(p.pinned("allowed.test"), Some(&[ip("10.200.0.2")][..]));
     assert_eq!(p.pinned("new.test"), Some(&[ip("1.2.3.4")][..]));
     assert_eq!(p.pins().count(), 3);
 
-    let e = p.clone().with_extra_pins([("*.x", ip("1.1.1.1"))]).unwrap_err();
+    let e = p
+        .clone()
+        .with_extra_pins([("*.x", ip("1.1.1.1"))])
+        .unwrap_err();
     assert_eq!(e.problems()[0].path, "--resolve[0]");
-    assert!(parse_pin_arg("nohost").unwrap_err().to_string().contains("HOST=ADDR"));
-    assert!(parse_pin_arg("a.test=xyz").unwrap_err().to_string().contains("not an IP"));
-    assert!(parse_pin_arg("a.test:443=1.2.3.4").unwrap_err().to_string().contains("no port"));
+    assert!(parse_pin_arg("nohost")
+        .unwrap_err()
+        .to_string()
+        .contains("HOST=ADDR"));
+    assert!(parse_pin_arg("a.test=xyz")
+        .unwrap_err()
+        .to_string()
+        .contains("not an IP"));
+    assert!(parse_pin_arg("a.test:443=1.2.3.4")
+        .unwrap_err()
+        .to_string()
+        .contains("no port"));
 }
 
 #[test]

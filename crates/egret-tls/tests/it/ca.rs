@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use egret_tls::{LeafName, SandboxCa, TlsError, LEAF_MAX_VALIDITY};
@@ -73,12 +73,17 @@ fn two_cas_never_share_serial_or_key() {
 fn dns_leaf_fields() {
     let ca = SandboxCa::generate("agent-47", DAY).unwrap();
     let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
-    let leaf = ca.issue_leaf(&LeafName::dns("API.Example.com.").unwrap()).unwrap();
+    let leaf = ca
+        .issue_leaf(&LeafName::dns("API.Example.com.").unwrap())
+        .unwrap();
     assert_eq!(leaf.cert.len(), 1, "chain is the leaf alone");
     let (_, cert) = X509Certificate::from_der(&leaf.cert[0]).unwrap();
 
     let san = cert.subject_alternative_name().unwrap().unwrap().value;
-    assert_eq!(san.general_names, vec![GeneralName::DNSName("api.example.com")]);
+    assert_eq!(
+        san.general_names,
+        vec![GeneralName::DNSName("api.example.com")]
+    );
     let eku = cert.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.server_auth);
     assert!(!eku.client_auth);
@@ -90,15 +95,21 @@ fn dns_leaf_fields() {
 
     assert_eq!(cert.issuer(), ca_cert.subject());
     assert!(cert.verify_signature(Some(ca_cert.public_key())).is_ok());
-    let aki = cert.authority_key_identifier().unwrap().unwrap().value;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        })
+        .expect("leaf carries an authority key identifier");
     let ski = ca_cert
         .iter_extensions()
         .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
             _ => None,
         })
-        .unwrap();
-    assert_eq!(aki.key_identifier.as_ref().unwrap().0, ski);
+        .expect("CA carries a subject key identifier");
+    assert_eq!(aki, ski);
 
     let (nb, na) = (
         cert.validity().not_before.timestamp(),
@@ -118,7 +129,10 @@ fn ip_leaf_and_distinct_serials() {
     let (_, ca_cert) = X509Certificate::from_der(&a.cert[0]).unwrap();
     let (_, cb_cert) = X509Certificate::from_der(&b.cert[0]).unwrap();
     let san = ca_cert.subject_alternative_name().unwrap().unwrap().value;
-    assert_eq!(san.general_names, vec![GeneralName::IPAddress(&ip_bytes(ip))]);
+    assert_eq!(
+        san.general_names,
+        vec![GeneralName::IPAddress(&ip_bytes(ip))]
+    );
     // Shared leaf key, but each leaf is a distinct certificate (NSS rejects reused
     // issuer+serial pairs).
     assert_eq!(ca_cert.public_key().raw, cb_cert.public_key().raw);
@@ -147,7 +161,10 @@ fn debug_redacts_keys() {
     let debug = format!("{ca:?} {ca:#?}");
     assert!(debug.contains("agent-47"));
     assert!(debug.contains("redacted"));
-    for key in [ca.key_pem_for_leak_tests(), ca.leaf_key_pem_for_leak_tests()] {
+    for key in [
+        ca.key_pem_for_leak_tests(),
+        ca.leaf_key_pem_for_leak_tests(),
+    ] {
         assert!(key.contains("PRIVATE KEY"));
         let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
         assert!(!debug.contains(&body[..32]));
@@ -181,16 +198,30 @@ fn invalid_inputs_are_refused() {
         Err(TlsError::InvalidValidity(_))
     ));
 
-    for bad in ["", ".", "*.a.test", "10.0.0.1", "a..b", "a b", "-a.test", "1.2.3.4."] {
+    for bad in [
+        "", ".", "*.a.test", "10.0.0.1", "a..b", "a b", "-a.test", "1.2.3.4.",
+    ] {
         let err = LeafName::dns(bad).unwrap_err();
-        assert!(err.to_string().contains("invalid leaf name"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("invalid leaf name"),
+            "{bad}: {err}"
+        );
     }
     let ca = SandboxCa::generate("a", DAY).unwrap();
     assert!(matches!(
         ca.issue_leaf(&LeafName::Dns("not valid".into())),
         Err(TlsError::InvalidLeafName { .. })
     ));
-    assert_eq!(LeafName::parse("[::1]").unwrap(), LeafName::Ip(Ipv6Addr::LOCALHOST.into()));
+    assert_eq!(
+        LeafName::parse("[::1]").unwrap(),
+        LeafName::Ip(Ipv6Addr::LOCALHOST.into())
+    );
+    assert_eq!(
+        LeafName::Ip("::ffff:192.0.2.1".parse().unwrap())
+            .normalized()
+            .unwrap(),
+        LeafName::Ip("192.0.2.1".parse().unwrap())
+    );
     assert_eq!(
         LeafName::parse("Example.COM").unwrap(),
         LeafName::Dns("example.com".into())

@@ -54,7 +54,10 @@ fn every_truncation_is_incomplete() {
     for cut in 0..wire.len() {
         match parse_client_hello(&wire[..cut]) {
             Err(PeekError::Incomplete { needed }) => {
-                assert!(needed >= 1 && cut + needed <= wire.len(), "cut {cut}: {needed}")
+                assert!(
+                    needed >= 1 && cut + needed <= wire.len(),
+                    "cut {cut}: {needed}"
+                )
             }
             other => panic!("prefix of {cut} bytes gave {other:?}"),
         }
@@ -67,7 +70,11 @@ fn hello_split_into_one_byte_records() {
     let expected = parse_client_hello(&wire).unwrap();
     for chunk in [1, 2, 3, 7, 100] {
         let split = reframe(&wire, chunk);
-        assert_eq!(parse_client_hello(&split).unwrap(), expected, "chunk {chunk}");
+        assert_eq!(
+            parse_client_hello(&split).unwrap(),
+            expected,
+            "chunk {chunk}"
+        );
         // And every prefix of the fragmented form is still just incomplete.
         if chunk == 1 {
             for cut in 0..split.len() {
@@ -87,20 +94,41 @@ fn hello_split_into_one_byte_records() {
 fn trailing_bytes_after_the_hello_are_ignored() {
     let mut wire = real_hello();
     wire.extend_from_slice(b"\x17\x03\x03\x00\x05early");
-    assert_eq!(parse_client_hello(&wire).unwrap().sni.as_deref(), Some("a.test"));
+    assert_eq!(
+        parse_client_hello(&wire).unwrap().sni.as_deref(),
+        Some("a.test")
+    );
 }
 
 #[test]
 fn garbage_is_not_tls() {
-    assert!(matches!(parse_client_hello(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Err(PeekError::NotTls)));
-    assert!(matches!(parse_client_hello(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Err(PeekError::NotTls)));
-    assert!(matches!(parse_client_hello(b"SSH-2.0-OpenSSH_9.6\r\n"), Err(PeekError::NotTls)));
+    assert!(matches!(
+        parse_client_hello(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Err(PeekError::NotTls)
+    ));
+    assert!(matches!(
+        parse_client_hello(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        Err(PeekError::NotTls)
+    ));
+    assert!(matches!(
+        parse_client_hello(b"SSH-2.0-OpenSSH_9.6\r\n"),
+        Err(PeekError::NotTls)
+    ));
     assert!(matches!(parse_client_hello(b"G"), Err(PeekError::NotTls)));
     // SSLv2-compatible hello: not something we intercept.
-    assert!(matches!(parse_client_hello(&[0x80, 0x2e, 0x01, 0x03, 0x01]), Err(PeekError::NotTls)));
+    assert!(matches!(
+        parse_client_hello(&[0x80, 0x2e, 0x01, 0x03, 0x01]),
+        Err(PeekError::NotTls)
+    ));
     // Handshake content type but not version 3.x.
-    assert!(matches!(parse_client_hello(&[22, 2, 0]), Err(PeekError::NotTls)));
-    assert!(matches!(parse_client_hello(&[22, 3, 9, 0, 1]), Err(PeekError::NotTls)));
+    assert!(matches!(
+        parse_client_hello(&[22, 2, 0]),
+        Err(PeekError::NotTls)
+    ));
+    assert!(matches!(
+        parse_client_hello(&[22, 3, 9, 0, 1]),
+        Err(PeekError::NotTls)
+    ));
     assert!(!looks_like_tls(b""));
     assert!(!looks_like_tls(b"GET"));
     assert!(looks_like_tls(&[22]));
@@ -135,7 +163,10 @@ fn malformed_records_and_hellos() {
 #[test]
 fn sni_is_lowercased_and_validated() {
     let parse = |name: &[u8]| parse_client_hello(&crafted_hello(&[(0, sni_ext(&[name]))]));
-    assert_eq!(parse(b"API.Example.COM").unwrap().sni.as_deref(), Some("api.example.com"));
+    assert_eq!(
+        parse(b"API.Example.COM").unwrap().sni.as_deref(),
+        Some("api.example.com")
+    );
     assert_eq!(parse(b"a.test.").unwrap().sni.as_deref(), Some("a.test"));
     for bad in [
         &b"10.0.0.1"[..],
@@ -148,13 +179,22 @@ fn sni_is_lowercased_and_validated() {
         b"a.test\0.evil",
         b"",
     ] {
-        assert!(matches!(parse(bad), Err(PeekError::Malformed(_))), "{bad:?}");
+        assert!(
+            matches!(parse(bad), Err(PeekError::Malformed(_))),
+            "{bad:?}"
+        );
     }
     // Two host names, two server_name extensions: refuse rather than guess.
     let two = crafted_hello(&[(0, sni_ext(&[b"a.test", b"b.test"]))]);
-    assert!(matches!(parse_client_hello(&two), Err(PeekError::Malformed(_))));
+    assert!(matches!(
+        parse_client_hello(&two),
+        Err(PeekError::Malformed(_))
+    ));
     let dup = crafted_hello(&[(0, sni_ext(&[b"a.test"])), (0, sni_ext(&[b"b.test"]))]);
-    assert!(matches!(parse_client_hello(&dup), Err(PeekError::Malformed(_))));
+    assert!(matches!(
+        parse_client_hello(&dup),
+        Err(PeekError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -169,7 +209,10 @@ fn alpn_and_ech_are_reported() {
     assert!(info.ech_offered);
     for bad in [alpn_ext(&[]), alpn_ext(&[b""]), vec![0, 5, 2, b'h', b'2']] {
         let hello = crafted_hello(&[(16, bad.clone())]);
-        assert!(matches!(parse_client_hello(&hello), Err(PeekError::Malformed(_))), "{bad:?}");
+        assert!(
+            matches!(parse_client_hello(&hello), Err(PeekError::Malformed(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -183,10 +226,16 @@ fn size_limit() {
     assert!(parse_client_hello_with_limit(&wire, wire.len()).is_ok());
     // A hello announcing 1 MiB is refused from its header alone.
     let huge = [22, 3, 1, 0, 4, 1, 0x10, 0, 0];
-    assert!(matches!(parse_client_hello(&huge), Err(PeekError::TooLarge)));
+    assert!(matches!(
+        parse_client_hello(&huge),
+        Err(PeekError::TooLarge)
+    ));
     // So is one that trickles in as 1-byte records past the limit.
     let big = crafted_hello_message(&[(0xaaaa, vec![0; 20_000])]);
-    assert!(matches!(parse_client_hello(&records(&big, 1)), Err(PeekError::TooLarge)));
+    assert!(matches!(
+        parse_client_hello(&records(&big, 1)),
+        Err(PeekError::TooLarge)
+    ));
     assert!(parse_client_hello(&records(&big, 1 << 14)).is_ok());
     assert_eq!(DEFAULT_MAX_CLIENT_HELLO, 64 * 1024);
 }
@@ -258,7 +307,10 @@ async fn read_reports_eof_not_tls_and_keeps_partial_bytes_on_timeout() {
     let err = read_client_hello(&mut truncated, &mut buf, DEFAULT_MAX_CLIENT_HELLO)
         .await
         .unwrap_err();
-    assert!(matches!(err, PeekError::UnexpectedEof { received: 40 }), "{err:?}");
+    assert!(
+        matches!(err, PeekError::UnexpectedEof { received: 40 }),
+        "{err:?}"
+    );
     assert_eq!(buf, &wire[..40]);
 
     let mut http = &b"GET / HTTP/1.1\r\n\r\n"[..];
@@ -274,7 +326,9 @@ async fn read_reports_eof_not_tls_and_keeps_partial_bytes_on_timeout() {
     client.write_all(&wire[..100]).await.unwrap();
     let mut buf = Vec::new();
     let read = read_client_hello(&mut server, &mut buf, DEFAULT_MAX_CLIENT_HELLO);
-    assert!(tokio::time::timeout(Duration::from_millis(50), read).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(50), read)
+        .await
+        .is_err());
     assert_eq!(buf, &wire[..100]);
     // ...and reading can resume where it stopped.
     client.write_all(&wire[100..]).await.unwrap();
@@ -290,7 +344,9 @@ async fn read_stops_at_the_limit() {
     let big = records(&crafted_hello_message(&[(0xaaaa, vec![0; 3000])]), 1);
     let mut io = &big[..];
     let mut buf = Vec::new();
-    let err = read_client_hello(&mut io, &mut buf, 4096).await.unwrap_err();
+    let err = read_client_hello(&mut io, &mut buf, 4096)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PeekError::TooLarge), "{err:?}");
     assert!(buf.len() <= 4096);
 }

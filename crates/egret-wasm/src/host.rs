@@ -1,0 +1,719 @@
+//! The handler host: one wasmtime `Engine` per process with a pooling
+//! allocator and an epoch ticker, loading (compile + link + pre-instantiate)
+//! and per-request invocation under memory and time limits.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
+};
+
+use crate::action::{resolve_action, GuestAction, ResolvedAction};
+use crate::bindings::egret::handler::types as wit;
+use crate::bindings::{Handler, HandlerPre};
+use crate::config::{HostConfig, Limits};
+use crate::kv::KvStore;
+use crate::secrets::{Grants, SecretSource};
+use crate::state::{redact_with, truncate, StateInit, StoreState};
+use crate::{HandlerError, WasmError};
+
+/// The head of the request a handler decides on (generated from the WIT):
+/// `method`, `scheme`, `authority`, `path_with_query` and `headers` as
+/// `(lower-case name, raw value)` pairs.
+pub use wit::RequestHead;
+
+/// Extra time the tokio timeout allows beyond the epoch deadline. The epoch
+/// callback normally fires first; the tokio timer only matters if a host call
+/// ever stalled, and must not race the precise epoch check.
+const TOKIO_GRACE: Duration = Duration::from_millis(25);
+/// Longest detail string kept for a trap.
+const MAX_TRAP_DETAIL: usize = 8 << 10;
+
+/// Marker error returned by the epoch callback when the deadline passed.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("handler deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// What `egret handler check` reports about a component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// Lower-case hex sha256 of the component bytes.
+    pub sha256_hex: String,
+    /// Size of the component in bytes.
+    pub size_bytes: usize,
+    /// Names of the component's imports (interfaces), sorted.
+    pub imports: Vec<String>,
+    /// Names of the component's exports, sorted.
+    pub exports: Vec<String>,
+}
+
+/// A compiled, linked and pre-instantiated component, shared by every
+/// [`LoadedHandler`] with the same bytes.
+struct Compiled {
+    pre: HandlerPre<StoreState>,
+    info: HandlerInfo,
+}
+
+/// A handler ready to run: cheap to clone via `Arc`, each invocation gets a
+/// fresh instance.
+pub struct LoadedHandler {
+    /// Name given to [`HandlerHost::load`] (used in errors and logs).
+    pub name: String,
+    /// Lower-case hex sha256 of the component bytes.
+    pub sha256_hex: String,
+    compiled: Arc<Compiled>,
+}
+
+impl std::fmt::Debug for LoadedHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedHandler")
+            .field("name", &self.name)
+            .field("sha256_hex", &self.sha256_hex)
+            .finish()
+    }
+}
+
+impl LoadedHandler {
+    /// What the component imports and exports.
+    pub fn info(&self) -> &HandlerInfo {
+        &self.compiled.info
+    }
+}
+
+/// Everything one invocation needs besides the handler.
+pub struct Invocation<'a> {
+    /// Name of the handler binding (shown to the guest and in errors).
+    pub handler_name: &'a str,
+    /// The sandbox that made the request (kv namespace, logs).
+    pub sandbox_id: &'a str,
+    /// Admin-provided params, passed to the guest verbatim.
+    pub params_json: &'a str,
+    /// The request head.
+    pub request: &'a RequestHead,
+    /// Secrets this binding may use / reveal.
+    pub grants: &'a Grants,
+    /// Where secret values come from.
+    pub secrets: &'a dyn SecretSource,
+    /// The kv store (namespaced by `sandbox_id` inside).
+    pub kv: &'a KvStore,
+    /// Time and memory limits; memory is clamped to
+    /// [`HostConfig::max_memory_bytes`].
+    pub limits: Limits,
+}
+
+/// Counters for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Components compiled from source bytes.
+    pub compiled: u64,
+    /// Components loaded from the on-disk artifact cache.
+    pub loaded_from_disk: u64,
+    /// Loads answered by the in-memory cache (same bytes already compiled).
+    pub memory_cache_hits: u64,
+}
+
+struct HostInner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    config: HostConfig,
+    /// Compiled components by sha256. A cell is shared while a compile is in
+    /// flight so concurrent loads of the same bytes compile once.
+    cache: Mutex<HashMap<[u8; 32], Arc<OnceCell<Arc<Compiled>>>>>,
+    /// Engine compatibility tag for on-disk artifact names.
+    compat_tag: String,
+    compiled: AtomicU64,
+    loaded_from_disk: AtomicU64,
+    memory_cache_hits: AtomicU64,
+}
+
+/// Increments the engine epoch every tick so running guests hit their
+/// deadline checks; stopped and joined on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine, tick: Duration) -> Result<EpochTicker, WasmError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("egret-wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| WasmError::Engine(format!("starting the epoch ticker thread: {e}")))?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Loads and runs WebAssembly handlers. Create one per process and share it
+/// (e.g. in an `Arc`); it owns the engine, the instance pool and the epoch
+/// ticker thread (stopped when the host is dropped).
+pub struct HandlerHost {
+    inner: Arc<HostInner>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for HandlerHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerHost")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn engine_config(cfg: &HostConfig) -> Config {
+    let n = cfg.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        // A Rust wasip2 component instantiates a few core modules (the
+        // program plus shims for indirect lowering).
+        .total_core_instances(n.saturating_mul(4))
+        .total_memories(n)
+        .total_tables(n.saturating_mul(2))
+        .total_stacks(n)
+        .max_memory_size(cfg.max_memory_bytes)
+        .linear_memory_keep_resident(cfg.keep_resident_bytes)
+        .table_keep_resident(cfg.keep_resident_bytes)
+        .async_stack_keep_resident(cfg.keep_resident_bytes)
+        // Lets the pool reset only the pages a guest dirtied (Linux 6.7+).
+        .pagemap_scan(Enabled::Auto);
+
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(cfg.max_wasm_stack)
+        // Host functions run on the same fiber stack: leave them 1 MiB.
+        .async_stack_size(cfg.max_wasm_stack + (1 << 20))
+        // Reserve only what the largest allowed memory needs (not 4 GiB per
+        // slot); bounds checks become explicit, which is cheap for handlers.
+        .memory_reservation(cfg.max_memory_bytes as u64)
+        .memory_reservation_for_growth(0)
+        .memory_guard_size(64 << 10)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+/// The uid owning this process (`/proc/self` belongs to the effective uid).
+fn process_uid() -> std::io::Result<u32> {
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// Refuses paths another user could have written (see
+/// [`HostConfig::cache_dir`]).
+fn check_trusted(path: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+    if meta.uid() != uid {
+        return Err(format!(
+            "{} is owned by uid {}, not by the egret process (uid {uid})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+fn prepare_cache_dir(dir: &Path) -> Result<(), WasmError> {
+    let err = |reason: String| WasmError::CacheDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
+    let uid = process_uid().map_err(|e| err(format!("cannot determine the process uid: {e}")))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(err("is not a directory (symlinks are not followed)".into()));
+    }
+    check_trusted(dir, &meta, uid).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
+    Ok(())
+}
+
+impl HandlerHost {
+    /// Creates the engine (component model, epoch interruption, pooling
+    /// allocator sized from `cfg`), the linker with WASI p2 and the egret host
+    /// imports, and starts the epoch ticker thread.
+    pub fn new(cfg: HostConfig) -> Result<HandlerHost, WasmError> {
+        if let Some(dir) = &cfg.cache_dir {
+            prepare_cache_dir(dir)?;
+        }
+        let engine = Engine::new(&engine_config(&cfg)).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let mut linker: Linker<StoreState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| WasmError::Engine(format!("linking WASI: {e:#}")))?;
+        Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
+        let compat_tag = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
+        Ok(HandlerHost {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                config: cfg,
+                cache: Mutex::new(HashMap::new()),
+                compat_tag,
+                compiled: AtomicU64::new(0),
+                loaded_from_disk: AtomicU64::new(0),
+                memory_cache_hits: AtomicU64::new(0),
+            }),
+            _ticker: ticker,
+        })
+    }
+
+    /// The configuration the host was created with.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// Compile / cache counters.
+    pub fn stats(&self) -> HostStats {
+        HostStats {
+            compiled: self.inner.compiled.load(Ordering::Relaxed),
+            loaded_from_disk: self.inner.loaded_from_disk.load(Ordering::Relaxed),
+            memory_cache_hits: self.inner.memory_cache_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Loads a handler component: hashes it, reuses an already compiled copy
+    /// of the same bytes (or the on-disk artifact cache), otherwise compiles
+    /// it on the blocking thread pool; then links and pre-instantiates it.
+    ///
+    /// Compiled copies stay in memory while some [`LoadedHandler`] uses them;
+    /// unused ones are dropped at the next load.
+    pub async fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedHandler>, WasmError> {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        let sha256_hex = hex(&hash);
+        let cell = self.inner.cache.lock().entry(hash).or_default().clone();
+        let mut hit = true;
+        let compiled = cell
+            .get_or_try_init(|| {
+                hit = false;
+                let inner = self.inner.clone();
+                let owned = bytes.to_vec();
+                let handler = name.to_owned();
+                let hex = sha256_hex.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || inner.compile(&handler, &owned, &hex).map(Arc::new))
+                        .await
+                        .map_err(|e| WasmError::Task {
+                            handler: name.to_owned(),
+                            reason: e.to_string(),
+                        })?
+                }
+            })
+            .await?
+            .clone();
+        if hit {
+            self.inner.memory_cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.prune_cache(&hash);
+        Ok(Arc::new(LoadedHandler {
+            name: name.to_owned(),
+            sha256_hex,
+            compiled,
+        }))
+    }
+
+    /// Drops cached compilations nobody uses any more (and failed ones).
+    fn prune_cache(&self, keep: &[u8; 32]) {
+        self.inner.cache.lock().retain(|hash, cell| {
+            if hash == keep || Arc::strong_count(cell) > 1 {
+                return true; // current, or a load is in flight
+            }
+            cell.get().is_some_and(|c| Arc::strong_count(c) > 1)
+        });
+    }
+
+    /// Validates a component without keeping it: what `egret handler check`
+    /// runs. Compiles synchronously (this blocks; do not call it on an async
+    /// worker thread).
+    pub fn check(&self, bytes: &[u8]) -> Result<HandlerInfo, WasmError> {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        self.inner
+            .compile("check", bytes, &hex(&hash))
+            .map(|c| c.info)
+    }
+
+    /// Runs the handler once for one request and returns the guest's raw
+    /// action (use [`resolve_action`] or [`HandlerHost::handle`] to validate
+    /// it).
+    ///
+    /// Each call gets a fresh instance from the pool with its own memory cap.
+    /// The guest runs via `call_async` on a fiber; every epoch tick (1 ms by
+    /// default) the store's epoch callback either stops it with
+    /// [`HandlerError::Timeout`] once the deadline has passed or yields to the
+    /// tokio scheduler. So a looping guest never holds a tokio worker for
+    /// more than about one tick at a time, and a `tokio::time::timeout`
+    /// slightly beyond the deadline backs this up.
+    pub async fn invoke(&self, h: &LoadedHandler, inv: Invocation<'_>) -> Result<GuestAction, HandlerError> {
+        let handler = inv.handler_name;
+        let memory_limit = inv.limits.memory_bytes.min(self.inner.config.max_memory_bytes);
+        let timeout = inv.limits.timeout;
+        let state = StoreState::new(StateInit {
+            handler,
+            sandbox: inv.sandbox_id,
+            grants: inv.grants,
+            secrets: inv.secrets,
+            kv: inv.kv,
+            memory_limit,
+        });
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let ctx = wit::Context {
+            handler_name: handler.to_owned(),
+            sandbox_id: inv.sandbox_id.to_owned(),
+            params_json: inv.params_json.to_owned(),
+        };
+        let pre = &h.compiled.pre;
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await.map_err(Failure::Instantiate)?;
+            instance
+                .call_handle(&mut store, &ctx, inv.request)
+                .await
+                .map_err(Failure::Call)
+        };
+        let outcome = match tokio::time::timeout(timeout + TOKIO_GRACE, run).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::TokioTimeout),
+        };
+
+        let state = store.data();
+        let output = state.output.take();
+        if !output.is_empty() {
+            let text = truncate(state.redact(&String::from_utf8_lossy(&output)), 4096);
+            tracing::debug!(target: "egret_wasm::guest", handler, sandbox = inv.sandbox_id, "guest output: {text}");
+        }
+        if state.logs_dropped > 0 {
+            tracing::warn!(
+                target: "egret_wasm::guest",
+                handler,
+                sandbox = inv.sandbox_id,
+                dropped = state.logs_dropped,
+                "handler exceeded its log line budget; lines dropped"
+            );
+        }
+        let result = outcome.map_err(|f| classify(f, state, timeout, memory_limit, &output));
+        if let Err(e) = &result {
+            tracing::warn!(
+                handler,
+                sandbox = inv.sandbox_id,
+                kind = e.kind(),
+                detail = e.detail().unwrap_or(""),
+                "handler invocation failed: {e}"
+            );
+        }
+        result
+    }
+
+    /// [`invoke`](HandlerHost::invoke) followed by [`resolve_action`]: what the
+    /// proxy calls per request.
+    pub async fn handle(&self, h: &LoadedHandler, inv: Invocation<'_>) -> Result<ResolvedAction, HandlerError> {
+        let (name, grants, secrets) = (inv.handler_name, inv.grants, inv.secrets);
+        let action = self.invoke(h, inv).await?;
+        resolve_action(name, action, grants, secrets)
+    }
+}
+
+/// How an invocation went wrong, before classification.
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+    TokioTimeout,
+}
+
+fn classify(f: Failure, state: &StoreState, timeout: Duration, memory_limit: usize, output: &[u8]) -> HandlerError {
+    let handler = state.handler().to_owned();
+    let (err, instantiating) = match f {
+        Failure::TokioTimeout => return HandlerError::Timeout { handler, timeout },
+        Failure::Instantiate(e) => (e, true),
+        Failure::Call(e) => (e, false),
+    };
+    if err.downcast_ref::<DeadlineExceeded>().is_some()
+        || matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
+    {
+        return HandlerError::Timeout { handler, timeout };
+    }
+    if state.limiter.memory_denied {
+        return HandlerError::OutOfMemory {
+            handler,
+            limit_bytes: memory_limit,
+        };
+    }
+    if instantiating {
+        return HandlerError::Instantiate {
+            handler,
+            reason: state.redact(&format!("{err:#}")),
+        };
+    }
+    let message = if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::StackOverflow => "wasm trap: call stack exhausted (stack overflow)".to_owned(),
+            wasmtime::Trap::UnreachableCodeReached if !output.is_empty() => {
+                "wasm trap: the handler panicked or aborted".to_owned()
+            }
+            other => format!("wasm trap: {other}"),
+        }
+    } else if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!("the handler called exit({})", exit.0)
+    } else {
+        truncate(state.redact(&err.root_cause().to_string()), 256)
+    };
+    let mut detail = format!("{err:?}");
+    if !output.is_empty() {
+        detail.push_str("\nguest output:\n");
+        detail.push_str(&String::from_utf8_lossy(output));
+    }
+    HandlerError::Trap {
+        handler,
+        message,
+        detail: truncate(state.redact(&detail), MAX_TRAP_DETAIL),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Interfaces egret's linker provides (versions `@0.2.x` for WASI, `@0.1.x`
+/// for egret); anything else is reported as an unknown import by name.
+fn is_provided_interface(import: &str) -> bool {
+    let (iface, version) = import.split_once('@').unwrap_or((import, ""));
+    if iface == "egret:handler/host" || iface == "egret:handler/types" {
+        return version.starts_with("0.1.");
+    }
+    let wasi = [
+        "wasi:io/",
+        "wasi:clocks/",
+        "wasi:random/",
+        "wasi:cli/",
+        "wasi:filesystem/",
+        "wasi:sockets/",
+    ];
+    wasi.iter().any(|p| iface.starts_with(p)) && version.starts_with("0.2.")
+}
+
+impl HostInner {
+    /// Validates, compiles (or loads from the disk cache), links and
+    /// pre-instantiates one component. Blocking.
+    fn compile(&self, handler: &str, bytes: &[u8], sha256_hex: &str) -> Result<Compiled, WasmError> {
+        check_header(handler, bytes)?;
+        let component = match self.load_from_disk(sha256_hex) {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| WasmError::Compile {
+                    handler: handler.to_owned(),
+                    reason: format!("{e:#}"),
+                })?;
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                self.store_to_disk(sha256_hex, &c);
+                c
+            }
+        };
+        let ty = component.component_type();
+        let mut imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let mut exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        imports.sort();
+        exports.sort();
+        match ty.get_export(&self.engine, "handle") {
+            None => {
+                return Err(WasmError::MissingExport {
+                    handler: handler.to_owned(),
+                })
+            }
+            Some(ComponentItem::ComponentFunc(_)) => {}
+            Some(_) => {
+                return Err(WasmError::WrongExport {
+                    handler: handler.to_owned(),
+                    reason: "`handle` is not a function".into(),
+                })
+            }
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let reason = format!("{e:#}");
+            match imports.iter().find(|i| !is_provided_interface(i)) {
+                Some(import) => WasmError::UnknownImport {
+                    handler: handler.to_owned(),
+                    import: import.clone(),
+                },
+                None => match imports.iter().find(|i| reason.contains(i.as_str())) {
+                    Some(import) => WasmError::ImportMismatch {
+                        handler: handler.to_owned(),
+                        import: import.clone(),
+                        reason,
+                    },
+                    None => WasmError::Link {
+                        handler: handler.to_owned(),
+                        reason,
+                    },
+                },
+            }
+        })?;
+        let pre = HandlerPre::new(instance_pre).map_err(|e| WasmError::WrongExport {
+            handler: handler.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Compiled {
+            pre,
+            info: HandlerInfo {
+                sha256_hex: sha256_hex.to_owned(),
+                size_bytes: bytes.len(),
+                imports,
+                exports,
+            },
+        })
+    }
+
+    fn artifact_path(&self, sha256_hex: &str) -> Option<PathBuf> {
+        let dir = self.config.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256_hex}-{}.cwasm", self.compat_tag)))
+    }
+
+    fn load_from_disk(&self, sha256_hex: &str) -> Option<Component> {
+        let path = self.artifact_path(sha256_hex)?;
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        let uid = process_uid().ok()?;
+        if !meta.is_file() || check_trusted(&path, &meta, uid).is_err() {
+            tracing::warn!(path = %path.display(), "ignoring untrusted compiled artifact");
+            return None;
+        }
+        // SAFETY: the cache directory is owned by this process's user and not
+        // writable by anyone else (checked in `HandlerHost::new` and for the
+        // file above), and only `store_to_disk` writes artifacts there, so the
+        // file is a `Component::serialize` output of a compatible engine
+        // (the name carries the engine's compatibility hash, and
+        // `deserialize_file` checks it again).
+        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            Ok(c) => {
+                self.loaded_from_disk.fetch_add(1, Ordering::Relaxed);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "discarding unusable compiled artifact: {e:#}");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn store_to_disk(&self, sha256_hex: &str, component: &Component) {
+        let Some(path) = self.artifact_path(sha256_hex) else {
+            return;
+        };
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            // Write a private temp file, then rename: readers never see a
+            // partial artifact.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| e.to_string())?;
+            f.write_all(&bytes).map_err(|e| e.to_string())?;
+            f.sync_all().map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        });
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), "could not write compiled artifact: {e}");
+        }
+    }
+}
+
+/// Distinguishes "not wasm", "core module" and "component" from the header
+/// before handing the bytes to the compiler, for precise messages.
+fn check_header(handler: &str, bytes: &[u8]) -> Result<(), WasmError> {
+    let not_wasm = |reason: String| WasmError::NotWasm {
+        handler: handler.to_owned(),
+        reason,
+    };
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(not_wasm(format!(
+            "the {} bytes do not start with the WebAssembly magic `\\0asm`",
+            bytes.len()
+        )));
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Err(WasmError::CoreModule {
+            handler: handler.to_owned(),
+        }),
+        [_, _, 1, 0] => Ok(()),
+        [a, b, c, d] => Err(not_wasm(format!(
+            "unsupported WebAssembly version/layer bytes {a:02x} {b:02x} {c:02x} {d:02x}"
+        ))),
+    }
+}
+
+/// Redacts the given secret values from `text` (used by the offline runner).
+pub(crate) fn redact_all(text: &str, values: &[crate::SecretValue]) -> String {
+    redact_with(text, values.iter())
+}

@@ -1,0 +1,196 @@
+//! Secrets: values egret injects into requests on a handler's behalf, and the
+//! grants that say which handler may use (or even see) which secret.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use parking_lot::RwLock;
+use zeroize::Zeroizing;
+
+/// A secret value. It is wiped from memory on drop and never printed: its
+/// `Debug` shows only `SecretValue(<redacted>)`, and it has no `Display`.
+#[derive(Clone)]
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    /// Wraps a value.
+    pub fn new(value: impl Into<Vec<u8>>) -> SecretValue {
+        SecretValue(Zeroizing::new(value.into()))
+    }
+
+    /// The raw bytes (for materializing a header; do not log them).
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The value as text, if it is UTF-8.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// Where egret looks up secrets by name. [`SecretStore`] is the built-in
+/// implementation; the proxy may plug in its own (e.g. backed by files).
+pub trait SecretSource: Send + Sync {
+    /// The value of the named secret, if it exists.
+    fn get(&self, name: &str) -> Option<SecretValue>;
+}
+
+/// An in-memory name → value map of secrets, safe to share between threads.
+#[derive(Default)]
+pub struct SecretStore {
+    values: RwLock<HashMap<String, SecretValue>>,
+}
+
+impl fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretStore")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl SecretStore {
+    /// An empty store.
+    pub fn new() -> SecretStore {
+        SecretStore::default()
+    }
+
+    /// Sets (or replaces) a secret.
+    pub fn set(&self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.values
+            .write()
+            .insert(name.into(), SecretValue::new(value));
+    }
+
+    /// Removes a secret; returns whether it existed.
+    pub fn remove(&self, name: &str) -> bool {
+        self.values.write().remove(name).is_some()
+    }
+
+    /// Names of all secrets, sorted (values are never listed).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.values.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The value of a secret.
+    pub fn get(&self, name: &str) -> Option<SecretValue> {
+        self.values.read().get(name).cloned()
+    }
+
+    /// Materializes `template` with every `{}` replaced by the named secret
+    /// (`None` if the secret does not exist). Grants are not checked here;
+    /// [`resolve_action`](crate::resolve_action) does that for handlers.
+    pub fn resolve(&self, template: &str, name: &str) -> Option<SecretValue> {
+        self.get(name).map(|v| fill_template(template, &v))
+    }
+}
+
+impl SecretSource for SecretStore {
+    fn get(&self, name: &str) -> Option<SecretValue> {
+        SecretStore::get(self, name)
+    }
+}
+
+/// Replaces every `{}` in `template` with `value`.
+pub(crate) fn fill_template(template: &str, value: &SecretValue) -> SecretValue {
+    let mut out = Vec::with_capacity(template.len() + value.expose().len());
+    let mut parts = template.split("{}");
+    if let Some(first) = parts.next() {
+        out.extend_from_slice(first.as_bytes());
+    }
+    for part in parts {
+        out.extend_from_slice(value.expose());
+        out.extend_from_slice(part.as_bytes());
+    }
+    SecretValue::new(out)
+}
+
+/// Which secrets one handler binding may use.
+///
+/// A name in `secrets` may be injected by reference (`secret(name)` header
+/// values); a name in `reveal` may additionally be read by the guest with
+/// `reveal-secret` (and implies use).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Secrets the handler may inject without seeing them.
+    pub secrets: Vec<String>,
+    /// Secrets the handler may read in clear.
+    pub reveal: Vec<String>,
+}
+
+impl Grants {
+    /// Grants use (not reveal) of the given secrets.
+    pub fn use_only<I, S>(names: I) -> Grants
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Grants {
+            secrets: names.into_iter().map(Into::into).collect(),
+            reveal: Vec::new(),
+        }
+    }
+
+    /// Whether the handler may inject this secret.
+    pub fn may_use(&self, name: &str) -> bool {
+        self.secrets.iter().any(|s| s == name) || self.may_reveal(name)
+    }
+
+    /// Whether the handler may read this secret in clear.
+    pub fn may_reveal(&self, name: &str) -> bool {
+        self.reveal.iter().any(|s| s == name)
+    }
+
+    /// All names usable by the handler (deduplicated).
+    pub fn usable(&self) -> impl Iterator<Item = &str> {
+        let reveal_only = self
+            .reveal
+            .iter()
+            .filter(|r| !self.secrets.contains(r))
+            .map(String::as_str);
+        self.secrets.iter().map(String::as_str).chain(reveal_only)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_values() {
+        let s = SecretStore::new();
+        s.set("tok", "hunter2-value");
+        let printed = format!("{s:?} {:?}", s.get("tok").unwrap());
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("tok"));
+    }
+
+    #[test]
+    fn template_fill() {
+        let s = SecretStore::new();
+        s.set("t", "abc");
+        assert_eq!(s.resolve("Bearer {}", "t").unwrap().expose(), b"Bearer abc");
+        assert_eq!(s.resolve("{}:{}", "t").unwrap().expose(), b"abc:abc");
+        assert!(s.resolve("{}", "missing").is_none());
+    }
+
+    #[test]
+    fn grants() {
+        let g = Grants {
+            secrets: vec!["a".into()],
+            reveal: vec!["b".into()],
+        };
+        assert!(g.may_use("a") && g.may_use("b") && !g.may_use("c"));
+        assert!(!g.may_reveal("a") && g.may_reveal("b"));
+        assert_eq!(g.usable().collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+}
