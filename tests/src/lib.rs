@@ -374,3 +374,42 @@ pub fn write(topo: &Topology, name: &str, content: &str) -> String {
     std::fs::write(&p, content).unwrap();
     p.to_string_lossy().into_owned()
 }
+
+/// A test PKI for upstream servers: a CA and one leaf for `names`, written as PEM files.
+pub struct UpstreamPki {
+    /// CA certificate (pass to egret's `--upstream-ca`).
+    pub ca: PathBuf,
+    /// Leaf certificate chain.
+    pub cert: PathBuf,
+    /// Leaf key.
+    pub key: PathBuf,
+}
+
+/// Make a CA and a leaf certificate for `names` (DNS names or IPs) under `dir/prefix-*`.
+pub fn upstream_pki(dir: &Path, prefix: &str, names: &[&str]) -> UpstreamPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{prefix} test upstream CA"));
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{prefix} upstream"));
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let pki = UpstreamPki {
+        ca: dir.join(format!("{prefix}-ca.pem")),
+        cert: dir.join(format!("{prefix}-cert.pem")),
+        key: dir.join(format!("{prefix}-key.pem")),
+    };
+    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&pki.cert, leaf.pem()).unwrap();
+    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
+    pki
+}

@@ -111,7 +111,11 @@ impl Resolver<'_> {
         }
     }
 
-    fn header_name(&self, name: &str, forbidden: fn(&str) -> bool) -> Result<HeaderName, HandlerError> {
+    fn header_name(
+        &self,
+        name: &str,
+        forbidden: fn(&str) -> bool,
+    ) -> Result<HeaderName, HandlerError> {
         let lower = name.to_ascii_lowercase();
         if forbidden(&lower) {
             return Err(self.invalid(format!(
@@ -129,7 +133,11 @@ impl Resolver<'_> {
     }
 
     /// Materializes a header value; returns it and whether it holds a secret.
-    fn header_value(&self, name: &HeaderName, value: &GuestHeaderValue) -> Result<(HeaderValue, bool), HandlerError> {
+    fn header_value(
+        &self,
+        name: &HeaderName,
+        value: &GuestHeaderValue,
+    ) -> Result<(HeaderValue, bool), HandlerError> {
         match value {
             GuestHeaderValue::Literal(bytes) => HeaderValue::from_bytes(bytes)
                 .map(|v| (v, false))
@@ -152,7 +160,12 @@ impl Resolver<'_> {
         }
     }
 
-    fn secret_value(&self, name: &HeaderName, template: &str, secret: &str) -> Result<(HeaderValue, bool), HandlerError> {
+    fn secret_value(
+        &self,
+        name: &HeaderName,
+        template: &str,
+        secret: &str,
+    ) -> Result<(HeaderValue, bool), HandlerError> {
         if !self.grants.may_use(secret) {
             return Err(self.invalid(format!(
                 "header `{name}` uses secret {s}, which is not granted to handler `{h}` \
@@ -186,14 +199,22 @@ impl Resolver<'_> {
             return Err(bad(&format!("is longer than {MAX_PATH_BYTES} bytes")));
         }
         if !p.starts_with('/') {
-            return Err(bad("must start with `/` (origin-form; scheme and authority cannot be changed)"));
+            return Err(bad(
+                "must start with `/` (origin-form; scheme and authority cannot be changed)",
+            ));
         }
         if p.starts_with("//") {
             // "//host/x" would read as an authority to some parsers.
-            return Err(bad("must not start with `//` (scheme and authority cannot be changed)"));
+            return Err(bad(
+                "must not start with `//` (scheme and authority cannot be changed)",
+            ));
         }
-        if p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'#') {
-            return Err(bad("contains whitespace, a control character or a fragment"));
+        if p.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'#')
+        {
+            return Err(bad(
+                "contains whitespace, a control character or a fragment",
+            ));
         }
         p.parse::<PathAndQuery>()
             .map_err(|_| bad("is not a valid origin-form path and query"))
@@ -255,7 +276,11 @@ pub fn resolve_action(
                     "header edits total {total} bytes, the limit is {MAX_HEADER_BYTES}"
                 )));
             }
-            let path_and_query = spec.path_with_query.as_deref().map(|p| r.path(p)).transpose()?;
+            let path_and_query = spec
+                .path_with_query
+                .as_deref()
+                .map(|p| r.path(p))
+                .transpose()?;
             Ok(ResolvedAction::Forward {
                 set,
                 remove,
@@ -345,7 +370,12 @@ pub fn describe_masked(action: &GuestAction) -> String {
         GuestAction::Respond(spec) => {
             let _ = writeln!(out, "respond {}", spec.status);
             for (name, value) in &spec.headers {
-                let _ = writeln!(out, "  header {}: {}", name.escape_debug(), printable(value, 200));
+                let _ = writeln!(
+                    out,
+                    "  header {}: {}",
+                    name.escape_debug(),
+                    printable(value, 200)
+                );
             }
             let _ = writeln!(
                 out,
@@ -412,7 +442,10 @@ mod tests {
         };
         assert_eq!(set[0].1.as_bytes(), b"Bearer s3cr3t-value");
         assert!(set[0].1.is_sensitive());
-        assert_eq!(injected_secret_headers, vec![HeaderName::from_static("authorization")]);
+        assert_eq!(
+            injected_secret_headers,
+            vec![HeaderName::from_static("authorization")]
+        );
         let dbg = format!("{set:?}");
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
     }
@@ -421,7 +454,10 @@ mod tests {
     fn ungranted_and_missing_secrets() {
         let a = forward(vec![("x-k", GuestHeaderValue::Secret("tok".into()))]);
         let msg = reason(resolve(a, &Grants::default()));
-        assert!(msg.contains("`tok`") && msg.contains("not granted"), "{msg}");
+        assert!(
+            msg.contains("`tok`") && msg.contains("not granted"),
+            "{msg}"
+        );
         let a = forward(vec![("x-k", GuestHeaderValue::Secret("nope".into()))]);
         let msg = reason(resolve(a, &Grants::use_only(["nope"])));
         assert!(msg.contains("not set"), "{msg}");
@@ -429,7 +465,10 @@ mod tests {
 
     #[test]
     fn crlf_rejected_without_echoing_secret() {
-        let a = forward(vec![("x-a", GuestHeaderValue::Literal(b"ok\r\nevil: 1".to_vec()))]);
+        let a = forward(vec![(
+            "x-a",
+            GuestHeaderValue::Literal(b"ok\r\nevil: 1".to_vec()),
+        )]);
         assert!(reason(resolve(a, &Grants::default())).contains("`x-a`"));
         let a = forward(vec![("x-b", GuestHeaderValue::Secret("crlf".into()))]);
         let msg = reason(resolve(a, &Grants::use_only(["crlf"])));
@@ -438,7 +477,14 @@ mod tests {
 
     #[test]
     fn forbidden_and_invalid_names() {
-        for name in ["Host", "connection", "Content-Length", "proxy-authorization", ":authority", "te"] {
+        for name in [
+            "Host",
+            "connection",
+            "Content-Length",
+            "proxy-authorization",
+            ":authority",
+            "te",
+        ] {
             let a = forward(vec![(name, GuestHeaderValue::Literal(b"x".to_vec()))]);
             let msg = reason(resolve(a, &Grants::default()));
             assert!(msg.contains("may not be edited"), "{name}: {msg}");
@@ -462,8 +508,18 @@ mod tests {
             })
         };
         let ok = resolve(with_path("/v1/x?y=https://z"), &Grants::default()).unwrap();
-        assert!(matches!(ok, ResolvedAction::Forward { path_and_query: Some(p), .. } if p == "/v1/x?y=https://z"));
-        for bad in ["v1", "//evil.test/x", "https://evil.test/", "/a b", "/a\r\nb", "/#frag", ""] {
+        assert!(
+            matches!(ok, ResolvedAction::Forward { path_and_query: Some(p), .. } if p == "/v1/x?y=https://z")
+        );
+        for bad in [
+            "v1",
+            "//evil.test/x",
+            "https://evil.test/",
+            "/a b",
+            "/a\r\nb",
+            "/#frag",
+            "",
+        ] {
             reason(resolve(with_path(bad), &Grants::default()));
         }
     }
@@ -471,10 +527,18 @@ mod tests {
     #[test]
     fn limits_and_status() {
         let many: Vec<_> = (0..101)
-            .map(|i| (Box::leak(format!("x-{i}").into_boxed_str()) as &str, GuestHeaderValue::Literal(vec![b'a'])))
+            .map(|i| {
+                (
+                    Box::leak(format!("x-{i}").into_boxed_str()) as &str,
+                    GuestHeaderValue::Literal(vec![b'a']),
+                )
+            })
             .collect();
         assert!(reason(resolve(forward(many), &Grants::default())).contains("limit"));
-        let big = forward(vec![("x-big", GuestHeaderValue::Literal(vec![b'a'; MAX_HEADER_BYTES]))]);
+        let big = forward(vec![(
+            "x-big",
+            GuestHeaderValue::Literal(vec![b'a'; MAX_HEADER_BYTES]),
+        )]);
         assert!(reason(resolve(big, &Grants::default())).contains("limit"));
         let respond = |status, body: Vec<u8>| {
             GuestAction::Respond(ResponseSpec {
@@ -486,7 +550,10 @@ mod tests {
         for s in [99, 101, 600, 0] {
             reason(resolve(respond(s, vec![]), &Grants::default()));
         }
-        reason(resolve(respond(200, vec![0; MAX_BODY_BYTES + 1]), &Grants::default()));
+        reason(resolve(
+            respond(200, vec![0; MAX_BODY_BYTES + 1]),
+            &Grants::default(),
+        ));
         let ok = resolve(respond(403, b"no".to_vec()), &Grants::default()).unwrap();
         assert!(matches!(ok, ResolvedAction::Respond { status, .. } if status == 403));
     }
@@ -494,11 +561,20 @@ mod tests {
     #[test]
     fn masked_description() {
         let a = forward(vec![
-            ("authorization", GuestHeaderValue::SecretTemplate(("Bearer {}".into(), "tok".into()))),
-            ("x-egret-handler", GuestHeaderValue::Literal(b"inject-header".to_vec())),
+            (
+                "authorization",
+                GuestHeaderValue::SecretTemplate(("Bearer {}".into(), "tok".into())),
+            ),
+            (
+                "x-egret-handler",
+                GuestHeaderValue::Literal(b"inject-header".to_vec()),
+            ),
         ]);
         let d = describe_masked(&a);
-        assert!(d.contains("set authorization: \"Bearer {secret(tok)}\""), "{d}");
+        assert!(
+            d.contains("set authorization: \"Bearer {secret(tok)}\""),
+            "{d}"
+        );
         assert!(!d.contains("s3cr3t"));
     }
 }

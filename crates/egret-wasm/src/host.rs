@@ -133,13 +133,16 @@ pub struct HostStats {
     pub memory_cache_hits: u64,
 }
 
+/// One cached compilation; shared while in flight so waiters reuse it.
+type CompileCell = Arc<OnceCell<Arc<Compiled>>>;
+
 struct HostInner {
     engine: Engine,
     linker: Linker<StoreState>,
     config: HostConfig,
     /// Compiled components by sha256. A cell is shared while a compile is in
     /// flight so concurrent loads of the same bytes compile once.
-    cache: Mutex<HashMap<[u8; 32], Arc<OnceCell<Arc<Compiled>>>>>,
+    cache: Mutex<HashMap<[u8; 32], CompileCell>>,
     /// Engine compatibility tag for on-disk artifact names.
     compat_tag: String,
     compiled: AtomicU64,
@@ -286,7 +289,8 @@ impl HandlerHost {
         if let Some(dir) = &cfg.cache_dir {
             prepare_cache_dir(dir)?;
         }
-        let engine = Engine::new(&engine_config(&cfg)).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let engine =
+            Engine::new(&engine_config(&cfg)).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let mut linker: Linker<StoreState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| WasmError::Engine(format!("linking WASI: {e:#}")))?;
@@ -346,12 +350,14 @@ impl HandlerHost {
                 let handler = name.to_owned();
                 let hex = sha256_hex.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || inner.compile(&handler, &owned, &hex).map(Arc::new))
-                        .await
-                        .map_err(|e| WasmError::Task {
-                            handler: name.to_owned(),
-                            reason: e.to_string(),
-                        })?
+                    tokio::task::spawn_blocking(move || {
+                        inner.compile(&handler, &owned, &hex).map(Arc::new)
+                    })
+                    .await
+                    .map_err(|e| WasmError::Task {
+                        handler: name.to_owned(),
+                        reason: e.to_string(),
+                    })?
                 }
             })
             .await?
@@ -398,9 +404,16 @@ impl HandlerHost {
     /// tokio scheduler. So a looping guest never holds a tokio worker for
     /// more than about one tick at a time, and a `tokio::time::timeout`
     /// slightly beyond the deadline backs this up.
-    pub async fn invoke(&self, h: &LoadedHandler, inv: Invocation<'_>) -> Result<GuestAction, HandlerError> {
+    pub async fn invoke(
+        &self,
+        h: &LoadedHandler,
+        inv: Invocation<'_>,
+    ) -> Result<GuestAction, HandlerError> {
         let handler = inv.handler_name;
-        let memory_limit = inv.limits.memory_bytes.min(self.inner.config.max_memory_bytes);
+        let memory_limit = inv
+            .limits
+            .memory_bytes
+            .min(self.inner.config.max_memory_bytes);
         let timeout = inv.limits.timeout;
         let state = StoreState::new(StateInit {
             handler,
@@ -429,7 +442,10 @@ impl HandlerHost {
         };
         let pre = &h.compiled.pre;
         let run = async {
-            let instance = pre.instantiate_async(&mut store).await.map_err(Failure::Instantiate)?;
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(Failure::Instantiate)?;
             instance
                 .call_handle(&mut store, &ctx, inv.request)
                 .await
@@ -470,7 +486,11 @@ impl HandlerHost {
 
     /// [`invoke`](HandlerHost::invoke) followed by [`resolve_action`]: what the
     /// proxy calls per request.
-    pub async fn handle(&self, h: &LoadedHandler, inv: Invocation<'_>) -> Result<ResolvedAction, HandlerError> {
+    pub async fn handle(
+        &self,
+        h: &LoadedHandler,
+        inv: Invocation<'_>,
+    ) -> Result<ResolvedAction, HandlerError> {
         let (name, grants, secrets) = (inv.handler_name, inv.grants, inv.secrets);
         let action = self.invoke(h, inv).await?;
         resolve_action(name, action, grants, secrets)
@@ -484,7 +504,13 @@ enum Failure {
     TokioTimeout,
 }
 
-fn classify(f: Failure, state: &StoreState, timeout: Duration, memory_limit: usize, output: &[u8]) -> HandlerError {
+fn classify(
+    f: Failure,
+    state: &StoreState,
+    timeout: Duration,
+    memory_limit: usize,
+    output: &[u8],
+) -> HandlerError {
     let handler = state.handler().to_owned();
     let (err, instantiating) = match f {
         Failure::TokioTimeout => return HandlerError::Timeout { handler, timeout },
@@ -492,7 +518,10 @@ fn classify(f: Failure, state: &StoreState, timeout: Duration, memory_limit: usi
         Failure::Call(e) => (e, false),
     };
     if err.downcast_ref::<DeadlineExceeded>().is_some()
-        || matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
+        || matches!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        )
     {
         return HandlerError::Timeout { handler, timeout };
     }
@@ -510,7 +539,9 @@ fn classify(f: Failure, state: &StoreState, timeout: Duration, memory_limit: usi
     }
     let message = if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
         match trap {
-            wasmtime::Trap::StackOverflow => "wasm trap: call stack exhausted (stack overflow)".to_owned(),
+            wasmtime::Trap::StackOverflow => {
+                "wasm trap: call stack exhausted (stack overflow)".to_owned()
+            }
             wasmtime::Trap::UnreachableCodeReached if !output.is_empty() => {
                 "wasm trap: the handler panicked or aborted".to_owned()
             }
@@ -564,7 +595,12 @@ fn is_provided_interface(import: &str) -> bool {
 impl HostInner {
     /// Validates, compiles (or loads from the disk cache), links and
     /// pre-instantiates one component. Blocking.
-    fn compile(&self, handler: &str, bytes: &[u8], sha256_hex: &str) -> Result<Compiled, WasmError> {
+    fn compile(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        sha256_hex: &str,
+    ) -> Result<Compiled, WasmError> {
         check_header(handler, bytes)?;
         let component = match self.load_from_disk(sha256_hex) {
             Some(c) => c,
@@ -579,11 +615,17 @@ impl HostInner {
             }
         };
         let ty = component.component_type();
-        let mut imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
-        let mut exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let mut imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let mut exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         imports.sort();
         exports.sort();
-        match ty.get_export(&self.engine, "handle") {
+        match ty.get_export(&self.engine, "handle").map(|e| e.ty) {
             None => {
                 return Err(WasmError::MissingExport {
                     handler: handler.to_owned(),
@@ -668,21 +710,24 @@ impl HostInner {
         let Some(path) = self.artifact_path(sha256_hex) else {
             return;
         };
-        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            // Write a private temp file, then rename: readers never see a
-            // partial artifact.
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| e.to_string())?;
-            f.write_all(&bytes).map_err(|e| e.to_string())?;
-            f.sync_all().map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
-        });
+        let result = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                // Write a private temp file, then rename: readers never see a
+                // partial artifact.
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| e.to_string())?;
+                f.write_all(&bytes).map_err(|e| e.to_string())?;
+                f.sync_all().map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+            });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "could not write compiled artifact: {e}");
         }
@@ -702,7 +747,7 @@ fn check_header(handler: &str, bytes: &[u8]) -> Result<(), WasmError> {
             bytes.len()
         )));
     }
-    match bytes[4..8] {
+    match [bytes[4], bytes[5], bytes[6], bytes[7]] {
         [1, 0, 0, 0] => Err(WasmError::CoreModule {
             handler: handler.to_owned(),
         }),

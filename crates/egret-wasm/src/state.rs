@@ -126,7 +126,11 @@ impl OutputStream for CapturedOutput {
 }
 
 impl AsyncWrite for CapturedOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -216,10 +220,6 @@ impl StoreState {
         &self.handler
     }
 
-    pub(crate) fn sandbox(&self) -> &str {
-        &self.sandbox
-    }
-
     /// Replaces every occurrence of a granted secret's value with
     /// `[REDACTED]`. Handlers may reveal secrets, so anything they print
     /// passes through here before reaching a log.
@@ -283,8 +283,12 @@ impl Host for StoreState {
             LogLevel::Debug => {
                 tracing::debug!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }
-            LogLevel::Info => tracing::info!(target: "egret_wasm::guest", handler, sandbox, "{msg}"),
-            LogLevel::Warn => tracing::warn!(target: "egret_wasm::guest", handler, sandbox, "{msg}"),
+            LogLevel::Info => {
+                tracing::info!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
+            }
             LogLevel::Error => {
                 tracing::error!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }

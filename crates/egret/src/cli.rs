@@ -90,6 +90,9 @@ pub struct RunArgs {
     /// Upstream connect timeout, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
+    /// Downstream TLS timeout (ClientHello and handshake), milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub tls_handshake_timeout_ms: u64,
     /// Maximum simultaneous sandbox connections.
     #[arg(long, default_value_t = 16384)]
     pub max_connections: usize,

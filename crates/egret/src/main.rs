@@ -2,6 +2,7 @@
 //! library crates, wires them together (capture → DNS → TLS → HTTP → handlers) and reports
 //! errors in one clear line plus a hint.
 mod cli;
+mod glue;
 mod run;
 
 use clap::Parser;

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use egret_policy::{CompiledPolicy, PolicyConfig, RuntimeLayer};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,17 +111,6 @@ pub fn policy_check(args: PolicyCheckArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-struct PolicyNames(Arc<ArcSwap<CompiledPolicy>>);
-
-impl egret_dns::NamePolicy for PolicyNames {
-    fn decide(&self, name: &str) -> egret_dns::NameDecision {
-        match self.0.load().dns_decision(name) {
-            egret_policy::DnsDecision::Answer => egret_dns::NameDecision::Answer,
-            egret_policy::DnsDecision::NxDomain { rule } => egret_dns::NameDecision::NxDomain { rule },
-        }
-    }
-}
-
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     init_tracing(args.log_format);
@@ -183,7 +172,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let map = Arc::new(egret_dns::SyntheticMap::new(Default::default()));
         let dns = Arc::new(egret_dns::Resolver::new(
             map,
-            Arc::new(PolicyNames(policy.clone())),
+            Arc::new(crate::glue::PolicyNames(policy.clone())),
             Default::default(),
         ));
         let mut pcfg = egret_proxy::ProxyConfig::new(&args.sandbox_id);
@@ -191,13 +180,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         pcfg.classify_timeout = Duration::from_millis(args.classify_timeout_ms);
         pcfg.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
         pcfg.max_connections = args.max_connections;
+        pcfg.handshake_timeout = Duration::from_millis(args.tls_handshake_timeout_ms);
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: pcfg,
             policy: policy.clone(),
-            dns_resolver: dns.clone(),
+            dns: Arc::new(crate::glue::DnsGlue(dns.clone())),
             upstream_tls: Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
             upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
-            tls: Some(egret_proxy::TlsState { leaves }),
+            tls: Some(egret_proxy::TlsState { leaves: leaves.clone() }),
             handlers: None,
         });
 
@@ -227,6 +217,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             r = tasks.join_next() => tracing::error!(?r, "a server task ended unexpectedly"),
         }
         tasks.abort_all();
+        let st = leaves.stats();
+        let ps = proxy.stats();
+        tracing::info!(
+            "leaf cache mints={} hits={} evictions={} entries={} ; connections={} requests={} denied={}",
+            st.mints,
+            st.hits,
+            st.evictions,
+            st.entries,
+            ps.connections.load(std::sync::atomic::Ordering::Relaxed),
+            ps.requests.load(std::sync::atomic::Ordering::Relaxed),
+            ps.denied.load(std::sync::atomic::Ordering::Relaxed),
+        );
         Ok(())
     });
     rt.shutdown_timeout(Duration::from_millis(200));

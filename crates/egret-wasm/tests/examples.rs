@@ -1,0 +1,308 @@
+//! The example handlers, run through the real host: expected actions for
+//! representative requests, secret injection by reference, kv namespacing,
+//! reveal grants and log redaction, and the offline runner.
+
+mod common;
+
+use common::*;
+use egret_wasm::{
+    describe_masked, run_offline, KvStore, OfflineError, ResolvedAction, SecretStore,
+};
+
+#[tokio::test]
+async fn inject_header_sets_header_from_secret() {
+    let h = load("inject-header").await;
+    let secrets = SecretStore::new();
+    secrets.set("gh", "tok-VALUE-123");
+    let kv = KvStore::new();
+    let mut call = Call::new("inject-header", &secrets, &kv);
+    call.params = r#"{"header":"authorization","secret":"gh","template":"Bearer {}"}"#;
+    call.grants = Grants::use_only(["gh"]);
+
+    let action = call.invoke(&h).await.unwrap();
+    let masked = describe_masked(&action);
+    assert!(masked.contains("secret(gh)"), "{masked}");
+    assert!(!masked.contains("tok-VALUE-123"), "{masked}");
+
+    let resolved = call.handle(&h).await.unwrap();
+    assert_eq!(
+        set_value(&resolved, "authorization").unwrap(),
+        b"Bearer tok-VALUE-123"
+    );
+    assert_eq!(
+        set_value(&resolved, "x-egret-handler").unwrap(),
+        b"inject-header"
+    );
+    let ResolvedAction::Forward {
+        injected_secret_headers,
+        path_and_query,
+        ..
+    } = &resolved
+    else {
+        panic!("forward expected")
+    };
+    assert_eq!(injected_secret_headers.len(), 1);
+    assert!(path_and_query.is_none());
+    assert!(!format!("{resolved:?}").contains("tok-VALUE-123"));
+
+    // Default template is the raw value.
+    call.params = r#"{"header":"x-api-key","secret":"gh"}"#;
+    let resolved = call.handle(&h).await.unwrap();
+    assert_eq!(set_value(&resolved, "x-api-key").unwrap(), b"tok-VALUE-123");
+}
+
+#[tokio::test]
+async fn inject_header_needs_grant_and_params() {
+    let h = load("inject-header").await;
+    let secrets = SecretStore::new();
+    secrets.set("gh", "v");
+    let kv = KvStore::new();
+    let mut call = Call::new("inject-header", &secrets, &kv);
+    call.params = r#"{"header":"authorization","secret":"gh"}"#;
+    let err = call.handle(&h).await.unwrap_err();
+    assert_eq!(err.kind(), "invalid_action");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`gh`") && msg.contains("not granted") && msg.contains("inject-header"),
+        "{msg}"
+    );
+
+    call.params = r#"{"header":"authorization"}"#;
+    let (status, body) = response(&call.handle(&h).await.unwrap());
+    assert_eq!(status, 500);
+    assert!(body.contains("bad params"), "{body}");
+}
+
+#[tokio::test]
+async fn allow_hosts_exact_and_wildcard() {
+    let h = load("allow-hosts").await;
+    let secrets = SecretStore::new();
+    let kv = KvStore::new();
+    let mut call = Call::new("allow-hosts", &secrets, &kv);
+    call.params = r#"{"hosts":["api.github.com","*.googleapis.com"]}"#;
+    for host in [
+        "api.github.com",
+        "API.GitHub.com:443",
+        "storage.googleapis.com",
+    ] {
+        call.request = request("GET", host, "/");
+        let r = call.handle(&h).await.unwrap();
+        assert_eq!(
+            set_value(&r, "x-egret-handler").unwrap(),
+            b"allow-hosts",
+            "{host}"
+        );
+    }
+    for host in ["evil.test", "googleapis.com", "api.github.com.evil.test"] {
+        call.request = request("GET", host, "/");
+        let (status, body) = response(&call.handle(&h).await.unwrap());
+        assert_eq!(status, 403, "{host}");
+        assert!(body.contains(&host.to_ascii_lowercase()), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn get_only_blocks_writes() {
+    let h = load("get-only").await;
+    let secrets = SecretStore::new();
+    let kv = KvStore::new();
+    let mut call = Call::new("get-only", &secrets, &kv);
+    for m in ["GET", "HEAD"] {
+        call.request = request(m, "api.test", "/");
+        assert!(matches!(
+            call.handle(&h).await.unwrap(),
+            ResolvedAction::Forward { .. }
+        ));
+    }
+    call.request = request("POST", "api.test", "/items");
+    let r = call.handle(&h).await.unwrap();
+    let (status, body) = response(&r);
+    assert_eq!(status, 405);
+    assert!(body.contains("POST"), "{body}");
+    assert!(logs().contains("blocked POST api.test/items"));
+}
+
+#[tokio::test]
+async fn per_sandbox_token_uses_kv_of_the_sandbox() {
+    let h = load("per-sandbox-token").await;
+    let secrets = SecretStore::new();
+    secrets.set("token-a", "AAA");
+    secrets.set("token-b", "BBB");
+    let kv = KvStore::new();
+    kv.seed("sb-a", [("token-secret", "token-a")]).unwrap();
+    let mut call = Call::new("per-sandbox-token", &secrets, &kv);
+    call.grants = Grants::use_only(["token-a", "token-b"]);
+    call.sandbox = "sb-a";
+    let r = call.handle(&h).await.unwrap();
+    assert_eq!(set_value(&r, "authorization").unwrap(), b"Bearer AAA");
+
+    call.sandbox = "sb-b";
+    let (status, body) = response(&call.handle(&h).await.unwrap());
+    assert_eq!(status, 403);
+    assert!(body.contains("sb-b"), "{body}");
+
+    kv.seed("sb-b", [("token-secret", "token-b")]).unwrap();
+    call.params = r#"{"header":"x-token","template":"t={}"}"#;
+    let r = call.handle(&h).await.unwrap();
+    assert_eq!(set_value(&r, "x-token").unwrap(), b"t=BBB");
+}
+
+#[tokio::test]
+async fn respond_from_kv_never_forwards() {
+    let h = load("respond-from-kv").await;
+    let secrets = SecretStore::new();
+    let kv = KvStore::new();
+    kv.seed(
+        "sb-1",
+        [
+            ("fixture", &b"{\"ok\":true}"[..]),
+            ("/data", &b"by-path"[..]),
+        ],
+    )
+    .unwrap();
+    let mut call = Call::new("respond-from-kv", &secrets, &kv);
+    call.params = r#"{"key":"fixture","content_type":"application/json"}"#;
+    let r = call.handle(&h).await.unwrap();
+    let ResolvedAction::Respond {
+        status,
+        headers,
+        body,
+    } = &r
+    else {
+        panic!("respond expected")
+    };
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(&body[..], b"{\"ok\":true}");
+
+    call.params = "{}";
+    call.request = request("GET", "api.test", "/data?x=1");
+    assert_eq!(
+        response(&call.handle(&h).await.unwrap()),
+        (200, "by-path".into())
+    );
+
+    call.request = request("GET", "api.test", "/missing");
+    assert_eq!(response(&call.handle(&h).await.unwrap()).0, 404);
+
+    // Another sandbox does not see sb-1's keys.
+    call.sandbox = "sb-2";
+    call.params = r#"{"key":"fixture"}"#;
+    assert_eq!(response(&call.handle(&h).await.unwrap()).0, 404);
+}
+
+#[tokio::test]
+async fn no_http_denies_everything() {
+    let h = load("no-http").await;
+    let secrets = SecretStore::new();
+    let kv = KvStore::new();
+    let call = Call::new("no-http", &secrets, &kv);
+    let (status, body) = response(&call.handle(&h).await.unwrap());
+    assert_eq!(status, 403);
+    assert_eq!(body.trim(), "egret: HTTP egress disabled by policy");
+}
+
+#[tokio::test]
+async fn reveal_needs_grant_and_logs_are_redacted() {
+    let h = load("log-secret").await;
+    let secrets = SecretStore::new();
+    secrets.set("api", "REVEALED-xyz-7781");
+    let kv = KvStore::new();
+    let mut call = Call::new("log-secret", &secrets, &kv);
+    call.sandbox = "sb-reveal";
+    call.params = r#"{"secret":"api"}"#;
+
+    // Use grant only: reveal is refused with the grant to add.
+    call.grants = Grants::use_only(["api"]);
+    let r = call.handle(&h).await.unwrap();
+    let (status, body) = response(&r);
+    assert_eq!(status, 403);
+    assert!(body.contains("reveal") && body.contains("`api`"), "{body}");
+
+    // Reveal grant: the guest gets the value, and its log line is redacted.
+    call.grants = Grants {
+        secrets: vec![],
+        reveal: vec!["api".into()],
+    };
+    let r = call.handle(&h).await.unwrap();
+    assert_eq!(response(&r), (200, "REVEALED-xyz-7781".into()));
+    let ResolvedAction::Respond { headers, .. } = &r else {
+        unreachable!()
+    };
+    assert_eq!(headers["x-kv-set"], "ok");
+    let logs = logs();
+    assert!(
+        logs.contains("the secret is [REDACTED] (logged on purpose)"),
+        "{logs}"
+    );
+    assert!(logs.contains("sb-reveal"));
+    assert!(
+        !logs.contains("REVEALED-xyz-7781"),
+        "secret value leaked into logs"
+    );
+
+    // The guest's kv write landed in its own sandbox only.
+    assert_eq!(kv.get("sb-reveal", "seen").as_deref(), Some(&b"1"[..]));
+    assert_eq!(kv.get("sb-1", "seen"), None);
+}
+
+#[tokio::test]
+async fn offline_runner_masks_secrets() {
+    let bytes = wasm("inject-header");
+    let out = run_offline(
+        host(),
+        &bytes,
+        "GET https://api.test/x?y=1",
+        &[("accept".into(), "*/*".into())],
+        r#"{"header":"authorization","secret":"gh","template":"Bearer {}"}"#,
+        vec![("gh".into(), "offline-SECRET-9".into())],
+        "sb-offline",
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("set authorization: \"Bearer {secret(gh)}\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("secrets injected into: authorization"),
+        "{out}"
+    );
+    assert!(!out.contains("offline-SECRET-9"), "{out}");
+
+    // A revealing handler's literal output is redacted too.
+    let out = run_offline(
+        host(),
+        &wasm("log-secret"),
+        "GET https://api.test/",
+        &[],
+        r#"{"secret":"gh"}"#,
+        vec![("gh".into(), "offline-SECRET-9".into())],
+        "sb-offline",
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("[REDACTED]") && !out.contains("offline-SECRET-9"),
+        "{out}"
+    );
+
+    let err = run_offline(host(), &bytes, "GET /x", &[], "{}", vec![], "s")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OfflineError::RequestLine { .. }), "{err}");
+
+    let err = run_offline(
+        host(),
+        &wasm("bad-header"),
+        "GET https://api.test/",
+        &[],
+        "{}",
+        vec![],
+        "s",
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("bad name") && msg.contains("forward"), "{msg}");
+}
