@@ -413,3 +413,23 @@ pub fn upstream_pki(dir: &Path, prefix: &str, names: &[&str]) -> UpstreamPki {
     std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
     pki
 }
+
+/// Directory of the built example handlers (`scripts/build-handlers.sh` fills it; built on
+/// first use if missing).
+pub fn handlers_dist() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let dist = root.join("handlers-wasm/dist");
+    BUILD.call_once(|| {
+        if !dist.join("inject-header.wasm").exists() {
+            let st = Command::new(root.join("scripts/build-handlers.sh")).status().expect("build handlers");
+            assert!(st.success(), "scripts/build-handlers.sh failed");
+        }
+    });
+    dist
+}
+
+/// Path of one built handler module, as a String for policy files.
+pub fn handler_module(name: &str) -> String {
+    handlers_dist().join(format!("{name}.wasm")).to_string_lossy().into_owned()
+}

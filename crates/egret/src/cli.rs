@@ -18,6 +18,44 @@ pub enum Command {
     /// Policy file tools.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Handler module tools for authors (no sandbox, no root needed).
+    #[command(subcommand)]
+    Handler(HandlerCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HandlerCmd {
+    /// Validate a module against egret's handler world (imports, exports, signature).
+    Check(HandlerCheckArgs),
+    /// Run a module once on a request, offline, and print its action (secrets masked).
+    Run(HandlerRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HandlerCheckArgs {
+    /// The component (.wasm built with --target wasm32-wasip2).
+    pub module: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct HandlerRunArgs {
+    /// The component (.wasm).
+    pub module: PathBuf,
+    /// The request line: METHOD URL, e.g. 'GET https://api.test/x?y=1'.
+    #[arg(long)]
+    pub request: String,
+    /// A request header NAME:VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// Handler params (JSON).
+    #[arg(long, default_value = "null")]
+    pub params: String,
+    /// A secret NAME=VALUE available to the handler (repeatable; values are never printed).
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    /// Sandbox id given to the handler.
+    #[arg(long, default_value = "offline")]
+    pub sandbox_id: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -35,3 +35,93 @@ impl egret_proxy::SandboxDns for DnsGlue {
         Box::pin(async move { r.handle_tcp_stream(stream).await })
     }
 }
+
+/// The handlers of one policy generation, compiled and pre-instantiated, by handler name.
+pub type HandlerSet = std::collections::HashMap<String, Arc<egret_wasm::LoadedHandler>>;
+
+/// The handler engine as the data path sees it: wasmtime host, secrets, kv.
+pub struct WasmDispatch {
+    /// The one wasmtime host of the process.
+    pub host: Arc<egret_wasm::HandlerHost>,
+    /// Loaded handlers, swapped together with the policy.
+    pub handlers: ArcSwap<HandlerSet>,
+    /// Secret values (never logged).
+    pub secrets: Arc<egret_wasm::SecretStore>,
+    /// Handler key-value store.
+    pub kv: Arc<egret_wasm::KvStore>,
+    /// This sandbox.
+    pub sandbox_id: Arc<str>,
+}
+
+fn failure(status: http::StatusCode, kind: &'static str, message: String) -> egret_proxy::HandlerFailure {
+    egret_proxy::HandlerFailure { status, kind, message }
+}
+
+impl egret_proxy::HandlerDispatch for WasmDispatch {
+    fn dispatch<'a>(
+        &'a self,
+        binding: &'a egret_policy::Binding,
+        head: egret_proxy::RequestHead<'a>,
+    ) -> BoxFuture<'a, Result<egret_proxy::HandlerAction, egret_proxy::HandlerFailure>> {
+        Box::pin(async move {
+            let Some(loaded) = self.handlers.load().get(&*binding.handler).cloned() else {
+                return Err(failure(
+                    http::StatusCode::BAD_GATEWAY,
+                    "not_loaded",
+                    format!("handler `{}` is not loaded", binding.handler),
+                ));
+            };
+            let request = egret_wasm::RequestHead {
+                method: head.method.as_str().to_string(),
+                scheme: head.scheme.to_string(),
+                authority: head.authority,
+                path_with_query: head.path_and_query.to_string(),
+                headers: head
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+            };
+            let grants = egret_wasm::Grants {
+                secrets: binding.grants.iter().map(|s| s.to_string()).collect(),
+                reveal: binding.reveal.iter().map(|s| s.to_string()).collect(),
+            };
+            let inv = egret_wasm::Invocation {
+                handler_name: &binding.handler,
+                sandbox_id: &self.sandbox_id,
+                params_json: &binding.params_json,
+                request: &request,
+                grants: &grants,
+                secrets: &*self.secrets,
+                kv: &self.kv,
+                limits: egret_wasm::Limits {
+                    timeout: binding.timeout,
+                    memory_bytes: binding.memory_bytes as usize,
+                },
+            };
+            match self.host.handle(&loaded, inv).await {
+                Ok(egret_wasm::ResolvedAction::Forward {
+                    set,
+                    remove,
+                    path_and_query,
+                    ..
+                }) => Ok(egret_proxy::HandlerAction::Forward {
+                    set,
+                    remove,
+                    path_and_query,
+                }),
+                Ok(egret_wasm::ResolvedAction::Respond {
+                    status,
+                    headers,
+                    body,
+                }) => {
+                    let mut resp = http::Response::new(body);
+                    *resp.status_mut() = status;
+                    *resp.headers_mut() = headers;
+                    Ok(egret_proxy::HandlerAction::Respond(resp))
+                }
+                Err(e) => Err(failure(http::StatusCode::BAD_GATEWAY, e.kind(), e.to_string())),
+            }
+        })
+    }
+}

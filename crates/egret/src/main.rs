@@ -3,6 +3,7 @@
 //! errors in one clear line plus a hint.
 mod cli;
 mod glue;
+mod handler;
 mod run;
 
 use clap::Parser;
@@ -13,6 +14,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => run::policy_check(args),
+        cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
+        cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use egret_policy::{CompiledPolicy, PolicyConfig, RuntimeLayer};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +16,10 @@ pub const DEFAULT_POLICY: &str = include_str!("../../../examples/default-policy.
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -111,6 +113,62 @@ pub fn policy_check(args: PolicyCheckArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Secrets named in the policy, read from egret's environment or files. A missing one is a
+/// warning, not an error: it can be set later over the admin socket, and until then a handler
+/// that needs it fails closed naming it.
+fn load_secrets(policy: &CompiledPolicy, store: &egret_wasm::SecretStore) {
+    for (name, source) in policy.secrets() {
+        let value = match source {
+            egret_policy::SecretSource::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            egret_policy::SecretSource::File(path) => std::fs::read(path)
+                .map(|mut v| {
+                    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        v.pop();
+                    }
+                    String::from_utf8_lossy(&v).into_owned()
+                })
+                .map_err(|e| format!("cannot read {path}: {e}")),
+        };
+        match value {
+            Ok(v) => store.set(name.clone(), v.into_bytes()),
+            Err(why) => tracing::warn!(secret = %name, reason = %why, "secret is not available; handlers that need it will fail closed"),
+        }
+    }
+}
+
+/// Read every handler module named by the policy (paths relative to the policy file).
+pub fn read_modules(policy: &CompiledPolicy, dir: &Path) -> Result<Vec<(String, PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (name, h) in &policy.config().handlers {
+        let path = if Path::new(&h.module).is_absolute() {
+            PathBuf::from(&h.module)
+        } else {
+            dir.join(&h.module)
+        };
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!("handler {name}: cannot read module {} (build the example handlers with scripts/build-handlers.sh)", path.display())
+        })?;
+        out.push((name.clone(), path, bytes));
+    }
+    Ok(out)
+}
+
+/// Compile and pre-instantiate modules (in parallel, off the async workers).
+pub async fn load_handlers(
+    host: &egret_wasm::HandlerHost,
+    modules: Vec<(String, PathBuf, Vec<u8>)>,
+) -> Result<crate::glue::HandlerSet> {
+    let mut set = crate::glue::HandlerSet::new();
+    for (name, path, bytes) in modules {
+        let loaded = host
+            .load(&name, &bytes)
+            .await
+            .with_context(|| format!("handler {name}: module {} was refused", path.display()))?;
+        set.insert(name, loaded);
+    }
+    Ok(set)
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     init_tracing(args.log_format);
@@ -127,6 +185,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for w in compiled.warnings() {
         tracing::warn!(warning = %w, "policy");
     }
+    let policy_dir = args
+        .policy
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let secrets = Arc::new(egret_wasm::SecretStore::new());
+    load_secrets(&compiled, &secrets);
+    let kv = Arc::new(egret_wasm::KvStore::new());
+    kv.seed(&args.sandbox_id, compiled.kv_seed().iter().map(|(k, v)| (k.clone(), v.clone())))
+        .context("invalid [kv] seed in the policy")?;
+    let module_bytes = read_modules(&compiled, &policy_dir)?;
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
     let netns = egret_capture::NetnsRef::parse(&args.netns)?;
 
@@ -165,6 +235,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let guard = attached.guard;
     let listeners = attached.listeners;
 
+    // Compile every handler before touching the namespace: a bad module is refused with
+    // nothing installed.
+    let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig::default())?);
+    let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
+    let dispatch = Arc::new(crate::glue::WasmDispatch {
+        host: host.clone(),
+        handlers: ArcSwap::from_pointee(handler_set),
+        secrets: secrets.clone(),
+        kv: kv.clone(),
+        sandbox_id: Arc::from(args.sandbox_id.as_str()),
+    });
+
     let result: Result<()> = rt.block_on(async {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -188,7 +270,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             upstream_tls: Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
             upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
             tls: Some(egret_proxy::TlsState { leaves: leaves.clone() }),
-            handlers: None,
+            handlers: Some(dispatch.clone()),
         });
 
         let mut tasks = tokio::task::JoinSet::new();

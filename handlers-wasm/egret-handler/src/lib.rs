@@ -70,6 +70,7 @@ extern crate self as egret_handler;
 /// Raw bindings generated from the WIT world. Not a stable API: use the types
 /// of this crate instead.
 #[doc(hidden)]
+#[allow(clippy::all)] // generated code: lints are for the hand-written API
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",

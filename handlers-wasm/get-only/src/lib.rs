@@ -10,9 +10,12 @@ fn handle(_ctx: Context, req: Request) -> Action {
         "GET" | "HEAD" => Action::forward().set_header("x-egret-handler", NAME),
         other => {
             egret_handler::log::info!("blocked {other} {}{}", req.authority(), req.path());
-            Action::deny(405, &format!("egret: method {other} is not allowed (read-only egress)"))
-                .header("allow", "GET, HEAD")
-                .header("x-egret-handler", NAME)
+            Action::deny(
+                405,
+                &format!("egret: method {other} is not allowed (read-only egress)"),
+            )
+            .header("allow", "GET, HEAD")
+            .header("x-egret-handler", NAME)
         }
     }
 }

@@ -22,11 +22,17 @@ fn handle(ctx: Context, _req: Request) -> Action {
         Ok(()) => "ok".to_owned(),
         Err(e) => e,
     };
-    egret_handler::log::debug!("has_secret({}) = {}", p.secret, egret_handler::has_secret(&p.secret));
+    egret_handler::log::debug!(
+        "has_secret({}) = {}",
+        p.secret,
+        egret_handler::has_secret(&p.secret)
+    );
     match egret_handler::reveal_secret(&p.secret) {
         Ok(value) => {
             egret_handler::log::warn!("the secret is {value} (logged on purpose)");
-            Action::respond(200).header("x-kv-set", kv_result).body(value)
+            Action::respond(200)
+                .header("x-kv-set", kv_result)
+                .body(value)
         }
         Err(e) => Action::deny(403, &e).header("x-kv-set", kv_result),
     }

@@ -1,0 +1,249 @@
+//! Issue "programmable outbound handlers": WebAssembly handlers deciding real sandbox requests.
+use egret_e2e::*;
+use std::time::{Duration, Instant};
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Start egret with `policy` and extra env vars (secrets come from egret's environment).
+fn egret_with_env(topo: &Topology, id: &str, policy: &str, env: &[(&str, &str)], extra: &[&str]) -> Egret {
+    let ready = topo.tmp.path(&format!("egret-{id}.ready"));
+    let p = write(topo, &format!("policy-{id}.toml"), policy);
+    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
+    cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", id, "--policy", &p]);
+    cmd.args(["--ready-file", ready.to_str().unwrap()]);
+    cmd.args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{id}"));
+    wait_ready(&mut proc, &ready, Duration::from_secs(30)).expect("egret starts");
+    Egret { proc, ready }
+}
+
+const TOKEN_A: &str = "tok-A-7f3a9c0e11d24b5e";
+const TOKEN_B: &str = "tok-B-c0ffee42deadbeef";
+
+fn vcs_policy(kv_secret: &str, pki: &UpstreamPki) -> String {
+    let _ = pki;
+    format!(
+        r#"
+internet = false
+allowed_hosts = ["vcs.test", "api.test"]
+
+[resolve]
+"vcs.test" = "10.200.0.2"
+"api.test" = "10.200.0.2"
+
+[secrets]
+VCS_TOKEN = {{ env = "VCS_TOKEN" }}
+TOKEN_A = {{ env = "TOKEN_A" }}
+TOKEN_B = {{ env = "TOKEN_B" }}
+
+[kv]
+"token-secret" = "{kv_secret}"
+
+[handlers.inject]
+module = "{inject}"
+params = {{ header = "x-auth-token", secret = "VCS_TOKEN" }}
+secrets = ["VCS_TOKEN"]
+
+[handlers.per-sandbox]
+module = "{pst}"
+secrets = ["TOKEN_A", "TOKEN_B"]
+
+[[routes]]
+host = "vcs.test"
+handler = "inject"
+
+[[routes]]
+host = "api.test"
+handler = "per-sandbox"
+"#,
+        inject = handler_module("inject-header"),
+        pst = handler_module("per-sandbox-token"),
+    )
+}
+
+#[test]
+fn credentials_are_injected_and_the_sandbox_never_holds_them() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let pki = upstream_pki(&topo.tmp.0, "up", &["vcs.test", "api.test"]);
+    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let env = [("VCS_TOKEN", "vcs-secret-1234567890"), ("TOKEN_A", TOKEN_A), ("TOKEN_B", TOKEN_B)];
+    let ca = topo.tmp.path("ca-a.pem");
+    let egret = egret_with_env(
+        &topo,
+        "agent-a",
+        &vcs_policy("TOKEN_A", &pki),
+        &env,
+        &["--upstream-ca", pki.ca.to_str().unwrap(), "--ca-out", ca.to_str().unwrap()],
+    );
+    let (code, out, err) = topo.curl(&["--cacert", ca.to_str().unwrap(), "https://vcs.test/echo"]);
+    assert_eq!(code, 0, "{err}\n{}", egret.logs());
+    let v = json(&out);
+    assert_eq!(v["headers"]["x-auth-token"], "vcs-secret-1234567890", "{out}");
+    assert_eq!(v["headers"]["x-egret-handler"], "inject-header");
+    // per-sandbox-token: this sandbox's kv names TOKEN_A
+    let (code, out, err) = topo.curl(&["--cacert", ca.to_str().unwrap(), "https://api.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["headers"]["authorization"], format!("Bearer {TOKEN_A}"));
+    // the sandbox's environment and files hold no token
+    let o = topo.in_sandbox("sh", &["-c", "env; cat /proc/self/environ"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("vcs-secret"));
+    let o = topo.in_sandbox("grep", &["-rl", "vcs-secret-1234567890", topo.tmp.0.to_str().unwrap()]);
+    let hits = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(hits.trim().is_empty(), "token found in files: {hits}");
+    // and egret's logs never show it
+    assert!(!egret.logs().contains("vcs-secret-1234567890"));
+    assert!(!egret.logs().contains(TOKEN_A));
+    drop(egret);
+
+    // A second sandbox with another id (and kv) gets its own token.
+    let topo2 = Topology::new(SandboxNet::LoOnly);
+    let up2 = Upstream::start(&topo2, "up", Some((&pki.cert, &pki.key)));
+    let ca2 = topo2.tmp.path("ca-b.pem");
+    let _egret2 = egret_with_env(
+        &topo2,
+        "agent-b",
+        &vcs_policy("TOKEN_B", &pki),
+        &env,
+        &["--upstream-ca", pki.ca.to_str().unwrap(), "--ca-out", ca2.to_str().unwrap()],
+    );
+    let (code, out, err) = topo2.curl(&["--cacert", ca2.to_str().unwrap(), "https://api.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["headers"]["authorization"], format!("Bearer {TOKEN_B}"));
+    drop((up, up2));
+}
+
+#[test]
+fn get_only_catch_all_answers_405_without_reaching_upstream() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let up = Upstream::start(&topo, "up", None);
+    let policy = format!(
+        r#"
+internet = false
+outbound = "get-only"
+[resolve]
+"web.test" = "10.200.0.2"
+[handlers.get-only]
+module = "{}"
+"#,
+        handler_module("get-only")
+    );
+    let egret = egret_with_env(&topo, "getonly", &policy, &[], &[]);
+    let (code, out, err) = topo.curl(&["-i", "-X", "POST", "-d", "x=1", "http://web.test/post-here"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}\n{}", egret.logs());
+    assert!(!up.access_log().contains("/post-here"));
+    let (code, out, err) = topo.curl(&["http://web.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["headers"]["x-egret-handler"], "get-only");
+    let logs = egret.logs();
+    assert!(logs.contains("handler=\"get-only\"") || logs.contains("handler=get-only"), "{logs}");
+}
+
+#[test]
+fn hostile_handlers_fail_closed_and_do_not_disturb_others() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let up = Upstream::start(&topo, "up", None);
+    let mut policy = String::from("internet = false\n[resolve]\n");
+    let cases = [("loop-forever", "loop"), ("alloc-1gib", "alloc"), ("trap", "trap"), ("bad-header", "badhdr"), ("get-only", "good")];
+    for (_, host) in cases {
+        policy.push_str(&format!("\"{host}.test\" = \"10.200.0.2\"\n"));
+    }
+    for (module, host) in cases {
+        policy.push_str(&format!(
+            "[handlers.{host}]\nmodule = \"{}\"\n[[routes]]\nhost = \"{host}.test\"\nhandler = \"{host}\"\n",
+            handler_module(module)
+        ));
+    }
+    let _egret = egret_with_env(&topo, "hostile", &policy, &[], &[]);
+    // A well-behaved client keeps requesting while the hostile ones run.
+    let good = {
+        let sbx = topo.sbx.name.clone();
+        std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            for _ in 0..20 {
+                let t = Instant::now();
+                let o = std::process::Command::new("ip")
+                    .args(["netns", "exec", &sbx, "curl", "-sS", "--max-time", "5", "http://good.test/echo"])
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "good request failed");
+                worst = worst.max(t.elapsed());
+            }
+            worst
+        })
+    };
+    for (module, host, want) in [
+        ("loop-forever", "loop", "timed out"),
+        ("alloc-1gib", "alloc", "out of memory"),
+        ("trap", "trap", "failed"),
+        ("bad-header", "badhdr", "invalid action"),
+    ] {
+        let t = Instant::now();
+        let (code, out, err) = topo.curl(&["-i", &format!("http://{host}.test/x")]);
+        assert_eq!(code, 0, "{module}: {err}");
+        assert!(out.starts_with("HTTP/1.1 502"), "{module}: {out}");
+        assert!(out.contains(&format!("`{host}`")) && out.contains(want), "{module}: {out}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{module} took {:?}", t.elapsed());
+    }
+    let worst = good.join().unwrap();
+    assert!(worst < Duration::from_secs(2), "a good request took {worst:?} next to hostile handlers");
+    let log = up.access_log();
+    assert!(!log.contains("GET /x"), "a failed handler's request was forwarded: {log}");
+}
+
+#[test]
+fn modules_that_are_not_handlers_are_refused_at_start() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let junk = write(&topo, "junk.wasm", "this is not wasm");
+    let core = topo.tmp.path("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    for (path, want) in [(junk.as_str(), "not a WebAssembly component"), (core.to_str().unwrap(), "wasm32-wasip2")] {
+        let policy = write(&topo, "p.toml", &format!("outbound = \"h\"\n[handlers.h]\nmodule = \"{path}\"\n"));
+        let out = topo
+            .egr
+            .cmd(bin("egret").to_str().unwrap())
+            .args(["run", "--netns", &topo.sbx.name, "--sandbox-id", "x", "--policy", &policy])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("handler h") && err.contains(want), "{err}");
+        let tables = topo.in_sandbox("nft", &["list", "tables"]);
+        assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
+    }
+}
+
+#[test]
+fn handler_run_works_offline_and_masks_secrets() {
+    let egret = bin("egret");
+    for (module, params) in [
+        ("inject-header", r#"{"header":"x-auth-token","secret":"TOK"}"#),
+        ("allow-hosts", r#"{"hosts":["api.test"]}"#),
+        ("get-only", "null"),
+        ("per-sandbox-token", "null"),
+        ("respond-from-kv", r#"{"key":"k"}"#),
+        ("no-http", "null"),
+    ] {
+        let out = std::process::Command::new(&egret)
+            .args(["handler", "run", &handler_module(module), "--request", "GET https://api.test/x", "--params", params])
+            .args(["--secret", "TOK=super-secret-value-42", "--header", "accept: */*"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{module}: {stdout}{stderr}");
+        assert!(!stdout.contains("super-secret-value-42") && !stderr.contains("super-secret-value-42"), "{module} leaked: {stdout}");
+        if module == "inject-header" {
+            assert!(stdout.contains("secret(TOK)") || stdout.contains("TOK"), "{stdout}");
+        }
+        let check = std::process::Command::new(&egret).args(["handler", "check", &handler_module(module)]).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    }
+    let out = std::process::Command::new(&egret).args(["handler", "check", "/etc/hostname"]).output().unwrap();
+    assert!(!out.status.success());
+}
