@@ -133,12 +133,12 @@ fn self_signed_upstream_is_refused_with_502_naming_the_error() {
     let log = env.topo.tmp.path("bad.access.log");
     let ready = env.topo.tmp.path("bad.ready");
     let mut cmd = env.topo.up.cmd(bin("egret-testsrv").to_str().unwrap());
-    cmd.args(["--https", "10.200.0.5:443", "--cert", bad.cert.to_str().unwrap(), "--key", bad.key.to_str().unwrap()]);
+    cmd.args(["--https", "10.200.0.5:8443", "--cert", bad.cert.to_str().unwrap(), "--key", bad.key.to_str().unwrap()]);
     cmd.args(["--log", log.to_str().unwrap(), "--name", "bad", "--ready-file", ready.to_str().unwrap()]);
     let mut proc = spawn(cmd, &env.topo.tmp.0, "bad");
     wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
     env.bad = Some(Upstream { proc, log: log.clone() });
-    let (code, out, err) = env.topo.curl(&["-i", "--cacert", &env.ca, "https://selfsigned.test/secret"]);
+    let (code, out, err) = env.topo.curl(&["-i", "--cacert", &env.ca, "https://selfsigned.test:8443/secret"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("HTTP/1.1 502") || out.starts_with("HTTP/2 502"), "{out}");
     assert!(out.contains("selfsigned.test"), "{out}");

@@ -516,8 +516,6 @@ fn route(path: &str) -> Result<Route<'_>, Failure> {
         f.error.endpoints = ENDPOINTS.iter().map(|s| (*s).to_owned()).collect();
         f
     };
-    let named = |kind: &str, name: &'static str| -> Result<&'static str, Failure> { Ok(name).map(|n| { let _ = kind; n }) };
-    let _ = named;
     if path == "/metrics" {
         return Ok(Route::Metrics);
     }

@@ -356,7 +356,14 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let uri: Uri = match format!("{scheme}://{host_part}:{port}{pq}").parse() {
+        // The default port stays implicit: HTTP/2 sends the URI authority verbatim.
+        let default_port = if info.tls { 443 } else { 80 };
+        let authority = if port == default_port {
+            host_part
+        } else {
+            format!("{host_part}:{port}")
+        };
+        let uri: Uri = match format!("{scheme}://{authority}{pq}").parse() {
             Ok(u) => u,
             Err(e) => {
                 outcome.decision = "error";

@@ -109,11 +109,11 @@ impl Context {
 
     /// Deserializes the admin-provided params.
     ///
-    /// Empty params are treated as `{}`, so a params struct whose fields all
-    /// have defaults works without configuration.
+    /// Empty or `null` params (a binding without params) are treated as `{}`, so a params
+    /// struct whose fields all have defaults works without configuration.
     pub fn params<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         let json = self.inner.params_json.trim();
-        serde_json::from_str(if json.is_empty() { "{}" } else { json })
+        serde_json::from_str(if json.is_empty() || json == "null" { "{}" } else { json })
     }
 }
 
