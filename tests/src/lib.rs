@@ -17,9 +17,21 @@ use std::time::{Duration, Instant};
 
 /// Upstream addresses (in the upstream namespace). `.2` is "allowed.test", `.3` "denied.test",
 /// `.4` an address "chosen by the sandbox", `.5`/`.6` spare.
-pub const UP4: [&str; 5] = ["10.200.0.2", "10.200.0.3", "10.200.0.4", "10.200.0.5", "10.200.0.6"];
+pub const UP4: [&str; 5] = [
+    "10.200.0.2",
+    "10.200.0.3",
+    "10.200.0.4",
+    "10.200.0.5",
+    "10.200.0.6",
+];
 /// IPv6 counterparts of [`UP4`].
-pub const UP6: [&str; 5] = ["fd00:200::2", "fd00:200::3", "fd00:200::4", "fd00:200::5", "fd00:200::6"];
+pub const UP6: [&str; 5] = [
+    "fd00:200::2",
+    "fd00:200::3",
+    "fd00:200::4",
+    "fd00:200::5",
+    "fd00:200::6",
+];
 
 /// Fail loudly (not skip) when the tests cannot do their job.
 pub fn require_root() {
@@ -38,7 +50,11 @@ pub fn unique_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{:x}{:x}", (std::process::id() & 0xfff) ^ (t >> 20 & 0xfff), n)
+    format!(
+        "{:x}{:x}",
+        (std::process::id() & 0xfff) ^ (t >> 20 & 0xfff),
+        n
+    )
 }
 
 /// Run a command, returning its output; fails with its stderr when it exits non-zero.
@@ -90,7 +106,9 @@ impl Netns {
     pub fn new(name: &str) -> Netns {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         sh("ip", &["netns", "add", name]).unwrap();
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         sh("ip", &["-n", name, "link", "set", "lo", "up"]).unwrap();
         ns
     }
@@ -102,7 +120,10 @@ impl Netns {
     }
     /// Run inside and return output (never fails on exit status; callers check).
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        self.cmd(program).args(args).output().expect("ip netns exec")
+        self.cmd(program)
+            .args(args)
+            .output()
+            .expect("ip netns exec")
     }
     /// `ip -n NAME args...`, failing on error.
     pub fn ip(&self, args: &[&str]) -> String {
@@ -113,7 +134,10 @@ impl Netns {
 }
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(p) = pid.parse::<i32>() {
                     let _ = nix::sys::signal::kill(
@@ -124,7 +148,9 @@ impl Drop for Netns {
             }
         }
         for _ in 0..50 {
-            let out = Command::new("ip").args(["netns", "del", &self.name]).output();
+            let out = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .output();
             if out.map(|o| o.status.success()).unwrap_or(false) {
                 break;
             }
@@ -169,37 +195,101 @@ impl Topology {
         // egret namespace <-> upstream namespace. Interface names are per namespace.
         sh(
             "ip",
-            &["link", "add", &format!("ve{id}"), "netns", &egr.name, "type", "veth", "peer", "name", &format!("vu{id}"), "netns", &up.name],
+            &[
+                "link",
+                "add",
+                &format!("ve{id}"),
+                "netns",
+                &egr.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("vu{id}"),
+                "netns",
+                &up.name,
+            ],
         )
         .unwrap();
         egr.ip(&["link", "set", &format!("ve{id}"), "name", "v-up"]);
         up.ip(&["link", "set", &format!("vu{id}"), "name", "v-egr"]);
         egr.ip(&["addr", "add", "10.200.0.1/24", "dev", "v-up"]);
-        egr.ip(&["-6", "addr", "add", "fd00:200::1/64", "dev", "v-up", "nodad"]);
+        egr.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:200::1/64",
+            "dev",
+            "v-up",
+            "nodad",
+        ]);
         egr.ip(&["link", "set", "v-up", "up"]);
         for (a4, a6) in UP4.iter().zip(UP6.iter()) {
             up.ip(&["addr", "add", &format!("{a4}/24"), "dev", "v-egr"]);
-            up.ip(&["-6", "addr", "add", &format!("{a6}/64"), "dev", "v-egr", "nodad"]);
+            up.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a6}/64"),
+                "dev",
+                "v-egr",
+                "nodad",
+            ]);
         }
         up.ip(&["link", "set", "v-egr", "up"]);
         if net == SandboxNet::Veth {
             sh(
                 "ip",
-                &["link", "add", &format!("vs{id}"), "netns", &sbx.name, "type", "veth", "peer", "name", &format!("vw{id}"), "netns", &up.name],
+                &[
+                    "link",
+                    "add",
+                    &format!("vs{id}"),
+                    "netns",
+                    &sbx.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("vw{id}"),
+                    "netns",
+                    &up.name,
+                ],
             )
             .unwrap();
             sbx.ip(&["link", "set", &format!("vs{id}"), "name", "v-wan"]);
             up.ip(&["link", "set", &format!("vw{id}"), "name", "v-sbx"]);
             sbx.ip(&["addr", "add", "10.201.0.1/24", "dev", "v-wan"]);
-            sbx.ip(&["-6", "addr", "add", "fd00:201::1/64", "dev", "v-wan", "nodad"]);
+            sbx.ip(&[
+                "-6",
+                "addr",
+                "add",
+                "fd00:201::1/64",
+                "dev",
+                "v-wan",
+                "nodad",
+            ]);
             up.ip(&["addr", "add", "10.201.0.2/24", "dev", "v-sbx"]);
-            up.ip(&["-6", "addr", "add", "fd00:201::2/64", "dev", "v-sbx", "nodad"]);
+            up.ip(&[
+                "-6",
+                "addr",
+                "add",
+                "fd00:201::2/64",
+                "dev",
+                "v-sbx",
+                "nodad",
+            ]);
             sbx.ip(&["link", "set", "v-wan", "up"]);
             up.ip(&["link", "set", "v-sbx", "up"]);
             sbx.ip(&["route", "add", "default", "via", "10.201.0.2"]);
             sbx.ip(&["-6", "route", "add", "default", "via", "fd00:201::2"]);
         }
-        Topology { id, tmp, sbx, egr, up }
+        Topology {
+            id,
+            tmp,
+            sbx,
+            egr,
+            up,
+        }
     }
 
     /// Run a client inside the sandbox.
@@ -294,7 +384,11 @@ pub fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Proc {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("spawn");
-    Proc { child, stdout, stderr }
+    Proc {
+        child,
+        stdout,
+        stderr,
+    }
 }
 
 /// Wait until `path` exists or the process exits / the timeout passes.
@@ -305,7 +399,10 @@ pub fn wait_ready(proc: &mut Proc, path: &Path, timeout: Duration) -> Result<()>
             return Ok(());
         }
         if let Ok(Some(status)) = proc.child.try_wait() {
-            bail!("process exited with {status} before it was ready:\n{}", proc.output());
+            bail!(
+                "process exited with {status} before it was ready:\n{}",
+                proc.output()
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -326,10 +423,26 @@ impl Upstream {
         let log = topo.tmp.path(&format!("{name}.access.log"));
         let ready = topo.tmp.path(&format!("{name}.ready"));
         let mut cmd = topo.up.cmd(bin("egret-testsrv").to_str().unwrap());
-        cmd.args(["--http", "[::]:80", "--banner", "[::]:2222", "--log", log.to_str().unwrap(), "--name", name]);
+        cmd.args([
+            "--http",
+            "[::]:80",
+            "--banner",
+            "[::]:2222",
+            "--log",
+            log.to_str().unwrap(),
+            "--name",
+            name,
+        ]);
         cmd.args(["--ready-file", ready.to_str().unwrap()]);
         if let Some((cert, key)) = tls {
-            cmd.args(["--https", "[::]:443", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+            cmd.args([
+                "--https",
+                "[::]:443",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ]);
         }
         let mut proc = spawn(cmd, &topo.tmp.0, name);
         wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
@@ -357,7 +470,10 @@ impl Egret {
         cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", sandbox_id]);
         cmd.args(["--ready-file", ready.to_str().unwrap()]);
         cmd.args(args);
-        cmd.env("RUST_LOG", std::env::var("EGRET_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("EGRET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{sandbox_id}"));
         wait_ready(&mut proc, &ready, Duration::from_secs(30))?;
         Ok(Egret { proc, ready })
@@ -418,11 +534,16 @@ pub fn upstream_pki(dir: &Path, prefix: &str, names: &[&str]) -> UpstreamPki {
 /// first use if missing).
 pub fn handlers_dist() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let dist = root.join("handlers-wasm/dist");
     BUILD.call_once(|| {
         if !dist.join("inject-header.wasm").exists() {
-            let st = Command::new(root.join("scripts/build-handlers.sh")).status().expect("build handlers");
+            let st = Command::new(root.join("scripts/build-handlers.sh"))
+                .status()
+                .expect("build handlers");
             assert!(st.success(), "scripts/build-handlers.sh failed");
         }
     });
@@ -431,5 +552,8 @@ pub fn handlers_dist() -> PathBuf {
 
 /// Path of one built handler module, as a String for policy files.
 pub fn handler_module(name: &str) -> String {
-    handlers_dist().join(format!("{name}.wasm")).to_string_lossy().into_owned()
+    handlers_dist()
+        .join(format!("{name}.wasm"))
+        .to_string_lossy()
+        .into_owned()
 }

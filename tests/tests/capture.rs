@@ -35,14 +35,20 @@ fn json(s: &str) -> serde_json::Value {
 fn allowed_host_over_ipv4_and_ipv6_is_proxied_and_logged() {
     let env = setup(SandboxNet::LoOnly, "sbx-allow");
     for family in ["-4", "-6"] {
-        let (code, out, err) = env.topo.curl(&[family, "http://allowed.test/echo?token=supersecret"]);
+        let (code, out, err) = env
+            .topo
+            .curl(&[family, "http://allowed.test/echo?token=supersecret"]);
         assert_eq!(code, 0, "curl {family}: {err}\n{}", env.egret.logs());
         let v = json(&out);
         assert_eq!(v["host"], "allowed.test");
         assert_eq!(v["path"], "/echo?token=supersecret");
     }
     let log = env.up.access_log();
-    assert_eq!(log.matches("GET /echo host=allowed.test").count(), 2, "{log}");
+    assert_eq!(
+        log.matches("GET /echo host=allowed.test").count(),
+        2,
+        "{log}"
+    );
     // egret dialled from its own namespace (10.200.0.1), never from the sandbox
     assert!(log.contains("peer=[::ffff:10.200.0.1]"), "{log}");
     let logs = env.egret.logs();
@@ -50,28 +56,61 @@ fn allowed_host_over_ipv4_and_ipv6_is_proxied_and_logged() {
         .lines()
         .find(|l| l.contains("egret::audit") && l.contains("/echo"))
         .unwrap_or_else(|| panic!("no audit line:\n{logs}"));
-    for needle in ["sandbox=sbx-allow", "host=\"allowed.test\"", "method=GET", "path=/echo?[masked]", "decision=\"forward\"", "status=200"] {
+    for needle in [
+        "sandbox=sbx-allow",
+        "host=\"allowed.test\"",
+        "method=GET",
+        "path=/echo?[masked]",
+        "decision=\"forward\"",
+        "status=200",
+    ] {
         assert!(line.contains(needle), "audit line lacks {needle}: {line}");
     }
-    assert!(!logs.contains("supersecret"), "query string leaked into logs");
+    assert!(
+        !logs.contains("supersecret"),
+        "query string leaked into logs"
+    );
 }
 
 #[test]
 fn denied_host_gets_a_denial_and_the_upstream_sees_nothing() {
     let env = setup(SandboxNet::LoOnly, "sbx-deny");
     // DNS refuses the name outright ...
-    let out = env.topo.in_sandbox("dig", &["+short", "+time=2", "+tries=1", "denied.test"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "denied name resolved");
+    let out = env
+        .topo
+        .in_sandbox("dig", &["+short", "+time=2", "+tries=1", "denied.test"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "denied name resolved"
+    );
     // ... and a request that names it anyway, to an address of the sandbox's choosing, is denied.
-    let (code, out, err) = env.topo.curl(&["-i", "--resolve", "denied.test:80:10.200.0.3", "http://denied.test/secret"]);
+    let (code, out, err) = env.topo.curl(&[
+        "-i",
+        "--resolve",
+        "denied.test:80:10.200.0.3",
+        "http://denied.test/secret",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-    assert!(out.contains("egret: request to denied.test:80 denied by rule"), "{out}");
+    assert!(
+        out.contains("egret: request to denied.test:80 denied by rule"),
+        "{out}"
+    );
     assert!(out.contains("denied.test"), "{out}");
     // an unlisted host is denied by the default rule
-    let (_, out, _) = env.topo.curl(&["-i", "--resolve", "other.test:80:10.200.0.4", "http://other.test/"]);
+    let (_, out, _) = env.topo.curl(&[
+        "-i",
+        "--resolve",
+        "other.test:80:10.200.0.4",
+        "http://other.test/",
+    ]);
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-    assert!(!env.up.access_log().contains("/secret"), "{}", env.up.access_log());
+    assert!(
+        !env.up.access_log().contains("/secret"),
+        "{}",
+        env.up.access_log()
+    );
     assert_eq!(env.up.access_log(), "", "upstream saw a request");
 }
 
@@ -80,12 +119,21 @@ fn host_header_decides_the_destination_not_the_dialled_address() {
     let env = setup(SandboxNet::LoOnly, "sbx-steer");
     // The sandbox dials .4 (its choice) but names allowed.test: egret goes to allowed.test's
     // pinned address, .2.
-    let (code, out, err) = env.topo.curl(&["--resolve", "allowed.test:80:10.200.0.4", "http://allowed.test/echo"]);
+    let (code, out, err) = env.topo.curl(&[
+        "--resolve",
+        "allowed.test:80:10.200.0.4",
+        "http://allowed.test/echo",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
-    assert_eq!(v["local"], "10.200.0.2", "request reached the dialled address: {out}");
+    assert_eq!(
+        v["local"], "10.200.0.2",
+        "request reached the dialled address: {out}"
+    );
     // Same with a raw IP URL and a Host header.
-    let (code, out, err) = env.topo.curl(&["-H", "Host: allowed.test", "http://10.200.0.4/echo"]);
+    let (code, out, err) = env
+        .topo
+        .curl(&["-H", "Host: allowed.test", "http://10.200.0.4/echo"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["local"], "10.200.0.2");
     // Absolute-form naming another host than Host is refused.
@@ -93,25 +141,44 @@ fn host_header_decides_the_destination_not_the_dialled_address() {
         "python3",
         &["-c", "import socket; s=socket.create_connection(('10.200.0.4',80)); s.sendall(b'GET http://denied.test/ HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n'); print(s.recv(200).decode())"],
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn keep_alive_and_h2c_prior_knowledge() {
     let env = setup(SandboxNet::LoOnly, "sbx-h2c");
-    let (code, out, err) = env.topo.curl(&["-v", "http://allowed.test/echo", "http://allowed.test/echo"]);
+    let (code, out, err) =
+        env.topo
+            .curl(&["-v", "http://allowed.test/echo", "http://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("Re-using existing connection") || err.contains("Reusing existing"), "{err}");
+    assert!(
+        err.contains("Re-using existing connection") || err.contains("Reusing existing"),
+        "{err}"
+    );
     assert_eq!(out.matches("\"server\":\"up\"").count(), 2, "{out}");
-    let (code, out, err) = env.topo.curl(&["--http2-prior-knowledge", "-v", "http://allowed.test/echo"]);
+    let (code, out, err) =
+        env.topo
+            .curl(&["--http2-prior-knowledge", "-v", "http://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("HTTP/2 200"), "{err}");
-    assert_eq!(json(&out)["version"], "HTTP/2.0", "upstream did not see h2c: {out}");
+    assert_eq!(
+        json(&out)["version"],
+        "HTTP/2.0",
+        "upstream did not see h2c: {out}"
+    );
 }
 
 fn sha256_file(topo: &Topology, path: &str) -> String {
     let out = topo.in_sandbox("sha256sum", &[path]);
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -125,19 +192,46 @@ fn large_download_and_upload_stream_with_bounded_memory() {
     let env = setup(SandboxNet::LoOnly, "sbx-big");
     const N: u64 = 200 * 1024 * 1024;
     let file = env.topo.tmp.path("down.bin");
-    let (code, _, err) = env.topo.curl(&["--max-time", "120", "-o", file.to_str().unwrap(), &format!("http://allowed.test/bytes/{N}")]);
+    let (code, _, err) = env.topo.curl(&[
+        "--max-time",
+        "120",
+        "-o",
+        file.to_str().unwrap(),
+        &format!("http://allowed.test/bytes/{N}"),
+    ]);
     assert_eq!(code, 0, "{err}");
     let (_, want, _) = env.topo.curl(&[&format!("http://allowed.test/sha/{N}")]);
     assert_eq!(std::fs::metadata(&file).unwrap().len(), N);
     assert_eq!(sha256_file(&env.topo, file.to_str().unwrap()), want.trim());
     // upload: a different file (random), streamed
     let up = env.topo.tmp.path("up.bin");
-    let o = env.topo.in_sandbox("dd", &["if=/dev/urandom", &format!("of={}", up.display()), "bs=1M", "count=200", "status=none"]);
+    let o = env.topo.in_sandbox(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", up.display()),
+            "bs=1M",
+            "count=200",
+            "status=none",
+        ],
+    );
     assert!(o.status.success());
-    let (code, out, err) = env.topo.curl(&["--max-time", "120", "-T", up.to_str().unwrap(), "http://allowed.test/upload"]);
+    let (code, out, err) = env.topo.curl(&[
+        "--max-time",
+        "120",
+        "-T",
+        up.to_str().unwrap(),
+        "http://allowed.test/upload",
+    ]);
     assert_eq!(code, 0, "{err}");
     let got: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(got, vec![sha256_file(&env.topo, up.to_str().unwrap()).as_str(), &N.to_string()]);
+    assert_eq!(
+        got,
+        vec![
+            sha256_file(&env.topo, up.to_str().unwrap()).as_str(),
+            &N.to_string()
+        ]
+    );
     let rss = peak_rss_kib(env.egret.proc.child.id());
     assert!(rss < 64 * 1024, "egret peak RSS {rss} KiB >= 64 MiB");
     eprintln!("egret peak RSS after 2x200 MiB: {rss} KiB");
@@ -151,30 +245,64 @@ fn fail_closed_on_kill_and_clean_detach_on_sigterm() {
     let before = env.up.access_log();
     // kill -9: the rules stay, the listener is gone -> immediate reset, nothing reaches upstream.
     env.egret.proc.signal(nix::sys::signal::Signal::SIGKILL);
-    env.egret.proc.wait_timeout(Duration::from_secs(5)).expect("egret died");
+    env.egret
+        .proc
+        .wait_timeout(Duration::from_secs(5))
+        .expect("egret died");
     let t = Instant::now();
-    let (code, _, _) = env.topo.curl(&["--max-time", "5", "--resolve", "allowed.test:80:10.200.0.2", "http://allowed.test/echo"]);
+    let (code, _, _) = env.topo.curl(&[
+        "--max-time",
+        "5",
+        "--resolve",
+        "allowed.test:80:10.200.0.2",
+        "http://allowed.test/echo",
+    ]);
     assert_ne!(code, 0, "request succeeded with egret dead");
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?} to fail", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?} to fail",
+        t.elapsed()
+    );
     // direct to the upstream's address on the sandbox's own veth: still nothing gets out
-    let (code, _, _) = env.topo.curl(&["--max-time", "2", "http://10.201.0.2/echo"]);
+    let (code, _, _) = env
+        .topo
+        .curl(&["--max-time", "2", "http://10.201.0.2/echo"]);
     assert_ne!(code, 0);
-    assert_eq!(env.up.access_log(), before, "upstream saw traffic while egret was dead");
+    assert_eq!(
+        env.up.access_log(),
+        before,
+        "upstream saw traffic while egret was dead"
+    );
 
     // A new egret takes over the stale ruleset, then SIGTERM removes everything.
     let policy = env.topo.tmp.path("policy.toml");
-    let mut egret = Egret::start(&env.topo, "sbx-kill2", &["--policy", policy.to_str().unwrap()]).expect("restart");
+    let mut egret = Egret::start(
+        &env.topo,
+        "sbx-kill2",
+        &["--policy", policy.to_str().unwrap()],
+    )
+    .expect("restart");
     let (code, _, err) = env.topo.curl(&["http://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
     egret.proc.signal(nix::sys::signal::Signal::SIGTERM);
-    let status = egret.proc.wait_timeout(Duration::from_secs(10)).expect("egret exits on SIGTERM");
+    let status = egret
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("egret exits on SIGTERM");
     assert!(status.success(), "exit status {status}: {}", egret.logs());
     let tables = env.topo.in_sandbox("nft", &["list", "tables"]);
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "", "nft tables left behind");
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "",
+        "nft tables left behind"
+    );
     for fam in ["-4", "-6"] {
         let rules = env.topo.in_sandbox("ip", &[fam, "rule"]);
         let rules = String::from_utf8_lossy(&rules.stdout);
-        assert!(!rules.contains("fwmark"), "ip {fam} rule left behind: {rules}");
+        assert!(
+            !rules.contains("fwmark"),
+            "ip {fam} rule left behind: {rules}"
+        );
     }
     let links = env.topo.in_sandbox("ip", &["link"]);
     assert!(!String::from_utf8_lossy(&links.stdout).contains("egret-bh"));
@@ -189,7 +317,10 @@ fn attaching_twice_is_refused_naming_the_running_instance() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("already attached"), "{err}");
-    assert!(err.contains(&env.egret.proc.child.id().to_string()), "{err}");
+    assert!(
+        err.contains(&env.egret.proc.child.id().to_string()),
+        "{err}"
+    );
     assert!(err.contains("sbx-twice"), "{err}");
     // the first one still works
     let (code, _, e) = env.topo.curl(&["http://allowed.test/echo"]);
@@ -199,7 +330,9 @@ fn attaching_twice_is_refused_naming_the_running_instance() {
 #[test]
 fn listener_port_and_udp_are_closed_to_the_sandbox() {
     let env = setup(SandboxNet::Veth, "sbx-ports");
-    let (code, _, _) = env.topo.curl(&["--max-time", "3", "http://127.0.0.1:15001/"]);
+    let (code, _, _) = env
+        .topo
+        .curl(&["--max-time", "3", "http://127.0.0.1:15001/"]);
     assert_eq!(code, 7, "direct connection to the listener was not refused");
     let script = r#"
 import socket, time, sys
@@ -226,13 +359,36 @@ for dst in [("10.200.0.2", 443), ("10.201.0.2", 443), ("10.201.0.2", 9999)]:
 #[test]
 fn dns_answers_allowed_names_and_opaque_tcp_is_decided_by_name() {
     let env = setup(SandboxNet::LoOnly, "sbx-dns");
-    let out = env.topo.in_sandbox("dig", &["+short", "+time=2", "+tries=1", "allowed.test"]);
+    let out = env
+        .topo
+        .in_sandbox("dig", &["+short", "+time=2", "+tries=1", "allowed.test"]);
     let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(addr.starts_with("198.18.") || addr.starts_with("198.19."), "{addr:?}");
-    let out = env.topo.in_sandbox("dig", &["+short", "+tcp", "+time=2", "+tries=1", "AAAA", "allowed.test"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(':'), "TCP AAAA: {:?}", out);
+    assert!(
+        addr.starts_with("198.18.") || addr.starts_with("198.19."),
+        "{addr:?}"
+    );
+    let out = env.topo.in_sandbox(
+        "dig",
+        &[
+            "+short",
+            "+tcp",
+            "+time=2",
+            "+tries=1",
+            "AAAA",
+            "allowed.test",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(':'),
+        "TCP AAAA: {:?}",
+        out
+    );
     let out = env.topo.in_sandbox("python3", &["-c", "import socket; print(socket.getaddrinfo('allowed.test', 2222, socket.AF_INET)[0][4][0])"]);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("198.1"), "{:?}", out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("198.1"),
+        "{:?}",
+        out
+    );
     // opaque, server-speaks-first protocol to an allowed name: spliced
     let banner = r#"
 import socket, sys
@@ -243,9 +399,15 @@ try:
 except Exception as e:
     print("ERR", type(e).__name__)
 "#;
-    let out = env.topo.in_sandbox("python3", &["-c", banner, "allowed.test"]);
+    let out = env
+        .topo
+        .in_sandbox("python3", &["-c", banner, "allowed.test"]);
     let out = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.contains("SSH-2.0-egret-test-banner") && out.contains("ping"), "{out}\n{}", env.egret.logs());
+    assert!(
+        out.contains("SSH-2.0-egret-test-banner") && out.contains("ping"),
+        "{out}\n{}",
+        env.egret.logs()
+    );
     // web.test is allowed on port 80 only: DNS answers, but 2222 is reset
     let out = env.topo.in_sandbox("python3", &["-c", banner, "web.test"]);
     let out = String::from_utf8_lossy(&out.stdout).to_string();
@@ -253,7 +415,11 @@ except Exception as e:
     let log = env.up.access_log();
     assert_eq!(log.matches("BANNER-CONN").count(), 1, "{log}");
     let logs = env.egret.logs();
-    assert!(logs.lines().any(|l| l.contains("host=\"web.test\"") && l.contains("decision=\"deny\"")), "{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("host=\"web.test\"") && l.contains("decision=\"deny\"")),
+        "{logs}"
+    );
 }
 
 fn egret_fails(topo: &Topology, args: &[&str]) -> String {
@@ -262,7 +428,11 @@ fn egret_fails(topo: &Topology, args: &[&str]) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "egret {args:?} succeeded");
     let tables = topo.in_sandbox("nft", &["list", "tables"]);
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "", "bad input left rules installed");
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "",
+        "bad input left rules installed"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -270,25 +440,94 @@ fn egret_fails(topo: &Topology, args: &[&str]) -> String {
 fn bad_input_gives_clear_errors_and_installs_nothing() {
     let topo = Topology::new(SandboxNet::LoOnly);
     let sbx = topo.sbx.name.clone();
-    let err = egret_fails(&topo, &["run", "--netns", "egret-no-such-ns", "--sandbox-id", "x"]);
-    assert!(err.contains("network namespace \"egret-no-such-ns\" not found"), "{err}");
+    let err = egret_fails(
+        &topo,
+        &["run", "--netns", "egret-no-such-ns", "--sandbox-id", "x"],
+    );
+    assert!(
+        err.contains("network namespace \"egret-no-such-ns\" not found"),
+        "{err}"
+    );
 
-    let bad = write(&topo, "syntax.toml", "internet = false\nallowed_hosts = [\"a.test\"\n");
-    let err = egret_fails(&topo, &["run", "--netns", &sbx, "--sandbox-id", "x", "--policy", &bad]);
+    let bad = write(
+        &topo,
+        "syntax.toml",
+        "internet = false\nallowed_hosts = [\"a.test\"\n",
+    );
+    let err = egret_fails(
+        &topo,
+        &[
+            "run",
+            "--netns",
+            &sbx,
+            "--sandbox-id",
+            "x",
+            "--policy",
+            &bad,
+        ],
+    );
     assert!(err.contains("syntax.toml:2:"), "{err}");
 
-    let unknown = write(&topo, "unknown.toml", "internet = false\nallow_hosts = []\n");
-    let err = egret_fails(&topo, &["run", "--netns", &sbx, "--sandbox-id", "x", "--policy", &unknown]);
-    assert!(err.contains("allow_hosts") && err.contains("unknown.toml:2:"), "{err}");
+    let unknown = write(
+        &topo,
+        "unknown.toml",
+        "internet = false\nallow_hosts = []\n",
+    );
+    let err = egret_fails(
+        &topo,
+        &[
+            "run",
+            "--netns",
+            &sbx,
+            "--sandbox-id",
+            "x",
+            "--policy",
+            &unknown,
+        ],
+    );
+    assert!(
+        err.contains("allow_hosts") && err.contains("unknown.toml:2:"),
+        "{err}"
+    );
 
-    let glob = write(&topo, "glob.toml", "allowed_hosts = [\"*.exa mple.test\"]\n");
-    let err = egret_fails(&topo, &["run", "--netns", &sbx, "--sandbox-id", "x", "--policy", &glob]);
+    let glob = write(
+        &topo,
+        "glob.toml",
+        "allowed_hosts = [\"*.exa mple.test\"]\n",
+    );
+    let err = egret_fails(
+        &topo,
+        &[
+            "run",
+            "--netns",
+            &sbx,
+            "--sandbox-id",
+            "x",
+            "--policy",
+            &glob,
+        ],
+    );
     assert!(err.contains("exa mple.test"), "{err}");
 
     let good = write(&topo, "good.toml", "internet = false\n");
     let mut cmd = topo.egr.cmd("setpriv");
-    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin("egret").to_str().unwrap()]);
-    cmd.args(["run", "--netns", &sbx, "--sandbox-id", "x", "--policy", &good]);
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        bin("egret").to_str().unwrap(),
+    ]);
+    cmd.args([
+        "run",
+        "--netns",
+        &sbx,
+        "--sandbox-id",
+        "x",
+        "--policy",
+        &good,
+    ]);
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -7,11 +7,25 @@ fn json(s: &str) -> serde_json::Value {
 }
 
 /// Start egret with `policy` and extra env vars (secrets come from egret's environment).
-fn egret_with_env(topo: &Topology, id: &str, policy: &str, env: &[(&str, &str)], extra: &[&str]) -> Egret {
+fn egret_with_env(
+    topo: &Topology,
+    id: &str,
+    policy: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Egret {
     let ready = topo.tmp.path(&format!("egret-{id}.ready"));
     let p = write(topo, &format!("policy-{id}.toml"), policy);
     let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
-    cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", id, "--policy", &p]);
+    cmd.args([
+        "run",
+        "--netns",
+        &topo.sbx.name,
+        "--sandbox-id",
+        id,
+        "--policy",
+        &p,
+    ]);
     cmd.args(["--ready-file", ready.to_str().unwrap()]);
     cmd.args(extra);
     for (k, v) in env {
@@ -71,28 +85,46 @@ fn credentials_are_injected_and_the_sandbox_never_holds_them() {
     let topo = Topology::new(SandboxNet::LoOnly);
     let pki = upstream_pki(&topo.tmp.0, "up", &["vcs.test", "api.test"]);
     let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
-    let env = [("VCS_TOKEN", "vcs-secret-1234567890"), ("TOKEN_A", TOKEN_A), ("TOKEN_B", TOKEN_B)];
+    let env = [
+        ("VCS_TOKEN", "vcs-secret-1234567890"),
+        ("TOKEN_A", TOKEN_A),
+        ("TOKEN_B", TOKEN_B),
+    ];
     let ca = topo.tmp.path("ca-a.pem");
     let egret = egret_with_env(
         &topo,
         "agent-a",
         &vcs_policy("TOKEN_A", &pki),
         &env,
-        &["--upstream-ca", pki.ca.to_str().unwrap(), "--ca-out", ca.to_str().unwrap()],
+        &[
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+            "--ca-out",
+            ca.to_str().unwrap(),
+        ],
     );
     let (code, out, err) = topo.curl(&["--cacert", ca.to_str().unwrap(), "https://vcs.test/echo"]);
     assert_eq!(code, 0, "{err}\n{}", egret.logs());
     let v = json(&out);
-    assert_eq!(v["headers"]["x-auth-token"], "vcs-secret-1234567890", "{out}");
+    assert_eq!(
+        v["headers"]["x-auth-token"], "vcs-secret-1234567890",
+        "{out}"
+    );
     assert_eq!(v["headers"]["x-egret-handler"], "inject-header");
     // per-sandbox-token: this sandbox's kv names TOKEN_A
     let (code, out, err) = topo.curl(&["--cacert", ca.to_str().unwrap(), "https://api.test/echo"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(json(&out)["headers"]["authorization"], format!("Bearer {TOKEN_A}"));
+    assert_eq!(
+        json(&out)["headers"]["authorization"],
+        format!("Bearer {TOKEN_A}")
+    );
     // the sandbox's environment and files hold no token
     let o = topo.in_sandbox("sh", &["-c", "env; cat /proc/self/environ"]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("vcs-secret"));
-    let o = topo.in_sandbox("grep", &["-rl", "vcs-secret-1234567890", topo.tmp.0.to_str().unwrap()]);
+    let o = topo.in_sandbox(
+        "grep",
+        &["-rl", "vcs-secret-1234567890", topo.tmp.0.to_str().unwrap()],
+    );
     let hits = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(hits.trim().is_empty(), "token found in files: {hits}");
     // and egret's logs never show it
@@ -109,11 +141,20 @@ fn credentials_are_injected_and_the_sandbox_never_holds_them() {
         "agent-b",
         &vcs_policy("TOKEN_B", &pki),
         &env,
-        &["--upstream-ca", pki.ca.to_str().unwrap(), "--ca-out", ca2.to_str().unwrap()],
+        &[
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+            "--ca-out",
+            ca2.to_str().unwrap(),
+        ],
     );
-    let (code, out, err) = topo2.curl(&["--cacert", ca2.to_str().unwrap(), "https://api.test/echo"]);
+    let (code, out, err) =
+        topo2.curl(&["--cacert", ca2.to_str().unwrap(), "https://api.test/echo"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(json(&out)["headers"]["authorization"], format!("Bearer {TOKEN_B}"));
+    assert_eq!(
+        json(&out)["headers"]["authorization"],
+        format!("Bearer {TOKEN_B}")
+    );
     drop((up, up2));
 }
 
@@ -133,7 +174,8 @@ module = "{}"
         handler_module("get-only")
     );
     let egret = egret_with_env(&topo, "getonly", &policy, &[], &[]);
-    let (code, out, err) = topo.curl(&["-i", "-X", "POST", "-d", "x=1", "http://web.test/post-here"]);
+    let (code, out, err) =
+        topo.curl(&["-i", "-X", "POST", "-d", "x=1", "http://web.test/post-here"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("HTTP/1.1 405"), "{out}\n{}", egret.logs());
     assert!(!up.access_log().contains("/post-here"));
@@ -141,7 +183,10 @@ module = "{}"
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["headers"]["x-egret-handler"], "get-only");
     let logs = egret.logs();
-    assert!(logs.contains("handler=\"get-only\"") || logs.contains("handler=get-only"), "{logs}");
+    assert!(
+        logs.contains("handler=\"get-only\"") || logs.contains("handler=get-only"),
+        "{logs}"
+    );
 }
 
 #[test]
@@ -149,7 +194,13 @@ fn hostile_handlers_fail_closed_and_do_not_disturb_others() {
     let topo = Topology::new(SandboxNet::LoOnly);
     let up = Upstream::start(&topo, "up", None);
     let mut policy = String::from("internet = false\n[resolve]\n");
-    let cases = [("loop-forever", "loop"), ("alloc-1gib", "alloc"), ("trap", "trap"), ("bad-header", "badhdr"), ("get-only", "good")];
+    let cases = [
+        ("loop-forever", "loop"),
+        ("alloc-1gib", "alloc"),
+        ("trap", "trap"),
+        ("bad-header", "badhdr"),
+        ("get-only", "good"),
+    ];
     for (_, host) in cases {
         policy.push_str(&format!("\"{host}.test\" = \"10.200.0.2\"\n"));
     }
@@ -168,7 +219,16 @@ fn hostile_handlers_fail_closed_and_do_not_disturb_others() {
             for _ in 0..20 {
                 let t = Instant::now();
                 let o = std::process::Command::new("ip")
-                    .args(["netns", "exec", &sbx, "curl", "-sS", "--max-time", "5", "http://good.test/echo"])
+                    .args([
+                        "netns",
+                        "exec",
+                        &sbx,
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "5",
+                        "http://good.test/echo",
+                    ])
                     .output()
                     .unwrap();
                 assert!(o.status.success(), "good request failed");
@@ -187,13 +247,26 @@ fn hostile_handlers_fail_closed_and_do_not_disturb_others() {
         let (code, out, err) = topo.curl(&["-i", &format!("http://{host}.test/x")]);
         assert_eq!(code, 0, "{module}: {err}");
         assert!(out.starts_with("HTTP/1.1 502"), "{module}: {out}");
-        assert!(out.contains(&format!("`{host}`")) && out.contains(want), "{module}: {out}");
-        assert!(t.elapsed() < Duration::from_secs(3), "{module} took {:?}", t.elapsed());
+        assert!(
+            out.contains(&format!("`{host}`")) && out.contains(want),
+            "{module}: {out}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{module} took {:?}",
+            t.elapsed()
+        );
     }
     let worst = good.join().unwrap();
-    assert!(worst < Duration::from_secs(2), "a good request took {worst:?} next to hostile handlers");
+    assert!(
+        worst < Duration::from_secs(2),
+        "a good request took {worst:?} next to hostile handlers"
+    );
     let log = up.access_log();
-    assert!(!log.contains("GET /x"), "a failed handler's request was forwarded: {log}");
+    assert!(
+        !log.contains("GET /x"),
+        "a failed handler's request was forwarded: {log}"
+    );
 }
 
 #[test]
@@ -202,12 +275,27 @@ fn modules_that_are_not_handlers_are_refused_at_start() {
     let junk = write(&topo, "junk.wasm", "this is not wasm");
     let core = topo.tmp.path("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    for (path, want) in [(junk.as_str(), "not a WebAssembly component"), (core.to_str().unwrap(), "wasm32-wasip2")] {
-        let policy = write(&topo, "p.toml", &format!("outbound = \"h\"\n[handlers.h]\nmodule = \"{path}\"\n"));
+    for (path, want) in [
+        (junk.as_str(), "not a WebAssembly component"),
+        (core.to_str().unwrap(), "wasm32-wasip2"),
+    ] {
+        let policy = write(
+            &topo,
+            "p.toml",
+            &format!("outbound = \"h\"\n[handlers.h]\nmodule = \"{path}\"\n"),
+        );
         let out = topo
             .egr
             .cmd(bin("egret").to_str().unwrap())
-            .args(["run", "--netns", &topo.sbx.name, "--sandbox-id", "x", "--policy", &policy])
+            .args([
+                "run",
+                "--netns",
+                &topo.sbx.name,
+                "--sandbox-id",
+                "x",
+                "--policy",
+                &policy,
+            ])
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -222,7 +310,10 @@ fn modules_that_are_not_handlers_are_refused_at_start() {
 fn handler_run_works_offline_and_masks_secrets() {
     let egret = bin("egret");
     for (module, params) in [
-        ("inject-header", r#"{"header":"x-auth-token","secret":"TOK"}"#),
+        (
+            "inject-header",
+            r#"{"header":"x-auth-token","secret":"TOK"}"#,
+        ),
         ("allow-hosts", r#"{"hosts":["api.test"]}"#),
         ("get-only", "null"),
         ("per-sandbox-token", "null"),
@@ -230,20 +321,49 @@ fn handler_run_works_offline_and_masks_secrets() {
         ("no-http", "null"),
     ] {
         let out = std::process::Command::new(&egret)
-            .args(["handler", "run", &handler_module(module), "--request", "GET https://api.test/x", "--params", params])
-            .args(["--secret", "TOK=super-secret-value-42", "--header", "accept: */*"])
+            .args([
+                "handler",
+                "run",
+                &handler_module(module),
+                "--request",
+                "GET https://api.test/x",
+                "--params",
+                params,
+            ])
+            .args([
+                "--secret",
+                "TOK=super-secret-value-42",
+                "--header",
+                "accept: */*",
+            ])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{module}: {stdout}{stderr}");
-        assert!(!stdout.contains("super-secret-value-42") && !stderr.contains("super-secret-value-42"), "{module} leaked: {stdout}");
+        assert!(
+            !stdout.contains("super-secret-value-42") && !stderr.contains("super-secret-value-42"),
+            "{module} leaked: {stdout}"
+        );
         if module == "inject-header" {
-            assert!(stdout.contains("secret(TOK)") || stdout.contains("TOK"), "{stdout}");
+            assert!(
+                stdout.contains("secret(TOK)") || stdout.contains("TOK"),
+                "{stdout}"
+            );
         }
-        let check = std::process::Command::new(&egret).args(["handler", "check", &handler_module(module)]).output().unwrap();
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        let check = std::process::Command::new(&egret)
+            .args(["handler", "check", &handler_module(module)])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
     }
-    let out = std::process::Command::new(&egret).args(["handler", "check", "/etc/hostname"]).output().unwrap();
+    let out = std::process::Command::new(&egret)
+        .args(["handler", "check", "/etc/hostname"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }

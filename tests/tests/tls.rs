@@ -32,18 +32,45 @@ struct Env {
 
 fn setup(id: &str) -> Env {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "good", &["allowed.test", "b.test", "pinned.test"]);
+    let pki = upstream_pki(
+        &topo.tmp.0,
+        "good",
+        &["allowed.test", "b.test", "pinned.test"],
+    );
     let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
     let p = write(&topo, "policy.toml", &policy(""));
     let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
-    let bundle = topo.tmp.path("egret-bundle.pem").to_string_lossy().into_owned();
+    let bundle = topo
+        .tmp
+        .path("egret-bundle.pem")
+        .to_string_lossy()
+        .into_owned();
     let egret = Egret::start(
         &topo,
         id,
-        &["--policy", &p, "--ca-out", &ca, "--ca-bundle-out", &bundle, "--upstream-ca", pki.ca.to_str().unwrap(), "--tls-handshake-timeout-ms", "2000"],
+        &[
+            "--policy",
+            &p,
+            "--ca-out",
+            &ca,
+            "--ca-bundle-out",
+            &bundle,
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+            "--tls-handshake-timeout-ms",
+            "2000",
+        ],
     )
     .expect("egret starts");
-    Env { topo, up, bad: None, egret, ca, bundle, pki }
+    Env {
+        topo,
+        up,
+        bad: None,
+        egret,
+        ca,
+        bundle,
+        pki,
+    }
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -54,18 +81,29 @@ fn json(s: &str) -> serde_json::Value {
 fn curl_http1_and_http2_see_the_egret_leaf_and_reach_upstream_over_tls() {
     let env = setup("tls-curl");
     for (flag, want) in [("--http1.1", "HTTP/1.1 200"), ("--http2", "HTTP/2 200")] {
-        let (code, out, err) = env.topo.curl(&["-v", flag, "--cacert", &env.ca, "https://allowed.test/echo"]);
+        let (code, out, err) =
+            env.topo
+                .curl(&["-v", flag, "--cacert", &env.ca, "https://allowed.test/echo"]);
         assert_eq!(code, 0, "{flag}: {err}\n{}", env.egret.logs());
         assert!(err.contains(want), "{flag}: {err}");
-        assert!(err.contains("egret sandbox CA (tls-curl)"), "issuer not egret: {err}");
+        assert!(
+            err.contains("egret sandbox CA (tls-curl)"),
+            "issuer not egret: {err}"
+        );
         let v = json(&out);
         assert_eq!(v["tls"], true, "upstream leg was not TLS: {out}");
         assert_eq!(v["host"], "allowed.test");
     }
     // the h2 downstream request reached the upstream as h2 (ALPN on the upstream leg)
-    assert!(env.up.access_log().contains("version=HTTP/2.0"), "{}", env.up.access_log());
+    assert!(
+        env.up.access_log().contains("version=HTTP/2.0"),
+        "{}",
+        env.up.access_log()
+    );
     // IPv6 too
-    let (code, _, err) = env.topo.curl(&["-6", "--cacert", &env.ca, "https://allowed.test/echo"]);
+    let (code, _, err) = env
+        .topo
+        .curl(&["-6", "--cacert", &env.ca, "https://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -76,23 +114,49 @@ fn python_and_node_trust_the_written_bundle() {
     let mut cmd = env.topo.sbx.cmd("python3");
     cmd.args(["-c", script]).env("SSL_CERT_FILE", &env.bundle);
     let out = cmd.output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "allowed.test", "{}", String::from_utf8_lossy(&out.stderr));
-    let has_requests = env.topo.in_sandbox("python3", &["-c", "import requests"]).status.success();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "allowed.test",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let has_requests = env
+        .topo
+        .in_sandbox("python3", &["-c", "import requests"])
+        .status
+        .success();
     if has_requests {
         let mut cmd = env.topo.sbx.cmd("python3");
-        cmd.args(["-c", "import requests; print(requests.get('https://allowed.test/echo').json()['host'])"])
-            .env("REQUESTS_CA_BUNDLE", &env.bundle);
+        cmd.args([
+            "-c",
+            "import requests; print(requests.get('https://allowed.test/echo').json()['host'])",
+        ])
+        .env("REQUESTS_CA_BUNDLE", &env.bundle);
         let out = cmd.output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "allowed.test", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "allowed.test",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     } else {
         eprintln!("note: python requests is not installed; urllib covered the python client");
     }
-    if std::process::Command::new("node").arg("--version").output().is_ok() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         let mut cmd = env.topo.sbx.cmd("node");
         cmd.args(["-e", "fetch('https://allowed.test/echo').then(r=>r.json()).then(j=>console.log(j.host)).catch(e=>{console.error(e);process.exit(1)})"])
             .env("NODE_EXTRA_CA_CERTS", &env.ca);
         let out = cmd.output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "allowed.test", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "allowed.test",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     } else {
         eprintln!("note: node is not installed; skipped the node client");
     }
@@ -106,20 +170,32 @@ fn two_sandboxes_have_different_cas_and_no_private_key_leaks() {
     let ca_b = std::fs::read_to_string(&b.ca).unwrap();
     assert_ne!(ca_a, ca_b);
     // sandbox a's leaf does not validate against b's CA
-    let (code, _, err) = a.topo.curl(&["--cacert", &b.ca, "https://allowed.test/echo"]);
+    let (code, _, err) = a
+        .topo
+        .curl(&["--cacert", &b.ca, "https://allowed.test/echo"]);
     assert_eq!(code, 60, "a's leaf validated with b's CA: {err}");
-    let (code, _, err) = a.topo.curl(&["--cacert", &a.ca, "https://allowed.test/echo"]);
+    let (code, _, err) = a
+        .topo
+        .curl(&["--cacert", &a.ca, "https://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
     // nothing egret wrote or logged holds a private key
     for env in [&a, &b] {
         for entry in std::fs::read_dir(&env.topo.tmp.0).unwrap() {
             let p = entry.unwrap().path();
-            if p.file_name().unwrap().to_string_lossy().starts_with("good-key") {
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("good-key")
+            {
                 continue; // the test upstream's own key, written by this test
             }
             let content = std::fs::read(&p).unwrap_or_default();
             let text = String::from_utf8_lossy(&content);
-            assert!(!text.contains("PRIVATE KEY"), "{} holds a private key", p.display());
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "{} holds a private key",
+                p.display()
+            );
         }
         assert!(!env.egret.logs().contains("PRIVATE KEY"));
     }
@@ -133,37 +209,84 @@ fn self_signed_upstream_is_refused_with_502_naming_the_error() {
     let log = env.topo.tmp.path("bad.access.log");
     let ready = env.topo.tmp.path("bad.ready");
     let mut cmd = env.topo.up.cmd(bin("egret-testsrv").to_str().unwrap());
-    cmd.args(["--https", "10.200.0.5:8443", "--cert", bad.cert.to_str().unwrap(), "--key", bad.key.to_str().unwrap()]);
-    cmd.args(["--log", log.to_str().unwrap(), "--name", "bad", "--ready-file", ready.to_str().unwrap()]);
+    cmd.args([
+        "--https",
+        "10.200.0.5:8443",
+        "--cert",
+        bad.cert.to_str().unwrap(),
+        "--key",
+        bad.key.to_str().unwrap(),
+    ]);
+    cmd.args([
+        "--log",
+        log.to_str().unwrap(),
+        "--name",
+        "bad",
+        "--ready-file",
+        ready.to_str().unwrap(),
+    ]);
     let mut proc = spawn(cmd, &env.topo.tmp.0, "bad");
     wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
-    env.bad = Some(Upstream { proc, log: log.clone() });
-    let (code, out, err) = env.topo.curl(&["-i", "--cacert", &env.ca, "https://selfsigned.test:8443/secret"]);
+    env.bad = Some(Upstream {
+        proc,
+        log: log.clone(),
+    });
+    let (code, out, err) = env.topo.curl(&[
+        "-i",
+        "--cacert",
+        &env.ca,
+        "https://selfsigned.test:8443/secret",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("HTTP/1.1 502") || out.starts_with("HTTP/2 502"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 502") || out.starts_with("HTTP/2 502"),
+        "{out}"
+    );
     assert!(out.contains("selfsigned.test"), "{out}");
     assert!(out.to_lowercase().contains("certificate"), "{out}");
     let bad_log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!bad_log.contains("/secret"), "request reached the untrusted upstream: {bad_log}");
+    assert!(
+        !bad_log.contains("/secret"),
+        "request reached the untrusted upstream: {bad_log}"
+    );
 }
 
 #[test]
 fn passthrough_host_is_spliced_with_the_upstream_certificate() {
     let env = setup("tls-pass");
-    let (code, out, err) = env.topo.curl(&["-v", "--cacert", env.pki.ca.to_str().unwrap(), "https://pinned.test/echo"]);
+    let (code, out, err) = env.topo.curl(&[
+        "-v",
+        "--cacert",
+        env.pki.ca.to_str().unwrap(),
+        "https://pinned.test/echo",
+    ]);
     assert_eq!(code, 0, "{err}\n{}", env.egret.logs());
     assert!(err.contains("good test upstream CA"), "{err}");
     assert!(!err.contains("egret sandbox CA"), "{err}");
     assert_eq!(json(&out)["host"], "pinned.test");
-    assert!(env.egret.logs().contains("tls-passthrough"), "{}", env.egret.logs());
+    assert!(
+        env.egret.logs().contains("tls-passthrough"),
+        "{}",
+        env.egret.logs()
+    );
 }
 
 #[test]
 fn sni_and_host_must_agree() {
     let env = setup("tls-421");
-    let (code, out, err) = env.topo.curl(&["-i", "--cacert", &env.ca, "-H", "Host: b.test", "https://allowed.test/echo"]);
+    let (code, out, err) = env.topo.curl(&[
+        "-i",
+        "--cacert",
+        &env.ca,
+        "-H",
+        "Host: b.test",
+        "https://allowed.test/echo",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("HTTP/1.1 421") || out.starts_with("HTTP/2 421"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 421") || out.starts_with("HTTP/2 421"),
+        "{out}"
+    );
     assert!(!env.up.access_log().contains("host=b.test"));
 }
 
@@ -189,9 +312,15 @@ print("OK", sum(ok))
     let out = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.contains("OK 100"), "{out}");
     env.egret.proc.signal(nix::sys::signal::Signal::SIGTERM);
-    env.egret.proc.wait_timeout(Duration::from_secs(10)).expect("exit");
+    env.egret
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("exit");
     let logs = env.egret.logs();
-    let line = logs.lines().find(|l| l.contains("leaf cache")).unwrap_or_else(|| panic!("{logs}"));
+    let line = logs
+        .lines()
+        .find(|l| l.contains("leaf cache"))
+        .unwrap_or_else(|| panic!("{logs}"));
     assert!(line.contains("mints=1 "), "{line}");
     assert!(line.contains("hits=99"), "{line}");
 }
@@ -224,10 +353,18 @@ except Exception as e:
     let out = env.topo.in_sandbox("python3", &["-c", script]);
     let out = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.contains("garbage:"), "{out}");
-    assert!(out.contains("stall: closed") || out.contains("stall: ConnectionResetError"), "{out}");
-    assert!(t.elapsed() < Duration::from_secs(14), "the stalled handshake was not timed out");
+    assert!(
+        out.contains("stall: closed") || out.contains("stall: ConnectionResetError"),
+        "{out}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(14),
+        "the stalled handshake was not timed out"
+    );
     // egret is unaffected
-    let (code, _, err) = env.topo.curl(&["--cacert", &env.ca, "https://allowed.test/echo"]);
+    let (code, _, err) = env
+        .topo
+        .curl(&["--cacert", &env.ca, "https://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
 }
 

@@ -201,7 +201,10 @@ mod tests {
             tcp_port: 15001,
             dns_port: 15053,
             mark: 1,
-            bypass: vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            bypass: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
         }
     }
 

@@ -67,12 +67,24 @@ pub(crate) fn install(cfg: &CaptureConfig) -> Result<Installed, CaptureError> {
         let table = cfg.route_table.to_string();
         run(
             "ip",
-            &["-4", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", &table],
+            &[
+                "-4",
+                "route",
+                "replace",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+                "table",
+                &table,
+            ],
             None,
         )?;
         run(
             "ip",
-            &["-6", "route", "replace", "local", "::/0", "dev", "lo", "table", &table],
+            &[
+                "-6", "route", "replace", "local", "::/0", "dev", "lo", "table", &table,
+            ],
             None,
         )?;
         Ok(())
@@ -90,13 +102,26 @@ fn create_blackhole(need4: bool, need6: bool) -> Result<(), CaptureError> {
         // The peer stays down, so nothing sent through egret-bh0 goes anywhere.
         run(
             "ip",
-            &["link", "add", BLACKHOLE_DEV, "type", "veth", "peer", "name", "egret-bh1"],
+            &[
+                "link",
+                "add",
+                BLACKHOLE_DEV,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "egret-bh1",
+            ],
             None,
         )?;
     }
     let v4 = format!("{BLACKHOLE_V4}/32");
     let v6 = format!("{BLACKHOLE_V6}/128");
-    let _ = run("ip", &["-4", "addr", "replace", &v4, "dev", BLACKHOLE_DEV], None);
+    let _ = run(
+        "ip",
+        &["-4", "addr", "replace", &v4, "dev", BLACKHOLE_DEV],
+        None,
+    );
     let _ = run(
         "ip",
         &["-6", "addr", "replace", &v6, "dev", BLACKHOLE_DEV, "nodad"],
@@ -104,10 +129,18 @@ fn create_blackhole(need4: bool, need6: bool) -> Result<(), CaptureError> {
     );
     run("ip", &["link", "set", BLACKHOLE_DEV, "up"], None)?;
     if need4 {
-        run("ip", &["-4", "route", "replace", "default", "dev", BLACKHOLE_DEV], None)?;
+        run(
+            "ip",
+            &["-4", "route", "replace", "default", "dev", BLACKHOLE_DEV],
+            None,
+        )?;
     }
     if need6 {
-        run("ip", &["-6", "route", "replace", "default", "dev", BLACKHOLE_DEV], None)?;
+        run(
+            "ip",
+            &["-6", "route", "replace", "default", "dev", BLACKHOLE_DEV],
+            None,
+        )?;
     }
     Ok(())
 }
@@ -117,12 +150,24 @@ pub(crate) fn remove(cfg: &CaptureConfig, installed: &Installed) -> Result<(), C
     let table = cfg.route_table.to_string();
     let _ = run(
         "ip",
-        &["-4", "route", "del", "local", "0.0.0.0/0", "dev", "lo", "table", &table],
+        &[
+            "-4",
+            "route",
+            "del",
+            "local",
+            "0.0.0.0/0",
+            "dev",
+            "lo",
+            "table",
+            &table,
+        ],
         None,
     );
     let _ = run(
         "ip",
-        &["-6", "route", "del", "local", "::/0", "dev", "lo", "table", &table],
+        &[
+            "-6", "route", "del", "local", "::/0", "dev", "lo", "table", &table,
+        ],
         None,
     );
     if installed.blackhole {

@@ -114,18 +114,37 @@ mod tests {
     fn parses_forms() {
         assert_eq!(
             parse_authority("Allowed.Test").unwrap(),
-            Target { host: "allowed.test".into(), port: None }
+            Target {
+                host: "allowed.test".into(),
+                port: None
+            }
         );
         assert_eq!(
             parse_authority("allowed.test.:8080").unwrap(),
-            Target { host: "allowed.test".into(), port: Some(8080) }
+            Target {
+                host: "allowed.test".into(),
+                port: Some(8080)
+            }
         );
         assert_eq!(
             parse_authority("[fd00::2]:80").unwrap(),
-            Target { host: "fd00::2".into(), port: Some(80) }
+            Target {
+                host: "fd00::2".into(),
+                port: Some(80)
+            }
         );
         assert_eq!(parse_authority("10.0.0.1").unwrap().host, "10.0.0.1");
-        for bad in ["", "a b", "user@host", "host:0", "host:99999", "[::1", "[nothex]", "a/b", "h:\r\n"] {
+        for bad in [
+            "",
+            "a b",
+            "user@host",
+            "host:0",
+            "host:99999",
+            "[::1",
+            "[nothex]",
+            "a/b",
+            "h:\r\n",
+        ] {
             assert!(parse_authority(bad).is_err(), "{bad:?}");
         }
     }
@@ -136,7 +155,10 @@ mod tests {
             .header("host", "allowed.test")
             .body(())
             .unwrap();
-        assert!(matches!(request_target(&req), Err(AuthorityError::Mismatch { .. })));
+        assert!(matches!(
+            request_target(&req),
+            Err(AuthorityError::Mismatch { .. })
+        ));
         let req = Request::get("http://allowed.test/x")
             .header("host", "allowed.test")
             .body(())

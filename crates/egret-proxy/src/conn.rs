@@ -78,8 +78,18 @@ impl Proxy {
         }
         let dns_name = self.dns.lookup(orig.ip());
         if dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
-            crate::audit::connection(&self, id, client, orig, None, "tcp", "deny",
-                "unknown synthetic address (its DNS answer expired: resolve the name again)", 0, 0);
+            crate::audit::connection(
+                &self,
+                id,
+                client,
+                orig,
+                None,
+                "tcp",
+                "deny",
+                "unknown synthetic address (its DNS answer expired: resolve the name again)",
+                0,
+                0,
+            );
             reset(stream);
             return;
         }
@@ -129,36 +139,88 @@ impl Proxy {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "not a usable TLS ClientHello; connection closed");
-                crate::audit::connection(&self, info.id, info.client, info.orig, info.dns_name.as_deref(), "tls", "error", &format!("bad ClientHello: {e}"), 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    info.dns_name.as_deref(),
+                    "tls",
+                    "error",
+                    &format!("bad ClientHello: {e}"),
+                    0,
+                    0,
+                );
                 reset(stream);
                 return;
             }
             Err(_) => {
-                crate::audit::connection(&self, info.id, info.client, info.orig, info.dns_name.as_deref(), "tls", "error", "ClientHello timed out", 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    info.dns_name.as_deref(),
+                    "tls",
+                    "error",
+                    "ClientHello timed out",
+                    0,
+                    0,
+                );
                 reset(stream);
                 return;
             }
         };
         let prefix = Bytes::from(buf);
         // The name is the SNI; without SNI, the name the sandbox looked up; else the IP.
-        let name: Option<Arc<str>> = hello.sni.as_deref().map(Arc::from).or(info.dns_name.clone());
+        let name: Option<Arc<str>> = hello
+            .sni
+            .as_deref()
+            .map(Arc::from)
+            .or(info.dns_name.clone());
         let policy = self.policy.load_full();
         let dest = Destination {
             host: name.as_deref(),
-            ip: if name.is_none() { Some(info.orig.ip()) } else { None },
+            ip: if name.is_none() {
+                Some(info.orig.ip())
+            } else {
+                None
+            },
             port: info.orig.port(),
         };
         match policy.tls_decision(&dest) {
             TlsDecision::Refuse(v) => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), "tls", "deny", &v.rule, 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    name.as_deref(),
+                    "tls",
+                    "deny",
+                    &v.rule,
+                    0,
+                    0,
+                );
                 reset(stream);
             }
             TlsDecision::Passthrough(_) if hello.ech_offered => {
                 // With Encrypted Client Hello the SNI is only a public front name: splicing
                 // would let the hidden inner name decide where the bytes go.
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), "tls", "deny", "ECH hides the destination; pass-through refused", 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    name.as_deref(),
+                    "tls",
+                    "deny",
+                    "ECH hides the destination; pass-through refused",
+                    0,
+                    0,
+                );
                 reset(stream);
             }
             TlsDecision::Passthrough(_) => {
@@ -168,7 +230,18 @@ impl Proxy {
             }
             TlsDecision::Intercept(_) => {
                 let Some(tls) = &self.tls else {
-                    crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), "tls", "error", "TLS interception is not configured", 0, 0);
+                    crate::audit::connection(
+                        &self,
+                        info.id,
+                        info.client,
+                        info.orig,
+                        name.as_deref(),
+                        "tls",
+                        "error",
+                        "TLS interception is not configured",
+                        0,
+                        0,
+                    );
                     reset(stream);
                     return;
                 };
@@ -186,17 +259,20 @@ impl Proxy {
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let io = egret_tls::peek::Rewind::new(prefix, stream);
-                let tls_stream = match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::info!(error = %e, "downstream TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!("downstream TLS handshake timed out");
-                        return;
-                    }
-                };
+                let tls_stream =
+                    match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(error = %e, "downstream TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!("downstream TLS handshake timed out");
+                            return;
+                        }
+                    };
                 info.sni = Some(name.unwrap_or_else(|| Arc::from(info.orig.ip().to_string())));
                 info.tls = true;
                 self.serve_http(tls_stream, Arc::new(info)).await

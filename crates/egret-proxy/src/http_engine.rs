@@ -165,7 +165,10 @@ impl Proxy {
                 handler: None,
                 error: Some(msg.clone()),
             };
-            (text_response(status, decision, format!("egret: {msg}\n")), outcome)
+            (
+                text_response(status, decision, format!("egret: {msg}\n")),
+                outcome,
+            )
         };
         let mut target = match request_target(&req) {
             Ok(t) => t,
@@ -215,7 +218,9 @@ impl Proxy {
                 }
             }
         }
-        if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_none() {
+        if req.method() == Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
             let (r, o) = fail(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "deny",
@@ -226,7 +231,11 @@ impl Proxy {
         let port = target.port.unwrap_or(info.orig.port());
         let ip = target.host.parse::<IpAddr>().ok().map(canonical_ip);
         let dest = Destination {
-            host: if ip.is_some() { None } else { Some(target.host.as_str()) },
+            host: if ip.is_some() {
+                None
+            } else {
+                Some(target.host.as_str())
+            },
             ip,
             port,
         };
@@ -248,7 +257,11 @@ impl Proxy {
                     handler: None,
                     error: None,
                 };
-                (text_response(StatusCode::FORBIDDEN, "deny", body), Some(target), outcome)
+                (
+                    text_response(StatusCode::FORBIDDEN, "deny", body),
+                    Some(target),
+                    outcome,
+                )
             }
             VerdictAction::Allow => {
                 let outcome = Outcome {
@@ -270,9 +283,16 @@ impl Proxy {
                 };
                 let Some(engine) = &self.handlers else {
                     outcome.decision = "error";
-                    let msg = format!("handler {} cannot run: no handler engine in this build", binding.handler);
+                    let msg = format!(
+                        "handler {} cannot run: no handler engine in this build",
+                        binding.handler
+                    );
                     outcome.error = Some(msg.clone());
-                    return (text_response(StatusCode::BAD_GATEWAY, "error", format!("egret: {msg}\n")), Some(target), outcome);
+                    return (
+                        text_response(StatusCode::BAD_GATEWAY, "error", format!("egret: {msg}\n")),
+                        Some(target),
+                        outcome,
+                    );
                 };
                 let (mut parts, body) = req.into_parts();
                 strip_hop_by_hop(&mut parts.headers, true);
@@ -282,7 +302,11 @@ impl Proxy {
                     (None, true) => format!("[{}]", target.host),
                     (None, false) => target.host.clone(),
                 };
-                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
                 let head = RequestHead {
                     method: &parts.method,
                     scheme: if info.tls { "https" } else { "http" },
@@ -296,7 +320,11 @@ impl Proxy {
                         let (p, b) = resp.into_parts();
                         (Response::from_parts(p, full(b)), Some(target), outcome)
                     }
-                    Ok(HandlerAction::Forward { set, remove, path_and_query }) => {
+                    Ok(HandlerAction::Forward {
+                        set,
+                        remove,
+                        path_and_query,
+                    }) => {
                         for name in remove {
                             parts.headers.remove(name);
                         }
@@ -304,17 +332,25 @@ impl Proxy {
                             parts.headers.insert(name, value);
                         }
                         if let Some(pq) = path_and_query {
-                            parts.uri = Uri::builder().path_and_query(pq).build().unwrap_or(parts.uri);
+                            parts.uri = Uri::builder()
+                                .path_and_query(pq)
+                                .build()
+                                .unwrap_or(parts.uri);
                         }
                         let req = Request::from_parts(parts, body);
-                        let (resp, outcome) = self.forward(req, info, &target, port, None, outcome).await;
+                        let (resp, outcome) =
+                            self.forward(req, info, &target, port, None, outcome).await;
                         (resp, Some(target), outcome)
                     }
                     Err(f) => {
                         outcome.decision = "error";
                         outcome.error = Some(format!("{}: {}", f.kind, f.message));
                         tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
-                        (text_response(f.status, "error", format!("egret: {}\n", f.message)), Some(target), outcome)
+                        (
+                            text_response(f.status, "error", format!("egret: {}\n", f.message)),
+                            Some(target),
+                            outcome,
+                        )
                     }
                 }
             }
@@ -340,7 +376,10 @@ impl Proxy {
         };
         strip_hop_by_hop(&mut parts.headers, true);
         if let Some(proto) = &upgrade {
-            parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
             parts.headers.insert(http::header::UPGRADE, proto.clone());
         }
         // hyper-util sets Host from the URI (h1) or :authority (h2).
@@ -369,7 +408,11 @@ impl Proxy {
                 outcome.decision = "error";
                 outcome.error = Some(e.to_string());
                 return (
-                    text_response(StatusCode::BAD_REQUEST, "error", format!("egret: bad request URI: {e}\n")),
+                    text_response(
+                        StatusCode::BAD_REQUEST,
+                        "error",
+                        format!("egret: bad request URI: {e}\n"),
+                    ),
                     outcome,
                 );
             }
@@ -394,13 +437,17 @@ impl Proxy {
                             tokio::spawn(splice_upgraded(down, up));
                             let (mut p, _) = resp.into_parts();
                             strip_hop_by_hop(&mut p.headers, false);
-                            p.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                            p.headers.insert(
+                                http::header::CONNECTION,
+                                HeaderValue::from_static("upgrade"),
+                            );
                             p.headers.insert(http::header::UPGRADE, proto);
                             (Response::from_parts(p, crate::body::empty()), outcome)
                         }
                         _ => {
                             outcome.decision = "error";
-                            outcome.error = Some("upstream switched protocols without being asked".into());
+                            outcome.error =
+                                Some("upstream switched protocols without being asked".into());
                             (
                                 text_response(StatusCode::BAD_GATEWAY, "error", "egret: upstream answered 101 to a request that did not ask to upgrade\n".into()),
                                 outcome,

@@ -23,8 +23,8 @@ pub mod classify;
 mod conn;
 pub mod headers;
 mod http_engine;
-pub mod upstream;
 mod tunnel;
+pub mod upstream;
 
 pub use conn::ConnInfo;
 pub use http_engine::{HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
@@ -94,7 +94,10 @@ pub trait SandboxDns: Send + Sync + 'static {
     /// Whether the address is in egret's synthetic pools.
     fn is_synthetic(&self, ip: std::net::IpAddr) -> bool;
     /// Serve DNS over TCP on a connection the sandbox made to some resolver's port 53.
-    fn serve_tcp(&self, stream: tokio::net::TcpStream) -> futures_util::future::BoxFuture<'static, ()>;
+    fn serve_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> futures_util::future::BoxFuture<'static, ()>;
 }
 
 /// TLS interception state for one sandbox.

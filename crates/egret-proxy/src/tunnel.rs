@@ -24,7 +24,11 @@ impl Proxy {
         let name = info.dns_name.clone();
         let dest = Destination {
             host: name.as_deref(),
-            ip: if name.is_none() { Some(info.orig.ip()) } else { None },
+            ip: if name.is_none() {
+                Some(info.orig.ip())
+            } else {
+                None
+            },
             port: info.orig.port(),
         };
         let verdict = policy.evaluate(&dest);
@@ -32,7 +36,18 @@ impl Proxy {
             VerdictAction::Allow => verdict.rule.clone(),
             VerdictAction::Deny => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "deny", &verdict.rule, 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    name.as_deref(),
+                    proto,
+                    "deny",
+                    &verdict.rule,
+                    0,
+                    0,
+                );
                 reset(stream);
                 return;
             }
@@ -45,7 +60,18 @@ impl Proxy {
                     verdict.rule,
                     policy.binding(id).handler
                 );
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "deny", &why, 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    name.as_deref(),
+                    proto,
+                    "deny",
+                    &why,
+                    0,
+                    0,
+                );
                 reset(stream);
                 return;
             }
@@ -54,9 +80,15 @@ impl Proxy {
     }
 
     /// TLS pass-through: spliced untouched to the SNI name (resolved by egret).
-    pub(crate) async fn passthrough(self: Arc<Self>, stream: TcpStream, prefix: Bytes, info: ConnInfo) {
+    pub(crate) async fn passthrough(
+        self: Arc<Self>,
+        stream: TcpStream,
+        prefix: Bytes,
+        info: ConnInfo,
+    ) {
         let rule: Arc<str> = Arc::from("passthrough_hosts");
-        self.splice_to(stream, prefix, info, "tls-passthrough", &rule).await
+        self.splice_to(stream, prefix, info, "tls-passthrough", &rule)
+            .await
     }
 
     async fn splice_to(
@@ -74,16 +106,35 @@ impl Proxy {
             None => {
                 let ip = info.orig.ip();
                 if is_forbidden_upstream(ip, &|ip| self.dns.is_synthetic(ip)) {
-                    Err(ConnectError::Forbidden { host: ip.to_string(), addr: ip })
+                    Err(ConnectError::Forbidden {
+                        host: ip.to_string(),
+                        addr: ip,
+                    })
                 } else {
-                    connect_any(&ip.to_string(), &[SocketAddr::new(ip, port)], self.cfg.connect_timeout).await
+                    connect_any(
+                        &ip.to_string(),
+                        &[SocketAddr::new(ip, port)],
+                        self.cfg.connect_timeout,
+                    )
+                    .await
                 }
             }
         };
         let mut up = match upstream {
             Ok(u) => u,
             Err(e) => {
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "error", &e.to_string(), 0, 0);
+                crate::audit::connection(
+                    &self,
+                    info.id,
+                    info.client,
+                    info.orig,
+                    name.as_deref(),
+                    proto,
+                    "error",
+                    &e.to_string(),
+                    0,
+                    0,
+                );
                 reset(stream);
                 return;
             }
@@ -96,6 +147,17 @@ impl Proxy {
         let result = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
         let (a, b) = result.unwrap_or((0, 0));
         sent += a;
-        crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "forward", rule, sent, b);
+        crate::audit::connection(
+            &self,
+            info.id,
+            info.client,
+            info.orig,
+            name.as_deref(),
+            proto,
+            "forward",
+            rule,
+            sent,
+            b,
+        );
     }
 }

@@ -127,12 +127,13 @@ impl Resolver {
                 return Ok(pins.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
             }
         }
-        let looked = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| ConnectError::Resolve {
-                host: host.to_string(),
-                reason: e.to_string(),
-            })?;
+        let looked =
+            tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| ConnectError::Resolve {
+                    host: host.to_string(),
+                    reason: e.to_string(),
+                })?;
         let mut out = Vec::new();
         let mut refused = None;
         for a in looked {
@@ -337,7 +338,10 @@ impl Connector {
         let host = uri.host().ok_or(ConnectError::NoHost)?.to_string();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let tcp = self.connect_tcp(&bare, port).await?;
         if !https {
             return Ok(UpstreamConn {

@@ -53,8 +53,16 @@ pub struct WasmDispatch {
     pub sandbox_id: Arc<str>,
 }
 
-fn failure(status: http::StatusCode, kind: &'static str, message: String) -> egret_proxy::HandlerFailure {
-    egret_proxy::HandlerFailure { status, kind, message }
+fn failure(
+    status: http::StatusCode,
+    kind: &'static str,
+    message: String,
+) -> egret_proxy::HandlerFailure {
+    egret_proxy::HandlerFailure {
+        status,
+        kind,
+        message,
+    }
 }
 
 impl egret_proxy::HandlerDispatch for WasmDispatch {
@@ -120,7 +128,11 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
                     *resp.headers_mut() = headers;
                     Ok(egret_proxy::HandlerAction::Respond(resp))
                 }
-                Err(e) => Err(failure(http::StatusCode::BAD_GATEWAY, e.kind(), e.to_string())),
+                Err(e) => Err(failure(
+                    http::StatusCode::BAD_GATEWAY,
+                    e.kind(),
+                    e.to_string(),
+                )),
             }
         })
     }

@@ -30,7 +30,9 @@ pub fn check(args: HandlerCheckArgs) -> Result<ExitCode> {
 
 fn split_pair(item: &str, sep: char, what: &str) -> Result<(String, String)> {
     match item.split_once(sep) {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim_start().to_string())),
+        Some((k, v)) if !k.trim().is_empty() => {
+            Ok((k.trim().to_string(), v.trim_start().to_string()))
+        }
         _ => bail!("invalid {what} {item:?}: expected NAME{sep}VALUE"),
     }
 }
@@ -49,7 +51,9 @@ pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     serde_json::from_str::<serde_json::Value>(&args.params)
         .with_context(|| format!("--params is not JSON: {}", args.params))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let out = rt.block_on(async {
         let host = host()?;
         let out = egret_wasm::run_offline(

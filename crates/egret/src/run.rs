@@ -76,7 +76,11 @@ fn parse_resolve(items: &[String]) -> Result<Vec<(String, Vec<IpAddr>)>> {
     Ok(out)
 }
 
-fn compile(cfg: &PolicyConfig, pins: Vec<(String, Vec<IpAddr>)>, generation: u64) -> Result<CompiledPolicy> {
+fn compile(
+    cfg: &PolicyConfig,
+    pins: Vec<(String, Vec<IpAddr>)>,
+    generation: u64,
+) -> Result<CompiledPolicy> {
     let compiled = CompiledPolicy::compile(cfg, &RuntimeLayer::default(), generation)?;
     let flat = pins
         .into_iter()
@@ -119,7 +123,9 @@ pub fn policy_check(args: PolicyCheckArgs) -> Result<ExitCode> {
 fn load_secrets(policy: &CompiledPolicy, store: &egret_wasm::SecretStore) {
     for (name, source) in policy.secrets() {
         let value = match source {
-            egret_policy::SecretSource::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            egret_policy::SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
             egret_policy::SecretSource::File(path) => std::fs::read(path)
                 .map(|mut v| {
                     while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -131,13 +137,18 @@ fn load_secrets(policy: &CompiledPolicy, store: &egret_wasm::SecretStore) {
         };
         match value {
             Ok(v) => store.set(name.clone(), v.into_bytes()),
-            Err(why) => tracing::warn!(secret = %name, reason = %why, "secret is not available; handlers that need it will fail closed"),
+            Err(why) => {
+                tracing::warn!(secret = %name, reason = %why, "secret is not available; handlers that need it will fail closed")
+            }
         }
     }
 }
 
 /// Read every handler module named by the policy (paths relative to the policy file).
-pub fn read_modules(policy: &CompiledPolicy, dir: &Path) -> Result<Vec<(String, PathBuf, Vec<u8>)>> {
+pub fn read_modules(
+    policy: &CompiledPolicy,
+    dir: &Path,
+) -> Result<Vec<(String, PathBuf, Vec<u8>)>> {
     let mut out = Vec::new();
     for (name, h) in &policy.config().handlers {
         let path = if Path::new(&h.module).is_absolute() {
@@ -176,7 +187,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let cfg = match &args.policy {
         Some(p) => load_policy_file(p)?,
         None => {
-            tracing::warn!("no --policy given: using the embedded default policy (all egress denied)");
+            tracing::warn!(
+                "no --policy given: using the embedded default policy (all egress denied)"
+            );
             PolicyConfig::from_toml(DEFAULT_POLICY, "<embedded default policy>")?
         }
     };
@@ -194,8 +207,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let secrets = Arc::new(egret_wasm::SecretStore::new());
     load_secrets(&compiled, &secrets);
     let kv = Arc::new(egret_wasm::KvStore::new());
-    kv.seed(&args.sandbox_id, compiled.kv_seed().iter().map(|(k, v)| (k.clone(), v.clone())))
-        .context("invalid [kv] seed in the policy")?;
+    kv.seed(
+        &args.sandbox_id,
+        compiled
+            .kv_seed()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    )
+    .context("invalid [kv] seed in the policy")?;
     let module_bytes = read_modules(&compiled, &policy_dir)?;
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
     let netns = egret_capture::NetnsRef::parse(&args.netns)?;
@@ -237,7 +256,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
     // Compile every handler before touching the namespace: a bad module is refused with
     // nothing installed.
-    let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig::default())?);
+    let host = Arc::new(egret_wasm::HandlerHost::new(
+        egret_wasm::HostConfig::default(),
+    )?);
     let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
     let dispatch = Arc::new(crate::glue::WasmDispatch {
         host: host.clone(),
@@ -323,4 +344,3 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     tracing::info!("detached; the sandbox namespace holds nothing of egret's");
     Ok(ExitCode::SUCCESS)
 }
-

@@ -63,7 +63,10 @@ fn stream_bytes(n: u64) -> Body {
         let mut b = block(i);
         b.truncate(left.min(b.len() as u64) as usize);
         let len = b.len() as u64;
-        Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(b))), (i + 1, left - len)))
+        Some((
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(b))),
+            (i + 1, left - len),
+        ))
     });
     StreamBody::new(s).boxed()
 }
@@ -91,7 +94,13 @@ fn text(status: StatusCode, s: String) -> Response<Body> {
     r
 }
 
-async fn handle(req: Request<Incoming>, st: Arc<State>, peer: SocketAddr, local: SocketAddr, tls: bool) -> Result<Response<Body>, std::io::Error> {
+async fn handle(
+    req: Request<Incoming>,
+    st: Arc<State>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+) -> Result<Response<Body>, std::io::Error> {
     let host = req
         .headers()
         .get("host")
@@ -101,7 +110,17 @@ async fn handle(req: Request<Incoming>, st: Arc<State>, peer: SocketAddr, local:
         .unwrap_or_default();
     {
         let mut f = st.log.lock().unwrap();
-        let _ = writeln!(f, "{} {} {} host={} peer={} tls={} version={:?}", st.name, req.method(), req.uri().path(), host, peer, tls, req.version());
+        let _ = writeln!(
+            f,
+            "{} {} {} host={} peer={} tls={} version={:?}",
+            st.name,
+            req.method(),
+            req.uri().path(),
+            host,
+            peer,
+            tls,
+            req.version()
+        );
         let _ = f.flush();
     }
     let path = req.uri().path().to_string();
@@ -111,14 +130,20 @@ async fn handle(req: Request<Incoming>, st: Arc<State>, peer: SocketAddr, local:
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+                    )
+                })
                 .collect();
             let body = serde_json::json!({
                 "server": st.name, "method": req.method().as_str(), "path": req.uri().path_and_query().map(|p| p.as_str()),
                 "host": host, "version": format!("{:?}", req.version()), "headers": headers, "peer": peer.to_string(), "local": local.ip().to_canonical().to_string(), "tls": tls,
             });
             let mut r = text(StatusCode::OK, body.to_string());
-            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
             r
         }
         ["bytes", n] => match n.parse::<u64>() {
@@ -151,7 +176,11 @@ async fn handle(req: Request<Incoming>, st: Arc<State>, peer: SocketAddr, local:
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             text(StatusCode::OK, format!("slept {ms}\n"))
         }
-        ["status", n] => text(StatusCode::from_u16(n.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), String::new()),
+        ["status", n] => text(
+            StatusCode::from_u16(n.parse().unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            String::new(),
+        ),
         _ => text(StatusCode::OK, format!("hello from {}\n", st.name)),
     };
     Ok(resp)
@@ -168,7 +197,11 @@ where
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let s = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
+    let s = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
     s.set_reuseaddr(true)?;
     s.bind(addr)?;
     s.listen(1024)
@@ -178,7 +211,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let st = Arc::new(State {
-        log: Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&args.log)?),
+        log: Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&args.log)?,
+        ),
         name: args.name.clone(),
     });
     let mut tasks = Vec::new();
@@ -187,7 +225,9 @@ async fn main() -> anyhow::Result<()> {
         let st = st.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((s, peer)) = l.accept().await else { continue };
+                let Ok((s, peer)) = l.accept().await else {
+                    continue;
+                };
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().unwrap_or(peer);
                 tokio::spawn(serve_conn(s, st.clone(), peer, local, false));
@@ -196,11 +236,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if !args.https.is_empty() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(args.cert.as_ref().expect("--cert"))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(args.key.as_ref().expect("--key"))?;
+        let certs =
+            rustls_pki_types::CertificateDer::pem_file_iter(args.cert.as_ref().expect("--cert"))?
+                .collect::<Result<Vec<_>, _>>()?;
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_file(args.key.as_ref().expect("--key"))?;
         use rustls_pki_types::pem::PemObject;
-        let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         for a in &args.https {
@@ -209,7 +253,9 @@ async fn main() -> anyhow::Result<()> {
             let acceptor = acceptor.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let Ok((s, peer)) = l.accept().await else { continue };
+                    let Ok((s, peer)) = l.accept().await else {
+                        continue;
+                    };
                     let acceptor = acceptor.clone();
                     let st = st.clone();
                     let local = s.local_addr().unwrap_or(peer);
@@ -228,7 +274,9 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             loop {
-                let Ok((mut s, peer)) = l.accept().await else { continue };
+                let Ok((mut s, peer)) = l.accept().await else {
+                    continue;
+                };
                 {
                     let mut f = st.log.lock().unwrap();
                     let _ = writeln!(f, "{} BANNER-CONN peer={}", st.name, peer);
