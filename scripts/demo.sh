@@ -40,7 +40,13 @@ for _ in $(seq 200); do [[ -f $TMP/egret.ready && -f $TMP/up.ready ]] && break; 
 
 echo
 echo "== inside the sandbox: curl http://api.demo.test/echo  (the sandbox has no token)"
-$X $SBX curl -sS http://api.demo.test/echo | python3 -c 'import json,sys; d=json.load(sys.stdin); h=d["headers"]; print("upstream saw host:", d["host"]); print("upstream saw authorization:", "Bearer ***" + h.get("authorization","<none>")[-4:] if "authorization" in h else "<none>"); print("upstream saw x-egret-handler:", h.get("x-egret-handler","<none>"))'
+$X $SBX curl -sS http://api.demo.test/echo | python3 -c '
+import json, os, sys
+d = json.load(sys.stdin); h = d["headers"]
+print("upstream saw host:           ", d["host"])
+print("upstream saw x-egret-handler:", h.get("x-egret-handler", "<none>"))
+auth = h.get("authorization", "")
+print("upstream saw authorization:  ", "Bearer <token egret injected: %s>" % ("matches DEMO_API_TOKEN" if auth == "Bearer " + os.environ["DEMO_API_TOKEN"] else "MISSING"))'
 echo
 echo "== inside the sandbox: curl http://exfil.demo.test/  (not allowed by the policy)"
 $X $SBX curl -sS -i --resolve exfil.demo.test:80:10.200.0.3 http://exfil.demo.test/ | sed -n '1p;$p'
