@@ -313,8 +313,13 @@ impl Topology {
 /// Directory of the binaries built with the tests (target/debug or target/release).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    // tests run from target/<profile>/deps/<test>-<hash>, binaries from target/<profile>/
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; tells how to build it when missing.

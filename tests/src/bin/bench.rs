@@ -1,0 +1,162 @@
+//! `egret-bench`: measures egret against direct access in the same run, interleaved A B A B,
+//! in namespaces it builds itself (the e2e harness). Prints a table and writes JSON.
+//!
+//! Run through `scripts/bench.sh` (release build). Scenarios:
+//! * keep-alive HTTP/1.1 request latency, 1 connection (p50/p99, direct vs egret),
+//! * keep-alive HTTPS (intercepted, `inject-header` handler) latency vs direct HTTPS,
+//! * TLS handshake + first request on a new connection (cached leaf) vs direct,
+//! * start-up time to the ready file (median of 10), idle RSS.
+use egret_e2e::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = r#"
+import http.client, ssl, sys, time, json
+mode, host, addr, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+cafile = sys.argv[5] if len(sys.argv) > 5 else None
+lat = []
+if mode in ("http", "https"):
+    if mode == "http":
+        c = http.client.HTTPConnection(addr, 80)
+    else:
+        ctx = ssl.create_default_context(cafile=cafile)
+        c = http.client.HTTPSConnection(addr, 443, context=ctx)
+        c._tunnel_host = None
+    hdr = {"Host": host}
+    for i in range(n + 50):
+        t = time.perf_counter(); c.request("GET", "/echo", headers=hdr); r = c.getresponse(); r.read()
+        if i >= 50: lat.append(time.perf_counter() - t)
+else:  # handshake: new TLS connection per request
+    ctx = ssl.create_default_context(cafile=cafile)
+    for i in range(n + 10):
+        t = time.perf_counter()
+        c = http.client.HTTPSConnection(addr, 443, context=ctx)
+        c.request("GET", "/echo", headers={"Host": host}); c.getresponse().read(); c.close()
+        if i >= 10: lat.append(time.perf_counter() - t)
+lat.sort()
+print(json.dumps({"p50": lat[len(lat)//2]*1e6, "p99": lat[int(len(lat)*0.99)-1]*1e6}))
+"#;
+
+fn run_client(ns: &Netns, args: &[&str]) -> (f64, f64) {
+    let mut a = vec!["-c", CLIENT];
+    a.extend_from_slice(args);
+    let out = ns.run("python3", &a);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("client failed ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (v["p50"].as_f64().unwrap(), v["p99"].as_f64().unwrap())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let n: &str = &std::env::var("BENCH_REQUESTS").unwrap_or_else(|_| "2000".into());
+    let topo = Topology::new(SandboxNet::LoOnly);
+    // A second sandbox, no egret, with a direct veth to the upstream namespace: the baseline.
+    let direct = Netns::new(&format!("egt-{}-dir", topo.id));
+    sh("ip", &["link", "add", &format!("vd{}", topo.id), "netns", &direct.name, "type", "veth", "peer", "name", &format!("vx{}", topo.id), "netns", &topo.up.name]).unwrap();
+    direct.ip(&["link", "set", &format!("vd{}", topo.id), "name", "v-up"]);
+    topo.up.ip(&["link", "set", &format!("vx{}", topo.id), "name", "v-dir"]);
+    direct.ip(&["addr", "add", "10.202.0.1/24", "dev", "v-up"]);
+    topo.up.ip(&["addr", "add", "10.202.0.2/24", "dev", "v-dir"]);
+    direct.ip(&["link", "set", "v-up", "up"]);
+    topo.up.ip(&["link", "set", "v-dir", "up"]);
+
+    let pki = upstream_pki(&topo.tmp.0, "bench", &["allowed.test", "10.202.0.2"]);
+    let _up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let policy = write(
+        &topo,
+        "bench.toml",
+        &format!(
+            r#"
+internet = false
+allowed_hosts = ["allowed.test"]
+[resolve]
+"allowed.test" = "10.200.0.2"
+[secrets]
+TOKEN = {{ env = "BENCH_TOKEN" }}
+[handlers.inject]
+module = "{}"
+params = {{ header = "x-auth-token", secret = "TOKEN" }}
+secrets = ["TOKEN"]
+[[routes]]
+host = "allowed.test:443"
+handler = "inject"
+"#,
+            handler_module("inject-header")
+        ),
+    );
+    std::env::set_var("BENCH_TOKEN", "bench-token-value");
+    let ca = topo.tmp.path("ca.pem");
+    let ca_s = ca.to_str().unwrap().to_string();
+
+    // Start-up time: exec to ready file, 10 times.
+    let mut startups = Vec::new();
+    for i in 0..10 {
+        let t = Instant::now();
+        let e = Egret::start(&topo, "bench", &["--policy", &policy, "--ca-out", &ca_s, "--upstream-ca", pki.ca.to_str().unwrap()]).unwrap();
+        startups.push(t.elapsed().as_secs_f64() * 1000.0);
+        if i == 9 {
+            std::thread::sleep(Duration::from_millis(300));
+            let idle_rss = rss_kib(e.proc.child.id());
+            // keep the last one running for the request benchmarks
+            let egret = e;
+            let mut rows = Vec::new();
+            let scen: [(&str, &str, &str, Vec<&str>, Vec<&str>); 3] = [
+                ("HTTP/1.1 keep-alive, 1 conn", "http", "latency", vec!["http", "allowed.test", "10.202.0.2", n], vec!["http", "allowed.test", "allowed.test", n]),
+                ("HTTPS keep-alive + inject-header, 1 conn", "https", "latency", vec!["https", "allowed.test", "10.202.0.2", n, pki.ca.to_str().unwrap()], vec!["https", "allowed.test", "allowed.test", n, &ca_s]),
+                ("new TLS connection per request (cached leaf)", "handshake", "latency", vec!["handshake", "allowed.test", "10.202.0.2", "300", pki.ca.to_str().unwrap()], vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s]),
+            ];
+            for (name, _, _, dargs, eargs) in scen.iter() {
+                let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
+                for _ in 0..rounds {
+                    let (a, b) = run_client(&direct, dargs);
+                    d50.push(a);
+                    d99.push(b);
+                    let (a, b) = run_client(&topo.sbx, eargs);
+                    e50.push(a);
+                    e99.push(b);
+                }
+                let (d50, d99, e50, e99) = (median(d50), median(d99), median(e50), median(e99));
+                println!(
+                    "{name:48} direct p50 {d50:8.1} µs p99 {d99:8.1} µs | egret p50 {e50:8.1} µs p99 {e99:8.1} µs | added p50 {:7.1} µs p99 {:7.1} µs",
+                    e50 - d50,
+                    e99 - d99
+                );
+                rows.push(serde_json::json!({"scenario": name, "direct_p50_us": d50, "direct_p99_us": d99, "egret_p50_us": e50, "egret_p99_us": e99,
+                    "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
+            }
+            let peak = std::fs::read_to_string(format!("/proc/{}/status", egret.proc.child.id())).unwrap_or_default();
+            let hwm = peak.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("").to_string();
+            let st = median(startups.clone());
+            println!("start-up to ready (median of 10): {st:.1} ms; idle RSS {idle_rss} KiB; after load {hwm}");
+            let out = serde_json::json!({"startup_ms_median": st, "startups_ms": startups, "idle_rss_kib": idle_rss, "scenarios": rows});
+            let path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench-results.json".into());
+            std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+            println!("wrote {path}");
+            drop(egret);
+        } else {
+            drop(e);
+            // wait for the namespace to be released by the previous instance
+            for _ in 0..100 {
+                let t = Command::new("ip").args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"]).output().unwrap();
+                if t.stdout.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
