@@ -165,7 +165,10 @@ pub async fn serve(
     })
 }
 
-fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
+fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> AdminError + 'a {
     move |source| AdminError::Io {
         path: path.to_owned(),
         op,
@@ -237,6 +240,12 @@ fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, AdminEr
     result
 }
 
+/// Resolves once shutdown is requested (or the handle is gone). The `watch::Ref` guard is not
+/// `Send`, so it must not live in a connection task's state.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
 struct Ctx {
     control: Arc<dyn Control>,
     opts: ServerOptions,
@@ -254,7 +263,7 @@ async fn accept_loop(
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stopped(&mut shutdown) => break,
             // Reap finished connections so the set does not grow without bound.
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
@@ -336,7 +345,7 @@ async fn serve_conn(stream: UnixStream, ctx: Arc<Ctx>) {
                 tracing::debug!(target: "egret::admin", error = %e, "admin connection ended with an error");
             }
         }
-        _ = shutdown.wait_for(|s| *s) => {
+        _ = stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
@@ -842,7 +851,7 @@ fn audit(ctx: &Ctx, query: &str) -> Result<Response<Body>, Failure> {
         |(mut rx, mut shutdown, filter)| async move {
             loop {
                 let item = tokio::select! {
-                    _ = shutdown.wait_for(|s| *s) => return None,
+                    _ = stopped(&mut shutdown) => return None,
                     item = rx.recv() => item,
                 };
                 let line = match item {

@@ -63,10 +63,12 @@ pub struct HandlerFailure {
 
 /// The bridge to the handler engine (egret-wasm in the binary).
 pub trait HandlerDispatch: Send + Sync {
-    /// Run the handler bound by `binding` on a request.
+    /// Run the handler bound by `binding` on a request, with the handler versions of policy
+    /// `generation` (the one the request started on).
     fn dispatch<'a>(
         &'a self,
         binding: &'a Binding,
+        generation: u64,
         head: RequestHead<'a>,
     ) -> BoxFuture<'a, Result<HandlerAction, HandlerFailure>>;
 }
@@ -314,7 +316,7 @@ impl Proxy {
                     path_and_query: path,
                     headers: &parts.headers,
                 };
-                match engine.dispatch(binding, head).await {
+                match engine.dispatch(binding, policy.generation(), head).await {
                     Ok(HandlerAction::Respond(resp)) => {
                         outcome.decision = "respond";
                         let (p, b) = resp.into_parts();

@@ -21,6 +21,20 @@ pub enum Command {
     /// Handler module tools for authors (no sandbox, no root needed).
     #[command(subcommand)]
     Handler(HandlerCmd),
+    /// Change rules at runtime over a running egret's admin socket.
+    Ctl(CtlCli),
+}
+
+#[derive(Args, Debug)]
+pub struct CtlCli {
+    /// The admin socket of the egret to talk to (`egret run --admin-socket`).
+    #[arg(long, env = "EGRET_ADMIN_SOCKET", default_value = "/run/egret/admin.sock", global = true)]
+    pub socket: PathBuf,
+    /// Print the raw JSON answers.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub args: egret_admin::ctl::CtlArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +151,13 @@ pub struct RunArgs {
     /// Tokio worker threads (egret shares the machine with its sandbox).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Serve the admin API (HTTP/1.1 + JSON) on this Unix socket (created 0600).
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// Keep runtime changes (policy edits, uploaded modules, secrets) here, root-only, and
+    /// restore them at start.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -43,8 +43,9 @@ pub type HandlerSet = std::collections::HashMap<String, Arc<egret_wasm::LoadedHa
 pub struct WasmDispatch {
     /// The one wasmtime host of the process.
     pub host: Arc<egret_wasm::HandlerHost>,
-    /// Loaded handlers, swapped together with the policy.
-    pub handlers: ArcSwap<HandlerSet>,
+    /// Loaded handlers per policy generation (newest last; a few old ones are kept so a
+    /// request finishes with the handler versions of the generation it started on).
+    pub handlers: ArcSwap<Vec<(u64, Arc<HandlerSet>)>>,
     /// Secret values (never logged).
     pub secrets: Arc<egret_wasm::SecretStore>,
     /// Handler key-value store.
@@ -65,14 +66,58 @@ fn failure(
     }
 }
 
+/// Handler sets kept for generations older than the newest.
+const KEEP_GENERATIONS: usize = 8;
+
+impl WasmDispatch {
+    /// A dispatcher whose first handler set belongs to `generation`.
+    pub fn new(
+        host: Arc<egret_wasm::HandlerHost>,
+        generation: u64,
+        set: HandlerSet,
+        secrets: Arc<egret_wasm::SecretStore>,
+        kv: Arc<egret_wasm::KvStore>,
+        sandbox_id: Arc<str>,
+    ) -> WasmDispatch {
+        WasmDispatch {
+            host,
+            handlers: ArcSwap::from_pointee(vec![(generation, Arc::new(set))]),
+            secrets,
+            kv,
+            sandbox_id,
+        }
+    }
+
+    /// Make `set` the handlers of `generation` (call before the policy itself is swapped).
+    pub fn install(&self, generation: u64, set: HandlerSet) {
+        let mut sets: Vec<(u64, Arc<HandlerSet>)> = self.handlers.load().as_ref().clone();
+        sets.push((generation, Arc::new(set)));
+        let excess = sets.len().saturating_sub(KEEP_GENERATIONS);
+        sets.drain(..excess);
+        self.handlers.store(Arc::new(sets));
+    }
+
+    fn handler(&self, generation: u64, name: &str) -> Option<Arc<egret_wasm::LoadedHandler>> {
+        let sets = self.handlers.load();
+        let set = sets
+            .iter()
+            .rev()
+            .find(|(g, _)| *g <= generation)
+            .or(sets.last())
+            .map(|(_, s)| s)?;
+        set.get(name).cloned()
+    }
+}
+
 impl egret_proxy::HandlerDispatch for WasmDispatch {
     fn dispatch<'a>(
         &'a self,
         binding: &'a egret_policy::Binding,
+        generation: u64,
         head: egret_proxy::RequestHead<'a>,
     ) -> BoxFuture<'a, Result<egret_proxy::HandlerAction, egret_proxy::HandlerFailure>> {
         Box::pin(async move {
-            let Some(loaded) = self.handlers.load().get(&*binding.handler).cloned() else {
+            let Some(loaded) = self.handler(generation, &binding.handler) else {
                 return Err(failure(
                     http::StatusCode::BAD_GATEWAY,
                     "not_loaded",

@@ -89,7 +89,7 @@ fn compile(
 }
 
 /// Write `content` to `path` atomically with `mode`.
-fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -144,13 +144,22 @@ fn load_secrets(policy: &CompiledPolicy, store: &egret_wasm::SecretStore) {
     }
 }
 
-/// Read every handler module named by the policy (paths relative to the policy file).
-pub fn read_modules(
+/// Read every handler module named by the policy: `uploaded:NAME` from the restored uploads,
+/// other paths relative to the policy file.
+pub fn read_modules_with_uploads(
     policy: &CompiledPolicy,
     dir: &Path,
+    uploaded: &[(String, bytes::Bytes)],
 ) -> Result<Vec<(String, PathBuf, Vec<u8>)>> {
     let mut out = Vec::new();
     for (name, h) in &policy.config().handlers {
+        if let Some(m) = h.module.strip_prefix(crate::control::UPLOADED) {
+            let Some((_, b)) = uploaded.iter().find(|(n, _)| n == m) else {
+                bail!("handler {name}: uploaded module {m:?} is not in --state-dir; upload it again");
+            };
+            out.push((name.clone(), PathBuf::from(&h.module), b.to_vec()));
+            continue;
+        }
         let path = if Path::new(&h.module).is_absolute() {
             PathBuf::from(&h.module)
         } else {
@@ -180,21 +189,104 @@ pub async fn load_handlers(
     Ok(set)
 }
 
+/// What `--state-dir` restores: the saved state (when usable), uploaded modules, runtime secrets.
+struct Restored {
+    state: Option<crate::control::State>,
+    modules: Vec<(String, bytes::Bytes)>,
+    secrets: Vec<(String, String)>,
+}
+
+fn restore(dir: &Path, file_sha: &str) -> Result<Restored> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create --state-dir {}", dir.display()))?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "--state-dir {} is accessible to other users (mode {:o}); it holds secrets: chmod 700 it",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let mut out = Restored {
+        state: None,
+        modules: Vec::new(),
+        secrets: Vec::new(),
+    };
+    let state_path = dir.join("state.json");
+    if state_path.exists() {
+        let raw = std::fs::read(&state_path)?;
+        let mut st: crate::control::State = serde_json::from_slice(&raw)
+            .with_context(|| format!("corrupt {}: remove it to start from the policy file", state_path.display()))?;
+        if st.policy_file_sha256 != file_sha {
+            tracing::warn!(
+                "the policy file changed since the saved state was written: using the file, keeping the saved runtime routes"
+            );
+            st.cfg = PolicyConfig::default();
+            st.policy_file_sha256 = String::new();
+        }
+        out.state = Some(st);
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("modules")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if let (Some(stem), Some("wasm")) = (p.file_stem().and_then(|s| s.to_str()), p.extension().and_then(|s| s.to_str())) {
+                out.modules.push((stem.to_string(), bytes::Bytes::from(std::fs::read(&p)?)));
+            }
+        }
+    }
+    let sp = dir.join("secrets.json");
+    if sp.exists() {
+        let m: std::collections::BTreeMap<String, String> = serde_json::from_slice(&std::fs::read(&sp)?)
+            .with_context(|| format!("corrupt {}", sp.display()))?;
+        out.secrets = m.into_iter().collect();
+    }
+    Ok(out)
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     init_tracing(args.log_format);
     validate_sandbox_id(&args.sandbox_id)?;
-    let cfg = match &args.policy {
-        Some(p) => load_policy_file(p)?,
+    let (file_cfg, file_sha) = match &args.policy {
+        Some(p) => {
+            let raw = std::fs::read(p).with_context(|| format!("cannot read policy file {}", p.display()))?;
+            (load_policy_file(p)?, crate::control::sha256_hex(&raw))
+        }
         None => {
-            tracing::warn!(
-                "no --policy given: using the embedded default policy (all egress denied)"
-            );
-            PolicyConfig::from_toml(DEFAULT_POLICY, "<embedded default policy>")?
+            tracing::warn!("no --policy given: using the embedded default policy (all egress denied)");
+            (
+                PolicyConfig::from_toml(DEFAULT_POLICY, "<embedded default policy>")?,
+                crate::control::sha256_hex(DEFAULT_POLICY.as_bytes()),
+            )
         }
     };
-    let pins = parse_resolve(&args.resolve)?;
-    let compiled = compile(&cfg, pins, 1)?;
+    let pins: Vec<(String, IpAddr)> = parse_resolve(&args.resolve)?
+        .into_iter()
+        .flat_map(|(h, ips)| ips.into_iter().map(move |ip| (h.clone(), ip)))
+        .collect();
+    let restored = match &args.state_dir {
+        Some(d) => Some(restore(d, &file_sha)?),
+        None => None,
+    };
+    let mut state = crate::control::State {
+        cfg: file_cfg.clone(),
+        runtime: RuntimeLayer::default(),
+        generation: 1,
+        policy_file_sha256: file_sha.clone(),
+    };
+    if let Some(saved) = restored.as_ref().and_then(|r| r.state.clone()) {
+        if saved.policy_file_sha256 == file_sha {
+            state.cfg = saved.cfg;
+        }
+        state.runtime = saved.runtime;
+        state.generation = saved.generation + 1;
+        tracing::info!(generation = state.generation, "restored runtime state from --state-dir");
+    }
+    let compiled = crate::control::compile(&state.cfg, &state.runtime, state.generation, &pins)?;
     for w in compiled.warnings() {
         tracing::warn!(warning = %w, "policy");
     }
@@ -206,27 +298,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("."));
     let secrets = Arc::new(egret_wasm::SecretStore::new());
     load_secrets(&compiled, &secrets);
+    if let Some(r) = &restored {
+        for (name, value) in &r.secrets {
+            secrets.set(name.clone(), value.clone().into_bytes());
+        }
+    }
     let kv = Arc::new(egret_wasm::KvStore::new());
-    kv.seed(
-        &args.sandbox_id,
-        compiled
-            .kv_seed()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    )
-    .context("invalid [kv] seed in the policy")?;
-    let module_bytes = read_modules(&compiled, &policy_dir)?;
+    kv.seed(&args.sandbox_id, compiled.kv_seed().iter().map(|(k, v)| (k.clone(), v.clone())))
+        .context("invalid [kv] seed in the policy")?;
+    let uploaded: Vec<(String, bytes::Bytes)> = restored.as_ref().map(|r| r.modules.clone()).unwrap_or_default();
+    let module_bytes = read_modules_with_uploads(&compiled, &policy_dir, &uploaded)?;
+    let generation = compiled.generation();
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
     let netns = egret_capture::NetnsRef::parse(&args.netns)?;
 
     // Everything that can fail on bad input happens before the namespace is touched.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = egret_tls::UpstreamTls::new(&args.upstream_ca)?;
-    let ca = egret_tls::SandboxCa::generate(
+    let ca = Arc::new(egret_tls::SandboxCa::generate(
         &args.sandbox_id,
         Duration::from_secs(args.ca_validity_hours.max(1) * 3600),
-    )?;
-    let ca = Arc::new(ca);
+    )?);
     if let Some(p) = &args.ca_out {
         write_file(p, ca.cert_pem().as_bytes(), 0o644)?;
     }
@@ -237,13 +329,40 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ca.clone(),
         std::num::NonZeroUsize::new(args.leaf_cache_size.max(1)).expect("max(1)"),
     ));
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))
         .enable_all()
         .thread_name("egret-worker")
         .build()
         .context("cannot start the async runtime")?;
+    let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig::default())?);
+    let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
+    let dispatch = Arc::new(crate::glue::WasmDispatch::new(
+        host.clone(),
+        generation,
+        handler_set,
+        secrets.clone(),
+        kv.clone(),
+        Arc::from(args.sandbox_id.as_str()),
+    ));
+    let control = Arc::new(crate::control::ControlPlane::new(
+        &args.sandbox_id,
+        policy.clone(),
+        dispatch.clone(),
+        pins,
+        policy_dir,
+        args.state_dir.clone(),
+        ca.cert_pem().to_string(),
+        state,
+        uploaded,
+    ));
+    let admin = match &args.admin_socket {
+        Some(path) => Some(
+            rt.block_on(egret_admin::serve(path, control.clone(), egret_admin::ServerOptions::default()))
+                .with_context(|| format!("cannot serve the admin API on {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     let mut cap = egret_capture::CaptureConfig::new(netns, &args.sandbox_id);
     cap.tcp_port = args.listen_port;
@@ -253,20 +372,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let attached = egret_capture::attach(&cap)?;
     let guard = attached.guard;
     let listeners = attached.listeners;
-
-    // Compile every handler before touching the namespace: a bad module is refused with
-    // nothing installed.
-    let host = Arc::new(egret_wasm::HandlerHost::new(
-        egret_wasm::HostConfig::default(),
-    )?);
-    let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
-    let dispatch = Arc::new(crate::glue::WasmDispatch {
-        host: host.clone(),
-        handlers: ArcSwap::from_pointee(handler_set),
-        secrets: secrets.clone(),
-        kv: kv.clone(),
-        sandbox_id: Arc::from(args.sandbox_id.as_str()),
-    });
 
     let result: Result<()> = rt.block_on(async {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -293,6 +398,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             tls: Some(egret_proxy::TlsState { leaves: leaves.clone() }),
             handlers: Some(dispatch.clone()),
         });
+        {
+            let (proxy, leaves, dns) = (proxy.clone(), leaves.clone(), dns.clone());
+            let _ = control.metrics.set(Arc::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                let ps = proxy.stats();
+                let ls = leaves.stats();
+                let ds = dns.stats();
+                vec![
+                    ("connections_total".into(), ps.connections.load(Relaxed)),
+                    ("connections_active".into(), ps.active.load(Relaxed)),
+                    ("requests_total".into(), ps.requests.load(Relaxed)),
+                    ("denied_total".into(), ps.denied.load(Relaxed)),
+                    ("overload_resets_total".into(), ps.overload.load(Relaxed)),
+                    ("leaf_mints_total".into(), ls.mints),
+                    ("leaf_cache_hits_total".into(), ls.hits),
+                    ("leaf_cache_entries".into(), ls.entries),
+                    ("dns_queries_total".into(), ds.queries),
+                    ("dns_nxdomain_total".into(), ds.nxdomain),
+                ]
+            }));
+        }
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(listeners.tcp4)?));
@@ -320,6 +446,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             r = tasks.join_next() => tracing::error!(?r, "a server task ended unexpectedly"),
         }
         tasks.abort_all();
+        if let Some(a) = admin {
+            a.stop().await;
+        }
         let st = leaves.stats();
         let ps = proxy.stats();
         tracing::info!(
