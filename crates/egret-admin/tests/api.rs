@@ -267,7 +267,7 @@ async fn invalid_json_has_line_and_column_and_unknown_fields_are_refused() {
         &f.client,
         Method::PUT,
         "/v1/internet",
-        "{\n  \"enabled\": tru\n}",
+        "{\n  \"enabled\" true\n}",
         None,
     )
     .await;
@@ -666,6 +666,12 @@ async fn slow_headers_are_cut_off() {
     f.server.stop().await;
 }
 
+async fn next(s: &mut AuditStream) -> Option<Result<String, AdminClientError>> {
+    tokio::time::timeout(Duration::from_secs(5), s.next_line())
+        .await
+        .expect("no event")
+}
+
 #[tokio::test]
 async fn audit_stream_is_filtered_and_ends_on_stop() {
     let f = start().await;
@@ -684,14 +690,6 @@ async fn audit_stream_is_filtered_and_ends_on_stop() {
     for e in events {
         f.mock.audit.send(e.into()).unwrap();
     }
-    let next = |s: &mut AuditStream| {
-        let fut = s.next_line();
-        async move {
-            tokio::time::timeout(Duration::from_secs(5), fut)
-                .await
-                .expect("no event")
-        }
-    };
     assert_eq!(next(&mut stream).await.unwrap().unwrap(), events[2]);
     assert_eq!(next(&mut stream).await.unwrap().unwrap(), events[3]);
     for e in events {
