@@ -193,7 +193,7 @@ fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
         (vec!["module", "upload", "junk", &junk], "not a WebAssembly"),
         (vec!["set-outbound", "no-such-handler"], "no-such-handler"),
         (vec!["allow-host", "add", "*.exa mple.test"], "exa mple"),
-        (vec!["policy", "set", &typed], "typed.toml"),
+        (vec!["policy", "set", &typed], "line 1 column 12"),
     ];
     for (args, want) in cases {
         let (code, out, err) = ctl(&env.sock, &args);
