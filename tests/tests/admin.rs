@@ -38,12 +38,34 @@ fn setup(id: &str) -> Env {
     let p = write(&topo, "policy.toml", &policy());
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
     let state = topo.tmp.path("state").to_string_lossy().into_owned();
-    let egret = Egret::start(&topo, id, &["--policy", &p, "--admin-socket", &sock, "--state-dir", &state]).expect("egret");
-    Env { topo, up, egret, sock, state }
+    let egret = Egret::start(
+        &topo,
+        id,
+        &[
+            "--policy",
+            &p,
+            "--admin-socket",
+            &sock,
+            "--state-dir",
+            &state,
+        ],
+    )
+    .expect("egret");
+    Env {
+        topo,
+        up,
+        egret,
+        sock,
+        state,
+    }
 }
 
 fn ctl(sock: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("egret")).args(["ctl", "--socket", sock]).args(args).output().unwrap();
+    let out = Command::new(bin("egret"))
+        .args(["ctl", "--socket", sock])
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -54,18 +76,32 @@ fn ctl(sock: &str, args: &[&str]) -> (i32, String, String) {
 fn generation(sock: &str) -> u64 {
     let (code, out, err) = ctl(sock, &["--json", "status"]);
     assert_eq!(code, 0, "{err}");
-    serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"].as_u64().unwrap()
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"]
+        .as_u64()
+        .unwrap()
 }
 
 #[test]
 fn cloudflare_sequence_including_a_keep_alive_connection() {
     let env = setup("cf");
-    let (code, _, err) = ctl(&env.sock, &["set-outbound", "allow-hosts", "--params", r#"{"hosts":["github.test","registry.test"]}"#]);
+    let (code, _, err) = ctl(
+        &env.sock,
+        &[
+            "set-outbound",
+            "allow-hosts",
+            "--params",
+            r#"{"hosts":["github.test","registry.test"]}"#,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     for host in ["github.test", "registry.test"] {
         let (code, out, err) = env.topo.curl(&["-i", &format!("http://{host}/echo")]);
         assert_eq!(code, 0, "{err}");
-        assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}\n{}", env.egret.logs());
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "{host}: {out}\n{}",
+            env.egret.logs()
+        );
     }
     let (_, out, _) = env.topo.curl(&["-i", "http://other.test/echo"]);
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
@@ -98,7 +134,11 @@ c.request("GET", "/echo"); r = c.getresponse(); r.read(); print("after", r.statu
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     child.wait().unwrap();
-    assert_eq!(rest.trim(), "after 403", "keep-alive connection kept the old rule");
+    assert_eq!(
+        rest.trim(),
+        "after 403",
+        "keep-alive connection kept the old rule"
+    );
     let (_, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     drop(env.up);
@@ -121,12 +161,27 @@ while time.time() < end:
     seen[h] = seen.get(h, 0) + 1
 print(json.dumps({"n": n, "bad": bad, "seen": seen}))
 "#;
-    let load = env.topo.sbx.cmd("python3").args(["-c", client, "20"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let load = env
+        .topo
+        .sbx
+        .cmd("python3")
+        .args(["-c", client, "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     let mut swaps = 0;
     while swaps < 200 {
-        let h = if swaps % 2 == 0 { "allow-hosts" } else { "get-only" };
-        let params = if h == "allow-hosts" { r#"{"hosts":["github.test"]}"# } else { "null" };
+        let h = if swaps % 2 == 0 {
+            "allow-hosts"
+        } else {
+            "get-only"
+        };
+        let params = if h == "allow-hosts" {
+            r#"{"hosts":["github.test"]}"#
+        } else {
+            "null"
+        };
         let (code, _, err) = ctl(&env.sock, &["set-outbound", h, "--params", params]);
         assert_eq!(code, 0, "{err}");
         swaps += 1;
@@ -134,10 +189,15 @@ print(json.dumps({"n": n, "bad": bad, "seen": seen}))
     }
     let out = load.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("{text}"));
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("{text}"));
     assert_eq!(v["bad"], 0, "{text}");
     assert!(v["n"].as_u64().unwrap() > 100, "{text}");
-    assert!(v["seen"]["allow-hosts"].as_u64().unwrap_or(0) > 0 && v["seen"]["get-only"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert!(
+        v["seen"]["allow-hosts"].as_u64().unwrap_or(0) > 0
+            && v["seen"]["get-only"].as_u64().unwrap_or(0) > 0,
+        "{text}"
+    );
     assert_eq!(generation(&env.sock), start_gen + 200);
     eprintln!("200 swaps in {:?}; {text}", t.elapsed());
     // The audit log: generations never go backwards per connection, and each request ran the
@@ -145,13 +205,32 @@ print(json.dumps({"n": n, "bad": bad, "seen": seen}))
     let logs = env.egret.logs();
     let mut last = 0;
     let mut checked = 0;
-    for l in logs.lines().filter(|l| l.contains("egret::audit") && l.contains("path=/echo")) {
-        let g: u64 = l.split("generation=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    for l in logs
+        .lines()
+        .filter(|l| l.contains("egret::audit") && l.contains("path=/echo"))
+    {
+        let g: u64 = l
+            .split("generation=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(g >= last, "generation went backwards: {g} after {last}");
         last = g;
         if g > start_gen {
-            let want = if (g - start_gen) % 2 == 1 { "allow-hosts" } else { "get-only" };
-            assert!(l.contains(&format!("handler=\"{want}\"")) || l.contains(&format!("handler={want}")), "{l}");
+            let want = if (g - start_gen) % 2 == 1 {
+                "allow-hosts"
+            } else {
+                "get-only"
+            };
+            assert!(
+                l.contains(&format!("handler=\"{want}\""))
+                    || l.contains(&format!("handler={want}")),
+                "{l}"
+            );
             checked += 1;
         }
     }
@@ -167,7 +246,13 @@ fn in_flight_request_finishes_with_the_old_decision() {
         .topo
         .sbx
         .cmd("curl")
-        .args(["-sS", "-i", "--max-time", "10", "http://github.test/slow/2000"])
+        .args([
+            "-sS",
+            "-i",
+            "--max-time",
+            "10",
+            "http://github.test/slow/2000",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -178,13 +263,24 @@ fn in_flight_request_finishes_with_the_old_decision() {
     assert!(now.starts_with("HTTP/1.1 403"), "{now}");
     let out = slow.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.starts_with("HTTP/1.1 200") && out.contains("slept 2000"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("slept 2000"),
+        "{out}"
+    );
 }
 
 #[test]
 fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
     let env = setup("invalid");
-    let (code, _, err) = ctl(&env.sock, &["set-outbound", "allow-hosts", "--params", r#"{"hosts":["github.test"]}"#]);
+    let (code, _, err) = ctl(
+        &env.sock,
+        &[
+            "set-outbound",
+            "allow-hosts",
+            "--params",
+            r#"{"hosts":["github.test"]}"#,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let g = generation(&env.sock);
     let junk = write(&env.topo, "junk.wasm", "definitely not wasm");
@@ -202,15 +298,33 @@ fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
         assert_eq!(generation(&env.sock), g, "{args:?} changed the generation");
         let (code, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
         assert_eq!(code, 0);
-        assert!(out.starts_with("HTTP/1.1 200"), "{args:?}: old generation not serving: {out}");
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "{args:?}: old generation not serving: {out}"
+        );
     }
     // 100 MiB body: refused without being read whole
     let big = env.topo.tmp.path("big.bin");
     std::fs::write(&big, vec![0u8; 100 << 20]).unwrap();
     let t = Instant::now();
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", &env.sock, "-X", "PUT"])
-        .args(["-H", "content-type: application/wasm", "--data-binary", &format!("@{}", big.display())])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+            &env.sock,
+            "-X",
+            "PUT",
+        ])
+        .args([
+            "-H",
+            "content-type: application/wasm",
+            "--data-binary",
+            &format!("@{}", big.display()),
+        ])
         .arg("http://egret/v1/modules/big")
         .output()
         .unwrap();
@@ -240,7 +354,16 @@ fn state_dir_survives_kill_9() {
     let mut env = setup("state");
     let (code, _, err) = ctl(&env.sock, &["set-outbound", "no-http"]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = ctl(&env.sock, &["secret", "set", "RUNTIME_TOKEN", "--value", "rt-secret-value"]);
+    let (code, _, err) = ctl(
+        &env.sock,
+        &[
+            "secret",
+            "set",
+            "RUNTIME_TOKEN",
+            "--value",
+            "rt-secret-value",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let g = generation(&env.sock);
     let (_, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
@@ -249,13 +372,89 @@ fn state_dir_survives_kill_9() {
     env.egret.proc.wait_timeout(Duration::from_secs(5)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     let state_json = std::path::Path::new(&env.state).join("state.json");
-    assert_eq!(std::fs::metadata(&state_json).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&state_json).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let p = env.topo.tmp.path("policy.toml");
-    let egret = Egret::start(&env.topo, "state", &["--policy", p.to_str().unwrap(), "--admin-socket", &env.sock, "--state-dir", &env.state]).unwrap();
+    let egret = Egret::start(
+        &env.topo,
+        "state",
+        &[
+            "--policy",
+            p.to_str().unwrap(),
+            "--admin-socket",
+            &env.sock,
+            "--state-dir",
+            &env.state,
+        ],
+    )
+    .unwrap();
     assert!(generation(&env.sock) > g);
     let (_, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
-    assert!(out.starts_with("HTTP/1.1 403"), "runtime catch-all not restored: {out}\n{}", egret.logs());
+    assert!(
+        out.starts_with("HTTP/1.1 403"),
+        "runtime catch-all not restored: {out}\n{}",
+        egret.logs()
+    );
     let (code, out, _) = ctl(&env.sock, &["secret", "list"]);
     assert_eq!(code, 0);
-    assert!(out.contains("RUNTIME_TOKEN") && !out.contains("rt-secret-value"), "{out}");
+    assert!(
+        out.contains("RUNTIME_TOKEN") && !out.contains("rt-secret-value"),
+        "{out}"
+    );
+}
+
+#[test]
+fn tunnels_the_new_rules_forbid_are_closed_at_the_swap() {
+    let env = setup("revoke");
+    let (code, _, err) = ctl(&env.sock, &["allow-host", "add", "github.test"]);
+    assert_eq!(code, 0, "{err}");
+    let script = r#"
+import socket, sys, time
+s = socket.create_connection(("github.test", 2222), timeout=10)
+print(s.recv(100).decode().strip()); sys.stdout.flush()
+input()
+t = time.time()
+try:
+    s.sendall(b"still there?\n")
+    d = s.recv(100)
+    print("after:", "closed" if not d else d.decode().strip())
+except OSError as e:
+    print("after: closed", type(e).__name__)
+"#;
+    let mut child = env
+        .topo
+        .sbx
+        .cmd("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(
+        line.contains("SSH-2.0-egret-test-banner"),
+        "{line}\n{}",
+        env.egret.logs()
+    );
+    let (code, _, err) = ctl(&env.sock, &["allow-host", "remove", "github.test"]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    child.wait().unwrap();
+    assert!(
+        rest.contains("after: closed"),
+        "tunnel survived a policy that forbids it: {rest}"
+    );
+    assert!(
+        env.egret.logs().contains("decision=\"revoked\""),
+        "{}",
+        env.egret.logs()
+    );
 }

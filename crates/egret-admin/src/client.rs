@@ -204,11 +204,9 @@ impl AdminClient {
                 body,
             })
         };
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| {
-                AdminClientError::Protocol(format!("no answer within {:?}", self.timeout))
-            })?
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
+            AdminClientError::Protocol(format!("no answer within {:?}", self.timeout))
+        })?
     }
 
     /// Sends and returns the body of a 2xx answer; maps error answers to `Refused`.
@@ -240,7 +238,9 @@ impl AdminClient {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminClientError> {
-        let b = self.call(Method::GET, path, None, Bytes::new(), None).await?;
+        let b = self
+            .call(Method::GET, path, None, Bytes::new(), None)
+            .await?;
         decode(&b)
     }
 
@@ -265,7 +265,9 @@ impl AdminClient {
     }
 
     async fn get_text(&self, path: &str) -> Result<String, AdminClientError> {
-        let b = self.call(Method::GET, path, None, Bytes::new(), None).await?;
+        let b = self
+            .call(Method::GET, path, None, Bytes::new(), None)
+            .await?;
         String::from_utf8(b.to_vec())
             .map_err(|_| AdminClientError::Protocol(format!("{path}: answer is not UTF-8")))
     }
@@ -307,12 +309,25 @@ impl AdminClient {
         toml: String,
         if_generation: Option<u64>,
     ) -> Result<Applied, AdminClientError> {
+        self.replace_policy_text(toml, "application/toml", if_generation)
+            .await
+    }
+
+    /// `PUT /v1/policy` with a policy as text in the given content type
+    /// (`application/toml` or `application/json`), sent as is so that parse errors come back
+    /// with the server's line and column.
+    pub async fn replace_policy_text(
+        &self,
+        text: String,
+        content_type: &'static str,
+        if_generation: Option<u64>,
+    ) -> Result<Applied, AdminClientError> {
         let b = self
             .call(
                 Method::PUT,
                 "/v1/policy",
-                Some("application/toml"),
-                Bytes::from(toml),
+                Some(content_type),
+                Bytes::from(text),
                 if_generation,
             )
             .await?;
@@ -382,8 +397,13 @@ impl AdminClient {
         change: &HostListChange,
         if_generation: Option<u64>,
     ) -> Result<Applied, AdminClientError> {
-        self.send_json(Method::POST, "/v1/allowed-hosts", Some(change), if_generation)
-            .await
+        self.send_json(
+            Method::POST,
+            "/v1/allowed-hosts",
+            Some(change),
+            if_generation,
+        )
+        .await
     }
 
     /// `POST /v1/denied-hosts`.
@@ -392,8 +412,13 @@ impl AdminClient {
         change: &HostListChange,
         if_generation: Option<u64>,
     ) -> Result<Applied, AdminClientError> {
-        self.send_json(Method::POST, "/v1/denied-hosts", Some(change), if_generation)
-            .await
+        self.send_json(
+            Method::POST,
+            "/v1/denied-hosts",
+            Some(change),
+            if_generation,
+        )
+        .await
     }
 
     /// `PUT /v1/internet`.
@@ -508,7 +533,9 @@ impl AdminClient {
             self.send(Method::GET, &path, None, Bytes::new(), None),
         )
         .await
-        .map_err(|_| AdminClientError::Protocol(format!("no answer within {:?}", self.timeout)))??;
+        .map_err(|_| {
+            AdminClientError::Protocol(format!("no answer within {:?}", self.timeout))
+        })??;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let body = resp

@@ -459,13 +459,12 @@ async fn run(
         CtlCommand::Policy(PolicyCommand::Set { file }) => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
-            let a = if file.extension().is_some_and(|e| e == "json") {
-                let cfg = egret_policy::PolicyConfig::from_json(&text, &file.display().to_string())
-                    .map_err(|e| Failure::Usage(e.to_string()))?;
-                client.replace_policy(&cfg, ifg).await?
+            let ct = if file.extension().is_some_and(|e| e == "json") {
+                "application/json"
             } else {
-                client.replace_policy_toml(text, ifg).await?
+                "application/toml"
             };
+            let a = client.replace_policy_text(text, ct, ifg).await?;
             print_applied(out, json, &a)?;
         }
         CtlCommand::SetOutbound { name, params } => {
@@ -504,7 +503,11 @@ async fn run(
             )?;
         }
         CtlCommand::RemoveOutboundByHost { hosts } => {
-            print_applied(out, json, &client.remove_outbound_by_host(hosts, ifg).await?)?;
+            print_applied(
+                out,
+                json,
+                &client.remove_outbound_by_host(hosts, ifg).await?,
+            )?;
         }
         CtlCommand::AllowHost { action, hosts } => {
             let c = host_change(action, hosts);
@@ -719,7 +722,9 @@ pub fn format_event(line: &str) -> String {
         return line.to_owned();
     };
     if event_str(&v, "type") == Some("lagged") {
-        let n = event_field(&v, "skipped").and_then(|n| n.as_u64()).unwrap_or(0);
+        let n = event_field(&v, "skipped")
+            .and_then(|n| n.as_u64())
+            .unwrap_or(0);
         return format!("... {n} events skipped (this reader fell behind)");
     }
     let s = |k: &str| event_str(&v, k).unwrap_or("-").to_owned();
@@ -748,12 +753,7 @@ pub fn format_event(line: &str) -> String {
 }
 
 fn human_duration(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86_400,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-    );
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 {
         format!("{d}d {h:02}h {m:02}m {s:02}s")
     } else if h > 0 {

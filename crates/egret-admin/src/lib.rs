@@ -88,8 +88,7 @@ pub use api::{
 };
 pub use client::{AdminClient, AdminClientError, AuditStream, RawResponse};
 pub use control::{
-    Applied, BoxFuture, Change, Control, ControlError, ModuleInfo, PolicyView, SecretValue,
-    Status,
+    Applied, BoxFuture, Change, Control, ControlError, ModuleInfo, PolicyView, SecretValue, Status,
 };
 pub use ctl::{run_ctl, CtlArgs, CtlCommand};
 pub use server::{serve, AdminError, ServerHandle, ServerOptions};

@@ -165,10 +165,7 @@ pub async fn serve(
     })
 }
 
-fn io_err<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(std::io::Error) -> AdminError + 'a {
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> AdminError + 'a {
     move |source| AdminError::Io {
         path: path.to_owned(),
         op,
@@ -228,8 +225,8 @@ fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, AdminEr
         .map_err(io_err(&tmp_dir, "create directory"))?;
     let tmp_sock = tmp_dir.join("s");
     let result = (|| {
-        let l = std::os::unix::net::UnixListener::bind(&tmp_sock)
-            .map_err(io_err(&tmp_sock, "bind"))?;
+        let l =
+            std::os::unix::net::UnixListener::bind(&tmp_sock).map_err(io_err(&tmp_sock, "bind"))?;
         std::fs::set_permissions(&tmp_sock, std::fs::Permissions::from_mode(0o600))
             .map_err(io_err(&tmp_sock, "chmod"))?;
         std::fs::rename(&tmp_sock, path).map_err(io_err(path, "rename into place"))?;
@@ -281,10 +278,8 @@ async fn accept_loop(
     drop(listener);
     remove_if_ours(&path, ident);
     let grace = ctx.opts.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(target: "egret::admin", "admin connections still open after the grace period; closing them");
         conns.shutdown().await;
@@ -356,7 +351,8 @@ async fn serve_conn(stream: UnixStream, ctx: Arc<Ctx>) {
 #[derive(Debug)]
 struct Failure {
     status: StatusCode,
-    error: ApiError,
+    // Boxed: the error path is cold and this keeps every `Result<_, Failure>` small.
+    error: Box<ApiError>,
     allow: Option<&'static str>,
     close: bool,
 }
@@ -365,7 +361,7 @@ impl Failure {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Failure {
             status: code.status(),
-            error: ApiError::new(code, message),
+            error: Box::new(ApiError::new(code, message)),
             allow: None,
             close: false,
         }
@@ -429,7 +425,11 @@ fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
     }
 }
 
-fn text_response(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn text_response(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -441,7 +441,7 @@ fn error_response(f: &Failure) -> Response<Body> {
     let mut r = json_response(
         f.status,
         &ErrorResponse {
-            error: f.error.clone(),
+            error: (*f.error).clone(),
         },
     );
     if let Some(allow) = f.allow {
@@ -877,7 +877,12 @@ fn audit(ctx: &Ctx, query: &str) -> Result<Response<Body>, Failure> {
 
 fn is_toml(headers: &HeaderMap) -> Option<bool> {
     let ct = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     Some(essence == "application/toml" || essence == "text/toml" || essence == "text/x-toml")
 }
 
@@ -918,11 +923,8 @@ async fn read_body(req: Request<Incoming>, limit: usize, ctx: &Ctx) -> Result<By
             Err(f)
         }
         Err(_) => {
-            let mut f = Failure::new(
-                ErrorCode::BadRequest,
-                "timed out reading the request body",
-            )
-            .status(StatusCode::REQUEST_TIMEOUT);
+            let mut f = Failure::new(ErrorCode::BadRequest, "timed out reading the request body")
+                .status(StatusCode::REQUEST_TIMEOUT);
             f.close = true;
             Err(f)
         }
@@ -936,7 +938,23 @@ fn json_failure(e: &serde_json::Error, message: String) -> Failure {
     f
 }
 
+/// serde's derived structs also accept the sequence form (`[true]` for `{"enabled": true}`);
+/// the API documents objects only, so arrays are refused up front.
+fn refuse_array(body: &[u8]) -> Result<(), Failure> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let mut f = Failure::new(
+            ErrorCode::InvalidJson,
+            "expected a JSON object, found an array",
+        );
+        f.error.line = Some(1);
+        f.error.column = Some(1);
+        return Err(f);
+    }
+    Ok(())
+}
+
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    refuse_array(body)?;
     serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
             "the body is empty; this endpoint expects a JSON object".to_owned()
@@ -950,6 +968,7 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
 /// Like [`parse_json`] but never repeats serde's message: for some inputs (a bare string, a
 /// value of the wrong type) that message quotes the value, which here is the secret.
 fn parse_secret(body: &[u8]) -> Result<SecretRequest, Failure> {
+    refuse_array(body)?;
     serde_json::from_slice(body).map_err(|e| {
         json_failure(
             &e,
@@ -1009,9 +1028,21 @@ mod tests {
         assert_eq!(route("/metrics").unwrap(), Route::Metrics);
         assert_eq!(route("/v1/handlers/x").unwrap(), Route::Handler("x"));
         assert_eq!(route("/v1/modules").unwrap(), Route::Modules);
-        assert_eq!(route("/v1/modules/m.wasm").unwrap(), Route::Module("m.wasm"));
-        for bad in ["/v1/handlers/..", "/v1/secrets/.", "/v1/modules/%2e%2e", "/v1/secrets/"] {
-            assert_eq!(route(bad).unwrap_err().error.code, ErrorCode::InvalidName, "{bad}");
+        assert_eq!(
+            route("/v1/modules/m.wasm").unwrap(),
+            Route::Module("m.wasm")
+        );
+        for bad in [
+            "/v1/handlers/..",
+            "/v1/secrets/.",
+            "/v1/modules/%2e%2e",
+            "/v1/secrets/",
+        ] {
+            assert_eq!(
+                route(bad).unwrap_err().error.code,
+                ErrorCode::InvalidName,
+                "{bad}"
+            );
         }
         for missing in ["/", "/v2/health", "/v1/handlers/a/b", "/v1/nope", "/v1"] {
             let f = route(missing).unwrap_err();
@@ -1022,7 +1053,11 @@ mod tests {
 
     #[test]
     fn secret_parse_errors_do_not_quote_the_value() {
-        for body in [r#""hunter2""#, r#"{"value": "hunter2", "x": 1}"#, r#"{"value": ["hunter2"]}"#] {
+        for body in [
+            r#""hunter2""#,
+            r#"{"value": "hunter2", "x": 1}"#,
+            r#"{"value": ["hunter2"]}"#,
+        ] {
             let f = parse_secret(body.as_bytes()).unwrap_err();
             let shown = serde_json::to_string(&f.error).unwrap();
             assert!(!shown.contains("hunter2"), "{shown}");

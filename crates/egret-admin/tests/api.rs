@@ -121,7 +121,10 @@ async fn every_endpoint_round_trips() {
 
     let wasm = Bytes::from_static(b"\0asm\x0d\0\x01\0rest");
     let info = c.upload_module("inject", wasm.clone(), None).await.unwrap();
-    assert_eq!((info.name.as_str(), info.size), ("inject", wasm.len() as u64));
+    assert_eq!(
+        (info.name.as_str(), info.size),
+        ("inject", wasm.len() as u64)
+    );
     assert_eq!(c.modules().await.unwrap(), vec![info]);
 
     let set = c
@@ -137,8 +140,16 @@ async fn every_endpoint_round_trips() {
     c.remove_secret("TOKEN", None).await.unwrap();
     assert_eq!(m.last_call().0, Change::RemoveSecret("TOKEN".into()));
 
-    assert!(c.ca_pem().await.unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
-    assert!(c.metrics().await.unwrap().contains("egret_requests_total 10"));
+    assert!(c
+        .ca_pem()
+        .await
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(c
+        .metrics()
+        .await
+        .unwrap()
+        .contains("egret_requests_total 10"));
 
     // Content types of the text endpoints.
     for (path, ct) in [
@@ -148,8 +159,15 @@ async fn every_endpoint_round_trips() {
         ("/v1/policy?format=toml", "application/toml"),
         ("/v1/status", "application/json"),
     ] {
-        let r = c.raw(Method::GET, path, None, Bytes::new(), None).await.unwrap();
-        assert_eq!((r.status, r.content_type.as_deref()), (200, Some(ct)), "{path}");
+        let r = c
+            .raw(Method::GET, path, None, Bytes::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.content_type.as_deref()),
+            (200, Some(ct)),
+            "{path}"
+        );
     }
     f.server.stop().await;
 }
@@ -183,7 +201,9 @@ async fn stale_socket_is_replaced_but_other_files_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sbx.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // stale: nobody listens
-    let h = serve(&path, Mock::new(), ServerOptions::default()).await.unwrap();
+    let h = serve(&path, Mock::new(), ServerOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -286,25 +306,58 @@ async fn invalid_json_has_line_and_column_and_unknown_fields_are_refused() {
     .await;
     assert_eq!(st, 400);
     assert_eq!(v["error"]["code"], "invalid_json");
-    assert!(v["error"]["message"].as_str().unwrap().contains("enbled"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("enbled"),
+        "{v}"
+    );
 
     for (path, method, body) in [
-        ("/v1/allowed-hosts", Method::POST, r#"{"add":["a"],"rm":[]}"#),
-        ("/v1/outbound-by-host", Method::PUT, r#"{"routes":[],"x":1}"#),
-        ("/v1/outbound-by-host", Method::PUT, r#"{"routes":[{"host":"a","handler":"h","bogus":1}]}"#),
-        ("/v1/handlers/h", Method::PUT, r#"{"module":"m","timeout":5}"#),
+        (
+            "/v1/allowed-hosts",
+            Method::POST,
+            r#"{"add":["a"],"rm":[]}"#,
+        ),
+        (
+            "/v1/outbound-by-host",
+            Method::PUT,
+            r#"{"routes":[],"x":1}"#,
+        ),
+        (
+            "/v1/outbound-by-host",
+            Method::PUT,
+            r#"{"routes":[{"host":"a","handler":"h","bogus":1}]}"#,
+        ),
+        (
+            "/v1/handlers/h",
+            Method::PUT,
+            r#"{"module":"m","timeout":5}"#,
+        ),
         ("/v1/outbound", Method::PUT, r#"{"handler":"h","parms":{}}"#),
         ("/v1/outbound", Method::PUT, ""),
     ] {
         let (st, v) = raw_call(&f.client, method, path, body, None).await;
-        assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_json")), "{path} {body}: {v}");
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("invalid_json")),
+            "{path} {body}: {v}"
+        );
     }
 
     // A policy in JSON with a typo: the hint from egret-policy comes through.
-    let (st, v) = raw_call(&f.client, Method::PUT, "/v1/policy", "{\"internt\": true}", None).await;
+    let (st, v) = raw_call(
+        &f.client,
+        Method::PUT,
+        "/v1/policy",
+        "{\"internt\": true}",
+        None,
+    )
+    .await;
     assert_eq!(st, 400);
     assert_eq!(v["error"]["code"], "invalid_json");
-    assert!(v["error"]["hint"].as_str().unwrap().contains("internet"), "{v}");
+    assert!(
+        v["error"]["hint"].as_str().unwrap().contains("internet"),
+        "{v}"
+    );
 
     // A TOML policy with a syntax error: invalid_policy with the position.
     let r = f
@@ -374,7 +427,8 @@ async fn huge_bodies_are_refused_early() {
     assert_eq!(err.code(), Some(ErrorCode::PayloadTooLarge), "{err}");
 
     // A chunked JSON body (no content-length) is cut off at the 1 MiB JSON limit.
-    let mut req = b"PUT /v1/internet HTTP/1.1\r\nhost: egret\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut req =
+        b"PUT /v1/internet HTTP/1.1\r\nhost: egret\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         req.extend_from_slice(format!("{:x}\r\n", 1 << 19).as_bytes());
         req.extend(std::iter::repeat_n(b' ', 1 << 19));
@@ -382,7 +436,11 @@ async fn huge_bodies_are_refused_early() {
     }
     req.extend_from_slice(b"0\r\n\r\n");
     let out = raw_exchange(&f.socket, &req).await;
-    assert!(out.starts_with("HTTP/1.1 413"), "{}", &out[..out.len().min(300)]);
+    assert!(
+        out.starts_with("HTTP/1.1 413"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
     f.server.stop().await;
 }
 
@@ -401,7 +459,11 @@ async fn bad_names_are_refused() {
     ] {
         for method in [Method::PUT, Method::DELETE] {
             let (st, v) = raw_call(&f.client, method, &path, "{}", None).await;
-            assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_name")), "{path}");
+            assert_eq!(
+                (st, v["error"]["code"].as_str()),
+                (400, Some("invalid_name")),
+                "{path}"
+            );
         }
     }
     // The typed client refuses before sending.
@@ -435,7 +497,10 @@ async fn unknown_paths_and_wrong_methods() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
-    assert!(out.to_ascii_lowercase().contains("allow: get, put"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("allow: get, put"),
+        "{out}"
+    );
     f.server.stop().await;
 }
 
@@ -475,7 +540,10 @@ async fn if_generation_mismatch_is_a_conflict() {
         b"DELETE /v1/outbound HTTP/1.1\r\nhost: egret\r\nif-generation: soon\r\nconnection: close\r\n\r\n",
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 400") && out.contains("bad_request"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 400") && out.contains("bad_request"),
+        "{out}"
+    );
     f.server.stop().await;
 }
 
@@ -495,7 +563,11 @@ async fn control_errors_map_to_codes() {
             404,
             ErrorCode::NotFound,
         ),
-        (ControlError::Internal("boom".into()), 500, ErrorCode::Internal),
+        (
+            ControlError::Internal("boom".into()),
+            500,
+            ErrorCode::Internal,
+        ),
         (
             ControlError::Conflict {
                 expected: 3,
@@ -561,7 +633,11 @@ async fn secret_values_never_come_back() {
         format!(r#"["{SECRET}"]"#),
     ] {
         let (st, v) = raw_call(&f.client, Method::PUT, "/v1/secrets/TOKEN", &bad, None).await;
-        assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_json")), "{bad}");
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("invalid_json")),
+            "{bad}"
+        );
         bodies.push(v.to_string());
     }
     f.mock.fail_with(ControlError::Invalid {
@@ -654,7 +730,9 @@ async fn slow_headers_are_cut_off() {
     };
     let f = start_with(Mock::new(), opts).await;
     let mut s = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
-    s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: eg").await.unwrap();
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: eg")
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
@@ -697,7 +775,10 @@ async fn audit_stream_is_filtered_and_ends_on_stop() {
     }
     let started = Instant::now();
     f.server.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(2), "open streams delayed the stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "open streams delayed the stop"
+    );
     assert!(next(&mut stream).await.is_none());
 
     // Without an audit feed: not_found.

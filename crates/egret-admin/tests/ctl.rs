@@ -60,17 +60,45 @@ fn every_command_parses() {
         &["policy", "get"],
         &["policy", "get", "--toml"],
         &["policy", "set", "p.toml"],
-        &["set-outbound", "allow-hosts", "--params", r#"{"hosts":["github.com"]}"#],
+        &[
+            "set-outbound",
+            "allow-hosts",
+            "--params",
+            r#"{"hosts":["github.com"]}"#,
+        ],
         &["clear-outbound"],
-        &["set-outbound-by-host", "a.test,b.test", "inject", "--params", "{}"],
+        &[
+            "set-outbound-by-host",
+            "a.test,b.test",
+            "inject",
+            "--params",
+            "{}",
+        ],
         &["remove-outbound-by-host", "a.test", "b.test"],
         &["allow-host", "add", "a.test"],
         &["allow-host", "remove", "a.test", "b.test"],
         &["deny-host", "add", "evil.test"],
         &["internet", "on"],
         &["internet", "off"],
-        &["handler", "set", "h", "--module", "uploaded:h", "--params", "{}", "--secret", "A",
-          "--secret", "B", "--reveal", "A", "--timeout-ms", "80", "--memory-mb", "32"],
+        &[
+            "handler",
+            "set",
+            "h",
+            "--module",
+            "uploaded:h",
+            "--params",
+            "{}",
+            "--secret",
+            "A",
+            "--secret",
+            "B",
+            "--reveal",
+            "A",
+            "--timeout-ms",
+            "80",
+            "--memory-mb",
+            "32",
+        ],
         &["handler", "remove", "h"],
         &["module", "upload", "h", "h.wasm"],
         &["module", "list"],
@@ -92,7 +120,17 @@ fn every_command_parses() {
     let a = parse(&["internet", "on", "--if-generation", "5"]);
     assert_eq!(a.if_generation, Some(5));
     // Mutually exclusive secret sources; `--value` is redacted in Debug.
-    assert!(Cli::try_parse_from(["ctl", "secret", "set", "T", "--value", "v", "--from-env", "V"]).is_err());
+    assert!(Cli::try_parse_from([
+        "ctl",
+        "secret",
+        "set",
+        "T",
+        "--value",
+        "v",
+        "--from-env",
+        "V"
+    ])
+    .is_err());
     let a = parse(&["secret", "set", "T", "--value", SECRET]);
     assert!(!format!("{a:?}").contains(SECRET));
 }
@@ -104,7 +142,10 @@ async fn ok_commands_exit_0_and_print_readably() {
 
     let (code, out, _) = ctl(s, false, &["status"]).await;
     assert_eq!(code, exit::OK);
-    assert!(out.contains("sandbox     agent-47") && out.contains("1h 02m 03s"), "{out}");
+    assert!(
+        out.contains("sandbox     agent-47") && out.contains("1h 02m 03s"),
+        "{out}"
+    );
     let (code, out, _) = ctl(s, true, &["status"]).await;
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -113,7 +154,12 @@ async fn ok_commands_exit_0_and_print_readably() {
     let (code, out, _) = ctl(
         s,
         false,
-        &["set-outbound", "allow-hosts", "--params", r#"{"hosts":["github.com"]}"#],
+        &[
+            "set-outbound",
+            "allow-hosts",
+            "--params",
+            r#"{"hosts":["github.com"]}"#,
+        ],
     )
     .await;
     assert_eq!(code, 0);
@@ -131,27 +177,52 @@ async fn ok_commands_exit_0_and_print_readably() {
     assert!(out.contains("warning: internet is on"), "{out}");
     assert_eq!(f.mock.last_call(), (Change::SetInternet(true), Some(2)));
 
-    let (code, _, _) = ctl(s, false, &["set-outbound-by-host", "a.test, b.test", "inject"]).await;
+    let (code, _, _) = ctl(
+        s,
+        false,
+        &["set-outbound-by-host", "a.test, b.test", "inject"],
+    )
+    .await;
     assert_eq!(code, 0);
-    let Change::SetOutboundByHost(r) = f.mock.last_call().0 else { panic!() };
+    let Change::SetOutboundByHost(r) = f.mock.last_call().0 else {
+        panic!()
+    };
     assert_eq!(r[0].hosts, vec!["a.test", "b.test"]);
 
     let (code, _, _) = ctl(s, false, &["deny-host", "remove", "x.test"]).await;
     assert_eq!(code, 0);
     assert_eq!(
         f.mock.last_call().0,
-        Change::DeniedHosts { add: vec![], remove: vec!["x.test".into()] }
+        Change::DeniedHosts {
+            add: vec![],
+            remove: vec!["x.test".into()]
+        }
     );
 
     let (code, _, _) = ctl(
         s,
         false,
-        &["handler", "set", "h", "--module", "uploaded:h", "--secret", "A", "--timeout-ms", "80"],
+        &[
+            "handler",
+            "set",
+            "h",
+            "--module",
+            "uploaded:h",
+            "--secret",
+            "A",
+            "--timeout-ms",
+            "80",
+        ],
     )
     .await;
     assert_eq!(code, 0);
-    let Change::SetHandler { name, config } = f.mock.last_call().0 else { panic!() };
-    assert_eq!((name.as_str(), config.module.as_str(), config.timeout_ms), ("h", "uploaded:h", 80));
+    let Change::SetHandler { name, config } = f.mock.last_call().0 else {
+        panic!()
+    };
+    assert_eq!(
+        (name.as_str(), config.module.as_str(), config.timeout_ms),
+        ("h", "uploaded:h", 80)
+    );
     assert_eq!(config.secrets, vec!["A"]);
 
     let wasm = f.dir.path().join("h.wasm");
@@ -164,22 +235,37 @@ async fn ok_commands_exit_0_and_print_readably() {
 
     // Secrets from env and file; the value is never printed.
     std::env::set_var("EGRET_TEST_SECRET", SECRET);
-    let (code, out, err) = ctl(s, false, &["secret", "set", "T1", "--from-env", "EGRET_TEST_SECRET"]).await;
+    let (code, out, err) = ctl(
+        s,
+        false,
+        &["secret", "set", "T1", "--from-env", "EGRET_TEST_SECRET"],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
     let file = f.dir.path().join("tok");
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();
-    let (code, out, _) = ctl(s, true, &["secret", "set", "T2", "--from-file", file.to_str().unwrap()]).await;
+    let (code, out, _) = ctl(
+        s,
+        true,
+        &["secret", "set", "T2", "--from-file", file.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(code, 0);
     assert!(!out.contains(SECRET));
-    let Change::SetSecret { value, .. } = f.mock.last_call().0 else { panic!() };
+    let Change::SetSecret { value, .. } = f.mock.last_call().0 else {
+        panic!()
+    };
     assert_eq!(value.expose(), SECRET, "trailing newline stripped");
     let (_, out, _) = ctl(s, false, &["secret", "list"]).await;
     assert_eq!(out, "FILE_TOKEN\nT1\nT2\n");
 
     let (code, out, _) = ctl(s, false, &["policy", "get"]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("allowed_hosts      a.test") && out.contains("inject  module=inject.wasm"), "{out}");
+    assert!(
+        out.contains("allowed_hosts      a.test") && out.contains("inject  module=inject.wasm"),
+        "{out}"
+    );
     let (_, out, _) = ctl(s, false, &["policy", "get", "--toml"]).await;
     assert!(out.contains("allowed_hosts = [\"a.test\"]"), "{out}");
     let p = f.dir.path().join("p.toml");
@@ -187,9 +273,17 @@ async fn ok_commands_exit_0_and_print_readably() {
     let (code, _, _) = ctl(s, false, &["policy", "set", p.to_str().unwrap()]).await;
     assert_eq!(code, 0);
 
-    for argv in [&["health"][..], &["ca"], &["metrics"], &["clear-outbound"],
-                 &["remove-outbound-by-host", "a.test"], &["allow-host", "add", "a.test"],
-                 &["handler", "remove", "h"], &["secret", "remove", "T1"], &["internet", "off"]] {
+    for argv in [
+        &["health"][..],
+        &["ca"],
+        &["metrics"],
+        &["clear-outbound"],
+        &["remove-outbound-by-host", "a.test"],
+        &["allow-host", "add", "a.test"],
+        &["handler", "remove", "h"],
+        &["secret", "remove", "T1"],
+        &["internet", "off"],
+    ] {
         let (code, _, err) = ctl(s, false, argv).await;
         assert_eq!(code, 0, "{argv:?}: {err}");
     }
@@ -223,19 +317,37 @@ async fn refused_changes_exit_1() {
     });
     let (code, _, err) = ctl(s, false, &["set-outbound", "x"]).await;
     assert_eq!(code, exit::REFUSED);
-    assert!(err.contains("invalid_policy") && err.contains("no such handler"), "{err}");
+    assert!(
+        err.contains("invalid_policy") && err.contains("no such handler"),
+        "{err}"
+    );
 
     let (code, out, _) = ctl(s, true, &["--if-generation", "42", "clear-outbound"]).await;
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["error"]["code"], "conflict");
-    assert_eq!((v["error"]["expected"].as_u64(), v["error"]["current"].as_u64()), (Some(42), Some(1)));
+    assert_eq!(
+        (
+            v["error"]["expected"].as_u64(),
+            v["error"]["current"].as_u64()
+        ),
+        (Some(42), Some(1))
+    );
 
-    f.mock.fail_with(ControlError::NotFound("no handler named \"h\"".into()));
+    f.mock
+        .fail_with(ControlError::NotFound("no handler named \"h\"".into()));
     let (code, _, _) = ctl(s, false, &["handler", "remove", "h"]).await;
     assert_eq!(code, 1);
 
-    let c = run_ctl(s, false, CtlArgs { if_generation: Some(9), command: CtlCommand::ClearOutbound }).await;
+    let c = run_ctl(
+        s,
+        false,
+        CtlArgs {
+            if_generation: Some(9),
+            command: CtlCommand::ClearOutbound,
+        },
+    )
+    .await;
     assert_eq!(c, std::process::ExitCode::from(1));
     let c = run_ctl(s, false, CtlCommand::Health).await;
     assert_eq!(c, std::process::ExitCode::SUCCESS);
@@ -253,11 +365,17 @@ async fn usage_and_other_errors() {
     assert_eq!(code, 2);
     let (code, _, _) = ctl(s, false, &["policy", "set", "/nonexistent/p.toml"]).await;
     assert_eq!(code, 2);
-    let (code, _, _) = ctl(s, false, &["secret", "set", "T", "--from-env", "EGRET_TEST_UNSET_VAR"]).await;
+    let (code, _, _) = ctl(
+        s,
+        false,
+        &["secret", "set", "T", "--from-env", "EGRET_TEST_UNSET_VAR"],
+    )
+    .await;
     assert_eq!(code, 2);
     assert_eq!(f.mock.call_count(), 0);
 
-    f.mock.fail_with(ControlError::Internal("compiler crashed".into()));
+    f.mock
+        .fail_with(ControlError::Internal("compiler crashed".into()));
     let (code, _, err) = ctl(s, false, &["internet", "on"]).await;
     assert_eq!(code, exit::OTHER);
     assert!(err.contains("compiler crashed"), "{err}");
@@ -308,4 +426,29 @@ async fn tail_streams_filtered_events() {
         out.text(),
         "2025-06-01T10:00:00Z agent-47 deny    GET evil.test/x 403 rule=denied_hosts \"evil.test\"\n"
     );
+}
+
+#[tokio::test]
+async fn policy_set_reports_the_servers_parse_errors() {
+    let f = start().await;
+    for (name, text) in [
+        ("p.toml", "internet = true\nalowed_hosts = []\n"),
+        ("p.json", "{\n\"alowed_hosts\": []}"),
+    ] {
+        let p = f.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let (code, out, _) = ctl(&f.socket, true, &["policy", "set", p.to_str().unwrap()]).await;
+        assert_eq!(code, exit::REFUSED, "{name}: {out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["error"]["line"], 2, "{name}: {v}");
+        assert!(
+            v["error"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("allowed_hosts"),
+            "{v}"
+        );
+    }
+    assert_eq!(f.mock.call_count(), 0);
+    f.server.stop().await;
 }

@@ -117,6 +117,8 @@ pub struct Proxy {
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
     pub(crate) stats: Stats,
     pub(crate) next_conn: AtomicU64,
+    /// Bumped by [`Proxy::policy_changed`]; long-lived tunnels re-check their destination.
+    pub(crate) generation_tx: tokio::sync::watch::Sender<u64>,
 }
 
 /// Everything needed to build a [`Proxy`].
@@ -163,7 +165,22 @@ impl Proxy {
             handlers: parts.handlers,
             stats: Stats::default(),
             next_conn: AtomicU64::new(1),
+            generation_tx: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Tell open tunnels (opaque TCP, TLS pass-through) that the policy changed: each one
+    /// re-evaluates its destination and is closed if the new policy denies it. HTTP
+    /// connections need no notice: every request is evaluated on the generation current when
+    /// it starts.
+    pub fn policy_changed(&self) {
+        let generation = self.policy.load().generation();
+        tracing::debug!(
+            generation,
+            tunnels = self.generation_tx.receiver_count(),
+            "policy changed: open tunnels re-check"
+        );
+        self.generation_tx.send_replace(generation);
     }
 
     /// Counters.

@@ -144,20 +144,47 @@ impl Proxy {
             reset(stream);
             return;
         }
-        let result = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
-        let (a, b) = result.unwrap_or((0, 0));
-        sent += a;
-        crate::audit::connection(
-            &self,
-            info.id,
-            info.client,
-            info.orig,
-            name.as_deref(),
-            proto,
-            "forward",
-            rule,
-            sent,
-            b,
-        );
+        let revoked = self.revoked(name.clone(), info.orig, proto == "tls-passthrough");
+        tokio::select! {
+            result = tokio::io::copy_bidirectional(&mut stream, &mut up) => {
+                let (a, b) = result.unwrap_or((0, 0));
+                sent += a;
+                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "forward", rule, sent, b);
+            }
+            why = revoked => {
+                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "revoked", &why, sent, 0);
+                reset(stream);
+            }
+        }
+    }
+
+    /// Resolves when a policy swap denies this destination; returns the denying rule.
+    async fn revoked(&self, name: Option<Arc<str>>, orig: SocketAddr, tls: bool) -> String {
+        let mut rx = self.generation_tx.subscribe();
+        loop {
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let policy = self.policy.load();
+            let dest = Destination {
+                host: name.as_deref(),
+                ip: if name.is_none() {
+                    Some(orig.ip())
+                } else {
+                    None
+                },
+                port: orig.port(),
+            };
+            if tls {
+                if let egret_policy::TlsDecision::Refuse(v) = policy.tls_decision(&dest) {
+                    return v.rule.to_string();
+                }
+            } else {
+                let v = policy.evaluate(&dest);
+                if !matches!(v.action, VerdictAction::Allow) {
+                    return v.rule.to_string();
+                }
+            }
+        }
     }
 }

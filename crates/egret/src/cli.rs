@@ -28,7 +28,12 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct CtlCli {
     /// The admin socket of the egret to talk to (`egret run --admin-socket`).
-    #[arg(long, env = "EGRET_ADMIN_SOCKET", default_value = "/run/egret/admin.sock", global = true)]
+    #[arg(
+        long,
+        env = "EGRET_ADMIN_SOCKET",
+        default_value = "/run/egret/admin.sock",
+        global = true
+    )]
     pub socket: PathBuf,
     /// Print the raw JSON answers.
     #[arg(long, global = true)]

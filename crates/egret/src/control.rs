@@ -53,6 +53,8 @@ pub struct ControlPlane {
     state: tokio::sync::Mutex<(State, BTreeMap<String, Uploaded>)>,
     module_infos: std::sync::Mutex<Vec<ModuleInfo>>,
     swaps: AtomicU64,
+    /// Called after every swap (tells open tunnels to re-check), set once the proxy exists.
+    pub on_swap: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// Counters of the data path, set once the proxy exists.
     pub metrics: OnceLock<Arc<dyn Fn() -> Vec<(String, u64)> + Send + Sync>>,
 }
@@ -128,6 +130,7 @@ impl ControlPlane {
             module_infos: std::sync::Mutex::new(infos),
             swaps: AtomicU64::new(0),
             metrics: OnceLock::new(),
+            on_swap: OnceLock::new(),
         }
     }
 
@@ -154,7 +157,10 @@ impl ControlPlane {
                     self.policy_dir.join(&h.module)
                 };
                 let bytes = std::fs::read(&path).map_err(|e| {
-                    invalid(format!("handlers.{name}.module: cannot read {}: {e}", path.display()))
+                    invalid(format!(
+                        "handlers.{name}.module: cannot read {}: {e}",
+                        path.display()
+                    ))
                 })?;
                 out.push((name.clone(), h.module.clone(), Bytes::from(bytes)));
             }
@@ -162,7 +168,10 @@ impl ControlPlane {
         Ok(out)
     }
 
-    async fn load_set(&self, modules: Vec<(String, String, Bytes)>) -> Result<HandlerSet, ControlError> {
+    async fn load_set(
+        &self,
+        modules: Vec<(String, String, Bytes)>,
+    ) -> Result<HandlerSet, ControlError> {
         let mut set = HandlerSet::new();
         let mut problems = Vec::new();
         for (name, module, bytes) in modules {
@@ -191,12 +200,19 @@ impl ControlPlane {
     ) -> Result<Applied, ControlError> {
         let generation = st.generation + 1;
         let compiled = compile(&cfg, &rt, generation, &self.pins)?;
-        let warnings: Vec<String> = compiled.warnings().iter().map(ToString::to_string).collect();
+        let warnings: Vec<String> = compiled
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let set = self.load_set(self.module_bytes(&cfg, uploaded)?).await?;
         // Handlers first, then the policy that refers to them.
         self.dispatch.install(generation, set);
         self.policy.store(Arc::new(compiled));
         self.swaps.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = self.on_swap.get() {
+            f();
+        }
         st.cfg = cfg;
         st.runtime = rt;
         st.generation = generation;
@@ -230,7 +246,11 @@ impl ControlPlane {
                     secrets.insert(n, String::from_utf8_lossy(v.expose()).into_owned());
                 }
             }
-            crate::run::write_file(&dir.join("secrets.json"), &serde_json::to_vec(&secrets)?, 0o600)?;
+            crate::run::write_file(
+                &dir.join("secrets.json"),
+                &serde_json::to_vec(&secrets)?,
+                0o600,
+            )?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -238,7 +258,11 @@ impl ControlPlane {
         }
     }
 
-    async fn apply_inner(&self, change: Change, if_generation: Option<u64>) -> Result<Applied, ControlError> {
+    async fn apply_inner(
+        &self,
+        change: Change,
+        if_generation: Option<u64>,
+    ) -> Result<Applied, ControlError> {
         let mut guard = self.state.lock().await;
         let (st, uploaded) = &mut *guard;
         if let Some(expected) = if_generation {
@@ -290,9 +314,13 @@ impl ControlPlane {
             }
             Change::SetSecret { name, value } => {
                 if !egret_policy::is_valid_name(&name) {
-                    return Err(invalid(format!("invalid secret name {name:?}: use [A-Za-z0-9_.-], 1-64 characters")));
+                    return Err(invalid(format!(
+                        "invalid secret name {name:?}: use [A-Za-z0-9_.-], 1-64 characters"
+                    )));
                 }
-                self.dispatch.secrets.set(name.clone(), value.expose().as_bytes().to_vec());
+                self.dispatch
+                    .secrets
+                    .set(name.clone(), value.expose().as_bytes().to_vec());
                 tracing::info!(secret = %name, "secret set");
                 self.persist(st, uploaded);
                 return Ok(Applied {
@@ -318,7 +346,9 @@ impl ControlPlane {
 
     async fn upload_inner(&self, name: String, bytes: Bytes) -> Result<ModuleInfo, ControlError> {
         if !egret_policy::is_valid_name(&name) {
-            return Err(invalid(format!("invalid module name {name:?}: use [A-Za-z0-9_.-], 1-64 characters")));
+            return Err(invalid(format!(
+                "invalid module name {name:?}: use [A-Za-z0-9_.-], 1-64 characters"
+            )));
         }
         // Compile first: a module that is not a valid handler is refused with nothing changed.
         self.dispatch
@@ -334,7 +364,13 @@ impl ControlPlane {
             size: bytes.len() as u64,
             loaded_at: now_secs(),
         };
-        let previous = uploaded.insert(name.clone(), Uploaded { bytes, info: info.clone() });
+        let previous = uploaded.insert(
+            name.clone(),
+            Uploaded {
+                bytes,
+                info: info.clone(),
+            },
+        );
         if let Some(dir) = &self.state_dir {
             let _ = std::fs::remove_file(dir.join("modules").join(format!("{name}.wasm")));
         }
@@ -398,16 +434,27 @@ impl Control for ControlPlane {
         }
     }
 
-    fn apply(&self, change: Change, if_generation: Option<u64>) -> BoxFuture<'_, Result<Applied, ControlError>> {
+    fn apply(
+        &self,
+        change: Change,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
         Box::pin(self.apply_inner(change, if_generation))
     }
 
-    fn upload_module(&self, name: String, bytes: Bytes) -> BoxFuture<'_, Result<ModuleInfo, ControlError>> {
+    fn upload_module(
+        &self,
+        name: String,
+        bytes: Bytes,
+    ) -> BoxFuture<'_, Result<ModuleInfo, ControlError>> {
         Box::pin(self.upload_inner(name, bytes))
     }
 
     fn modules(&self) -> Vec<ModuleInfo> {
-        self.module_infos.lock().map(|m| m.clone()).unwrap_or_default()
+        self.module_infos
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     fn ca_pem(&self) -> String {
@@ -420,10 +467,17 @@ impl Control for ControlPlane {
         out.push_str("# HELP egret_policy_generation Generation of the policy in force.\n# TYPE egret_policy_generation gauge\n");
         out.push_str(&format!("egret_policy_generation {}\n", p.generation()));
         out.push_str("# HELP egret_policy_swaps_total Policy swaps since start.\n# TYPE egret_policy_swaps_total counter\n");
-        out.push_str(&format!("egret_policy_swaps_total {}\n", self.swaps.load(Ordering::Relaxed)));
+        out.push_str(&format!(
+            "egret_policy_swaps_total {}\n",
+            self.swaps.load(Ordering::Relaxed)
+        ));
         if let Some(m) = self.metrics.get() {
             for (k, v) in m() {
-                let kind = if k.ends_with("_total") { "counter" } else { "gauge" };
+                let kind = if k.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
                 out.push_str(&format!("# TYPE egret_{k} {kind}\negret_{k} {v}\n"));
             }
         }

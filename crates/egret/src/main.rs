@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
         cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(args),
         cli::Command::Ctl(c) => {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("egret: error: cannot start the async runtime: {e}");

@@ -155,7 +155,9 @@ pub fn read_modules_with_uploads(
     for (name, h) in &policy.config().handlers {
         if let Some(m) = h.module.strip_prefix(crate::control::UPLOADED) {
             let Some((_, b)) = uploaded.iter().find(|(n, _)| n == m) else {
-                bail!("handler {name}: uploaded module {m:?} is not in --state-dir; upload it again");
+                bail!(
+                    "handler {name}: uploaded module {m:?} is not in --state-dir; upload it again"
+                );
             };
             out.push((name.clone(), PathBuf::from(&h.module), b.to_vec()));
             continue;
@@ -219,8 +221,12 @@ fn restore(dir: &Path, file_sha: &str) -> Result<Restored> {
     let state_path = dir.join("state.json");
     if state_path.exists() {
         let raw = std::fs::read(&state_path)?;
-        let mut st: crate::control::State = serde_json::from_slice(&raw)
-            .with_context(|| format!("corrupt {}: remove it to start from the policy file", state_path.display()))?;
+        let mut st: crate::control::State = serde_json::from_slice(&raw).with_context(|| {
+            format!(
+                "corrupt {}: remove it to start from the policy file",
+                state_path.display()
+            )
+        })?;
         if st.policy_file_sha256 != file_sha {
             tracing::warn!(
                 "the policy file changed since the saved state was written: using the file, keeping the saved runtime routes"
@@ -233,15 +239,20 @@ fn restore(dir: &Path, file_sha: &str) -> Result<Restored> {
     if let Ok(rd) = std::fs::read_dir(dir.join("modules")) {
         for e in rd.flatten() {
             let p = e.path();
-            if let (Some(stem), Some("wasm")) = (p.file_stem().and_then(|s| s.to_str()), p.extension().and_then(|s| s.to_str())) {
-                out.modules.push((stem.to_string(), bytes::Bytes::from(std::fs::read(&p)?)));
+            if let (Some(stem), Some("wasm")) = (
+                p.file_stem().and_then(|s| s.to_str()),
+                p.extension().and_then(|s| s.to_str()),
+            ) {
+                out.modules
+                    .push((stem.to_string(), bytes::Bytes::from(std::fs::read(&p)?)));
             }
         }
     }
     let sp = dir.join("secrets.json");
     if sp.exists() {
-        let m: std::collections::BTreeMap<String, String> = serde_json::from_slice(&std::fs::read(&sp)?)
-            .with_context(|| format!("corrupt {}", sp.display()))?;
+        let m: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&std::fs::read(&sp)?)
+                .with_context(|| format!("corrupt {}", sp.display()))?;
         out.secrets = m.into_iter().collect();
     }
     Ok(out)
@@ -253,11 +264,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     validate_sandbox_id(&args.sandbox_id)?;
     let (file_cfg, file_sha) = match &args.policy {
         Some(p) => {
-            let raw = std::fs::read(p).with_context(|| format!("cannot read policy file {}", p.display()))?;
+            let raw = std::fs::read(p)
+                .with_context(|| format!("cannot read policy file {}", p.display()))?;
             (load_policy_file(p)?, crate::control::sha256_hex(&raw))
         }
         None => {
-            tracing::warn!("no --policy given: using the embedded default policy (all egress denied)");
+            tracing::warn!(
+                "no --policy given: using the embedded default policy (all egress denied)"
+            );
             (
                 PolicyConfig::from_toml(DEFAULT_POLICY, "<embedded default policy>")?,
                 crate::control::sha256_hex(DEFAULT_POLICY.as_bytes()),
@@ -284,7 +298,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         state.runtime = saved.runtime;
         state.generation = saved.generation + 1;
-        tracing::info!(generation = state.generation, "restored runtime state from --state-dir");
+        tracing::info!(
+            generation = state.generation,
+            "restored runtime state from --state-dir"
+        );
     }
     let compiled = crate::control::compile(&state.cfg, &state.runtime, state.generation, &pins)?;
     for w in compiled.warnings() {
@@ -304,9 +321,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     let kv = Arc::new(egret_wasm::KvStore::new());
-    kv.seed(&args.sandbox_id, compiled.kv_seed().iter().map(|(k, v)| (k.clone(), v.clone())))
-        .context("invalid [kv] seed in the policy")?;
-    let uploaded: Vec<(String, bytes::Bytes)> = restored.as_ref().map(|r| r.modules.clone()).unwrap_or_default();
+    kv.seed(
+        &args.sandbox_id,
+        compiled
+            .kv_seed()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    )
+    .context("invalid [kv] seed in the policy")?;
+    let uploaded: Vec<(String, bytes::Bytes)> = restored
+        .as_ref()
+        .map(|r| r.modules.clone())
+        .unwrap_or_default();
     let module_bytes = read_modules_with_uploads(&compiled, &policy_dir, &uploaded)?;
     let generation = compiled.generation();
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
@@ -335,7 +361,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .thread_name("egret-worker")
         .build()
         .context("cannot start the async runtime")?;
-    let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig::default())?);
+    let host = Arc::new(egret_wasm::HandlerHost::new(
+        egret_wasm::HostConfig::default(),
+    )?);
     let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
     let dispatch = Arc::new(crate::glue::WasmDispatch::new(
         host.clone(),
@@ -358,8 +386,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     ));
     let admin = match &args.admin_socket {
         Some(path) => Some(
-            rt.block_on(egret_admin::serve(path, control.clone(), egret_admin::ServerOptions::default()))
-                .with_context(|| format!("cannot serve the admin API on {}", path.display()))?,
+            rt.block_on(egret_admin::serve(
+                path,
+                control.clone(),
+                egret_admin::ServerOptions::default(),
+            ))
+            .with_context(|| format!("cannot serve the admin API on {}", path.display()))?,
         ),
         None => None,
     };
@@ -398,6 +430,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             tls: Some(egret_proxy::TlsState { leaves: leaves.clone() }),
             handlers: Some(dispatch.clone()),
         });
+        {
+            let p = proxy.clone();
+            let _ = control.on_swap.set(Arc::new(move || p.policy_changed()));
+        }
         {
             let (proxy, leaves, dns) = (proxy.clone(), leaves.clone(), dns.clone());
             let _ = control.metrics.set(Arc::new(move || {

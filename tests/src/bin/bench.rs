@@ -41,8 +41,12 @@ fn run_client(ns: &Netns, args: &[&str]) -> (f64, f64) {
     let mut a = vec!["-c", CLIENT];
     a.extend_from_slice(args);
     let out = ns.run("python3", &a);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("client failed ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client failed ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (v["p50"].as_f64().unwrap(), v["p99"].as_f64().unwrap())
 }
 
@@ -61,16 +65,38 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     let n: &str = &std::env::var("BENCH_REQUESTS").unwrap_or_else(|_| "2000".into());
     let topo = Topology::new(SandboxNet::LoOnly);
     // A second sandbox, no egret, with a direct veth to the upstream namespace: the baseline.
     let direct = Netns::new(&format!("egt-{}-dir", topo.id));
-    sh("ip", &["link", "add", &format!("vd{}", topo.id), "netns", &direct.name, "type", "veth", "peer", "name", &format!("vx{}", topo.id), "netns", &topo.up.name]).unwrap();
+    sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            &format!("vd{}", topo.id),
+            "netns",
+            &direct.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("vx{}", topo.id),
+            "netns",
+            &topo.up.name,
+        ],
+    )
+    .unwrap();
     direct.ip(&["link", "set", &format!("vd{}", topo.id), "name", "v-up"]);
-    topo.up.ip(&["link", "set", &format!("vx{}", topo.id), "name", "v-dir"]);
+    topo.up
+        .ip(&["link", "set", &format!("vx{}", topo.id), "name", "v-dir"]);
     direct.ip(&["addr", "add", "10.202.0.1/24", "dev", "v-up"]);
-    topo.up.ip(&["addr", "add", "10.202.0.2/24", "dev", "v-dir"]);
+    topo.up
+        .ip(&["addr", "add", "10.202.0.2/24", "dev", "v-dir"]);
     direct.ip(&["link", "set", "v-up", "up"]);
     topo.up.ip(&["link", "set", "v-dir", "up"]);
 
@@ -106,7 +132,19 @@ handler = "inject"
     let mut startups = Vec::new();
     for i in 0..10 {
         let t = Instant::now();
-        let e = Egret::start(&topo, "bench", &["--policy", &policy, "--ca-out", &ca_s, "--upstream-ca", pki.ca.to_str().unwrap()]).unwrap();
+        let e = Egret::start(
+            &topo,
+            "bench",
+            &[
+                "--policy",
+                &policy,
+                "--ca-out",
+                &ca_s,
+                "--upstream-ca",
+                pki.ca.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
         startups.push(t.elapsed().as_secs_f64() * 1000.0);
         if i == 9 {
             std::thread::sleep(Duration::from_millis(300));
@@ -115,9 +153,39 @@ handler = "inject"
             let egret = e;
             let mut rows = Vec::new();
             let scen: [(&str, &str, &str, Vec<&str>, Vec<&str>); 3] = [
-                ("HTTP/1.1 keep-alive, 1 conn", "http", "latency", vec!["http", "allowed.test", "10.202.0.2", n], vec!["http", "allowed.test", "allowed.test", n]),
-                ("HTTPS keep-alive + inject-header, 1 conn", "https", "latency", vec!["https", "allowed.test", "10.202.0.2", n, pki.ca.to_str().unwrap()], vec!["https", "allowed.test", "allowed.test", n, &ca_s]),
-                ("new TLS connection per request (cached leaf)", "handshake", "latency", vec!["handshake", "allowed.test", "10.202.0.2", "300", pki.ca.to_str().unwrap()], vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s]),
+                (
+                    "HTTP/1.1 keep-alive, 1 conn",
+                    "http",
+                    "latency",
+                    vec!["http", "allowed.test", "10.202.0.2", n],
+                    vec!["http", "allowed.test", "allowed.test", n],
+                ),
+                (
+                    "HTTPS keep-alive + inject-header, 1 conn",
+                    "https",
+                    "latency",
+                    vec![
+                        "https",
+                        "allowed.test",
+                        "10.202.0.2",
+                        n,
+                        pki.ca.to_str().unwrap(),
+                    ],
+                    vec!["https", "allowed.test", "allowed.test", n, &ca_s],
+                ),
+                (
+                    "new TLS connection per request (cached leaf)",
+                    "handshake",
+                    "latency",
+                    vec![
+                        "handshake",
+                        "allowed.test",
+                        "10.202.0.2",
+                        "300",
+                        pki.ca.to_str().unwrap(),
+                    ],
+                    vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
+                ),
             ];
             for (name, _, _, dargs, eargs) in scen.iter() {
                 let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
@@ -138,8 +206,13 @@ handler = "inject"
                 rows.push(serde_json::json!({"scenario": name, "direct_p50_us": d50, "direct_p99_us": d99, "egret_p50_us": e50, "egret_p99_us": e99,
                     "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
             }
-            let peak = std::fs::read_to_string(format!("/proc/{}/status", egret.proc.child.id())).unwrap_or_default();
-            let hwm = peak.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("").to_string();
+            let peak = std::fs::read_to_string(format!("/proc/{}/status", egret.proc.child.id()))
+                .unwrap_or_default();
+            let hwm = peak
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .unwrap_or("")
+                .to_string();
             let st = median(startups.clone());
             println!("start-up to ready (median of 10): {st:.1} ms; idle RSS {idle_rss} KiB; after load {hwm}");
             let out = serde_json::json!({"startup_ms_median": st, "startups_ms": startups, "idle_rss_kib": idle_rss, "scenarios": rows});
@@ -151,7 +224,10 @@ handler = "inject"
             drop(e);
             // wait for the namespace to be released by the previous instance
             for _ in 0..100 {
-                let t = Command::new("ip").args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"]).output().unwrap();
+                let t = Command::new("ip")
+                    .args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"])
+                    .output()
+                    .unwrap();
                 if t.stdout.is_empty() {
                     break;
                 }

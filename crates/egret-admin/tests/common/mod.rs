@@ -42,7 +42,12 @@ impl Mock {
     }
 
     pub fn last_call(&self) -> (Change, Option<u64>) {
-        self.calls.lock().unwrap().last().cloned().expect("no call recorded")
+        self.calls
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no call recorded")
     }
 
     pub fn call_count(&self) -> usize {
@@ -123,7 +128,10 @@ impl Control for Mock {
             if let Some(e) = self.fail_next.lock().unwrap().take() {
                 return Err(e);
             }
-            self.uploads.lock().unwrap().push((name.clone(), bytes.len()));
+            self.uploads
+                .lock()
+                .unwrap()
+                .push((name.clone(), bytes.len()));
             Ok(ModuleInfo {
                 name,
                 sha256: "ab".repeat(32),
