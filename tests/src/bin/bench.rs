@@ -37,6 +37,13 @@ lat.sort()
 print(json.dumps({"p50": lat[len(lat)//2]*1e6, "p99": lat[int(len(lat)*0.99)-1]*1e6}))
 "#;
 
+/// One measured scenario: the client arguments for the direct and the egret side.
+struct Scenario<'a> {
+    name: &'a str,
+    direct: Vec<&'a str>,
+    egret: Vec<&'a str>,
+}
+
 fn run_client(ns: &Netns, args: &[&str]) -> (f64, f64) {
     let mut a = vec!["-c", CLIENT];
     a.extend_from_slice(args);
@@ -152,42 +159,30 @@ handler = "inject"
             // keep the last one running for the request benchmarks
             let egret = e;
             let mut rows = Vec::new();
-            let scen: [(&str, &str, &str, Vec<&str>, Vec<&str>); 3] = [
-                (
-                    "HTTP/1.1 keep-alive, 1 conn",
-                    "http",
-                    "latency",
-                    vec!["http", "allowed.test", "10.202.0.2", n],
-                    vec!["http", "allowed.test", "allowed.test", n],
-                ),
-                (
-                    "HTTPS keep-alive + inject-header, 1 conn",
-                    "https",
-                    "latency",
-                    vec![
-                        "https",
-                        "allowed.test",
-                        "10.202.0.2",
-                        n,
-                        pki.ca.to_str().unwrap(),
-                    ],
-                    vec!["https", "allowed.test", "allowed.test", n, &ca_s],
-                ),
-                (
-                    "new TLS connection per request (cached leaf)",
-                    "handshake",
-                    "latency",
-                    vec![
-                        "handshake",
-                        "allowed.test",
-                        "10.202.0.2",
-                        "300",
-                        pki.ca.to_str().unwrap(),
-                    ],
-                    vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
-                ),
+            let pki_ca = pki.ca.to_str().unwrap();
+            let scen = [
+                Scenario {
+                    name: "HTTP/1.1 keep-alive, 1 conn",
+                    direct: vec!["http", "allowed.test", "10.202.0.2", n],
+                    egret: vec!["http", "allowed.test", "allowed.test", n],
+                },
+                Scenario {
+                    name: "HTTPS keep-alive + inject-header, 1 conn",
+                    direct: vec!["https", "allowed.test", "10.202.0.2", n, pki_ca],
+                    egret: vec!["https", "allowed.test", "allowed.test", n, &ca_s],
+                },
+                Scenario {
+                    name: "new TLS connection per request (cached leaf)",
+                    direct: vec!["handshake", "allowed.test", "10.202.0.2", "300", pki_ca],
+                    egret: vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
+                },
             ];
-            for (name, _, _, dargs, eargs) in scen.iter() {
+            for Scenario {
+                name,
+                direct: dargs,
+                egret: eargs,
+            } in scen.iter()
+            {
                 let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
                 for _ in 0..rounds {
                     let (a, b) = run_client(&direct, dargs);
