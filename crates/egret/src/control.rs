@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+/// Reads the data path's named counters.
+pub type CounterFn = Arc<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
+
 /// Prefix of a handler `module` that names an uploaded module.
 pub const UPLOADED: &str = "uploaded:";
 
@@ -56,7 +59,7 @@ pub struct ControlPlane {
     /// Called after every swap (tells open tunnels to re-check), set once the proxy exists.
     pub on_swap: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// Counters of the data path, set once the proxy exists.
-    pub metrics: OnceLock<Arc<dyn Fn() -> Vec<(String, u64)> + Send + Sync>>,
+    pub metrics: OnceLock<CounterFn>,
 }
 
 fn invalid(msg: impl Into<String>) -> ControlError {
