@@ -35,6 +35,18 @@ fn rule_args(cfg: &CaptureConfig, op: &'static str, family: &'static str) -> Vec
     ]
 }
 
+/// `ip -4|-6 route OP local <default> dev lo table T`: the route that turns marked packets
+/// around to `lo`.
+fn local_route(cfg: &CaptureConfig, op: &str, family: &str) -> Result<String, CaptureError> {
+    let default = if family == "-6" { "::/0" } else { "0.0.0.0/0" };
+    let table = cfg.route_table.to_string();
+    run(
+        "ip",
+        &[family, "route", op, "local", default, "dev", "lo", "table", &table],
+        None,
+    )
+}
+
 fn ip(args: &[String]) -> Result<String, CaptureError> {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     run("ip", &refs, None)
@@ -64,29 +76,9 @@ pub(crate) fn install(cfg: &CaptureConfig) -> Result<Installed, CaptureError> {
         for family in ["-4", "-6"] {
             ip(&rule_args(cfg, "add", family))?;
         }
-        let table = cfg.route_table.to_string();
-        run(
-            "ip",
-            &[
-                "-4",
-                "route",
-                "replace",
-                "local",
-                "0.0.0.0/0",
-                "dev",
-                "lo",
-                "table",
-                &table,
-            ],
-            None,
-        )?;
-        run(
-            "ip",
-            &[
-                "-6", "route", "replace", "local", "::/0", "dev", "lo", "table", &table,
-            ],
-            None,
-        )?;
+        for family in ["-4", "-6"] {
+            local_route(cfg, "replace", family)?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
@@ -147,29 +139,9 @@ fn create_blackhole(need4: bool, need6: bool) -> Result<(), CaptureError> {
 
 pub(crate) fn remove(cfg: &CaptureConfig, installed: &Installed) -> Result<(), CaptureError> {
     delete_rules(cfg);
-    let table = cfg.route_table.to_string();
-    let _ = run(
-        "ip",
-        &[
-            "-4",
-            "route",
-            "del",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            &table,
-        ],
-        None,
-    );
-    let _ = run(
-        "ip",
-        &[
-            "-6", "route", "del", "local", "::/0", "dev", "lo", "table", &table,
-        ],
-        None,
-    );
+    for family in ["-4", "-6"] {
+        let _ = local_route(cfg, "del", family);
+    }
     if installed.blackhole {
         // Deleting one end removes the pair and every route through it.
         let _ = run("ip", &["link", "del", BLACKHOLE_DEV], None);

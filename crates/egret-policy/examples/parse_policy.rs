@@ -1,45 +1,12 @@
-//! Parses a full policy (the file given as the first argument, or the one embedded below),
+//! Parses a full policy (the file given as the first argument, or examples/policy.toml),
 //! compiles it, prints its warnings, and shows the decisions for a few destinations.
 //!
 //! `cargo run -p egret-policy --example parse_policy [policy.toml]`
 
 use egret_policy::{CompiledPolicy, Destination, PolicyConfig, RuntimeLayer, VerdictAction};
 
-const POLICY: &str = r#"
-internet = false
-intercept_https = true
-allowed_hosts = ["allowed.test", "*.github.test", "10.200.0.0/24", "db.test:5432", "vcs.test", "*.vcs.test"]
-denied_hosts  = ["evil.test"]
-passthrough_hosts = ["pinned.test"]
-outbound = "get-only"
-
-[resolve]
-"allowed.test" = "10.200.0.2"
-"v6.test" = ["fd00:200::2", "10.200.0.2"]
-
-[secrets]
-VCS_TOKEN = { env = "VCS_TOKEN" }
-GH = { file = "/run/secrets/gh" }
-
-[kv]
-"agent-47" = "VCS_TOKEN"
-
-[handlers.inject]
-module = "handlers/inject-header.wasm"
-params = { header = "x-auth-token", secret = "VCS_TOKEN" }
-secrets = ["VCS_TOKEN"]
-reveal = []
-timeout_ms = 50
-memory_mb = 16
-
-[handlers.get-only]
-module = "handlers/get-only.wasm"
-
-[[routes]]
-hosts = ["vcs.test", "*.vcs.test"]
-handler = "inject"
-params = { header = "x-auth-token", secret = "VCS_TOKEN" }
-"#;
+/// The repository's annotated example policy.
+const POLICY: &str = include_str!("../../../examples/policy.toml");
 
 fn main() {
     // The example itself may read a file; the library never does.
