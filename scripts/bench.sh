@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 scripts/build-handlers.sh >/dev/null
 cargo build --release --bins
-exec target/release/egret-bench
+exec "${CARGO_TARGET_DIR:-target}/release/egret-bench"
