@@ -256,6 +256,8 @@ async fn main() -> anyhow::Result<()> {
                     let Ok((s, peer)) = l.accept().await else {
                         continue;
                     };
+                    // Small TLS records + Nagle + delayed ACK would add ~40 ms per handshake.
+                    let _ = s.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     let st = st.clone();
                     let local = s.local_addr().unwrap_or(peer);
