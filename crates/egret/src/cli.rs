@@ -163,6 +163,10 @@ pub struct RunArgs {
     /// restore them at start.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Keep compiled handler artifacts here (created 0700, keyed by module sha256): restarts
+    /// skip compilation. Only egret may write to it (it holds native code).
+    #[arg(long)]
+    pub handler_cache_dir: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
