@@ -361,9 +361,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .thread_name("egret-worker")
         .build()
         .context("cannot start the async runtime")?;
-    let host = Arc::new(egret_wasm::HandlerHost::new(
-        egret_wasm::HostConfig::default(),
-    )?);
+    let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
+        cache_dir: args.handler_cache_dir.clone(),
+        ..egret_wasm::HostConfig::default()
+    })?);
     let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
     let dispatch = Arc::new(crate::glue::WasmDispatch::new(
         host.clone(),
