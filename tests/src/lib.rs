@@ -487,6 +487,18 @@ impl Egret {
     pub fn logs(&self) -> String {
         self.proc.output()
     }
+    /// Wait until egret's logs contain `needle` (connection events are written when the
+    /// connection ends, which may be just after the client exits).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
 }
 
 /// Write a file and return its path as a String.

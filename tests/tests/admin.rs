@@ -453,7 +453,7 @@ except OSError as e:
         "tunnel survived a policy that forbids it: {rest}"
     );
     assert!(
-        env.egret.logs().contains("decision=\"revoked\""),
+        env.egret.wait_log("decision=\"revoked\"", Duration::from_secs(5)),
         "{}",
         env.egret.logs()
     );

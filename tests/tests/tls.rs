@@ -265,7 +265,7 @@ fn passthrough_host_is_spliced_with_the_upstream_certificate() {
     assert!(!err.contains("egret sandbox CA"), "{err}");
     assert_eq!(json(&out)["host"], "pinned.test");
     assert!(
-        env.egret.logs().contains("tls-passthrough"),
+        env.egret.wait_log("tls-passthrough", Duration::from_secs(5)),
         "{}",
         env.egret.logs()
     );
