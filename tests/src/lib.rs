@@ -425,30 +425,23 @@ impl Upstream {
     /// Start `egret-testsrv` on port 80 (h1 + h2c) of every upstream address, and on 443 with
     /// TLS when `tls` (cert, key) is given.
     pub fn start(topo: &Topology, name: &str, tls: Option<(&Path, &Path)>) -> Upstream {
+        let mut args = vec!["--http", "[::]:80", "--banner", "[::]:2222"];
+        if let Some((cert, key)) = tls {
+            args.extend(["--https", "[::]:443", "--cert", cert.to_str().unwrap()]);
+            args.extend(["--key", key.to_str().unwrap()]);
+        }
+        Upstream::start_with(topo, name, &args)
+    }
+
+    /// Start `egret-testsrv` named `name` with exactly these listener arguments (plus its
+    /// access log and ready file), and wait until it is ready.
+    pub fn start_with(topo: &Topology, name: &str, args: &[&str]) -> Upstream {
         let log = topo.tmp.path(&format!("{name}.access.log"));
         let ready = topo.tmp.path(&format!("{name}.ready"));
         let mut cmd = topo.up.cmd(bin("egret-testsrv").to_str().unwrap());
-        cmd.args([
-            "--http",
-            "[::]:80",
-            "--banner",
-            "[::]:2222",
-            "--log",
-            log.to_str().unwrap(),
-            "--name",
-            name,
-        ]);
+        cmd.args(args);
+        cmd.args(["--log", log.to_str().unwrap(), "--name", name]);
         cmd.args(["--ready-file", ready.to_str().unwrap()]);
-        if let Some((cert, key)) = tls {
-            cmd.args([
-                "--https",
-                "[::]:443",
-                "--cert",
-                cert.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-            ]);
-        }
         let mut proc = spawn(cmd, &topo.tmp.0, name);
         wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
         Upstream { proc, log }
@@ -573,4 +566,45 @@ pub fn handler_module(name: &str) -> String {
         .join(format!("{name}.wasm"))
         .to_string_lossy()
         .into_owned()
+}
+
+/// A client process in the sandbox driven line by line (stdin/stdout), for tests that must act
+/// (swap a policy, kill egret) between two steps of one connection.
+pub struct Interactive {
+    child: Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Interactive {
+    /// Start `python3 -c script args...` inside `ns`.
+    pub fn python(ns: &Netns, script: &str, args: &[&str]) -> Interactive {
+        let mut child = ns
+            .cmd("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Interactive { child, stdout }
+    }
+    /// The next line the script prints.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).expect("read");
+        line
+    }
+    /// Let the script go on (it waits in `input()`), then collect the rest of its output.
+    pub fn finish(mut self) -> String {
+        use std::io::Write;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+        let _ = self.child.wait();
+        rest
+    }
 }

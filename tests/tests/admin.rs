@@ -114,26 +114,12 @@ sys.stdout.flush()
 input()
 c.request("GET", "/echo"); r = c.getresponse(); r.read(); print("after", r.status)
 "#;
-    let mut child = env
-        .topo
-        .sbx
-        .cmd("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let mut client = Interactive::python(&env.topo.sbx, script, &[]);
+    let line = client.read_line();
     assert_eq!(line.trim(), "before 200");
     let (code, out, err) = ctl(&env.sock, &["set-outbound", "no-http"]);
     assert_eq!(code, 0, "{out}{err}");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    child.wait().unwrap();
+    let rest = client.finish();
     assert_eq!(
         rest.trim(),
         "after 403",
@@ -423,18 +409,8 @@ try:
 except OSError as e:
     print("after: closed", type(e).__name__)
 "#;
-    let mut child = env
-        .topo
-        .sbx
-        .cmd("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let mut client = Interactive::python(&env.topo.sbx, script, &[]);
+    let line = client.read_line();
     assert!(
         line.contains("SSH-2.0-egret-test-banner"),
         "{line}\n{}",
@@ -443,17 +419,14 @@ except OSError as e:
     let (code, _, err) = ctl(&env.sock, &["allow-host", "remove", "github.test"]);
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(Duration::from_millis(300));
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    child.wait().unwrap();
+    let rest = client.finish();
     assert!(
         rest.contains("after: closed"),
         "tunnel survived a policy that forbids it: {rest}"
     );
     assert!(
-        env.egret.wait_log("decision=\"revoked\"", Duration::from_secs(5)),
+        env.egret
+            .wait_log("decision=\"revoked\"", Duration::from_secs(5)),
         "{}",
         env.egret.logs()
     );

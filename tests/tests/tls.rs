@@ -206,31 +206,20 @@ fn self_signed_upstream_is_refused_with_502_naming_the_error() {
     let mut env = setup("tls-bad");
     let bad = upstream_pki(&env.topo.tmp.0, "bad", &["selfsigned.test"]);
     // a second upstream instance on .5 with a cert from a CA egret does not trust
-    let log = env.topo.tmp.path("bad.access.log");
-    let ready = env.topo.tmp.path("bad.ready");
-    let mut cmd = env.topo.up.cmd(bin("egret-testsrv").to_str().unwrap());
-    cmd.args([
-        "--https",
-        "10.200.0.5:8443",
-        "--cert",
-        bad.cert.to_str().unwrap(),
-        "--key",
-        bad.key.to_str().unwrap(),
-    ]);
-    cmd.args([
-        "--log",
-        log.to_str().unwrap(),
-        "--name",
+    let bad_up = Upstream::start_with(
+        &env.topo,
         "bad",
-        "--ready-file",
-        ready.to_str().unwrap(),
-    ]);
-    let mut proc = spawn(cmd, &env.topo.tmp.0, "bad");
-    wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
-    env.bad = Some(Upstream {
-        proc,
-        log: log.clone(),
-    });
+        &[
+            "--https",
+            "10.200.0.5:8443",
+            "--cert",
+            bad.cert.to_str().unwrap(),
+            "--key",
+            bad.key.to_str().unwrap(),
+        ],
+    );
+    let log = bad_up.log.clone();
+    env.bad = Some(bad_up);
     let (code, out, err) = env.topo.curl(&[
         "-i",
         "--cacert",
@@ -265,7 +254,8 @@ fn passthrough_host_is_spliced_with_the_upstream_certificate() {
     assert!(!err.contains("egret sandbox CA"), "{err}");
     assert_eq!(json(&out)["host"], "pinned.test");
     assert!(
-        env.egret.wait_log("tls-passthrough", Duration::from_secs(5)),
+        env.egret
+            .wait_log("tls-passthrough", Duration::from_secs(5)),
         "{}",
         env.egret.logs()
     );

@@ -62,7 +62,15 @@ fn run_client(ns: &Netns, args: &[&str]) -> (f64, f64) {
 fn swap_latency(sock: &str, topo: &Topology) -> ((f64, f64), (f64, f64)) {
     let curl = |args: &[&str]| -> f64 {
         let out = Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--unix-socket", sock])
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{time_total}",
+                "--unix-socket",
+                sock,
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -73,8 +81,18 @@ fn swap_latency(sock: &str, topo: &Topology) -> ((f64, f64), (f64, f64)) {
     };
     let mut params = Vec::new();
     for i in 0..100 {
-        let body = format!(r#"{{"handler":"inject","params":{{"header":"x-auth-token","secret":"TOKEN","version":{i}}}}}"#);
-        params.push(curl(&["-X", "PUT", "-H", "content-type: application/json", "--data", &body, "http://egret/v1/outbound"]));
+        let body = format!(
+            r#"{{"handler":"inject","params":{{"header":"x-auth-token","secret":"TOKEN","version":{i}}}}}"#
+        );
+        params.push(curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            &body,
+            "http://egret/v1/outbound",
+        ]));
     }
     // New module: the same component with a distinct trailing custom section each time, so the
     // bytes (and hash) differ and egret compiles and pre-instantiates it before the swap.
@@ -92,9 +110,25 @@ fn swap_latency(sock: &str, topo: &Topology) -> ((f64, f64), (f64, f64)) {
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(&payload);
         std::fs::write(&file, &bytes).unwrap();
-        let t = curl(&["-X", "PUT", "-H", "content-type: application/wasm", "--data-binary", &format!("@{}", file.display()), "http://egret/v1/modules/bench"]);
+        let t = curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/wasm",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            "http://egret/v1/modules/bench",
+        ]);
         if i == 0 {
-            curl(&["-X", "PUT", "-H", "content-type: application/json", "--data", handler, "http://egret/v1/handlers/bench"]);
+            curl(&[
+                "-X",
+                "PUT",
+                "-H",
+                "content-type: application/json",
+                "--data",
+                handler,
+                "http://egret/v1/handlers/bench",
+            ]);
         } else {
             modules.push(t);
         }
