@@ -480,6 +480,28 @@ impl Egret {
     pub fn logs(&self) -> String {
         self.proc.output()
     }
+    /// The audit events written so far (egret's stdout: one JSON object per line).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        parse_audit(&std::fs::read_to_string(&self.proc.stdout).unwrap_or_default())
+    }
+    /// Wait until an audit event satisfies `pred` (request events are written when the
+    /// response body ends, connection events when the connection ends); returns it.
+    pub fn wait_audit(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            if let Some(ev) = self.audit_events().into_iter().find(|e| pred(e)) {
+                return Some(ev);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     /// Wait until egret's logs contain `needle` (connection events are written when the
     /// connection ends, which may be just after the client exits).
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
@@ -492,6 +514,20 @@ impl Egret {
         }
         false
     }
+}
+
+/// Parse audit lines; a line that is not a JSON object fails the test (the audit stream is a
+/// contract: nothing else may be written to it).
+pub fn parse_audit(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"));
+            assert!(v.is_object(), "audit line is not an object: {l}");
+            v
+        })
+        .collect()
 }
 
 /// Write a file and return its path as a String.

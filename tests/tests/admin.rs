@@ -188,22 +188,15 @@ print(json.dumps({"n": n, "bad": bad, "seen": seen}))
     eprintln!("200 swaps in {:?}; {text}", t.elapsed());
     // The audit log: generations never go backwards per connection, and each request ran the
     // handler that its generation had (odd offsets allow-hosts, even get-only).
-    let logs = env.egret.logs();
     let mut last = 0;
     let mut checked = 0;
-    for l in logs
-        .lines()
-        .filter(|l| l.contains("egret::audit") && l.contains("path=/echo"))
+    for ev in env
+        .egret
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["path"] == "/echo")
     {
-        let g: u64 = l
-            .split("generation=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let g = ev["generation"].as_u64().unwrap();
         assert!(g >= last, "generation went backwards: {g} after {last}");
         last = g;
         if g > start_gen {
@@ -212,11 +205,8 @@ print(json.dumps({"n": n, "bad": bad, "seen": seen}))
             } else {
                 "get-only"
             };
-            assert!(
-                l.contains(&format!("handler=\"{want}\""))
-                    || l.contains(&format!("handler={want}")),
-                "{l}"
-            );
+            assert_eq!(ev["handler"], want, "{ev}");
+            assert_eq!(ev["module_sha256"].as_str().map(str::len), Some(64), "{ev}");
             checked += 1;
         }
     }
@@ -426,7 +416,8 @@ except OSError as e:
     );
     assert!(
         env.egret
-            .wait_log("decision=\"revoked\"", Duration::from_secs(5)),
+            .wait_audit(Duration::from_secs(5), |e| e["decision"] == "revoked")
+            .is_some(),
         "{}",
         env.egret.logs()
     );

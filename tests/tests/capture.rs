@@ -52,20 +52,15 @@ fn allowed_host_over_ipv4_and_ipv6_is_proxied_and_logged() {
     // egret dialled from its own namespace (10.200.0.1), never from the sandbox
     assert!(log.contains("peer=[::ffff:10.200.0.1]"), "{log}");
     let logs = env.egret.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("egret::audit") && l.contains("/echo"))
-        .unwrap_or_else(|| panic!("no audit line:\n{logs}"));
-    for needle in [
-        "sandbox=sbx-allow",
-        "host=\"allowed.test\"",
-        "method=GET",
-        "path=/echo?[masked]",
-        "decision=\"forward\"",
-        "status=200",
-    ] {
-        assert!(line.contains(needle), "audit line lacks {needle}: {line}");
-    }
+    let ev = env
+        .egret
+        .wait_audit(Duration::from_secs(5), |e| e["path"] == "/echo?[masked]")
+        .unwrap_or_else(|| panic!("no audit event:\n{logs}"));
+    assert_eq!(ev["sandbox"], "sbx-allow", "{ev}");
+    assert_eq!(ev["host"], "allowed.test", "{ev}");
+    assert_eq!(ev["method"], "GET", "{ev}");
+    assert_eq!(ev["decision"], "forward", "{ev}");
+    assert_eq!(ev["status"], 200, "{ev}");
     assert!(
         !logs.contains("supersecret"),
         "query string leaked into logs"
@@ -414,11 +409,13 @@ except Exception as e:
     assert!(out.contains("ERR") || out.trim().is_empty(), "{out}");
     let log = env.up.access_log();
     assert_eq!(log.matches("BANNER-CONN").count(), 1, "{log}");
-    let logs = env.egret.logs();
     assert!(
-        logs.lines()
-            .any(|l| l.contains("host=\"web.test\"") && l.contains("decision=\"deny\"")),
-        "{logs}"
+        env.egret
+            .wait_audit(Duration::from_secs(5), |e| e["host"] == "web.test"
+                && e["decision"] == "deny")
+            .is_some(),
+        "{}",
+        env.egret.logs()
     );
 }
 

@@ -42,7 +42,9 @@ fn local_route(cfg: &CaptureConfig, op: &str, family: &str) -> Result<String, Ca
     let table = cfg.route_table.to_string();
     run(
         "ip",
-        &[family, "route", op, "local", default, "dev", "lo", "table", &table],
+        &[
+            family, "route", op, "local", default, "dev", "lo", "table", &table,
+        ],
         None,
     )
 }

@@ -1,14 +1,34 @@
-//! Audit events: one per HTTP request and one per opaque connection, emitted as tracing
-//! events on the `egret::audit` target with fields (never secret values: only names, paths
-//! with the query masked, decisions and sizes).
+//! Audit events: exactly one JSON object per HTTP request and one per opaque / pass-through
+//! connection (field reference in the README, "Audit events").
+//!
+//! The data path only formats the line and hands it to a bounded channel ([`AuditSink`]); a
+//! dedicated writer thread does the I/O (stdout or a file, reopened on demand for log
+//! rotation) and feeds the admin socket's live tail. A full channel drops the event and counts
+//! it rather than slowing the sandbox down.
+//!
+//! An event never carries a header value, a body or a query string: only names, the path with
+//! the query masked, decisions, sizes and timings.
 use crate::authority::Target;
+use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::http_engine::Outcome;
+use crate::metrics::Metrics;
 use crate::Proxy;
+use bytes::Bytes;
 use egret_policy::CompiledPolicy;
-use http::{Method, StatusCode};
+use http::{Method, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Replace the query string with `?[masked]` (it often carries tokens).
 pub fn mask_query(path: &str) -> std::borrow::Cow<'_, str> {
@@ -18,75 +38,567 @@ pub fn mask_query(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn request(
-    proxy: &Proxy,
-    info: &ConnInfo,
-    policy: &CompiledPolicy,
-    target: Option<&Target>,
-    method: &Method,
-    path: &str,
-    status: StatusCode,
-    outcome: &Outcome,
-    elapsed: Duration,
-) {
-    let host = target.map(|t| t.host.as_str()).unwrap_or("-");
-    tracing::info!(
-        target: "egret::audit",
-        sandbox = %proxy.cfg.sandbox_id,
-        generation = policy.generation(),
-        conn = info.id,
-        client = %info.client,
-        host,
-        dst = %info.orig,
-        proto = if info.tls { "https" } else { "http" },
-        method = %method,
-        path = %mask_query(path),
-        rule = %outcome.rule,
-        handler = outcome.handler.as_deref().unwrap_or("-"),
-        decision = outcome.decision,
-        status = status.as_u16(),
-        duration_us = elapsed.as_micros() as u64,
-        error = outcome.error.as_deref().unwrap_or(""),
-        "request"
-    );
+/// Events buffered between the data path and the writer thread.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Events buffered for each live-tail subscriber (slower ones are told how many they missed).
+const LIVE_CAPACITY: usize = 1024;
+
+/// Where audit lines go.
+#[derive(Debug, Clone)]
+pub enum AuditOutput {
+    /// egret's standard output.
+    Stdout,
+    /// A file, appended to (created 0600), reopened by [`AuditSink::reopen`].
+    File(PathBuf),
+    /// Nowhere (live tail only; used by tests and embedders).
+    Discard,
 }
 
+/// The audit log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Opening (or creating) the file failed.
+    #[error("cannot open audit log {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer: {0}")]
+    Thread(std::io::Error),
+}
+
+enum Msg {
+    Line(String),
+    /// Nothing to write; makes the writer look at the reopen flag now.
+    Wake,
+}
+
+/// The data path's end of the audit log: non-blocking, bounded, shared by every connection.
+pub struct AuditSink {
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+    reopen: Arc<AtomicBool>,
+    live: tokio::sync::broadcast::Sender<Arc<str>>,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open(output: &AuditOutput) -> Result<Box<dyn Write + Send>, AuditError> {
+    match output {
+        AuditOutput::Stdout => Ok(Box::new(std::io::stdout())),
+        AuditOutput::Discard => Ok(Box::new(std::io::sink())),
+        AuditOutput::File(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .map(|f| Box::new(f) as Box<dyn Write + Send>)
+                .map_err(|source| AuditError::Open {
+                    path: path.clone(),
+                    source,
+                })
+        }
+    }
+}
+
+impl AuditSink {
+    /// Open `output` (so a bad path fails at start, not at the first request) and start the
+    /// writer thread.
+    pub fn start(output: AuditOutput) -> Result<Arc<AuditSink>, AuditError> {
+        let out = open(&output)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let live = tokio::sync::broadcast::channel(LIVE_CAPACITY).0;
+        let (flag, feed) = (reopen.clone(), live.clone());
+        std::thread::Builder::new()
+            .name("egret-audit".into())
+            .spawn(move || writer(rx, output, out, flag, feed))
+            .map_err(AuditError::Thread)?;
+        Ok(Arc::new(AuditSink {
+            tx,
+            dropped: AtomicU64::new(0),
+            reopen,
+            live,
+        }))
+    }
+
+    /// Queue one line (without its newline). Never blocks: when the writer is behind, the
+    /// event is dropped and counted.
+    pub fn emit(&self, line: String) {
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Logged at powers of two so a stuck writer cannot flood stderr either.
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "audit writer is behind; events dropped");
+                }
+            }
+        }
+    }
+
+    /// Reopen the file at its path before the next write (after log rotation; SIGHUP).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+        let _ = self.tx.try_send(Msg::Wake);
+    }
+
+    /// Follow the events as they are written (the admin socket's `GET /v1/audit`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.live.subscribe()
+    }
+
+    /// Events dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread: batches whatever is queued, writes it, flushes once per batch.
+fn writer(
+    rx: Receiver<Msg>,
+    output: AuditOutput,
+    out: Box<dyn Write + Send>,
+    reopen: Arc<AtomicBool>,
+    live: tokio::sync::broadcast::Sender<Arc<str>>,
+) {
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        if reopen.swap(false, Ordering::Relaxed) {
+            let _ = w.flush();
+            match open(&output) {
+                Ok(f) => {
+                    w = std::io::BufWriter::with_capacity(64 * 1024, f);
+                    tracing::info!("audit log reopened");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log could not be reopened; still writing to the old file")
+                }
+            }
+        }
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            if let Msg::Line(line) = msg {
+                let result = w
+                    .write_all(line.as_bytes())
+                    .and_then(|()| w.write_all(b"\n"));
+                if let Err(e) = result {
+                    if !failing {
+                        tracing::error!(error = %e, "cannot write the audit log");
+                    }
+                    failing = true;
+                } else {
+                    failing = false;
+                }
+                if live.receiver_count() > 0 {
+                    let _ = live.send(Arc::from(line));
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = w.flush();
+    }
+    let _ = w.flush();
+}
+
+/// One audit event (the JSON contract; every field is always present, `null` when it does not
+/// apply).
+#[derive(Serialize)]
+struct Event<'a> {
+    ts: String,
+    sandbox: &'a str,
+    generation: u64,
+    conn: u64,
+    client: SocketAddr,
+    host: Option<&'a str>,
+    dst: SocketAddr,
+    proto: &'a str,
+    method: Option<&'a str>,
+    path: Option<Cow<'a, str>>,
+    rule: Option<&'a str>,
+    handler: Option<&'a str>,
+    module_sha256: Option<&'a str>,
+    decision: &'a str,
+    status: Option<u16>,
+    req_bytes: u64,
+    resp_bytes: u64,
+    ttfb_ms: Option<f64>,
+    total_ms: f64,
+    error: Option<&'a str>,
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// RFC 3339 UTC with milliseconds (civil-from-days, Howard Hinnant).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn emit(sink: &AuditSink, ev: &Event<'_>) {
+    match serde_json::to_string(ev) {
+        Ok(line) => {
+            tracing::debug!(target: "egret::audit", decision = ev.decision, event = %line, "audit");
+            sink.emit(line);
+        }
+        Err(e) => tracing::error!(error = %e, "audit event could not be serialised"),
+    }
+}
+
+/// The `proto` of an HTTP request.
+pub(crate) fn http_proto(tls: bool, version: Version) -> &'static str {
+    match (tls, version == Version::HTTP_2) {
+        (false, false) => "http1",
+        (false, true) => "h2",
+        (true, false) => "https-h1",
+        (true, true) => "https-h2",
+    }
+}
+
+/// Request body bytes read so far, shared between the request body and its audit record
+/// (travels in the request's extensions to where the body is handed upstream).
+#[derive(Clone, Default)]
+pub(crate) struct ReqBytes(Arc<AtomicU64>);
+
+/// Box `body` for the upstream, counting its bytes into the request's [`ReqBytes`] if any.
+pub(crate) fn counted<B>(body: B, counter: Option<&ReqBytes>) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match counter {
+        Some(c) => crate::body::boxed(Counting {
+            inner: body,
+            count: c.0.clone(),
+        }),
+        None => crate::body::boxed(body),
+    }
+}
+
+/// Counts data bytes as they stream through; buffers nothing.
+struct Counting<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counting<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Everything an HTTP request's event needs, kept until its response body ends.
+struct RequestRecord {
+    sink: Arc<AuditSink>,
+    metrics: Arc<Metrics>,
+    sandbox: Arc<str>,
+    started_at: SystemTime,
+    start: Instant,
+    generation: u64,
+    conn: u64,
+    client: SocketAddr,
+    dst: SocketAddr,
+    host: Option<String>,
+    proto: &'static str,
+    method: Method,
+    path: String,
+    outcome: Outcome,
+    module_sha256: Option<Arc<str>>,
+    status: u16,
+    req_bytes: ReqBytes,
+    ttfb: Duration,
+}
+
+impl RequestRecord {
+    fn finish(self, resp_bytes: u64, body_error: Option<String>) {
+        let req_bytes = self.req_bytes.0.load(Ordering::Relaxed);
+        self.metrics.request(
+            self.outcome.decision,
+            Some(self.status),
+            req_bytes,
+            resp_bytes,
+        );
+        let error = self.outcome.error.clone().or(body_error);
+        let ev = Event {
+            ts: rfc3339(self.started_at),
+            sandbox: &self.sandbox,
+            generation: self.generation,
+            conn: self.conn,
+            client: self.client,
+            host: self.host.as_deref(),
+            dst: self.dst,
+            proto: self.proto,
+            method: Some(self.method.as_str()),
+            path: Some(mask_query(&self.path)),
+            rule: Some(&self.outcome.rule)
+                .filter(|r| &***r != "-")
+                .map(|r| &**r),
+            handler: self.outcome.handler.as_deref(),
+            module_sha256: self.module_sha256.as_deref(),
+            decision: self.outcome.decision,
+            status: Some(self.status),
+            req_bytes,
+            resp_bytes,
+            ttfb_ms: Some(millis(self.ttfb)),
+            total_ms: millis(self.start.elapsed()),
+            error: error.as_deref(),
+        };
+        emit(&self.sink, &ev);
+    }
+}
+
+/// The response body handed to the sandbox: counts bytes and writes the request's audit event
+/// when it ends or is dropped (client gone), so sizes and `total_ms` are final.
+struct Audited {
+    inner: ProxyBody,
+    record: Option<RequestRecord>,
+    bytes: u64,
+    error: Option<String>,
+}
+
+impl Body for Audited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.error = Some(format!("response body: {e}"));
+            }
+            Poll::Ready(None) => {
+                if let Some(rec) = this.record.take() {
+                    rec.finish(this.bytes, this.error.take());
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        if let Some(rec) = self.record.take() {
+            let error = self.error.take().or_else(|| {
+                (!self.inner.is_end_stream())
+                    .then(|| "response body not finished: the client went away".to_string())
+            });
+            rec.finish(self.bytes, error);
+        }
+    }
+}
+
+/// Everything [`request`] needs about one HTTP request besides its response.
+pub(crate) struct RequestStart<'a> {
+    pub info: &'a ConnInfo,
+    pub policy: &'a CompiledPolicy,
+    pub method: Method,
+    pub path: String,
+    pub proto: &'static str,
+    pub start: Instant,
+    pub started_at: SystemTime,
+    pub req_bytes: ReqBytes,
+}
+
+/// The response head is ready: attach the request's audit record to the response body.
+pub(crate) fn request(
+    proxy: &Proxy,
+    start: RequestStart<'_>,
+    target: Option<&Target>,
+    outcome: Outcome,
+    resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let generation = start.policy.generation();
+    let module_sha256 = match (&outcome.handler, &proxy.handlers) {
+        (Some(h), Some(d)) => d.module_sha256(h, generation),
+        _ => None,
+    };
+    let record = RequestRecord {
+        sink: proxy.audit.clone(),
+        metrics: proxy.metrics.clone(),
+        sandbox: proxy.cfg.sandbox_id.clone(),
+        started_at: start.started_at,
+        start: start.start,
+        generation,
+        conn: start.info.id,
+        client: start.info.client,
+        dst: start.info.orig,
+        host: target.map(|t| t.host.clone()),
+        proto: start.proto,
+        method: start.method,
+        path: start.path,
+        outcome,
+        module_sha256,
+        status: resp.status().as_u16(),
+        req_bytes: start.req_bytes,
+        ttfb: start.start.elapsed(),
+    };
+    resp.map(|inner| {
+        crate::body::boxed(Audited {
+            inner,
+            record: Some(record),
+            bytes: 0,
+            error: None,
+        })
+    })
+}
+
+/// One opaque TCP / TLS connection ended or was refused. `detail` is the rule for `forward`,
+/// `deny` and `revoked`, and the reason for `error`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn connection(
     proxy: &Proxy,
-    conn: u64,
-    client: SocketAddr,
-    orig: SocketAddr,
+    info: &ConnInfo,
     name: Option<&str>,
     proto: &'static str,
     decision: &'static str,
-    rule: &str,
+    detail: &str,
     bytes_up: u64,
     bytes_down: u64,
 ) {
-    tracing::info!(
-        target: "egret::audit",
-        sandbox = %proxy.cfg.sandbox_id,
-        generation = proxy.policy.load().generation(),
-        conn,
-        client = %client,
-        host = name.unwrap_or("-"),
-        dst = %orig,
+    proxy.metrics.tunnel(proto, decision, bytes_up, bytes_down);
+    let elapsed = info.started.elapsed();
+    let (rule, error) = if decision == "error" {
+        (None, Some(detail))
+    } else {
+        (Some(detail), None)
+    };
+    let ev = Event {
+        ts: rfc3339(SystemTime::now() - elapsed),
+        sandbox: &proxy.cfg.sandbox_id,
+        generation: proxy.policy.load().generation(),
+        conn: info.id,
+        client: info.client,
+        host: name,
+        dst: info.orig,
         proto,
-        decision,
+        method: None,
+        path: None,
         rule,
-        bytes_up,
-        bytes_down,
-        "connection"
-    );
+        handler: None,
+        module_sha256: None,
+        decision,
+        status: None,
+        req_bytes: bytes_up,
+        resp_bytes: bytes_down,
+        ttfb_ms: None,
+        total_ms: millis(elapsed),
+        error,
+    };
+    emit(&proxy.audit, &ev);
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn query_is_masked() {
         assert_eq!(super::mask_query("/a?token=x"), "/a?[masked]");
         assert_eq!(super::mask_query("/a"), "/a");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn file_sink_writes_lines_and_reopens_after_rotation() {
+        let dir = std::env::temp_dir().join(format!("egret-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let sink = AuditSink::start(AuditOutput::File(path.clone())).unwrap();
+        let mut live = sink.subscribe();
+        sink.emit("{\"n\":1}".into());
+        let wait = |p: &std::path::Path, want: &str| {
+            for _ in 0..200 {
+                if std::fs::read_to_string(p).unwrap_or_default() == want {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("{} never became {want:?}", p.display());
+        };
+        wait(&path, "{\"n\":1}\n");
+        assert_eq!(&*live.try_recv().unwrap(), "{\"n\":1}");
+        std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
+        sink.reopen();
+        sink.emit("{\"n\":2}".into());
+        wait(&path, "{\"n\":2}\n");
+        wait(&dir.join("audit.log.1"), "{\"n\":1}\n");
+        assert_eq!(sink.dropped(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,6 +28,8 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// Whether the connection is intercepted TLS.
     pub tls: bool,
+    /// When egret accepted the connection (for the audit event's duration).
+    pub started: std::time::Instant,
 }
 
 impl ConnInfo {
@@ -53,13 +55,19 @@ impl Proxy {
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("conn", sandbox = %self.cfg.sandbox_id, conn = id);
         self.clone()
-            .connection_inner(stream, client, id)
+            .connection_inner(stream, client, id, std::time::Instant::now())
             .instrument(span)
             .await;
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
 
-    async fn connection_inner(self: Arc<Self>, mut stream: TcpStream, client: SocketAddr, id: u64) {
+    async fn connection_inner(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        client: SocketAddr,
+        id: u64,
+        started: std::time::Instant,
+    ) {
         let _ = stream.set_nodelay(true);
         let orig = match stream.local_addr() {
             Ok(a) => SocketAddr::new(canonical_ip(a.ip()), a.port()),
@@ -77,12 +85,19 @@ impl Proxy {
             return;
         }
         let dns_name = self.dns.lookup(orig.ip());
-        if dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
+        let info = ConnInfo {
+            id,
+            client,
+            orig,
+            dns_name,
+            sni: None,
+            tls: false,
+            started,
+        };
+        if info.dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
             crate::audit::connection(
                 &self,
-                id,
-                client,
-                orig,
+                &info,
                 None,
                 "tcp",
                 "deny",
@@ -93,14 +108,6 @@ impl Proxy {
             reset(stream);
             return;
         }
-        let info = ConnInfo {
-            id,
-            client,
-            orig,
-            dns_name,
-            sni: None,
-            tls: false,
-        };
         let mut buf = BytesMut::with_capacity(CLASSIFY_MAX);
         let class = tokio::time::timeout(self.cfg.classify_timeout, async {
             loop {
@@ -141,9 +148,7 @@ impl Proxy {
                 tracing::info!(error = %e, "not a usable TLS ClientHello; connection closed");
                 crate::audit::connection(
                     &self,
-                    info.id,
-                    info.client,
-                    info.orig,
+                    &info,
                     info.dns_name.as_deref(),
                     "tls",
                     "error",
@@ -157,9 +162,7 @@ impl Proxy {
             Err(_) => {
                 crate::audit::connection(
                     &self,
-                    info.id,
-                    info.client,
-                    info.orig,
+                    &info,
                     info.dns_name.as_deref(),
                     "tls",
                     "error",
@@ -193,9 +196,7 @@ impl Proxy {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 crate::audit::connection(
                     &self,
-                    info.id,
-                    info.client,
-                    info.orig,
+                    &info,
                     name.as_deref(),
                     "tls",
                     "deny",
@@ -211,9 +212,7 @@ impl Proxy {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 crate::audit::connection(
                     &self,
-                    info.id,
-                    info.client,
-                    info.orig,
+                    &info,
                     name.as_deref(),
                     "tls",
                     "deny",
@@ -232,9 +231,7 @@ impl Proxy {
                 let Some(tls) = &self.tls else {
                     crate::audit::connection(
                         &self,
-                        info.id,
-                        info.client,
-                        info.orig,
+                        &info,
                         name.as_deref(),
                         "tls",
                         "error",

@@ -4,7 +4,7 @@
 use crate::authority::{request_target, AuthorityError, Target};
 use crate::body::{boxed, full, ProxyBody};
 use crate::conn::ConnInfo;
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{strip_h3_alt_svc, strip_hop_by_hop};
 use crate::upstream::{canonical_ip, ConnectError};
 use crate::Proxy;
 use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
@@ -71,6 +71,12 @@ pub trait HandlerDispatch: Send + Sync {
         generation: u64,
         head: RequestHead<'a>,
     ) -> BoxFuture<'a, Result<HandlerAction, HandlerFailure>>;
+
+    /// Lower-case hex sha256 of the module that handler `handler` runs on policy `generation`
+    /// (for the audit event), if it is loaded.
+    fn module_sha256(&self, _handler: &str, _generation: u64) -> Option<Arc<str>> {
+        None
+    }
 }
 
 fn text_response(status: StatusCode, decision: &'static str, body: String) -> Response<ProxyBody> {
@@ -126,10 +132,15 @@ impl Proxy {
 
     pub(crate) async fn handle_request(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         info: &ConnInfo,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
+        let started_at = std::time::SystemTime::now();
+        // Counted where the body is handed upstream (forward), reported in the audit event.
+        let req_bytes = crate::audit::ReqBytes::default();
+        req.extensions_mut().insert(req_bytes.clone());
+        let proto = crate::audit::http_proto(info.tls, req.version());
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The generation this request runs on, whatever happens to the policy meanwhile.
         let policy = self.policy.load_full();
@@ -140,18 +151,17 @@ impl Proxy {
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
         let (resp, target, outcome) = self.decide_and_forward(req, info, &policy).await;
-        crate::audit::request(
-            self,
+        let start = crate::audit::RequestStart {
             info,
-            &policy,
-            target.as_ref(),
-            &method,
-            &path,
-            resp.status(),
-            &outcome,
-            start.elapsed(),
-        );
-        resp
+            policy: &policy,
+            method,
+            path,
+            proto,
+            start,
+            started_at,
+            req_bytes,
+        };
+        crate::audit::request(self, start, target.as_ref(), outcome, resp)
     }
 
     async fn decide_and_forward(
@@ -297,7 +307,13 @@ impl Proxy {
                     );
                 };
                 let (mut parts, body) = req.into_parts();
+                // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler
+                // sees `upgrade` (so it can deny it) and forward() re-establishes it upstream.
+                let upgrade = upgrade_protocol(&parts);
                 strip_hop_by_hop(&mut parts.headers, true);
+                if let Some(proto) = &upgrade {
+                    parts.headers.insert(http::header::UPGRADE, proto.clone());
+                }
                 let authority = match (target.port, target.host.contains(':')) {
                     (Some(p), true) => format!("[{}]:{p}", target.host),
                     (Some(p), false) => format!("{}:{p}", target.host),
@@ -320,7 +336,8 @@ impl Proxy {
                     Ok(HandlerAction::Respond(resp)) => {
                         outcome.decision = "respond";
                         let (p, b) = resp.into_parts();
-                        (Response::from_parts(p, full(b)), Some(target), outcome)
+                        let b = crate::body::hold_request_body(full(b), body);
+                        (Response::from_parts(p, b), Some(target), outcome)
                     }
                     Ok(HandlerAction::Forward {
                         set,
@@ -340,8 +357,9 @@ impl Proxy {
                                 .unwrap_or(parts.uri);
                         }
                         let req = Request::from_parts(parts, body);
-                        let (resp, outcome) =
-                            self.forward(req, info, &target, port, None, outcome).await;
+                        let (resp, outcome) = self
+                            .forward(req, info, &target, port, upgrade, outcome)
+                            .await;
                         (resp, Some(target), outcome)
                     }
                     Err(f) => {
@@ -365,12 +383,13 @@ impl Proxy {
         info: &ConnInfo,
         target: &Target,
         port: u16,
-        _upgrade: Option<()>,
+        upgrade_hint: Option<HeaderValue>,
         mut outcome: Outcome,
     ) -> (Response<ProxyBody>, Outcome) {
         let (mut parts, body) = req.into_parts();
         // HTTP/1.1 Upgrade (WebSocket): the one hop-by-hop exchange a proxy must carry over.
-        let upgrade = upgrade_protocol(&parts);
+        // (a handler path has already removed `Connection` and passes the protocol as a hint)
+        let upgrade = upgrade_hint.or_else(|| upgrade_protocol(&parts));
         let downstream_upgrade = if upgrade.is_some() {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
@@ -429,7 +448,8 @@ impl Proxy {
         } else {
             &self.clients.auto
         };
-        let upstream_req = Request::from_parts(parts, boxed(body));
+        let body = crate::audit::counted(body, parts.extensions.get());
+        let upstream_req = Request::from_parts(parts, body);
         match client.request(upstream_req).await {
             Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -459,6 +479,9 @@ impl Proxy {
                 }
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers, false);
+                if !self.cfg.keep_alt_svc {
+                    strip_h3_alt_svc(&mut p.headers);
+                }
                 (Response::from_parts(p, boxed(b)), outcome)
             }
             Err(e) => {

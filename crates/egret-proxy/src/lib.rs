@@ -23,9 +23,11 @@ pub mod classify;
 mod conn;
 pub mod headers;
 mod http_engine;
+pub mod metrics;
 mod tunnel;
 pub mod upstream;
 
+pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::ConnInfo;
 pub use http_engine::{HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
 
@@ -54,6 +56,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     /// Maximum simultaneous sandbox connections; further ones are reset.
     pub max_connections: usize,
+    /// Pass `Alt-Svc` HTTP/3 advertisements to the sandbox (by default they are stripped:
+    /// UDP/443 is refused, so QUIC could only fail).
+    pub keep_alt_svc: bool,
 }
 
 impl ProxyConfig {
@@ -67,6 +72,7 @@ impl ProxyConfig {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             max_connections: 16384,
+            keep_alt_svc: false,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Proxy {
     pub(crate) tls: Option<TlsState>,
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
     pub(crate) stats: Stats,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) audit: Arc<AuditSink>,
     pub(crate) next_conn: AtomicU64,
     /// Bumped by [`Proxy::policy_changed`]; long-lived tunnels re-check their destination.
     pub(crate) generation_tx: tokio::sync::watch::Sender<u64>,
@@ -137,6 +145,10 @@ pub struct ProxyParts {
     pub tls: Option<TlsState>,
     /// Handler engine (None: handler routes fail closed with a 502).
     pub handlers: Option<Arc<dyn HandlerDispatch>>,
+    /// Where audit events go (one JSON line per request and per tunnel connection).
+    pub audit: Arc<AuditSink>,
+    /// Data-path metrics (shared with whoever renders `/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Proxy {
@@ -152,9 +164,14 @@ impl Proxy {
             parts.upstream_tls.clone(),
             parts.upstream_tls_h1.clone(),
             parts.cfg.connect_timeout,
+            parts.metrics.clone(),
         );
-        let connector =
-            upstream::Connector::new(resolver, parts.upstream_tls, parts.cfg.connect_timeout);
+        let connector = upstream::Connector::new(
+            resolver,
+            parts.upstream_tls,
+            parts.cfg.connect_timeout,
+            parts.metrics.clone(),
+        );
         Arc::new(Proxy {
             cfg: parts.cfg,
             policy: parts.policy,
@@ -164,6 +181,8 @@ impl Proxy {
             tls: parts.tls,
             handlers: parts.handlers,
             stats: Stats::default(),
+            metrics: parts.metrics,
+            audit: parts.audit,
             next_conn: AtomicU64::new(1),
             generation_tx: tokio::sync::watch::channel(0).0,
         })
@@ -186,6 +205,16 @@ impl Proxy {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Data-path metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &Arc<AuditSink> {
+        &self.audit
     }
 
     /// The current policy.

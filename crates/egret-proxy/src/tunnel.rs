@@ -38,9 +38,7 @@ impl Proxy {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 crate::audit::connection(
                     &self,
-                    info.id,
-                    info.client,
-                    info.orig,
+                    &info,
                     name.as_deref(),
                     proto,
                     "deny",
@@ -60,18 +58,7 @@ impl Proxy {
                     verdict.rule,
                     policy.binding(id).handler
                 );
-                crate::audit::connection(
-                    &self,
-                    info.id,
-                    info.client,
-                    info.orig,
-                    name.as_deref(),
-                    proto,
-                    "deny",
-                    &why,
-                    0,
-                    0,
-                );
+                crate::audit::connection(&self, &info, name.as_deref(), proto, "deny", &why, 0, 0);
                 reset(stream);
                 return;
             }
@@ -125,9 +112,7 @@ impl Proxy {
             Err(e) => {
                 crate::audit::connection(
                     &self,
-                    info.id,
-                    info.client,
-                    info.orig,
+                    &info,
                     name.as_deref(),
                     proto,
                     "error",
@@ -149,10 +134,10 @@ impl Proxy {
             result = tokio::io::copy_bidirectional(&mut stream, &mut up) => {
                 let (a, b) = result.unwrap_or((0, 0));
                 sent += a;
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "forward", rule, sent, b);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, "forward", rule, sent, b);
             }
             why = revoked => {
-                crate::audit::connection(&self, info.id, info.client, info.orig, name.as_deref(), proto, "revoked", &why, sent, 0);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, "revoked", &why, sent, 0);
                 reset(stream);
             }
         }

@@ -312,6 +312,7 @@ pub struct Connector {
     resolver: Resolver,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Connector {
@@ -320,18 +321,29 @@ impl Connector {
         resolver: Resolver,
         tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Connector {
             resolver,
             tls,
             timeout,
+            metrics,
         }
     }
 
     /// Resolve and connect (plain TCP).
     pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        let addrs = self.resolver.resolve(host, port).await?;
-        connect_any(host, &addrs, self.timeout).await
+        let start = std::time::Instant::now();
+        let result = async {
+            let addrs = self.resolver.resolve(host, port).await?;
+            connect_any(host, &addrs, self.timeout).await
+        }
+        .await;
+        match &result {
+            Ok(_) => self.metrics.upstream_connect.observe(start.elapsed()),
+            Err(_) => self.metrics.connect_failed(),
+        }
+        result
     }
 
     async fn connect_uri(self, uri: Uri) -> Result<UpstreamConn, ConnectError> {
@@ -360,16 +372,29 @@ impl Connector {
             }
         })?;
         let connector = tokio_rustls::TlsConnector::from(cfg);
+        let start = std::time::Instant::now();
         let tls = tokio::time::timeout(self.timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| ConnectError::Tls {
                 host: bare.clone(),
                 reason: format!("handshake timed out after {:?}", self.timeout),
-            })?
-            .map_err(|e| ConnectError::Tls {
-                host: bare.clone(),
-                reason: describe_tls_io_error(&e),
-            })?;
+            })
+            .and_then(|r| {
+                r.map_err(|e| ConnectError::Tls {
+                    host: bare.clone(),
+                    reason: describe_tls_io_error(&e),
+                })
+            });
+        let tls = match tls {
+            Ok(t) => {
+                self.metrics.upstream_tls.observe(start.elapsed());
+                t
+            }
+            Err(e) => {
+                self.metrics.connect_failed();
+                return Err(e);
+            }
+        };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(UpstreamConn {
             io: TokioIo::new(UpstreamIo::Tls(Box::new(tls))),
@@ -420,6 +445,7 @@ impl Clients {
         tls_auto: Option<Arc<rustls::ClientConfig>>,
         tls_h1: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let mk = |tls: Option<Arc<rustls::ClientConfig>>, h2only: bool| {
             let mut b = Client::builder(TokioExecutor::new());
@@ -427,7 +453,12 @@ impl Clients {
                 .pool_max_idle_per_host(64)
                 .http2_only(h2only)
                 .http2_adaptive_window(true);
-            b.build(Connector::new(resolver.clone(), tls, timeout))
+            b.build(Connector::new(
+                resolver.clone(),
+                tls,
+                timeout,
+                metrics.clone(),
+            ))
         };
         Clients {
             auto: mk(tls_auto, false),

@@ -153,6 +153,14 @@ pub struct RunArgs {
     /// Maximum simultaneous sandbox connections.
     #[arg(long, default_value_t = 16384)]
     pub max_connections: usize,
+    /// Pass HTTP/3 (`h3`) advertisements in `Alt-Svc` response headers through to the sandbox
+    /// (by default they are removed: UDP/443 is refused, so clients should not try QUIC).
+    #[arg(long)]
+    pub keep_alt_svc: bool,
+    /// Write audit events (one JSON object per line) to this file instead of stdout; the file
+    /// is reopened on SIGHUP (log rotation).
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
     /// Tokio worker threads (egret shares the machine with its sandbox).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,

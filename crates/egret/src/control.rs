@@ -60,6 +60,10 @@ pub struct ControlPlane {
     pub on_swap: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// Counters of the data path, set once the proxy exists.
     pub metrics: OnceLock<CounterFn>,
+    /// What `/metrics` renders besides the policy families, set once the proxy exists.
+    pub exposition: OnceLock<crate::metrics::Sources>,
+    /// The audit sink (feeds `GET /v1/audit`), set once it exists.
+    pub audit: OnceLock<Arc<egret_proxy::AuditSink>>,
 }
 
 fn invalid(msg: impl Into<String>) -> ControlError {
@@ -133,6 +137,8 @@ impl ControlPlane {
             module_infos: std::sync::Mutex::new(infos),
             swaps: AtomicU64::new(0),
             metrics: OnceLock::new(),
+            exposition: OnceLock::new(),
+            audit: OnceLock::new(),
             on_swap: OnceLock::new(),
         }
     }
@@ -465,29 +471,29 @@ impl Control for ControlPlane {
     }
 
     fn metrics(&self) -> String {
-        let mut out = String::new();
-        let p = self.policy.load();
-        out.push_str("# HELP egret_policy_generation Generation of the policy in force.\n# TYPE egret_policy_generation gauge\n");
-        out.push_str(&format!("egret_policy_generation {}\n", p.generation()));
-        out.push_str("# HELP egret_policy_swaps_total Policy swaps since start.\n# TYPE egret_policy_swaps_total counter\n");
-        out.push_str(&format!(
-            "egret_policy_swaps_total {}\n",
-            self.swaps.load(Ordering::Relaxed)
-        ));
-        if let Some(m) = self.metrics.get() {
-            for (k, v) in m() {
-                let kind = if k.ends_with("_total") {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                out.push_str(&format!("# TYPE egret_{k} {kind}\negret_{k} {v}\n"));
-            }
+        use egret_proxy::metrics::single;
+        let mut out = String::with_capacity(8 * 1024);
+        single(
+            &mut out,
+            "egret_policy_generation",
+            "Generation of the policy in force.",
+            "gauge",
+            self.policy.load().generation(),
+        );
+        single(
+            &mut out,
+            "egret_policy_swaps_total",
+            "Policy swaps since start.",
+            "counter",
+            self.swaps.load(Ordering::Relaxed),
+        );
+        if let Some(src) = self.exposition.get() {
+            src.render(&mut out);
         }
         out
     }
 
     fn subscribe_audit(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
-        None
+        self.audit.get().map(|a| a.subscribe())
     }
 }

@@ -52,6 +52,8 @@ pub struct WasmDispatch {
     pub kv: Arc<egret_wasm::KvStore>,
     /// This sandbox.
     pub sandbox_id: Arc<str>,
+    /// Handler invocations, failures by kind and run times are counted here.
+    pub metrics: Arc<egret_proxy::metrics::Metrics>,
 }
 
 fn failure(
@@ -78,6 +80,7 @@ impl WasmDispatch {
         secrets: Arc<egret_wasm::SecretStore>,
         kv: Arc<egret_wasm::KvStore>,
         sandbox_id: Arc<str>,
+        metrics: Arc<egret_proxy::metrics::Metrics>,
     ) -> WasmDispatch {
         WasmDispatch {
             host,
@@ -85,6 +88,7 @@ impl WasmDispatch {
             secrets,
             kv,
             sandbox_id,
+            metrics,
         }
     }
 
@@ -117,6 +121,28 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
         head: egret_proxy::RequestHead<'a>,
     ) -> BoxFuture<'a, Result<egret_proxy::HandlerAction, egret_proxy::HandlerFailure>> {
         Box::pin(async move {
+            let start = std::time::Instant::now();
+            let result = self.run(binding, generation, head).await;
+            self.metrics
+                .handler(start.elapsed(), result.as_ref().err().map(|f| f.kind));
+            result
+        })
+    }
+
+    fn module_sha256(&self, handler: &str, generation: u64) -> Option<Arc<str>> {
+        self.handler(generation, handler)
+            .map(|h| Arc::from(h.sha256_hex.as_str()))
+    }
+}
+
+impl WasmDispatch {
+    async fn run(
+        &self,
+        binding: &egret_policy::Binding,
+        generation: u64,
+        head: egret_proxy::RequestHead<'_>,
+    ) -> Result<egret_proxy::HandlerAction, egret_proxy::HandlerFailure> {
+        {
             let Some(loaded) = self.handler(generation, &binding.handler) else {
                 return Err(failure(
                     http::StatusCode::BAD_GATEWAY,
@@ -179,6 +205,6 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
                     e.to_string(),
                 )),
             }
-        })
+        }
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod glue;
 mod handler;
+mod metrics;
 mod run;
 
 use clap::Parser;

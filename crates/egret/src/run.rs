@@ -366,6 +366,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ..egret_wasm::HostConfig::default()
     })?);
     let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
+    let metrics = Arc::new(egret_proxy::metrics::Metrics::default());
+    let audit = egret_proxy::AuditSink::start(match &args.audit_log {
+        Some(p) => egret_proxy::AuditOutput::File(p.clone()),
+        None => egret_proxy::AuditOutput::Stdout,
+    })?;
     let dispatch = Arc::new(crate::glue::WasmDispatch::new(
         host.clone(),
         generation,
@@ -373,6 +378,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         secrets.clone(),
         kv.clone(),
         Arc::from(args.sandbox_id.as_str()),
+        metrics.clone(),
     ));
     let control = Arc::new(crate::control::ControlPlane::new(
         &args.sandbox_id,
@@ -385,6 +391,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         state,
         uploaded,
     ));
+    let _ = control.audit.set(audit.clone());
     let admin = match &args.admin_socket {
         Some(path) => Some(
             rt.block_on(egret_admin::serve(
@@ -409,6 +416,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let result: Result<()> = rt.block_on(async {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
         let map = Arc::new(egret_dns::SyntheticMap::new(Default::default()));
         let dns = Arc::new(egret_dns::Resolver::new(
@@ -421,6 +429,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         pcfg.classify_timeout = Duration::from_millis(args.classify_timeout_ms);
         pcfg.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
         pcfg.max_connections = args.max_connections;
+        pcfg.keep_alt_svc = args.keep_alt_svc;
         pcfg.handshake_timeout = Duration::from_millis(args.tls_handshake_timeout_ms);
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: pcfg,
@@ -430,11 +439,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
             tls: Some(egret_proxy::TlsState { leaves: leaves.clone() }),
             handlers: Some(dispatch.clone()),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
         });
         {
             let p = proxy.clone();
             let _ = control.on_swap.set(Arc::new(move || p.policy_changed()));
         }
+        let _ = control.exposition.set(crate::metrics::Sources {
+            proxy: proxy.clone(),
+            leaves: leaves.clone(),
+            dns: dns.clone(),
+        });
         {
             let (proxy, leaves, dns) = (proxy.clone(), leaves.clone(), dns.clone());
             let _ = control.metrics.set(Arc::new(move || {
@@ -477,10 +493,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Some(p) = &args.ready_file {
             write_file(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
         }
-        tokio::select! {
-            _ = sigterm.recv() => tracing::info!("SIGTERM: detaching"),
-            _ = sigint.recv() => tracing::info!("SIGINT: detaching"),
-            r = tasks.join_next() => tracing::error!(?r, "a server task ended unexpectedly"),
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => tracing::info!("SIGTERM: detaching"),
+                _ = sigint.recv() => tracing::info!("SIGINT: detaching"),
+                // logrotate's postrotate: the audit file is reopened at its path.
+                _ = sighup.recv() => {
+                    audit.reopen();
+                    continue;
+                }
+                r = tasks.join_next() => tracing::error!(?r, "a server task ended unexpectedly"),
+            }
+            break;
         }
         tasks.abort_all();
         if let Some(a) = admin {

@@ -5,6 +5,12 @@
 //! Routes: `/echo` (JSON of method, path, host, version, headers), `/bytes/N` (N bytes of a
 //! deterministic stream), `/sha/N` (sha256 of that stream), `/upload` (sha256 and length of the
 //! body), `/slow/MS` (answers after MS milliseconds), `/status/N`.
+//!
+//! Protocol routes (tests/tests/protocols.rs): `/ws` (WebSocket echo; needs `x-auth-token`, sends
+//! `auth=VALUE` first; `close-from-server` makes it close), `/sse/COUNT/MS` (an event every MS
+//! with the send time in µs), `/barrier/KEY/N` (answers once N requests for KEY are in flight),
+//! `/grpc/{unary,stream/N,error}` (gRPC framing with trailers), `/chunked/N`, `/etag`,
+//! `/altsvc/{mixed,h3only}`, `/gzip/N` (the /bytes/N stream gzip-encoded).
 use bytes::Bytes;
 use clap::Parser;
 use http::{Request, Response, StatusCode};
@@ -47,6 +53,16 @@ type Body = BoxBody<Bytes, std::io::Error>;
 struct State {
     log: Mutex<std::fs::File>,
     name: String,
+    barriers: Mutex<std::collections::HashMap<String, usize>>,
+    barrier_notify: tokio::sync::Notify,
+}
+
+impl State {
+    fn log_line(&self, line: &str) {
+        let mut f = self.log.lock().unwrap();
+        let _ = writeln!(f, "{} {line}", self.name);
+        let _ = f.flush();
+    }
 }
 
 /// The deterministic byte stream served by /bytes/N: block i is sha256(i) repeated.
@@ -125,7 +141,34 @@ async fn handle(
     }
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let resp = match parts.as_slice() {
+    let head = req.method() == http::Method::HEAD;
+    let resp = if is_protocol_route(&parts) {
+        protocol_route(&parts, req, &st).await?
+    } else {
+        basic_route(&parts, req, &st, host, peer, local, tls).await?
+    };
+    if head {
+        // HEAD: the headers of the GET (Content-Length included), no body. hyper's h2 server
+        // would send the body otherwise.
+        let (p, _) = resp.into_parts();
+        return Ok(Response::from_parts(
+            p,
+            http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
+        ));
+    }
+    Ok(resp)
+}
+
+async fn basic_route(
+    parts: &[&str],
+    req: Request<Incoming>,
+    st: &Arc<State>,
+    host: String,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+) -> Result<Response<Body>, std::io::Error> {
+    let resp = match *parts {
         ["echo", ..] => {
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
@@ -218,6 +261,8 @@ async fn main() -> anyhow::Result<()> {
                 .open(&args.log)?,
         ),
         name: args.name.clone(),
+        barriers: Mutex::new(Default::default()),
+        barrier_notify: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
     for a in &args.http {
@@ -302,4 +347,407 @@ async fn main() -> anyhow::Result<()> {
         let _ = t.await;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol routes (tests/tests/protocols.rs)
+
+fn is_protocol_route(parts: &[&str]) -> bool {
+    matches!(
+        parts.first().copied(),
+        Some("ws" | "sse" | "barrier" | "grpc" | "chunked" | "etag" | "altsvc" | "gzip")
+    )
+}
+
+fn now_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+fn frames_body(s: impl futures_util::Stream<Item = Frame<Bytes>> + Send + Sync + 'static) -> Body {
+    use futures_util::StreamExt;
+    BodyExt::boxed(StreamBody::new(s.map(Ok::<_, std::io::Error>)))
+}
+
+async fn protocol_route(
+    parts: &[&str],
+    req: Request<Incoming>,
+    st: &Arc<State>,
+) -> Result<Response<Body>, std::io::Error> {
+    let resp = match *parts {
+        ["ws"] => ws_upgrade(req, st.clone()),
+        ["sse", count, ms] => {
+            let count: u64 = count.parse().unwrap_or(10);
+            let ms: u64 = ms.parse().unwrap_or(500);
+            let s = futures_util::stream::unfold(0u64, move |i| async move {
+                if i >= count {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                let ev = format!("id: {i}\ndata: {}\n\n", now_micros());
+                Some((Frame::data(Bytes::from(ev)), i + 1))
+            });
+            let mut r = Response::new(frames_body(s));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("cache-control", "no-cache".parse().unwrap());
+            r
+        }
+        ["barrier", key, n] => {
+            // Answers once N requests with this key are in flight at the same time: proof of
+            // concurrency that does not depend on timing.
+            let n: usize = n.parse().unwrap_or(1);
+            let key = key.to_string();
+            let arrived = {
+                let mut b = st.barriers.lock().unwrap();
+                let c = b.entry(key.clone()).or_insert(0);
+                *c += 1;
+                *c
+            };
+            st.barrier_notify.notify_waiters();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut seen = arrived;
+            while seen < n {
+                let notified = st.barrier_notify.notified();
+                seen = *st.barriers.lock().unwrap().get(&key).unwrap_or(&0);
+                if seen >= n {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return Ok(text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("only {seen} of {n} arrived\n"),
+                    ));
+                }
+            }
+            text(StatusCode::OK, format!("released {key} {n}\n"))
+        }
+        ["grpc", ..] => grpc(parts, req).await?,
+        ["chunked", n] => {
+            let n: u64 = n.parse().unwrap_or(5);
+            let s = futures_util::stream::unfold(0u64, move |i| async move {
+                if i >= n {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Some((Frame::data(Bytes::from(format!("chunk {i}\n"))), i + 1))
+            });
+            Response::new(frames_body(s))
+        }
+        ["etag"] => {
+            let matches = req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == b"\"v1\"");
+            let mut r = if matches {
+                text(StatusCode::NOT_MODIFIED, String::new())
+            } else {
+                text(StatusCode::OK, "versioned body\n".into())
+            };
+            r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+            r
+        }
+        ["altsvc", kind] => {
+            let v = match kind {
+                "h3only" => r#"h3=":443"; ma=86400"#,
+                _ => r#"h3=":443"; ma=86400, h2="alt.test:443"; ma=60, h3-29=":443"; ma=86400"#,
+            };
+            let mut r = text(StatusCode::OK, "alternatives\n".into());
+            r.headers_mut().insert("alt-svc", v.parse().unwrap());
+            r
+        }
+        ["gzip", n] => {
+            let n: u64 = n.parse().unwrap_or(1000);
+            let mut plain = Vec::with_capacity(n as usize);
+            let mut i = 0;
+            while (plain.len() as u64) < n {
+                let b = block(i);
+                let take = (n - plain.len() as u64).min(b.len() as u64) as usize;
+                plain.extend_from_slice(&b[..take]);
+                i += 1;
+            }
+            let gz = gzip_stored(&plain);
+            let mut r = Response::new(
+                Full::new(Bytes::from(gz.clone()))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            );
+            let h = r.headers_mut();
+            h.insert("content-encoding", "gzip".parse().unwrap());
+            h.insert("content-type", "application/octet-stream".parse().unwrap());
+            h.insert(
+                "x-sha256-encoded",
+                hex(&Sha256::digest(&gz)).parse().unwrap(),
+            );
+            h.insert(
+                "x-sha256-plain",
+                hex(&Sha256::digest(&plain)).parse().unwrap(),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "no such protocol route\n".into()),
+    };
+    Ok(resp)
+}
+
+/// A gzip member with "stored" deflate blocks: valid gzip (any client decodes it), no deps.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(65535).collect()
+    };
+    for (i, c) in chunks.iter().enumerate() {
+        out.push(u8::from(i + 1 == chunks.len()));
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut table = [0u32; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        *t = c;
+    }
+    let mut crc = !0u32;
+    for &b in data {
+        crc = table[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// gRPC framing over HTTP/2: 5-byte prefix (compressed flag + big-endian length) per message,
+/// status in trailers. `unary` answers `pong:<request message>`, `stream/N` sends N messages,
+/// `error` sends none and grpc-status 7.
+async fn grpc(parts: &[&str], req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    let is_grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let te = req
+        .headers()
+        .get("te")
+        .is_some_and(|v| v.as_bytes() == b"trailers");
+    let auth = req
+        .headers()
+        .get("x-auth-token")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if !is_grpc || !te || req.version() != http::Version::HTTP_2 {
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "not gRPC: content-type ok={is_grpc} te:trailers={te} version={:?}\n",
+                req.version()
+            ),
+        ));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?;
+    let body = body.to_bytes();
+    let request_msg = if body.len() >= 5 {
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        body[5..(5 + len).min(body.len())].to_vec()
+    } else {
+        Vec::new()
+    };
+    let msg = |m: &[u8]| -> Frame<Bytes> {
+        let mut v = vec![0u8];
+        v.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        v.extend_from_slice(m);
+        Frame::data(Bytes::from(v))
+    };
+    let trailers = |status: &str, message: &str| -> Frame<Bytes> {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", status.parse().unwrap());
+        t.insert("grpc-message", message.parse().unwrap());
+        t.insert(
+            "x-custom-trailer",
+            format!("auth-len-{}", auth.len()).parse().unwrap(),
+        );
+        Frame::trailers(t)
+    };
+    let mut frames: Vec<Frame<Bytes>> = Vec::new();
+    match parts {
+        ["grpc", "unary"] => {
+            let mut m = b"pong:".to_vec();
+            m.extend_from_slice(&request_msg);
+            frames.push(msg(&m));
+            frames.push(trailers("0", "ok"));
+        }
+        ["grpc", "stream", n] => {
+            let n: usize = n.parse().unwrap_or(3);
+            for i in 0..n {
+                frames.push(msg(format!("item-{i}").as_bytes()));
+            }
+            frames.push(trailers("0", "streamed"));
+        }
+        _ => frames.push(trailers("7", "permission denied by upstream")),
+    }
+    let s = futures_util::stream::unfold(frames.into_iter(), |mut it| async move {
+        let f = it.next()?;
+        // space the messages so a buffering proxy would show up as one lump
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        Some((f, it))
+    });
+    let mut r = Response::new(frames_body(s));
+    r.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    Ok(r)
+}
+
+/// WebSocket (RFC 6455) upgrade: requires `x-auth-token` (the credential egret injects).
+fn ws_upgrade(mut req: Request<Incoming>, st: Arc<State>) -> Response<Body> {
+    use base64::Engine;
+    use sha1::Digest as _;
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return text(StatusCode::BAD_REQUEST, "no sec-websocket-key\n".into());
+    };
+    let Some(auth) = req
+        .headers()
+        .get("x-auth-token")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    else {
+        st.log_line("WS-REFUSED no x-auth-token");
+        return text(StatusCode::UNAUTHORIZED, "missing x-auth-token\n".into());
+    };
+    let mut h = sha1::Sha1::new();
+    h.update(key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85");
+    let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => ws_echo(TokioIo::new(up), auth, &st).await,
+            Err(e) => st.log_line(&format!("WS-UPGRADE-FAILED {e}")),
+        }
+    });
+    let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("connection", "upgrade".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    r
+}
+
+async fn ws_write<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    fin: bool,
+    op: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut h = vec![(u8::from(fin) << 7) | op];
+    match payload.len() {
+        n if n < 126 => h.push(n as u8),
+        n if n < 65536 => {
+            h.push(126);
+            h.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            h.push(127);
+            h.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    w.write_all(&h).await?;
+    w.write_all(payload).await?;
+    w.flush().await
+}
+
+async fn ws_read<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<(bool, u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h).await?;
+    let fin = h[0] & 0x80 != 0;
+    let op = h[0] & 0x0f;
+    let masked = h[1] & 0x80 != 0;
+    let len = match h[1] & 0x7f {
+        126 => r.read_u16().await? as u64,
+        127 => r.read_u64().await?,
+        n => n as u64,
+    };
+    if len > 64 << 20 {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        r.read_exact(&mut mask).await?;
+    }
+    let mut p = vec![0u8; len as usize];
+    r.read_exact(&mut p).await?;
+    if masked {
+        for (i, b) in p.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    Ok((fin, op, p))
+}
+
+async fn ws_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    auth: String,
+    st: &State,
+) {
+    use tokio::io::AsyncWriteExt;
+    st.log_line("WS-OPEN");
+    if ws_write(&mut s, true, 1, format!("auth={auth}").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        match ws_read(&mut s).await {
+            Ok((_, 8, p)) => {
+                let _ = ws_write(&mut s, true, 8, &p).await;
+                let _ = s.shutdown().await;
+                st.log_line("WS-CLOSE-FRAME");
+                return;
+            }
+            Ok((_, 9, p)) => {
+                if ws_write(&mut s, true, 10, &p).await.is_err() {
+                    break;
+                }
+            }
+            Ok((_, 1, p)) if p == b"close-from-server" => {
+                let _ = ws_write(&mut s, true, 8, &1000u16.to_be_bytes()).await;
+                let _ = s.shutdown().await;
+                drop(s);
+                st.log_line("WS-SERVER-CLOSED");
+                return;
+            }
+            Ok((fin, op, p)) => {
+                if ws_write(&mut s, fin, op, &p).await.is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    st.log_line("WS-EOF");
 }
