@@ -33,6 +33,7 @@ pids+=($!)
 export DEMO_API_TOKEN="demo-token-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 $X $EGR "$BIN/egret" run --netns $SBX --sandbox-id demo-agent \
   --policy examples/demo-policy.toml --ready-file "$TMP/egret.ready" --ca-out "$TMP/ca.pem" \
+  --audit-log "$TMP/audit.jsonl" \
   2> "$TMP/egret.log" &
 pids+=($!)
 for _ in $(seq 200); do [[ -f $TMP/egret.ready && -f $TMP/up.ready ]] && break; sleep 0.05; done
@@ -52,6 +53,13 @@ echo "== inside the sandbox: curl http://exfil.demo.test/  (not allowed by the p
 $X $SBX curl -sS -i --resolve exfil.demo.test:80:10.200.0.3 http://exfil.demo.test/ | sed -n '1p;$p'
 echo
 echo "== egret's audit events"
-grep 'egret::audit' "$TMP/egret.log" | sed 's/^.*egret::audit: //' | cut -c1-220
+sleep 0.2   # events are written when each response body has been sent
+python3 - "$TMP/audit.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    print("  {decision:8} {status} {method} {host}{path}  rule: {rule}  handler: {handler}".format(
+        **{k: ("-" if e.get(k) is None else e[k]) for k in ("decision", "status", "method", "host", "path", "rule", "handler")}))
+PY
 echo
 echo "demo: done (namespaces, processes and files are being removed)"
