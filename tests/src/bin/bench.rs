@@ -140,6 +140,15 @@ fn swap_latency(sock: &str, topo: &Topology) -> ((f64, f64), (f64, f64)) {
     (pct(params), pct(modules))
 }
 
+fn peak_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -287,6 +296,40 @@ handler = "inject"
                 rows.push(serde_json::json!({"scenario": name, "direct_p50_us": d50, "direct_p99_us": d99, "egret_p50_us": e50, "egret_p99_us": e99,
                     "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
             }
+            // 1 GiB download, direct vs through egret (plain HTTP), speed per round.
+            let gib = 1u64 << 30;
+            let speed = |ns: &Netns, host: &str| -> f64 {
+                let out = ns.run(
+                    "curl",
+                    &[
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{speed_download}",
+                        "-H",
+                        "Host: allowed.test",
+                        &format!("http://{host}/bytes/{gib}"),
+                    ],
+                );
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / (1 << 20) as f64
+            };
+            let (mut dspeed, mut espeed) = (vec![], vec![]);
+            for _ in 0..rounds.min(3) {
+                dspeed.push(speed(&direct, "10.202.0.2"));
+                espeed.push(speed(&topo.sbx, "allowed.test"));
+            }
+            let (ds, es) = (median(dspeed), median(espeed));
+            let rss_after = peak_kib(egret.proc.child.id());
+            println!(
+                "1 GiB download: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2}); egret peak RSS {rss_after} KiB",
+                es / ds
+            );
+            rows.push(serde_json::json!({"scenario": "1 GiB download", "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds, "egret_peak_rss_kib": rss_after}));
             let (params_swap, module_swap) = swap_latency(&sock, &topo);
             println!(
                 "swap latency (admin request to new generation in force): params-only p50 {:.2} ms p99 {:.2} ms; new module p50 {:.2} ms p99 {:.2} ms",
