@@ -10,6 +10,10 @@ fuzz_target!(|data: &[u8]| {
         // More bytes never change a decision already taken.
         let mut longer = data.to_vec();
         longer.extend_from_slice(b"\r\n\r\nGET / HTTP/1.1\r\n\x16\x03\x01");
-        assert_eq!(classify(&longer), c, "classification changed with more bytes");
+        assert_eq!(
+            classify(&longer),
+            c,
+            "classification changed with more bytes"
+        );
     }
 });

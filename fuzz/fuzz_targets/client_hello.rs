@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         // An SNI is a DNS name, never an IP literal (RFC 6066 §3), and never empty.
         if let Some(sni) = info.sni.as_deref() {
             assert!(!sni.is_empty());
-            assert!(sni.parse::<std::net::IpAddr>().is_err(), "IP literal SNI {sni:?}");
+            assert!(
+                sni.parse::<std::net::IpAddr>().is_err(),
+                "IP literal SNI {sni:?}"
+            );
         }
     }
     // Feeding the same bytes in prefixes (as a trickling client does) never yields a different
@@ -20,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         if let Ok(early) = parse_client_hello(&data[..cut]) {
-            assert_eq!(Some(&early), full.as_ref().ok(), "prefix {cut} parsed differently");
+            assert_eq!(
+                Some(&early),
+                full.as_ref().ok(),
+                "prefix {cut} parsed differently"
+            );
         }
     }
     let _ = parse_client_hello_with_limit(data, 512);

@@ -32,7 +32,13 @@ enum Input {
 }
 
 const NAMES: [&str; 7] = [
-    "host", "connection", "transfer-encoding", "content-length", "te", "upgrade", "keep-alive",
+    "host",
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "upgrade",
+    "keep-alive",
 ];
 
 fuzz_target!(|input: Input| {
@@ -86,19 +92,31 @@ fn check(r: &ResolvedAction) {
                 );
             }
             for (name, value) in set.iter() {
-                assert!(!NAMES.contains(&name.as_str()), "forbidden header {name} accepted");
+                assert!(
+                    !NAMES.contains(&name.as_str()),
+                    "forbidden header {name} accepted"
+                );
                 assert!(!name.as_str().starts_with("proxy-"), "{name} accepted");
                 assert!(
-                    !value.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | 0)),
+                    !value
+                        .as_bytes()
+                        .iter()
+                        .any(|b| matches!(b, b'\r' | b'\n' | 0)),
                     "CR/LF/NUL in {name}"
                 );
             }
             for name in remove {
-                assert!(!NAMES.contains(&name.as_str()), "removal of {name} accepted");
+                assert!(
+                    !NAMES.contains(&name.as_str()),
+                    "removal of {name} accepted"
+                );
             }
             if let Some(p) = path_and_query {
                 let p = p.as_str();
-                assert!(p.starts_with('/') && !p.starts_with("//"), "path {p:?} accepted");
+                assert!(
+                    p.starts_with('/') && !p.starts_with("//"),
+                    "path {p:?} accepted"
+                );
             }
         }
         ResolvedAction::Respond { .. } => {}

@@ -4,7 +4,8 @@
 //!
 //! Routes: `/echo` (JSON of method, path, host, version, headers), `/bytes/N` (N bytes of a
 //! deterministic stream), `/sha/N` (sha256 of that stream), `/upload` (sha256 and length of the
-//! body), `/slow/MS` (answers after MS milliseconds), `/status/N`.
+//! body), `/slow/MS` (answers after MS milliseconds), `/status/N`, `/redirect/HOST` (302 to
+//! `http://HOST/redirected`).
 //!
 //! Protocol routes (tests/tests/protocols.rs): `/ws` (WebSocket echo; needs `x-auth-token`, sends
 //! `auth=VALUE` first; `close-from-server` makes it close), `/sse/COUNT/MS` (an event every MS
@@ -46,6 +47,10 @@ struct Args {
     /// Written once every listener is bound.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// Add ` NAME=present|absent` to each request's access-log line (tests/tests/security.rs:
+    /// proves every request that reached the upstream passed the injecting handler).
+    #[arg(long)]
+    log_header: Option<String>,
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -55,6 +60,7 @@ struct State {
     name: String,
     barriers: Mutex<std::collections::HashMap<String, usize>>,
     barrier_notify: tokio::sync::Notify,
+    log_header: Option<String>,
 }
 
 impl State {
@@ -126,9 +132,17 @@ async fn handle(
         .unwrap_or_default();
     {
         let mut f = st.log.lock().unwrap();
+        let marker = st.log_header.as_deref().map_or(String::new(), |h| {
+            let seen = if req.headers().contains_key(h) {
+                "present"
+            } else {
+                "absent"
+            };
+            format!(" {h}={seen}")
+        });
         let _ = writeln!(
             f,
-            "{} {} {} host={} peer={} tls={} version={:?}",
+            "{} {} {} host={} peer={} tls={} version={:?}{marker}",
             st.name,
             req.method(),
             req.uri().path(),
@@ -219,6 +233,14 @@ async fn basic_route(
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             text(StatusCode::OK, format!("slept {ms}\n"))
         }
+        ["redirect", target] => {
+            // 302 to another host: a proxy that followed it would request /redirected there.
+            let mut r = text(StatusCode::FOUND, String::new());
+            if let Ok(v) = format!("http://{target}/redirected").parse() {
+                r.headers_mut().insert("location", v);
+            }
+            r
+        }
         ["status", n] => text(
             StatusCode::from_u16(n.parse().unwrap_or(500))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -263,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         name: args.name.clone(),
         barriers: Mutex::new(Default::default()),
         barrier_notify: tokio::sync::Notify::new(),
+        log_header: args.log_header.clone(),
     });
     let mut tasks = Vec::new();
     for a in &args.http {
