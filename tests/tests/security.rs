@@ -239,6 +239,44 @@ print("\n".join(R))
 }
 
 #[test]
+fn af_packet_frames_cannot_leave_through_the_sandbox_veth() {
+    // Raw frames bypass every inet hook; egret's netdev egress chain on each sandbox device
+    // drops them. Before that chain existed this test saw the frames arrive upstream.
+    let topo = Topology::new(SandboxNet::Veth);
+    let sniffer = Sniffer::start(&topo);
+    let policy = write(&topo, "policy.toml", BASIC_POLICY);
+    let egret = Egret::start(&topo, "sec-afpacket", &["--policy", &policy]).expect("egret starts");
+    let script = r#"
+import socket
+out = []
+for qdisc_bypass in (False, True):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("v-wan", 0))
+    if qdisc_bypass:
+        s.setsockopt(263, 20, 1)  # SOL_PACKET, PACKET_QDISC_BYPASS
+    frame = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"exfil" * 10
+    try:
+        for _ in range(20):
+            s.send(frame)
+        out.append("sent bypass=%s" % qdisc_bypass)
+    except OSError as e:
+        out.append("refused bypass=%s %s" % (qdisc_bypass, e.errno))
+print(" | ".join(out))
+"#;
+    let out = py(&topo, script, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let frames = sniffer.frames();
+    assert!(
+        frames.is_empty(),
+        "raw frames left the sandbox ({out}): {frames:#?}"
+    );
+    // and the guard is gone with egret: detach removes the netdev table too
+    drop(egret);
+    let tables = topo.in_sandbox("nft", &["list", "tables"]);
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
+}
+
+#[test]
 fn af_packet_frames_have_no_device_to_leave_by_in_a_lo_only_sandbox() {
     // The recommended sandbox has only `lo`; egret's blackhole veth has its peer down. A root
     // attacker's AF_PACKET frames (which no netfilter hook in the namespace sees) go nowhere.

@@ -163,6 +163,20 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
     routes::ensure_lo_up()?;
     let listeners = listeners::create(cfg)?;
     let installed = routes::install(cfg)?;
+    let devices = match routes::devices() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = routes::remove(cfg, &installed);
+            return Err(e);
+        }
+    };
+    if let Some(bad) = devices.iter().find(|d| !nft::valid_device_name(d)) {
+        let _ = routes::remove(cfg, &installed);
+        return Err(CaptureError::Command {
+            command: "ip -o link show".into(),
+            stderr: format!("device name {bad:?} cannot be written into the nft ruleset safely; rename it (letters, digits, - _ . @)"),
+        });
+    }
     let params = RulesetParams {
         pid: std::process::id(),
         sandbox_id: cfg.sandbox_id.clone(),
@@ -170,6 +184,7 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
         dns_port: cfg.dns_port,
         mark: cfg.mark,
         bypass: cfg.bypass.clone(),
+        devices,
     };
     if let Err(e) = nft::load(&render_ruleset(&params)) {
         let _ = routes::remove(cfg, &installed);

@@ -33,6 +33,10 @@ pub struct RulesetParams {
     pub mark: u32,
     /// extra destinations allowed out directly.
     pub bypass: Vec<ipnet::IpNet>,
+    /// The namespace's network devices other than `lo`: each gets a `netdev` egress chain
+    /// that drops every frame, so raw `AF_PACKET` frames (which no `inet` hook sees) cannot
+    /// leave either.
+    pub devices: Vec<String>,
 }
 
 /// Characters that may appear in the table comment; anything else becomes `_`.
@@ -49,6 +53,49 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// Whether a device name can be put in the ruleset as it is.
+pub fn valid_device_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+/// The `netdev` table: one egress chain per device, dropping everything except (when the
+/// operator configured bypass destinations) frames for those and the ARP/ND they need.
+fn render_netdev(p: &RulesetParams, v4: &[String], v6: &[String]) -> String {
+    let mut chains = String::new();
+    for (i, dev) in p
+        .devices
+        .iter()
+        .filter(|d| valid_device_name(d))
+        .enumerate()
+    {
+        let mut rules = String::new();
+        if !p.bypass.is_empty() {
+            rules.push_str("\t\tmeta protocol arp accept\n");
+            rules.push_str(&format!(
+                "\t\tmeta protocol ip ip daddr {{ {} }} accept\n",
+                v4.join(", ")
+            ));
+            rules.push_str(&format!(
+                "\t\tmeta protocol ip6 ip6 daddr {{ {} }} accept\n",
+                v6.join(", ")
+            ));
+            rules.push_str("\t\tmeta protocol ip6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n");
+        }
+        chains.push_str(&format!(
+            "\tchain egress_{i} {{\n\t\ttype filter hook egress device \"{dev}\" priority 0; policy drop;\n{rules}\t\tcounter drop\n\t}}\n"
+        ));
+    }
+    format!(
+        "table netdev {TABLE_NAME}\ndelete table netdev {TABLE_NAME}\ntable netdev {TABLE_NAME} {{\n\tcomment \"egret pid={} sandbox={}\"\n{chains}}}\n",
+        p.pid,
+        sanitize(&p.sandbox_id)
+    )
+}
+
 /// Render the complete ruleset file. It starts with `table …; delete table …;` so loading it
 /// replaces any previous version atomically.
 pub fn render_ruleset(p: &RulesetParams) -> String {
@@ -60,8 +107,9 @@ pub fn render_ruleset(p: &RulesetParams) -> String {
             ipnet::IpNet::V6(n) => v6.push(n.trunc().to_string()),
         }
     }
+    let netdev = render_netdev(p, &v4, &v6);
     format!(
-        r#"table inet {table}
+        r#"{netdev}table inet {table}
 delete table inet {table}
 table inet {table} {{
 	comment "egret pid={pid} sandbox={sandbox}"
@@ -106,6 +154,7 @@ table inet {table} {{
 	}}
 }}
 "#,
+        netdev = netdev,
         table = TABLE_NAME,
         pid = p.pid,
         sandbox = sanitize(&p.sandbox_id),
@@ -177,7 +226,11 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 pub(crate) fn delete_own_table(pid: u32) -> Result<(), CaptureError> {
     match current_owner()? {
         Some(owner) if owner.pid == pid => {
-            run("nft", &["delete", "table", "inet", TABLE_NAME], None).map(|_| ())
+            // One transaction for both tables.
+            let script = format!(
+                "table netdev {TABLE_NAME}\ndelete table netdev {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n"
+            );
+            run("nft", &["-f", "-"], Some(&script)).map(|_| ())
         }
         Some(owner) => {
             tracing::warn!(
@@ -205,13 +258,14 @@ mod tests {
                 "192.0.2.0/24".parse().unwrap(),
                 "2001:db8::/32".parse().unwrap(),
             ],
+            devices: vec!["v-wan".into(), "egret-bh0".into(), "bad\"name".into()],
         }
     }
 
     #[test]
     fn ruleset_replaces_atomically_and_records_owner() {
         let r = render_ruleset(&params());
-        assert!(r.starts_with("table inet egret\ndelete table inet egret\ntable inet egret {"));
+        assert!(r.contains("table inet egret\ndelete table inet egret\ntable inet egret {"));
         assert!(r.contains("comment \"egret pid=4242 sandbox=agent-47\""));
         assert!(r.contains("tproxy to :15001"));
         assert!(r.contains("redirect to :15053"));
@@ -221,6 +275,25 @@ mod tests {
         // fail closed: a reset when the listener is gone, and a postrouting drop policy
         assert!(r.contains("reject with tcp reset"));
         assert!(r.contains("hook postrouting priority filter; policy drop;"));
+    }
+
+    #[test]
+    fn every_device_gets_an_egress_drop_chain() {
+        let r = render_ruleset(&params());
+        assert!(r.starts_with("table netdev egret\ndelete table netdev egret\n"));
+        assert!(r.contains("type filter hook egress device \"v-wan\" priority 0; policy drop;"));
+        assert!(r.contains("type filter hook egress device \"egret-bh0\" priority 0; policy drop;"));
+        assert!(
+            !r.contains("bad\"name"),
+            "an unquotable device name reached the ruleset"
+        );
+        let mut p = params();
+        p.bypass.clear();
+        let r = render_ruleset(&p);
+        assert!(
+            !r.contains("meta protocol arp accept"),
+            "no bypass: nothing may leave"
+        );
     }
 
     #[test]

@@ -12,6 +12,17 @@ pub(crate) struct Installed {
     pub blackhole: bool,
 }
 
+/// Names of the namespace's network devices other than `lo`.
+pub(crate) fn devices() -> Result<Vec<String>, CaptureError> {
+    let out = run("ip", &["-o", "link", "show"], None)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .filter(|n| !n.is_empty() && n != "lo")
+        .collect())
+}
+
 pub(crate) fn ensure_lo_up() -> Result<(), CaptureError> {
     run("ip", &["link", "set", "lo", "up"], None).map(|_| ())
 }
