@@ -401,10 +401,15 @@ fn secrets_never_reach_logs_audit_metrics_or_admin_answers() {
     // sandbox also sends it in a header of its own and in the query string
     let hdr = format!("x-client-copy: {SECRET}");
     let url = format!("http://vcs.test/echo?token={SECRET}");
-    let out = curl_ok(&env, &["-H", &hdr, &url]);
+    let out = curl_ok(&env, &["-i", "-H", &hdr, &url]);
     assert!(
         out.contains(SECRET),
         "the upstream did not echo the secret: {out}"
+    );
+    assert!(
+        out.to_lowercase()
+            .contains(&format!("x-echoed-token: {}", SECRET.to_lowercase())),
+        "the upstream did not echo the secret in a response header: {out}"
     );
     env.event("reveal", |e| e["host"] == "reveal.test");
     let ev = env.event("inject", |e| e["host"] == "vcs.test");

@@ -198,9 +198,14 @@ async fn basic_route(
                 "server": st.name, "method": req.method().as_str(), "path": req.uri().path_and_query().map(|p| p.as_str()),
                 "host": host, "version": format!("{:?}", req.version()), "headers": headers, "peer": peer.to_string(), "local": local.ip().to_canonical().to_string(), "tls": tls,
             });
+            let echoed_token = req.headers().get("x-auth-token").cloned();
             let mut r = text(StatusCode::OK, body.to_string());
             r.headers_mut()
                 .insert("content-type", "application/json".parse().unwrap());
+            // Echo an injected credential back in a response header too (redaction tests).
+            if let Some(v) = echoed_token {
+                r.headers_mut().insert("x-echoed-token", v);
+            }
             r
         }
         ["bytes", n] => match n.parse::<u64>() {
