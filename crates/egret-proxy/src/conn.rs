@@ -45,6 +45,36 @@ pub(crate) fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// The destination of a connection as the policy sees it: the name when there is one (SNI or
+/// the name the sandbox looked up), otherwise the dialled IP.
+pub(crate) fn conn_destination(name: Option<&str>, orig: SocketAddr) -> Destination<'_> {
+    Destination {
+        host: name,
+        ip: if name.is_none() {
+            Some(orig.ip())
+        } else {
+            None
+        },
+        port: orig.port(),
+    }
+}
+
+impl Proxy {
+    /// Refuse a connection: count it, write its audit event, reset it.
+    pub(crate) fn refuse(
+        &self,
+        stream: TcpStream,
+        info: &ConnInfo,
+        name: Option<&str>,
+        proto: &'static str,
+        rule: &str,
+    ) {
+        self.stats.denied.fetch_add(1, Ordering::Relaxed);
+        crate::audit::connection(self, info, name, proto, "deny", rule, 0, 0);
+        reset(stream);
+    }
+}
+
 /// Largest prefix read while classifying (a ClientHello may be longer; TLS reads on).
 const CLASSIFY_MAX: usize = 64;
 
@@ -182,45 +212,21 @@ impl Proxy {
             .map(Arc::from)
             .or(info.dns_name.clone());
         let policy = self.policy.load_full();
-        let dest = Destination {
-            host: name.as_deref(),
-            ip: if name.is_none() {
-                Some(info.orig.ip())
-            } else {
-                None
-            },
-            port: info.orig.port(),
-        };
+        let dest = conn_destination(name.as_deref(), info.orig);
         match policy.tls_decision(&dest) {
             TlsDecision::Refuse(v) => {
-                self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                crate::audit::connection(
-                    &self,
-                    &info,
-                    name.as_deref(),
-                    "tls",
-                    "deny",
-                    &v.rule,
-                    0,
-                    0,
-                );
-                reset(stream);
+                self.refuse(stream, &info, name.as_deref(), "tls", &v.rule);
             }
             TlsDecision::Passthrough(_) if hello.ech_offered => {
                 // With Encrypted Client Hello the SNI is only a public front name: splicing
                 // would let the hidden inner name decide where the bytes go.
-                self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                crate::audit::connection(
-                    &self,
+                self.refuse(
+                    stream,
                     &info,
                     name.as_deref(),
                     "tls",
-                    "deny",
                     "ECH hides the destination; pass-through refused",
-                    0,
-                    0,
                 );
-                reset(stream);
             }
             TlsDecision::Passthrough(_) => {
                 info.sni = name;

@@ -4,9 +4,8 @@ use crate::conn::{reset, ConnInfo};
 use crate::upstream::{connect_any, is_forbidden_upstream, ConnectError};
 use crate::Proxy;
 use bytes::Bytes;
-use egret_policy::{Destination, VerdictAction};
+use egret_policy::VerdictAction;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -22,44 +21,23 @@ impl Proxy {
     ) {
         let policy = self.policy.load_full();
         let name = info.dns_name.clone();
-        let dest = Destination {
-            host: name.as_deref(),
-            ip: if name.is_none() {
-                Some(info.orig.ip())
-            } else {
-                None
-            },
-            port: info.orig.port(),
-        };
+        let dest = crate::conn::conn_destination(name.as_deref(), info.orig);
         let verdict = policy.evaluate(&dest);
         let rule = match verdict.action {
             VerdictAction::Allow => verdict.rule.clone(),
             VerdictAction::Deny => {
-                self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                crate::audit::connection(
-                    &self,
-                    &info,
-                    name.as_deref(),
-                    proto,
-                    "deny",
-                    &verdict.rule,
-                    0,
-                    0,
-                );
-                reset(stream);
+                self.refuse(stream, &info, name.as_deref(), proto, &verdict.rule);
                 return;
             }
             VerdictAction::Handler(id) => {
                 // A handler decides per HTTP request; a connection that is not HTTP cannot be
                 // shown to it, so it is refused rather than let through unexamined.
-                self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 let why = format!(
                     "{} routes to handler {}, which needs HTTP; this connection is not HTTP",
                     verdict.rule,
                     policy.binding(id).handler
                 );
-                crate::audit::connection(&self, &info, name.as_deref(), proto, "deny", &why, 0, 0);
-                reset(stream);
+                self.refuse(stream, &info, name.as_deref(), proto, &why);
                 return;
             }
         };
@@ -151,15 +129,7 @@ impl Proxy {
                 return std::future::pending().await;
             }
             let policy = self.policy.load();
-            let dest = Destination {
-                host: name.as_deref(),
-                ip: if name.is_none() {
-                    Some(orig.ip())
-                } else {
-                    None
-                },
-                port: orig.port(),
-            };
+            let dest = crate::conn::conn_destination(name.as_deref(), orig);
             if tls {
                 if let egret_policy::TlsDecision::Refuse(v) = policy.tls_decision(&dest) {
                     return v.rule.to_string();
