@@ -243,9 +243,11 @@ fn af_packet_frames_cannot_leave_through_the_sandbox_veth() {
     // Raw frames bypass every inet hook; egret's netdev egress chain on each sandbox device
     // drops them. Before that chain existed this test saw the frames arrive upstream.
     let topo = Topology::new(SandboxNet::Veth);
-    let sniffer = Sniffer::start(&topo);
     let policy = write(&topo, "policy.toml", BASIC_POLICY);
     let egret = Egret::start(&topo, "sec-afpacket", &["--policy", &policy]).expect("egret starts");
+    // Listen only once egret is attached: before that the kernel's own IPv6 duplicate address
+    // detection and MLD reports on the fresh veth legitimately cross it (seen in CI).
+    let sniffer = Sniffer::start(&topo);
     let script = r#"
 import socket
 out = []
