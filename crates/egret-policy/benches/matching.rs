@@ -15,19 +15,19 @@ const RULES: usize = 10_000;
 fn policy() -> &'static CompiledPolicy {
     static POLICY: OnceLock<CompiledPolicy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        let mut src = String::from(
-            r#"
+        let mut src = String::from("allowed_hosts = [\"*.github.test\", \"10.0.0.0/8\", \"fd00::/16\", \"api-*.svc.test\", \"*:8443\"");
+        for i in 0..RULES {
+            src.push_str(&format!(", \"host{i}.allowed.test\""));
+        }
+        src.push_str(
+            r#"]
 denied_hosts = ["evil.github.test", "10.66.0.0/16:22"]
 passthrough_hosts = ["pinned.github.test"]
 [handlers.h]
 module = "h.wasm"
 "#,
         );
-        src.push_str("allowed_hosts = [\"*.github.test\", \"10.0.0.0/8\", \"fd00::/16\", \"api-*.svc.test\", \"*:8443\"");
-        for i in 0..RULES {
-            src.push_str(&format!(", \"host{i}.allowed.test\""));
-        }
-        src.push_str("]\n[[routes]]\nhandler = \"h\"\nhosts = [\"*.vcs.github.test\"");
+        src.push_str("[[routes]]\nhandler = \"h\"\nhosts = [\"*.vcs.github.test\"");
         for i in 0..RULES {
             src.push_str(&format!(", \"svc{i}.github.test\""));
         }
