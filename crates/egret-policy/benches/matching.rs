@@ -87,5 +87,6 @@ fn dns_decision(bencher: divan::Bencher, name: &str) {
 #[divan::bench(sample_count = 10)]
 fn compile_10k(bencher: divan::Bencher) {
     let cfg = policy().config().clone();
-    bencher.bench(|| CompiledPolicy::compile(black_box(&cfg), &RuntimeLayer::default(), 2).unwrap());
+    bencher
+        .bench(|| CompiledPolicy::compile(black_box(&cfg), &RuntimeLayer::default(), 2).unwrap());
 }

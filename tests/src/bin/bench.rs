@@ -694,7 +694,10 @@ handler = "inject"
         .collect();
     complaints.dedup();
     if !complaints.is_empty() {
-        println!("egret warnings/errors during the load ({} lines), first ones:", complaints.len());
+        println!(
+            "egret warnings/errors during the load ({} lines), first ones:",
+            complaints.len()
+        );
         for l in complaints.iter().take(5) {
             println!("  {l}");
         }
@@ -793,7 +796,11 @@ handler = "inject"
     table.push([
         "egret idle RSS / peak RSS (VmHWM)".into(),
         "—".into(),
-        format!("{:.1} MiB / {:.1} MiB", idle_rss as f64 / 1024.0, peak as f64 / 1024.0),
+        format!(
+            "{:.1} MiB / {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
         String::new(),
     ]);
 
