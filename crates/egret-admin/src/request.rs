@@ -768,9 +768,19 @@ mod tests {
         );
     }
 
+    /// Method, target, headers, body, expected code and status.
+    type Case<'a> = (
+        Method,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        ErrorCode,
+        u16,
+    );
+
     #[test]
     fn refusals_name_the_problem() {
-        let cases: &[(Method, &str, &[(&str, &str)], &str, ErrorCode, u16)] = &[
+        let cases: &[Case] = &[
             (
                 Method::GET,
                 "/v1/internet",
