@@ -58,7 +58,8 @@ run_one() {
     else
         {
             echo "== $t: FAILED (log: fuzz/$log)"
-            grep -E -A15 'panicked|==[0-9]+==ERROR|SUMMARY|deadly signal' "$log" | head -40 || true
+            grep -E -A6 'panicked at' "$log" | head -14 || true
+            grep -E -A2 '==[0-9]+==ERROR|^SUMMARY' "$log" | head -12 || true
             # libFuzzer names the input: "Test unit written to .../artifacts/<t>/crash-..."
             grep -E 'Test unit written to' "$log" | sed 's/^/   /' | head -5 || true
         }
