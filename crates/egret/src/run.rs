@@ -258,8 +258,19 @@ fn restore(dir: &Path, file_sha: &str) -> Result<Restored> {
     Ok(out)
 }
 
+/// Milliseconds since start at the end of each start-up phase, logged at debug level once
+/// egret is ready (start-up time is a target: this shows where it goes).
+struct Phases(Instant, Vec<(&'static str, f64)>);
+
+impl Phases {
+    fn mark(&mut self, phase: &'static str) {
+        self.1.push((phase, self.0.elapsed().as_secs_f64() * 1000.0));
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
+    let mut phases = Phases(t0, Vec::new());
     init_tracing(args.log_format);
     validate_sandbox_id(&args.sandbox_id)?;
     let (file_cfg, file_sha) = match &args.policy {
@@ -337,10 +348,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let generation = compiled.generation();
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
     let netns = egret_capture::NetnsRef::parse(&args.netns)?;
+    phases.mark("policy");
 
     // Everything that can fail on bad input happens before the namespace is touched.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = egret_tls::UpstreamTls::new(&args.upstream_ca)?;
+    phases.mark("upstream_roots");
     let ca = Arc::new(egret_tls::SandboxCa::generate(
         &args.sandbox_id,
         Duration::from_secs(args.ca_validity_hours.max(1) * 3600),
@@ -351,6 +364,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(p) = &args.ca_bundle_out {
         write_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
     }
+    phases.mark("sandbox_ca");
     let leaves = Arc::new(egret_tls::LeafCache::with_capacity(
         ca.clone(),
         std::num::NonZeroUsize::new(args.leaf_cache_size.max(1)).expect("max(1)"),
@@ -361,11 +375,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .thread_name("egret-worker")
         .build()
         .context("cannot start the async runtime")?;
+    phases.mark("runtime");
     let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
         cache_dir: args.handler_cache_dir.clone(),
         ..egret_wasm::HostConfig::default()
     })?);
+    phases.mark("wasm_engine");
     let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
+    phases.mark("handlers");
     let metrics = Arc::new(egret_proxy::metrics::Metrics::default());
     let audit = egret_proxy::AuditSink::start(match &args.audit_log {
         Some(p) => egret_proxy::AuditOutput::File(p.clone()),
@@ -409,7 +426,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     cap.dns_port = args.dns_port;
     cap.mark = args.mark;
     cap.route_table = args.route_table;
+    phases.mark("admin");
     let attached = egret_capture::attach(&cap)?;
+    phases.mark("attach");
     let guard = attached.guard;
     let listeners = attached.listeners;
 
@@ -483,6 +502,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             tasks.spawn(egret_dns::serve_udp(tokio::net::UdpSocket::from_std(s)?, dns.clone()));
         }
 
+        phases.mark("serve");
+        tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
         tracing::info!(
             sandbox = %args.sandbox_id,
             netns = %args.netns,

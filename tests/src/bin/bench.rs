@@ -39,6 +39,7 @@ print(json.dumps({"p50": lat[len(lat)//2]*1e6, "p99": lat[int(len(lat)*0.99)-1]*
 
 /// One measured scenario: the client arguments for the direct and the egret side.
 struct Scenario<'a> {
+    key: &'a str,
     name: &'a str,
     direct: Vec<&'a str>,
     egret: Vec<&'a str>,
@@ -149,6 +150,61 @@ fn peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `BENCH_PERF=1`: count egret's instructions and CPU time while the egret side runs (perf
+/// stat attached to the process), so changes can be compared on a noisy machine.
+struct PerfStat(std::process::Child, std::path::PathBuf);
+
+fn perf_stat(pid: u32) -> Option<PerfStat> {
+    std::env::var_os("BENCH_PERF")?;
+    let out = std::env::temp_dir().join(format!("egret-bench-perf-{pid}.csv"));
+    let child = Command::new("perf")
+        .args(["stat", "-x,", "-e", "instructions,task-clock", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(100));
+    Some(PerfStat(child, out))
+}
+
+impl PerfStat {
+    fn report(mut self, name: &str) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+        let text = std::fs::read_to_string(&self.1).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.1);
+        let field = |ev: &str| {
+            text.lines()
+                .find(|l| l.contains(ev))
+                .and_then(|l| l.split(',').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // Instructions read 0 where the machine has no PMU (VMs): CPU time still counts.
+        println!(
+            "  perf {name}: egret {:.1} ms CPU, {:.0} instructions",
+            field("task-clock"),
+            field("instructions")
+        );
+    }
+}
+
+/// Wait for the namespace to be released by the previous instance.
+fn wait_detached(topo: &Topology) {
+    for _ in 0..100 {
+        let t = Command::new("ip")
+            .args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"])
+            .output()
+            .unwrap();
+        if t.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -161,6 +217,12 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|x| x.parse().ok())
         .unwrap_or(0)
+}
+
+/// `BENCH_ONLY=https,startup,...` runs only those parts (http, https, handshake, download,
+/// swap, startup); unset runs everything.
+fn only(part: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
 }
 
 fn main() {
@@ -228,9 +290,49 @@ handler = "inject"
     let ca_s = ca.to_str().unwrap().to_string();
 
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
+    // Start-up with 5 handlers whose compiled artifacts are cached (the target): one
+    // start fills the cache, then 10 measured starts.
+    let mut startups5 = Vec::new();
+    if only("startup5") {
+        let mut p5 = String::from("internet = false\n");
+        for h in [
+            "inject-header",
+            "allow-hosts",
+            "per-sandbox-token",
+            "respond-from-kv",
+            "get-only",
+        ] {
+            p5.push_str(&format!(
+                "[handlers.{h}]\nmodule = \"{}\"\n",
+                handler_module(h)
+            ));
+        }
+        let p5 = write(&topo, "bench5.toml", &p5);
+        let cache = topo.tmp.path("handler-cache");
+        let cache = cache.to_str().unwrap();
+        for i in 0..11 {
+            let t = Instant::now();
+            let e = Egret::start(
+                &topo,
+                "bench5",
+                &["--policy", &p5, "--handler-cache-dir", cache],
+            )
+            .unwrap();
+            if i > 0 {
+                startups5.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            drop(e);
+            wait_detached(&topo);
+        }
+        println!(
+            "start-up to ready, 5 handlers with cached artifacts (median of 10): {:.1} ms",
+            median(startups5.clone())
+        );
+    }
     // Start-up time: exec to ready file, 10 times.
     let mut startups = Vec::new();
-    for i in 0..10 {
+    let starts = if only("startup") { 10 } else { 1 };
+    for i in 0..starts {
         let t = Instant::now();
         let e = Egret::start(
             &topo,
@@ -248,7 +350,7 @@ handler = "inject"
         )
         .unwrap();
         startups.push(t.elapsed().as_secs_f64() * 1000.0);
-        if i == 9 {
+        if i == starts - 1 {
             std::thread::sleep(Duration::from_millis(300));
             let idle_rss = rss_kib(e.proc.child.id());
             // keep the last one running for the request benchmarks
@@ -257,33 +359,41 @@ handler = "inject"
             let pki_ca = pki.ca.to_str().unwrap();
             let scen = [
                 Scenario {
+                    key: "http",
                     name: "HTTP/1.1 keep-alive, 1 conn",
                     direct: vec!["http", "allowed.test", "10.202.0.2", n],
                     egret: vec!["http", "allowed.test", "allowed.test", n],
                 },
                 Scenario {
+                    key: "https",
                     name: "HTTPS keep-alive + inject-header, 1 conn",
                     direct: vec!["https", "allowed.test", "10.202.0.2", n, pki_ca],
                     egret: vec!["https", "allowed.test", "allowed.test", n, &ca_s],
                 },
                 Scenario {
+                    key: "handshake",
                     name: "new TLS connection per request (cached leaf)",
                     direct: vec!["handshake", "allowed.test", "10.202.0.2", "300", pki_ca],
                     egret: vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
                 },
             ];
             for Scenario {
+                key: _,
                 name,
                 direct: dargs,
                 egret: eargs,
-            } in scen.iter()
+            } in scen.iter().filter(|s| only(s.key))
             {
                 let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
                 for _ in 0..rounds {
                     let (a, b) = run_client(&direct, dargs);
                     d50.push(a);
                     d99.push(b);
+                    let perf = perf_stat(egret.proc.child.id());
                     let (a, b) = run_client(&topo.sbx, eargs);
+                    if let Some(p) = perf {
+                        p.report(name);
+                    }
                     e50.push(a);
                     e99.push(b);
                 }
@@ -297,46 +407,50 @@ handler = "inject"
                     "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
             }
             // 1 GiB download, direct vs through egret (plain HTTP), speed per round.
-            let gib = 1u64 << 30;
-            let speed = |ns: &Netns, host: &str| -> f64 {
-                let out = ns.run(
-                    "curl",
-                    &[
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{speed_download}",
-                        "-H",
-                        "Host: allowed.test",
-                        &format!("http://{host}/bytes/{gib}"),
-                    ],
-                );
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-                    / (1 << 20) as f64
-            };
-            let (mut dspeed, mut espeed) = (vec![], vec![]);
-            for _ in 0..rounds.min(3) {
-                dspeed.push(speed(&direct, "10.202.0.2"));
-                espeed.push(speed(&topo.sbx, "allowed.test"));
-            }
-            let (ds, es) = (median(dspeed), median(espeed));
-            let rss_after = peak_kib(egret.proc.child.id());
-            println!(
+            if only("download") {
+                let gib = 1u64 << 30;
+                let speed = |ns: &Netns, host: &str| -> f64 {
+                    let out = ns.run(
+                        "curl",
+                        &[
+                            "-sS",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{speed_download}",
+                            "-H",
+                            "Host: allowed.test",
+                            &format!("http://{host}/bytes/{gib}"),
+                        ],
+                    );
+                    String::from_utf8_lossy(&out.stdout)
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                        / (1 << 20) as f64
+                };
+                let (mut dspeed, mut espeed) = (vec![], vec![]);
+                for _ in 0..rounds.min(3) {
+                    dspeed.push(speed(&direct, "10.202.0.2"));
+                    espeed.push(speed(&topo.sbx, "allowed.test"));
+                }
+                let (ds, es) = (median(dspeed), median(espeed));
+                let rss_after = peak_kib(egret.proc.child.id());
+                println!(
                 "1 GiB download: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2}); egret peak RSS {rss_after} KiB",
                 es / ds
             );
-            rows.push(serde_json::json!({"scenario": "1 GiB download", "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds, "egret_peak_rss_kib": rss_after}));
-            let (params_swap, module_swap) = swap_latency(&sock, &topo);
-            println!(
+                rows.push(serde_json::json!({"scenario": "1 GiB download", "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds, "egret_peak_rss_kib": rss_after}));
+            }
+            if only("swap") {
+                let (params_swap, module_swap) = swap_latency(&sock, &topo);
+                println!(
                 "swap latency (admin request to new generation in force): params-only p50 {:.2} ms p99 {:.2} ms; new module p50 {:.2} ms p99 {:.2} ms",
                 params_swap.0, params_swap.1, module_swap.0, module_swap.1
             );
-            rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
+                rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
                 "module_p50_ms": module_swap.0, "module_p99_ms": module_swap.1}));
+            }
             let peak = std::fs::read_to_string(format!("/proc/{}/status", egret.proc.child.id()))
                 .unwrap_or_default();
             let hwm = peak
@@ -346,24 +460,14 @@ handler = "inject"
                 .to_string();
             let st = median(startups.clone());
             println!("start-up to ready (median of 10): {st:.1} ms; idle RSS {idle_rss} KiB; after load {hwm}");
-            let out = serde_json::json!({"startup_ms_median": st, "startups_ms": startups, "idle_rss_kib": idle_rss, "scenarios": rows});
+            let out = serde_json::json!({"startup_ms_median": st, "startups_ms": startups, "startups5_cached_ms": startups5, "idle_rss_kib": idle_rss, "scenarios": rows});
             let path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench-results.json".into());
             std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
             println!("wrote {path}");
             drop(egret);
         } else {
             drop(e);
-            // wait for the namespace to be released by the previous instance
-            for _ in 0..100 {
-                let t = Command::new("ip")
-                    .args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"])
-                    .output()
-                    .unwrap();
-                if t.stdout.is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wait_detached(&topo);
         }
     }
 }
