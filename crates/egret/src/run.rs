@@ -546,6 +546,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Ok(())
     });
     rt.shutdown_timeout(Duration::from_millis(200));
+    // The audit writer batches under load: write out what is queued before the process ends.
+    audit.flush(Duration::from_secs(1));
     let detach = guard.detach();
     if let Some(p) = &args.ready_file {
         let _ = std::fs::remove_file(p);

@@ -158,7 +158,13 @@ fn perf_stat(pid: u32) -> Option<PerfStat> {
     std::env::var_os("BENCH_PERF")?;
     let out = std::env::temp_dir().join(format!("egret-bench-perf-{pid}.csv"));
     let child = Command::new("perf")
-        .args(["stat", "-x,", "-e", "instructions,task-clock", "-o"])
+        .args([
+            "stat",
+            "-x,",
+            "-e",
+            "instructions,task-clock,context-switches",
+            "-o",
+        ])
         .arg(&out)
         .args(["-p", &pid.to_string()])
         .spawn()
@@ -184,8 +190,9 @@ impl PerfStat {
         };
         // Instructions read 0 where the machine has no PMU (VMs): CPU time still counts.
         println!(
-            "  perf {name}: egret {:.1} ms CPU, {:.0} instructions",
+            "  perf {name}: egret {:.1} ms CPU, {:.0} context switches, {:.0} instructions",
             field("task-clock"),
+            field("context-switches"),
             field("instructions")
         );
     }
