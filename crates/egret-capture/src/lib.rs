@@ -160,11 +160,11 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
             "replacing the ruleset of an egret that is no longer running"
         );
     }
-    routes::ensure_lo_up()?;
-    let listeners = listeners::create(cfg)?;
-    let installed = routes::install(cfg)?;
-    let devices = match routes::devices() {
-        Ok(d) => d,
+    // `lo` comes up in the first batch; the listeners need it, nothing is captured before
+    // the ruleset below is loaded.
+    let (installed, devices) = routes::install(cfg)?;
+    let listeners = match listeners::create(cfg) {
+        Ok(l) => l,
         Err(e) => {
             let _ = routes::remove(cfg, &installed);
             return Err(e);
