@@ -193,7 +193,8 @@ fn writer(
     let mut failing = false;
     let mut last_batch: Option<std::time::Instant> = None;
     while let Ok(first) = rx.recv() {
-        if last_batch.is_some_and(|t| t.elapsed() < BUSY_LINGER) && !matches!(first, Msg::Flush(_)) {
+        if last_batch.is_some_and(|t| t.elapsed() < BUSY_LINGER) && !matches!(first, Msg::Flush(_))
+        {
             std::thread::sleep(BUSY_LINGER);
         }
         if reopen.swap(false, Ordering::Relaxed) {

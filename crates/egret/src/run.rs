@@ -88,8 +88,20 @@ fn compile(
     Ok(compiled.with_extra_pins(flat)?)
 }
 
-/// Write `content` to `path` atomically with `mode`.
+/// Write `content` to `path` atomically with `mode`, and durably (state that must survive a
+/// crash).
 pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    write_file_with(path, content, mode, true)
+}
+
+/// Like [`write_file`] without the fsync: for files that only mean something while this
+/// process runs (ready file, the CA minted for this run), where an fsync on ext4 costs
+/// milliseconds of start-up for nothing.
+fn write_run_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    write_file_with(path, content, mode, false)
+}
+
+fn write_file_with(path: &Path, content: &[u8], mode: u32, durable: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -101,7 +113,9 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(content)?;
-    f.sync_all().ok();
+    if durable {
+        f.sync_all().ok();
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -264,7 +278,8 @@ struct Phases(Instant, Vec<(&'static str, f64)>);
 
 impl Phases {
     fn mark(&mut self, phase: &'static str) {
-        self.1.push((phase, self.0.elapsed().as_secs_f64() * 1000.0));
+        self.1
+            .push((phase, self.0.elapsed().as_secs_f64() * 1000.0));
     }
 }
 
@@ -359,10 +374,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Duration::from_secs(args.ca_validity_hours.max(1) * 3600),
     )?);
     if let Some(p) = &args.ca_out {
-        write_file(p, ca.cert_pem().as_bytes(), 0o644)?;
+        write_run_file(p, ca.cert_pem().as_bytes(), 0o644)?;
     }
     if let Some(p) = &args.ca_bundle_out {
-        write_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
+        write_run_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
     }
     phases.mark("sandbox_ca");
     let leaves = Arc::new(egret_tls::LeafCache::with_capacity(
@@ -512,7 +527,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "intercepting"
         );
         if let Some(p) = &args.ready_file {
-            write_file(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
+            write_run_file(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
         }
         loop {
             tokio::select! {
