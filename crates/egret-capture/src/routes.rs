@@ -44,17 +44,38 @@ fn delete_rules(cfg: &CaptureConfig, batch: &mut Batch) {
     }
 }
 
-/// Bring `lo` up, add the blackhole default route where the namespace has none, and the rule
-/// and `local` routes of the capture. Returns what was installed and the namespace's devices
-/// other than `lo` afterwards.
-pub(crate) fn install(cfg: &CaptureConfig) -> Result<(Installed, Vec<String>), CaptureError> {
-    // Three independent questions, asked at once.
+/// What [`install`] needs to know about the namespace.
+pub(crate) struct Facts {
+    devices: Vec<String>,
+    need4: bool,
+    need6: bool,
+}
+
+/// Ask the three independent questions at once: the devices, and whether each family has a
+/// default route.
+pub(crate) fn query() -> Result<Facts, CaptureError> {
     let links = start("ip", &["-o", "link", "show"], None)?;
     let def4 = start("ip", &["-4", "route", "show", "default"], None)?;
     let def6 = start("ip", &["-6", "route", "show", "default"], None)?;
-    let mut devices = parse_devices(&links.wait()?);
-    let need4 = def4.wait()?.trim().is_empty();
-    let need6 = def6.wait()?.trim().is_empty();
+    Ok(Facts {
+        devices: parse_devices(&links.wait()?),
+        need4: def4.wait()?.trim().is_empty(),
+        need6: def6.wait()?.trim().is_empty(),
+    })
+}
+
+/// Bring `lo` up, add the blackhole default route where the namespace has none, and the rule
+/// and `local` routes of the capture. Returns what was installed and the namespace's devices
+/// other than `lo` afterwards.
+pub(crate) fn install(
+    cfg: &CaptureConfig,
+    facts: Facts,
+) -> Result<(Installed, Vec<String>), CaptureError> {
+    let Facts {
+        mut devices,
+        need4,
+        need6,
+    } = facts;
 
     let mut installed = Installed::default();
     let mut v4 = Batch::new("-4");
