@@ -146,7 +146,10 @@ pub fn attach(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
 }
 
 fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
-    if let Some(owner) = nft::current_owner()? {
+    // The owner check and the routing questions only read: ask them all at once.
+    let owner = nft::start_owner_query()?;
+    let facts = routes::query()?;
+    if let Some(owner) = nft::owner_from(owner)? {
         if owner.pid != std::process::id() && nft::pid_alive(owner.pid) {
             return Err(CaptureError::AlreadyAttached {
                 netns: cfg.netns.display(),
@@ -160,11 +163,11 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
             "replacing the ruleset of an egret that is no longer running"
         );
     }
-    routes::ensure_lo_up()?;
-    let listeners = listeners::create(cfg)?;
-    let installed = routes::install(cfg)?;
-    let devices = match routes::devices() {
-        Ok(d) => d,
+    // `lo` comes up in the first batch; the listeners need it, nothing is captured before
+    // the ruleset below is loaded.
+    let (installed, devices) = routes::install(cfg, facts)?;
+    let listeners = match listeners::create(cfg) {
+        Ok(l) => l,
         Err(e) => {
             let _ = routes::remove(cfg, &installed);
             return Err(e);

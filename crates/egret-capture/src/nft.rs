@@ -12,7 +12,7 @@
 //! * `egress_guard` (postrouting, where `oif` is the real device) drops everything else: other
 //!   UDP, ICMP, raw IP, and anything a sandbox process tried to send around the mark,
 //! * `in_filter` makes the listener port unreachable by direct connection (loop guard).
-use crate::cmd::run;
+use crate::cmd::{run, start, Pending};
 use crate::CaptureError;
 
 /// The nft table egret owns (family `inet`).
@@ -201,7 +201,17 @@ pub(crate) fn parse_owner(listing: &str) -> Option<Owner> {
 
 /// The owner recorded in the current table, or None when there is no table.
 pub(crate) fn current_owner() -> Result<Option<Owner>, CaptureError> {
-    match run("nft", &["list", "table", "inet", TABLE_NAME], None) {
+    owner_from(start_owner_query()?)
+}
+
+/// Start `nft list table inet egret` (see [`owner_from`]).
+pub(crate) fn start_owner_query() -> Result<Pending, CaptureError> {
+    start("nft", &["list", "table", "inet", TABLE_NAME], None)
+}
+
+/// The owner, from a started [`start_owner_query`].
+pub(crate) fn owner_from(query: Pending) -> Result<Option<Owner>, CaptureError> {
+    match query.wait() {
         Ok(listing) => Ok(Some(parse_owner(&listing).unwrap_or(Owner {
             pid: 0,
             sandbox_id: "unknown".into(),

@@ -2,7 +2,7 @@
 //! `local default dev lo` routes that turn marked packets around to egret's listener, and a
 //! blackhole default route for namespaces that have none (without *some* route, `connect()`
 //! fails with ENETUNREACH before netfilter ever sees the packet).
-use crate::cmd::run;
+use crate::cmd::{start, Batch};
 use crate::{CaptureConfig, CaptureError, BLACKHOLE_DEV, BLACKHOLE_V4, BLACKHOLE_V6};
 
 /// What `install` added, so that `remove` takes away exactly that.
@@ -12,152 +12,124 @@ pub(crate) struct Installed {
     pub blackhole: bool,
 }
 
-/// Names of the namespace's network devices other than `lo`.
-pub(crate) fn devices() -> Result<Vec<String>, CaptureError> {
-    let out = run("ip", &["-o", "link", "show"], None)?;
-    Ok(out
-        .lines()
+/// Names of network devices other than `lo` in `ip -o link show` output.
+fn parse_devices(out: &str) -> Vec<String> {
+    out.lines()
         .filter_map(|l| l.split(':').nth(1))
         .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
         .filter(|n| !n.is_empty() && n != "lo")
-        .collect())
+        .collect()
 }
 
-pub(crate) fn ensure_lo_up() -> Result<(), CaptureError> {
-    run("ip", &["link", "set", "lo", "up"], None).map(|_| ())
-}
-
-fn has_default(family: &str) -> Result<bool, CaptureError> {
-    let out = run("ip", &[family, "route", "show", "default"], None)?;
-    Ok(!out.trim().is_empty())
-}
-
-fn rule_args(cfg: &CaptureConfig, op: &'static str, family: &'static str) -> Vec<String> {
-    vec![
-        family.into(),
-        "rule".into(),
-        op.into(),
-        "fwmark".into(),
-        format!("{:#x}/{:#x}", cfg.mark, cfg.mark_mask),
-        "lookup".into(),
-        cfg.route_table.to_string(),
-        "pref".into(),
-        cfg.rule_pref.to_string(),
-    ]
-}
-
-/// `ip -4|-6 route OP local <default> dev lo table T`: the route that turns marked packets
-/// around to `lo`.
-fn local_route(cfg: &CaptureConfig, op: &str, family: &str) -> Result<String, CaptureError> {
-    let default = if family == "-6" { "::/0" } else { "0.0.0.0/0" };
-    let table = cfg.route_table.to_string();
-    run(
-        "ip",
-        &[
-            family, "route", op, "local", default, "dev", "lo", "table", &table,
-        ],
-        None,
+fn rule(cfg: &CaptureConfig, op: &str) -> String {
+    format!(
+        "rule {op} fwmark {:#x}/{:#x} lookup {} pref {}",
+        cfg.mark, cfg.mark_mask, cfg.route_table, cfg.rule_pref
     )
 }
 
-fn ip(args: &[String]) -> Result<String, CaptureError> {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("ip", &refs, None)
+/// The route that turns marked packets around to `lo`.
+fn local_route(cfg: &CaptureConfig, op: &str, family: &str) -> String {
+    let default = if family == "-6" { "::/0" } else { "0.0.0.0/0" };
+    format!(
+        "route {op} local {default} dev lo table {}",
+        cfg.route_table
+    )
 }
 
-/// Delete every copy of our rule (a previous egret killed with -9 may have left one).
-fn delete_rules(cfg: &CaptureConfig) {
-    for family in ["-4", "-6"] {
-        for _ in 0..16 {
-            if ip(&rule_args(cfg, "del", family)).is_err() {
-                break;
-            }
-        }
+/// Delete every copy of our rule (a previous egret killed with -9 may have left some).
+fn delete_rules(cfg: &CaptureConfig, batch: &mut Batch) {
+    for _ in 0..16 {
+        batch.may(rule(cfg, "del"));
     }
 }
 
-pub(crate) fn install(cfg: &CaptureConfig) -> Result<Installed, CaptureError> {
+/// What [`install`] needs to know about the namespace.
+pub(crate) struct Facts {
+    devices: Vec<String>,
+    need4: bool,
+    need6: bool,
+}
+
+/// Ask the three independent questions at once: the devices, and whether each family has a
+/// default route.
+pub(crate) fn query() -> Result<Facts, CaptureError> {
+    let links = start("ip", &["-o", "link", "show"], None)?;
+    let def4 = start("ip", &["-4", "route", "show", "default"], None)?;
+    let def6 = start("ip", &["-6", "route", "show", "default"], None)?;
+    Ok(Facts {
+        devices: parse_devices(&links.wait()?),
+        need4: def4.wait()?.trim().is_empty(),
+        need6: def6.wait()?.trim().is_empty(),
+    })
+}
+
+/// Bring `lo` up, add the blackhole default route where the namespace has none, and the rule
+/// and `local` routes of the capture. Returns what was installed and the namespace's devices
+/// other than `lo` afterwards.
+pub(crate) fn install(
+    cfg: &CaptureConfig,
+    facts: Facts,
+) -> Result<(Installed, Vec<String>), CaptureError> {
+    let Facts {
+        mut devices,
+        need4,
+        need6,
+    } = facts;
+
     let mut installed = Installed::default();
-    let need4 = !has_default("-4")?;
-    let need6 = !has_default("-6")?;
+    let mut v4 = Batch::new("-4");
+    let mut v6 = Batch::new("-6");
+    v4.must("link set lo up".into());
     if need4 || need6 {
-        create_blackhole(need4, need6)?;
         installed.blackhole = true;
+        // A stale one from an egret killed with -9 is reused as it is.
+        if !devices.iter().any(|d| d == BLACKHOLE_DEV) {
+            // The peer stays down, so nothing sent through egret-bh0 goes anywhere.
+            v4.must(format!(
+                "link add {BLACKHOLE_DEV} type veth peer name egret-bh1"
+            ));
+            devices.push(BLACKHOLE_DEV.into());
+            devices.push("egret-bh1".into());
+        }
+        v4.may(format!(
+            "addr replace {BLACKHOLE_V4}/32 dev {BLACKHOLE_DEV}"
+        ));
+        v4.must(format!("link set {BLACKHOLE_DEV} up"));
+        v6.may(format!(
+            "addr replace {BLACKHOLE_V6}/128 dev {BLACKHOLE_DEV} nodad"
+        ));
+        if need4 {
+            v4.must(format!("route replace default dev {BLACKHOLE_DEV}"));
+        }
+        if need6 {
+            v6.must(format!("route replace default dev {BLACKHOLE_DEV}"));
+        }
     }
-    let result = (|| {
-        delete_rules(cfg);
-        for family in ["-4", "-6"] {
-            ip(&rule_args(cfg, "add", family))?;
-        }
-        for family in ["-4", "-6"] {
-            local_route(cfg, "replace", family)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
+    for (family, batch) in [("-4", &mut v4), ("-6", &mut v6)] {
+        delete_rules(cfg, batch);
+        batch.must(rule(cfg, "add"));
+        batch.must(local_route(cfg, "replace", family));
+    }
+    // In order: the -6 lines need the device the -4 batch creates.
+    if let Err(e) = v4.run().and_then(|()| v6.run()) {
         let _ = remove(cfg, &installed);
         return Err(e);
     }
-    Ok(installed)
-}
-
-fn create_blackhole(need4: bool, need6: bool) -> Result<(), CaptureError> {
-    // A stale one from an egret killed with -9 is reused as it is.
-    if run("ip", &["link", "show", BLACKHOLE_DEV], None).is_err() {
-        // The peer stays down, so nothing sent through egret-bh0 goes anywhere.
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                BLACKHOLE_DEV,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "egret-bh1",
-            ],
-            None,
-        )?;
-    }
-    let v4 = format!("{BLACKHOLE_V4}/32");
-    let v6 = format!("{BLACKHOLE_V6}/128");
-    let _ = run(
-        "ip",
-        &["-4", "addr", "replace", &v4, "dev", BLACKHOLE_DEV],
-        None,
-    );
-    let _ = run(
-        "ip",
-        &["-6", "addr", "replace", &v6, "dev", BLACKHOLE_DEV, "nodad"],
-        None,
-    );
-    run("ip", &["link", "set", BLACKHOLE_DEV, "up"], None)?;
-    if need4 {
-        run(
-            "ip",
-            &["-4", "route", "replace", "default", "dev", BLACKHOLE_DEV],
-            None,
-        )?;
-    }
-    if need6 {
-        run(
-            "ip",
-            &["-6", "route", "replace", "default", "dev", BLACKHOLE_DEV],
-            None,
-        )?;
-    }
-    Ok(())
+    Ok((installed, devices))
 }
 
 pub(crate) fn remove(cfg: &CaptureConfig, installed: &Installed) -> Result<(), CaptureError> {
-    delete_rules(cfg);
-    for family in ["-4", "-6"] {
-        let _ = local_route(cfg, "del", family);
+    let mut v4 = Batch::new("-4");
+    let mut v6 = Batch::new("-6");
+    for (family, batch) in [("-4", &mut v4), ("-6", &mut v6)] {
+        delete_rules(cfg, batch);
+        batch.may(local_route(cfg, "del", family));
     }
     if installed.blackhole {
         // Deleting one end removes the pair and every route through it.
-        let _ = run("ip", &["link", "del", BLACKHOLE_DEV], None);
+        v6.may(format!("link del {BLACKHOLE_DEV}"));
     }
-    Ok(())
+    v4.run()?;
+    v6.run()
 }

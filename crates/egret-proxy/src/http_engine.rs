@@ -441,9 +441,12 @@ impl Proxy {
         let downstream_h2 = parts.version == Version::HTTP_2;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let client = if upgrade.is_some() {
+        // An HTTP/1.1 request goes upstream as HTTP/1.1: an h2 upstream connection would add
+        // framing, flow control and a second connection task to every request on a
+        // keep-alive connection, for multiplexing that one sandbox connection cannot use.
+        let client = if upgrade.is_some() || !downstream_h2 {
             &self.clients.h1
-        } else if !info.tls && downstream_h2 {
+        } else if !info.tls {
             &self.clients.h2c
         } else {
             &self.clients.auto

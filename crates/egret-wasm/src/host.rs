@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -150,41 +150,99 @@ struct HostInner {
     memory_cache_hits: AtomicU64,
 }
 
-/// Increments the engine epoch every tick so running guests hit their
-/// deadline checks; stopped and joined on drop.
+/// Increments the engine epoch every tick while guests run, so they hit their deadline
+/// checks; stopped and joined on drop.
+///
+/// A sidecar is idle most of the time: after [`IDLE_TICKS`] ticks with no guest running the
+/// thread parks instead of waking 1000 times a second, and the next invocation unparks it.
+/// Under load it never parks, so invocations pay only an atomic increment.
 struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Ticks without a running guest before the ticker parks.
+const IDLE_TICKS: u32 = 100;
+
+struct TickerShared {
+    stop: AtomicBool,
+    /// Invocations in flight.
+    active: AtomicUsize,
+    /// The ticker is (about to be) parked: an invocation that sees this unparks it.
+    parked: AtomicBool,
+}
+
+/// Counts one invocation as running for the ticker while alive.
+struct Running<'a>(&'a EpochTicker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EpochTicker {
     fn start(engine: &Engine, tick: Duration) -> Result<EpochTicker, WasmError> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(TickerShared {
+            stop: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+        });
         let weak = engine.weak();
-        let flag = stop.clone();
+        let st = shared.clone();
         let thread = std::thread::Builder::new()
             .name("egret-wasm-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                let mut idle = 0u32;
+                while !st.stop.load(Ordering::SeqCst) {
+                    if idle >= IDLE_TICKS {
+                        // Paired with `running`: either it sees `parked` and unparks us, or we
+                        // see its increment of `active` and keep ticking (both SeqCst).
+                        st.parked.store(true, Ordering::SeqCst);
+                        if st.active.load(Ordering::SeqCst) == 0 && !st.stop.load(Ordering::SeqCst)
+                        {
+                            std::thread::park();
+                        }
+                        st.parked.store(false, Ordering::SeqCst);
+                        idle = 0;
+                        continue;
+                    }
                     std::thread::sleep(tick);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
+                    if st.active.load(Ordering::SeqCst) == 0 {
+                        idle += 1;
+                    } else {
+                        idle = 0;
+                    }
                 }
             })
             .map_err(|e| WasmError::Engine(format!("starting the epoch ticker thread: {e}")))?;
         Ok(EpochTicker {
-            stop,
+            shared,
             thread: Some(thread),
         })
+    }
+
+    /// Marks an invocation as running until the guard drops, waking the ticker if it parked.
+    fn running(&self) -> Running<'_> {
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        if self.shared.parked.load(Ordering::SeqCst) {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
+        }
+        Running(self)
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -195,7 +253,7 @@ impl Drop for EpochTicker {
 /// ticker thread (stopped when the host is dropped).
 pub struct HandlerHost {
     inner: Arc<HostInner>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for HandlerHost {
@@ -313,7 +371,7 @@ impl HandlerHost {
                 loaded_from_disk: AtomicU64::new(0),
                 memory_cache_hits: AtomicU64::new(0),
             }),
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -415,6 +473,7 @@ impl HandlerHost {
             .memory_bytes
             .min(self.inner.config.max_memory_bytes);
         let timeout = inv.limits.timeout;
+        let _running = self.ticker.running();
         let state = StoreState::new(StateInit {
             handler,
             sandbox: inv.sandbox_id,

@@ -235,3 +235,41 @@ async fn exhausted_pool_is_an_instantiate_error() {
         .await
         .is_ok());
 }
+
+/// The epoch ticker parks once no guest has run for a while; the next invocation must wake it,
+/// or a looping guest would never reach its deadline (and this test would hang, hence the
+/// watchdog).
+#[test]
+fn loop_forever_times_out_after_the_host_was_idle() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = rt.block_on(async {
+            let host = egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
+                max_instances: 4,
+                ..egret_wasm::HostConfig::default()
+            })
+            .unwrap();
+            let h = host
+                .load("loop-forever", &wasm("loop-forever"))
+                .await
+                .unwrap();
+            // Well past the idle ticks after which the ticker parks.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let secrets = SecretStore::new();
+            let kv = KvStore::new();
+            let mut call = Call::new("loop-forever", &secrets, &kv);
+            call.limits = Limits::default(); // 50 ms
+            host.invoke(&h, call.invocation()).await.map(|_| ())
+        });
+        let _ = tx.send(result);
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a looping guest ran past its deadline after the host had been idle");
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err:?}");
+}

@@ -183,6 +183,7 @@ impl ControlPlane {
     ) -> Result<HandlerSet, ControlError> {
         let mut set = HandlerSet::new();
         let mut problems = Vec::new();
+        let compiled_before = self.dispatch.host.stats().compiled;
         for (name, module, bytes) in modules {
             match self.dispatch.host.load(&name, &bytes).await {
                 Ok(h) => {
@@ -190,6 +191,9 @@ impl ControlPlane {
                 }
                 Err(e) => problems.push(format!("handlers.{name}.module ({module}): {e}")),
             }
+        }
+        if self.dispatch.host.stats().compiled != compiled_before {
+            crate::run::release_free_heap();
         }
         if problems.is_empty() {
             Ok(set)

@@ -88,8 +88,20 @@ fn compile(
     Ok(compiled.with_extra_pins(flat)?)
 }
 
-/// Write `content` to `path` atomically with `mode`.
+/// Write `content` to `path` atomically with `mode`, and durably (state that must survive a
+/// crash).
 pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    write_file_with(path, content, mode, true)
+}
+
+/// Like [`write_file`] without the fsync: for files that only mean something while this
+/// process runs (ready file, the CA minted for this run), where an fsync on ext4 costs
+/// milliseconds of start-up for nothing.
+fn write_run_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    write_file_with(path, content, mode, false)
+}
+
+fn write_file_with(path: &Path, content: &[u8], mode: u32, durable: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -101,7 +113,9 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(content)?;
-    f.sync_all().ok();
+    if durable {
+        f.sync_all().ok();
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -191,6 +205,16 @@ pub async fn load_handlers(
     Ok(set)
 }
 
+/// Compiling handlers leaves megabytes of freed memory in the allocator's per-thread arenas
+/// (the compiler threads'); give it back so the idle process stays small.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages to the OS; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What `--state-dir` restores: the saved state (when usable), uploaded modules, runtime secrets.
 struct Restored {
     state: Option<crate::control::State>,
@@ -258,8 +282,20 @@ fn restore(dir: &Path, file_sha: &str) -> Result<Restored> {
     Ok(out)
 }
 
+/// Milliseconds since start at the end of each start-up phase, logged at debug level once
+/// egret is ready (start-up time is a target: this shows where it goes).
+struct Phases(Instant, Vec<(&'static str, f64)>);
+
+impl Phases {
+    fn mark(&mut self, phase: &'static str) {
+        self.1
+            .push((phase, self.0.elapsed().as_secs_f64() * 1000.0));
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
+    let mut phases = Phases(t0, Vec::new());
     init_tracing(args.log_format);
     validate_sandbox_id(&args.sandbox_id)?;
     let (file_cfg, file_sha) = match &args.policy {
@@ -337,20 +373,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let generation = compiled.generation();
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
     let netns = egret_capture::NetnsRef::parse(&args.netns)?;
+    phases.mark("policy");
 
     // Everything that can fail on bad input happens before the namespace is touched.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = egret_tls::UpstreamTls::new(&args.upstream_ca)?;
+    phases.mark("upstream_roots");
     let ca = Arc::new(egret_tls::SandboxCa::generate(
         &args.sandbox_id,
         Duration::from_secs(args.ca_validity_hours.max(1) * 3600),
     )?);
     if let Some(p) = &args.ca_out {
-        write_file(p, ca.cert_pem().as_bytes(), 0o644)?;
+        write_run_file(p, ca.cert_pem().as_bytes(), 0o644)?;
     }
     if let Some(p) = &args.ca_bundle_out {
-        write_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
+        write_run_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes(), 0o644)?;
     }
+    phases.mark("sandbox_ca");
     let leaves = Arc::new(egret_tls::LeafCache::with_capacity(
         ca.clone(),
         std::num::NonZeroUsize::new(args.leaf_cache_size.max(1)).expect("max(1)"),
@@ -361,11 +400,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .thread_name("egret-worker")
         .build()
         .context("cannot start the async runtime")?;
+    phases.mark("runtime");
     let host = Arc::new(egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
         cache_dir: args.handler_cache_dir.clone(),
         ..egret_wasm::HostConfig::default()
     })?);
+    phases.mark("wasm_engine");
     let handler_set = rt.block_on(load_handlers(&host, module_bytes))?;
+    release_free_heap();
+    phases.mark("handlers");
     let metrics = Arc::new(egret_proxy::metrics::Metrics::default());
     let audit = egret_proxy::AuditSink::start(match &args.audit_log {
         Some(p) => egret_proxy::AuditOutput::File(p.clone()),
@@ -409,7 +452,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     cap.dns_port = args.dns_port;
     cap.mark = args.mark;
     cap.route_table = args.route_table;
+    phases.mark("admin");
     let attached = egret_capture::attach(&cap)?;
+    phases.mark("attach");
     let guard = attached.guard;
     let listeners = attached.listeners;
 
@@ -483,6 +528,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             tasks.spawn(egret_dns::serve_udp(tokio::net::UdpSocket::from_std(s)?, dns.clone()));
         }
 
+        phases.mark("serve");
+        tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
         tracing::info!(
             sandbox = %args.sandbox_id,
             netns = %args.netns,
@@ -491,7 +538,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "intercepting"
         );
         if let Some(p) = &args.ready_file {
-            write_file(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
+            write_run_file(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
         }
         loop {
             tokio::select! {
@@ -525,6 +572,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Ok(())
     });
     rt.shutdown_timeout(Duration::from_millis(200));
+    // The audit writer batches under load: write out what is queued before the process ends.
+    audit.flush(Duration::from_secs(1));
     let detach = guard.detach();
     if let Some(p) = &args.ready_file {
         let _ = std::fs::remove_file(p);

@@ -143,7 +143,7 @@ impl<'a> Call<'a> {
         }
     }
 
-    fn invocation(&self) -> Invocation<'_> {
+    pub fn invocation(&self) -> Invocation<'_> {
         Invocation {
             handler_name: self.name,
             sandbox_id: self.sandbox,
