@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -36,10 +36,11 @@ use crate::{HandlerError, WasmError};
 /// `(lower-case name, raw value)` pairs.
 pub use wit::RequestHead;
 
-/// Extra time the tokio timeout allows beyond the epoch deadline. The epoch
-/// callback normally fires first; the tokio timer only matters if a host call
-/// ever stalled, and must not race the precise epoch check.
-const TOKIO_GRACE: Duration = Duration::from_millis(25);
+/// Extra time the wall-clock backstop allows beyond twice the epoch budget. The epoch
+/// callback (guest running time) normally fires first; the tokio timer only matters if a host
+/// call stalled or the guest waits on a clock, and must leave room for a loaded host's
+/// scheduling delays so a quick guest is never cut off by them.
+const TOKIO_GRACE: Duration = Duration::from_millis(250);
 /// Longest detail string kept for a trap.
 const MAX_TRAP_DETAIL: usize = 8 << 10;
 
@@ -484,10 +485,17 @@ impl HandlerHost {
         });
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline = Instant::now() + timeout;
+        // The budget counts ticks the guest was running for, not wall-clock time: when the
+        // thread is descheduled (a busy 2-core host) or the task waits behind others after a
+        // yield, the epoch moves on by many ticks but the guest sees one callback on resuming.
+        // A wall-clock deadline made 10 µs handlers time out under load.
+        let tick = self.inner.config.epoch_tick.max(Duration::from_micros(100));
+        let budget = timeout.as_micros().div_ceil(tick.as_micros()).max(1) as u64;
+        let mut ticks_run = 0u64;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            ticks_run += 1;
+            if ticks_run > budget {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -510,7 +518,7 @@ impl HandlerHost {
                 .await
                 .map_err(Failure::Call)
         };
-        let outcome = match tokio::time::timeout(timeout + TOKIO_GRACE, run).await {
+        let outcome = match tokio::time::timeout(timeout * 2 + TOKIO_GRACE, run).await {
             Ok(r) => r,
             Err(_) => Err(Failure::TokioTimeout),
         };
