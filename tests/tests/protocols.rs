@@ -15,21 +15,39 @@ struct Env {
 }
 
 /// `api.test` is routed through `inject-header` (x-auth-token = TOKEN), `ro.test` through
-/// `get-only`; both are the TLS upstream on 10.200.0.2.
+/// `get-only`, `deny.test` through `allow-hosts` listing another host (denies all); all three
+/// are the TLS upstream on 10.200.0.2, which logs `x-auth-token=present|absent` per request.
 fn setup(id: &str, extra: &[&str]) -> Env {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "up", &["api.test", "ro.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let pki = upstream_pki(&topo.tmp.0, "up", &["api.test", "ro.test", "deny.test"]);
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let up = Upstream::start_with(
+        &topo,
+        "up",
+        &[
+            "--http",
+            "[::]:80",
+            "--https",
+            "[::]:443",
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--log-header",
+            "x-auth-token",
+        ],
+    );
     let token = write(&topo, "token", TOKEN);
     let policy = format!(
         r#"
 internet = false
 intercept_https = true
-allowed_hosts = ["api.test", "ro.test"]
+allowed_hosts = ["api.test", "ro.test", "deny.test"]
 
 [resolve]
 "api.test" = "10.200.0.2"
 "ro.test" = "10.200.0.2"
+"deny.test" = "10.200.0.2"
 
 [secrets]
 API_TOKEN = {{ file = "{token}" }}
@@ -42,6 +60,11 @@ secrets = ["API_TOKEN"]
 [handlers.ro]
 module = "{get_only}"
 
+# Refuses every request (hence every WebSocket upgrade) to deny.test.
+[handlers.deny]
+module = "{allow_hosts}"
+params = {{ hosts = ["nothing.invalid"] }}
+
 [[routes]]
 host = "api.test"
 handler = "inject"
@@ -49,9 +72,14 @@ handler = "inject"
 [[routes]]
 host = "ro.test"
 handler = "ro"
+
+[[routes]]
+host = "deny.test"
+handler = "deny"
 "#,
         inject = handler_module("inject-header"),
         get_only = handler_module("get-only"),
+        allow_hosts = handler_module("allow-hosts"),
     );
     let p = write(&topo, "policy.toml", &policy);
     let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
@@ -124,6 +152,8 @@ while b"\r\n\r\n" not in buf:
 head, buf = buf.split(b"\r\n\r\n", 1)
 print("STATUS", head.split(b"\r\n")[0].decode())
 if b" 101 " not in head.split(b"\r\n")[0]:
+    print("HEAD", head.decode(errors="replace").replace("\r\n", " | "))
+    print("BODY", buf.decode(errors="replace"))
     sys.exit(0)
 import hashlib
 want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode()).digest()).decode()
@@ -242,6 +272,112 @@ fn websocket_upgrade_without_the_credential_is_refused_by_the_upstream() {
     let (_, out, _) = env.python(&script, &["client-close"]);
     assert!(out.contains("STATUS HTTP/1.1 401"), "{out}");
     assert!(env.up.access_log().contains("WS-REFUSED"));
+}
+
+#[test]
+fn websocket_upgrade_denied_by_the_handler_never_reaches_the_upstream() {
+    // allow-hosts (bound to deny.test) refuses the upgrade request itself: the client gets the
+    // handler's status and body, over HTTP/1.1 Upgrade and over RFC 8441 alike.
+    let env = setup("proto-ws-deny", &[]);
+    let script = WS_CLIENT
+        .replace("\"api.test\"", "\"deny.test\"")
+        .replace("api.test\\r\\n", "deny.test\\r\\n");
+    let (ok, out, err) = env.python(&script, &["client-close"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("STATUS HTTP/1.1 403"), "{out}");
+    assert!(out.contains("x-egret-handler: allow-hosts"), "{out}");
+    assert!(
+        out.contains("host deny.test is not allowed by handler allow-hosts"),
+        "{out}"
+    );
+    let (out, err) = h2ws(&env, "deny.test", "client-close");
+    assert!(out.contains("STATUS 403"), "{out}\n{err}");
+    assert!(
+        out.contains("host deny.test is not allowed by handler allow-hosts"),
+        "{out}"
+    );
+    // the control request in the same run does reach the upstream, so the log is live
+    let (code, _, err) = env.curl(&["https://api.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(env.wait_log("host=api.test", Duration::from_secs(5)));
+    let log = env.up.access_log();
+    assert!(!log.contains("deny.test"), "the upstream saw: {log}");
+    assert!(!log.contains("/ws"), "the upstream saw: {log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. WebSocket over h2 (RFC 8441 extended CONNECT)
+
+/// Run the RFC 8441 client (`egret-h2ws`) in the sandbox; (stdout, stderr).
+fn h2ws(env: &Env, host: &str, mode: &str) -> (String, String) {
+    let o = env.topo.in_sandbox(
+        bin("egret-h2ws").to_str().unwrap(),
+        &["--ca", &env.ca, "--host", host, "--mode", mode],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "egret-h2ws {host} {mode}: {out}\n{err}");
+    (out, err)
+}
+
+#[test]
+fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
+    let env = setup("proto-h2ws", &[]);
+    for mode in ["client-close", "server-close", "close-frame"] {
+        let before = env.up.access_log().matches("WS-OPEN").count();
+        let (out, err) = h2ws(&env, "api.test", mode);
+        let ctx = format!("{mode}: {out}\n{err}\n{}", env.egret.logs());
+        // egret answered the h2 CONNECT 200 only after checking the upstream's
+        // Sec-WebSocket-Accept for the key egret generated
+        assert!(out.contains("STATUS 200"), "{ctx}");
+        assert!(out.contains(&format!("FIRST 1 auth={TOKEN}")), "{ctx}");
+        assert!(out.contains("PINGPONG-OK"), "{ctx}");
+        assert!(out.contains("BIG-OK true"), "{ctx}");
+        assert!(out.contains("PONG 10 are you there"), "{ctx}");
+        assert_eq!(
+            env.up.access_log().matches("WS-OPEN").count(),
+            before + 1,
+            "{ctx}"
+        );
+        match mode {
+            "client-close" => {
+                assert!(out.contains("CLIENT-CLOSED"), "{ctx}");
+                assert!(
+                    env.wait_log("WS-EOF", Duration::from_secs(5)),
+                    "upstream never saw the h2 stream end: {}",
+                    env.up.access_log()
+                );
+            }
+            "server-close" => assert!(out.contains("SERVER-CLOSE 8 1000"), "{ctx}"),
+            _ => {
+                assert!(out.contains("CLOSE-ECHO 8 1000"), "{ctx}");
+                assert!(env.wait_log("WS-CLOSE-FRAME", Duration::from_secs(5)));
+            }
+        }
+        // whichever side closed, the other side's stream ended too
+        assert!(out.contains("EOF-AFTER-CLOSE true"), "{ctx}");
+        // the h2 connection outlives the WebSocket stream
+        assert!(out.contains("SAME-CONN-AFTER 200"), "{ctx}");
+    }
+    // The upstream leg was an HTTP/1.1 Upgrade carrying the injected credential.
+    let log = env.up.access_log();
+    let ws_lines: Vec<&str> = log.lines().filter(|l| l.contains(" /ws ")).collect();
+    assert_eq!(ws_lines.len(), 3, "{log}");
+    for l in ws_lines {
+        assert!(l.starts_with("up GET /ws host=api.test"), "{l}");
+        assert!(l.contains("version=HTTP/1.1"), "{l}");
+        assert!(l.contains("x-auth-token=present"), "{l}");
+    }
+    // The handler saw a GET with `upgrade: websocket`: get-only lets it through, without a
+    // credential, so the upstream refuses it and the h2 client gets that answer.
+    let before = log.matches("WS-REFUSED").count();
+    let (out, _) = h2ws(&env, "ro.test", "client-close");
+    assert!(out.contains("STATUS 401"), "{out}");
+    assert_eq!(
+        env.up.access_log().matches("WS-REFUSED").count(),
+        before + 1
+    );
+    assert!(!env.egret.logs().contains(TOKEN));
 }
 
 // ---------------------------------------------------------------------------------------------
