@@ -156,7 +156,7 @@ if b" 101 " not in head.split(b"\r\n")[0]:
     print("BODY", buf.decode(errors="replace"))
     sys.exit(0)
 import hashlib
-want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode()).digest()).decode()
+want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
 print("ACCEPT-OK", want.encode() in head)
 def recvn(n):
     global buf

@@ -582,7 +582,7 @@ fn websocket_accept(key: &[u8]) -> String {
     use sha1::Digest;
     let mut h = sha1::Sha1::new();
     h.update(key);
-    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85");
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 

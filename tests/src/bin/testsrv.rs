@@ -663,7 +663,7 @@ fn ws_upgrade(mut req: Request<Incoming>, st: Arc<State>) -> Response<Body> {
     };
     let mut h = sha1::Sha1::new();
     h.update(key.as_bytes());
-    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85");
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
     let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
     let on = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
