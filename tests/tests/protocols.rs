@@ -368,6 +368,26 @@ fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
         assert!(l.contains("version=HTTP/1.1"), "{l}");
         assert!(l.contains("x-auth-token=present"), "{l}");
     }
+    // An upstream whose 101 carries the wrong Sec-WebSocket-Accept is not spliced.
+    let o = env.topo.in_sandbox(
+        bin("egret-h2ws").to_str().unwrap(),
+        &[
+            "--ca",
+            &env.ca,
+            "--host",
+            "api.test",
+            "--path",
+            "/ws/bad-accept",
+            "--mode",
+            "client-close",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("STATUS 502"), "{out}");
+    assert!(
+        out.contains("wrong or missing Sec-WebSocket-Accept"),
+        "{out}"
+    );
     // The handler saw a GET with `upgrade: websocket`: get-only lets it through, without a
     // credential, so the upstream refuses it and the h2 client gets that answer.
     let before = log.matches("WS-REFUSED").count();
