@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""gRPC unary latency with python grpcio on both sides (driven by egret-bench-grpc).
+"""gRPC unary latency with python grpcio on both sides (driven by egret-bench-proto).
 
-  grpc_latency.py server CERT KEY PORT READY_FILE
+  grpc_latency.py server CERT KEY READY_FILE ADDR:PORT...
       TLS gRPC server: egret.bench.Echo/Unary answers the request bytes with the value of the
       x-auth-token metadata prepended (so a run through egret proves the handler injected it).
   grpc_latency.py client CA TARGET SERVER_NAME CALLS
@@ -14,7 +14,7 @@ import sys
 import time
 
 
-def server(cert, key, port, ready):
+def server(cert, key, ready, *addrs):
     from concurrent import futures
 
     import grpc
@@ -29,7 +29,8 @@ def server(cert, key, port, ready):
     s = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     s.add_generic_rpc_handlers((h,))
     creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
-    s.add_secure_port("[::]:%s" % port, creds)
+    for a in addrs:
+        s.add_secure_port(a, creds)
     s.start()
     with open(ready, "w") as f:
         f.write("ok")
