@@ -1,7 +1,9 @@
-//! Issue 6, "protocol fidelity through the credential-injection path": WebSocket, SSE, HTTP/2,
-//! gRPC framing with trailers, 100-continue, edge responses, slow uploads, Alt-Svc hygiene and
-//! content encodings, all over HTTPS through the `inject-header` handler against real servers
-//! in the upstream namespace (`egret-testsrv`).
+//! Issue 6, "protocol fidelity through the credential-injection path": WebSocket (HTTP/1.1
+//! Upgrade and RFC 8441 over h2, handler denial), SSE, HTTP/2, gRPC (wire framing with curl, and
+//! a real grpcio client and server), 100-continue, edge responses, slow uploads, 1 GiB up and
+//! down with bounded memory, Alt-Svc hygiene and content encodings, all over HTTPS through the
+//! `inject-header` handler against real servers in the upstream namespace (`egret-testsrv`,
+//! python grpcio). The RFC 8441 client is `egret-h2ws` (hyper).
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
