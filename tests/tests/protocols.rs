@@ -390,6 +390,23 @@ fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
         out.contains("wrong or missing Sec-WebSocket-Accept"),
         "{out}"
     );
+    // Only websocket is carried over extended CONNECT.
+    let o = env.topo.in_sandbox(
+        bin("egret-h2ws").to_str().unwrap(),
+        &[
+            "--ca",
+            &env.ca,
+            "--host",
+            "api.test",
+            "--mode",
+            "client-close",
+            "--protocol",
+            "connect-udp",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("STATUS 501"), "{out}");
+    assert!(out.contains("egret carries only websocket"), "{out}");
     // The handler saw a GET with `upgrade: websocket`: get-only lets it through, without a
     // credential, so the upstream refuses it and the h2 client gets that answer.
     let before = log.matches("WS-REFUSED").count();

@@ -25,6 +25,9 @@ struct Args {
     /// close) or close-frame (send a close frame and wait for the echo).
     #[arg(long)]
     mode: String,
+    /// The `:protocol` pseudo-header.
+    #[arg(long, default_value = "websocket")]
+    protocol: String,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, op: u8, payload: &[u8]) -> std::io::Result<()> {
@@ -117,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())?;
     req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
+        .insert(hyper::ext::Protocol::from(args.protocol.as_str()));
     let resp = sender.send_request(req).await?;
     println!("STATUS {}", resp.status().as_u16());
     if !resp.status().is_success() {
