@@ -514,6 +514,14 @@ fn server_sent_events_arrive_unbuffered_over_h1_and_h2() {
 #[test]
 fn http2_end_to_end_with_sixty_concurrent_streams_on_one_connection() {
     let env = setup("proto-h2", &[]);
+    // One request first: the upstream pool learns "h2" only from ALPN, so 60 requests racing a
+    // cold pool may each start a handshake before the first completes (hyper's pool then keeps
+    // one; hyperium/hyper#1485). With the h2 connection established, all 60 must share it.
+    let (code, out, err) = env.curl(&["--http2", "https://api.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], "HTTP/2.0");
+    assert_eq!(v["headers"]["x-auth-token"], TOKEN);
     // Each request is held by the upstream until all 60 are in flight at once: they can only
     // all succeed if egret carries them concurrently on both legs.
     let n = 60;
@@ -562,11 +570,12 @@ fn http2_end_to_end_with_sixty_concurrent_streams_on_one_connection() {
         peers.len()
     );
     assert_eq!(peers.len(), 1, "upstream connections: {peers:?}");
-    let (code, out, _) = env.curl(&["--http2", "https://api.test/echo"]);
-    assert_eq!(code, 0);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["version"], "HTTP/2.0");
-    assert_eq!(v["headers"]["x-auth-token"], TOKEN);
+    // ...and it is the warm-up's connection
+    let warm = log
+        .lines()
+        .find(|l| l.contains(" /echo "))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("peer=")));
+    assert_eq!(warm, peers.first().copied(), "{log}");
 }
 
 // ---------------------------------------------------------------------------------------------
