@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Benchmarks egret against direct access in the same run (A B A B), in throw-away namespaces.
-#   sudo scripts/bench.sh                       # BENCH_ROUNDS=4 BENCH_REQUESTS=2000 by default
+#   sudo scripts/bench.sh            # end-to-end: latency, wrk/h2load throughput, download, start-up
+#   scripts/bench.sh --micro         # divan micro-benchmarks of the hot paths (no root needed)
+# Knobs (end-to-end): BENCH_ROUNDS=4 BENCH_REQUESTS=2000 BENCH_LOAD_SECS=5 BENCH_CONNS=64
+# BENCH_STREAMS=100 BENCH_HANDSHAKE_CONNS=16 BENCH_DOWNLOAD_BYTES=1073741824.
 # Writes bench-results.json (BENCH_OUT to change). Numbers are medians over rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo scripts/bench.sh" >&2; exit 1; }
+if [[ ${1:-} == --micro ]]; then
+    scripts/build-handlers.sh >/dev/null
+    exec cargo bench -p egret-policy -p egret-tls -p egret-wasm --bench matching --bench tls --bench invoke
+fi
+[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo scripts/bench.sh (or scripts/bench.sh --micro)" >&2; exit 1; }
 scripts/setup.sh >/dev/null
+# The load generators are only needed here, not by the tests.
+if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk nghttp2-client >/dev/null
+fi
 scripts/build-handlers.sh >/dev/null
 cargo build --release --bins
 exec "${CARGO_TARGET_DIR:-target}/release/egret-bench"

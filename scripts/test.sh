@@ -13,3 +13,5 @@ if [[ -x scripts/build-handlers.sh ]]; then scripts/build-handlers.sh; fi
 cargo build --workspace --bins
 # Two cores: two test threads; e2e tests are I/O bound and isolated by namespace.
 cargo test --workspace "$@" -- --test-threads="${EGRET_TEST_THREADS:-4}"
+# Every fuzz target for a bounded time (EGRET_FUZZ_SECS each, default 60; 0 skips): scripts/fuzz.sh.
+if [[ "${EGRET_FUZZ_SECS:-60}" != 0 ]]; then scripts/fuzz.sh "${EGRET_FUZZ_SECS:-60}"; fi

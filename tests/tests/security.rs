@@ -2,9 +2,10 @@
 //! (CAP_NET_RAW, but egret's rules stay in place). Every attack here must fail for the attacker;
 //! SECURITY.md maps each one to its test.
 //!
-//! Scaled for CI (each scale is an environment variable): `EGRET_SEC_IDLE_CONNS` (default
-//! 2000; the issue asks 10,000), `EGRET_SEC_SNI_NAMES` (default 5000; the issue asks 100,000),
-//! `EGRET_SEC_KILLS` (default 10; the issue asks 20).
+//! Scales (environment variables): `EGRET_SEC_IDLE_CONNS` (default 10,000, as the issue asks,
+//! capped by the open-file limit egret inherits), `EGRET_SEC_KILLS` (default 20, as asked),
+//! `EGRET_SEC_SNI_NAMES` (default 5000 for CI time; the issue's 100,000 takes ~2 minutes, see
+//! SECURITY.md).
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (and so of the egret it starts).
+fn nofile_soft_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -842,7 +855,12 @@ threading.Event().wait()
 
 #[test]
 fn egret_stays_responsive_under_idle_slowloris_trickle_and_huge_headers() {
-    let n_idle = env_usize("EGRET_SEC_IDLE_CONNS", 2000);
+    // egret inherits this process's open-file limit and holds one descriptor per connection.
+    let fd_room = nofile_soft_limit().saturating_sub(1000);
+    let n_idle = env_usize("EGRET_SEC_IDLE_CONNS", 10_000.min(fd_room));
+    if n_idle < 10_000 {
+        eprintln!("{n_idle} idle connections (open-file limit); the issue asks 10,000");
+    }
     let topo = Topology::new(SandboxNet::LoOnly);
     let pkidir = topo.tmp.path("pki");
     std::fs::create_dir_all(&pkidir).unwrap();
@@ -967,6 +985,7 @@ print("alive idle", sum(1 for s in idle if s.fileno() >= 0))
     let (code, out, err) = topo.curl(&["--max-time", "5", "http://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}\n{}", egret.logs());
     assert!(out.contains("\"server\":\"up\""), "{out}");
+    eprintln!("well-behaved client served in {:?}", t.elapsed());
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -974,8 +993,14 @@ print("alive idle", sum(1 for s in idle if s.fileno() >= 0))
     );
     let rss = vm_rss_kib(pid);
     eprintln!("egret VmRSS: {rss0} KiB at start, {rss} KiB with {n_idle} idle connections");
-    // documented bound (SECURITY.md): 2000 idle connections cost well under 128 MiB
-    assert!(rss < 128 * 1024, "egret VmRSS {rss} KiB");
+    // Documented bound (SECURITY.md): 64 MiB plus 16 KiB per idle connection (measured ~13 KiB
+    // each at 10,000: a task, a socket and the first read buffer), so a leak per connection
+    // fails at any scale rather than only at the CI default.
+    let bound = 64 * 1024 + 16 * n_idle as u64;
+    assert!(
+        rss < bound,
+        "egret VmRSS {rss} KiB with {n_idle} idle connections; bound {bound} KiB"
+    );
     let rest = attacker.finish();
     eprintln!("{rest}");
     assert!(!up.access_log().contains("/slow"), "{}", up.access_log());
@@ -999,6 +1024,11 @@ fn many_sni_names_keep_the_leaf_cache_and_memory_bounded() {
             &policy,
             "--leaf-cache-size",
             "256",
+            // The property here is the leaf cache; on a loaded machine a starved client may
+            // take longer than the default 300 ms to send its ClientHello, and would then be
+            // classified as opaque TCP and refused (seen at 100,000 names).
+            "--classify-timeout-ms",
+            "10000",
             "--ca-out",
             &ca,
         ],
@@ -1029,6 +1059,7 @@ print("HANDSHAKES", sum(ok))
     eprintln!("egret VmRSS: {rss0} KiB at start, {rss} KiB after {n} distinct SNI names");
     assert!(rss < 96 * 1024, "egret VmRSS {rss} KiB after {n} names");
     let (mints, entries) = stop_and_leaf_stats(&mut egret);
+    eprintln!("leaf cache: {mints} mints, {entries} entries at exit (capacity 256)");
     assert_eq!(mints as usize, n);
     assert!(entries <= 256, "leaf cache holds {entries} > 256");
 }
@@ -1166,7 +1197,7 @@ for name, ip in [("denied.test", "10.200.0.3"), ("unlisted.test", "10.200.0.4"),
 
 #[test]
 fn killed_at_random_moments_egret_never_lets_a_request_bypass_the_handler() {
-    let kills = env_usize("EGRET_SEC_KILLS", 10);
+    let kills = env_usize("EGRET_SEC_KILLS", 20);
     let topo = Topology::new(SandboxNet::Veth);
     let up = Upstream::start_with(
         &topo,

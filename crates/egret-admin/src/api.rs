@@ -307,7 +307,11 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
+                // `from_str_radix` alone would take a sign: "%+1" is malformed, not 0x01.
                 let hex = s.get(i + 1..i + 3)?;
+                if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }

@@ -79,6 +79,7 @@ pub mod api;
 pub mod client;
 pub mod control;
 pub mod ctl;
+pub mod request;
 pub mod server;
 
 pub use api::{
@@ -91,4 +92,5 @@ pub use control::{
     Applied, BoxFuture, Change, Control, ControlError, ModuleInfo, PolicyView, SecretValue, Status,
 };
 pub use ctl::{run_ctl, CtlArgs, CtlCommand};
+pub use request::{parse_head, parse_request, BodyKind, Command, Rejection, RequestHead};
 pub use server::{serve, AdminError, ServerHandle, ServerOptions};

@@ -13,26 +13,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use egret_policy::{BindingConfig, HandlerConfig, PolicyConfig, PolicyError};
 use futures_util::stream;
 use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::api::{
-    is_valid_name, percent_decode, ApiError, AuditFilter, ErrorCode, ErrorResponse, Health,
-    HostListChange, InternetRequest, ModuleList, OutboundByHostRequest, RemoveHostsRequest,
-    SecretList, SecretRequest, SecretSet, GENERATION_HEADER, IF_GENERATION, METRICS_CONTENT_TYPE,
+    AuditFilter, ErrorCode, ErrorResponse, Health, ModuleList, SecretList, SecretSet,
+    GENERATION_HEADER, METRICS_CONTENT_TYPE,
 };
 use crate::control::{Change, Control, ControlError};
+use crate::request::{parse_head, payload_too_large, BodyKind, Command, Rejection as Failure};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -347,67 +345,6 @@ async fn serve_conn(stream: UnixStream, ctx: Arc<Ctx>) {
     }
 }
 
-/// An error answer under construction.
-#[derive(Debug)]
-struct Failure {
-    status: StatusCode,
-    // Boxed: the error path is cold and this keeps every `Result<_, Failure>` small.
-    error: Box<ApiError>,
-    allow: Option<&'static str>,
-    close: bool,
-}
-
-impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            status: code.status(),
-            error: Box::new(ApiError::new(code, message)),
-            allow: None,
-            close: false,
-        }
-    }
-
-    fn status(mut self, status: StatusCode) -> Self {
-        self.status = status;
-        self
-    }
-}
-
-impl From<ControlError> for Failure {
-    fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::Invalid { problems } => {
-                let mut f = Failure::new(
-                    ErrorCode::InvalidPolicy,
-                    format!(
-                        "the change was refused and the previous policy stays in force; fix {}",
-                        if problems.len() == 1 {
-                            "this problem"
-                        } else {
-                            "these problems"
-                        }
-                    ),
-                );
-                f.error.problems = problems;
-                f
-            }
-            ControlError::Conflict { expected, current } => {
-                let mut f = Failure::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "the policy is at generation {current}, not {expected} as required by if-generation; re-read it (GET /v1/policy) and retry"
-                    ),
-                );
-                f.error.expected = Some(expected);
-                f.error.current = Some(current);
-                f
-            }
-            ControlError::NotFound(m) => Failure::new(ErrorCode::NotFound, m),
-            ControlError::Internal(m) => Failure::new(ErrorCode::Internal, m),
-        }
-    }
-}
-
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
 }
@@ -455,123 +392,6 @@ fn error_response(f: &Failure) -> Response<Body> {
     r
 }
 
-/// The endpoints, as listed in a `not_found` answer.
-const ENDPOINTS: &[&str] = &[
-    "GET /v1/health",
-    "GET /v1/status",
-    "GET|PUT /v1/policy",
-    "PUT|DELETE /v1/outbound",
-    "PUT|DELETE /v1/outbound-by-host",
-    "POST /v1/allowed-hosts",
-    "POST /v1/denied-hosts",
-    "PUT /v1/internet",
-    "PUT|DELETE /v1/handlers/{name}",
-    "GET /v1/modules",
-    "PUT /v1/modules/{name}",
-    "GET /v1/secrets",
-    "PUT|DELETE /v1/secrets/{name}",
-    "GET /v1/ca",
-    "GET /v1/metrics",
-    "GET /metrics",
-    "GET /v1/audit?sandbox=ID&deny_only=true",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
-    Health,
-    Status,
-    Policy,
-    Outbound,
-    OutboundByHost,
-    AllowedHosts,
-    DeniedHosts,
-    Internet,
-    Handler(&'a str),
-    Modules,
-    Module(&'a str),
-    Secrets,
-    Secret(&'a str),
-    Ca,
-    Metrics,
-    Audit,
-}
-
-impl Route<'_> {
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Health
-            | Route::Status
-            | Route::Modules
-            | Route::Secrets
-            | Route::Ca
-            | Route::Metrics
-            | Route::Audit => "GET",
-            Route::Policy => "GET, PUT",
-            Route::Outbound | Route::OutboundByHost | Route::Handler(_) | Route::Secret(_) => {
-                "PUT, DELETE"
-            }
-            Route::AllowedHosts | Route::DeniedHosts => "POST",
-            Route::Internet | Route::Module(_) => "PUT",
-        }
-    }
-}
-
-fn route(path: &str) -> Result<Route<'_>, Failure> {
-    let not_found = || {
-        let mut f = Failure::new(
-            ErrorCode::NotFound,
-            format!("no such endpoint: {path}; see the endpoints listed here"),
-        );
-        f.error.endpoints = ENDPOINTS.iter().map(|s| (*s).to_owned()).collect();
-        f
-    };
-    if path == "/metrics" {
-        return Ok(Route::Metrics);
-    }
-    let Some(rest) = path.strip_prefix("/v1/") else {
-        return Err(not_found());
-    };
-    let segs: Vec<&str> = rest.split('/').collect();
-    let r = match segs.as_slice() {
-        ["health"] => Route::Health,
-        ["status"] => Route::Status,
-        ["policy"] => Route::Policy,
-        ["outbound"] => Route::Outbound,
-        ["outbound-by-host"] => Route::OutboundByHost,
-        ["allowed-hosts"] => Route::AllowedHosts,
-        ["denied-hosts"] => Route::DeniedHosts,
-        ["internet"] => Route::Internet,
-        ["modules"] => Route::Modules,
-        ["secrets"] => Route::Secrets,
-        ["ca"] => Route::Ca,
-        ["metrics"] => Route::Metrics,
-        ["audit"] => Route::Audit,
-        [kind @ ("handlers" | "modules" | "secrets"), name] => {
-            if !is_valid_name(name) {
-                let mut f = Failure::new(
-                    ErrorCode::InvalidName,
-                    format!(
-                        "invalid {} name in the path: names are 1-64 characters of A-Z a-z 0-9 _ . - and not \".\" or \"..\"",
-                        kind.trim_end_matches('s')
-                    ),
-                );
-                // Echo the name only when it is printable and short: it comes from the client.
-                if name.len() <= 80 && name.bytes().all(|b| b.is_ascii_graphic()) {
-                    f.error.problems = vec![format!("{kind}/{name}")];
-                }
-                return Err(f);
-            }
-            match *kind {
-                "handlers" => Route::Handler(name),
-                "modules" => Route::Module(name),
-                _ => Route::Secret(name),
-            }
-        }
-        _ => return Err(not_found()),
-    };
-    Ok(r)
-}
-
 async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -584,155 +404,36 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Response<Body> {
     }
 }
 
-fn if_generation(headers: &HeaderMap) -> Result<Option<u64>, Failure> {
-    let Some(v) = headers.get(IF_GENERATION) else {
-        return Ok(None);
-    };
-    v.to_str()
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Failure::new(
-                ErrorCode::BadRequest,
-                "if-generation must be a non-negative integer (the generation from GET /v1/status)",
-            )
-        })
-}
-
 async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, Failure> {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let r = route(&path)?;
-    let m = req.method().clone();
-    let is = |want: &Method| m == want;
-    let bad_method = || {
-        let mut f = Failure::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{m} is not allowed on {path}; allowed: {}", r.allow()),
-        );
-        f.allow = Some(r.allow());
-        Err(f)
+    let head = parse_head(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    )?;
+    let body = match head.body_kind() {
+        BodyKind::None => Bytes::new(),
+        kind => read_body(req, kind.limit(&ctx.opts), ctx).await?,
     };
-    let ifg = if_generation(req.headers())?;
     let c = &ctx.control;
-    let limit = ctx.opts.json_body_limit;
-    match r {
-        Route::Health if is(&Method::GET) => Ok(json_response(
+    match head.command(body)? {
+        Command::Health => Ok(json_response(
             StatusCode::OK,
             &Health {
                 status: "ok".into(),
             },
         )),
-        Route::Status if is(&Method::GET) => Ok(json_response(StatusCode::OK, &c.status())),
-        Route::Policy if is(&Method::GET) => get_policy(ctx, &query),
-        Route::Policy if is(&Method::PUT) => {
-            let toml = is_toml(req.headers());
-            let body = read_body(req, limit, ctx).await?;
-            let cfg = parse_policy(&body, toml)?;
-            apply(ctx, Change::ReplacePolicy(cfg), ifg).await
-        }
-        Route::Outbound if is(&Method::PUT) => {
-            let b: BindingConfig = parse_json(&read_body(req, limit, ctx).await?)?;
-            apply(ctx, Change::SetOutbound(Some(b)), ifg).await
-        }
-        Route::Outbound if is(&Method::DELETE) => apply(ctx, Change::SetOutbound(None), ifg).await,
-        Route::OutboundByHost if is(&Method::PUT) => {
-            let b: OutboundByHostRequest = parse_json(&read_body(req, limit, ctx).await?)?;
-            if b.routes.is_empty() {
-                return Err(Failure::new(
-                    ErrorCode::BadRequest,
-                    "routes is empty; give at least one {\"hosts\": [...], \"handler\": \"...\"}",
-                ));
-            }
-            apply(ctx, Change::SetOutboundByHost(b.routes), ifg).await
-        }
-        Route::OutboundByHost if is(&Method::DELETE) => {
-            let b: RemoveHostsRequest = parse_json(&read_body(req, limit, ctx).await?)?;
-            if b.hosts.is_empty() {
-                return Err(Failure::new(
-                    ErrorCode::BadRequest,
-                    "hosts is empty; name the host patterns whose routes to remove",
-                ));
-            }
-            apply(ctx, Change::RemoveOutboundByHost(b.hosts), ifg).await
-        }
-        Route::AllowedHosts | Route::DeniedHosts if is(&Method::POST) => {
-            let b: HostListChange = parse_json(&read_body(req, limit, ctx).await?)?;
-            if b.add.is_empty() && b.remove.is_empty() {
-                return Err(Failure::new(
-                    ErrorCode::BadRequest,
-                    "nothing to change: give \"add\" and/or \"remove\" host patterns",
-                ));
-            }
-            let change = if r == Route::AllowedHosts {
-                Change::AllowedHosts {
-                    add: b.add,
-                    remove: b.remove,
-                }
-            } else {
-                Change::DeniedHosts {
-                    add: b.add,
-                    remove: b.remove,
-                }
-            };
-            apply(ctx, change, ifg).await
-        }
-        Route::Internet if is(&Method::PUT) => {
-            let b: InternetRequest = parse_json(&read_body(req, limit, ctx).await?)?;
-            apply(ctx, Change::SetInternet(b.enabled), ifg).await
-        }
-        Route::Handler(name) if is(&Method::PUT) => {
-            let config: HandlerConfig = parse_json(&read_body(req, limit, ctx).await?)?;
-            let name = name.to_owned();
-            apply(ctx, Change::SetHandler { name, config }, ifg).await
-        }
-        Route::Handler(name) if is(&Method::DELETE) => {
-            apply(ctx, Change::RemoveHandler(name.to_owned()), ifg).await
-        }
-        Route::Modules if is(&Method::GET) => Ok(json_response(
-            StatusCode::OK,
-            &ModuleList {
-                modules: c.modules(),
-            },
-        )),
-        Route::Module(name) if is(&Method::PUT) => {
-            let name = name.to_owned();
-            let body = read_body(req, ctx.opts.module_body_limit, ctx).await?;
-            if !body.starts_with(b"\0asm") {
-                return Err(Failure::new(
-                    ErrorCode::BadRequest,
-                    "the body is not a WebAssembly module (it must start with \\0asm); send the .wasm file's bytes with content-type application/wasm",
-                ));
-            }
-            // Uploading does not go through `apply`, so the precondition is checked here; it
-            // is advisory (not atomic with the upload), which is documented in API.md.
-            if let Some(expected) = ifg {
-                let current = c.status().generation;
-                if current != expected {
-                    return Err(ControlError::Conflict { expected, current }.into());
-                }
-            }
-            let size = body.len();
-            let info = c.upload_module(name.clone(), body).await?;
-            tracing::info!(target: "egret::admin", module = %name, size, sha256 = %info.sha256, "module uploaded");
-            Ok(json_response(StatusCode::OK, &info))
-        }
-        Route::Secrets if is(&Method::GET) => Ok(json_response(
-            StatusCode::OK,
-            &SecretList {
-                secrets: c.policy().secrets,
-            },
-        )),
-        Route::Secret(name) if is(&Method::PUT) => {
-            let body = read_body(req, limit, ctx).await?;
-            let b: SecretRequest = parse_secret(&body)?;
-            let name = name.to_owned();
+        Command::Status => Ok(json_response(StatusCode::OK, &c.status())),
+        Command::GetPolicy { toml } => get_policy(ctx, toml),
+        Command::Apply {
+            change: Change::SetSecret { name, value },
+            if_generation,
+        } => {
             let change = Change::SetSecret {
                 name: name.clone(),
-                value: b.value,
+                value,
             };
-            let applied = c.apply(change, ifg).await?;
+            let applied = c.apply(change, if_generation).await?;
             tracing::info!(target: "egret::admin", change = "set_secret", secret = %name, generation = applied.generation, "change applied");
             Ok(json_response(
                 StatusCode::OK,
@@ -743,21 +444,51 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
                 },
             ))
         }
-        Route::Secret(name) if is(&Method::DELETE) => {
-            apply(ctx, Change::RemoveSecret(name.to_owned()), ifg).await
+        Command::Apply {
+            change,
+            if_generation,
+        } => apply(ctx, change, if_generation).await,
+        Command::Modules => Ok(json_response(
+            StatusCode::OK,
+            &ModuleList {
+                modules: c.modules(),
+            },
+        )),
+        Command::UploadModule {
+            name,
+            bytes,
+            if_generation,
+        } => {
+            // Uploading does not go through `apply`, so the precondition is checked here; it
+            // is advisory (not atomic with the upload), which is documented in API.md.
+            if let Some(expected) = if_generation {
+                let current = c.status().generation;
+                if current != expected {
+                    return Err(ControlError::Conflict { expected, current }.into());
+                }
+            }
+            let size = bytes.len();
+            let info = c.upload_module(name.clone(), bytes).await?;
+            tracing::info!(target: "egret::admin", module = %name, size, sha256 = %info.sha256, "module uploaded");
+            Ok(json_response(StatusCode::OK, &info))
         }
-        Route::Ca if is(&Method::GET) => Ok(text_response(
+        Command::Secrets => Ok(json_response(
+            StatusCode::OK,
+            &SecretList {
+                secrets: c.policy().secrets,
+            },
+        )),
+        Command::Ca => Ok(text_response(
             StatusCode::OK,
             "application/x-pem-file",
             c.ca_pem(),
         )),
-        Route::Metrics if is(&Method::GET) => Ok(text_response(
+        Command::Metrics => Ok(text_response(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
             c.metrics(),
         )),
-        Route::Audit if is(&Method::GET) => audit(ctx, &query),
-        _ => bad_method(),
+        Command::Audit(filter) => audit(ctx, filter),
     }
 }
 
@@ -768,27 +499,7 @@ async fn apply(ctx: &Ctx, change: Change, ifg: Option<u64>) -> Result<Response<B
     Ok(json_response(StatusCode::OK, &applied))
 }
 
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, Option<String>)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (k.to_owned(), percent_decode(v))
-    })
-}
-
-fn get_policy(ctx: &Ctx, query: &str) -> Result<Response<Body>, Failure> {
-    let mut toml = false;
-    for (k, v) in query_pairs(query) {
-        match (k.as_str(), v.as_deref()) {
-            ("format", Some("toml")) => toml = true,
-            ("format", Some("json")) => toml = false,
-            _ => {
-                return Err(Failure::new(
-                    ErrorCode::BadRequest,
-                    "unknown query parameter; the only one is format=json|toml",
-                ))
-            }
-        }
-    }
+fn get_policy(ctx: &Ctx, toml: bool) -> Result<Response<Body>, Failure> {
     let view = ctx.control.policy();
     if !toml {
         return Ok(json_response(StatusCode::OK, &view));
@@ -822,21 +533,7 @@ fn get_policy(ctx: &Ctx, query: &str) -> Result<Response<Body>, Failure> {
     Ok(r)
 }
 
-fn audit(ctx: &Ctx, query: &str) -> Result<Response<Body>, Failure> {
-    let mut filter = AuditFilter::default();
-    for (k, v) in query_pairs(query) {
-        match (k.as_str(), v) {
-            ("sandbox", Some(s)) if !s.is_empty() => filter.sandbox = Some(s),
-            ("deny_only", Some(v)) if v == "true" || v == "1" => filter.deny_only = true,
-            ("deny_only", Some(v)) if v == "false" || v == "0" => filter.deny_only = false,
-            _ => {
-                return Err(Failure::new(
-                    ErrorCode::BadRequest,
-                    "bad query parameter; valid: sandbox=ID, deny_only=true|false",
-                ))
-            }
-        }
-    }
+fn audit(ctx: &Ctx, filter: AuditFilter) -> Result<Response<Body>, Failure> {
     let Some(rx) = ctx.control.subscribe_audit() else {
         return Err(Failure::new(
             ErrorCode::NotFound,
@@ -875,29 +572,11 @@ fn audit(ctx: &Ctx, query: &str) -> Result<Response<Body>, Failure> {
     Ok(r)
 }
 
-fn is_toml(headers: &HeaderMap) -> Option<bool> {
-    let ct = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    Some(essence == "application/toml" || essence == "text/toml" || essence == "text/x-toml")
-}
-
 /// Reads a whole body of at most `limit` bytes. A declared `content-length` over the limit is
 /// refused before a byte of the body is read; a chunked body is cut off at the limit. Either
 /// way the connection is closed afterwards, since the rest of the body is never drained.
 async fn read_body(req: Request<Incoming>, limit: usize, ctx: &Ctx) -> Result<Bytes, Failure> {
-    let too_large = || {
-        let mut f = Failure::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is larger than this endpoint's limit of {limit} bytes"),
-        );
-        f.close = true;
-        f
-    };
+    let too_large = || payload_too_large(limit);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -927,141 +606,6 @@ async fn read_body(req: Request<Incoming>, limit: usize, ctx: &Ctx) -> Result<By
                 .status(StatusCode::REQUEST_TIMEOUT);
             f.close = true;
             Err(f)
-        }
-    }
-}
-
-fn json_failure(e: &serde_json::Error, message: String) -> Failure {
-    let mut f = Failure::new(ErrorCode::InvalidJson, message);
-    f.error.line = Some(e.line().max(1));
-    f.error.column = Some(e.column().max(1));
-    f
-}
-
-/// serde's derived structs also accept the sequence form (`[true]` for `{"enabled": true}`);
-/// the API documents objects only, so arrays are refused up front.
-fn refuse_array(body: &[u8]) -> Result<(), Failure> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        let mut f = Failure::new(
-            ErrorCode::InvalidJson,
-            "expected a JSON object, found an array",
-        );
-        f.error.line = Some(1);
-        f.error.column = Some(1);
-        return Err(f);
-    }
-    Ok(())
-}
-
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
-    refuse_array(body)?;
-    serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
-            "the body is empty; this endpoint expects a JSON object".to_owned()
-        } else {
-            format!("invalid request body: {e}")
-        };
-        json_failure(&e, what)
-    })
-}
-
-/// Like [`parse_json`] but never repeats serde's message: for some inputs (a bare string, a
-/// value of the wrong type) that message quotes the value, which here is the secret.
-fn parse_secret(body: &[u8]) -> Result<SecretRequest, Failure> {
-    refuse_array(body)?;
-    serde_json::from_slice(body).map_err(|e| {
-        json_failure(
-            &e,
-            format!(
-                "invalid request body ({:?} error); expected {{\"value\": \"...\"}} with a string value and no other field",
-                e.classify()
-            )
-            .to_lowercase(),
-        )
-    })
-}
-
-fn parse_policy(body: &[u8], toml: Option<bool>) -> Result<PolicyConfig, Failure> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| Failure::new(ErrorCode::BadRequest, "the policy is not UTF-8 text"))?;
-    // Without a content-type, a body starting with `{` is JSON (TOML cannot start with one).
-    let toml = toml.unwrap_or_else(|| !text.trim_start().starts_with('{'));
-    let parsed = if toml {
-        PolicyConfig::from_toml(text, "request body")
-    } else {
-        PolicyConfig::from_json(text, "request body")
-    };
-    parsed.map_err(|e| match e {
-        PolicyError::Parse {
-            line,
-            column,
-            message,
-            hint,
-            ..
-        } => {
-            let (code, status) = if toml {
-                (ErrorCode::InvalidPolicy, StatusCode::BAD_REQUEST)
-            } else {
-                (ErrorCode::InvalidJson, StatusCode::BAD_REQUEST)
-            };
-            let mut f = Failure::new(
-                code,
-                format!("invalid policy at line {line} column {column}: {message}"),
-            )
-            .status(status);
-            f.error.line = Some(line);
-            f.error.column = Some(column);
-            f.error.hint = hint;
-            f
-        }
-        other => ControlError::from(other).into(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(route("/v1/health").unwrap(), Route::Health);
-        assert_eq!(route("/metrics").unwrap(), Route::Metrics);
-        assert_eq!(route("/v1/handlers/x").unwrap(), Route::Handler("x"));
-        assert_eq!(route("/v1/modules").unwrap(), Route::Modules);
-        assert_eq!(
-            route("/v1/modules/m.wasm").unwrap(),
-            Route::Module("m.wasm")
-        );
-        for bad in [
-            "/v1/handlers/..",
-            "/v1/secrets/.",
-            "/v1/modules/%2e%2e",
-            "/v1/secrets/",
-        ] {
-            assert_eq!(
-                route(bad).unwrap_err().error.code,
-                ErrorCode::InvalidName,
-                "{bad}"
-            );
-        }
-        for missing in ["/", "/v2/health", "/v1/handlers/a/b", "/v1/nope", "/v1"] {
-            let f = route(missing).unwrap_err();
-            assert_eq!(f.error.code, ErrorCode::NotFound, "{missing}");
-            assert!(!f.error.endpoints.is_empty());
-        }
-    }
-
-    #[test]
-    fn secret_parse_errors_do_not_quote_the_value() {
-        for body in [
-            r#""hunter2""#,
-            r#"{"value": "hunter2", "x": 1}"#,
-            r#"{"value": ["hunter2"]}"#,
-        ] {
-            let f = parse_secret(body.as_bytes()).unwrap_err();
-            let shown = serde_json::to_string(&f.error).unwrap();
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert_eq!(f.error.code, ErrorCode::InvalidJson);
         }
     }
 }

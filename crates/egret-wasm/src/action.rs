@@ -13,8 +13,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::StatusCode;
 
+#[cfg(feature = "runtime")]
 use crate::bindings::egret::handler::types as wit;
 use crate::secrets::{fill_template, Grants, SecretSource};
+#[cfg(not(feature = "runtime"))]
+use crate::wit_types as wit;
 use crate::HandlerError;
 
 /// The action a guest returned, before validation (generated from the WIT).

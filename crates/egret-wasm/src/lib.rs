@@ -71,14 +71,20 @@
 //! ```
 
 mod action;
+#[cfg(feature = "runtime")]
 mod bindings;
 mod config;
 mod error;
+#[cfg(feature = "runtime")]
 mod host;
 mod kv;
+#[cfg(feature = "runtime")]
 mod offline;
 mod secrets;
+#[cfg(feature = "runtime")]
 mod state;
+#[cfg(not(feature = "runtime"))]
+mod wit_types;
 
 pub use action::{
     describe_masked, resolve_action, ForwardSpec, GuestAction, GuestHeaderValue, HeaderOp,
@@ -86,7 +92,9 @@ pub use action::{
 };
 pub use config::{HostConfig, Limits};
 pub use error::{HandlerError, WasmError};
+#[cfg(feature = "runtime")]
 pub use host::{HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead};
 pub use kv::{KvError, KvStore, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+#[cfg(feature = "runtime")]
 pub use offline::{run_offline, OfflineError};
 pub use secrets::{Grants, SecretSource, SecretStore, SecretValue};

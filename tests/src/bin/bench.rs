@@ -5,7 +5,13 @@
 //! * keep-alive HTTP/1.1 request latency, 1 connection (p50/p99, direct vs egret),
 //! * keep-alive HTTPS (intercepted, `inject-header` handler) latency vs direct HTTPS,
 //! * TLS handshake + first request on a new connection (cached leaf) vs direct,
-//! * start-up time to the ready file (median of 10), idle RSS.
+//! * load generators from Debian run inside the sandboxes (wrk, h2load): HTTPS + handler
+//!   keep-alive at 64 connections, HTTP/2 with 100 streams on one connection, and a new TLS
+//!   connection per request — requests/s (handshakes/s) ratios, egret's CPU seconds per 100k
+//!   requests (utime+stime from /proc), the upstream's and the client's CPU share,
+//! * 1 GiB download throughput, policy swap latency,
+//! * start-up time to the ready file (median of 10), also with 5 handlers from the artifact
+//!   cache, idle and peak RSS.
 use egret_e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -163,15 +169,260 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(default)
+}
+
+/// utime + stime of a process in seconds (fields 14 and 15 of /proc/PID/stat).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may contain spaces; the fields after it are fixed.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// CPU seconds of the children this process has waited for (the load generator just run).
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// `ip netns exec NAME` bind-mounts /etc/netns/NAME/hosts over /etc/hosts: the direct sandbox
+/// resolves the upstream's name like the egret sandbox does, so wrk and h2load send the same
+/// SNI and Host on both sides. Removed on drop.
+struct NetnsHosts(std::path::PathBuf);
+impl NetnsHosts {
+    fn new(ns: &Netns, lines: &str) -> NetnsHosts {
+        let dir = std::path::Path::new("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), lines).unwrap();
+        NetnsHosts(dir)
+    }
+}
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What one load-generator run measured.
+struct Load {
+    /// Completed requests (connections, for the handshake scenario: one request each).
+    requests: f64,
+    per_sec: f64,
+    /// Non-2xx responses plus socket errors: reported, and fatal only above 1% of requests.
+    errors: f64,
+    /// Latency under load, µs (wrk only; h2load's per-request figures are not comparable).
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+}
+
+fn wrk_duration_us(s: &str) -> Option<f64> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e6)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * mult)
+}
+
+/// Run a load generator in `ns` and parse its summary. Error responses and socket errors are
+/// counted; more than 1% of requests fails the run, so a broken path never passes for a slow
+/// one (a rare error under overload is reported instead).
+fn run_load(ns: &Netns, program: &str, args: &[&str]) -> Load {
+    let out = ns.run(program, args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fail = || -> ! {
+        panic!(
+            "{program} {} failed ({}):\n{text}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    if !out.status.success() {
+        fail();
+    }
+    let after = |key: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(key))
+            .map(str::trim)
+    };
+    if program == "wrk" {
+        let non2xx: f64 = after("Non-2xx or 3xx responses:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        // Socket errors: connect 0, read 0, write 0, timeout 0
+        let socket: f64 = after("Socket errors:").map_or(0.0, |v| {
+            v.split(',')
+                .filter_map(|kv| kv.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .sum()
+        });
+        let requests: f64 = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| fail());
+        let per_sec = after("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| fail());
+        if non2xx + socket > requests / 100.0 {
+            fail();
+        }
+        Load {
+            requests,
+            per_sec,
+            errors: non2xx + socket,
+            p50_us: after("50%").and_then(wrk_duration_us),
+            p99_us: after("99%").and_then(wrk_duration_us),
+        }
+    } else {
+        // finished in 5.00s, 12345.60 req/s, 1.23MB/s
+        // requests: 61728 total, 61828 started, 61728 done, 61728 succeeded, 0 failed, ...
+        // status codes: 61728 2xx, 0 3xx, 0 4xx, 0 5xx
+        let per_sec = after("finished in")
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|v| v.trim().strip_suffix(" req/s"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| fail());
+        let counts = after("requests:").unwrap_or_else(|| fail());
+        let count = |what: &str| -> f64 {
+            counts
+                .split(',')
+                .find_map(|c| c.trim().strip_suffix(what))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| fail())
+        };
+        let codes = after("status codes:").unwrap_or_else(|| fail());
+        // The scenario is HTTP/2: a fallback to HTTP/1.1 would measure something else.
+        let requests = count("succeeded");
+        let bad_status: f64 = codes
+            .split(',')
+            .filter(|c| c.contains("4xx") || c.contains("5xx"))
+            .filter_map(|c| c.split_whitespace().next()?.parse::<f64>().ok())
+            .sum();
+        let errors = count("failed") + count("errored") + bad_status;
+        if errors > requests / 100.0 || !text.contains("Application protocol: h2") {
+            fail();
+        }
+        Load {
+            requests,
+            per_sec,
+            errors,
+            p50_us: None,
+            p99_us: None,
+        }
+    }
+}
+
+/// A throughput scenario: the same load generator and arguments on both sides.
+struct LoadScenario {
+    name: &'static str,
+    unit: &'static str,
+    program: &'static str,
+    args: Vec<String>,
+}
+
+fn median_opt(v: &[Option<f64>]) -> Option<f64> {
+    let v: Vec<f64> = v.iter().flatten().copied().collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// The five-handler policy of the start-up target (each handler a different module, so five
+/// artifacts come from the cache).
+fn five_handler_policy(topo: &Topology) -> String {
+    write(
+        topo,
+        "bench5.toml",
+        &format!(
+            r#"
+internet = false
+allowed_hosts = ["allowed.test"]
+[resolve]
+"allowed.test" = "10.200.0.2"
+[secrets]
+TOKEN = {{ env = "BENCH_TOKEN" }}
+[handlers.inject]
+module = "{inject}"
+params = {{ header = "x-auth-token", secret = "TOKEN" }}
+secrets = ["TOKEN"]
+[handlers.per-sandbox]
+module = "{pst}"
+secrets = ["TOKEN"]
+[handlers.allow-hosts]
+module = "{allow}"
+[handlers.no-http]
+module = "{nohttp}"
+[handlers.get-only]
+module = "{getonly}"
+[[routes]]
+host = "allowed.test:443"
+handler = "inject"
+"#,
+            inject = handler_module("inject-header"),
+            pst = handler_module("per-sandbox-token"),
+            allow = handler_module("allow-hosts"),
+            nohttp = handler_module("no-http"),
+            getonly = handler_module("get-only"),
+        ),
+    )
+}
+
+/// Wait until the previous egret has released the sandbox (its nftables table is gone).
+fn wait_released(topo: &Topology) {
+    for _ in 0..100 {
+        let t = Command::new("ip")
+            .args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"])
+            .output()
+            .unwrap();
+        if t.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One row of the final table: scenario, direct, egret, comparison.
+type Row = [String; 4];
+
+fn main() {
+    let rounds: usize = env_or("BENCH_ROUNDS", 4);
     let n: &str = &std::env::var("BENCH_REQUESTS").unwrap_or_else(|_| "2000".into());
+    let load_secs: u32 = env_or("BENCH_LOAD_SECS", 5);
+    let conns: u32 = env_or("BENCH_CONNS", 64);
+    let streams: u32 = env_or("BENCH_STREAMS", 100);
+    let hs_conns: u32 = env_or("BENCH_HANDSHAKE_CONNS", 16);
+    let download: u64 = env_or("BENCH_DOWNLOAD_BYTES", 1u64 << 30);
+    for tool in ["wrk", "h2load"] {
+        assert!(
+            Command::new(tool).arg("--version").output().is_ok(),
+            "{tool} is missing: apt-get install -y wrk nghttp2-client (scripts/bench.sh does)"
+        );
+    }
     let topo = Topology::new(SandboxNet::LoOnly);
     // A second sandbox, no egret, with a direct veth to the upstream namespace: the baseline.
     let direct = Netns::new(&format!("egt-{}-dir", topo.id));
+    let _hosts = NetnsHosts::new(&direct, "127.0.0.1 localhost\n10.202.0.2 allowed.test\n");
     sh(
         "ip",
         &[
@@ -200,7 +451,8 @@ fn main() {
     topo.up.ip(&["link", "set", "v-dir", "up"]);
 
     let pki = upstream_pki(&topo.tmp.0, "bench", &["allowed.test", "10.202.0.2"]);
-    let _up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let up_pid = up.proc.child.id();
     let policy = write(
         &topo,
         "bench.toml",
@@ -226,144 +478,346 @@ handler = "inject"
     std::env::set_var("BENCH_TOKEN", "bench-token-value");
     let ca = topo.tmp.path("ca.pem");
     let ca_s = ca.to_str().unwrap().to_string();
-
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
-    // Start-up time: exec to ready file, 10 times.
+    let egret_args = |policy: &str| -> Vec<String> {
+        [
+            "--policy",
+            policy,
+            "--ca-out",
+            &ca_s,
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+            "--admin-socket",
+            &sock,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let strs = |v: &[String]| -> Vec<String> { v.to_vec() };
+    let start_egret = |args: &[String]| -> Egret {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        Egret::start(&topo, "bench", &a).unwrap()
+    };
+
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    let mut table: Vec<Row> = Vec::new();
+
+    // Start-up time: exec to ready file, 10 times; the last one stays up for the load.
     let mut startups = Vec::new();
+    let mut egret = None;
     for i in 0..10 {
         let t = Instant::now();
-        let e = Egret::start(
-            &topo,
-            "bench",
-            &[
-                "--policy",
-                &policy,
-                "--ca-out",
-                &ca_s,
-                "--upstream-ca",
-                pki.ca.to_str().unwrap(),
-                "--admin-socket",
-                &sock,
-            ],
-        )
-        .unwrap();
+        let e = start_egret(&strs(&egret_args(&policy)));
         startups.push(t.elapsed().as_secs_f64() * 1000.0);
         if i == 9 {
-            std::thread::sleep(Duration::from_millis(300));
-            let idle_rss = rss_kib(e.proc.child.id());
-            // keep the last one running for the request benchmarks
-            let egret = e;
-            let mut rows = Vec::new();
-            let pki_ca = pki.ca.to_str().unwrap();
-            let scen = [
-                Scenario {
-                    name: "HTTP/1.1 keep-alive, 1 conn",
-                    direct: vec!["http", "allowed.test", "10.202.0.2", n],
-                    egret: vec!["http", "allowed.test", "allowed.test", n],
-                },
-                Scenario {
-                    name: "HTTPS keep-alive + inject-header, 1 conn",
-                    direct: vec!["https", "allowed.test", "10.202.0.2", n, pki_ca],
-                    egret: vec!["https", "allowed.test", "allowed.test", n, &ca_s],
-                },
-                Scenario {
-                    name: "new TLS connection per request (cached leaf)",
-                    direct: vec!["handshake", "allowed.test", "10.202.0.2", "300", pki_ca],
-                    egret: vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
-                },
-            ];
-            for Scenario {
-                name,
-                direct: dargs,
-                egret: eargs,
-            } in scen.iter()
-            {
-                let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
-                for _ in 0..rounds {
-                    let (a, b) = run_client(&direct, dargs);
-                    d50.push(a);
-                    d99.push(b);
-                    let (a, b) = run_client(&topo.sbx, eargs);
-                    e50.push(a);
-                    e99.push(b);
-                }
-                let (d50, d99, e50, e99) = (median(d50), median(d99), median(e50), median(e99));
-                println!(
-                    "{name:48} direct p50 {d50:8.1} µs p99 {d99:8.1} µs | egret p50 {e50:8.1} µs p99 {e99:8.1} µs | added p50 {:7.1} µs p99 {:7.1} µs",
-                    e50 - d50,
-                    e99 - d99
-                );
-                rows.push(serde_json::json!({"scenario": name, "direct_p50_us": d50, "direct_p99_us": d99, "egret_p50_us": e50, "egret_p99_us": e99,
-                    "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
-            }
-            // 1 GiB download, direct vs through egret (plain HTTP), speed per round.
-            let gib = 1u64 << 30;
-            let speed = |ns: &Netns, host: &str| -> f64 {
-                let out = ns.run(
-                    "curl",
-                    &[
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{speed_download}",
-                        "-H",
-                        "Host: allowed.test",
-                        &format!("http://{host}/bytes/{gib}"),
-                    ],
-                );
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-                    / (1 << 20) as f64
-            };
-            let (mut dspeed, mut espeed) = (vec![], vec![]);
-            for _ in 0..rounds.min(3) {
-                dspeed.push(speed(&direct, "10.202.0.2"));
-                espeed.push(speed(&topo.sbx, "allowed.test"));
-            }
-            let (ds, es) = (median(dspeed), median(espeed));
-            let rss_after = peak_kib(egret.proc.child.id());
-            println!(
-                "1 GiB download: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2}); egret peak RSS {rss_after} KiB",
-                es / ds
-            );
-            rows.push(serde_json::json!({"scenario": "1 GiB download", "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds, "egret_peak_rss_kib": rss_after}));
-            let (params_swap, module_swap) = swap_latency(&sock, &topo);
-            println!(
-                "swap latency (admin request to new generation in force): params-only p50 {:.2} ms p99 {:.2} ms; new module p50 {:.2} ms p99 {:.2} ms",
-                params_swap.0, params_swap.1, module_swap.0, module_swap.1
-            );
-            rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
-                "module_p50_ms": module_swap.0, "module_p99_ms": module_swap.1}));
-            let peak = std::fs::read_to_string(format!("/proc/{}/status", egret.proc.child.id()))
-                .unwrap_or_default();
-            let hwm = peak
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .unwrap_or("")
-                .to_string();
-            let st = median(startups.clone());
-            println!("start-up to ready (median of 10): {st:.1} ms; idle RSS {idle_rss} KiB; after load {hwm}");
-            let out = serde_json::json!({"startup_ms_median": st, "startups_ms": startups, "idle_rss_kib": idle_rss, "scenarios": rows});
-            let path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench-results.json".into());
-            std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
-            println!("wrote {path}");
-            drop(egret);
+            egret = Some(e);
         } else {
             drop(e);
-            // wait for the namespace to be released by the previous instance
-            for _ in 0..100 {
-                let t = Command::new("ip")
-                    .args(["netns", "exec", &topo.sbx.name, "nft", "list", "tables"])
-                    .output()
-                    .unwrap();
-                if t.stdout.is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wait_released(&topo);
         }
     }
+    let egret = egret.unwrap();
+    let egret_pid = egret.proc.child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_rss = rss_kib(egret_pid);
+
+    // Latency, one connection at a time (python client; its own cost is the same on both sides).
+    let pki_ca = pki.ca.to_str().unwrap();
+    let scen = [
+        Scenario {
+            name: "HTTP/1.1 keep-alive, 1 conn",
+            direct: vec!["http", "allowed.test", "10.202.0.2", n],
+            egret: vec!["http", "allowed.test", "allowed.test", n],
+        },
+        Scenario {
+            name: "HTTPS keep-alive + inject-header, 1 conn",
+            direct: vec!["https", "allowed.test", "10.202.0.2", n, pki_ca],
+            egret: vec!["https", "allowed.test", "allowed.test", n, &ca_s],
+        },
+        Scenario {
+            name: "new TLS connection per request (cached leaf)",
+            direct: vec!["handshake", "allowed.test", "10.202.0.2", "300", pki_ca],
+            egret: vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
+        },
+    ];
+    for Scenario {
+        name,
+        direct: dargs,
+        egret: eargs,
+    } in scen.iter()
+    {
+        let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let (a, b) = run_client(&direct, dargs);
+            d50.push(a);
+            d99.push(b);
+            let (a, b) = run_client(&topo.sbx, eargs);
+            e50.push(a);
+            e99.push(b);
+        }
+        let (d50, d99, e50, e99) = (median(d50), median(d99), median(e50), median(e99));
+        println!(
+            "{name:48} direct p50 {d50:8.1} µs p99 {d99:8.1} µs | egret p50 {e50:8.1} µs p99 {e99:8.1} µs | added p50 {:7.1} µs p99 {:7.1} µs",
+            e50 - d50,
+            e99 - d99
+        );
+        table.push([
+            format!("{name} — latency"),
+            format!("p50 {d50:.0} µs / p99 {d99:.0} µs"),
+            format!("p50 {e50:.0} µs / p99 {e99:.0} µs"),
+            format!("added p50 {:.0} µs / p99 {:.0} µs", e50 - d50, e99 - d99),
+        ]);
+        rows.push(serde_json::json!({"scenario": name, "direct_p50_us": d50, "direct_p99_us": d99, "egret_p50_us": e50, "egret_p99_us": e99,
+            "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
+    }
+
+    // Throughput with the Debian load generators, same URL (so same SNI and Host) on both sides.
+    let url = "https://allowed.test/echo".to_string();
+    // The egret side must really run the handler: the upstream echoes the injected header.
+    let (_, echo, err) = topo.curl(&["--cacert", &ca_s, &url]);
+    assert!(
+        echo.contains("\"x-auth-token\""),
+        "the request through egret did not carry the injected header: {echo} {err}"
+    );
+    let secs = load_secs.to_string();
+    let loads = [
+        LoadScenario {
+            name: "HTTPS keep-alive + inject-header, wrk 64 conns",
+            unit: "req/s",
+            program: "wrk",
+            args: vec![
+                "-t2".into(),
+                format!("-c{conns}"),
+                format!("-d{secs}s"),
+                "--latency".into(),
+                url.clone(),
+            ],
+        },
+        LoadScenario {
+            name: "HTTP/2 over TLS, h2load 1 conn x 100 streams",
+            unit: "req/s",
+            program: "h2load",
+            args: vec![
+                "-t1".into(),
+                "-c1".into(),
+                format!("-m{streams}"),
+                format!("-D{secs}"),
+                "--warm-up-time=1".into(),
+                url.clone(),
+            ],
+        },
+        LoadScenario {
+            name: "new TLS connection per request, wrk Connection: close",
+            unit: "handshakes/s",
+            program: "wrk",
+            args: vec![
+                "-t2".into(),
+                format!("-c{hs_conns}"),
+                format!("-d{secs}s"),
+                "--latency".into(),
+                "-H".into(),
+                "Connection: close".into(),
+                url.clone(),
+            ],
+        },
+    ];
+    for sc in &loads {
+        let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
+        let (mut d, mut e) = (vec![], vec![]);
+        let (mut dl50, mut dl99, mut el50, mut el99) = (vec![], vec![], vec![], vec![]);
+        let (mut egret_cpu, mut egret_reqs) = (0.0, 0.0);
+        let (mut derr, mut eerr) = (0.0, 0.0);
+        let (mut up_share, mut client_share) = (vec![], vec![]);
+        for _ in 0..rounds {
+            let (u0, c0, t0) = (cpu_secs(up_pid), children_cpu_secs(), Instant::now());
+            let r = run_load(&direct, sc.program, &args);
+            let wall = t0.elapsed().as_secs_f64();
+            up_share.push((cpu_secs(up_pid) - u0) / wall);
+            client_share.push((children_cpu_secs() - c0) / wall);
+            d.push(r.per_sec);
+            derr += r.errors;
+            dl50.push(r.p50_us);
+            dl99.push(r.p99_us);
+            let cpu0 = cpu_secs(egret_pid);
+            let r = run_load(&topo.sbx, sc.program, &args);
+            egret_cpu += cpu_secs(egret_pid) - cpu0;
+            egret_reqs += r.requests;
+            eerr += r.errors;
+            e.push(r.per_sec);
+            el50.push(r.p50_us);
+            el99.push(r.p99_us);
+        }
+        let (dm, em) = (median(d.clone()), median(e.clone()));
+        let cpu_100k = egret_cpu / egret_reqs * 100_000.0;
+        let (ups, cls) = (median(up_share), median(client_share));
+        let lat = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!(" (p50 {:.2} ms / p99 {:.2} ms)", a / 1e3, b / 1e3),
+            _ => String::new(),
+        };
+        let (dl50, dl99, el50, el99) = (
+            median_opt(&dl50),
+            median_opt(&dl99),
+            median_opt(&el50),
+            median_opt(&el99),
+        );
+        println!(
+            "{:54} direct {dm:9.0} {u}{} | egret {em:9.0} {u}{} | ratio {:.2} | egret {cpu_100k:.2} CPU s/100k | direct run: upstream {:.0}% CPU, client {:.0}% CPU | error responses: direct {derr}, egret {eerr}",
+            sc.name,
+            lat(dl50, dl99),
+            lat(el50, el99),
+            em / dm,
+            ups * 100.0,
+            cls * 100.0,
+            u = sc.unit,
+        );
+        table.push([
+            sc.name.to_string(),
+            format!("{dm:.0} {}{}", sc.unit, lat(dl50, dl99)),
+            format!("{em:.0} {}{}", sc.unit, lat(el50, el99)),
+            format!(
+                "ratio {:.2}; egret {cpu_100k:.2} CPU s / 100k req; errors {derr} / {eerr}",
+                em / dm
+            ),
+        ]);
+        rows.push(serde_json::json!({"scenario": sc.name, "tool": sc.program, "args": sc.args, "unit": sc.unit,
+            "direct_per_s": dm, "egret_per_s": em, "ratio": em / dm, "direct_rounds": d, "egret_rounds": e,
+            "direct_p50_us": dl50, "direct_p99_us": dl99, "egret_p50_us": el50, "egret_p99_us": el99,
+            "egret_cpu_s_per_100k": cpu_100k, "direct_errors": derr, "egret_errors": eerr, "direct_upstream_cpu_share": ups, "direct_client_cpu_share": cls}));
+    }
+
+    // What egret complained about under load (the cause of any error responses above).
+    let mut complaints: Vec<String> = egret
+        .logs()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(|l| l.chars().take(300).collect())
+        .collect();
+    complaints.dedup();
+    if !complaints.is_empty() {
+        println!(
+            "egret warnings/errors during the load ({} lines), first ones:",
+            complaints.len()
+        );
+        for l in complaints.iter().take(5) {
+            println!("  {l}");
+        }
+    }
+
+    // Download, direct vs through egret (plain HTTP), speed per round.
+    let speed = |ns: &Netns, host: &str| -> f64 {
+        let out = ns.run(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{speed_download}",
+                "-H",
+                "Host: allowed.test",
+                &format!("http://{host}/bytes/{download}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(0.0)
+            / (1 << 20) as f64
+    };
+    let (mut dspeed, mut espeed) = (vec![], vec![]);
+    for _ in 0..rounds.min(3) {
+        dspeed.push(speed(&direct, "10.202.0.2"));
+        espeed.push(speed(&topo.sbx, "allowed.test"));
+    }
+    let (ds, es) = (median(dspeed), median(espeed));
+    let mib = download >> 20;
+    println!(
+        "{mib} MiB download: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2})",
+        es / ds
+    );
+    table.push([
+        format!("{mib} MiB download, plain HTTP (curl)"),
+        format!("{ds:.0} MiB/s"),
+        format!("{es:.0} MiB/s"),
+        format!("ratio {:.2}", es / ds),
+    ]);
+    rows.push(serde_json::json!({"scenario": format!("{mib} MiB download"), "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds}));
+
+    let (params_swap, module_swap) = swap_latency(&sock, &topo);
+    println!(
+        "swap latency (admin request to new generation in force): params-only p50 {:.2} ms p99 {:.2} ms; new module p50 {:.2} ms p99 {:.2} ms",
+        params_swap.0, params_swap.1, module_swap.0, module_swap.1
+    );
+    table.push([
+        "policy swap, params only / new module (p50, p99)".into(),
+        "—".into(),
+        format!(
+            "{:.2} / {:.2} ms; {:.1} / {:.1} ms",
+            params_swap.0, params_swap.1, module_swap.0, module_swap.1
+        ),
+        String::new(),
+    ]);
+    rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
+        "module_p50_ms": module_swap.0, "module_p99_ms": module_swap.1}));
+    let peak = peak_kib(egret_pid);
+    drop(egret);
+    wait_released(&topo);
+
+    // Start-up with five handlers whose artifacts are cached: one start fills the cache.
+    let cache = topo.tmp.path("handler-cache");
+    let mut args5 = egret_args(&five_handler_policy(&topo));
+    args5.extend(["--handler-cache-dir".into(), cache.to_string_lossy().into()]);
+    let mut cached = Vec::new();
+    let mut uncached = 0.0;
+    let mut cached_rss = 0;
+    for i in 0..11 {
+        let t = Instant::now();
+        let e = start_egret(&args5);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if i == 0 {
+            uncached = ms;
+        } else {
+            cached.push(ms);
+            cached_rss = rss_kib(e.proc.child.id());
+        }
+        drop(e);
+        wait_released(&topo);
+    }
+    let st = median(startups.clone());
+    let st5 = median(cached.clone());
+    println!("start-up to ready (median of 10), 1 handler compiled at start: {st:.1} ms; 5 handlers from the artifact cache: {st5:.1} ms (filling the cache: {uncached:.0} ms)");
+    println!("idle RSS {idle_rss} KiB; peak RSS (VmHWM) after the load {peak} KiB; RSS at ready with 5 cached handlers {cached_rss} KiB");
+    table.push([
+        "start-up to ready, 1 handler / 5 cached handlers".into(),
+        "—".into(),
+        format!("{st:.1} ms / {st5:.1} ms"),
+        format!("filling the cache {uncached:.0} ms"),
+    ]);
+    table.push([
+        "egret idle RSS / peak RSS (VmHWM)".into(),
+        "—".into(),
+        format!(
+            "{:.1} MiB / {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
+        String::new(),
+    ]);
+
+    println!();
+    println!("| scenario | direct | through egret | comparison |");
+    println!("|---|---|---|---|");
+    for [a, b, c, d] in &table {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+    let out = serde_json::json!({
+        "rounds": rounds, "load_secs": load_secs,
+        "startup_ms_median": st, "startups_ms": startups,
+        "startup_5_cached_ms_median": st5, "startups_5_cached_ms": cached, "startup_5_uncached_ms": uncached,
+        "idle_rss_kib": idle_rss, "peak_rss_kib": peak, "rss_at_ready_5_cached_kib": cached_rss,
+        "scenarios": rows});
+    let path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench-results.json".into());
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    println!("wrote {path}");
+    drop(up);
 }

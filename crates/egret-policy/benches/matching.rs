@@ -1,0 +1,92 @@
+//! Policy matching with 10k rules: the per-connection and per-request decisions egret makes
+//! (`evaluate`, `tls_decision`, `dns_decision`), against a policy of 10 000 exact host rules
+//! plus wildcards, CIDRs and a 10 000-host route. `cargo bench -p egret-policy`.
+use std::hint::black_box;
+use std::sync::OnceLock;
+
+use egret_policy::{CompiledPolicy, Destination, PolicyConfig, RuntimeLayer};
+
+fn main() {
+    divan::main();
+}
+
+const RULES: usize = 10_000;
+
+fn policy() -> &'static CompiledPolicy {
+    static POLICY: OnceLock<CompiledPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let mut src = String::from("allowed_hosts = [\"*.github.test\", \"10.0.0.0/8\", \"fd00::/16\", \"api-*.svc.test\", \"*:8443\"");
+        for i in 0..RULES {
+            src.push_str(&format!(", \"host{i}.allowed.test\""));
+        }
+        src.push_str(
+            r#"]
+denied_hosts = ["evil.github.test", "10.66.0.0/16:22"]
+passthrough_hosts = ["pinned.github.test"]
+[handlers.h]
+module = "h.wasm"
+"#,
+        );
+        src.push_str("[[routes]]\nhandler = \"h\"\nhosts = [\"*.vcs.github.test\"");
+        for i in 0..RULES {
+            src.push_str(&format!(", \"svc{i}.github.test\""));
+        }
+        src.push_str("]\n");
+        let cfg = PolicyConfig::from_toml(&src, "bench.toml").expect("bench policy parses");
+        CompiledPolicy::compile(&cfg, &RuntimeLayer::default(), 1).expect("bench policy compiles")
+    })
+}
+
+/// The kinds of destination a request can have, one per bench argument.
+const CASES: &[&str] = &[
+    "exact allow (last of 10k)",
+    "route host (last of 10k)",
+    "wildcard route",
+    "glob allow",
+    "denied",
+    "no match",
+    "ipv4 in cidr",
+    "ipv6 in cidr",
+];
+
+fn destination(case: &str) -> Destination<'static> {
+    match case {
+        "exact allow (last of 10k)" => Destination::host("host9999.allowed.test", 443),
+        "route host (last of 10k)" => Destination::host("svc9999.github.test", 443),
+        "wildcard route" => Destination::host("a.b.vcs.github.test", 443),
+        "glob allow" => Destination::host("api-7.svc.test", 443),
+        "denied" => Destination::host("evil.github.test", 443),
+        "no match" => Destination::host("nope.example.test", 443),
+        "ipv4 in cidr" => Destination::ip("10.1.2.3".parse().unwrap(), 443),
+        "ipv6 in cidr" => Destination::ip("fd00::5".parse().unwrap(), 443),
+        other => unreachable!("unknown case {other}"),
+    }
+}
+
+#[divan::bench(args = CASES)]
+fn evaluate(bencher: divan::Bencher, case: &str) {
+    let p = policy();
+    let d = destination(case);
+    bencher.bench(|| p.evaluate(black_box(&d)));
+}
+
+#[divan::bench(args = CASES)]
+fn tls_decision(bencher: divan::Bencher, case: &str) {
+    let p = policy();
+    let d = destination(case);
+    bencher.bench(|| p.tls_decision(black_box(&d)));
+}
+
+#[divan::bench(args = ["host9999.allowed.test", "svc9999.github.test", "nope.example.test"])]
+fn dns_decision(bencher: divan::Bencher, name: &str) {
+    let p = policy();
+    bencher.bench(|| p.dns_decision(black_box(name)));
+}
+
+/// Compiling the 10k-rule policy: what a policy swap pays before the new generation is in force.
+#[divan::bench(sample_count = 10)]
+fn compile_10k(bencher: divan::Bencher) {
+    let cfg = policy().config().clone();
+    bencher
+        .bench(|| CompiledPolicy::compile(black_box(&cfg), &RuntimeLayer::default(), 2).unwrap());
+}
