@@ -13,6 +13,14 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# grpcio: the real gRPC client and server of tests/tests/protocols.rs and scripts/bench-grpc.sh.
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "setup: installing python grpcio"
+  # (Debian's own python3 refuses pip without --break-system-packages: PEP 668)
+  export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+  python3 -m pip install -q grpcio || python3 -m pip install -q --break-system-packages grpcio || true
+  python3 -c 'import grpc' || { echo "setup: python3 -m pip install grpcio failed" >&2; exit 1; }
+fi
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
   echo "setup: adding the wasm32-wasip2 target"
   rustup target add wasm32-wasip2

@@ -1,7 +1,9 @@
-//! Issue 6, "protocol fidelity through the credential-injection path": WebSocket, SSE, HTTP/2,
-//! gRPC framing with trailers, 100-continue, edge responses, slow uploads, Alt-Svc hygiene and
-//! content encodings, all over HTTPS through the `inject-header` handler against real servers
-//! in the upstream namespace (`egret-testsrv`).
+//! Issue 6, "protocol fidelity through the credential-injection path": WebSocket (HTTP/1.1
+//! Upgrade and RFC 8441 over h2, handler denial), SSE, HTTP/2, gRPC (wire framing with curl, and
+//! a real grpcio client and server), 100-continue, edge responses, slow uploads, 1 GiB up and
+//! down with bounded memory, Alt-Svc hygiene and content encodings, all over HTTPS through the
+//! `inject-header` handler against real servers in the upstream namespace (`egret-testsrv`,
+//! python grpcio). The RFC 8441 client is `egret-h2ws` (hyper).
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
@@ -15,21 +17,39 @@ struct Env {
 }
 
 /// `api.test` is routed through `inject-header` (x-auth-token = TOKEN), `ro.test` through
-/// `get-only`; both are the TLS upstream on 10.200.0.2.
+/// `get-only`, `deny.test` through `allow-hosts` listing another host (denies all); all three
+/// are the TLS upstream on 10.200.0.2, which logs `x-auth-token=present|absent` per request.
 fn setup(id: &str, extra: &[&str]) -> Env {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "up", &["api.test", "ro.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let pki = upstream_pki(&topo.tmp.0, "up", &["api.test", "ro.test", "deny.test"]);
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let up = Upstream::start_with(
+        &topo,
+        "up",
+        &[
+            "--http",
+            "[::]:80",
+            "--https",
+            "[::]:443",
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--log-header",
+            "x-auth-token",
+        ],
+    );
     let token = write(&topo, "token", TOKEN);
     let policy = format!(
         r#"
 internet = false
 intercept_https = true
-allowed_hosts = ["api.test", "ro.test"]
+allowed_hosts = ["api.test", "ro.test", "deny.test"]
 
 [resolve]
 "api.test" = "10.200.0.2"
 "ro.test" = "10.200.0.2"
+"deny.test" = "10.200.0.2"
 
 [secrets]
 API_TOKEN = {{ file = "{token}" }}
@@ -42,6 +62,11 @@ secrets = ["API_TOKEN"]
 [handlers.ro]
 module = "{get_only}"
 
+# Refuses every request (hence every WebSocket upgrade) to deny.test.
+[handlers.deny]
+module = "{allow_hosts}"
+params = {{ hosts = ["nothing.invalid"] }}
+
 [[routes]]
 host = "api.test"
 handler = "inject"
@@ -49,9 +74,14 @@ handler = "inject"
 [[routes]]
 host = "ro.test"
 handler = "ro"
+
+[[routes]]
+host = "deny.test"
+handler = "deny"
 "#,
         inject = handler_module("inject-header"),
         get_only = handler_module("get-only"),
+        allow_hosts = handler_module("allow-hosts"),
     );
     let p = write(&topo, "policy.toml", &policy);
     let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
@@ -124,9 +154,11 @@ while b"\r\n\r\n" not in buf:
 head, buf = buf.split(b"\r\n\r\n", 1)
 print("STATUS", head.split(b"\r\n")[0].decode())
 if b" 101 " not in head.split(b"\r\n")[0]:
+    print("HEAD", head.decode(errors="replace").replace("\r\n", " | "))
+    print("BODY", buf.decode(errors="replace"))
     sys.exit(0)
 import hashlib
-want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode()).digest()).decode()
+want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
 print("ACCEPT-OK", want.encode() in head)
 def recvn(n):
     global buf
@@ -244,6 +276,149 @@ fn websocket_upgrade_without_the_credential_is_refused_by_the_upstream() {
     assert!(env.up.access_log().contains("WS-REFUSED"));
 }
 
+#[test]
+fn websocket_upgrade_denied_by_the_handler_never_reaches_the_upstream() {
+    // allow-hosts (bound to deny.test) refuses the upgrade request itself: the client gets the
+    // handler's status and body, over HTTP/1.1 Upgrade and over RFC 8441 alike.
+    let env = setup("proto-ws-deny", &[]);
+    let script = WS_CLIENT
+        .replace("\"api.test\"", "\"deny.test\"")
+        .replace("api.test\\r\\n", "deny.test\\r\\n");
+    let (ok, out, err) = env.python(&script, &["client-close"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("STATUS HTTP/1.1 403"), "{out}");
+    assert!(out.contains("x-egret-handler: allow-hosts"), "{out}");
+    assert!(
+        out.contains("host deny.test is not allowed by handler allow-hosts"),
+        "{out}"
+    );
+    let (out, err) = h2ws(&env, "deny.test", "client-close");
+    assert!(out.contains("STATUS 403"), "{out}\n{err}");
+    assert!(
+        out.contains("host deny.test is not allowed by handler allow-hosts"),
+        "{out}"
+    );
+    // the control request in the same run does reach the upstream, so the log is live
+    let (code, _, err) = env.curl(&["https://api.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(env.wait_log("host=api.test", Duration::from_secs(5)));
+    let log = env.up.access_log();
+    assert!(!log.contains("deny.test"), "the upstream saw: {log}");
+    assert!(!log.contains("/ws"), "the upstream saw: {log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. WebSocket over h2 (RFC 8441 extended CONNECT)
+
+/// Run the RFC 8441 client (`egret-h2ws`) in the sandbox; (stdout, stderr).
+fn h2ws(env: &Env, host: &str, mode: &str) -> (String, String) {
+    let o = env.topo.in_sandbox(
+        bin("egret-h2ws").to_str().unwrap(),
+        &["--ca", &env.ca, "--host", host, "--mode", mode],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "egret-h2ws {host} {mode}: {out}\n{err}");
+    (out, err)
+}
+
+#[test]
+fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
+    let env = setup("proto-h2ws", &[]);
+    for mode in ["client-close", "server-close", "close-frame"] {
+        let before = env.up.access_log().matches("WS-OPEN").count();
+        let (out, err) = h2ws(&env, "api.test", mode);
+        let ctx = format!("{mode}: {out}\n{err}\n{}", env.egret.logs());
+        // egret answered the h2 CONNECT 200 only after checking the upstream's
+        // Sec-WebSocket-Accept for the key egret generated
+        assert!(out.contains("STATUS 200"), "{ctx}");
+        assert!(out.contains(&format!("FIRST 1 auth={TOKEN}")), "{ctx}");
+        assert!(out.contains("PINGPONG-OK"), "{ctx}");
+        assert!(out.contains("BIG-OK true"), "{ctx}");
+        assert!(out.contains("PONG 10 are you there"), "{ctx}");
+        assert_eq!(
+            env.up.access_log().matches("WS-OPEN").count(),
+            before + 1,
+            "{ctx}"
+        );
+        match mode {
+            "client-close" => {
+                assert!(out.contains("CLIENT-CLOSED"), "{ctx}");
+                assert!(
+                    env.wait_log("WS-EOF", Duration::from_secs(5)),
+                    "upstream never saw the h2 stream end: {}",
+                    env.up.access_log()
+                );
+            }
+            "server-close" => assert!(out.contains("SERVER-CLOSE 8 1000"), "{ctx}"),
+            _ => {
+                assert!(out.contains("CLOSE-ECHO 8 1000"), "{ctx}");
+                assert!(env.wait_log("WS-CLOSE-FRAME", Duration::from_secs(5)));
+            }
+        }
+        // whichever side closed, the other side's stream ended too
+        assert!(out.contains("EOF-AFTER-CLOSE true"), "{ctx}");
+        // the h2 connection outlives the WebSocket stream
+        assert!(out.contains("SAME-CONN-AFTER 200"), "{ctx}");
+    }
+    // The upstream leg was an HTTP/1.1 Upgrade carrying the injected credential.
+    let log = env.up.access_log();
+    let ws_lines: Vec<&str> = log.lines().filter(|l| l.contains(" /ws ")).collect();
+    assert_eq!(ws_lines.len(), 3, "{log}");
+    for l in ws_lines {
+        assert!(l.starts_with("up GET /ws host=api.test"), "{l}");
+        assert!(l.contains("version=HTTP/1.1"), "{l}");
+        assert!(l.contains("x-auth-token=present"), "{l}");
+    }
+    // An upstream whose 101 carries the wrong Sec-WebSocket-Accept is not spliced.
+    let o = env.topo.in_sandbox(
+        bin("egret-h2ws").to_str().unwrap(),
+        &[
+            "--ca",
+            &env.ca,
+            "--host",
+            "api.test",
+            "--path",
+            "/ws/bad-accept",
+            "--mode",
+            "client-close",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("STATUS 502"), "{out}");
+    assert!(
+        out.contains("wrong or missing Sec-WebSocket-Accept"),
+        "{out}"
+    );
+    // Only websocket is carried over extended CONNECT.
+    let o = env.topo.in_sandbox(
+        bin("egret-h2ws").to_str().unwrap(),
+        &[
+            "--ca",
+            &env.ca,
+            "--host",
+            "api.test",
+            "--mode",
+            "client-close",
+            "--protocol",
+            "connect-udp",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("STATUS 501"), "{out}");
+    assert!(out.contains("egret carries only websocket"), "{out}");
+    // The handler saw a GET with `upgrade: websocket`: get-only lets it through, without a
+    // credential, so the upstream refuses it and the h2 client gets that answer.
+    let before = log.matches("WS-REFUSED").count();
+    let (out, _) = h2ws(&env, "ro.test", "client-close");
+    assert!(out.contains("STATUS 401"), "{out}");
+    assert_eq!(
+        env.up.access_log().matches("WS-REFUSED").count(),
+        before + 1
+    );
+    assert!(!env.egret.logs().contains(TOKEN));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Server-Sent Events: no buffering anywhere
 
@@ -339,6 +514,14 @@ fn server_sent_events_arrive_unbuffered_over_h1_and_h2() {
 #[test]
 fn http2_end_to_end_with_sixty_concurrent_streams_on_one_connection() {
     let env = setup("proto-h2", &[]);
+    // One request first: the upstream pool learns "h2" only from ALPN, so 60 requests racing a
+    // cold pool may each start a handshake before the first completes (hyper's pool then keeps
+    // one; hyperium/hyper#1485). With the h2 connection established, all 60 must share it.
+    let (code, out, err) = env.curl(&["--http2", "https://api.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], "HTTP/2.0");
+    assert_eq!(v["headers"]["x-auth-token"], TOKEN);
     // Each request is held by the upstream until all 60 are in flight at once: they can only
     // all succeed if egret carries them concurrently on both legs.
     let n = 60;
@@ -387,11 +570,12 @@ fn http2_end_to_end_with_sixty_concurrent_streams_on_one_connection() {
         peers.len()
     );
     assert_eq!(peers.len(), 1, "upstream connections: {peers:?}");
-    let (code, out, _) = env.curl(&["--http2", "https://api.test/echo"]);
-    assert_eq!(code, 0);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["version"], "HTTP/2.0");
-    assert_eq!(v["headers"]["x-auth-token"], TOKEN);
+    // ...and it is the warm-up's connection
+    let warm = log
+        .lines()
+        .find(|l| l.contains(" /echo "))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("peer=")));
+    assert_eq!(warm, peers.first().copied(), "{log}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,6 +669,171 @@ fn grpc_unary_streaming_and_error_status_with_trailers_pass_through() {
     // the upstream saw each call as h2 with te: trailers (it answers 400 otherwise)
     let log = env.up.access_log();
     assert_eq!(log.matches("POST /grpc/").count(), 3, "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. A real gRPC stack: Python grpcio server (upstream namespace, TLS from the upstream PKI)
+//     and grpcio client (sandbox, trusting egret's CA), generic handlers with bytes messages.
+
+/// argv: cert, key, port, ready file. `egret.test.Echo/{Unary,Stream,Error}`.
+pub const GRPC_SERVER: &str = r#"
+import grpc, sys
+from concurrent import futures
+cert, key, port, ready = sys.argv[1:5]
+def unary(req, ctx):
+    md = dict(ctx.invocation_metadata())
+    ctx.set_trailing_metadata((("x-seen-client-md", md.get("x-client-md", "<absent>")),))
+    return b"auth=" + md.get("x-auth-token", "<absent>").encode() + b" echo=" + req
+def stream(req, ctx):
+    n = int(req)
+    for i in range(n):
+        yield b"item %d" % i
+    ctx.set_trailing_metadata((("x-trailer-count", str(n)), ("x-blob-bin", b"\x00\x01\xfe\xff")))
+def error(req, ctx):
+    ctx.set_trailing_metadata((("x-error-detail", "widget-42"),))
+    ctx.abort(grpc.StatusCode.NOT_FOUND, "widget 42 does not exist")
+h = grpc.method_handlers_generic_handler("egret.test.Echo", {
+    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+    "Stream": grpc.unary_stream_rpc_method_handler(stream),
+    "Error": grpc.unary_unary_rpc_method_handler(error),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((h,))
+creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
+server.add_secure_port("[::]:%s" % port, creds)
+server.start()
+open(ready, "w").write("ok")
+server.wait_for_termination()
+"#;
+
+const GRPC_CLIENT: &str = r#"
+import grpc, sys
+ca, target = sys.argv[1], sys.argv[2]
+# custom metadata only (a trailers-only error response also carries e.g. date)
+md = lambda m: sorted((k, v) for k, v in m if k.startswith("x-"))
+ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(open(ca, "rb").read()))
+r, call = ch.unary_unary("/egret.test.Echo/Unary").with_call(
+    b"hello", timeout=10, metadata=(("x-client-md", "c1"),))
+print("UNARY", r.decode())
+print("UNARY-CODE", call.code().name)
+print("UNARY-TRAILERS", md(call.trailing_metadata()))
+it = ch.unary_stream("/egret.test.Echo/Stream")(b"5", timeout=10)
+print("STREAM", [m.decode() for m in it])
+print("STREAM-CODE", it.code().name)
+print("STREAM-TRAILERS", md(it.trailing_metadata()))
+try:
+    ch.unary_unary("/egret.test.Echo/Error")(b"x", timeout=10)
+    print("ERROR-NOT-RAISED")
+except grpc.RpcError as e:
+    print("ERROR-CODE", e.code().name)
+    print("ERROR-DETAILS", e.details())
+    print("ERROR-TRAILERS", md(e.trailing_metadata()))
+"#;
+
+#[test]
+fn grpcio_unary_streaming_and_error_status_pass_through_with_the_credential() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let pki = upstream_pki(&topo.tmp.0, "grpc", &["grpc.test"]);
+    let ready = topo.tmp.path("grpc.ready");
+    let mut cmd = topo.up.cmd("python3");
+    cmd.args(["-c", GRPC_SERVER]);
+    cmd.args([&pki.cert, &pki.key]);
+    cmd.args(["443".as_ref(), ready.as_os_str()]);
+    let mut server = spawn(cmd, &topo.tmp.0, "grpc-server");
+    wait_ready(&mut server, &ready, Duration::from_secs(20))
+        .expect("grpcio server (pip install grpcio: scripts/setup.sh does)");
+    let token = write(&topo, "token", TOKEN);
+    let policy = format!(
+        r#"
+internet = false
+intercept_https = true
+allowed_hosts = ["grpc.test"]
+
+[resolve]
+"grpc.test" = "10.200.0.2"
+
+[secrets]
+API_TOKEN = {{ file = "{token}" }}
+
+[handlers.inject]
+module = "{inject}"
+params = {{ header = "x-auth-token", secret = "API_TOKEN" }}
+secrets = ["API_TOKEN"]
+
+[[routes]]
+host = "grpc.test"
+handler = "inject"
+"#,
+        inject = handler_module("inject-header"),
+    );
+    let p = write(&topo, "policy.toml", &policy);
+    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+    let egret = Egret::start(
+        &topo,
+        "proto-grpcio",
+        &[
+            "--policy",
+            &p,
+            "--ca-out",
+            &ca,
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+        ],
+    )
+    .expect("egret starts");
+    let o = topo.in_sandbox("python3", &["-c", GRPC_CLIENT, &ca, "grpc.test:443"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let ctx = format!(
+        "{out}\n{}\nserver: {}\negret: {}",
+        String::from_utf8_lossy(&o.stderr),
+        server.output(),
+        egret.logs()
+    );
+    assert!(o.status.success(), "{ctx}");
+    // unary: the server saw the injected credential and the client's own metadata
+    assert!(
+        out.contains(&format!("UNARY auth={TOKEN} echo=hello")),
+        "{ctx}"
+    );
+    assert!(out.contains("UNARY-CODE OK"), "{ctx}");
+    assert!(
+        out.contains("UNARY-TRAILERS [('x-seen-client-md', 'c1')]"),
+        "{ctx}"
+    );
+    // server streaming: every message, then grpc-status OK with custom (and binary) trailers
+    assert!(
+        out.contains("STREAM ['item 0', 'item 1', 'item 2', 'item 3', 'item 4']"),
+        "{ctx}"
+    );
+    assert!(out.contains("STREAM-CODE OK"), "{ctx}");
+    assert!(
+        out.contains(
+            r"STREAM-TRAILERS [('x-blob-bin', b'\x00\x01\xfe\xff'), ('x-trailer-count', '5')]"
+        ),
+        "{ctx}"
+    );
+    // an error status with its message and trailing metadata
+    assert!(out.contains("ERROR-CODE NOT_FOUND"), "{ctx}");
+    assert!(
+        out.contains("ERROR-DETAILS widget 42 does not exist"),
+        "{ctx}"
+    );
+    assert!(
+        out.contains("ERROR-TRAILERS [('x-error-detail', 'widget-42')]"),
+        "{ctx}"
+    );
+    // three calls, all through the handler, on h2 both legs
+    let events = egret.audit_events();
+    let calls: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/egret.test.Echo/"))
+        })
+        .collect();
+    assert_eq!(calls.len(), 3, "{events:?}");
+    assert!(!egret.logs().contains(TOKEN));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,6 +1062,130 @@ fn slow_upload_at_one_kib_per_second_is_not_timed_out() {
         // proves the client really was slow (the rate limit applied)
         assert!(secs >= 3.0, "{version}: upload took only {secs}s");
     }
+}
+
+/// Writes 1 GiB of numbered 1 MiB blocks to stdout, then "SHA256 LEN" to stderr.
+const GIB_SOURCE: &str = r#"
+import hashlib, sys
+n, blk = 1 << 30, 1 << 20
+base = bytes(range(256)) * (blk // 256)
+h, out = hashlib.sha256(), sys.stdout.buffer
+for i in range(n // blk):
+    b = i.to_bytes(8, "big") + base[8:]
+    h.update(b)
+    out.write(b)
+out.flush()
+sys.stderr.write("%s %d\n" % (h.hexdigest(), n))
+"#;
+
+/// Peak and current resident set of a process, in KiB (VmHWM, VmRSS).
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in /proc/{pid}/status"))
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[test]
+fn one_gib_upload_and_download_stream_through_with_flat_memory() {
+    const GIB: u64 = 1 << 30;
+    // The bound is on memory only: bodies are streamed, so egret's peak must not grow with
+    // the transfer size (a buffered GiB would show as ~1 GiB here).
+    const PEAK_LIMIT_KIB: u64 = 96 * 1024;
+    let env = setup("proto-gib", &[]);
+    let pid = env.egret.proc.child.id();
+    let (hwm0, _) = rss_kib(pid);
+
+    // Upload: HTTP/1.1, chunked from a pipe, through the injecting handler.
+    let gen_out = env.topo.tmp.path("gen.txt");
+    let o = env.topo.in_sandbox(
+        "bash",
+        &[
+            "-c",
+            r#"set -o pipefail; python3 -c "$1" 2>"$2" | curl -sS --max-time 300 --cacert "$3" --http1.1 -T - -w ' %{speed_upload}' https://api.test/upload"#,
+            "gib-upload",
+            GIB_SOURCE,
+            gen_out.to_str().unwrap(),
+            &env.ca,
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        env.egret.logs()
+    );
+    let sent = std::fs::read_to_string(&gen_out).unwrap();
+    let (answer, speed) = out.rsplit_once(' ').unwrap();
+    assert_eq!(answer.trim(), sent.trim(), "the upstream got other bytes");
+    assert!(sent.trim().ends_with(&format!(" {GIB}")), "{sent}");
+    let up_mib_s = speed.trim().parse::<f64>().unwrap() / (1 << 20) as f64;
+    let (hwm1, rss1) = rss_kib(pid);
+
+    // Download over h2: the upstream's deterministic stream, hashed on arrival in the sandbox.
+    let o = env.topo.in_sandbox(
+        "bash",
+        &[
+            "-c",
+            r#"set -o pipefail; curl -sS --max-time 300 --cacert "$1" --http2 -w '%{speed_download} %{http_version}' -o >(sha256sum >"$2") https://api.test/bytes/1073741824"#,
+            "gib-download",
+            &env.ca,
+            env.topo.tmp.path("down.sha").to_str().unwrap(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (speed, version) = out.trim().split_once(' ').unwrap();
+    assert_eq!(version, "2", "curl did not get h2 from egret");
+    let down_mib_s = speed.parse::<f64>().unwrap() / (1 << 20) as f64;
+    let (code, want, err) = env.curl(&["https://api.test/sha/1073741824"]);
+    assert_eq!(code, 0, "{err}");
+    // sha256sum runs in a process substitution: wait for it to write
+    let sha_file = env.topo.tmp.path("down.sha");
+    let t = Instant::now();
+    let got = loop {
+        let s = std::fs::read_to_string(&sha_file).unwrap_or_default();
+        if s.contains(' ') || t.elapsed() > Duration::from_secs(30) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        got.split_whitespace().next(),
+        want.split_whitespace().next(),
+        "download hash: {got} vs upstream {want}"
+    );
+    let (hwm2, rss2) = rss_kib(pid);
+    eprintln!(
+        "1 GiB through egret (debug build): upload {up_mib_s:.0} MiB/s (h1), download \
+         {down_mib_s:.0} MiB/s (h2); egret VmHWM {hwm0} KiB at start, {hwm1} after upload, \
+         {hwm2} after download (VmRSS {rss1} / {rss2} KiB)"
+    );
+    assert!(
+        hwm2 < PEAK_LIMIT_KIB,
+        "egret peak RSS {hwm2} KiB (start {hwm0}, after upload {hwm1}): bodies are buffered"
+    );
+    // both transfers went through the injecting handler
+    let log = env.up.access_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("PUT /upload") && l.contains("x-auth-token=present")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("GET /bytes/1073741824") && l.contains("x-auth-token=present")),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

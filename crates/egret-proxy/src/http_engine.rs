@@ -166,7 +166,7 @@ impl Proxy {
 
     async fn decide_and_forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         info: &ConnInfo,
         policy: &CompiledPolicy,
     ) -> (Response<ProxyBody>, Option<Target>, Outcome) {
@@ -230,9 +230,11 @@ impl Proxy {
                 }
             }
         }
-        if req.method() == Method::CONNECT
-            && req.extensions().get::<hyper::ext::Protocol>().is_none()
-        {
+        if let Err(msg) = normalize_extended_connect(&mut req) {
+            let (r, o) = fail(StatusCode::NOT_IMPLEMENTED, "deny", msg);
+            return (r, Some(target), o);
+        }
+        if req.method() == Method::CONNECT {
             let (r, o) = fail(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "deny",
@@ -403,6 +405,21 @@ impl Proxy {
             );
             parts.headers.insert(http::header::UPGRADE, proto.clone());
         }
+        // RFC 8441 carries no key (the h2 stream is the handshake); the HTTP/1.1 leg needs one
+        // of its own, and its answer is checked before the h2 client is told 200.
+        let ws_key = parts
+            .extensions
+            .get::<ExtendedConnect>()
+            .map(|_| fresh_websocket_key());
+        if let Some(key) = &ws_key {
+            parts
+                .headers
+                .insert(http::header::SEC_WEBSOCKET_KEY, key.clone());
+            parts
+                .headers
+                .entry(http::header::SEC_WEBSOCKET_VERSION)
+                .or_insert(HeaderValue::from_static("13"));
+        }
         // hyper-util sets Host from the URI (h1) or :authority (h2).
         parts.headers.remove(http::header::HOST);
         let scheme = if info.tls { "https" } else { "http" };
@@ -458,15 +475,34 @@ impl Proxy {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     return match (downstream_upgrade, upgrade) {
                         (Some(down), Some(proto)) => {
+                            if let Some(key) = &ws_key {
+                                let want = websocket_accept(key.as_bytes());
+                                let got = resp.headers().get(http::header::SEC_WEBSOCKET_ACCEPT);
+                                if got.map(|g| g.as_bytes()) != Some(want.as_bytes()) {
+                                    outcome.decision = "error";
+                                    outcome.error = Some("upstream WebSocket handshake: wrong or missing Sec-WebSocket-Accept".into());
+                                    return (
+                                        text_response(StatusCode::BAD_GATEWAY, "error", format!("egret: upstream {}:{port} answered the WebSocket upgrade with a wrong or missing Sec-WebSocket-Accept\n", target.host)),
+                                        outcome,
+                                    );
+                                }
+                            }
                             let up = hyper::upgrade::on(&mut resp);
                             tokio::spawn(splice_upgraded(down, up));
                             let (mut p, _) = resp.into_parts();
                             strip_hop_by_hop(&mut p.headers, false);
-                            p.headers.insert(
-                                http::header::CONNECTION,
-                                HeaderValue::from_static("upgrade"),
-                            );
-                            p.headers.insert(http::header::UPGRADE, proto);
+                            if ws_key.is_some() {
+                                // RFC 8441 §5: the h2 client is answered 200 on its stream; the
+                                // accept value belonged to egret's HTTP/1.1 handshake only.
+                                p.status = StatusCode::OK;
+                                p.headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
+                            } else {
+                                p.headers.insert(
+                                    http::header::CONNECTION,
+                                    HeaderValue::from_static("upgrade"),
+                                );
+                                p.headers.insert(http::header::UPGRADE, proto);
+                            }
                             (Response::from_parts(p, crate::body::empty()), outcome)
                         }
                         _ => {
@@ -504,8 +540,61 @@ impl Proxy {
     }
 }
 
-/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
+/// Marks a request that arrived as an RFC 8441 extended CONNECT (`:protocol websocket` on h2)
+/// and was rewritten into the HTTP/1.1 WebSocket form.
+#[derive(Clone, Copy, Debug)]
+struct ExtendedConnect;
+
+/// RFC 8441: an h2 `CONNECT` with `:protocol websocket` becomes, for the policy, the handler and
+/// the upstream, the same request an HTTP/1.1 client sends: `GET` with `Upgrade: websocket`
+/// (so one handler decides both forms the same way). The upstream leg is always an HTTP/1.1
+/// Upgrade. Other `:protocol` values are refused: egret could not check their handshake.
+fn normalize_extended_connect(req: &mut Request<Incoming>) -> Result<(), String> {
+    if req.method() != Method::CONNECT {
+        return Ok(());
+    }
+    let Some(proto) = req.extensions_mut().remove::<hyper::ext::Protocol>() else {
+        return Ok(());
+    };
+    if !proto.as_str().eq_ignore_ascii_case("websocket") {
+        return Err(format!(
+            "extended CONNECT with :protocol {:?} is not supported: egret carries only websocket (RFC 8441)",
+            proto.as_str()
+        ));
+    }
+    *req.method_mut() = Method::GET;
+    req.extensions_mut().insert(ExtendedConnect);
+    req.headers_mut()
+        .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    Ok(())
+}
+
+fn fresh_websocket_key() -> HeaderValue {
+    use base64::Engine;
+    let mut nonce = [0u8; 16];
+    // No OS randomness is a broken host; a predictable key would only weaken the upstream's
+    // cache-poisoning defence, yet better to say so than to go on quietly.
+    getrandom::getrandom(&mut nonce).expect("OS random number generator");
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    HeaderValue::from_str(&key).expect("base64 is a valid header value")
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2).
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut h = sha1::Sha1::new();
+    h.update(key);
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// The protocol a request asks to upgrade to: HTTP/1.1 `Connection: upgrade` + `Upgrade`, or a
+/// WebSocket extended CONNECT already rewritten by [`normalize_extended_connect`].
 fn upgrade_protocol(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.extensions.get::<ExtendedConnect>().is_some() {
+        return Some(HeaderValue::from_static("websocket"));
+    }
     if parts.version != Version::HTTP_11 {
         return None;
     }
@@ -552,4 +641,28 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
         src = s.source();
     }
     e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn websocket_accept_matches_rfc6455_example() {
+        // RFC 6455 §1.3
+        assert_eq!(
+            super::websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn fresh_websocket_keys_are_16_byte_nonces_and_differ() {
+        use base64::Engine;
+        let a = super::fresh_websocket_key();
+        let b = super::fresh_websocket_key();
+        assert_ne!(a, b);
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.as_bytes())
+            .unwrap();
+        assert_eq!(raw.len(), 16);
+    }
 }

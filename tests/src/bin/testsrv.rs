@@ -8,7 +8,8 @@
 //! `http://HOST/redirected`).
 //!
 //! Protocol routes (tests/tests/protocols.rs): `/ws` (WebSocket echo; needs `x-auth-token`, sends
-//! `auth=VALUE` first; `close-from-server` makes it close), `/sse/COUNT/MS` (an event every MS
+//! `auth=VALUE` first; `close-from-server` makes it close; `/ws/bad-accept` answers a wrong
+//! `Sec-WebSocket-Accept`), `/sse/COUNT/MS` (an event every MS
 //! with the send time in µs), `/barrier/KEY/N` (answers once N requests for KEY are in flight),
 //! `/grpc/{unary,stream/N,error}` (gRPC framing with trailers), `/chunked/N`, `/etag`,
 //! `/altsvc/{mixed,h3only}`, `/gzip/N` (the /bytes/N stream gzip-encoded).
@@ -406,6 +407,17 @@ async fn protocol_route(
 ) -> Result<Response<Body>, std::io::Error> {
     let resp = match *parts {
         ["ws"] => ws_upgrade(req, st.clone()),
+        ["ws", "bad-accept"] => {
+            // A broken server: 101 with an accept value for some other key.
+            let mut r = ws_upgrade(req, st.clone());
+            if r.status() == StatusCode::SWITCHING_PROTOCOLS {
+                r.headers_mut().insert(
+                    "sec-websocket-accept",
+                    "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().unwrap(),
+                );
+            }
+            r
+        }
         ["sse", count, ms] => {
             let count: u64 = count.parse().unwrap_or(10);
             let ms: u64 = ms.parse().unwrap_or(500);
@@ -663,7 +675,7 @@ fn ws_upgrade(mut req: Request<Incoming>, st: Arc<State>) -> Response<Body> {
     };
     let mut h = sha1::Sha1::new();
     h.update(key.as_bytes());
-    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85");
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
     let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
     let on = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
