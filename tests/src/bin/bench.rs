@@ -156,8 +156,17 @@ fn peak_kib(pid: u32) -> u64 {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// `BENCH_ONLY=latency,load,download,swap,startup5` runs only those parts (start-up with one
+/// handler and idle RSS are always measured: the later parts reuse that egret); unset runs all.
+fn only(part: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -544,7 +553,7 @@ handler = "inject"
         name,
         direct: dargs,
         egret: eargs,
-    } in scen.iter()
+    } in scen.iter().filter(|_| only("latency"))
     {
         let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
@@ -621,7 +630,7 @@ handler = "inject"
             ],
         },
     ];
-    for sc in &loads {
+    for sc in loads.iter().filter(|_| only("load")) {
         let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
         let (mut d, mut e) = (vec![], vec![]);
         let (mut dl50, mut dl99, mut el50, mut el99) = (vec![], vec![], vec![], vec![]);
@@ -703,62 +712,65 @@ handler = "inject"
         }
     }
 
-    // Download, direct vs through egret (plain HTTP), speed per round.
-    let speed = |ns: &Netns, host: &str| -> f64 {
-        let out = ns.run(
-            "curl",
-            &[
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{speed_download}",
-                "-H",
-                "Host: allowed.test",
-                &format!("http://{host}/bytes/{download}"),
-            ],
+    if only("download") {
+        // Download, direct vs through egret (plain HTTP), speed per round.
+        let speed = |ns: &Netns, host: &str| -> f64 {
+            let out = ns.run(
+                "curl",
+                &[
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{speed_download}",
+                    "-H",
+                    "Host: allowed.test",
+                    &format!("http://{host}/bytes/{download}"),
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .unwrap_or(0.0)
+                / (1 << 20) as f64
+        };
+        let (mut dspeed, mut espeed) = (vec![], vec![]);
+        for _ in 0..rounds.min(3) {
+            dspeed.push(speed(&direct, "10.202.0.2"));
+            espeed.push(speed(&topo.sbx, "allowed.test"));
+        }
+        let (ds, es) = (median(dspeed), median(espeed));
+        let mib = download >> 20;
+        println!(
+            "{mib} MiB download: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2})",
+            es / ds
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<f64>()
-            .unwrap_or(0.0)
-            / (1 << 20) as f64
-    };
-    let (mut dspeed, mut espeed) = (vec![], vec![]);
-    for _ in 0..rounds.min(3) {
-        dspeed.push(speed(&direct, "10.202.0.2"));
-        espeed.push(speed(&topo.sbx, "allowed.test"));
+        table.push([
+            format!("{mib} MiB download, plain HTTP (curl)"),
+            format!("{ds:.0} MiB/s"),
+            format!("{es:.0} MiB/s"),
+            format!("ratio {:.2}", es / ds),
+        ]);
+        rows.push(serde_json::json!({"scenario": format!("{mib} MiB download"), "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds}));
     }
-    let (ds, es) = (median(dspeed), median(espeed));
-    let mib = download >> 20;
-    println!(
-        "{mib} MiB download: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2})",
-        es / ds
-    );
-    table.push([
-        format!("{mib} MiB download, plain HTTP (curl)"),
-        format!("{ds:.0} MiB/s"),
-        format!("{es:.0} MiB/s"),
-        format!("ratio {:.2}", es / ds),
-    ]);
-    rows.push(serde_json::json!({"scenario": format!("{mib} MiB download"), "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds}));
-
-    let (params_swap, module_swap) = swap_latency(&sock, &topo);
-    println!(
+    if only("swap") {
+        let (params_swap, module_swap) = swap_latency(&sock, &topo);
+        println!(
         "swap latency (admin request to new generation in force): params-only p50 {:.2} ms p99 {:.2} ms; new module p50 {:.2} ms p99 {:.2} ms",
         params_swap.0, params_swap.1, module_swap.0, module_swap.1
     );
-    table.push([
-        "policy swap, params only / new module (p50, p99)".into(),
-        "—".into(),
-        format!(
-            "{:.2} / {:.2} ms; {:.1} / {:.1} ms",
-            params_swap.0, params_swap.1, module_swap.0, module_swap.1
-        ),
-        String::new(),
-    ]);
-    rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
+        table.push([
+            "policy swap, params only / new module (p50, p99)".into(),
+            "—".into(),
+            format!(
+                "{:.2} / {:.2} ms; {:.1} / {:.1} ms",
+                params_swap.0, params_swap.1, module_swap.0, module_swap.1
+            ),
+            String::new(),
+        ]);
+        rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
         "module_p50_ms": module_swap.0, "module_p99_ms": module_swap.1}));
+    }
     let peak = peak_kib(egret_pid);
     drop(egret);
     wait_released(&topo);
@@ -770,7 +782,7 @@ handler = "inject"
     let mut cached = Vec::new();
     let mut uncached = 0.0;
     let mut cached_rss = 0;
-    for i in 0..11 {
+    for i in 0..if only("startup5") { 11 } else { 0 } {
         let t = Instant::now();
         let e = start_egret(&args5);
         let ms = t.elapsed().as_secs_f64() * 1000.0;
