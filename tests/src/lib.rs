@@ -184,6 +184,42 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// A baseline namespace without egret, wired by its own veth straight to the upstream
+    /// namespace: 10.202.0.1 on its side (`v-up`), 10.202.0.2 plus `extra_upstream` on the
+    /// upstream's (`v-dir`). Benchmarks measure the direct path through it. Dropping the
+    /// returned namespace removes the veth pair with it.
+    pub fn direct_baseline(&self, extra_upstream: &[&str]) -> Netns {
+        let direct = Netns::new(&format!("egt-{}-dir", self.id));
+        let (ours, theirs) = (format!("vd{}", self.id), format!("vx{}", self.id));
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ours,
+                "netns",
+                &direct.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &theirs,
+                "netns",
+                &self.up.name,
+            ],
+        )
+        .unwrap();
+        direct.ip(&["link", "set", &ours, "name", "v-up"]);
+        self.up.ip(&["link", "set", &theirs, "name", "v-dir"]);
+        direct.ip(&["addr", "add", "10.202.0.1/24", "dev", "v-up"]);
+        for addr in std::iter::once("10.202.0.2/24").chain(extra_upstream.iter().copied()) {
+            self.up.ip(&["addr", "add", addr, "dev", "v-dir"]);
+        }
+        direct.ip(&["link", "set", "v-up", "up"]);
+        self.up.ip(&["link", "set", "v-dir", "up"]);
+        direct
+    }
+
     /// Build the namespaces and veths.
     pub fn new(net: SandboxNet) -> Topology {
         require_root();

@@ -311,11 +311,16 @@ fn websocket_upgrade_denied_by_the_handler_never_reaches_the_upstream() {
 // 1b. WebSocket over h2 (RFC 8441 extended CONNECT)
 
 /// Run the RFC 8441 client (`egret-h2ws`) in the sandbox; (stdout, stderr).
+/// Run the RFC 8441 test client in the sandbox against `host`, with `extra` arguments.
+fn run_h2ws(env: &Env, host: &str, mode: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--ca", env.ca.as_str(), "--host", host, "--mode", mode];
+    args.extend_from_slice(extra);
+    env.topo
+        .in_sandbox(bin("egret-h2ws").to_str().unwrap(), &args)
+}
+
 fn h2ws(env: &Env, host: &str, mode: &str) -> (String, String) {
-    let o = env.topo.in_sandbox(
-        bin("egret-h2ws").to_str().unwrap(),
-        &["--ca", &env.ca, "--host", host, "--mode", mode],
-    );
+    let o = run_h2ws(env, host, mode, &[]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "egret-h2ws {host} {mode}: {out}\n{err}");
@@ -371,18 +376,11 @@ fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
         assert!(l.contains("x-auth-token=present"), "{l}");
     }
     // An upstream whose 101 carries the wrong Sec-WebSocket-Accept is not spliced.
-    let o = env.topo.in_sandbox(
-        bin("egret-h2ws").to_str().unwrap(),
-        &[
-            "--ca",
-            &env.ca,
-            "--host",
-            "api.test",
-            "--path",
-            "/ws/bad-accept",
-            "--mode",
-            "client-close",
-        ],
+    let o = run_h2ws(
+        &env,
+        "api.test",
+        "client-close",
+        &["--path", "/ws/bad-accept"],
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("STATUS 502"), "{out}");
@@ -391,18 +389,11 @@ fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
         "{out}"
     );
     // Only websocket is carried over extended CONNECT.
-    let o = env.topo.in_sandbox(
-        bin("egret-h2ws").to_str().unwrap(),
-        &[
-            "--ca",
-            &env.ca,
-            "--host",
-            "api.test",
-            "--mode",
-            "client-close",
-            "--protocol",
-            "connect-udp",
-        ],
+    let o = run_h2ws(
+        &env,
+        "api.test",
+        "client-close",
+        &["--protocol", "connect-udp"],
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("STATUS 501"), "{out}");

@@ -18,8 +18,17 @@ pub(crate) fn run(
 
 /// A command that is running; [`Pending::wait`] collects its output.
 pub(crate) struct Pending {
+    program: String,
     command: String,
     child: Child,
+}
+
+/// A finished command: whether it succeeded, its output, and the command line for errors.
+struct Finished {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    command: String,
 }
 
 /// Start `program args...` (feeding `stdin`, which must fit a pipe buffer) without waiting.
@@ -48,6 +57,7 @@ pub(crate) fn start(
         }
     }
     Ok(Pending {
+        program: program.to_string(),
         command: format!("{program} {}", args.join(" ")),
         child,
     })
@@ -56,32 +66,32 @@ pub(crate) fn start(
 impl Pending {
     /// Wait for the command; its stdout when it succeeded.
     pub(crate) fn wait(self) -> Result<String, CaptureError> {
-        let (ok, stdout, stderr) = self.output()?;
-        if ok {
-            Ok(stdout)
+        let done = self.finish()?;
+        if done.ok {
+            Ok(done.stdout)
         } else {
             Err(CaptureError::Command {
-                command: stderr.0,
-                stderr: stderr.1.trim().to_string(),
+                command: done.command,
+                stderr: done.stderr.trim().to_string(),
             })
         }
     }
 
-    /// (success, stdout, (command, stderr)).
-    fn output(self) -> Result<(bool, String, (String, String)), CaptureError> {
-        let program = self.command.split(' ').next().unwrap_or("").to_string();
-        let out = self
-            .child
+    fn finish(self) -> Result<Finished, CaptureError> {
+        let Pending {
+            program,
+            command,
+            child,
+        } = self;
+        let out = child
             .wait_with_output()
             .map_err(|source| CaptureError::Spawn { program, source })?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            (
-                self.command,
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ),
-        ))
+        Ok(Finished {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            command,
+        })
     }
 }
 
@@ -118,13 +128,12 @@ impl Batch {
             input.push_str(line);
             input.push('\n');
         }
-        let (ok, _, (command, stderr)) =
-            start("ip", &[self.family, "-force", "-batch", "-"], Some(&input))?.output()?;
-        let failed = failed_lines(&stderr);
-        if !ok && failed.is_empty() {
+        let done = start("ip", &[self.family, "-force", "-batch", "-"], Some(&input))?.finish()?;
+        let failed = failed_lines(&done.stderr);
+        if !done.ok && failed.is_empty() {
             return Err(CaptureError::Command {
-                command,
-                stderr: stderr.trim().to_string(),
+                command: done.command,
+                stderr: done.stderr.trim().to_string(),
             });
         }
         for (n, message) in failed {

@@ -430,34 +430,8 @@ fn main() {
     }
     let topo = Topology::new(SandboxNet::LoOnly);
     // A second sandbox, no egret, with a direct veth to the upstream namespace: the baseline.
-    let direct = Netns::new(&format!("egt-{}-dir", topo.id));
+    let direct = topo.direct_baseline(&[]);
     let _hosts = NetnsHosts::new(&direct, "127.0.0.1 localhost\n10.202.0.2 allowed.test\n");
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            &format!("vd{}", topo.id),
-            "netns",
-            &direct.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("vx{}", topo.id),
-            "netns",
-            &topo.up.name,
-        ],
-    )
-    .unwrap();
-    direct.ip(&["link", "set", &format!("vd{}", topo.id), "name", "v-up"]);
-    topo.up
-        .ip(&["link", "set", &format!("vx{}", topo.id), "name", "v-dir"]);
-    direct.ip(&["addr", "add", "10.202.0.1/24", "dev", "v-up"]);
-    topo.up
-        .ip(&["addr", "add", "10.202.0.2/24", "dev", "v-dir"]);
-    direct.ip(&["link", "set", "v-up", "up"]);
-    topo.up.ip(&["link", "set", "v-dir", "up"]);
 
     let pki = upstream_pki(&topo.tmp.0, "bench", &["allowed.test", "10.202.0.2"]);
     let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));

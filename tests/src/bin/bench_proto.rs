@@ -85,35 +85,7 @@ fn main() {
     let calls = env_num("BENCH_GRPC_CALLS", 2000).to_string();
     let topo = Topology::new(SandboxNet::LoOnly);
     // The baseline: a namespace without egret, with a veth straight to the upstream.
-    let direct = Netns::new(&format!("egt-{}-dir", topo.id));
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            &format!("vd{}", topo.id),
-            "netns",
-            &direct.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("vx{}", topo.id),
-            "netns",
-            &topo.up.name,
-        ],
-    )
-    .unwrap();
-    direct.ip(&["link", "set", &format!("vd{}", topo.id), "name", "v-up"]);
-    topo.up
-        .ip(&["link", "set", &format!("vx{}", topo.id), "name", "v-dir"]);
-    direct.ip(&["addr", "add", "10.202.0.1/24", "dev", "v-up"]);
-    topo.up
-        .ip(&["addr", "add", "10.202.0.2/24", "dev", "v-dir"]);
-    topo.up
-        .ip(&["addr", "add", "10.202.0.3/24", "dev", "v-dir"]);
-    direct.ip(&["link", "set", "v-up", "up"]);
-    topo.up.ip(&["link", "set", "v-dir", "up"]);
+    let direct = topo.direct_baseline(&["10.202.0.3/24"]);
 
     // bulk.test: egret-testsrv on .2; grpc.test: the grpcio server on .3 (both sides).
     let pki = upstream_pki(&topo.tmp.0, "proto", &["grpc.test", "bulk.test"]);
