@@ -269,3 +269,29 @@ fn timing_print() {
         );
     });
 }
+
+/// Each request runs on an instance nobody ran before: `count-calls` counts calls in a guest
+/// global, so any reuse of an instance (or of its memory without a reset) shows as a count
+/// above 1 — in sequence and in a concurrent burst that cycles the pool's slots.
+#[tokio::test]
+async fn every_request_runs_on_a_fresh_instance() {
+    let h = load("count-calls").await;
+    let (secrets, kv) = (SecretStore::new(), KvStore::new());
+    let call = Call::new("count-calls", &secrets, &kv);
+    for i in 0..20 {
+        let action = call.handle(&h).await.unwrap();
+        assert_eq!(
+            set_value(&action, "x-instance-calls").as_deref(),
+            Some(&b"1"[..]),
+            "call {i} ran on a used instance"
+        );
+    }
+    let burst = (0..32).map(|_| call.handle(&h));
+    for action in futures_util::future::join_all(burst).await {
+        let action = action.unwrap();
+        assert_eq!(
+            set_value(&action, "x-instance-calls").as_deref(),
+            Some(&b"1"[..])
+        );
+    }
+}

@@ -474,7 +474,15 @@ handler = "inject"
             &sock,
         ]
         .map(String::from)
-        .to_vec()
+        .into_iter()
+        // Extra egret flags for A/B runs of one binary (e.g. `BENCH_EGRET_ARGS="--workers 2"`).
+        .chain(
+            std::env::var("BENCH_EGRET_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from),
+        )
+        .collect()
     };
     let strs = |v: &[String]| -> Vec<String> { v.to_vec() };
     let start_egret = |args: &[String]| -> Egret {
@@ -503,6 +511,20 @@ handler = "inject"
     let egret_pid = egret.proc.child.id();
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss = rss_kib(egret_pid);
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For profiling by hand: the set-up stays up until stdin closes, then the bench ends.
+        println!(
+            "BENCH_HOLD: egret pid {egret_pid}, upstream pid {up_pid}\n\
+             sandbox:  ip netns exec {} curl --cacert {ca_s} https://allowed.test/echo\n\
+             direct:   ip netns exec {} curl --cacert {} https://allowed.test/echo\n\
+             close stdin to end",
+            topo.sbx.name,
+            direct.name,
+            pki.ca.display()
+        );
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        return;
+    }
 
     // Latency, one connection at a time (python client; its own cost is the same on both sides).
     let pki_ca = pki.ca.to_str().unwrap();

@@ -30,6 +30,7 @@ pub const ALL: &[&str] = &[
     "bad-header",
     "deep-recursion",
     "log-secret",
+    "count-calls",
 ];
 
 static BUILD: Once = Once::new();
