@@ -369,3 +369,121 @@ fn handler_run_works_offline_and_masks_secrets() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// CPU time a thread of `pid` named `name` has run, in ns (`/proc/PID/task/TID/schedstat`).
+fn thread_cpu_ns(pid: u32, name: &str) -> Option<u64> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            return stat.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// `--workers 2`: connections are spread over the main runtime and a second connection thread
+/// with its own upstream pools; every connection, on either thread, is decided and handled
+/// the same (handler injected, keep-alive requests on one connection), and SIGTERM still
+/// detaches cleanly.
+#[test]
+fn two_workers_spread_connections_and_both_serve_them() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let pki = upstream_pki(&topo.tmp.0, "up", &["vcs.test", "api.test"]);
+    let _up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let env = [
+        ("VCS_TOKEN", "vcs-secret-1234567890"),
+        ("TOKEN_A", TOKEN_A),
+        ("TOKEN_B", TOKEN_B),
+    ];
+    let ca = topo.tmp.path("ca.pem");
+    let mut egret = egret_with_env(
+        &topo,
+        "workers",
+        &vcs_policy("TOKEN_A", &pki),
+        &env,
+        &[
+            "--workers",
+            "2",
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+            "--ca-out",
+            ca.to_str().unwrap(),
+        ],
+    );
+    let pid = egret.proc.child.id();
+    // A new thread names itself once it runs: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        if let Some(ns) = thread_cpu_ns(pid, "egret-worker-1") {
+            break ns;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no egret-worker-1 thread\n{}",
+            egret.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ca = ca.to_str().unwrap();
+    // 12 HTTPS connections (two requests each: a connection stays on its thread), then 4
+    // plain HTTP ones; consecutive connections alternate between the two threads.
+    let https = ["https://vcs.test/echo", "https://vcs.test/echo"];
+    for (i, urls) in std::iter::repeat_n(&https[..], 12)
+        .chain(std::iter::repeat_n(&["http://vcs.test/echo"][..], 4))
+        .enumerate()
+    {
+        let mut args = vec!["--cacert", ca];
+        args.extend_from_slice(urls);
+        let (code, out, err) = topo.curl(&args);
+        assert_eq!(code, 0, "connection {i}: {err}\n{}", egret.logs());
+        let bodies: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+            .into_iter()
+            .map(|v| v.unwrap_or_else(|e| panic!("not JSON ({e}): {out}")))
+            .collect();
+        assert_eq!(bodies.len(), urls.len(), "{out}");
+        for v in &bodies {
+            assert_eq!(v["headers"]["x-auth-token"], "vcs-secret-1234567890", "{v}");
+        }
+    }
+    let after = thread_cpu_ns(pid, "egret-worker-1").expect("the thread is still there");
+    assert!(
+        after > before + 1_000_000,
+        "the second connection thread ran {} µs for 16 connections: connections are not spread",
+        (after - before) / 1000
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let served = loop {
+        let n = egret
+            .audit_events()
+            .iter()
+            .filter(|e| e["status"] == 200)
+            .count();
+        if n >= 28 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(served, 28, "{:?}", egret.audit_events());
+
+    // SIGTERM: both threads stop and egret detaches with status 0.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = egret.proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "egret did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", egret.logs());
+    assert!(egret.logs().contains("detached"), "{}", egret.logs());
+}

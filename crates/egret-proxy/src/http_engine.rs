@@ -461,12 +461,13 @@ impl Proxy {
         // An HTTP/1.1 request goes upstream as HTTP/1.1: an h2 upstream connection would add
         // framing, flow control and a second connection task to every request on a
         // keep-alive connection, for multiplexing that one sandbox connection cannot use.
+        let clients = self.clients();
         let client = if upgrade.is_some() || !downstream_h2 {
-            &self.clients.h1
+            &clients.h1
         } else if !info.tls {
-            &self.clients.h2c
+            &clients.h2c
         } else {
-            &self.clients.auto
+            &clients.auto
         };
         let body = crate::audit::counted(body, parts.extensions.get());
         let upstream_req = Request::from_parts(parts, body);

@@ -24,12 +24,14 @@ mod conn;
 pub mod headers;
 mod http_engine;
 pub mod metrics;
+mod shard;
 mod tunnel;
 pub mod upstream;
 
 pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::ConnInfo;
 pub use http_engine::{HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
+pub use shard::Shards;
 
 use arc_swap::ArcSwap;
 use egret_policy::CompiledPolicy;
@@ -117,7 +119,12 @@ pub struct Proxy {
     pub(crate) cfg: ProxyConfig,
     pub(crate) policy: Arc<ArcSwap<CompiledPolicy>>,
     pub(crate) dns: Arc<dyn SandboxDns>,
+    /// Upstream pools of the main runtime (shard 0).
     pub(crate) clients: upstream::Clients,
+    /// Upstream pools of the shard threads 1.. (see [`Proxy::start_shards`]).
+    pub(crate) shard_clients: std::sync::OnceLock<Vec<upstream::Clients>>,
+    /// What new pools are built from.
+    pub(crate) client_parts: ClientParts,
     pub(crate) connector: upstream::Connector,
     pub(crate) tls: Option<TlsState>,
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
@@ -159,13 +166,12 @@ impl Proxy {
         let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> =
             Arc::new(move |ip| map.is_synthetic(ip));
         let resolver = upstream::Resolver::new(parts.policy.clone(), synthetic);
-        let clients = upstream::Clients::new(
-            resolver.clone(),
-            parts.upstream_tls.clone(),
-            parts.upstream_tls_h1.clone(),
-            parts.cfg.connect_timeout,
-            parts.metrics.clone(),
-        );
+        let client_parts = ClientParts {
+            resolver: resolver.clone(),
+            tls_auto: parts.upstream_tls.clone(),
+            tls_h1: parts.upstream_tls_h1.clone(),
+        };
+        let clients = client_parts.build(parts.cfg.connect_timeout, &parts.metrics);
         let connector = upstream::Connector::new(
             resolver,
             parts.upstream_tls,
@@ -177,6 +183,8 @@ impl Proxy {
             policy: parts.policy,
             dns,
             clients,
+            shard_clients: std::sync::OnceLock::new(),
+            client_parts,
             connector,
             tls: parts.tls,
             handlers: parts.handlers,
@@ -222,8 +230,24 @@ impl Proxy {
         self.policy.load_full()
     }
 
-    /// Accept connections forever (until the future is dropped).
+    /// New upstream pools, as [`Proxy::new`] made the first ones.
+    pub(crate) fn new_clients(&self) -> upstream::Clients {
+        self.client_parts
+            .build(self.cfg.connect_timeout, &self.metrics)
+    }
+
+    /// Accept connections forever (until the future is dropped), all served on this runtime.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        self.serve_sharded(listener, None).await
+    }
+
+    /// Accept connections forever, spreading them round robin over this runtime and the
+    /// shard threads (see [`Proxy::start_shards`]).
+    pub async fn serve_sharded(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shards: Option<Arc<Shards>>,
+    ) {
         let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_connections));
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -240,11 +264,38 @@ impl Proxy {
                 conn::reset(stream);
                 continue;
             };
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.handle_connection(stream, peer).await;
-                drop(permit);
-            });
+            match shards.as_deref().map_or(0, Shards::pick) {
+                0 => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.handle_connection(stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                i => shards
+                    .as_deref()
+                    .expect("picked")
+                    .hand_over(i, stream, peer, permit),
+            }
         }
+    }
+}
+
+/// What upstream pools are built from (one set per connection thread).
+pub(crate) struct ClientParts {
+    resolver: upstream::Resolver,
+    tls_auto: Option<Arc<rustls::ClientConfig>>,
+    tls_h1: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl ClientParts {
+    fn build(&self, timeout: Duration, metrics: &Arc<metrics::Metrics>) -> upstream::Clients {
+        upstream::Clients::new(
+            self.resolver.clone(),
+            self.tls_auto.clone(),
+            self.tls_h1.clone(),
+            timeout,
+            metrics.clone(),
+        )
     }
 }

@@ -161,9 +161,10 @@ pub struct RunArgs {
     /// is reopened on SIGHUP (log rotation).
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
-    /// Tokio worker threads. One by default: egret shares the machine with its sandbox, and a
-    /// second worker mostly adds cross-thread wake-ups to each request (measured: added latency
-    /// p50 roughly halves with one); raise it for many busy connections on more cores.
+    /// Threads serving sandbox connections. Each has its own event loop and upstream
+    /// connection pools; new connections are spread over them round robin, and a connection
+    /// stays on its thread. One by default: egret shares the machine with its sandbox; raise it
+    /// for many busy connections when egret's one thread is the bottleneck.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Serve the admin API (HTTP/1.1 + JSON) on this Unix socket (created 0600).

@@ -394,8 +394,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ca.clone(),
         std::num::NonZeroUsize::new(args.leaf_cache_size.max(1)).expect("max(1)"),
     ));
+    // The main runtime: admin API, DNS, swaps, and the first share of sandbox connections.
+    // `--workers` above 1 adds connection threads of their own (egret_proxy::Shards).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
+        .worker_threads(1)
         .enable_all()
         .thread_name("egret-worker")
         .build()
@@ -518,10 +520,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }));
         }
 
+        let shards = proxy
+            .start_shards(args.workers)
+            .context("cannot start the worker threads (--workers)")?;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(listeners.tcp4)?));
+        tasks.spawn(proxy.clone().serve_sharded(
+            tokio::net::TcpListener::from_std(listeners.tcp4)?,
+            Some(shards.clone()),
+        ));
         if let Some(l) = listeners.tcp6 {
-            tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(l)?));
+            tasks.spawn(
+                proxy
+                    .clone()
+                    .serve_sharded(tokio::net::TcpListener::from_std(l)?, Some(shards.clone())),
+            );
         }
         tasks.spawn(egret_dns::serve_udp(tokio::net::UdpSocket::from_std(listeners.dns4)?, dns.clone()));
         if let Some(s) = listeners.dns6 {
@@ -556,6 +568,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         tasks.abort_all();
         if let Some(a) = admin {
             a.stop().await;
+        }
+        // The accept loops are gone; once their tasks drop their handles, this one is the last
+        // and stopping it closes what the worker threads still serve.
+        while tasks.join_next().await.is_some() {}
+        if let Ok(shards) = Arc::try_unwrap(shards) {
+            shards.stop();
         }
         let st = leaves.stats();
         let ps = proxy.stats();
