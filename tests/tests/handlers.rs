@@ -385,10 +385,10 @@ fn thread_cpu_ns(pid: u32, name: &str) -> Option<u64> {
     None
 }
 
-/// `--workers 2`: connections are spread over the main runtime and a second connection thread
-/// with its own upstream pools; every connection, on either thread, is decided and handled
-/// the same (handler injected, keep-alive requests on one connection), and SIGTERM still
-/// detaches cleanly.
+/// `--workers 2`: the main runtime and a second connection thread (its own upstream pools)
+/// both accept from the transparent listener; every connection, on either thread, is decided
+/// and handled the same (handler injected, keep-alive requests on one connection), and SIGTERM
+/// still detaches cleanly.
 #[test]
 fn two_workers_spread_connections_and_both_serve_them() {
     let topo = Topology::new(SandboxNet::LoOnly);
@@ -430,7 +430,7 @@ fn two_workers_spread_connections_and_both_serve_them() {
     };
     let ca = ca.to_str().unwrap();
     // 12 HTTPS connections (two requests each: a connection stays on its thread), then 4
-    // plain HTTP ones; consecutive connections alternate between the two threads.
+    // plain HTTP ones.
     let https = ["https://vcs.test/echo", "https://vcs.test/echo"];
     for (i, urls) in std::iter::repeat_n(&https[..], 12)
         .chain(std::iter::repeat_n(&["http://vcs.test/echo"][..], 4))
@@ -450,9 +450,12 @@ fn two_workers_spread_connections_and_both_serve_them() {
         }
     }
     let after = thread_cpu_ns(pid, "egret-worker-1").expect("the thread is still there");
+    eprintln!("egret-worker-1 ran {} µs", (after - before) / 1000);
     assert!(
-        after > before + 1_000_000,
-        "the second connection thread ran {} µs for 16 connections: connections are not spread",
+        // Serving even one TLS connection takes milliseconds; waking up for a connection the
+        // other thread took, microseconds.
+        after > before + 2_000_000,
+        "the second connection thread ran {} µs for 16 connections: it served none",
         (after - before) / 1000
     );
     let deadline = Instant::now() + Duration::from_secs(5);

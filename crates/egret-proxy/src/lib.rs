@@ -132,6 +132,8 @@ pub struct Proxy {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) audit: Arc<AuditSink>,
     pub(crate) next_conn: AtomicU64,
+    /// `max_connections`, shared by every accept loop.
+    pub(crate) limit: Arc<tokio::sync::Semaphore>,
     /// Bumped by [`Proxy::policy_changed`]; long-lived tunnels re-check their destination.
     pub(crate) generation_tx: tokio::sync::watch::Sender<u64>,
 }
@@ -178,6 +180,7 @@ impl Proxy {
             parts.cfg.connect_timeout,
             parts.metrics.clone(),
         );
+        let limit = Arc::new(tokio::sync::Semaphore::new(parts.cfg.max_connections));
         Arc::new(Proxy {
             cfg: parts.cfg,
             policy: parts.policy,
@@ -192,6 +195,7 @@ impl Proxy {
             metrics: parts.metrics,
             audit: parts.audit,
             next_conn: AtomicU64::new(1),
+            limit,
             generation_tx: tokio::sync::watch::channel(0).0,
         })
     }
@@ -236,19 +240,10 @@ impl Proxy {
             .build(self.cfg.connect_timeout, &self.metrics)
     }
 
-    /// Accept connections forever (until the future is dropped), all served on this runtime.
+    /// Accept connections forever (until the future is dropped) and serve them on this
+    /// runtime. Several loops (threads) may accept from one listening socket; they share the
+    /// connection limit.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
-        self.serve_sharded(listener, None).await
-    }
-
-    /// Accept connections forever, spreading them round robin over this runtime and the
-    /// shard threads (see [`Proxy::start_shards`]).
-    pub async fn serve_sharded(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-        shards: Option<Arc<Shards>>,
-    ) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_connections));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -259,24 +254,16 @@ impl Proxy {
                     continue;
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
                 self.stats.overload.fetch_add(1, Ordering::Relaxed);
                 conn::reset(stream);
                 continue;
             };
-            match shards.as_deref().map_or(0, Shards::pick) {
-                0 => {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        this.handle_connection(stream, peer).await;
-                        drop(permit);
-                    });
-                }
-                i => shards
-                    .as_deref()
-                    .expect("picked")
-                    .hand_over(i, stream, peer, permit),
-            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.handle_connection(stream, peer).await;
+                drop(permit);
+            });
         }
     }
 }

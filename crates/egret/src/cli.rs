@@ -162,8 +162,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
     /// Threads serving sandbox connections. Each has its own event loop and upstream
-    /// connection pools; new connections are spread over them round robin, and a connection
-    /// stays on its thread. One by default: egret shares the machine with its sandbox; raise it
+    /// connection pools and accepts from the same listening sockets: a free thread takes the
+    /// next connection, which then stays on it. One by default: egret shares the machine with its sandbox; raise it
     /// for many busy connections when egret's one thread is the bottleneck.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
