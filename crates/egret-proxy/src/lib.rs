@@ -240,10 +240,19 @@ impl Proxy {
             .build(self.cfg.connect_timeout, &self.metrics)
     }
 
-    /// Accept connections forever (until the future is dropped) and serve them on this
-    /// runtime. Several loops (threads) may accept from one listening socket; they share the
-    /// connection limit.
+    /// Accept connections forever (until the future is dropped), all served on this runtime.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        self.serve_sharded(listener, None).await
+    }
+
+    /// Accept connections forever, each served on the least busy of this runtime and the
+    /// shard threads (see [`Proxy::start_shards`]). Every accept loop shares the connection
+    /// limit.
+    pub async fn serve_sharded(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shards: Option<Arc<Shards>>,
+    ) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -259,6 +268,10 @@ impl Proxy {
                 conn::reset(stream);
                 continue;
             };
+            if let Some(shards) = &shards {
+                shards.dispatch(&self, stream, peer, permit);
+                continue;
+            }
             let this = self.clone();
             tokio::spawn(async move {
                 this.handle_connection(stream, peer).await;

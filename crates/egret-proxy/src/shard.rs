@@ -1,18 +1,22 @@
 //! Extra connection threads ("shards", `--workers` above 1). Each shard is a thread with a
-//! current-thread tokio runtime and upstream connection pools of its own, accepting from the
-//! same listening sockets as the main runtime (duplicated descriptors, each registered with
-//! its own thread's epoll): whichever thread is free takes the next connection, and the
-//! connection — each request on it, upstream connection included — lives on that thread until
-//! it closes. A work-stealing runtime with several workers moves tasks between threads
-//! instead, and pays a cross-thread wake-up for most hand-offs inside a request (measured on 2
-//! cores: more CPU per request, not more throughput). Shared state (policy, leaf cache,
-//! handler engine, counters, the connection limit) is read-mostly.
+//! current-thread tokio runtime and upstream connection pools of its own. The accept loop gives
+//! each new connection to the thread serving the fewest open connections (the main runtime on
+//! a tie, which spares a lone connection the hand-off), and the connection — each request on
+//! it, upstream connection included — then lives on that thread until it closes.
+//!
+//! Why not the alternatives (measured on 2 cores): a work-stealing runtime with several workers
+//! moves tasks between threads and pays a cross-thread wake-up for most hand-offs inside a
+//! request (more CPU per request, no more throughput); every thread accepting from the shared
+//! listening socket lets whichever thread wakes first take a whole burst of connections (one
+//! run: wrk's 64 connections ended up mostly on one thread, ratio 0.36 instead of ~0.5).
 use crate::{upstream, Proxy};
 use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 thread_local! {
     /// Which shard this thread runs: 0 for the main runtime, 1.. for the shard threads.
@@ -24,17 +28,78 @@ fn current() -> usize {
     SHARD.with(Cell::get)
 }
 
-/// The running shard threads of one [`Proxy`]. [`Shards::stop`] (or dropping it) ends them:
-/// connections still open on them are closed.
+/// Counts a connection against its thread while alive.
+struct Open {
+    load: Arc<[AtomicUsize]>,
+    shard: usize,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.load[self.shard].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection handed from the accept loop to a shard thread.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    open: Open,
+}
+
+/// The running shard threads of one [`Proxy`]. [`Shards::stop`] (or dropping the last handle)
+/// ends them: connections still open on them are closed.
 pub struct Shards {
-    stops: Vec<oneshot::Sender<()>>,
+    senders: Vec<mpsc::UnboundedSender<Accepted>>,
     threads: Vec<JoinHandle<()>>,
+    /// Open connections per thread, the main runtime's at 0.
+    load: Arc<[AtomicUsize]>,
 }
 
 impl Shards {
     /// Number of connection threads, the main runtime's included.
     pub fn workers(&self) -> usize {
-        self.threads.len() + 1
+        self.load.len()
+    }
+
+    /// Serves an accepted connection on the least busy thread.
+    pub(crate) fn dispatch(
+        &self,
+        proxy: &Arc<Proxy>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let shard = (0..self.load.len())
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.load[shard].fetch_add(1, Ordering::Relaxed);
+        let open = Open {
+            load: self.load.clone(),
+            shard,
+        };
+        if shard == 0 {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                proxy.handle_connection(stream, peer).await;
+                drop((permit, open));
+            });
+            return;
+        }
+        match stream.into_std() {
+            // A send fails only once the shard has stopped (egret is exiting): the connection
+            // is dropped, which closes it.
+            Ok(stream) => {
+                let _ = self.senders[shard - 1].send(Accepted {
+                    stream,
+                    peer,
+                    permit,
+                    open,
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot hand a connection to a worker thread"),
+        }
     }
 
     /// Stops the shard threads and waits for them.
@@ -43,7 +108,7 @@ impl Shards {
     }
 
     fn stop_threads(&mut self) {
-        self.stops.clear(); // dropping a sender wakes its shard
+        self.senders.clear(); // a shard ends when its channel closes
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -57,41 +122,34 @@ impl Drop for Shards {
 }
 
 impl Proxy {
-    /// Starts `workers - 1` shard threads (none for 1), each with its own upstream pools and
-    /// accepting from (duplicates of) `listeners`, which the caller serves on its own runtime
-    /// with [`Proxy::serve`] as well. Call once per proxy.
-    pub fn start_shards(
-        self: &Arc<Self>,
-        workers: usize,
-        listeners: &[&std::net::TcpListener],
-    ) -> std::io::Result<Shards> {
+    /// Starts `workers - 1` shard threads (none for 1), each with its own upstream pools;
+    /// pass the result to [`Proxy::serve_sharded`]. Call once per proxy.
+    pub fn start_shards(self: &Arc<Self>, workers: usize) -> std::io::Result<Arc<Shards>> {
         let extra = workers.max(1) - 1;
         let clients: Vec<upstream::Clients> = (0..extra).map(|_| self.new_clients()).collect();
         if self.shard_clients.set(clients).is_err() {
             return Err(std::io::Error::other("start_shards called twice"));
         }
-        let mut shards = Shards {
-            stops: Vec::with_capacity(extra),
-            threads: Vec::with_capacity(extra),
-        };
+        let mut senders = Vec::with_capacity(extra);
+        let mut threads = Vec::with_capacity(extra);
         for i in 1..=extra {
-            let own = listeners
-                .iter()
-                .map(|l| l.try_clone())
-                .collect::<std::io::Result<Vec<_>>>()?;
+            let (tx, rx) = mpsc::unbounded_channel();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (stop, stopped) = oneshot::channel();
             let proxy = self.clone();
-            shards.threads.push(
+            threads.push(
                 std::thread::Builder::new()
                     .name(format!("egret-worker-{i}"))
-                    .spawn(move || run_shard(i, rt, proxy, own, stopped))?,
+                    .spawn(move || run_shard(i, rt, proxy, rx))?,
             );
-            shards.stops.push(stop);
+            senders.push(tx);
         }
-        Ok(shards)
+        Ok(Arc::new(Shards {
+            senders,
+            threads,
+            load: (0..=extra).map(|_| AtomicUsize::new(0)).collect(),
+        }))
     }
 
     /// The upstream pools of the calling thread's shard.
@@ -111,20 +169,30 @@ fn run_shard(
     i: usize,
     rt: tokio::runtime::Runtime,
     proxy: Arc<Proxy>,
-    listeners: Vec<std::net::TcpListener>,
-    stopped: oneshot::Receiver<()>,
+    mut rx: mpsc::UnboundedReceiver<Accepted>,
 ) {
     SHARD.with(|s| s.set(i));
     rt.block_on(async {
-        for l in listeners {
-            match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => {
-                    tokio::spawn(proxy.clone().serve(l));
+        while let Some(Accepted {
+            stream,
+            peer,
+            permit,
+            open,
+        }) = rx.recv().await
+        {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "worker thread cannot take a connection");
+                    continue;
                 }
-                Err(e) => tracing::warn!(worker = i, error = %e, "worker thread cannot accept"),
-            }
+            };
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                proxy.handle_connection(stream, peer).await;
+                drop((permit, open));
+            });
         }
-        let _ = stopped.await;
     });
     // Same grace as the main runtime gets at exit.
     rt.shutdown_timeout(Duration::from_millis(200));

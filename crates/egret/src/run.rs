@@ -520,15 +520,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }));
         }
 
-        let tcp: Vec<&std::net::TcpListener> =
-            std::iter::once(&listeners.tcp4).chain(listeners.tcp6.as_ref()).collect();
         let shards = proxy
-            .start_shards(args.workers, &tcp)
+            .start_shards(args.workers)
             .context("cannot start the worker threads (--workers)")?;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(listeners.tcp4)?));
+        tasks.spawn(proxy.clone().serve_sharded(
+            tokio::net::TcpListener::from_std(listeners.tcp4)?,
+            Some(shards.clone()),
+        ));
         if let Some(l) = listeners.tcp6 {
-            tasks.spawn(proxy.clone().serve(tokio::net::TcpListener::from_std(l)?));
+            tasks.spawn(
+                proxy
+                    .clone()
+                    .serve_sharded(tokio::net::TcpListener::from_std(l)?, Some(shards.clone())),
+            );
         }
         tasks.spawn(egret_dns::serve_udp(tokio::net::UdpSocket::from_std(listeners.dns4)?, dns.clone()));
         if let Some(s) = listeners.dns6 {
@@ -564,8 +569,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Some(a) = admin {
             a.stop().await;
         }
-        // Closes what the worker threads still serve, as the runtime's shutdown does here.
-        shards.stop();
+        // The accept loops are gone; once their tasks have dropped their handles this one is
+        // the last, and stopping it closes what the worker threads still serve (as the
+        // runtime's shutdown does here).
+        while tasks.join_next().await.is_some() {}
+        if let Ok(shards) = Arc::try_unwrap(shards) {
+            shards.stop();
+        }
         let st = leaves.stats();
         let ps = proxy.stats();
         tracing::info!(
