@@ -161,12 +161,13 @@ pub struct RunArgs {
     /// is reopened on SIGHUP (log rotation).
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
-    /// Threads serving sandbox connections. Each has its own event loop and upstream
-    /// connection pools and accepts from the same listening sockets: a free thread takes the
-    /// next connection, which then stays on it. One by default: egret shares the machine with its sandbox; raise it
-    /// for many busy connections when egret's one thread is the bottleneck.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    /// Threads serving sandbox connections (default: 2, or 1 on a single-CPU machine). Each
+    /// has its own event loop and upstream connection pools; a new connection goes to the
+    /// thread with the fewest open ones (the first on a tie, so a lone connection costs no
+    /// hand-off) and stays there. 1 keeps egret to one core of the machine it shares with its
+    /// sandbox; more only helps with many busy connections.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
     /// Serve the admin API (HTTP/1.1 + JSON) on this Unix socket (created 0600).
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,

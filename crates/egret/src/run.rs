@@ -521,7 +521,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
 
         let shards = proxy
-            .start_shards(args.workers)
+            .start_shards(workers(args.workers))
             .context("cannot start the worker threads (--workers)")?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(proxy.clone().serve_sharded(
@@ -601,4 +601,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     detach?;
     tracing::info!("detached; the sandbox namespace holds nothing of egret's");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--workers`, or its default: two connection threads, one on a single-CPU machine (a
+/// second thread there only takes turns with the first).
+fn workers(flag: Option<u16>) -> usize {
+    flag.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    })
 }
