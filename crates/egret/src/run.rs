@@ -606,7 +606,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// `--workers`, or its default: two connection threads, one on a single-CPU machine (a
 /// second thread there only takes turns with the first).
 fn workers(flag: Option<u16>) -> usize {
-    flag.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
-    })
+    flag.map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
 }
