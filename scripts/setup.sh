@@ -25,4 +25,8 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; the
   echo "setup: adding the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
 fi
+if ! cargo fmt --version >/dev/null 2>&1; then
+  echo "setup: adding rustfmt (scripts/test.sh checks formatting)"
+  rustup component add rustfmt
+fi
 echo "setup: ok"

@@ -9,6 +9,11 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 scripts/setup.sh
+# Formatting is part of passing (instant). Clippy is not run here: its check build of the whole
+# workspace would add minutes to CI; run `cargo clippy --workspace --all-targets -- -D warnings`.
+if [[ $# -eq 0 ]]; then
+  cargo fmt --all -- --check || { echo "test: run cargo fmt --all" >&2; exit 1; }
+fi
 if [[ -x scripts/build-handlers.sh ]]; then scripts/build-handlers.sh; fi
 cargo build --workspace --bins
 # Two cores: two test threads; e2e tests are I/O bound and isolated by namespace.
