@@ -61,6 +61,9 @@ pub struct ProxyConfig {
     /// Pass `Alt-Svc` HTTP/3 advertisements to the sandbox (by default they are stripped:
     /// UDP/443 is refused, so QUIC could only fail).
     pub keep_alt_svc: bool,
+    /// Connection threads: the runtime calling [`Proxy::serve_sharded`] plus `workers - 1`
+    /// started by [`Proxy::start_shards`], each with its own upstream pools.
+    pub workers: usize,
 }
 
 impl ProxyConfig {
@@ -75,6 +78,7 @@ impl ProxyConfig {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 16384,
             keep_alt_svc: false,
+            workers: 1,
         }
     }
 }
@@ -119,12 +123,9 @@ pub struct Proxy {
     pub(crate) cfg: ProxyConfig,
     pub(crate) policy: Arc<ArcSwap<CompiledPolicy>>,
     pub(crate) dns: Arc<dyn SandboxDns>,
-    /// Upstream pools of the main runtime (shard 0).
-    pub(crate) clients: upstream::Clients,
-    /// Upstream pools of the shard threads 1.. (see [`Proxy::start_shards`]).
-    pub(crate) shard_clients: std::sync::OnceLock<Vec<upstream::Clients>>,
-    /// What new pools are built from.
-    pub(crate) client_parts: ClientParts,
+    /// Upstream pools, one set per connection thread (`cfg.workers`): the main runtime's
+    /// first (see [`Proxy::clients`]).
+    pub(crate) clients: Vec<upstream::Clients>,
     pub(crate) connector: upstream::Connector,
     pub(crate) tls: Option<TlsState>,
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
@@ -168,12 +169,17 @@ impl Proxy {
         let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> =
             Arc::new(move |ip| map.is_synthetic(ip));
         let resolver = upstream::Resolver::new(parts.policy.clone(), synthetic);
-        let client_parts = ClientParts {
-            resolver: resolver.clone(),
-            tls_auto: parts.upstream_tls.clone(),
-            tls_h1: parts.upstream_tls_h1.clone(),
-        };
-        let clients = client_parts.build(parts.cfg.connect_timeout, &parts.metrics);
+        let clients = (0..parts.cfg.workers.max(1))
+            .map(|_| {
+                upstream::Clients::new(
+                    resolver.clone(),
+                    parts.upstream_tls.clone(),
+                    parts.upstream_tls_h1.clone(),
+                    parts.cfg.connect_timeout,
+                    parts.metrics.clone(),
+                )
+            })
+            .collect();
         let connector = upstream::Connector::new(
             resolver,
             parts.upstream_tls,
@@ -186,8 +192,6 @@ impl Proxy {
             policy: parts.policy,
             dns,
             clients,
-            shard_clients: std::sync::OnceLock::new(),
-            client_parts,
             connector,
             tls: parts.tls,
             handlers: parts.handlers,
@@ -234,12 +238,6 @@ impl Proxy {
         self.policy.load_full()
     }
 
-    /// New upstream pools, as [`Proxy::new`] made the first ones.
-    pub(crate) fn new_clients(&self) -> upstream::Clients {
-        self.client_parts
-            .build(self.cfg.connect_timeout, &self.metrics)
-    }
-
     /// Accept connections forever (until the future is dropped), all served on this runtime.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
         self.serve_sharded(listener, None).await
@@ -278,24 +276,5 @@ impl Proxy {
                 drop(permit);
             });
         }
-    }
-}
-
-/// What upstream pools are built from (one set per connection thread).
-pub(crate) struct ClientParts {
-    resolver: upstream::Resolver,
-    tls_auto: Option<Arc<rustls::ClientConfig>>,
-    tls_h1: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl ClientParts {
-    fn build(&self, timeout: Duration, metrics: &Arc<metrics::Metrics>) -> upstream::Clients {
-        upstream::Clients::new(
-            self.resolver.clone(),
-            self.tls_auto.clone(),
-            self.tls_h1.clone(),
-            timeout,
-            metrics.clone(),
-        )
     }
 }

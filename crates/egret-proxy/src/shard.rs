@@ -48,8 +48,8 @@ struct Accepted {
     open: Open,
 }
 
-/// The running shard threads of one [`Proxy`]. [`Shards::stop`] (or dropping the last handle)
-/// ends them: connections still open on them are closed.
+/// The running shard threads of one [`Proxy`]. Dropping the last handle ends them (and waits
+/// for them): connections still open on them are closed.
 pub struct Shards {
     senders: Vec<mpsc::UnboundedSender<Accepted>>,
     threads: Vec<JoinHandle<()>>,
@@ -58,11 +58,6 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Number of connection threads, the main runtime's included.
-    pub fn workers(&self) -> usize {
-        self.load.len()
-    }
-
     /// Serves an accepted connection on the least busy thread.
     pub(crate) fn dispatch(
         &self,
@@ -101,13 +96,10 @@ impl Shards {
             Err(e) => tracing::debug!(error = %e, "cannot hand a connection to a worker thread"),
         }
     }
+}
 
-    /// Stops the shard threads and waits for them.
-    pub fn stop(mut self) {
-        self.stop_threads();
-    }
-
-    fn stop_threads(&mut self) {
+impl Drop for Shards {
+    fn drop(&mut self) {
         self.senders.clear(); // a shard ends when its channel closes
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -115,21 +107,12 @@ impl Shards {
     }
 }
 
-impl Drop for Shards {
-    fn drop(&mut self) {
-        self.stop_threads();
-    }
-}
-
 impl Proxy {
-    /// Starts `workers - 1` shard threads (none for 1), each with its own upstream pools;
-    /// pass the result to [`Proxy::serve_sharded`]. Call once per proxy.
-    pub fn start_shards(self: &Arc<Self>, workers: usize) -> std::io::Result<Arc<Shards>> {
-        let extra = workers.max(1) - 1;
-        let clients: Vec<upstream::Clients> = (0..extra).map(|_| self.new_clients()).collect();
-        if self.shard_clients.set(clients).is_err() {
-            return Err(std::io::Error::other("start_shards called twice"));
-        }
+    /// Starts the `cfg.workers - 1` shard threads (none for 1), each using its own set of the
+    /// proxy's upstream pools; pass the result to [`Proxy::serve_sharded`]. Call once per
+    /// proxy.
+    pub fn start_shards(self: &Arc<Self>) -> std::io::Result<Arc<Shards>> {
+        let extra = self.clients.len() - 1;
         let mut senders = Vec::with_capacity(extra);
         let mut threads = Vec::with_capacity(extra);
         for i in 1..=extra {
@@ -152,16 +135,10 @@ impl Proxy {
         }))
     }
 
-    /// The upstream pools of the calling thread's shard.
+    /// The upstream pools of the calling thread's shard (the main runtime's outside shard
+    /// threads).
     pub(crate) fn clients(&self) -> &upstream::Clients {
-        match current() {
-            0 => &self.clients,
-            i => self
-                .shard_clients
-                .get()
-                .and_then(|c| c.get(i - 1))
-                .unwrap_or(&self.clients),
-        }
+        &self.clients[current().min(self.clients.len() - 1)]
     }
 }
 

@@ -477,6 +477,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         pcfg.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
         pcfg.max_connections = args.max_connections;
         pcfg.keep_alt_svc = args.keep_alt_svc;
+        pcfg.workers = workers(args.workers);
         pcfg.handshake_timeout = Duration::from_millis(args.tls_handshake_timeout_ms);
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: pcfg,
@@ -521,7 +522,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
 
         let shards = proxy
-            .start_shards(workers(args.workers))
+            .start_shards()
             .context("cannot start the worker threads (--workers)")?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(proxy.clone().serve_sharded(
@@ -569,13 +570,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Some(a) = admin {
             a.stop().await;
         }
-        // The accept loops are gone; once their tasks have dropped their handles this one is
-        // the last, and stopping it closes what the worker threads still serve (as the
+        // Once the aborted accept loops have dropped their handles this one is the last, and
+        // dropping it stops the worker threads, closing what they still serve (as the
         // runtime's shutdown does here).
         while tasks.join_next().await.is_some() {}
-        if let Ok(shards) = Arc::try_unwrap(shards) {
-            shards.stop();
-        }
+        drop(shards);
         let st = leaves.stats();
         let ps = proxy.stats();
         tracing::info!(
