@@ -547,14 +547,22 @@ proptest! {
 }
 
 /// Log events as field → value maps, captured while `f` runs on this thread.
+///
+/// The capturing subscriber is the binary's global default rather than a scoped one: tracing
+/// caches each call site's interest process-wide, and a call site first reached by another
+/// test thread while no subscriber listened could stay cached as "never" even inside a scoped
+/// subscriber (seen once in CI: the denied-name event went missing).
 fn capture(f: impl FnOnce()) -> Vec<BTreeMap<String, String>> {
-    use std::sync::Mutex;
+    use std::cell::RefCell;
     use tracing::field::{Field, Visit};
     use tracing::span::{Attributes, Id, Record as SpanRecord};
     use tracing::{Event, Metadata, Subscriber};
 
-    #[derive(Default)]
-    struct Capture(Arc<Mutex<Vec<BTreeMap<String, String>>>>);
+    type Captured = Vec<BTreeMap<String, String>>;
+    thread_local! {
+        static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
+    }
+    struct Capture;
     struct Fields(BTreeMap<String, String>);
     impl Visit for Fields {
         fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -575,17 +583,24 @@ fn capture(f: impl FnOnce()) -> Vec<BTreeMap<String, String>> {
         fn record(&self, _: &Id, _: &SpanRecord<'_>) {}
         fn record_follows_from(&self, _: &Id, _: &Id) {}
         fn event(&self, event: &Event<'_>) {
-            let mut v = Fields(BTreeMap::new());
-            event.record(&mut v);
-            self.0.lock().unwrap().push(v.0);
+            CAPTURED.with(|c| {
+                if let Some(events) = c.borrow_mut().as_mut() {
+                    let mut v = Fields(BTreeMap::new());
+                    event.record(&mut v);
+                    events.push(v.0);
+                }
+            });
         }
         fn enter(&self, _: &Id) {}
         fn exit(&self, _: &Id) {}
     }
 
-    let sub = Capture::default();
-    let events = sub.0.clone();
-    tracing::subscriber::with_default(sub, f);
-    let out = events.lock().unwrap().clone();
-    out
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(Capture)
+            .expect("no other global subscriber in this test binary");
+    });
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    f();
+    CAPTURED.with(|c| c.borrow_mut().take().unwrap_or_default())
 }
