@@ -46,7 +46,11 @@ async fn udp_server(r: Arc<Resolver>) -> (SocketAddr, JoinHandle<()>) {
 }
 
 async fn tcp_server(r: Arc<Resolver>) -> (SocketAddr, JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tcp_server_on("127.0.0.1:0", r).await
+}
+
+async fn tcp_server_on(bind: &str, r: Arc<Resolver>) -> (SocketAddr, JoinHandle<()>) {
+    let l = TcpListener::bind(bind).await.unwrap();
     let addr = l.local_addr().unwrap();
     (addr, tokio::spawn(serve_tcp(l, r)))
 }
@@ -271,7 +275,10 @@ async fn handle_tcp_stream_serves_any_stream() {
 #[tokio::test]
 async fn dropping_serve_tcp_closes_its_connections() {
     let r = resolver(DnsConfig::default());
-    let (addr, task) = tcp_server(r.clone()).await;
+    // An address no other test binds: on 127.0.0.1 a parallel test can be handed the freed
+    // port for a listener of its own. (The connect's source is 127.0.0.1, so it cannot be a
+    // TCP self-connection either.)
+    let (addr, task) = tcp_server_on("127.53.0.1:0", r.clone()).await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     tcp_send(&mut c, &query(1, "a.test.", RecordType::A)).await;
     tcp_recv(&mut c).await;
@@ -281,12 +288,19 @@ async fn dropping_serve_tcp_closes_its_connections() {
         closed(&mut c, Duration::from_secs(5)).await,
         "connection outlived serve_tcp"
     );
-    // With no listener the connect fails, except when the kernel happens to pick the freed
-    // port as the ephemeral source port: loopback then connects the socket to itself (a TCP
-    // self-connection, local address == peer address), which no listener accepted.
-    let reached_a_listener = match TcpStream::connect(addr).await {
-        Ok(s) => s.local_addr().unwrap() != s.peer_addr().unwrap(),
-        Err(_) => false,
+    // A test that spawns a process (the dig test) forks this process: the child holds a copy
+    // of every descriptor, the listener's too, until its exec closes them. So a listener may
+    // still accept for a moment after serve_tcp dropped it; one that outlived serve_tcp would
+    // still be accepting when the deadline passes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let reached_a_listener = loop {
+        if TcpStream::connect(addr).await.is_err() {
+            break false;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(!reached_a_listener, "listener outlived serve_tcp");
 }
