@@ -81,8 +81,9 @@ struct Compiled {
 pub struct LoadedHandler {
     /// Name given to [`HandlerHost::load`] (used in errors and logs).
     pub name: String,
-    /// Lower-case hex sha256 of the component bytes.
-    pub sha256_hex: String,
+    /// Lower-case hex sha256 of the component bytes (shared: every audit event of a request
+    /// this handler ran on carries it).
+    pub sha256_hex: Arc<str>,
     compiled: Arc<Compiled>,
 }
 
@@ -427,7 +428,7 @@ impl HandlerHost {
         self.prune_cache(&hash);
         Ok(Arc::new(LoadedHandler {
             name: name.to_owned(),
-            sha256_hex,
+            sha256_hex: sha256_hex.into(),
             compiled,
         }))
     }

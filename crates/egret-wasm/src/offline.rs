@@ -133,10 +133,7 @@ pub async fn run_offline(
         store.set(name.clone(), value.into_bytes());
         names.push(name);
     }
-    let grants = Grants {
-        secrets: names.clone(),
-        reveal: names,
-    };
+    let grants = Grants::new(names.clone(), names);
     let kv = KvStore::new();
     let handler = host.load("offline", bytes).await?;
     let params = if params_json.trim().is_empty() {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
@@ -122,32 +123,43 @@ pub(crate) fn fill_template(template: &str, value: &SecretValue) -> SecretValue 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Secrets the handler may inject without seeing them.
-    pub secrets: Vec<String>,
+    pub secrets: Arc<[Arc<str>]>,
     /// Secrets the handler may read in clear.
-    pub reveal: Vec<String>,
+    pub reveal: Arc<[Arc<str>]>,
 }
 
 impl Grants {
+    /// Grants use of `secrets` and clear reading of `reveal`.
+    pub fn new<I, J, S, T>(secrets: I, reveal: J) -> Grants
+    where
+        I: IntoIterator<Item = S>,
+        J: IntoIterator<Item = T>,
+        S: Into<Arc<str>>,
+        T: Into<Arc<str>>,
+    {
+        Grants {
+            secrets: secrets.into_iter().map(Into::into).collect(),
+            reveal: reveal.into_iter().map(Into::into).collect(),
+        }
+    }
+
     /// Grants use (not reveal) of the given secrets.
     pub fn use_only<I, S>(names: I) -> Grants
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: Into<Arc<str>>,
     {
-        Grants {
-            secrets: names.into_iter().map(Into::into).collect(),
-            reveal: Vec::new(),
-        }
+        Grants::new(names, std::iter::empty::<Arc<str>>())
     }
 
     /// Whether the handler may inject this secret.
     pub fn may_use(&self, name: &str) -> bool {
-        self.secrets.iter().any(|s| s == name) || self.may_reveal(name)
+        self.secrets.iter().any(|s| &**s == name) || self.may_reveal(name)
     }
 
     /// Whether the handler may read this secret in clear.
     pub fn may_reveal(&self, name: &str) -> bool {
-        self.reveal.iter().any(|s| s == name)
+        self.reveal.iter().any(|s| &**s == name)
     }
 
     /// All names usable by the handler (deduplicated).
@@ -156,8 +168,8 @@ impl Grants {
             .reveal
             .iter()
             .filter(|r| !self.secrets.contains(r))
-            .map(String::as_str);
-        self.secrets.iter().map(String::as_str).chain(reveal_only)
+            .map(|r| &**r);
+        self.secrets.iter().map(|s| &**s).chain(reveal_only)
     }
 }
 
@@ -185,10 +197,7 @@ mod tests {
 
     #[test]
     fn grants() {
-        let g = Grants {
-            secrets: vec!["a".into()],
-            reveal: vec!["b".into()],
-        };
+        let g = Grants::new(["a"], ["b"]);
         assert!(g.may_use("a") && g.may_use("b") && !g.may_use("c"));
         assert!(!g.may_reveal("a") && g.may_reveal("b"));
         assert_eq!(g.usable().collect::<Vec<_>>(), vec!["a", "b"]);

@@ -220,10 +220,7 @@ async fn reveal_needs_grant_and_logs_are_redacted() {
     assert!(body.contains("reveal") && body.contains("`api`"), "{body}");
 
     // Reveal grant: the guest gets the value, and its log line is redacted.
-    call.grants = Grants {
-        secrets: vec![],
-        reveal: vec!["api".into()],
-    };
+    call.grants = Grants::new(std::iter::empty::<&str>(), ["api"]);
     let r = call.handle(&h).await.unwrap();
     assert_eq!(response(&r), (200, "REVEALED-xyz-7781".into()));
     let ResolvedAction::Respond { headers, .. } = &r else {

@@ -131,7 +131,7 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
 
     fn module_sha256(&self, handler: &str, generation: u64) -> Option<Arc<str>> {
         self.handler(generation, handler)
-            .map(|h| Arc::from(h.sha256_hex.as_str()))
+            .map(|h| h.sha256_hex.clone())
     }
 }
 
@@ -162,8 +162,8 @@ impl WasmDispatch {
                     .collect(),
             };
             let grants = egret_wasm::Grants {
-                secrets: binding.grants.iter().map(|s| s.to_string()).collect(),
-                reveal: binding.reveal.iter().map(|s| s.to_string()).collect(),
+                secrets: binding.grants.clone(),
+                reveal: binding.reveal.clone(),
             };
             let inv = egret_wasm::Invocation {
                 handler_name: &binding.handler,
