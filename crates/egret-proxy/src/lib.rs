@@ -266,15 +266,24 @@ impl Proxy {
                 conn::reset(stream);
                 continue;
             };
-            if let Some(shards) = &shards {
-                shards.dispatch(&self, stream, peer, permit);
-                continue;
+            match &shards {
+                Some(shards) => shards.dispatch(&self, stream, peer, permit),
+                None => self.clone().spawn_connection(stream, peer, permit),
             }
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.handle_connection(stream, peer).await;
-                drop(permit);
-            });
         }
+    }
+
+    /// Serves one accepted connection on the current runtime; `hold` (its connection-limit
+    /// permit, its thread's load count) is released when the connection ends.
+    pub(crate) fn spawn_connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        hold: impl Send + 'static,
+    ) {
+        tokio::spawn(async move {
+            self.handle_connection(stream, peer).await;
+            drop(hold);
+        });
     }
 }

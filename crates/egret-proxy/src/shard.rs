@@ -75,11 +75,7 @@ impl Shards {
             shard,
         };
         if shard == 0 {
-            let proxy = proxy.clone();
-            tokio::spawn(async move {
-                proxy.handle_connection(stream, peer).await;
-                drop((permit, open));
-            });
+            proxy.clone().spawn_connection(stream, peer, (permit, open));
             return;
         }
         match stream.into_std() {
@@ -164,11 +160,7 @@ fn run_shard(
                     continue;
                 }
             };
-            let proxy = proxy.clone();
-            tokio::spawn(async move {
-                proxy.handle_connection(stream, peer).await;
-                drop((permit, open));
-            });
+            proxy.clone().spawn_connection(stream, peer, (permit, open));
         }
     });
     // Same grace as the main runtime gets at exit.
