@@ -430,6 +430,14 @@ fn egret_fails(topo: &Topology, args: &[&str]) -> String {
         "",
         "bad input left rules installed"
     );
+    for family in ["-4", "-6"] {
+        let rules = topo.in_sandbox("ip", &[family, "rule", "show"]);
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(!rules.contains("fwmark"), "bad input left {rules}");
+    }
+    let links = topo.in_sandbox("ip", &["-o", "link", "show"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("egret-bh"), "bad input left {links}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -484,6 +492,27 @@ fn bad_input_gives_clear_errors_and_installs_nothing() {
     }
 
     let good = write(&topo, "good.toml", "internet = false\n");
+
+    // Bad input found while the attach already runs in the background (the upstream CA is
+    // read after it starts): the error names the file and the attach is undone.
+    let err = egret_fails(
+        &topo,
+        &[
+            "run",
+            "--netns",
+            &sbx,
+            "--sandbox-id",
+            "x",
+            "--policy",
+            &good,
+            "--upstream-ca",
+            "/nonexistent/upstream-ca.pem",
+        ],
+    );
+    assert!(
+        err.contains("cannot read CA file /nonexistent/upstream-ca.pem"),
+        "{err}"
+    );
     let mut cmd = topo.egr.cmd("setpriv");
     cmd.args([
         "--reuid",

@@ -145,6 +145,44 @@ pub fn attach(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
     in_netns(&cfg.netns, move || attach_inside(&cfg2))?
 }
 
+/// An [`attach`] running on a thread of its own; see [`start_attach`].
+#[derive(Debug)]
+pub struct Attaching(Option<std::thread::JoinHandle<Result<Attached, CaptureError>>>);
+
+/// Start [`attach`] on a thread of its own and return at once.
+///
+/// Attaching is mostly waiting for `nft` and `ip` (10–40 ms; `nft` waits in the kernel for
+/// its commit), so egret does the rest of its start-up meanwhile. Dropping the handle without
+/// [`Attaching::wait`] (start-up failed elsewhere) waits for the attach and undoes it, so
+/// nothing stays installed.
+pub fn start_attach(cfg: CaptureConfig) -> Result<Attaching, CaptureError> {
+    netns::check_privileges()?;
+    std::thread::Builder::new()
+        .name("egret-attach".into())
+        .spawn(move || attach(&cfg))
+        .map(|h| Attaching(Some(h)))
+        .map_err(|e| CaptureError::Thread(e.to_string()))
+}
+
+impl Attaching {
+    /// The finished attach.
+    pub fn wait(mut self) -> Result<Attached, CaptureError> {
+        let handle = self.0.take().expect("only Drop takes it otherwise");
+        handle
+            .join()
+            .map_err(|_| CaptureError::Thread("the attach thread panicked".into()))?
+    }
+}
+
+impl Drop for Attaching {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // Dropping the result runs CaptureGuard's Drop, which removes what was installed.
+            drop(handle.join());
+        }
+    }
+}
+
 fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
     // The owner check and the routing questions only read: ask them all at once.
     let owner = nft::start_owner_query()?;

@@ -373,9 +373,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let generation = compiled.generation();
     let policy = Arc::new(ArcSwap::from_pointee(compiled));
     let netns = egret_capture::NetnsRef::parse(&args.netns)?;
+    let mut cap = egret_capture::CaptureConfig::new(netns, &args.sandbox_id);
+    cap.tcp_port = args.listen_port;
+    cap.dns_port = args.dns_port;
+    cap.mark = args.mark;
+    cap.route_table = args.route_table;
     phases.mark("policy");
+    // Attaching is mostly waiting for `nft` and `ip`: it runs while the rest starts up. If
+    // anything below fails, dropping `attaching` undoes the attach before egret exits.
+    let attaching = egret_capture::start_attach(cap)?;
+    phases.mark("attach_started");
 
-    // Everything that can fail on bad input happens before the namespace is touched.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = egret_tls::UpstreamTls::new(&args.upstream_ca)?;
     phases.mark("upstream_roots");
@@ -449,13 +457,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         None => None,
     };
 
-    let mut cap = egret_capture::CaptureConfig::new(netns, &args.sandbox_id);
-    cap.tcp_port = args.listen_port;
-    cap.dns_port = args.dns_port;
-    cap.mark = args.mark;
-    cap.route_table = args.route_table;
     phases.mark("admin");
-    let attached = egret_capture::attach(&cap)?;
+    let attached = attaching.wait()?;
     phases.mark("attach");
     let guard = attached.guard;
     let listeners = attached.listeners;
