@@ -304,6 +304,30 @@ fn fail_closed_on_kill_and_clean_detach_on_sigterm() {
 }
 
 #[test]
+fn a_leftover_netdev_table_without_its_inet_table_is_replaced() {
+    // egret creates both tables when the owner check finds no `inet egret`; a `netdev egret`
+    // left behind on its own makes that fail, and egret must replace it instead.
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let made = topo.in_sandbox("nft", &["add", "table", "netdev", "egret"]);
+    assert!(made.status.success(), "{made:?}");
+    let mut egret = Egret::start(&topo, "leftover", &[]).expect("egret attaches");
+    let pid = egret.proc.child.id().to_string();
+    for family in ["inet", "netdev"] {
+        let t = topo.in_sandbox("nft", &["list", "table", family, "egret"]);
+        let t = String::from_utf8_lossy(&t.stdout);
+        assert!(t.contains(&format!("egret pid={pid} ")), "{family}: {t}");
+    }
+    egret.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = egret
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("egret exits on SIGTERM");
+    assert!(status.success(), "exit status {status}: {}", egret.logs());
+    let tables = topo.in_sandbox("nft", &["list", "tables"]);
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
+}
+
+#[test]
 fn attaching_twice_is_refused_naming_the_running_instance() {
     let env = setup(SandboxNet::LoOnly, "sbx-twice");
     let policy = env.topo.tmp.path("policy.toml");

@@ -20,13 +20,14 @@ mod cmd;
 mod error;
 mod listeners;
 mod netns;
+mod nflink;
 mod nft;
 mod routes;
 
 pub use error::CaptureError;
 pub use listeners::Listeners;
 pub use netns::{in_netns, NetnsRef};
-pub use nft::{render_ruleset, RulesetParams, TABLE_NAME};
+pub use nft::{render_new_ruleset, render_ruleset, RulesetParams, TABLE_NAME};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -183,11 +184,9 @@ impl Drop for Attaching {
     }
 }
 
-fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
-    // The owner check and the routing questions only read: ask them all at once.
-    let owner = nft::start_owner_query()?;
-    let facts = routes::query()?;
-    if let Some(owner) = nft::owner_from(owner)? {
+/// Refuses to take over the table of a running egret; a dead one's is replaced.
+fn check_owner(cfg: &CaptureConfig, owner: Option<nft::Owner>) -> Result<(), CaptureError> {
+    if let Some(owner) = owner {
         if owner.pid != std::process::id() && nft::pid_alive(owner.pid) {
             return Err(CaptureError::AlreadyAttached {
                 netns: cfg.netns.display(),
@@ -201,6 +200,37 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
             "replacing the ruleset of an egret that is no longer running"
         );
     }
+    Ok(())
+}
+
+/// Load the ruleset: created from scratch when the owner check found no table (the fast
+/// load), replacing the old tables otherwise. If creating fails, something named egret
+/// appeared after the check or was left without its `inet` table: check again, then replace.
+fn load_ruleset(
+    cfg: &CaptureConfig,
+    params: &RulesetParams,
+    fresh: bool,
+) -> Result<(), CaptureError> {
+    if fresh {
+        match nft::load(&nft::render_new_ruleset(params)) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "creating the egret tables failed; replacing them");
+                check_owner(cfg, nft::current_owner()?)?;
+            }
+        }
+    }
+    nft::load(&render_ruleset(params))
+}
+
+fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
+    // The routing questions run as processes; the owner is asked over netlink meanwhile.
+    let routes = routes::start_query()?;
+    let owner = nft::current_owner();
+    let facts = routes.wait()?;
+    let owner = owner?;
+    let fresh = owner.is_none();
+    check_owner(cfg, owner)?;
     // `lo` comes up in the first batch; the listeners need it, nothing is captured before
     // the ruleset below is loaded.
     let (installed, devices) = routes::install(cfg, facts)?;
@@ -227,7 +257,7 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
         bypass: cfg.bypass.clone(),
         devices,
     };
-    if let Err(e) = nft::load(&render_ruleset(&params)) {
+    if let Err(e) = load_ruleset(cfg, &params, fresh) {
         let _ = routes::remove(cfg, &installed);
         return Err(e);
     }

@@ -12,7 +12,7 @@
 //! * `egress_guard` (postrouting, where `oif` is the real device) drops everything else: other
 //!   UDP, ICMP, raw IP, and anything a sandbox process tried to send around the mark,
 //! * `in_filter` makes the listener port unreachable by direct connection (loop guard).
-use crate::cmd::{run, start, Pending};
+use crate::cmd::run;
 use crate::CaptureError;
 
 /// The nft table egret owns (family `inet`).
@@ -64,7 +64,7 @@ pub fn valid_device_name(name: &str) -> bool {
 
 /// The `netdev` table: one egress chain per device, dropping everything except (when the
 /// operator configured bypass destinations) frames for those and the ARP/ND they need.
-fn render_netdev(p: &RulesetParams, v4: &[String], v6: &[String]) -> String {
+fn render_netdev(p: &RulesetParams, comment: &str, v4: &[String], v6: &[String]) -> String {
     let mut chains = String::new();
     for (i, dev) in p
         .devices
@@ -89,8 +89,13 @@ fn render_netdev(p: &RulesetParams, v4: &[String], v6: &[String]) -> String {
             "\tchain egress_{i} {{\n\t\ttype filter hook egress device \"{dev}\" priority 0; policy drop;\n{rules}\t\tcounter drop\n\t}}\n"
         ));
     }
+    format!("table netdev {TABLE_NAME} {{\n{comment}{chains}}}\n")
+}
+
+/// The owner's `comment` statement: `egret pid=N sandbox=ID`.
+fn owner_comment(p: &RulesetParams) -> String {
     format!(
-        "table netdev {TABLE_NAME}\ndelete table netdev {TABLE_NAME}\ntable netdev {TABLE_NAME} {{\n\tcomment \"egret pid={} sandbox={}\"\n{chains}}}\n",
+        "comment \"egret pid={} sandbox={}\"",
         p.pid,
         sanitize(&p.sandbox_id)
     )
@@ -99,6 +104,33 @@ fn render_netdev(p: &RulesetParams, v4: &[String], v6: &[String]) -> String {
 /// Render the complete ruleset file. It starts with `table …; delete table …;` so loading it
 /// replaces any previous version atomically.
 pub fn render_ruleset(p: &RulesetParams) -> String {
+    format!(
+        "table netdev {TABLE_NAME}\ndelete table netdev {TABLE_NAME}\n\
+         table inet {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n{}",
+        render_tables(p, &format!("\t{}\n", owner_comment(p)))
+    )
+}
+
+/// The ruleset for a namespace without egret's tables: it starts with `create table …`, so
+/// loading it fails (changing nothing) if either table exists.
+///
+/// Why not always [`render_ruleset`]: deleting a table in the transaction makes the kernel
+/// wait for an RCU grace period before `nft` can close its socket, and makes `nft` read the
+/// whole ruleset first; a load takes 18–55 ms that way against 3–6 ms with `create`.
+pub fn render_new_ruleset(p: &RulesetParams) -> String {
+    // The owner comment goes with `create` (`create table … { body }` would ignore the body,
+    // and a second comment on the same table in the transaction is refused); the contents
+    // follow in `table` blocks.
+    let comment = owner_comment(p);
+    format!(
+        "create table netdev {TABLE_NAME} {{ {comment}; }}\n\
+         create table inet {TABLE_NAME} {{ {comment}; }}\n{}",
+        render_tables(p, "")
+    )
+}
+
+/// Both tables with their contents; `comment` is the owner comment line, or empty.
+fn render_tables(p: &RulesetParams, comment: &str) -> String {
     let mut v4 = vec!["127.0.0.0/8".to_string()];
     let mut v6 = vec!["::1/128".to_string()];
     for n in &p.bypass {
@@ -107,13 +139,10 @@ pub fn render_ruleset(p: &RulesetParams) -> String {
             ipnet::IpNet::V6(n) => v6.push(n.trunc().to_string()),
         }
     }
-    let netdev = render_netdev(p, &v4, &v6);
+    let netdev = render_netdev(p, comment, &v4, &v6);
     format!(
-        r#"{netdev}table inet {table}
-delete table inet {table}
-table inet {table} {{
-	comment "egret pid={pid} sandbox={sandbox}"
-	set bypass4 {{ type ipv4_addr; flags interval; elements = {{ {v4} }}; }}
+        r#"{netdev}table inet {table} {{
+{comment}	set bypass4 {{ type ipv4_addr; flags interval; elements = {{ {v4} }}; }}
 	set bypass6 {{ type ipv6_addr; flags interval; elements = {{ {v6} }}; }}
 
 	chain out_mark {{
@@ -156,8 +185,6 @@ table inet {table} {{
 "#,
         netdev = netdev,
         table = TABLE_NAME,
-        pid = p.pid,
-        sandbox = sanitize(&p.sandbox_id),
         v4 = v4.join(", "),
         v6 = v6.join(", "),
         mark = p.mark,
@@ -178,12 +205,19 @@ pub(crate) struct Owner {
     pub sandbox_id: String,
 }
 
+/// The owner in an `nft list` listing or a rendered ruleset (what the tests read).
+#[cfg(test)]
 pub(crate) fn parse_owner(listing: &str) -> Option<Owner> {
     let line = listing
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("comment \"egret "))?;
-    let inner = line.trim_start_matches("comment \"").trim_end_matches('"');
+    parse_owner_comment(line.trim_start_matches("comment \"").trim_end_matches('"'))
+}
+
+/// The owner recorded in a table comment `egret pid=N sandbox=ID`.
+pub(crate) fn parse_owner_comment(comment: &str) -> Option<Owner> {
+    let inner = comment.strip_prefix("egret ")?;
     let mut pid = None;
     let mut sandbox = String::new();
     for part in inner.split_whitespace() {
@@ -199,26 +233,10 @@ pub(crate) fn parse_owner(listing: &str) -> Option<Owner> {
     })
 }
 
-/// The owner recorded in the current table, or None when there is no table.
+/// The owner recorded in the current table, or None when there is no table (asked from a
+/// thread inside the namespace).
 pub(crate) fn current_owner() -> Result<Option<Owner>, CaptureError> {
-    owner_from(start_owner_query()?)
-}
-
-/// Start `nft list table inet egret` (see [`owner_from`]).
-pub(crate) fn start_owner_query() -> Result<Pending, CaptureError> {
-    start("nft", &["list", "table", "inet", TABLE_NAME], None)
-}
-
-/// The owner, from a started [`start_owner_query`].
-pub(crate) fn owner_from(query: Pending) -> Result<Option<Owner>, CaptureError> {
-    match query.wait() {
-        Ok(listing) => Ok(Some(parse_owner(&listing).unwrap_or(Owner {
-            pid: 0,
-            sandbox_id: "unknown".into(),
-        }))),
-        Err(CaptureError::Command { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    crate::nflink::table_owner()
 }
 
 /// Whether a process with that pid exists.
@@ -275,7 +293,8 @@ mod tests {
     #[test]
     fn ruleset_replaces_atomically_and_records_owner() {
         let r = render_ruleset(&params());
-        assert!(r.contains("table inet egret\ndelete table inet egret\ntable inet egret {"));
+        assert!(r.contains("table inet egret\ndelete table inet egret\n"));
+        assert!(r.contains("\ntable inet egret {"));
         assert!(r.contains("comment \"egret pid=4242 sandbox=agent-47\""));
         assert!(r.contains("tproxy to :15001"));
         assert!(r.contains("redirect to :15053"));
@@ -288,9 +307,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_ruleset_creates_both_tables_and_deletes_nothing() {
+        let r = render_new_ruleset(&params());
+        let comment = "comment \"egret pid=4242 sandbox=agent-47\"";
+        assert!(r.starts_with(&format!(
+            "create table netdev egret {{ {comment}; }}\ncreate table inet egret {{ {comment}; }}\n"
+        )));
+        assert!(!r.contains("delete"), "{r}");
+        assert_eq!(r.matches("comment").count(), 2, "{r}");
+        // Same contents as the replacing version, which carries the comments in its blocks.
+        let replacing = render_ruleset(&params());
+        let start = |s: &str| s.find("\ntable netdev egret {\n").unwrap() + 1;
+        let body = &replacing[start(&replacing)..];
+        let new_body = &r[start(&r)..];
+        assert_eq!(new_body, body.replace(&format!("\t{comment}\n"), ""));
+    }
+
+    #[test]
     fn every_device_gets_an_egress_drop_chain() {
         let r = render_ruleset(&params());
-        assert!(r.starts_with("table netdev egret\ndelete table netdev egret\n"));
+        assert!(r.starts_with(
+            "table netdev egret\ndelete table netdev egret\ntable inet egret\ndelete table inet egret\n"
+        ));
         assert!(r.contains("type filter hook egress device \"v-wan\" priority 0; policy drop;"));
         assert!(r.contains("type filter hook egress device \"egret-bh0\" priority 0; policy drop;"));
         assert!(

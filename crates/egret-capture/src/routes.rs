@@ -2,7 +2,7 @@
 //! `local default dev lo` routes that turn marked packets around to egret's listener, and a
 //! blackhole default route for namespaces that have none (without *some* route, `connect()`
 //! fails with ENETUNREACH before netfilter ever sees the packet).
-use crate::cmd::{start, Batch};
+use crate::cmd::{start, Batch, Pending};
 use crate::{CaptureConfig, CaptureError, BLACKHOLE_DEV, BLACKHOLE_V4, BLACKHOLE_V6};
 
 /// What `install` added, so that `remove` takes away exactly that.
@@ -51,17 +51,32 @@ pub(crate) struct Facts {
     need6: bool,
 }
 
-/// Ask the three independent questions at once: the devices, and whether each family has a
-/// default route.
-pub(crate) fn query() -> Result<Facts, CaptureError> {
-    let links = start("ip", &["-o", "link", "show"], None)?;
-    let def4 = start("ip", &["-4", "route", "show", "default"], None)?;
-    let def6 = start("ip", &["-6", "route", "show", "default"], None)?;
-    Ok(Facts {
-        devices: parse_devices(&links.wait()?),
-        need4: def4.wait()?.trim().is_empty(),
-        need6: def6.wait()?.trim().is_empty(),
+/// The three independent questions, started at once: the devices, and whether each family
+/// has a default route.
+pub(crate) struct Query {
+    links: Pending,
+    def4: Pending,
+    def6: Pending,
+}
+
+/// Start the questions (from a thread inside the namespace).
+pub(crate) fn start_query() -> Result<Query, CaptureError> {
+    Ok(Query {
+        links: start("ip", &["-o", "link", "show"], None)?,
+        def4: start("ip", &["-4", "route", "show", "default"], None)?,
+        def6: start("ip", &["-6", "route", "show", "default"], None)?,
     })
+}
+
+impl Query {
+    /// The answers.
+    pub(crate) fn wait(self) -> Result<Facts, CaptureError> {
+        Ok(Facts {
+            devices: parse_devices(&self.links.wait()?),
+            need4: self.def4.wait()?.trim().is_empty(),
+            need6: self.def6.wait()?.trim().is_empty(),
+        })
+    }
 }
 
 /// Bring `lo` up, add the blackhole default route where the namespace has none, and the rule
