@@ -15,7 +15,10 @@ if [[ $# -eq 0 ]]; then
   cargo fmt --all -- --check || { echo "test: run cargo fmt --all" >&2; exit 1; }
 fi
 if [[ -x scripts/build-handlers.sh ]]; then scripts/build-handlers.sh; fi
-cargo build --workspace --bins
+# Bins and tests in one build: built alone, the bins get dependencies without the features the
+# dev-dependencies add (tokio, hyper, wasmtime, ...), and `cargo test` rebuilt ~90 crates (~6 min
+# of a cold CI run).
+cargo build --workspace --bins --tests
 # Two cores: two test threads; e2e tests are I/O bound and isolated by namespace.
 cargo test --workspace "$@" -- --test-threads="${EGRET_TEST_THREADS:-4}"
 # Every fuzz target for a bounded time (EGRET_FUZZ_SECS each, default 60; 0 skips): scripts/fuzz.sh.
