@@ -279,28 +279,39 @@ fn fail_closed_on_kill_and_clean_detach_on_sigterm() {
     .expect("restart");
     let (code, _, err) = env.topo.curl(&["http://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}");
+    stop_cleanly(&mut egret, &env.topo);
+}
+
+/// SIGTERM: egret exits successfully and leaves nothing installed in the sandbox.
+fn stop_cleanly(egret: &mut Egret, topo: &Topology) {
     egret.proc.signal(nix::sys::signal::Signal::SIGTERM);
     let status = egret
         .proc
         .wait_timeout(Duration::from_secs(10))
         .expect("egret exits on SIGTERM");
     assert!(status.success(), "exit status {status}: {}", egret.logs());
-    let tables = env.topo.in_sandbox("nft", &["list", "tables"]);
+    assert_nothing_installed(topo, "egret stopped");
+}
+
+/// No nft table, no fwmark rule (either family) and no blackhole device in the sandbox.
+fn assert_nothing_installed(topo: &Topology, after: &str) {
+    let tables = topo.in_sandbox("nft", &["list", "tables"]);
     assert_eq!(
         String::from_utf8_lossy(&tables.stdout).trim(),
         "",
-        "nft tables left behind"
+        "{after}: nft tables left behind"
     );
-    for fam in ["-4", "-6"] {
-        let rules = env.topo.in_sandbox("ip", &[fam, "rule"]);
+    for family in ["-4", "-6"] {
+        let rules = topo.in_sandbox("ip", &[family, "rule", "show"]);
         let rules = String::from_utf8_lossy(&rules.stdout);
         assert!(
             !rules.contains("fwmark"),
-            "ip {fam} rule left behind: {rules}"
+            "{after}: ip {family} rule left behind: {rules}"
         );
     }
-    let links = env.topo.in_sandbox("ip", &["link"]);
-    assert!(!String::from_utf8_lossy(&links.stdout).contains("egret-bh"));
+    let links = topo.in_sandbox("ip", &["-o", "link", "show"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("egret-bh"), "{after}: left {links}");
 }
 
 #[test]
@@ -317,14 +328,7 @@ fn a_leftover_netdev_table_without_its_inet_table_is_replaced() {
         let t = String::from_utf8_lossy(&t.stdout);
         assert!(t.contains(&format!("egret pid={pid} ")), "{family}: {t}");
     }
-    egret.proc.signal(nix::sys::signal::Signal::SIGTERM);
-    let status = egret
-        .proc
-        .wait_timeout(Duration::from_secs(10))
-        .expect("egret exits on SIGTERM");
-    assert!(status.success(), "exit status {status}: {}", egret.logs());
-    let tables = topo.in_sandbox("nft", &["list", "tables"]);
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
+    stop_cleanly(&mut egret, &topo);
 }
 
 #[test]
@@ -448,21 +452,21 @@ fn egret_fails(topo: &Topology, args: &[&str]) -> String {
     cmd.args(args);
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "egret {args:?} succeeded");
-    let tables = topo.in_sandbox("nft", &["list", "tables"]);
-    assert_eq!(
-        String::from_utf8_lossy(&tables.stdout).trim(),
-        "",
-        "bad input left rules installed"
-    );
-    for family in ["-4", "-6"] {
-        let rules = topo.in_sandbox("ip", &[family, "rule", "show"]);
-        let rules = String::from_utf8_lossy(&rules.stdout);
-        assert!(!rules.contains("fwmark"), "bad input left {rules}");
-    }
-    let links = topo.in_sandbox("ip", &["-o", "link", "show"]);
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(!links.contains("egret-bh"), "bad input left {links}");
+    assert_nothing_installed(topo, &format!("bad input {args:?}"));
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `egret run` in sandbox `sbx` with `policy`.
+fn run_args<'a>(sbx: &'a str, policy: &'a str) -> [&'a str; 7] {
+    [
+        "run",
+        "--netns",
+        sbx,
+        "--sandbox-id",
+        "x",
+        "--policy",
+        policy,
+    ]
 }
 
 #[test]
@@ -496,20 +500,15 @@ fn bad_input_gives_clear_errors_and_installs_nothing() {
             vec!["exa mple.test"],
         ),
     ];
+    // `egret run` in the test's sandbox with `policy` and `extra` flags, expected to fail.
+    let fails_with = |policy: &str, extra: &[&str]| {
+        let mut args = run_args(&sbx, policy).to_vec();
+        args.extend_from_slice(extra);
+        egret_fails(&topo, &args)
+    };
     for (file, content, wants) in cases {
         let policy = write(&topo, file, content);
-        let err = egret_fails(
-            &topo,
-            &[
-                "run",
-                "--netns",
-                &sbx,
-                "--sandbox-id",
-                "x",
-                "--policy",
-                &policy,
-            ],
-        );
+        let err = fails_with(&policy, &[]);
         for want in wants {
             assert!(err.contains(want), "{file}: {err}");
         }
@@ -519,20 +518,7 @@ fn bad_input_gives_clear_errors_and_installs_nothing() {
 
     // Bad input found while the attach already runs in the background (the upstream CA is
     // read after it starts): the error names the file and the attach is undone.
-    let err = egret_fails(
-        &topo,
-        &[
-            "run",
-            "--netns",
-            &sbx,
-            "--sandbox-id",
-            "x",
-            "--policy",
-            &good,
-            "--upstream-ca",
-            "/nonexistent/upstream-ca.pem",
-        ],
-    );
+    let err = fails_with(&good, &["--upstream-ca", "/nonexistent/upstream-ca.pem"]);
     assert!(
         err.contains("cannot read CA file /nonexistent/upstream-ca.pem"),
         "{err}"
@@ -546,19 +532,10 @@ fn bad_input_gives_clear_errors_and_installs_nothing() {
         "--clear-groups",
         bin("egret").to_str().unwrap(),
     ]);
-    cmd.args([
-        "run",
-        "--netns",
-        &sbx,
-        "--sandbox-id",
-        "x",
-        "--policy",
-        &good,
-    ]);
+    cmd.args(run_args(&sbx, &good));
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("must run as root"), "{err}");
-    let tables = topo.in_sandbox("nft", &["list", "tables"]);
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
+    assert_nothing_installed(&topo, "egret run as uid 65534");
 }

@@ -91,9 +91,17 @@ fn comment(mut udata: &[u8]) -> Option<String> {
     None
 }
 
-/// What the kernel answered: no table, a table and its owner, or an error (errno or a
-/// malformed reply).
-fn parse_reply(b: &[u8], seq: u32) -> Result<Option<Owner>, String> {
+/// What one read from the socket held.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// Nothing for our request yet: read again.
+    NotYet,
+    /// The answer: the table's owner, or `None` when there is no such table.
+    Table(Option<Owner>),
+}
+
+/// What the kernel answered (see [`Reply`]), or an error (errno or a malformed reply).
+fn parse_reply(b: &[u8], seq: u32) -> Result<Reply, String> {
     let mut rest = b;
     while rest.len() >= NLMSG_HDRLEN {
         let len = u32_at(rest, 0).ok_or("short header")? as usize;
@@ -111,7 +119,7 @@ fn parse_reply(b: &[u8], seq: u32) -> Result<Option<Owner>, String> {
             let errno = u32_at(msg, NLMSG_HDRLEN).ok_or("short error message")? as i32;
             return match -errno {
                 0 => Err("an acknowledgement instead of the table".into()),
-                libc::ENOENT => Ok(None),
+                libc::ENOENT => Ok(Reply::Table(None)),
                 e => Err(std::io::Error::from_raw_os_error(e).to_string()),
             };
         }
@@ -122,13 +130,13 @@ fn parse_reply(b: &[u8], seq: u32) -> Result<Option<Owner>, String> {
                 .and_then(|(_, v)| comment(v))
                 .and_then(|c| parse_owner_comment(&c));
             // A table of that name that egret did not write: its owner is unknown.
-            return Ok(Some(owner.unwrap_or(Owner {
+            return Ok(Reply::Table(Some(owner.unwrap_or(Owner {
                 pid: 0,
                 sandbox_id: "unknown".into(),
-            })));
+            }))));
         }
     }
-    Err("no answer to the request".into())
+    Ok(Reply::NotYet)
 }
 
 /// Who owns `inet egret` in the calling thread's network namespace; `None` when there is no
@@ -157,9 +165,9 @@ pub(crate) fn table_owner() -> Result<Option<Owner>, CaptureError> {
     loop {
         let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())
             .map_err(|e| err(format!("recv: {e}")))?;
-        match parse_reply(&buf[..n], seq) {
-            Err(e) if e == "no answer to the request" => continue,
-            r => return r.map_err(err),
+        match parse_reply(&buf[..n], seq).map_err(err)? {
+            Reply::NotYet => continue,
+            Reply::Table(owner) => return Ok(owner),
         }
     }
 }
@@ -230,29 +238,29 @@ mod tests {
         let u = udata_comment("egret pid=4242 sandbox=agent-47");
         assert_eq!(
             parse_reply(&table_reply(9, Some(&u)), 9),
-            Ok(Some(Owner {
+            Ok(Reply::Table(Some(Owner {
                 pid: 4242,
                 sandbox_id: "agent-47".into()
-            }))
+            })))
         );
         // Another record before the comment is skipped.
         let mut u2 = vec![5, 2, 0xaa, 0xbb];
         u2.extend(udata_comment("egret pid=1 sandbox=s"));
         assert_eq!(
-            parse_reply(&table_reply(9, Some(&u2)), 9)
-                .unwrap()
-                .unwrap()
-                .pid,
-            1
+            parse_reply(&table_reply(9, Some(&u2)), 9),
+            Ok(Reply::Table(Some(Owner {
+                pid: 1,
+                sandbox_id: "s".into()
+            })))
         );
     }
 
     #[test]
     fn a_table_egret_did_not_write_has_an_unknown_owner() {
-        let unknown = Ok(Some(Owner {
+        let unknown = Ok(Reply::Table(Some(Owner {
             pid: 0,
             sandbox_id: "unknown".into(),
-        }));
+        })));
         assert_eq!(parse_reply(&table_reply(3, None), 3), unknown);
         let u = udata_comment("hand-made");
         assert_eq!(parse_reply(&table_reply(3, Some(&u)), 3), unknown);
@@ -265,7 +273,10 @@ mod tests {
 
     #[test]
     fn enoent_means_no_table_and_other_errors_are_errors() {
-        assert_eq!(parse_reply(&error_reply(4, libc::ENOENT), 4), Ok(None));
+        assert_eq!(
+            parse_reply(&error_reply(4, libc::ENOENT), 4),
+            Ok(Reply::Table(None))
+        );
         let e = parse_reply(&error_reply(4, libc::EPERM), 4).unwrap_err();
         assert!(e.contains("not permitted"), "{e}");
     }
@@ -274,8 +285,12 @@ mod tests {
     fn messages_for_other_requests_and_garbage_are_not_taken_for_the_answer() {
         let mut b = error_reply(1, libc::EPERM);
         b.extend(error_reply(2, libc::ENOENT));
-        assert_eq!(parse_reply(&b, 2), Ok(None));
-        assert!(parse_reply(&[1, 2, 3], 2).is_err());
+        assert_eq!(parse_reply(&b, 2), Ok(Reply::Table(None)));
+        assert_eq!(
+            parse_reply(&error_reply(1, libc::EPERM), 2),
+            Ok(Reply::NotYet)
+        );
+        assert_eq!(parse_reply(&[1, 2, 3], 2), Ok(Reply::NotYet));
         let mut bad = error_reply(2, libc::ENOENT);
         bad[0] = 0xff; // length beyond the buffer
         assert!(parse_reply(&bad, 2).is_err());

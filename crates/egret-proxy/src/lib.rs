@@ -274,8 +274,6 @@ impl Proxy {
         }
     }
 
-    /// Serves one accepted connection on the current runtime; `hold` (its connection-limit
-    /// permit, its thread's load count) is released when the connection ends.
     /// Keeps a timer pending on the calling runtime, always due before any header-read
     /// deadline hyper can set, until the returned guard drops.
     ///
@@ -295,6 +293,8 @@ impl Proxy {
         }))
     }
 
+    /// Serves one accepted connection on the current runtime; `hold` (its connection-limit
+    /// permit, its thread's load count) is released when the connection ends.
     pub(crate) fn spawn_connection(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
