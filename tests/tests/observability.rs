@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every audit event carries exactly these fields (README, "Audit events").
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 22] = [
     "ts",
     "sandbox",
     "generation",
@@ -26,6 +26,8 @@ const FIELDS: [&str; 20] = [
     "ttfb_ms",
     "total_ms",
     "error",
+    "classified",
+    "first_byte_ms",
 ];
 
 const SECRET: &str = "s3cr3t-VALUE-4b1d2e9f7a";
@@ -199,6 +201,20 @@ fn check_common(ev: &serde_json::Value, sandbox: &str) {
     assert!(ev["total_ms"].as_f64().unwrap() >= 0.0, "{ev}");
     if let Some(t) = ev["ttfb_ms"].as_f64() {
         assert!(t <= ev["total_ms"].as_f64().unwrap() + 0.001, "{ev}");
+    }
+    assert!(
+        [
+            "client-first",
+            "server-first",
+            "silent",
+            "incomplete",
+            "eof"
+        ]
+        .contains(&ev["classified"].as_str().unwrap()),
+        "{ev}"
+    );
+    if let Some(t) = ev["first_byte_ms"].as_f64() {
+        assert!(t >= 0.0, "{ev}");
     }
 }
 

@@ -116,7 +116,7 @@ pub enum Change {
     /// Forgets a runtime secret.
     RemoveSecret(String),
     /// Replaces the whole static policy (the runtime layer stays).
-    ReplacePolicy(PolicyConfig),
+    ReplacePolicy(Box<PolicyConfig>),
 }
 
 impl Change {

@@ -39,12 +39,12 @@ async fn every_endpoint_round_trips() {
     };
     let a = c.replace_policy(&p, None).await.unwrap();
     assert_eq!(a.generation, 2);
-    assert_eq!(m.last_call().0, Change::ReplacePolicy(p.clone()));
+    assert_eq!(m.last_call().0, Change::ReplacePolicy(Box::new(p.clone())));
 
     c.replace_policy_toml("internet = true\n".into(), Some(2))
         .await
         .unwrap();
-    assert_eq!(m.last_call(), (Change::ReplacePolicy(p), Some(2)));
+    assert_eq!(m.last_call(), (Change::ReplacePolicy(Box::new(p)), Some(2)));
 
     let b = BindingConfig {
         handler: "allow-hosts".into(),
@@ -695,7 +695,7 @@ async fn policy_put_accepts_toml_and_json() {
         .unwrap();
     assert_eq!(r.status, 200);
     let want = PolicyConfig::from_toml(toml, "t").unwrap();
-    assert_eq!(f.mock.last_call().0, Change::ReplacePolicy(want.clone()));
+    assert_eq!(f.mock.last_call().0, Change::ReplacePolicy(Box::new(want.clone())));
     let (st, _) = raw_call(
         &f.client,
         Method::PUT,
@@ -705,7 +705,7 @@ async fn policy_put_accepts_toml_and_json() {
     )
     .await;
     assert_eq!(st, 200);
-    assert_eq!(f.mock.last_call().0, Change::ReplacePolicy(want));
+    assert_eq!(f.mock.last_call().0, Change::ReplacePolicy(Box::new(want)));
     f.server.stop().await;
 }
 

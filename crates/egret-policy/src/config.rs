@@ -49,6 +49,11 @@ pub struct PolicyConfig {
     /// TLS to these is spliced through untouched (certificate pinning, mTLS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passthrough_hosts: Vec<String>,
+    /// Non-public addresses (private, CGNAT, ULA, loopback, link-local, ...; IPs or CIDRs)
+    /// egret may dial for the sandbox when a name resolves to them. Public addresses need no
+    /// entry; pinned names (`[resolve]`, `--resolve`) need none either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_upstream_cidrs: Vec<String>,
     /// Static catch-all handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<BindingConfig>,
@@ -77,6 +82,7 @@ impl Default for PolicyConfig {
             allowed_hosts: Vec::new(),
             denied_hosts: Vec::new(),
             passthrough_hosts: Vec::new(),
+            allowed_upstream_cidrs: Vec::new(),
             outbound: None,
             resolve: BTreeMap::new(),
             secrets: BTreeMap::new(),

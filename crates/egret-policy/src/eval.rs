@@ -9,13 +9,18 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use crate::address::{special_range, SpecialRange};
 use crate::config::{
     BindingConfig, PolicyConfig, RouteConfig, RuntimeLayer, SecretSource, MEMORY_MB_RANGE,
     TIMEOUT_MS_RANGE,
 };
 use crate::error::{PolicyError, Problem};
 use crate::matcher::HostSet;
-use crate::pattern::{is_valid_name, normalize_host, Destination, Pattern, PatternKind, PortSpec};
+use crate::pattern::{
+    canonical_ip, is_valid_name, normalize_host, Destination, Pattern, PatternKind, PortSpec,
+};
 
 const NAME_RULE: &str = "names use only A-Z a-z 0-9 `_` `.` `-`, 1 to 64 characters";
 
@@ -139,6 +144,11 @@ pub struct CompiledPolicy {
     static_outbound: Option<(BindingId, Arc<str>)>,
     bindings: Vec<Binding>,
     pins: HashMap<Box<str>, Vec<IpAddr>>,
+    /// `allowed_upstream_cidrs`.
+    upstream_cidrs: Vec<IpNet>,
+    /// The IP and CIDR patterns of `allowed_hosts` and of the routes: naming an address there
+    /// allows egret to dial it even when it is not public.
+    upstream_nets: HostSet,
     warnings: Vec<Problem>,
     rule_not_allowed: Arc<str>,
     rule_internet: Arc<str>,
@@ -420,6 +430,31 @@ impl Compiler<'_> {
     }
 }
 
+impl Compiler<'_> {
+    fn upstream_cidrs(&mut self) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, src) in self.cfg.allowed_upstream_cidrs.iter().enumerate() {
+            let text = src.trim();
+            let parsed = text
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| parse_ip(text).map(IpNet::from));
+            match parsed {
+                Some(net) => out.push(net.trunc()),
+                None => self.problems.push(
+                    Problem::new(
+                        format!("allowed_upstream_cidrs[{i}]"),
+                        src.as_str(),
+                        "not an IP address or CIDR network",
+                    )
+                    .hint("write e.g. `10.0.0.0/8`, `10.1.2.3` or `fd00::/8` (no names, no ports)"),
+                ),
+            }
+        }
+        out
+    }
+}
+
 /// Checks that `host` is a plain name (or IP literal) usable as a pin key; returns its
 /// normalized form.
 fn pin_host(host: &str) -> Result<Box<str>, String> {
@@ -489,6 +524,17 @@ impl CompiledPolicy {
         let runtime_outbound = c.outbound("runtime.outbound", rt.outbound.as_ref());
         let static_outbound = c.outbound("outbound", cfg.outbound.as_ref());
         let pins = c.pins();
+        let upstream_cidrs = c.upstream_cidrs();
+        let upstream_nets = HostSet::new(
+            allowed
+                .patterns()
+                .iter()
+                .chain(runtime_routes.set.patterns())
+                .chain(static_routes.set.patterns())
+                .filter(|p| matches!(p.kind(), PatternKind::Net(_)))
+                .cloned()
+                .collect(),
+        );
 
         for (i, p) in &passthrough_pats {
             for (table, prefix) in [
@@ -532,6 +578,8 @@ impl CompiledPolicy {
             static_outbound,
             bindings: c.bindings,
             pins,
+            upstream_cidrs,
+            upstream_nets,
             warnings: c.warnings,
             rule_not_allowed: Arc::from("not in allowed_hosts"),
             rule_internet: Arc::from("internet = true"),
@@ -583,6 +631,39 @@ impl CompiledPolicy {
             };
         }
         deny(&self.rule_default_deny)
+    }
+
+    /// Whether egret may dial `ip` on `port` for the sandbox: `None` when it may (a public
+    /// address, or a non-public one the operator allowed), else the non-public range that
+    /// stops it. Allowed are addresses covered by `allowed_upstream_cidrs`, and — except for
+    /// loopback, link-local, multicast and "this network" — addresses an IP or CIDR pattern of
+    /// `allowed_hosts` or of a route names. Pinned names are not asked about at all.
+    pub fn upstream_refusal(&self, ip: IpAddr, port: u16) -> Option<&'static SpecialRange> {
+        let ip = canonical_ip(ip);
+        let range = special_range(ip)?;
+        if self.upstream_cidrs.iter().any(|n| n.contains(&ip)) {
+            return None;
+        }
+        if !range.local
+            && self
+                .upstream_nets
+                .find(&Destination::ip(ip, port))
+                .is_some()
+        {
+            return None;
+        }
+        Some(range)
+    }
+
+    /// Whether `allowed_upstream_cidrs` or an IP/CIDR pattern of the policy names `ip` (so
+    /// dialling it was asked for, even if it turns out to be egret's own address).
+    pub fn upstream_named(&self, ip: IpAddr, port: u16) -> bool {
+        let ip = canonical_ip(ip);
+        self.upstream_cidrs.iter().any(|n| n.contains(&ip))
+            || self
+                .upstream_nets
+                .find(&Destination::ip(ip, port))
+                .is_some()
     }
 
     /// Decides what to do with a TLS connection: refuse what is denied, splice

@@ -56,12 +56,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod config;
 pub mod error;
 pub mod eval;
 pub mod matcher;
 pub mod pattern;
 
+pub use address::{special_range, SpecialRange};
 pub use config::{
     BindingConfig, HandlerConfig, PolicyConfig, ResolveAddrs, RouteConfig, RuntimeLayer,
     SecretSource,

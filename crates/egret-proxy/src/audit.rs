@@ -267,6 +267,8 @@ struct Event<'a> {
     ttfb_ms: Option<f64>,
     total_ms: f64,
     error: Option<&'a str>,
+    classified: &'a str,
+    first_byte_ms: Option<f64>,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -369,6 +371,8 @@ struct RequestRecord {
     status: u16,
     req_bytes: ReqBytes,
     ttfb: Duration,
+    classified: crate::conn::Classified,
+    first_byte: Option<Duration>,
 }
 
 impl RequestRecord {
@@ -404,6 +408,8 @@ impl RequestRecord {
             ttfb_ms: Some(millis(self.ttfb)),
             total_ms: millis(self.start.elapsed()),
             error: error.as_deref(),
+            classified: self.classified.as_str(),
+            first_byte_ms: self.first_byte.map(millis),
         };
         emit(&self.sink, &ev);
     }
@@ -510,6 +516,8 @@ pub(crate) fn request(
         status: resp.status().as_u16(),
         req_bytes: start.req_bytes,
         ttfb: start.start.elapsed(),
+        classified: start.info.classified,
+        first_byte: start.info.first_byte,
     };
     resp.map(|inner| {
         crate::body::boxed(Audited {
@@ -562,6 +570,8 @@ pub(crate) fn connection(
         ttfb_ms: None,
         total_ms: millis(elapsed),
         error,
+        classified: info.classified.as_str(),
+        first_byte_ms: info.first_byte.map(millis),
     };
     emit(&proxy.audit, &ev);
 }

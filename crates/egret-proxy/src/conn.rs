@@ -4,7 +4,7 @@ use crate::classify::{classify, Class};
 use crate::upstream::canonical_ip;
 use crate::Proxy;
 use bytes::{Bytes, BytesMut};
-use egret_policy::{Destination, TlsDecision};
+use egret_policy::{Destination, TlsDecision, VerdictAction};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,6 +30,39 @@ pub struct ConnInfo {
     pub tls: bool,
     /// When egret accepted the connection (for the audit event's duration).
     pub started: std::time::Instant,
+    /// Which side's bytes decided how the connection is served.
+    pub classified: Classified,
+    /// When (after accept) the bytes that decided it arrived.
+    pub first_byte: Option<Duration>,
+}
+
+/// How a connection was classified (the audit event's `classified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// By the client's first bytes (TLS, HTTP, or neither: opaque), whenever they came.
+    ClientFirst,
+    /// The client was silent for the classify timeout and the server spoke first: opaque.
+    ServerFirst,
+    /// Nobody spoke before the handshake time ran out: refused.
+    Silent,
+    /// The client's first bytes could still have been TLS or HTTP when the handshake time ran
+    /// out: refused.
+    Incomplete,
+    /// The client closed its side before sending anything.
+    Eof,
+}
+
+impl Classified {
+    /// The audit label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classified::ClientFirst => "client-first",
+            Classified::ServerFirst => "server-first",
+            Classified::Silent => "silent",
+            Classified::Incomplete => "incomplete",
+            Classified::Eof => "eof",
+        }
+    }
 }
 
 impl ConnInfo {
@@ -78,6 +111,23 @@ impl Proxy {
 /// Largest prefix read while classifying (a ClientHello may be longer; TLS reads on).
 const CLASSIFY_MAX: usize = 64;
 
+/// Read until the prefix is classified (a prefix of `CLASSIFY_MAX` bytes that is still
+/// ambiguous is opaque; so is end of stream). `None` on a read error.
+async fn read_class(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Class> {
+    loop {
+        match classify(buf) {
+            Class::NeedMore if buf.len() < CLASSIFY_MAX => {}
+            Class::NeedMore => return Some(Class::Opaque),
+            c => return Some(c),
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) => return Some(Class::Opaque),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 impl Proxy {
     pub(crate) async fn handle_connection(self: Arc<Self>, stream: TcpStream, client: SocketAddr) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +173,8 @@ impl Proxy {
             sni: None,
             tls: false,
             started,
+            classified: Classified::ClientFirst,
+            first_byte: None,
         };
         if info.dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
             crate::audit::connection(
@@ -139,22 +191,37 @@ impl Proxy {
             return;
         }
         let mut buf = BytesMut::with_capacity(CLASSIFY_MAX);
-        let class = tokio::time::timeout(self.cfg.classify_timeout, async {
-            loop {
-                match classify(&buf) {
-                    Class::NeedMore if buf.len() < CLASSIFY_MAX => {}
-                    Class::NeedMore => return Class::Opaque,
-                    c => return c,
-                }
-                match stream.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return Class::Opaque,
-                    Ok(_) => {}
-                }
+        // The client has `classify_timeout` to speak before egret also listens for a
+        // server-speaks-first protocol; whenever the client's bytes come, they decide.
+        let prompt =
+            tokio::time::timeout(self.cfg.classify_timeout, read_class(&mut stream, &mut buf))
+                .await;
+        let mut info = info;
+        match prompt {
+            Ok(Some(class)) => {
+                info.classified = Classified::ClientFirst;
+                info.first_byte = Some(started.elapsed());
+                self.dispatch(stream, buf.freeze(), info, class).await
             }
-        })
-        .await
-        .unwrap_or(Class::Opaque);
-        let prefix = buf.freeze();
+            Ok(None) => {}
+            Err(_) if !buf.is_empty() => {
+                // The client spoke, but not yet enough to tell: it is client-first, so no
+                // server bytes are waited for; the rest must come within the handshake time.
+                info.first_byte = Some(started.elapsed());
+                self.finish_classifying(stream, buf, info).await
+            }
+            Err(_) => self.after_silence(stream, buf, info).await,
+        }
+    }
+
+    /// Hand a classified connection to its path.
+    async fn dispatch(
+        self: Arc<Self>,
+        stream: TcpStream,
+        prefix: Bytes,
+        info: ConnInfo,
+        class: Class,
+    ) {
         match class {
             Class::Tls => self.handle_tls(stream, prefix, info).await,
             Class::Http1 | Class::H2Prior => {
@@ -162,6 +229,173 @@ impl Proxy {
                 self.serve_http(io, Arc::new(info)).await
             }
             Class::Opaque | Class::NeedMore => self.tunnel(stream, prefix, info, "tcp").await,
+        }
+    }
+
+    /// When the handshake time since accept runs out (at least `classify_timeout` from now).
+    fn hold_deadline(&self, info: &ConnInfo) -> tokio::time::Instant {
+        let by_handshake =
+            tokio::time::Instant::from_std(info.started) + self.cfg.handshake_timeout;
+        by_handshake.max(tokio::time::Instant::now() + self.cfg.classify_timeout)
+    }
+
+    /// The client sent a prefix that could still be TLS or HTTP: read until it is decided. If
+    /// it never is, the connection is refused — a prefix left hanging must not turn into an
+    /// opaque tunnel (that would skip interception by waiting).
+    async fn finish_classifying(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        mut buf: BytesMut,
+        mut info: ConnInfo,
+    ) {
+        let deadline = self.hold_deadline(&info);
+        match tokio::time::timeout_at(deadline, read_class(&mut stream, &mut buf)).await {
+            Ok(Some(class)) => {
+                info.classified = Classified::ClientFirst;
+                self.dispatch(stream, buf.freeze(), info, class).await
+            }
+            Ok(None) => {}
+            Err(_) => {
+                info.classified = Classified::Incomplete;
+                let why = format!(
+                    "the client's first {} bytes could still be TLS or HTTP but nothing more came within {:?}",
+                    buf.len(),
+                    self.cfg.handshake_timeout
+                );
+                crate::audit::connection(
+                    &self,
+                    &info,
+                    info.dns_name.as_deref(),
+                    "tcp",
+                    "error",
+                    &why,
+                    0,
+                    0,
+                );
+                reset(stream);
+            }
+        }
+    }
+
+    /// The client said nothing for `classify_timeout`. Its first bytes still decide whenever
+    /// they come; meanwhile, where the policy lets the destination be opaque TCP, egret
+    /// connects upstream so a server-speaks-first protocol (SSH, SMTP, a database greeting)
+    /// can start. Once the server has spoken the connection is opaque for good. Destinations
+    /// that can only be served as HTTP (denied ones, whose requests might still name an allowed
+    /// host, and handler routes) are held until the handshake time runs out, then refused.
+    async fn after_silence(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        mut buf: BytesMut,
+        mut info: ConnInfo,
+    ) {
+        let policy = self.policy.load_full();
+        let name = info.dns_name.clone();
+        let verdict = policy.evaluate(&conn_destination(name.as_deref(), info.orig));
+        let mut connecting = matches!(verdict.action, VerdictAction::Allow).then(|| {
+            let (this, target) = (self.clone(), info.clone());
+            Box::pin(async move { this.connect_opaque(&target).await })
+        });
+        let mut upstream: Option<TcpStream> = None;
+        let mut failure: Option<String> = None;
+        let hold = tokio::time::sleep_until(self.hold_deadline(&info));
+        tokio::pin!(hold);
+        loop {
+            tokio::select! {
+                r = stream.read_buf(&mut buf) => {
+                    match r {
+                        Ok(0) => {
+                            // Closed (or half-closed) without a byte: nothing to intercept.
+                            info.classified = Classified::Eof;
+                            return match (upstream, &verdict.action) {
+                                (Some(up), _) => self.splice(stream, up, Bytes::new(), Bytes::new(), info, "tcp", &verdict.rule).await,
+                                (None, VerdictAction::Deny) => self.refuse(stream, &info, name.as_deref(), "tcp", &verdict.rule),
+                                (None, _) => {
+                                    crate::audit::connection(&self, &info, name.as_deref(), "tcp", "error", "the client closed before sending anything", 0, 0);
+                                }
+                            };
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                    // The client spoke first, however late: its bytes decide; an upstream
+                    // connection opened for a server greeting is not used.
+                    drop(upstream.take());
+                    drop(connecting.take());
+                    info.first_byte = Some(info.started.elapsed());
+                    return match classify(&buf) {
+                        Class::NeedMore if buf.len() < CLASSIFY_MAX => self.finish_classifying(stream, buf, info).await,
+                        class => {
+                            info.classified = Classified::ClientFirst;
+                            let class = if class == Class::NeedMore { Class::Opaque } else { class };
+                            self.dispatch(stream, buf.freeze(), info, class).await
+                        }
+                    };
+                }
+                r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                    connecting = None;
+                    match r {
+                        Ok(up) => upstream = Some(up),
+                        Err(e) => failure = Some(e.to_string()),
+                    }
+                }
+                r = async { upstream.as_ref().expect("guarded").readable().await }, if upstream.is_some() => {
+                    if r.is_err() {
+                        upstream = None;
+                        continue;
+                    }
+                    let mut greeting = BytesMut::with_capacity(4096);
+                    match upstream.as_ref().expect("guarded").try_read_buf(&mut greeting) {
+                        Ok(0) => {
+                            failure = Some("the upstream closed without sending anything".into());
+                            upstream = None;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => {
+                            failure = Some(format!("the upstream connection failed: {e}"));
+                            upstream = None;
+                            continue;
+                        }
+                    }
+                    // The server spoke first: opaque for good, if the policy still allows it.
+                    let now = self.policy.load();
+                    let v = now.evaluate(&conn_destination(name.as_deref(), info.orig));
+                    info.classified = Classified::ServerFirst;
+                    info.first_byte = Some(info.started.elapsed());
+                    if !matches!(v.action, VerdictAction::Allow) {
+                        let rule = v.rule.clone();
+                        drop(now);
+                        return self.refuse(stream, &info, name.as_deref(), "tcp", &rule);
+                    }
+                    let up = upstream.take().expect("guarded");
+                    return self.splice(stream, up, Bytes::new(), greeting.freeze(), info, "tcp", &v.rule).await;
+                }
+                _ = &mut hold, if upstream.is_none() => {
+                    info.classified = Classified::Silent;
+                    let waited = self.cfg.handshake_timeout;
+                    return match verdict.action {
+                        VerdictAction::Deny => self.refuse(stream, &info, name.as_deref(), "tcp", &verdict.rule),
+                        VerdictAction::Handler(id) => {
+                            let why = format!(
+                                "{} routes to handler {}, which needs HTTP; the client sent nothing within {waited:?}",
+                                verdict.rule,
+                                policy.binding(id).handler
+                            );
+                            self.refuse(stream, &info, name.as_deref(), "tcp", &why)
+                        }
+                        VerdictAction::Allow => {
+                            let why = match failure {
+                                Some(f) => format!("the client sent nothing within {waited:?} and the upstream did not greet: {f}"),
+                                None => format!("the client sent nothing within {waited:?} and the upstream did not answer in time"),
+                            };
+                            crate::audit::connection(&self, &info, name.as_deref(), "tcp", "error", &why, 0, 0);
+                            reset(stream);
+                        }
+                    };
+                }
+            }
         }
     }
 

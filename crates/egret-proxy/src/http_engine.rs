@@ -525,13 +525,21 @@ impl Proxy {
                 (Response::from_parts(p, boxed(b)), outcome)
             }
             Err(e) => {
-                let reason = describe_client_error(&e);
-                outcome.decision = "error";
+                let (reason, refused) = describe_client_error(&e);
+                // A non-public address the policy does not allow is the policy's answer, not
+                // the network's: audited as a denial with the reason.
+                let decision = if refused {
+                    self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                    "deny"
+                } else {
+                    "error"
+                };
+                outcome.decision = decision;
                 outcome.error = Some(reason.clone());
                 (
                     text_response(
                         StatusCode::BAD_GATEWAY,
-                        "error",
+                        decision,
                         format!("egret: upstream {}:{port} failed: {reason}\n", target.host),
                     ),
                     outcome,
@@ -629,19 +637,20 @@ async fn splice_upgraded(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::On
     }
 }
 
-/// Find the most useful reason in a hyper-util client error chain.
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+/// Find the most useful reason in a hyper-util client error chain, and whether it is a
+/// refusal by policy (an address egret does not dial) rather than a failure.
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> (String, bool) {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(c) = s.downcast_ref::<ConnectError>() {
-            return c.to_string();
+            return (c.to_string(), c.is_refusal());
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            return h.to_string();
+            return (h.to_string(), false);
         }
         src = s.source();
     }
-    e.to_string()
+    (e.to_string(), false)
 }
 
 #[cfg(test)]

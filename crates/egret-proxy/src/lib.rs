@@ -9,8 +9,14 @@
 //! * HTTP/1.x or the h2 preface → the HTTP engine (hyper): per request, the host the request
 //!   names is evaluated against the current policy generation, optionally handed to a
 //!   handler, and forwarded to that name (resolved by egret) with bodies streamed,
-//! * anything else, or silence → opaque TCP, allowed or refused by destination (the name the
-//!   sandbox looked up via egret's DNS, or the IP).
+//! * anything else → opaque TCP, allowed or refused by destination (the name the sandbox
+//!   looked up via egret's DNS, or the IP).
+//!
+//! The client's first bytes decide whenever they come: waiting never turns an interceptable
+//! connection into a tunnel. A client silent for `classify_timeout` may be talking to a
+//! server-speaks-first protocol: where the destination may be opaque TCP, egret then connects
+//! upstream and, if the server speaks first, the connection is opaque for good. Every other
+//! silent connection is held until the handshake time runs out, then refused.
 //!
 //! The policy is read through an `ArcSwap`: a request pins the generation it started with, and
 //! the next request on the same connection sees the newest one.
@@ -29,7 +35,7 @@ mod tunnel;
 pub mod upstream;
 
 pub use audit::{AuditError, AuditOutput, AuditSink};
-pub use conn::ConnInfo;
+pub use conn::{Classified, ConnInfo};
 pub use http_engine::{HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
 pub use shard::Shards;
 
@@ -47,12 +53,14 @@ pub struct ProxyConfig {
     /// The transparent listener port (connections whose original destination is this port on
     /// a local address are refused: loop guard).
     pub listen_port: u16,
-    /// How long to wait for a client's first bytes before treating the connection as an
-    /// opaque server-speaks-first protocol.
+    /// How long a client may stay silent before egret also listens for a server greeting
+    /// (server-speaks-first protocols) where the destination may be opaque TCP.
     pub classify_timeout: Duration,
     /// Upstream TCP connect (and TLS handshake) timeout.
     pub connect_timeout: Duration,
-    /// Downstream TLS handshake timeout (ClientHello and handshake).
+    /// How long a client may take, from accept, to send first bytes that decide the connection
+    /// when no server greeting is possible; and the downstream TLS handshake timeout
+    /// (ClientHello and handshake).
     pub handshake_timeout: Duration,
     /// HTTP/1 request header read timeout (slowloris guard).
     pub header_read_timeout: Duration,

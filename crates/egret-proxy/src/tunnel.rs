@@ -1,7 +1,7 @@
 //! Opaque TCP and TLS pass-through: allowed or refused by destination, then spliced both ways
 //! with whatever bytes were read while classifying replayed first.
 use crate::conn::{reset, ConnInfo};
-use crate::upstream::{connect_any, is_forbidden_upstream, ConnectError};
+use crate::upstream::ConnectError;
 use crate::Proxy;
 use bytes::Bytes;
 use egret_policy::VerdictAction;
@@ -56,44 +56,45 @@ impl Proxy {
             .await
     }
 
+    /// Connect to where an opaque connection goes: the name (SNI, else the name the sandbox
+    /// looked up) resolved by egret, else the dialled address — each checked like every
+    /// upstream address (see [`crate::upstream::Resolver`]).
+    pub(crate) async fn connect_opaque(&self, info: &ConnInfo) -> Result<TcpStream, ConnectError> {
+        let port = info.orig.port();
+        match info.sni.as_deref().or(info.dns_name.as_deref()) {
+            Some(n) => self.connector.connect_tcp(n, port).await,
+            None => {
+                self.connector
+                    .connect_tcp(&info.orig.ip().to_string(), port)
+                    .await
+            }
+        }
+    }
+
     async fn splice_to(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        stream: TcpStream,
         prefix: Bytes,
         info: ConnInfo,
         proto: &'static str,
         rule: &str,
     ) {
         let name = info.sni.clone().or(info.dns_name.clone());
-        let port = info.orig.port();
-        let upstream = match &name {
-            Some(n) => self.connector.connect_tcp(n, port).await,
-            None => {
-                let ip = info.orig.ip();
-                if is_forbidden_upstream(ip, &|ip| self.dns.is_synthetic(ip)) {
-                    Err(ConnectError::Forbidden {
-                        host: ip.to_string(),
-                        addr: ip,
-                    })
-                } else {
-                    connect_any(
-                        &ip.to_string(),
-                        &[SocketAddr::new(ip, port)],
-                        self.cfg.connect_timeout,
-                    )
-                    .await
-                }
-            }
-        };
-        let mut up = match upstream {
+        let up = match self.connect_opaque(&info).await {
             Ok(u) => u,
             Err(e) => {
+                let decision = if e.is_refusal() { "deny" } else { "error" };
+                if e.is_refusal() {
+                    self.stats
+                        .denied
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 crate::audit::connection(
                     &self,
                     &info,
                     name.as_deref(),
                     proto,
-                    "error",
+                    decision,
                     &e.to_string(),
                     0,
                     0,
@@ -102,9 +103,32 @@ impl Proxy {
                 return;
             }
         };
-        let mut sent = prefix.len() as u64;
-        if !prefix.is_empty() && up.write_all(&prefix).await.is_err() {
+        self.splice(stream, up, prefix, Bytes::new(), info, proto, rule)
+            .await
+    }
+
+    /// Copy both ways until either side closes (or a policy swap revokes the destination),
+    /// after sending `to_up` upstream (bytes read from the client while classifying) and
+    /// `to_down` to the client (a server's greeting read while waiting for the client).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn splice(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        mut up: TcpStream,
+        to_up: Bytes,
+        to_down: Bytes,
+        info: ConnInfo,
+        proto: &'static str,
+        rule: &str,
+    ) {
+        let name = info.sni.clone().or(info.dns_name.clone());
+        let mut sent = to_up.len() as u64;
+        let mut received = to_down.len() as u64;
+        if !to_up.is_empty() && up.write_all(&to_up).await.is_err() {
             reset(stream);
+            return;
+        }
+        if !to_down.is_empty() && stream.write_all(&to_down).await.is_err() {
             return;
         }
         let revoked = self.revoked(name.clone(), info.orig, proto == "tls-passthrough");
@@ -112,10 +136,11 @@ impl Proxy {
             result = tokio::io::copy_bidirectional(&mut stream, &mut up) => {
                 let (a, b) = result.unwrap_or((0, 0));
                 sent += a;
-                crate::audit::connection(&self, &info, name.as_deref(), proto, "forward", rule, sent, b);
+                received += b;
+                crate::audit::connection(&self, &info, name.as_deref(), proto, "forward", rule, sent, received);
             }
             why = revoked => {
-                crate::audit::connection(&self, &info, name.as_deref(), proto, "revoked", &why, sent, 0);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, "revoked", &why, sent, received);
                 reset(stream);
             }
         }

@@ -29,13 +29,18 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
-    /// The name resolved only to addresses egret refuses to dial on the sandbox's behalf.
-    #[error("{host} resolves to {addr}, a local or reserved address egret does not dial for a sandbox; pin it with --resolve or [resolve] if that is intended")]
+    /// The name resolved only to addresses egret does not dial for a sandbox (non-public ones
+    /// the policy does not allow, egret's synthetic DNS addresses, egret's own host).
+    #[error("{}", forbidden_text(.host, .addr, .what, *.pin_only))]
     Forbidden {
         /// The host.
         host: String,
         /// The refused address.
         addr: IpAddr,
+        /// What the address is, e.g. `private (RFC 1918) (10.0.0.0/8)`.
+        what: String,
+        /// Only a pin can allow it (egret's synthetic addresses).
+        pin_only: bool,
     },
     /// TCP connect failed or timed out.
     #[error("could not connect to {host} ({addr}): {reason}")]
@@ -60,25 +65,23 @@ pub enum ConnectError {
     NoHost,
 }
 
-/// Addresses egret refuses to dial unless an operator pinned them.
-pub fn is_forbidden_upstream(ip: IpAddr, synthetic: &dyn Fn(IpAddr) -> bool) -> bool {
-    let ip = canonical_ip(ip);
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_unspecified()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || synthetic(ip)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || synthetic(ip)
-        }
+fn forbidden_text(host: &str, addr: &IpAddr, what: &str, pin_only: bool) -> String {
+    let subject = if host.trim_start_matches('[').trim_end_matches(']') == addr.to_string() {
+        format!("{addr} is {what}")
+    } else {
+        format!("{host} resolves to {addr}, {what}")
+    };
+    if pin_only {
+        format!("{subject}, which egret does not dial for a sandbox; pin {host} with --resolve or [resolve] if that is intended")
+    } else {
+        format!("{subject}, which egret does not dial for a sandbox unless allowed: add it to allowed_upstream_cidrs (e.g. \"{addr}\") or pin {host} with --resolve or [resolve]")
+    }
+}
+
+impl ConnectError {
+    /// Whether the policy, not the network, stopped the connection (audited as `deny`).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ConnectError::Forbidden { .. })
     }
 }
 
@@ -93,8 +96,22 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An address to dial for a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The operator asked for this address (a pin, `allowed_upstream_cidrs`, an address
+    /// pattern of the policy), so it is dialled even when it is egret's own host.
+    pub named: bool,
+}
+
 /// Name resolution for upstream connections: pins (`--resolve`, `[resolve]`) first, then the
-/// system resolver of egret's own namespace.
+/// system resolver of egret's own namespace. Every address a name resolves to is checked
+/// before it is dialled: egret's synthetic addresses and non-public addresses the policy does
+/// not allow are dropped (see [`CompiledPolicy::upstream_refusal`]); a name left with none is
+/// refused. The addresses returned are the ones dialled, so nothing can change between the
+/// check and the connect.
 #[derive(Clone)]
 pub struct Resolver {
     policy: Arc<ArcSwap<CompiledPolicy>>,
@@ -102,7 +119,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// A resolver reading pins from the current policy.
+    /// A resolver reading pins and allowances from the current policy.
     pub fn new(
         policy: Arc<ArcSwap<CompiledPolicy>>,
         synthetic: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
@@ -110,21 +127,57 @@ impl Resolver {
         Resolver { policy, synthetic }
     }
 
-    /// Resolve `host` for `port`. IP literals are used as they are (after the forbidden check).
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    /// Why egret may not dial `ip` for `host`, if it may not.
+    fn refusal(
+        &self,
+        policy: &CompiledPolicy,
+        host: &str,
+        ip: IpAddr,
+        port: u16,
+    ) -> Option<ConnectError> {
+        if (self.synthetic)(ip) {
+            return Some(ConnectError::Forbidden {
+                host: host.to_string(),
+                addr: ip,
+                what: "an address of egret's synthetic DNS pool".into(),
+                pin_only: true,
+            });
+        }
+        policy
+            .upstream_refusal(ip, port)
+            .map(|range| ConnectError::Forbidden {
+                host: host.to_string(),
+                addr: ip,
+                what: range.to_string(),
+                pin_only: false,
+            })
+    }
+
+    /// Resolve `host` for `port` into the addresses egret may dial. IP literals are used as
+    /// they are (after the same check).
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<Candidate>, ConnectError> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            if is_forbidden_upstream(ip, &*self.synthetic) {
-                return Err(ConnectError::Forbidden {
-                    host: host.to_string(),
-                    addr: ip,
-                });
+            let ip = canonical_ip(ip);
+            let policy = self.policy.load();
+            if let Some(e) = self.refusal(&policy, host, ip, port) {
+                return Err(e);
             }
-            return Ok(vec![SocketAddr::new(canonical_ip(ip), port)]);
+            let named = policy.upstream_named(ip, port);
+            return Ok(vec![Candidate {
+                addr: SocketAddr::new(ip, port),
+                named,
+            }]);
         }
         if let Some(pins) = self.policy.load().pinned(host) {
             if !pins.is_empty() {
-                return Ok(pins.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
+                return Ok(pins
+                    .iter()
+                    .map(|ip| Candidate {
+                        addr: SocketAddr::new(*ip, port),
+                        named: true,
+                    })
+                    .collect());
             }
         }
         let looked =
@@ -134,47 +187,75 @@ impl Resolver {
                     host: host.to_string(),
                     reason: e.to_string(),
                 })?;
+        // Read after the lookup: a swap during it applies to its answer.
+        let policy = self.policy.load();
         let mut out = Vec::new();
         let mut refused = None;
         for a in looked {
-            if is_forbidden_upstream(a.ip(), &*self.synthetic) {
-                refused = Some(a.ip());
-            } else {
-                out.push(a);
+            let ip = canonical_ip(a.ip());
+            match self.refusal(&policy, host, ip, port) {
+                Some(e) => {
+                    refused.get_or_insert(e);
+                }
+                None => out.push(Candidate {
+                    addr: SocketAddr::new(ip, port),
+                    named: policy.upstream_named(ip, port),
+                }),
             }
         }
         if out.is_empty() {
-            return Err(match refused {
-                Some(addr) => ConnectError::Forbidden {
-                    host: host.to_string(),
-                    addr,
-                },
-                None => ConnectError::Resolve {
-                    host: host.to_string(),
-                    reason: "no addresses".into(),
-                },
-            });
+            return Err(refused.unwrap_or_else(|| ConnectError::Resolve {
+                host: host.to_string(),
+                reason: "no addresses".into(),
+            }));
         }
         Ok(out)
     }
 }
 
-/// Connect to the first address that answers, each attempt bounded by `timeout`.
+/// Whether a connected socket reached the egret host itself: the kernel routes a connection to
+/// one of the host's own addresses through its local table, whose routes use that very address
+/// as the source.
+fn reached_own_host(s: &TcpStream) -> bool {
+    match (s.local_addr(), s.peer_addr()) {
+        (Ok(l), Ok(p)) => canonical_ip(l.ip()) == canonical_ip(p.ip()),
+        _ => false,
+    }
+}
+
+/// Connect to the first candidate that answers, each attempt bounded by `timeout`. A
+/// connection that turns out to reach egret's own host (not named by the operator) is closed
+/// before a byte is sent and the next candidate tried.
 pub async fn connect_any(
     host: &str,
-    addrs: &[SocketAddr],
+    addrs: &[Candidate],
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
     let mut last = None;
-    for addr in addrs {
+    let mut refused = None;
+    for c in addrs {
+        let addr = c.addr;
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
+                if !c.named && reached_own_host(&s) {
+                    crate::conn::reset(s);
+                    refused = Some(ConnectError::Forbidden {
+                        host: host.to_string(),
+                        addr: addr.ip(),
+                        what: "an address of egret's own host".into(),
+                        pin_only: false,
+                    });
+                    continue;
+                }
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
-            Ok(Err(e)) => last = Some((*addr, e.to_string())),
-            Err(_) => last = Some((*addr, format!("timed out after {timeout:?}"))),
+            Ok(Err(e)) => last = Some((addr, e.to_string())),
+            Err(_) => last = Some((addr, format!("timed out after {timeout:?}"))),
         }
+    }
+    if let (Some(e), None) = (refused, &last) {
+        return Err(e);
     }
     let (addr, reason) = last.unwrap_or_else(|| {
         (

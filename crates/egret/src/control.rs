@@ -352,7 +352,7 @@ impl ControlPlane {
                     warnings: vec![],
                 });
             }
-            Change::ReplacePolicy(new) => cfg = new,
+            Change::ReplacePolicy(new) => cfg = *new,
         }
         self.commit(st, uploaded, cfg, rt, kind).await
     }

@@ -618,3 +618,92 @@ fn compiled_policy_is_send_and_sync() {
     check::<CompiledPolicy>();
     check::<Verdict>();
 }
+
+#[test]
+fn non_public_upstreams_need_an_explicit_allowance() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let p = compile(
+        &PolicyConfig {
+            allowed_hosts: vec!["*.allowed.test".into()],
+            internet: true,
+            ..PolicyConfig::default()
+        },
+        &RuntimeLayer::default(),
+    );
+    // nothing names them: every non-public address is refused, public ones are not
+    for a in [
+        "10.231.0.2",
+        "::ffff:10.231.0.2",
+        "100.64.1.1",
+        "fd00::1",
+        "127.0.0.1",
+    ] {
+        assert!(p.upstream_refusal(ip(a), 80).is_some(), "{a}");
+    }
+    assert_eq!(
+        p.upstream_refusal(ip("10.231.0.2"), 80).unwrap().cidr,
+        "10.0.0.0/8"
+    );
+    assert!(p.upstream_refusal(ip("11.200.0.2"), 80).is_none());
+    assert!(!p.upstream_named(ip("11.200.0.2"), 80));
+
+    let p = compile(
+        &PolicyConfig {
+            allowed_hosts: vec![
+                "*.allowed.test".into(),
+                "10.231.0.0/24:443".into(),
+                "0.0.0.0/0:8080".into(),
+                "*".into(),
+            ],
+            allowed_upstream_cidrs: vec!["fd00::/8".into(), "169.254.169.254".into()],
+            handlers: handlers(&["h"]),
+            routes: vec![RouteConfig::new(["172.16.5.5"], "h")],
+            ..PolicyConfig::default()
+        },
+        &RuntimeLayer {
+            routes: vec![RouteConfig::new(["192.168.7.0/24"], "h")],
+            ..RuntimeLayer::default()
+        },
+    );
+    // a CIDR in allowed_hosts allows its range, on its ports only
+    assert!(p.upstream_refusal(ip("10.231.0.2"), 443).is_none());
+    assert!(p.upstream_refusal(ip("::ffff:10.231.0.2"), 443).is_none());
+    assert!(p.upstream_refusal(ip("10.231.0.2"), 80).is_some());
+    assert!(p.upstream_refusal(ip("10.231.1.2"), 443).is_some());
+    assert!(p.upstream_named(ip("10.231.0.2"), 443));
+    // `*` is not an address pattern; a wide CIDR allows private ranges but never loopback or
+    // link-local (those need allowed_upstream_cidrs)
+    assert!(p.upstream_refusal(ip("192.168.1.1"), 80).is_some());
+    assert!(p.upstream_refusal(ip("192.168.1.1"), 8080).is_none());
+    assert!(p.upstream_refusal(ip("127.0.0.1"), 8080).is_some());
+    assert!(p.upstream_refusal(ip("169.254.1.1"), 8080).is_some());
+    // allowed_upstream_cidrs: any range, any port
+    assert!(p.upstream_refusal(ip("fd00:200::2"), 1).is_none());
+    assert!(p.upstream_refusal(ip("169.254.169.254"), 80).is_none());
+    assert!(p.upstream_refusal(ip("169.254.169.253"), 80).is_some());
+    // address patterns of static and runtime routes count too
+    assert!(p.upstream_refusal(ip("172.16.5.5"), 80).is_none());
+    assert!(p.upstream_refusal(ip("192.168.7.9"), 80).is_none());
+}
+
+#[test]
+fn allowed_upstream_cidrs_must_be_addresses() {
+    let err = CompiledPolicy::compile(
+        &PolicyConfig {
+            allowed_upstream_cidrs: vec![
+                "10.0.0.0/8".into(),
+                "db.internal".into(),
+                "10.0.0.0/33".into(),
+            ],
+            ..PolicyConfig::default()
+        },
+        &RuntimeLayer::default(),
+        1,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("allowed_upstream_cidrs[1]"), "{text}");
+    assert!(text.contains("allowed_upstream_cidrs[2]"), "{text}");
+    assert!(!text.contains("allowed_upstream_cidrs[0]"), "{text}");
+    assert!(text.contains("not an IP address or CIDR network"), "{text}");
+}
