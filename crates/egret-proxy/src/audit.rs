@@ -12,7 +12,7 @@ use crate::authority::Target;
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::http_engine::Outcome;
-use crate::metrics::Metrics;
+use crate::metrics::{Decision, Metrics, TunnelProto};
 use crate::Proxy;
 use bytes::Bytes;
 use egret_policy::CompiledPolicy;
@@ -401,7 +401,7 @@ impl RequestRecord {
                 .map(|r| &**r),
             handler: self.outcome.handler.as_deref(),
             module_sha256: self.module_sha256.as_deref(),
-            decision: self.outcome.decision,
+            decision: self.outcome.decision.as_str(),
             status: Some(self.status),
             req_bytes,
             resp_bytes,
@@ -536,15 +536,15 @@ pub(crate) fn connection(
     proxy: &Proxy,
     info: &ConnInfo,
     name: Option<&str>,
-    proto: &'static str,
-    decision: &'static str,
+    proto: TunnelProto,
+    decision: Decision,
     detail: &str,
     bytes_up: u64,
     bytes_down: u64,
 ) {
     proxy.metrics.tunnel(proto, decision, bytes_up, bytes_down);
     let elapsed = info.started.elapsed();
-    let (rule, error) = if decision == "error" {
+    let (rule, error) = if decision == Decision::Error {
         (None, Some(detail))
     } else {
         (Some(detail), None)
@@ -557,13 +557,13 @@ pub(crate) fn connection(
         client: info.client,
         host: name,
         dst: info.orig,
-        proto,
+        proto: proto.as_str(),
         method: None,
         path: None,
         rule,
         handler: None,
         module_sha256: None,
-        decision,
+        decision: decision.as_str(),
         status: None,
         req_bytes: bytes_up,
         resp_bytes: bytes_down,

@@ -1,6 +1,7 @@
 //! One sandbox connection: loop guard, attribution to a looked-up name, classification of the
 //! first bytes, then the TLS, HTTP or opaque path.
 use crate::classify::{classify, Class};
+use crate::metrics::{Decision, TunnelProto};
 use crate::upstream::canonical_ip;
 use crate::Proxy;
 use bytes::{Bytes, BytesMut};
@@ -99,11 +100,10 @@ impl Proxy {
         stream: TcpStream,
         info: &ConnInfo,
         name: Option<&str>,
-        proto: &'static str,
+        proto: TunnelProto,
         rule: &str,
     ) {
-        self.stats.denied.fetch_add(1, Ordering::Relaxed);
-        crate::audit::connection(self, info, name, proto, "deny", rule, 0, 0);
+        crate::audit::connection(self, info, name, proto, Decision::Deny, rule, 0, 0);
         reset(stream);
     }
 }
@@ -131,14 +131,13 @@ async fn read_class(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Class>
 impl Proxy {
     pub(crate) async fn handle_connection(self: Arc<Self>, stream: TcpStream, client: SocketAddr) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connection_opened();
         let span = tracing::info_span!("conn", sandbox = %self.cfg.sandbox_id, conn = id);
         self.clone()
             .connection_inner(stream, client, id, std::time::Instant::now())
             .instrument(span)
             .await;
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connection_closed();
     }
 
     async fn connection_inner(
@@ -181,8 +180,8 @@ impl Proxy {
                 &self,
                 &info,
                 None,
-                "tcp",
-                "deny",
+                TunnelProto::Tcp,
+                Decision::Deny,
                 "unknown synthetic address (its DNS answer expired: resolve the name again)",
                 0,
                 0,
@@ -228,7 +227,9 @@ impl Proxy {
                 let io = egret_tls::peek::Rewind::new(prefix, stream);
                 self.serve_http(io, Arc::new(info)).await
             }
-            Class::Opaque | Class::NeedMore => self.tunnel(stream, prefix, info, "tcp").await,
+            Class::Opaque | Class::NeedMore => {
+                self.tunnel(stream, prefix, info, TunnelProto::Tcp).await
+            }
         }
     }
 
@@ -266,8 +267,8 @@ impl Proxy {
                     &self,
                     &info,
                     info.dns_name.as_deref(),
-                    "tcp",
-                    "error",
+                    TunnelProto::Tcp,
+                    Decision::Error,
                     &why,
                     0,
                     0,
@@ -308,10 +309,10 @@ impl Proxy {
                             // Closed (or half-closed) without a byte: nothing to intercept.
                             info.classified = Classified::Eof;
                             return match (upstream, &verdict.action) {
-                                (Some(up), _) => self.splice(stream, up, Bytes::new(), Bytes::new(), info, "tcp", &verdict.rule).await,
-                                (None, VerdictAction::Deny) => self.refuse(stream, &info, name.as_deref(), "tcp", &verdict.rule),
+                                (Some(up), _) => self.splice(stream, up, Bytes::new(), Bytes::new(), info, TunnelProto::Tcp, &verdict.rule).await,
+                                (None, VerdictAction::Deny) => self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &verdict.rule),
                                 (None, _) => {
-                                    crate::audit::connection(&self, &info, name.as_deref(), "tcp", "error", "the client closed before sending anything", 0, 0);
+                                    crate::audit::connection(&self, &info, name.as_deref(), TunnelProto::Tcp, Decision::Error, "the client closed before sending anything", 0, 0);
                                 }
                             };
                         }
@@ -367,30 +368,30 @@ impl Proxy {
                     if !matches!(v.action, VerdictAction::Allow) {
                         let rule = v.rule.clone();
                         drop(now);
-                        return self.refuse(stream, &info, name.as_deref(), "tcp", &rule);
+                        return self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &rule);
                     }
                     let up = upstream.take().expect("guarded");
-                    return self.splice(stream, up, Bytes::new(), greeting.freeze(), info, "tcp", &v.rule).await;
+                    return self.splice(stream, up, Bytes::new(), greeting.freeze(), info, TunnelProto::Tcp, &v.rule).await;
                 }
                 _ = &mut hold, if upstream.is_none() => {
                     info.classified = Classified::Silent;
                     let waited = self.cfg.handshake_timeout;
                     return match verdict.action {
-                        VerdictAction::Deny => self.refuse(stream, &info, name.as_deref(), "tcp", &verdict.rule),
+                        VerdictAction::Deny => self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &verdict.rule),
                         VerdictAction::Handler(id) => {
                             let why = format!(
                                 "{} routes to handler {}, which needs HTTP; the client sent nothing within {waited:?}",
                                 verdict.rule,
                                 policy.binding(id).handler
                             );
-                            self.refuse(stream, &info, name.as_deref(), "tcp", &why)
+                            self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &why)
                         }
                         VerdictAction::Allow => {
                             let why = match failure {
                                 Some(f) => format!("the client sent nothing within {waited:?} and the upstream did not greet: {f}"),
                                 None => format!("the client sent nothing within {waited:?} and the upstream did not answer in time"),
                             };
-                            crate::audit::connection(&self, &info, name.as_deref(), "tcp", "error", &why, 0, 0);
+                            crate::audit::connection(&self, &info, name.as_deref(), TunnelProto::Tcp, Decision::Error, &why, 0, 0);
                             reset(stream);
                         }
                     };
@@ -414,8 +415,8 @@ impl Proxy {
                     &self,
                     &info,
                     info.dns_name.as_deref(),
-                    "tls",
-                    "error",
+                    TunnelProto::Tls,
+                    Decision::Error,
                     &format!("bad ClientHello: {e}"),
                     0,
                     0,
@@ -428,8 +429,8 @@ impl Proxy {
                     &self,
                     &info,
                     info.dns_name.as_deref(),
-                    "tls",
-                    "error",
+                    TunnelProto::Tls,
+                    Decision::Error,
                     "ClientHello timed out",
                     0,
                     0,
@@ -449,7 +450,7 @@ impl Proxy {
         let dest = conn_destination(name.as_deref(), info.orig);
         match policy.tls_decision(&dest) {
             TlsDecision::Refuse(v) => {
-                self.refuse(stream, &info, name.as_deref(), "tls", &v.rule);
+                self.refuse(stream, &info, name.as_deref(), TunnelProto::Tls, &v.rule);
             }
             TlsDecision::Passthrough(_) if hello.ech_offered => {
                 // With Encrypted Client Hello the SNI is only a public front name: splicing
@@ -458,7 +459,7 @@ impl Proxy {
                     stream,
                     &info,
                     name.as_deref(),
-                    "tls",
+                    TunnelProto::Tls,
                     "ECH hides the destination; pass-through refused",
                 );
             }
@@ -473,8 +474,8 @@ impl Proxy {
                         &self,
                         &info,
                         name.as_deref(),
-                        "tls",
-                        "error",
+                        TunnelProto::Tls,
+                        Decision::Error,
                         "TLS interception is not configured",
                         0,
                         0,

@@ -5,6 +5,7 @@ use crate::authority::{request_target, AuthorityError, Target};
 use crate::body::{boxed, full, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::headers::{strip_h3_alt_svc, strip_hop_by_hop};
+use crate::metrics::Decision;
 use crate::upstream::{canonical_ip, ConnectError};
 use crate::Proxy;
 use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
@@ -16,7 +17,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,24 +79,55 @@ pub trait HandlerDispatch: Send + Sync {
     }
 }
 
-fn text_response(status: StatusCode, decision: &'static str, body: String) -> Response<ProxyBody> {
+fn text_response(status: StatusCode, decision: Decision, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r.headers_mut()
-        .insert("x-egret-decision", HeaderValue::from_static(decision));
+    r.headers_mut().insert(
+        "x-egret-decision",
+        HeaderValue::from_static(decision.as_str()),
+    );
     r
 }
 
 /// The outcome of one request, for the audit event.
 pub(crate) struct Outcome {
-    pub decision: &'static str,
+    pub decision: Decision,
     pub rule: Arc<str>,
     pub handler: Option<Arc<str>>,
     pub error: Option<String>,
+}
+
+/// A request decided: the response for the sandbox, the destination it named (when it got
+/// that far) and what to audit.
+struct Decided {
+    resp: Response<ProxyBody>,
+    target: Option<Target>,
+    outcome: Outcome,
+}
+
+impl Decided {
+    /// Refused or failed before any rule matched: `msg` is the body and the audit reason.
+    fn failed(
+        status: StatusCode,
+        decision: Decision,
+        msg: String,
+        target: Option<Target>,
+    ) -> Decided {
+        Decided {
+            resp: text_response(status, decision, format!("egret: {msg}\n")),
+            target,
+            outcome: Outcome {
+                decision,
+                rule: Arc::from("-"),
+                handler: None,
+                error: Some(msg),
+            },
+        }
+    }
 }
 
 impl Proxy {
@@ -141,7 +172,6 @@ impl Proxy {
         let req_bytes = crate::audit::ReqBytes::default();
         req.extensions_mut().insert(req_bytes.clone());
         let proto = crate::audit::http_proto(info.tls, req.version());
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The generation this request runs on, whatever happens to the policy meanwhile.
         let policy = self.policy.load_full();
         let method = req.method().clone();
@@ -150,7 +180,11 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let (resp, target, outcome) = self.decide_and_forward(req, info, &policy).await;
+        let Decided {
+            resp,
+            target,
+            outcome,
+        } = self.decide_and_forward(req, info, &policy).await;
         let start = crate::audit::RequestStart {
             info,
             policy: &policy,
@@ -164,84 +198,18 @@ impl Proxy {
         crate::audit::request(self, start, target.as_ref(), outcome, resp)
     }
 
+    /// Decide one request on `policy` and carry the decision out: refuse it, hand it to its
+    /// handler, or forward it.
     async fn decide_and_forward(
         &self,
         mut req: Request<Incoming>,
         info: &ConnInfo,
         policy: &CompiledPolicy,
-    ) -> (Response<ProxyBody>, Option<Target>, Outcome) {
-        let fail = |status, decision: &'static str, msg: String| {
-            let outcome = Outcome {
-                decision,
-                rule: Arc::from("-"),
-                handler: None,
-                error: Some(msg.clone()),
-            };
-            (
-                text_response(status, decision, format!("egret: {msg}\n")),
-                outcome,
-            )
-        };
-        let mut target = match request_target(&req) {
+    ) -> Decided {
+        let target = match self.request_destination(&mut req, info) {
             Ok(t) => t,
-            Err(AuthorityError::Missing) => match info.conn_name() {
-                Some(n) => Target {
-                    host: n.to_string(),
-                    port: None,
-                },
-                None => Target {
-                    host: info.orig.ip().to_string(),
-                    port: None,
-                },
-            },
-            Err(e) => {
-                let (r, o) = fail(StatusCode::BAD_REQUEST, "error", e.to_string());
-                return (r, None, o);
-            }
+            Err(refused) => return *refused,
         };
-        // A synthetic address in Host means "the name egret gave out for it".
-        if let Ok(ip) = target.host.parse::<IpAddr>() {
-            if self.dns.is_synthetic(ip) {
-                match self.dns.lookup(ip) {
-                    Some(n) => target.host = n.to_string(),
-                    None => {
-                        let (r, o) = fail(
-                            StatusCode::BAD_GATEWAY,
-                            "error",
-                            format!("{ip} is an expired egret DNS answer; resolve the name again"),
-                        );
-                        return (r, Some(target), o);
-                    }
-                }
-            }
-        }
-        if info.tls {
-            if let Some(sni) = &info.sni {
-                if !target.host.eq_ignore_ascii_case(sni) {
-                    let (r, o) = fail(
-                        StatusCode::MISDIRECTED_REQUEST,
-                        "deny",
-                        format!(
-                            "request for {} on a TLS connection for {sni}: open a new connection for that host",
-                            target.host
-                        ),
-                    );
-                    return (r, Some(target), o);
-                }
-            }
-        }
-        if let Err(msg) = normalize_extended_connect(&mut req) {
-            let (r, o) = fail(StatusCode::NOT_IMPLEMENTED, "deny", msg);
-            return (r, Some(target), o);
-        }
-        if req.method() == Method::CONNECT {
-            let (r, o) = fail(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "deny",
-                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly".into(),
-            );
-            return (r, Some(target), o);
-        }
         let port = target.port.unwrap_or(info.orig.port());
         let ip = target.host.parse::<IpAddr>().ok().map(canonical_ip);
         let dest = Destination {
@@ -254,9 +222,14 @@ impl Proxy {
             port,
         };
         let verdict = policy.evaluate(&dest);
+        let outcome = |decision, handler| Outcome {
+            decision,
+            rule: verdict.rule.clone(),
+            handler,
+            error: None,
+        };
         match verdict.action {
             VerdictAction::Deny => {
-                self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 let body = format!(
                     "egret: request to {}:{} denied by rule {} (sandbox {}, policy generation {})\n",
                     target.host,
@@ -265,116 +238,208 @@ impl Proxy {
                     self.cfg.sandbox_id,
                     policy.generation()
                 );
-                let outcome = Outcome {
-                    decision: "deny",
-                    rule: verdict.rule.clone(),
-                    handler: None,
-                    error: None,
-                };
-                (
-                    text_response(StatusCode::FORBIDDEN, "deny", body),
-                    Some(target),
-                    outcome,
-                )
+                Decided {
+                    resp: text_response(StatusCode::FORBIDDEN, Decision::Deny, body),
+                    target: Some(target),
+                    outcome: outcome(Decision::Deny, None),
+                }
             }
             VerdictAction::Allow => {
-                let outcome = Outcome {
-                    decision: "forward",
-                    rule: verdict.rule.clone(),
-                    handler: None,
-                    error: None,
-                };
-                let (resp, outcome) = self.forward(req, info, &target, port, None, outcome).await;
-                (resp, Some(target), outcome)
+                let (resp, outcome) = self
+                    .forward(
+                        req,
+                        info,
+                        &target,
+                        port,
+                        None,
+                        outcome(Decision::Forward, None),
+                    )
+                    .await;
+                Decided {
+                    resp,
+                    target: Some(target),
+                    outcome,
+                }
             }
             VerdictAction::Handler(id) => {
                 let binding = policy.binding(id);
-                let mut outcome = Outcome {
-                    decision: "forward",
-                    rule: verdict.rule.clone(),
-                    handler: Some(binding.handler.clone()),
-                    error: None,
-                };
-                let Some(engine) = &self.handlers else {
-                    outcome.decision = "error";
-                    let msg = format!(
-                        "handler {} cannot run: no handler engine in this build",
-                        binding.handler
-                    );
-                    outcome.error = Some(msg.clone());
-                    return (
-                        text_response(StatusCode::BAD_GATEWAY, "error", format!("egret: {msg}\n")),
-                        Some(target),
-                        outcome,
-                    );
-                };
-                let (mut parts, body) = req.into_parts();
-                // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler
-                // sees `upgrade` (so it can deny it) and forward() re-establishes it upstream.
-                let upgrade = upgrade_protocol(&parts);
-                strip_hop_by_hop(&mut parts.headers, true);
-                if let Some(proto) = &upgrade {
-                    parts.headers.insert(http::header::UPGRADE, proto.clone());
+                let outcome = outcome(Decision::Forward, Some(binding.handler.clone()));
+                let (resp, outcome) = self
+                    .through_handler(req, info, policy, binding, &target, port, outcome)
+                    .await;
+                Decided {
+                    resp,
+                    target: Some(target),
+                    outcome,
                 }
-                let authority = match (target.port, target.host.contains(':')) {
-                    (Some(p), true) => format!("[{}]:{p}", target.host),
-                    (Some(p), false) => format!("{}:{p}", target.host),
-                    (None, true) => format!("[{}]", target.host),
-                    (None, false) => target.host.clone(),
-                };
-                let path = parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/");
-                let head = RequestHead {
-                    method: &parts.method,
-                    scheme: if info.tls { "https" } else { "http" },
-                    authority,
-                    path_and_query: path,
-                    headers: &parts.headers,
-                };
-                match engine.dispatch(binding, policy.generation(), head).await {
-                    Ok(HandlerAction::Respond(resp)) => {
-                        outcome.decision = "respond";
-                        let (p, b) = resp.into_parts();
-                        let b = crate::body::hold_request_body(full(b), body);
-                        (Response::from_parts(p, b), Some(target), outcome)
-                    }
-                    Ok(HandlerAction::Forward {
-                        set,
-                        remove,
-                        path_and_query,
-                    }) => {
-                        for name in remove {
-                            parts.headers.remove(name);
-                        }
-                        for (name, value) in set {
-                            parts.headers.insert(name, value);
-                        }
-                        if let Some(pq) = path_and_query {
-                            parts.uri = Uri::builder()
-                                .path_and_query(pq)
-                                .build()
-                                .unwrap_or(parts.uri);
-                        }
-                        let req = Request::from_parts(parts, body);
-                        let (resp, outcome) = self
-                            .forward(req, info, &target, port, upgrade, outcome)
-                            .await;
-                        (resp, Some(target), outcome)
-                    }
-                    Err(f) => {
-                        outcome.decision = "error";
-                        outcome.error = Some(format!("{}: {}", f.kind, f.message));
-                        tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
-                        (
-                            text_response(f.status, "error", format!("egret: {}\n", f.message)),
+            }
+        }
+    }
+
+    /// The host and port a request is for (refusing requests egret cannot or will not carry):
+    /// its authority, else the connection's name, else the dialled address; a synthetic
+    /// address stands for the name egret gave out for it.
+    fn request_destination(
+        &self,
+        req: &mut Request<Incoming>,
+        info: &ConnInfo,
+    ) -> Result<Target, Box<Decided>> {
+        let mut target = match request_target(req) {
+            Ok(t) => t,
+            Err(AuthorityError::Missing) => Target {
+                host: info
+                    .conn_name()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| info.orig.ip().to_string()),
+                port: None,
+            },
+            Err(e) => {
+                return Err(Box::new(Decided::failed(
+                    StatusCode::BAD_REQUEST,
+                    Decision::Error,
+                    e.to_string(),
+                    None,
+                )))
+            }
+        };
+        if let Ok(ip) = target.host.parse::<IpAddr>() {
+            if self.dns.is_synthetic(ip) {
+                match self.dns.lookup(ip) {
+                    Some(n) => target.host = n.to_string(),
+                    None => {
+                        return Err(Box::new(Decided::failed(
+                            StatusCode::BAD_GATEWAY,
+                            Decision::Error,
+                            format!("{ip} is an expired egret DNS answer; resolve the name again"),
                             Some(target),
-                            outcome,
-                        )
+                        )))
                     }
                 }
+            }
+        }
+        if let Some(sni) = info.sni.as_ref().filter(|_| info.tls) {
+            if !target.host.eq_ignore_ascii_case(sni) {
+                let msg = format!(
+                    "request for {} on a TLS connection for {sni}: open a new connection for that host",
+                    target.host
+                );
+                return Err(Box::new(Decided::failed(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    Decision::Deny,
+                    msg,
+                    Some(target),
+                )));
+            }
+        }
+        if let Err(msg) = normalize_extended_connect(req) {
+            return Err(Box::new(Decided::failed(
+                StatusCode::NOT_IMPLEMENTED,
+                Decision::Deny,
+                msg,
+                Some(target),
+            )));
+        }
+        if req.method() == Method::CONNECT {
+            return Err(Box::new(Decided::failed(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Decision::Deny,
+                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly".into(),
+                Some(target),
+            )));
+        }
+        Ok(target)
+    }
+
+    /// Run the request's handler on its head and carry out what it returns.
+    #[allow(clippy::too_many_arguments)]
+    async fn through_handler(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        policy: &CompiledPolicy,
+        binding: &egret_policy::Binding,
+        target: &Target,
+        port: u16,
+        mut outcome: Outcome,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let Some(engine) = &self.handlers else {
+            let msg = format!(
+                "handler {} cannot run: no handler engine in this build",
+                binding.handler
+            );
+            outcome.decision = Decision::Error;
+            outcome.error = Some(msg.clone());
+            return (
+                text_response(
+                    StatusCode::BAD_GATEWAY,
+                    Decision::Error,
+                    format!("egret: {msg}\n"),
+                ),
+                outcome,
+            );
+        };
+        let (mut parts, body) = req.into_parts();
+        // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler sees
+        // `upgrade` (so it can deny it) and forward() re-establishes it upstream.
+        let upgrade = upgrade_protocol(&parts);
+        strip_hop_by_hop(&mut parts.headers, true);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(http::header::UPGRADE, proto.clone());
+        }
+        let authority = match (target.port, target.host.contains(':')) {
+            (Some(p), true) => format!("[{}]:{p}", target.host),
+            (Some(p), false) => format!("{}:{p}", target.host),
+            (None, true) => format!("[{}]", target.host),
+            (None, false) => target.host.clone(),
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let head = RequestHead {
+            method: &parts.method,
+            scheme: if info.tls { "https" } else { "http" },
+            authority,
+            path_and_query: path,
+            headers: &parts.headers,
+        };
+        match engine.dispatch(binding, policy.generation(), head).await {
+            Ok(HandlerAction::Respond(resp)) => {
+                outcome.decision = Decision::Respond;
+                let (p, b) = resp.into_parts();
+                let b = crate::body::hold_request_body(full(b), body);
+                (Response::from_parts(p, b), outcome)
+            }
+            Ok(HandlerAction::Forward {
+                set,
+                remove,
+                path_and_query,
+            }) => {
+                for name in remove {
+                    parts.headers.remove(name);
+                }
+                for (name, value) in set {
+                    parts.headers.insert(name, value);
+                }
+                if let Some(pq) = path_and_query {
+                    parts.uri = Uri::builder()
+                        .path_and_query(pq)
+                        .build()
+                        .unwrap_or(parts.uri);
+                }
+                let req = Request::from_parts(parts, body);
+                self.forward(req, info, target, port, upgrade, outcome)
+                    .await
+            }
+            Err(f) => {
+                outcome.decision = Decision::Error;
+                outcome.error = Some(format!("{}: {}", f.kind, f.message));
+                tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
+                (
+                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
+                    outcome,
+                )
             }
         }
     }
@@ -443,12 +508,12 @@ impl Proxy {
         let uri: Uri = match format!("{scheme}://{authority}{pq}").parse() {
             Ok(u) => u,
             Err(e) => {
-                outcome.decision = "error";
+                outcome.decision = Decision::Error;
                 outcome.error = Some(e.to_string());
                 return (
                     text_response(
                         StatusCode::BAD_REQUEST,
-                        "error",
+                        Decision::Error,
                         format!("egret: bad request URI: {e}\n"),
                     ),
                     outcome,
@@ -480,10 +545,10 @@ impl Proxy {
                                 let want = websocket_accept(key.as_bytes());
                                 let got = resp.headers().get(http::header::SEC_WEBSOCKET_ACCEPT);
                                 if got.map(|g| g.as_bytes()) != Some(want.as_bytes()) {
-                                    outcome.decision = "error";
+                                    outcome.decision = Decision::Error;
                                     outcome.error = Some("upstream WebSocket handshake: wrong or missing Sec-WebSocket-Accept".into());
                                     return (
-                                        text_response(StatusCode::BAD_GATEWAY, "error", format!("egret: upstream {}:{port} answered the WebSocket upgrade with a wrong or missing Sec-WebSocket-Accept\n", target.host)),
+                                        text_response(StatusCode::BAD_GATEWAY, Decision::Error, format!("egret: upstream {}:{port} answered the WebSocket upgrade with a wrong or missing Sec-WebSocket-Accept\n", target.host)),
                                         outcome,
                                     );
                                 }
@@ -507,11 +572,11 @@ impl Proxy {
                             (Response::from_parts(p, crate::body::empty()), outcome)
                         }
                         _ => {
-                            outcome.decision = "error";
+                            outcome.decision = Decision::Error;
                             outcome.error =
                                 Some("upstream switched protocols without being asked".into());
                             (
-                                text_response(StatusCode::BAD_GATEWAY, "error", "egret: upstream answered 101 to a request that did not ask to upgrade\n".into()),
+                                text_response(StatusCode::BAD_GATEWAY, Decision::Error, "egret: upstream answered 101 to a request that did not ask to upgrade\n".into()),
                                 outcome,
                             )
                         }
@@ -529,10 +594,9 @@ impl Proxy {
                 // A non-public address the policy does not allow is the policy's answer, not
                 // the network's: audited as a denial with the reason.
                 let decision = if refused {
-                    self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                    "deny"
+                    Decision::Deny
                 } else {
-                    "error"
+                    Decision::Error
                 };
                 outcome.decision = decision;
                 outcome.error = Some(reason.clone());

@@ -41,7 +41,7 @@ pub use shard::Shards;
 
 use arc_swap::ArcSwap;
 use egret_policy::CompiledPolicy;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,21 +91,6 @@ impl ProxyConfig {
     }
 }
 
-/// Counters for tests, logs and metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections accepted.
-    pub connections: AtomicU64,
-    /// Connections currently open.
-    pub active: AtomicU64,
-    /// HTTP requests seen.
-    pub requests: AtomicU64,
-    /// Requests or connections denied.
-    pub denied: AtomicU64,
-    /// Connections refused because `max_connections` was reached.
-    pub overload: AtomicU64,
-}
-
 /// What the data path needs from the sandbox's DNS (implemented over `egret-dns` by the
 /// binary): the synthetic address → name map, and DNS over TCP for connections to port 53.
 pub trait SandboxDns: Send + Sync + 'static {
@@ -137,7 +122,6 @@ pub struct Proxy {
     pub(crate) connector: upstream::Connector,
     pub(crate) tls: Option<TlsState>,
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
-    pub(crate) stats: Stats,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) audit: Arc<AuditSink>,
     pub(crate) next_conn: AtomicU64,
@@ -203,7 +187,6 @@ impl Proxy {
             connector,
             tls: parts.tls,
             handlers: parts.handlers,
-            stats: Stats::default(),
             metrics: parts.metrics,
             audit: parts.audit,
             next_conn: AtomicU64::new(1),
@@ -224,11 +207,6 @@ impl Proxy {
             "policy changed: open tunnels re-check"
         );
         self.generation_tx.send_replace(generation);
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 
     /// Data-path metrics.
@@ -271,7 +249,7 @@ impl Proxy {
                 }
             };
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                self.stats.overload.fetch_add(1, Ordering::Relaxed);
+                self.metrics.overload_reset();
                 conn::reset(stream);
                 continue;
             };

@@ -1,6 +1,7 @@
 //! Opaque TCP and TLS pass-through: allowed or refused by destination, then spliced both ways
 //! with whatever bytes were read while classifying replayed first.
 use crate::conn::{reset, ConnInfo};
+use crate::metrics::{Decision, TunnelProto};
 use crate::upstream::ConnectError;
 use crate::Proxy;
 use bytes::Bytes;
@@ -17,7 +18,7 @@ impl Proxy {
         stream: TcpStream,
         prefix: Bytes,
         info: ConnInfo,
-        proto: &'static str,
+        proto: TunnelProto,
     ) {
         let policy = self.policy.load_full();
         let name = info.dns_name.clone();
@@ -52,7 +53,7 @@ impl Proxy {
         info: ConnInfo,
     ) {
         let rule: Arc<str> = Arc::from("passthrough_hosts");
-        self.splice_to(stream, prefix, info, "tls-passthrough", &rule)
+        self.splice_to(stream, prefix, info, TunnelProto::TlsPassthrough, &rule)
             .await
     }
 
@@ -76,19 +77,18 @@ impl Proxy {
         stream: TcpStream,
         prefix: Bytes,
         info: ConnInfo,
-        proto: &'static str,
+        proto: TunnelProto,
         rule: &str,
     ) {
         let name = info.sni.clone().or(info.dns_name.clone());
         let up = match self.connect_opaque(&info).await {
             Ok(u) => u,
             Err(e) => {
-                let decision = if e.is_refusal() { "deny" } else { "error" };
-                if e.is_refusal() {
-                    self.stats
-                        .denied
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                let decision = if e.is_refusal() {
+                    Decision::Deny
+                } else {
+                    Decision::Error
+                };
                 crate::audit::connection(
                     &self,
                     &info,
@@ -118,7 +118,7 @@ impl Proxy {
         to_up: Bytes,
         to_down: Bytes,
         info: ConnInfo,
-        proto: &'static str,
+        proto: TunnelProto,
         rule: &str,
     ) {
         let name = info.sni.clone().or(info.dns_name.clone());
@@ -131,16 +131,20 @@ impl Proxy {
         if !to_down.is_empty() && stream.write_all(&to_down).await.is_err() {
             return;
         }
-        let revoked = self.revoked(name.clone(), info.orig, proto == "tls-passthrough");
+        let revoked = self.revoked(
+            name.clone(),
+            info.orig,
+            proto == TunnelProto::TlsPassthrough,
+        );
         tokio::select! {
             result = tokio::io::copy_bidirectional(&mut stream, &mut up) => {
                 let (a, b) = result.unwrap_or((0, 0));
                 sent += a;
                 received += b;
-                crate::audit::connection(&self, &info, name.as_deref(), proto, "forward", rule, sent, received);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, Decision::Forward, rule, sent, received);
             }
             why = revoked => {
-                crate::audit::connection(&self, &info, name.as_deref(), proto, "revoked", &why, sent, received);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, Decision::Revoked, &why, sent, received);
                 reset(stream);
             }
         }

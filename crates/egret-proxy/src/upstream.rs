@@ -421,7 +421,7 @@ impl Connector {
         }
         .await;
         match &result {
-            Ok(_) => self.metrics.upstream_connect.observe(start.elapsed()),
+            Ok(_) => self.metrics.upstream_connected(start.elapsed()),
             Err(_) => self.metrics.connect_failed(),
         }
         result
@@ -468,7 +468,7 @@ impl Connector {
             });
         let tls = match tls {
             Ok(t) => {
-                self.metrics.upstream_tls.observe(start.elapsed());
+                self.metrics.upstream_tls_done(start.elapsed());
                 t
             }
             Err(e) => {

@@ -1,5 +1,6 @@
 //! Host-side bindings generated from `handlers-wasm/wit/handler.wit`, the
-//! single source of truth shared with the guest SDK.
+//! single source of truth shared with the guest SDK. The WIT documents the generated types.
+#![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
     path: "../../handlers-wasm/wit",

@@ -140,14 +140,17 @@ pub struct RunArgs {
     /// Routing table used for interception.
     #[arg(long, default_value_t = 100)]
     pub route_table: u32,
-    /// Milliseconds to wait for a client's first bytes before treating a connection as an
-    /// opaque (server-speaks-first) protocol.
+    /// Milliseconds of client silence after which egret also listens for a server greeting
+    /// (server-speaks-first protocols), where the destination may be opaque TCP. The
+    /// client's first bytes still decide whenever they come.
     #[arg(long, default_value_t = 300)]
     pub classify_timeout_ms: u64,
     /// Upstream connect timeout, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
-    /// Downstream TLS timeout (ClientHello and handshake), milliseconds.
+    /// How long a client may take to send first bytes that decide its connection when no
+    /// server greeting is possible, and the downstream TLS timeout (ClientHello and
+    /// handshake), milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub tls_handshake_timeout_ms: u64,
     /// Maximum simultaneous sandbox connections.
@@ -190,4 +193,37 @@ fn parse_u32(s: &str) -> Result<u32, String> {
         None => s.parse(),
     };
     r.map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
+impl RunArgs {
+    /// The sidecar configuration these flags describe.
+    pub fn into_config(self) -> egret_app::Config {
+        use std::time::Duration;
+        let mut c = egret_app::Config::new(self.netns, self.sandbox_id);
+        c.policy = self.policy;
+        c.resolve = self.resolve;
+        c.ready_file = self.ready_file;
+        c.ca_out = self.ca_out;
+        c.ca_bundle_out = self.ca_bundle_out;
+        c.upstream_ca = self.upstream_ca;
+        c.ca_validity = Duration::from_secs(self.ca_validity_hours.max(1) * 3600);
+        c.leaf_cache_size = self.leaf_cache_size;
+        c.listen_port = self.listen_port;
+        c.dns_port = self.dns_port;
+        c.mark = self.mark;
+        c.route_table = self.route_table;
+        c.classify_timeout = Duration::from_millis(self.classify_timeout_ms);
+        c.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        c.tls_handshake_timeout = Duration::from_millis(self.tls_handshake_timeout_ms);
+        c.max_connections = self.max_connections;
+        c.keep_alt_svc = self.keep_alt_svc;
+        c.audit_log = self.audit_log;
+        if let Some(w) = self.workers {
+            c.workers = usize::from(w);
+        }
+        c.admin_socket = self.admin_socket;
+        c.state_dir = self.state_dir;
+        c.handler_cache_dir = self.handler_cache_dir;
+        c
+    }
 }

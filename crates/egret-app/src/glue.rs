@@ -1,5 +1,5 @@
 //! Adapters that connect the library crates to each other. Each crate stays ignorant of the
-//! others; this is the one place where capture → DNS → TLS → HTTP → handlers are wired.
+//! others; this is the one place where DNS → HTTP → handlers are wired.
 use arc_swap::ArcSwap;
 use egret_policy::CompiledPolicy;
 use futures_util::future::BoxFuture;
@@ -123,8 +123,11 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
         Box::pin(async move {
             let start = std::time::Instant::now();
             let result = self.run(binding, generation, head).await;
-            self.metrics
-                .handler(start.elapsed(), result.as_ref().err().map(|f| f.kind));
+            let failure = result
+                .as_ref()
+                .err()
+                .map(|f| egret_proxy::metrics::HandlerFailureKind::from_kind(f.kind));
+            self.metrics.handler(start.elapsed(), failure);
             result
         })
     }

@@ -1,0 +1,375 @@
+//! Building a sidecar from its [`Config`] and running it: attach to the sandbox namespace,
+//! serve until SIGINT/SIGTERM, then remove exactly what was installed.
+use crate::control::{ControlParts, ControlPlane};
+use crate::glue::{DnsGlue, PolicyNames, WasmDispatch};
+use crate::modules::ModuleSource;
+use crate::policy_source::{compile, parse_pins, PolicySource};
+use crate::state::{write_atomic, State, StateDir};
+use crate::telemetry::Telemetry;
+use crate::{AppError, Config};
+use arc_swap::ArcSwap;
+use egret_policy::RuntimeLayer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since start at the end of each start-up phase, logged at debug level once
+/// egret is ready (start-up time is a target: this shows where it goes).
+struct Phases(Instant, Vec<(&'static str, f64)>);
+
+impl Phases {
+    fn mark(&mut self, phase: &'static str) {
+        self.1
+            .push((phase, self.0.elapsed().as_secs_f64() * 1000.0));
+    }
+}
+
+/// Sandbox ids end up in log lines, the CA subject (X.509 limits the CN to 64 characters) and
+/// the nft table comment: keep them plain.
+fn validate_sandbox_id(id: &str) -> Result<(), AppError> {
+    let ok = !id.is_empty()
+        && id.len() <= 45
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::SandboxId(id.to_string()))
+    }
+}
+
+fn write_run_file(path: &std::path::Path, content: &[u8]) -> Result<(), AppError> {
+    write_atomic(path, content, 0o644, false).map_err(|source| AppError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A sidecar, built and attached to its sandbox, not yet serving.
+pub struct App {
+    cfg: Config,
+    phases: Phases,
+    rt: tokio::runtime::Runtime,
+    attached: egret_capture::Attached,
+    policy: Arc<ArcSwap<egret_policy::CompiledPolicy>>,
+    proxy: Arc<egret_proxy::Proxy>,
+    dns: Arc<egret_dns::Resolver>,
+    leaves: Arc<egret_tls::LeafCache>,
+    audit: Arc<egret_proxy::AuditSink>,
+    admin: Option<egret_admin::ServerHandle>,
+}
+
+impl Config {
+    /// Load the policy (and the saved state), mint the sandbox CA, compile the handlers, start
+    /// the admin API and attach to the sandbox namespace — the attach runs on a thread of its
+    /// own meanwhile, and is undone if anything after it fails.
+    pub fn build(self) -> Result<App, AppError> {
+        let mut phases = Phases(Instant::now(), Vec::new());
+        validate_sandbox_id(&self.sandbox_id)?;
+        let source = PolicySource::load(self.policy.as_deref())?;
+        let pins = parse_pins(&self.resolve)?;
+        let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
+        let restored = match &state_dir {
+            Some(d) => d.restore(&source.sha256)?,
+            None => Default::default(),
+        };
+        let mut state = State {
+            cfg: source.config.clone(),
+            runtime: RuntimeLayer::default(),
+            generation: 1,
+            policy_file_sha256: source.sha256.clone(),
+        };
+        if let Some(saved) = restored.state {
+            if saved.policy_file_sha256 == source.sha256 {
+                state.cfg = saved.cfg;
+            }
+            state.runtime = saved.runtime;
+            state.generation = saved.generation + 1;
+            tracing::info!(
+                generation = state.generation,
+                "restored runtime state from --state-dir"
+            );
+        }
+        let compiled = compile(&state.cfg, &state.runtime, state.generation, &pins)?;
+        for w in compiled.warnings() {
+            tracing::warn!(warning = %w, "policy");
+        }
+        let secrets = Arc::new(egret_wasm::SecretStore::new());
+        crate::secrets::load(&compiled, &secrets);
+        for (name, value) in &restored.secrets {
+            secrets.set(name.clone(), value.clone().into_bytes());
+        }
+        let kv = Arc::new(egret_wasm::KvStore::new());
+        kv.seed(
+            &self.sandbox_id,
+            compiled
+                .kv_seed()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        )
+        .map_err(|e| AppError::KvSeed(e.to_string()))?;
+        let uploaded = restored.modules;
+        let modules = ModuleSource {
+            policy_dir: &source.dir,
+            uploaded: &uploaded,
+        }
+        .read(&state.cfg)?;
+        let generation = compiled.generation();
+        let policy = Arc::new(ArcSwap::from_pointee(compiled));
+        let netns = egret_capture::NetnsRef::parse(&self.netns)?;
+        let mut cap = egret_capture::CaptureConfig::new(netns, &self.sandbox_id);
+        cap.tcp_port = self.listen_port;
+        cap.dns_port = self.dns_port;
+        cap.mark = self.mark;
+        cap.route_table = self.route_table;
+        phases.mark("policy");
+        // Attaching is mostly waiting for `nft` and `ip`: it runs while the rest starts up. If
+        // anything below fails, dropping `attaching` undoes the attach before egret exits.
+        let attaching = egret_capture::start_attach(cap)?;
+        phases.mark("attach_started");
+
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let upstream = egret_tls::UpstreamTls::new(&self.upstream_ca)?;
+        phases.mark("upstream_roots");
+        let ca = Arc::new(egret_tls::SandboxCa::generate(
+            &self.sandbox_id,
+            self.ca_validity.max(Duration::from_secs(3600)),
+        )?);
+        if let Some(p) = &self.ca_out {
+            write_run_file(p, ca.cert_pem().as_bytes())?;
+        }
+        if let Some(p) = &self.ca_bundle_out {
+            write_run_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes())?;
+        }
+        phases.mark("sandbox_ca");
+        let leaves = Arc::new(egret_tls::LeafCache::with_capacity(
+            ca.clone(),
+            std::num::NonZeroUsize::new(self.leaf_cache_size.max(1)).expect("max(1)"),
+        ));
+        // The main runtime: admin API, DNS, swaps, and the first share of sandbox connections.
+        // More workers add connection threads of their own (egret_proxy::Shards).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("egret-worker")
+            .build()
+            .map_err(AppError::runtime("start the async runtime"))?;
+        let _in_runtime = rt.enter();
+        phases.mark("runtime");
+        let host = Arc::new(
+            egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
+                cache_dir: self.handler_cache_dir.clone(),
+                ..egret_wasm::HostConfig::default()
+            })
+            .map_err(AppError::Host)?,
+        );
+        phases.mark("wasm_engine");
+        let handler_set =
+            rt.block_on(crate::handlers::load(&host, modules))
+                .map_err(|mut refused| {
+                    let r = refused.remove(0);
+                    AppError::Handler {
+                        handler: r.handler,
+                        module: r.module,
+                        source: r.error,
+                    }
+                })?;
+        phases.mark("handlers");
+        let metrics = Arc::new(egret_proxy::metrics::Metrics::default());
+        let audit = egret_proxy::AuditSink::start(match &self.audit_log {
+            Some(p) => egret_proxy::AuditOutput::File(p.clone()),
+            None => egret_proxy::AuditOutput::Stdout,
+        })?;
+        let dispatch = Arc::new(WasmDispatch::new(
+            host,
+            generation,
+            handler_set,
+            secrets,
+            kv,
+            Arc::from(self.sandbox_id.as_str()),
+            metrics.clone(),
+        ));
+        let dns = Arc::new(egret_dns::Resolver::new(
+            Arc::new(egret_dns::SyntheticMap::new(Default::default())),
+            Arc::new(PolicyNames(policy.clone())),
+            Default::default(),
+        ));
+        let mut pcfg = egret_proxy::ProxyConfig::new(&self.sandbox_id);
+        pcfg.listen_port = self.listen_port;
+        pcfg.classify_timeout = self.classify_timeout;
+        pcfg.connect_timeout = self.connect_timeout;
+        pcfg.handshake_timeout = self.tls_handshake_timeout;
+        pcfg.max_connections = self.max_connections;
+        pcfg.keep_alt_svc = self.keep_alt_svc;
+        pcfg.workers = self.workers.max(1);
+        let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
+            cfg: pcfg,
+            policy: policy.clone(),
+            dns: Arc::new(DnsGlue(dns.clone())),
+            upstream_tls: Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
+            upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
+            tls: Some(egret_proxy::TlsState {
+                leaves: leaves.clone(),
+            }),
+            handlers: Some(dispatch.clone()),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        });
+        let telemetry = Arc::new(Telemetry::new(
+            metrics,
+            leaves.clone(),
+            dns.clone(),
+            audit.clone(),
+            policy.clone(),
+        ));
+        let control = Arc::new(ControlPlane::new(ControlParts {
+            sandbox_id: self.sandbox_id.clone(),
+            policy: policy.clone(),
+            dispatch,
+            proxy: proxy.clone(),
+            telemetry,
+            audit: audit.clone(),
+            pins,
+            policy_dir: source.dir,
+            state_dir,
+            ca_pem: ca.cert_pem().to_string(),
+            state,
+            uploaded,
+        }));
+        let admin = match &self.admin_socket {
+            Some(path) => Some(
+                rt.block_on(egret_admin::serve(
+                    path,
+                    control,
+                    egret_admin::ServerOptions::default(),
+                ))
+                .map_err(|source| AppError::Admin {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        phases.mark("admin");
+        let attached = attaching.wait()?;
+        phases.mark("attach");
+        drop(_in_runtime);
+        Ok(App {
+            cfg: self,
+            phases,
+            rt,
+            attached,
+            policy,
+            proxy,
+            dns,
+            leaves,
+            audit,
+            admin,
+        })
+    }
+}
+
+impl App {
+    /// Serve the sandbox until SIGINT or SIGTERM (SIGHUP reopens the audit log), then stop
+    /// serving and remove exactly what was installed in the sandbox namespace.
+    pub fn run(self) -> Result<(), AppError> {
+        let App {
+            cfg,
+            mut phases,
+            rt,
+            attached,
+            policy,
+            proxy,
+            dns,
+            leaves,
+            audit,
+            admin,
+        } = self;
+        let guard = attached.guard;
+        let listeners = attached.listeners;
+        let result: Result<(), AppError> = rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let sig = AppError::runtime("install signal handlers");
+            let mut sigterm = signal(SignalKind::terminate()).map_err(&sig)?;
+            let mut sigint = signal(SignalKind::interrupt()).map_err(&sig)?;
+            let mut sighup = signal(SignalKind::hangup()).map_err(&sig)?;
+            let shards = proxy
+                .start_shards()
+                .map_err(AppError::runtime("start the worker threads (--workers)"))?;
+            let listener = AppError::runtime("use the sandbox listeners");
+            let mut tasks = tokio::task::JoinSet::new();
+            let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
+            tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
+            if let Some(l) = listeners.tcp6 {
+                let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
+                tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
+            }
+            let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
+            tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
+            if let Some(s) = listeners.dns6 {
+                let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
+                tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
+            }
+
+            phases.mark("serve");
+            tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
+            tracing::info!(
+                sandbox = %cfg.sandbox_id,
+                netns = %cfg.netns,
+                generation = policy.load().generation(),
+                startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
+                "intercepting"
+            );
+            if let Some(p) = &cfg.ready_file {
+                write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
+            }
+            loop {
+                tokio::select! {
+                    _ = sigterm.recv() => tracing::info!("SIGTERM: detaching"),
+                    _ = sigint.recv() => tracing::info!("SIGINT: detaching"),
+                    // logrotate's postrotate: the audit file is reopened at its path.
+                    _ = sighup.recv() => {
+                        audit.reopen();
+                        continue;
+                    }
+                    r = tasks.join_next() => tracing::error!(?r, "a server task ended unexpectedly"),
+                }
+                break;
+            }
+            tasks.abort_all();
+            if let Some(a) = admin {
+                a.stop().await;
+            }
+            // Once the aborted accept loops have dropped their handles this one is the last,
+            // and dropping it stops the worker threads, closing what they still serve (as the
+            // runtime's shutdown does here).
+            while tasks.join_next().await.is_some() {}
+            drop(shards);
+            let st = leaves.stats();
+            let ps = proxy.metrics().snapshot();
+            tracing::info!(
+                "leaf cache mints={} hits={} evictions={} entries={} ; connections={} requests={} denied={}",
+                st.mints,
+                st.hits,
+                st.evictions,
+                st.entries,
+                ps.connections,
+                ps.requests,
+                ps.denied,
+            );
+            Ok(())
+        });
+        rt.shutdown_timeout(Duration::from_millis(200));
+        // The audit writer batches under load: write out what is queued before the process
+        // ends.
+        audit.flush(Duration::from_secs(1));
+        let detach = guard.detach();
+        if let Some(p) = &cfg.ready_file {
+            let _ = std::fs::remove_file(p);
+        }
+        result?;
+        detach?;
+        tracing::info!("detached; the sandbox namespace holds nothing of egret's");
+        Ok(())
+    }
+}
