@@ -217,7 +217,9 @@ impl RequestHead {
             Op::Health => Ok(Command::Health),
             Op::Status => Ok(Command::Status),
             Op::GetPolicy => policy_query(&self.query).map(|toml| Command::GetPolicy { toml }),
-            Op::PutPolicy => apply(Change::ReplacePolicy(Box::new(parse_policy(&body, self.toml)?))),
+            Op::PutPolicy => apply(Change::ReplacePolicy(Box::new(parse_policy(
+                &body, self.toml,
+            )?))),
             Op::SetOutbound => apply(Change::SetOutbound(Some(parse_json::<BindingConfig>(
                 &body,
             )?))),
