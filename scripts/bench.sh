@@ -7,6 +7,8 @@
 # BENCH_ONLY=latency,load,download,swap,startup5 runs some parts; BENCH_EGRET_ARGS adds egret flags.
 # BENCH_HOLD=1 keeps the namespaces and egret up (prints how to reach them) until stdin closes.
 # Writes bench-results.json (BENCH_OUT to change). Numbers are medians over rounds.
+# docs/bench-results.json is the run docs/benchmarks.md reports; a full run at the defaults on a
+# quiet machine replaces it: sudo BENCH_OUT=docs/bench-results.json scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${1:-} == --micro ]]; then

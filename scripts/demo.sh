@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The README's "run it" command: a throw-away sandbox behind egret, on the repository's
-# defaults (examples/demo-policy.toml, the example handlers). Shows a request whose credential
-# egret injects (the sandbox never holds it), one that egret denies, and the audit trail.
-# Everything it creates (namespaces, processes, files) is removed on exit.
+# defaults (examples/demo-policy.toml, the example handlers). Shows what egret is for: an HTTPS
+# request from the sandbox, intercepted with the sandbox's own CA, gets a credential the sandbox
+# never holds and goes on to a TLS upstream; an HTTPS connection to a host the policy does not
+# allow is refused; the same for plain HTTP; and the audit trail of all of it.
+# Everything it creates (namespaces, processes, files) is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then echo "run as root: sudo scripts/demo.sh" >&2; exit 1; fi
 scripts/setup.sh >/dev/null
-if [[ -x scripts/build-handlers.sh ]]; then scripts/build-handlers.sh >/dev/null; fi
+scripts/build-handlers.sh >/dev/null
 echo "demo: building egret (first build takes a few minutes) ..."
 cargo build -q --bins
 BIN=$PWD/target/debug
@@ -22,44 +24,81 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM   # through the EXIT trap: clean up when interrupted too
 X="ip netns exec"
 for n in $SBX $EGR $UP; do ip netns add "$n"; ip -n "$n" link set lo up; done
 ip link add dv$id netns $EGR type veth peer name du$id netns $UP
 ip -n $EGR addr add 10.200.0.1/24 dev dv$id; ip -n $EGR link set dv$id up
 ip -n $UP addr add 10.200.0.2/24 dev du$id;  ip -n $UP addr add 10.200.0.3/24 dev du$id; ip -n $UP link set du$id up
 
-$X $UP "$BIN/egret-testsrv" --http '[::]:80' --log "$TMP/upstream.log" --name api.demo.test --ready-file "$TMP/up.ready" &
+wait_for() {  # FILE LOG: wait until a process has written its ready file
+  for _ in $(seq 200); do [[ -f $1 ]] && return; sleep 0.05; done
+  cat "$2" >&2; exit 1
+}
+# The upstream: HTTP on 80, TLS on 443 with a leaf for api.demo.test from a throw-away CA that
+# it writes to $TMP/api.demo.test-ca.pem (egret verifies upstreams against it).
+$X $UP "$BIN/egret-testsrv" --http '[::]:80' --https '[::]:443' --pki-dir "$TMP" \
+  --log "$TMP/upstream.log" --name api.demo.test --ready-file "$TMP/up.ready" 2> "$TMP/up.err" &
 pids+=($!)
+wait_for "$TMP/up.ready" "$TMP/up.err"
 export DEMO_API_TOKEN="demo-token-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 $X $EGR "$BIN/egret" run --netns $SBX --sandbox-id demo-agent \
-  --policy examples/demo-policy.toml --ready-file "$TMP/egret.ready" --ca-out "$TMP/ca.pem" \
-  --audit-log "$TMP/audit.jsonl" \
+  --policy examples/demo-policy.toml --upstream-ca "$TMP/api.demo.test-ca.pem" \
+  --ca-out "$TMP/ca.pem" --ready-file "$TMP/egret.ready" --audit-log "$TMP/audit.jsonl" \
   2> "$TMP/egret.log" &
 pids+=($!)
-for _ in $(seq 200); do [[ -f $TMP/egret.ready && -f $TMP/up.ready ]] && break; sleep 0.05; done
-[[ -f $TMP/egret.ready ]] || { cat "$TMP/egret.log"; exit 1; }
+wait_for "$TMP/egret.ready" "$TMP/egret.log"
 
-echo
-echo "== inside the sandbox: curl http://api.demo.test/echo  (the sandbox has no token)"
-$X $SBX curl -sS http://api.demo.test/echo | python3 -c '
+sbx_curl() {  # curl in the sandbox, trusting only egret's sandbox CA; stderr in $TMP/curl.err
+  $X $SBX curl -sS --cacert "$TMP/ca.pem" "$@" 2> "$TMP/curl.err"
+}
+saw() {  # what the upstream's /echo (JSON on stdin) says it received
+  python3 -c '
 import json, os, sys
 d = json.load(sys.stdin); h = d["headers"]
-print("upstream saw host:           ", d["host"])
-print("upstream saw x-egret-handler:", h.get("x-egret-handler", "<none>"))
 auth = h.get("authorization", "")
-print("upstream saw authorization:  ", "Bearer <token egret injected: %s>" % ("matches DEMO_API_TOKEN" if auth == "Bearer " + os.environ["DEMO_API_TOKEN"] else "MISSING"))'
+ok = auth == "Bearer " + os.environ["DEMO_API_TOKEN"]
+print("  upstream saw: host %s, tls %s, %s" % (d["host"], str(d["tls"]).lower(), d["version"]))
+print("  upstream saw: authorization: Bearer <%s>" % ("the token egret injected: matches DEMO_API_TOKEN" if ok else "MISSING"))
+sys.exit(0 if ok else 1)'
+}
+
 echo
-echo "== inside the sandbox: curl http://exfil.demo.test/  (not allowed by the policy)"
-$X $SBX curl -sS -i --resolve exfil.demo.test:80:10.200.0.3 http://exfil.demo.test/ | sed -n '1p;$p'
+echo "== in the sandbox: curl --cacert ca.pem https://api.demo.test/echo  (the sandbox has no token)"
+sbx_curl -v -o "$TMP/echo.json" https://api.demo.test/echo || { cat "$TMP/curl.err"; exit 1; }
+sed -n 's/^\* *\(subject\|issuer\): /  certificate the sandbox got, \1: /p' "$TMP/curl.err"
+saw < "$TMP/echo.json"
+
+echo
+echo "== in the sandbox: curl https://exfil.demo.test/  (not allowed by the policy; egret's DNS"
+echo "   answers NXDOMAIN for it, so the sandbox dials the address itself: --resolve)"
+if sbx_curl --resolve exfil.demo.test:443:10.200.0.3 https://exfil.demo.test/; then
+  echo "demo: exfil.demo.test answered, egret should have refused it" >&2; exit 1
+fi
+echo "  $(cat "$TMP/curl.err")"
+echo "  (egret read the ClientHello, found SNI exfil.demo.test denied and reset the connection:"
+echo "   no certificate was minted and nothing reached the upstream)"
+
+echo
+echo "== the same over plain HTTP"
+echo "   curl http://api.demo.test/echo"
+sbx_curl -o "$TMP/echo.json" http://api.demo.test/echo || { cat "$TMP/curl.err"; exit 1; }
+saw < "$TMP/echo.json"
+echo "   curl http://exfil.demo.test/"
+sbx_curl -i --resolve exfil.demo.test:80:10.200.0.3 http://exfil.demo.test/ | sed -n '1{s/\r//;s/^/  /;p};$s/^/  /p'
+
+echo
+echo "== the upstream's access log: every request that reached it"
+sed 's/^/  /' "$TMP/upstream.log"
+
 echo
 echo "== egret's audit events"
 sleep 0.2   # events are written when each response body has been sent
 python3 - "$TMP/audit.jsonl" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
-    e = json.loads(line)
-    print("  {decision:8} {status} {method} {host}{path}  rule: {rule}  handler: {handler}".format(
-        **{k: ("-" if e.get(k) is None else e[k]) for k in ("decision", "status", "method", "host", "path", "rule", "handler")}))
+    e = {k: ("-" if v is None else v) for k, v in json.loads(line).items()}
+    print("  {decision:7} {proto:8} {status:>3} {host} {method} {path}  rule: {rule}  handler: {handler}".format(**e))
 PY
 echo
 echo "demo: done (namespaces, processes and files are being removed)"

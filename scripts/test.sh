@@ -19,7 +19,9 @@ if [[ -x scripts/build-handlers.sh ]]; then scripts/build-handlers.sh; fi
 # dev-dependencies add (tokio, hyper, wasmtime, ...), and `cargo test` rebuilt ~90 crates (~6 min
 # of a cold CI run).
 cargo build --workspace --bins --tests
-# Two cores: two test threads; e2e tests are I/O bound and isolated by namespace.
+# Four test threads on two cores: the e2e tests mostly wait on the network and on processes
+# they start (I/O bound) and each builds its own namespaces, so they overlap safely; set
+# EGRET_TEST_THREADS to change it.
 cargo test --workspace "$@" -- --test-threads="${EGRET_TEST_THREADS:-4}"
 # Every fuzz target for a bounded time (EGRET_FUZZ_SECS each, default 60; 0 skips): scripts/fuzz.sh.
 if [[ "${EGRET_FUZZ_SECS:-60}" != 0 ]]; then scripts/fuzz.sh "${EGRET_FUZZ_SECS:-60}"; fi

@@ -8,11 +8,15 @@
 //! egret dies, the sandbox has no path to the outside (the ruleset answers with resets).
 //!
 //! ```no_run
-//! use egret_capture::{attach, CaptureConfig, NetnsRef};
+//! use egret_capture::{attach, Attached, CaptureConfig, NetnsRef};
 //! let cfg = CaptureConfig::new(NetnsRef::parse("sbx-47").unwrap(), "agent-47");
-//! let attached = attach(&cfg).expect("attach");
-//! // hand attached.tcp / attached.dns_udp to the proxy and the resolver ...
-//! attached.guard.detach().expect("detach");
+//! let Attached { listeners, guard } = attach(&cfg).expect("attach");
+//! // The proxy accepts on the TCP listeners, egret's resolver answers on the DNS sockets; all
+//! // of them live in the sandbox's namespace. The IPv6 ones are None when it has no IPv6.
+//! let tcp = std::iter::once(listeners.tcp4).chain(listeners.tcp6);
+//! let dns = std::iter::once(listeners.dns4).chain(listeners.dns6);
+//! # drop((tcp, dns));
+//! guard.detach().expect("detach");
 //! ```
 #![forbid(unsafe_code)]
 

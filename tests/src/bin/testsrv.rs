@@ -29,13 +29,18 @@ struct Args {
     /// Plain HTTP listen addresses (h1 + h2c).
     #[arg(long)]
     http: Vec<SocketAddr>,
-    /// TLS listen addresses (needs --cert/--key).
+    /// TLS listen addresses (needs --cert/--key, or --pki-dir).
     #[arg(long)]
     https: Vec<SocketAddr>,
     #[arg(long)]
     cert: Option<std::path::PathBuf>,
     #[arg(long)]
     key: Option<std::path::PathBuf>,
+    /// Instead of --cert/--key: make a throw-away CA and a leaf for --name in this directory
+    /// (NAME-ca.pem is what egret's --upstream-ca must trust), so that a script needs no
+    /// certificate tooling of its own (scripts/demo.sh).
+    #[arg(long, conflicts_with_all = ["cert", "key"])]
+    pki_dir: Option<std::path::PathBuf>,
     /// Access log file.
     #[arg(long)]
     log: std::path::PathBuf,
@@ -310,11 +315,19 @@ async fn main() -> anyhow::Result<()> {
     }
     if !args.https.is_empty() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let certs =
-            rustls_pki_types::CertificateDer::pem_file_iter(args.cert.as_ref().expect("--cert"))?
-                .collect::<Result<Vec<_>, _>>()?;
-        let key =
-            rustls_pki_types::PrivateKeyDer::from_pem_file(args.key.as_ref().expect("--key"))?;
+        let (cert, key) = match &args.pki_dir {
+            Some(dir) => {
+                let pki = egret_e2e::upstream_pki(dir, &args.name, &[&args.name]);
+                (pki.cert, pki.key)
+            }
+            None => (
+                args.cert.clone().expect("--cert"),
+                args.key.clone().expect("--key"),
+            ),
+        };
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&cert)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key)?;
         use rustls_pki_types::pem::PemObject;
         let mut cfg = rustls::ServerConfig::builder()
             .with_no_client_auth()
