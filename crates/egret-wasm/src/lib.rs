@@ -94,7 +94,9 @@ pub use config::{HostConfig, Limits};
 pub use error::{HandlerError, WasmError};
 #[cfg(feature = "runtime")]
 pub use host::{HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead};
-pub use kv::{KvError, KvStore, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use kv::{
+    Clock, KvError, KvStore, SavedEntry, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
 #[cfg(feature = "runtime")]
 pub use offline::{run_offline, OfflineError};
 pub use secrets::{Grants, SecretSource, SecretStore, SecretValue};
