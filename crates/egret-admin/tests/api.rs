@@ -695,7 +695,10 @@ async fn policy_put_accepts_toml_and_json() {
         .unwrap();
     assert_eq!(r.status, 200);
     let want = PolicyConfig::from_toml(toml, "t").unwrap();
-    assert_eq!(f.mock.last_call().0, Change::ReplacePolicy(Box::new(want.clone())));
+    assert_eq!(
+        f.mock.last_call().0,
+        Change::ReplacePolicy(Box::new(want.clone()))
+    );
     let (st, _) = raw_call(
         &f.client,
         Method::PUT,
