@@ -1,15 +1,15 @@
 //! The handler host: one wasmtime `Engine` per process with a pooling
 //! allocator and an epoch ticker, loading (compile + link + pre-instantiate)
 //! and per-request invocation under memory and time limits.
+//!
+//! Loading and invoking stay together because they share the engine, the
+//! linker and the in-memory cache of compiled components. The ticker that
+//! moves the epoch is in [`crate::epoch`]; compiled artifacts kept across
+//! restarts are in [`crate::artifact_cache`].
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -23,12 +23,14 @@ use wasmtime::{
 };
 
 use crate::action::{resolve_action, GuestAction, ResolvedAction};
+use crate::artifact_cache::{self, ArtifactCache};
 use crate::bindings::egret::handler::types as wit;
 use crate::bindings::{Handler, HandlerPre};
 use crate::config::{HostConfig, Limits};
+use crate::epoch::EpochTicker;
 use crate::kv::KvStore;
 use crate::secrets::{Grants, SecretSource};
-use crate::state::{redact_with, truncate, StateInit, StoreState};
+use crate::state::{truncate, StateInit, StoreState};
 use crate::{HandlerError, WasmError};
 
 /// The head of the request a handler decides on (generated from the WIT):
@@ -145,109 +147,11 @@ struct HostInner {
     /// Compiled components by sha256. A cell is shared while a compile is in
     /// flight so concurrent loads of the same bytes compile once.
     cache: Mutex<HashMap<[u8; 32], CompileCell>>,
-    /// Engine compatibility tag for on-disk artifact names.
-    compat_tag: String,
+    /// Compiled artifacts on disk, when [`HostConfig::cache_dir`] is set.
+    artifacts: Option<ArtifactCache>,
     compiled: AtomicU64,
     loaded_from_disk: AtomicU64,
     memory_cache_hits: AtomicU64,
-}
-
-/// Increments the engine epoch every tick while guests run, so they hit their deadline
-/// checks; stopped and joined on drop.
-///
-/// A sidecar is idle most of the time: after [`IDLE_TICKS`] ticks with no guest running the
-/// thread parks instead of waking 1000 times a second, and the next invocation unparks it.
-/// Under load it never parks, so invocations pay only an atomic increment.
-struct EpochTicker {
-    shared: Arc<TickerShared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Ticks without a running guest before the ticker parks.
-const IDLE_TICKS: u32 = 100;
-
-struct TickerShared {
-    stop: AtomicBool,
-    /// Invocations in flight.
-    active: AtomicUsize,
-    /// The ticker is (about to be) parked: an invocation that sees this unparks it.
-    parked: AtomicBool,
-}
-
-/// Counts one invocation as running for the ticker while alive.
-struct Running<'a>(&'a EpochTicker);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.shared.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl EpochTicker {
-    fn start(engine: &Engine, tick: Duration) -> Result<EpochTicker, WasmError> {
-        let shared = Arc::new(TickerShared {
-            stop: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
-            parked: AtomicBool::new(false),
-        });
-        let weak = engine.weak();
-        let st = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("egret-wasm-epoch".into())
-            .spawn(move || {
-                let mut idle = 0u32;
-                while !st.stop.load(Ordering::SeqCst) {
-                    if idle >= IDLE_TICKS {
-                        // Paired with `running`: either it sees `parked` and unparks us, or we
-                        // see its increment of `active` and keep ticking (both SeqCst).
-                        st.parked.store(true, Ordering::SeqCst);
-                        if st.active.load(Ordering::SeqCst) == 0 && !st.stop.load(Ordering::SeqCst)
-                        {
-                            std::thread::park();
-                        }
-                        st.parked.store(false, Ordering::SeqCst);
-                        idle = 0;
-                        continue;
-                    }
-                    std::thread::sleep(tick);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                    if st.active.load(Ordering::SeqCst) == 0 {
-                        idle += 1;
-                    } else {
-                        idle = 0;
-                    }
-                }
-            })
-            .map_err(|e| WasmError::Engine(format!("starting the epoch ticker thread: {e}")))?;
-        Ok(EpochTicker {
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    /// Marks an invocation as running until the guard drops, waking the ticker if it parked.
-    fn running(&self) -> Running<'_> {
-        self.shared.active.fetch_add(1, Ordering::SeqCst);
-        if self.shared.parked.load(Ordering::SeqCst) {
-            if let Some(t) = &self.thread {
-                t.thread().unpark();
-            }
-        }
-        Running(self)
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
 }
 
 /// Loads and runs WebAssembly handlers. Create one per process and share it
@@ -299,55 +203,13 @@ fn engine_config(cfg: &HostConfig) -> Config {
     c
 }
 
-/// The uid owning this process (`/proc/self` belongs to the effective uid).
-fn process_uid() -> std::io::Result<u32> {
-    Ok(std::fs::metadata("/proc/self")?.uid())
-}
-
-/// Refuses paths another user could have written (see
-/// [`HostConfig::cache_dir`]).
-fn check_trusted(path: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
-    if meta.uid() != uid {
-        return Err(format!(
-            "{} is owned by uid {}, not by the egret process (uid {uid})",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by group or others (mode {:o})",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
-}
-
-fn prepare_cache_dir(dir: &Path) -> Result<(), WasmError> {
-    let err = |reason: String| WasmError::CacheDir {
-        path: dir.to_owned(),
-        reason,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
-    let uid = process_uid().map_err(|e| err(format!("cannot determine the process uid: {e}")))?;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| err(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(err("is not a directory (symlinks are not followed)".into()));
-    }
-    check_trusted(dir, &meta, uid).map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
-    Ok(())
-}
-
 impl HandlerHost {
     /// Creates the engine (component model, epoch interruption, pooling
     /// allocator sized from `cfg`), the linker with WASI p2 and the egret host
     /// imports, and starts the epoch ticker thread.
     pub fn new(cfg: HostConfig) -> Result<HandlerHost, WasmError> {
         if let Some(dir) = &cfg.cache_dir {
-            prepare_cache_dir(dir)?;
+            artifact_cache::prepare_dir(dir)?;
         }
         let engine =
             Engine::new(&engine_config(&cfg)).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
@@ -356,11 +218,10 @@ impl HandlerHost {
             .map_err(|e| WasmError::Engine(format!("linking WASI: {e:#}")))?;
         Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
-        let compat_tag = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
-            format!("{:016x}", h.finish())
-        };
+        let artifacts = cfg
+            .cache_dir
+            .clone()
+            .map(|dir| ArtifactCache::new(dir, &engine));
         let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
         Ok(HandlerHost {
             inner: Arc::new(HostInner {
@@ -368,7 +229,7 @@ impl HandlerHost {
                 linker,
                 config: cfg,
                 cache: Mutex::new(HashMap::new()),
-                compat_tag,
+                artifacts,
                 compiled: AtomicU64::new(0),
                 loaded_from_disk: AtomicU64::new(0),
                 memory_cache_hits: AtomicU64::new(0),
@@ -398,8 +259,7 @@ impl HandlerHost {
     /// Compiled copies stay in memory while some [`LoadedHandler`] uses them;
     /// unused ones are dropped at the next load.
     pub async fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedHandler>, WasmError> {
-        let hash: [u8; 32] = Sha256::digest(bytes).into();
-        let sha256_hex = hex(&hash);
+        let (hash, sha256_hex) = sha256(bytes);
         let cell = self.inner.cache.lock().entry(hash).or_default().clone();
         let mut hit = true;
         let compiled = cell
@@ -447,9 +307,9 @@ impl HandlerHost {
     /// runs. Compiles synchronously (this blocks; do not call it on an async
     /// worker thread).
     pub fn check(&self, bytes: &[u8]) -> Result<HandlerInfo, WasmError> {
-        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        let (_, sha256_hex) = sha256(bytes);
         self.inner
-            .compile("check", bytes, &hex(&hash))
+            .compile("check", bytes, &sha256_hex)
             .map(|c| c.info)
     }
 
@@ -632,14 +492,11 @@ fn classify(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
+/// The sha256 of `bytes`: the key of the compiled-component caches, and as lower-case hex
+/// what handlers are known by in audit events and `egret handler check`.
+fn sha256(bytes: &[u8]) -> ([u8; 32], String) {
+    let digest = Sha256::digest(bytes);
+    (digest.into(), format!("{digest:x}"))
 }
 
 /// Interfaces egret's linker provides (versions `@0.2.x` for WASI, `@0.1.x`
@@ -670,15 +527,24 @@ impl HostInner {
         sha256_hex: &str,
     ) -> Result<Compiled, WasmError> {
         check_header(handler, bytes)?;
-        let component = match self.load_from_disk(sha256_hex) {
-            Some(c) => c,
+        let from_disk = self
+            .artifacts
+            .as_ref()
+            .and_then(|a| a.load(&self.engine, sha256_hex));
+        let component = match from_disk {
+            Some(c) => {
+                self.loaded_from_disk.fetch_add(1, Ordering::Relaxed);
+                c
+            }
             None => {
                 let c = Component::new(&self.engine, bytes).map_err(|e| WasmError::Compile {
                     handler: handler.to_owned(),
                     reason: format!("{e:#}"),
                 })?;
                 self.compiled.fetch_add(1, Ordering::Relaxed);
-                self.store_to_disk(sha256_hex, &c);
+                if let Some(a) = &self.artifacts {
+                    a.store(sha256_hex, &c);
+                }
                 c
             }
         };
@@ -741,65 +607,6 @@ impl HostInner {
             },
         })
     }
-
-    fn artifact_path(&self, sha256_hex: &str) -> Option<PathBuf> {
-        let dir = self.config.cache_dir.as_ref()?;
-        Some(dir.join(format!("{sha256_hex}-{}.cwasm", self.compat_tag)))
-    }
-
-    fn load_from_disk(&self, sha256_hex: &str) -> Option<Component> {
-        let path = self.artifact_path(sha256_hex)?;
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        let uid = process_uid().ok()?;
-        if !meta.is_file() || check_trusted(&path, &meta, uid).is_err() {
-            tracing::warn!(path = %path.display(), "ignoring untrusted compiled artifact");
-            return None;
-        }
-        // SAFETY: the cache directory is owned by this process's user and not
-        // writable by anyone else (checked in `HandlerHost::new` and for the
-        // file above), and only `store_to_disk` writes artifacts there, so the
-        // file is a `Component::serialize` output of a compatible engine
-        // (the name carries the engine's compatibility hash, and
-        // `deserialize_file` checks it again).
-        match unsafe { Component::deserialize_file(&self.engine, &path) } {
-            Ok(c) => {
-                self.loaded_from_disk.fetch_add(1, Ordering::Relaxed);
-                Some(c)
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "discarding unusable compiled artifact: {e:#}");
-                let _ = std::fs::remove_file(&path);
-                None
-            }
-        }
-    }
-
-    fn store_to_disk(&self, sha256_hex: &str, component: &Component) {
-        let Some(path) = self.artifact_path(sha256_hex) else {
-            return;
-        };
-        let result = component
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                // Write a private temp file, then rename: readers never see a
-                // partial artifact.
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| e.to_string())?;
-                f.write_all(&bytes).map_err(|e| e.to_string())?;
-                f.sync_all().map_err(|e| e.to_string())?;
-                std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
-            });
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), "could not write compiled artifact: {e}");
-        }
-    }
 }
 
 /// Distinguishes "not wasm", "core module" and "component" from the header
@@ -826,7 +633,22 @@ fn check_header(handler: &str, bytes: &[u8]) -> Result<(), WasmError> {
     }
 }
 
-/// Redacts the given secret values from `text` (used by the offline runner).
-pub(crate) fn redact_all(text: &str, values: &[crate::SecretValue]) -> String {
-    redact_with(text, values.iter())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_is_64_lower_case_digits() {
+        let (hash, hex) = sha256(b"abc");
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hash[..4], [0xba, 0x78, 0x16, 0xbf]);
+        let (_, hex) = sha256(&[0xff; 1000]);
+        assert_eq!(hex.len(), 64);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    }
 }

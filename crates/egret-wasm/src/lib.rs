@@ -72,8 +72,12 @@
 
 mod action;
 #[cfg(feature = "runtime")]
+mod artifact_cache;
+#[cfg(feature = "runtime")]
 mod bindings;
 mod config;
+#[cfg(feature = "runtime")]
+mod epoch;
 mod error;
 #[cfg(feature = "runtime")]
 mod host;

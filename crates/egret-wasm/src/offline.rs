@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use http::Uri;
 
 use crate::action::{describe_masked, resolve_action, ResolvedAction};
-use crate::host::{redact_all, HandlerHost, Invocation, RequestHead};
+use crate::host::{HandlerHost, Invocation, RequestHead};
 use crate::kv::KvStore;
 use crate::secrets::{Grants, SecretStore, SecretValue};
+use crate::state::redact_with;
 use crate::{HandlerError, WasmError};
 
 /// Why an offline run failed.
@@ -188,12 +189,12 @@ pub async fn run_offline(
         }
         Err(error) => {
             return Err(OfflineError::Rejected {
-                printed: redact_all(&out, &values),
+                printed: redact_with(&out, values.iter()),
                 error,
             })
         }
     }
-    Ok(redact_all(&out, &values))
+    Ok(redact_with(&out, values.iter()))
 }
 
 #[cfg(test)]

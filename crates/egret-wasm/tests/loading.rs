@@ -122,6 +122,10 @@ async fn disk_cache_round_trip() {
     }
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(files.len(), 1, "{files:?}");
+    // Only the owner may read the artifact: loading it runs its native code.
+    use std::os::unix::fs::PermissionsExt;
+    let artifact = files[0].as_ref().unwrap().metadata().unwrap();
+    assert_eq!(artifact.permissions().mode() & 0o777, 0o600);
     let host = small_host(Some(dir.clone()));
     let h = host.load("n", &bytes).await.unwrap();
     let stats = host.stats();
@@ -152,7 +156,6 @@ async fn disk_cache_round_trip() {
     ));
 
     // A group-writable directory is refused.
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = HandlerHost::new(HostConfig {
         max_instances: 8,

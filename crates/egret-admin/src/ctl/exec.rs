@@ -1,0 +1,253 @@
+//! Carrying out a command: arguments into admin API requests, the answers handed to
+//! [`output`](super::output).
+//!
+//! Everything `egret ctl` reads besides its arguments (policy and module files, a secret from
+//! the environment, a file or stdin) is read here, and a problem with it is a usage error
+//! (exit 2) reported before anything is sent.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use egret_policy::{BindingConfig, HandlerConfig, RouteConfig};
+
+use super::args::{
+    CtlArgs, CtlCommand, HandlerCommand, ListAction, ModuleCommand, OnOff, PolicyCommand,
+    SecretCommand,
+};
+use super::{output, Failure};
+use crate::api::{AuditFilter, HostListChange, ModuleList, SecretList};
+use crate::client::AdminClient;
+use crate::control::SecretValue;
+
+/// Runs one command and prints its answer to `out`; failures are left to the caller to
+/// report.
+pub(super) async fn run(
+    client: &AdminClient,
+    json: bool,
+    args: CtlArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Failure> {
+    let ifg = args.if_generation;
+    match args.command {
+        CtlCommand::Status => output::answer(out, json, &client.status().await?),
+        CtlCommand::Health => output::answer(out, json, &client.health().await?),
+        CtlCommand::Policy(PolicyCommand::Get { toml }) => {
+            if toml {
+                output::verbatim(out, &client.policy_toml().await?)
+            } else {
+                output::answer(out, json, &client.policy().await?)
+            }
+        }
+        CtlCommand::Policy(PolicyCommand::Set { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let ct = if file.extension().is_some_and(|e| e == "json") {
+                "application/json"
+            } else {
+                "application/toml"
+            };
+            let a = client.replace_policy_text(text, ct, ifg).await?;
+            output::answer(out, json, &a)
+        }
+        CtlCommand::SetOutbound { name, params } => {
+            let b = BindingConfig {
+                handler: name,
+                params: params_arg(params)?,
+            };
+            output::answer(out, json, &client.set_outbound(&b, ifg).await?)
+        }
+        CtlCommand::ClearOutbound => output::answer(out, json, &client.clear_outbound(ifg).await?),
+        CtlCommand::SetOutboundByHost {
+            hosts,
+            name,
+            params,
+        } => {
+            let hosts: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if hosts.is_empty() {
+                return Err(Failure::Usage("give at least one host pattern".into()));
+            }
+            let route = RouteConfig {
+                hosts,
+                handler: name,
+                params: params_arg(params)?,
+            };
+            let a = client.set_outbound_by_host(vec![route], ifg).await?;
+            output::answer(out, json, &a)
+        }
+        CtlCommand::RemoveOutboundByHost { hosts } => {
+            let a = client.remove_outbound_by_host(hosts, ifg).await?;
+            output::answer(out, json, &a)
+        }
+        CtlCommand::AllowHost { action, hosts } => {
+            let c = host_change(action, hosts);
+            output::answer(out, json, &client.allowed_hosts(&c, ifg).await?)
+        }
+        CtlCommand::DenyHost { action, hosts } => {
+            let c = host_change(action, hosts);
+            output::answer(out, json, &client.denied_hosts(&c, ifg).await?)
+        }
+        CtlCommand::Internet { state } => {
+            let a = client.set_internet(state == OnOff::On, ifg).await?;
+            output::answer(out, json, &a)
+        }
+        CtlCommand::Handler(HandlerCommand::Set {
+            name,
+            module,
+            params,
+            secrets,
+            reveal,
+            timeout_ms,
+            memory_mb,
+        }) => {
+            let mut h = HandlerConfig::new(module);
+            h.params = params_arg(params)?;
+            h.secrets = secrets;
+            h.reveal = reveal;
+            if let Some(t) = timeout_ms {
+                h.timeout_ms = t;
+            }
+            if let Some(m) = memory_mb {
+                h.memory_mb = m;
+            }
+            output::answer(out, json, &client.set_handler(&name, &h, ifg).await?)
+        }
+        CtlCommand::Handler(HandlerCommand::Remove { name }) => {
+            output::answer(out, json, &client.remove_handler(&name, ifg).await?)
+        }
+        CtlCommand::Module(ModuleCommand::Upload { name, file }) => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let info = client.upload_module(&name, Bytes::from(bytes), ifg).await?;
+            output::answer(out, json, &info)
+        }
+        CtlCommand::Module(ModuleCommand::List) => {
+            let modules = client.modules().await?;
+            output::answer(out, json, &ModuleList { modules })
+        }
+        CtlCommand::Secret(SecretCommand::Set {
+            name,
+            value,
+            from_env,
+            from_file,
+        }) => {
+            let v = read_secret(value, from_env, from_file).await?;
+            output::answer(out, json, &client.set_secret(&name, v, ifg).await?)
+        }
+        CtlCommand::Secret(SecretCommand::Remove { name }) => {
+            output::answer(out, json, &client.remove_secret(&name, ifg).await?)
+        }
+        CtlCommand::Secret(SecretCommand::List) => {
+            let secrets = client.secrets().await?;
+            output::answer(out, json, &SecretList { secrets })
+        }
+        CtlCommand::Ca => output::verbatim(out, &client.ca_pem().await?),
+        CtlCommand::Metrics => output::verbatim(out, &client.metrics().await?),
+        CtlCommand::Tail { sandbox, deny_only } => {
+            let filter = AuditFilter { sandbox, deny_only };
+            let mut stream = client.audit(&filter).await?;
+            while let Some(line) = stream.next_line().await {
+                output::audit_event(out, json, &line?)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `--params`, parsed here so that bad JSON is a usage error naming the flag rather than a
+/// refusal from the server.
+fn params_arg(params: Option<String>) -> Result<Option<serde_json::Value>, Failure> {
+    params
+        .map(|p| {
+            serde_json::from_str(&p).map_err(|e| {
+                Failure::Usage(format!(
+                    "--params is not valid JSON (line {} column {}): {e}",
+                    e.line(),
+                    e.column()
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn host_change(action: ListAction, hosts: Vec<String>) -> HostListChange {
+    match action {
+        ListAction::Add => HostListChange {
+            add: hosts,
+            remove: Vec::new(),
+        },
+        ListAction::Remove => HostListChange {
+            add: Vec::new(),
+            remove: hosts,
+        },
+    }
+}
+
+/// The value of `secret set`, from exactly one source (clap enforces that for the flags; stdin
+/// when none is given).
+async fn read_secret(
+    value: Option<SecretValue>,
+    from_env: Option<String>,
+    from_file: Option<PathBuf>,
+) -> Result<SecretValue, Failure> {
+    let v = if let Some(v) = value {
+        v
+    } else if let Some(var) = from_env {
+        let s = std::env::var(&var).map_err(|_| {
+            Failure::Usage(format!(
+                "environment variable {var} is not set (or not UTF-8)"
+            ))
+        })?;
+        SecretValue::new(s)
+    } else if let Some(f) = from_file {
+        let s = std::fs::read_to_string(&f)
+            .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", f.display())))?;
+        SecretValue::new(strip_newline(s))
+    } else {
+        let s = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map(|_| s)
+        })
+        .await
+        .map_err(|e| Failure::Usage(format!("reading stdin: {e}")))?
+        .map_err(|e| Failure::Usage(format!("reading the value from stdin: {e}")))?;
+        SecretValue::new(strip_newline(s))
+    };
+    if v.is_empty() {
+        return Err(Failure::Usage(
+            "the secret value is empty; give --value, --from-env, --from-file, or pipe it on stdin"
+                .into(),
+        ));
+    }
+    Ok(v)
+}
+
+/// Drops the one line ending that `echo` and editors add to a file or a pipe, which is never
+/// part of a token.
+fn strip_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newline_stripping() {
+        assert_eq!(strip_newline("a\n".into()), "a");
+        assert_eq!(strip_newline("a\r\n".into()), "a");
+        assert_eq!(strip_newline("a\n\n".into()), "a\n");
+        assert_eq!(strip_newline("a".into()), "a");
+    }
+}
