@@ -1,4 +1,5 @@
-//! Issue "change rules at runtime over the admin socket": validated, atomic, versioned swaps.
+//! Rule changes at runtime over the admin socket: validated, atomic, versioned swaps, and what
+//! they do to requests and tunnels already under way.
 use egret_e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! Issue "observability": one JSON audit event per request and per connection, Prometheus
-//! metrics, and secrets that never reach any output egret produces.
+//! Observability: one JSON audit event per request and per connection, Prometheus metrics, and
+//! secrets that never reach any output egret produces.
 use egret_e2e::*;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Issue "intercept HTTPS with an ephemeral per-sandbox CA": end-to-end with real clients that
-//! trust only the CA (or bundle) egret wrote.
+//! HTTPS interception with an ephemeral per-sandbox CA, end to end with real clients that trust
+//! only the CA (or bundle) egret wrote.
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 

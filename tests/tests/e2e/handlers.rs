@@ -1,4 +1,5 @@
-//! Issue "programmable outbound handlers": WebAssembly handlers deciding real sandbox requests.
+//! Programmable outbound handlers: WebAssembly handlers deciding real sandbox requests, injecting
+//! credentials the sandbox never holds, and failing closed when they misbehave.
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 

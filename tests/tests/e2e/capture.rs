@@ -1,4 +1,5 @@
-//! Issue "attach and proxy transparently": end-to-end in real namespaces with real clients.
+//! Attaching to a sandbox and proxying it transparently: allowed and denied hosts, IPv4 and IPv6,
+//! DNS, streaming, fail-closed on kill, clean detach, and bad input that installs nothing.
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 

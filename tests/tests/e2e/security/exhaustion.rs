@@ -1,0 +1,235 @@
+//! Resource exhaustion: idle connections, slowloris, a trickled ClientHello, huge header blocks
+//! and many distinct SNI names; egret keeps serving and its memory stays bounded.
+
+use super::{env_usize, py, stop_and_leaf_stats, BASIC_POLICY};
+use egret_e2e::*;
+use std::time::{Duration, Instant};
+
+/// The soft `RLIMIT_NOFILE` of this process (and so of the egret it starts).
+fn nofile_soft_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn egret_stays_responsive_under_idle_slowloris_trickle_and_huge_headers() {
+    // egret inherits this process's open-file limit and holds one descriptor per connection.
+    let fd_room = nofile_soft_limit().saturating_sub(1000);
+    let n_idle = env_usize("EGRET_SEC_IDLE_CONNS", 10_000.min(fd_room));
+    if n_idle < 10_000 {
+        eprintln!("{n_idle} idle connections (open-file limit); the issue asks 10,000");
+    }
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let pkidir = topo.tmp.path("pki");
+    std::fs::create_dir_all(&pkidir).unwrap();
+    let pki = upstream_pki(&pkidir, "up", &["allowed.test"]);
+    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let policy = write(
+        &topo,
+        "policy.toml",
+        &BASIC_POLICY.replace(
+            "internet = false\n",
+            "internet = false\nintercept_https = true\n",
+        ),
+    );
+    let egret = Egret::start(
+        &topo,
+        "sec-dos",
+        &[
+            "--policy",
+            &policy,
+            "--tls-handshake-timeout-ms",
+            "2000",
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+        ],
+    )
+    .expect("egret starts");
+    let pid = egret.proc.child.id();
+    let rss0 = vm_rss_kib(pid);
+    let attack = r#"
+import socket, sys, time, threading, resource, ssl
+n_idle = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n_idle + 1000, n_idle + 1000))
+idle = []
+for i in range(n_idle):
+    s = socket.socket(); s.settimeout(5)
+    try:
+        # silent, a partial request line, a partial TLS record header
+        s.connect(("10.200.0.2", 443 if i % 3 == 2 else 80)); idle.append(s)
+        if i % 3 == 1: s.sendall(b"GET /idle HTTP/1.1\r\n")
+        if i % 3 == 2: s.sendall(b"\x16\x03\x01")
+    except OSError as e:
+        print("idle connect failed", i, e, flush=True); break
+print("IDLE", len(idle), flush=True)
+# slowloris: 50 connections sending a header byte now and then
+slow = []
+for i in range(50):
+    s = socket.create_connection(("10.200.0.2", 80), timeout=5)
+    s.sendall(b"GET /slow HTTP/1.1\r\nHost: allowed.test\r\n"); slow.append(s)
+# a ClientHello trickled byte by byte
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+i_, o_ = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(i_, o_, server_hostname="allowed.test")
+try: obj.do_handshake()
+except ssl.SSLWantReadError: pass
+hello = o_.read()
+tr = socket.create_connection(("10.200.0.2", 443), timeout=10)
+t0 = time.time(); closed_after = None
+for b in hello:
+    try:
+        tr.sendall(bytes([b]))
+        for s in slow[:10]: s.sendall(b"X")
+    except OSError:
+        closed_after = time.time() - t0; break
+    time.sleep(0.1)
+    if time.time() - t0 > 8: break
+if closed_after is None:
+    tr.settimeout(3)
+    try:
+        d = tr.recv(10); closed_after = time.time() - t0 if not d else None
+    except OSError: closed_after = time.time() - t0
+print("TRICKLE closed after", closed_after, flush=True)
+# huge headers
+for size in [64 * 1024, 1024 * 1024]:
+    h = socket.create_connection(("10.200.0.2", 80), timeout=10)
+    try:
+        h.sendall(b"GET /echo HTTP/1.1\r\nHost: allowed.test\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+        print("HUGE", size, h.recv(40).split(b"\r\n")[0], flush=True)
+    except OSError as e: print("HUGE", size, type(e).__name__, flush=True)
+many = socket.create_connection(("10.200.0.2", 80), timeout=10)
+try:
+    many.sendall(b"GET /echo HTTP/1.1\r\nHost: allowed.test\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n")
+    print("MANY", many.recv(40).split(b"\r\n")[0], flush=True)
+except OSError as e: print("MANY", type(e).__name__, flush=True)
+print("HOLDING", flush=True)
+input()
+print("alive idle", sum(1 for s in idle if s.fileno() >= 0))
+"#;
+    let mut attacker = Interactive::python(&topo.sbx, attack, &[&n_idle.to_string()]);
+    let mut lines = Vec::new();
+    loop {
+        let l = attacker.read_line();
+        assert!(!l.is_empty(), "attacker died: {lines:?}");
+        if l.starts_with("HOLDING") {
+            break;
+        }
+        lines.push(l.trim().to_string());
+    }
+    eprintln!("{lines:#?}");
+    let idle_line = lines.iter().find(|l| l.starts_with("IDLE")).unwrap();
+    let opened: usize = idle_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(opened, n_idle, "{lines:?}");
+    // the trickled hello is cut off by the handshake timeout (2 s), not served forever
+    let trickle = lines.iter().find(|l| l.starts_with("TRICKLE")).unwrap();
+    assert!(
+        !trickle.ends_with("None"),
+        "trickled ClientHello never closed: {trickle}"
+    );
+    // 64 KiB of headers is within hyper's limits and forwarded; 1 MiB or 5000 headers is not
+    for l in lines
+        .iter()
+        .filter(|l| l.starts_with("HUGE 1048576") || l.starts_with("MANY"))
+    {
+        assert!(!l.contains("200 OK"), "huge header block accepted: {l}");
+    }
+    // while all that is held open, a well-behaved client is served promptly
+    let t = Instant::now();
+    let (code, out, err) = topo.curl(&["--max-time", "5", "http://allowed.test/echo"]);
+    assert_eq!(code, 0, "{err}\n{}", egret.logs());
+    assert!(out.contains("\"server\":\"up\""), "{out}");
+    eprintln!("well-behaved client served in {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    let rss = vm_rss_kib(pid);
+    eprintln!("egret VmRSS: {rss0} KiB at start, {rss} KiB with {n_idle} idle connections");
+    // Documented bound (SECURITY.md): 64 MiB plus 16 KiB per idle connection (measured ~13 KiB
+    // each at 10,000: a task, a socket and the first read buffer), so a leak per connection
+    // fails at any scale rather than only at the CI default.
+    let bound = 64 * 1024 + 16 * n_idle as u64;
+    assert!(
+        rss < bound,
+        "egret VmRSS {rss} KiB with {n_idle} idle connections; bound {bound} KiB"
+    );
+    let rest = attacker.finish();
+    eprintln!("{rest}");
+    assert!(!up.access_log().contains("/slow"), "{}", up.access_log());
+}
+
+#[test]
+fn many_sni_names_keep_the_leaf_cache_and_memory_bounded() {
+    let n = env_usize("EGRET_SEC_SNI_NAMES", 5000);
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let policy = write(
+        &topo,
+        "policy.toml",
+        "internet = false\nintercept_https = true\nallowed_hosts = [\"*.many.test\"]\n",
+    );
+    let ca = topo.tmp.path("ca.pem").to_string_lossy().into_owned();
+    let mut egret = Egret::start(
+        &topo,
+        "sec-sni",
+        &[
+            "--policy",
+            &policy,
+            "--leaf-cache-size",
+            "256",
+            // The property here is the leaf cache; on a loaded machine a starved client may
+            // take longer than the default 300 ms to send its ClientHello, and would then be
+            // classified as opaque TCP and refused (seen at 100,000 names).
+            "--classify-timeout-ms",
+            "10000",
+            "--ca-out",
+            &ca,
+        ],
+    )
+    .expect("egret starts");
+    let pid = egret.proc.child.id();
+    let rss0 = vm_rss_kib(pid);
+    let script = r#"
+import socket, ssl, sys, threading
+n = int(sys.argv[1])
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ok = [0] * 8
+def worker(k):
+    for i in range(k, n, 8):
+        try:
+            with socket.create_connection(("10.200.0.9", 443), timeout=10) as s:
+                with ctx.wrap_socket(s, server_hostname="n%d.many.test" % i):
+                    ok[k] += 1
+        except OSError as e:
+            print("ERR", i, e, flush=True)
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("HANDSHAKES", sum(ok))
+"#;
+    let out = py(&topo, script, &[&n.to_string(), &ca]);
+    assert!(out.contains(&format!("HANDSHAKES {n}")), "{out}");
+    let rss = vm_rss_kib(pid);
+    eprintln!("egret VmRSS: {rss0} KiB at start, {rss} KiB after {n} distinct SNI names");
+    assert!(rss < 96 * 1024, "egret VmRSS {rss} KiB after {n} names");
+    let (mints, entries) = stop_and_leaf_stats(&mut egret);
+    eprintln!("leaf cache: {mints} mints, {entries} entries at exit (capacity 256)");
+    assert_eq!(mints as usize, n);
+    assert!(entries <= 256, "leaf cache holds {entries} > 256");
+}
