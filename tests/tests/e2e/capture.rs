@@ -358,17 +358,7 @@ fn listener_port_and_udp_are_closed_to_the_sandbox() {
         .topo
         .curl(&["--max-time", "3", "http://127.0.0.1:15001/"]);
     assert_eq!(code, 7, "direct connection to the listener was not refused");
-    let script = r#"
-import socket, time, sys
-for dst in [("10.200.0.2", 443), ("10.201.0.2", 443), ("10.201.0.2", 9999)]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    t = time.time()
-    try:
-        s.sendto(b"quic?", dst)
-        print("SENT", dst)
-    except OSError as e:
-        print("FAILED", dst, e.errno, round(time.time() - t, 3))
-"#;
+    let script = include_str!("../../clients/udp_send_attempts.py");
     let out = env.topo.in_sandbox("python3", &["-c", script]);
     let out = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.matches("FAILED").count(), 3, "{out}");
@@ -414,15 +404,7 @@ fn dns_answers_allowed_names_and_opaque_tcp_is_decided_by_name() {
         out
     );
     // opaque, server-speaks-first protocol to an allowed name: spliced
-    let banner = r#"
-import socket, sys
-s = socket.create_connection((sys.argv[1], 2222), timeout=5)
-try:
-    print(s.recv(100).decode().strip())
-    s.sendall(b"ping\n"); print(s.recv(100).decode().strip())
-except Exception as e:
-    print("ERR", type(e).__name__)
-"#;
+    let banner = include_str!("../../clients/banner_ping_or_error.py");
     let out = env
         .topo
         .in_sandbox("python3", &["-c", banner, "allowed.test"]);

@@ -101,59 +101,9 @@ fn grpc_unary_streaming_and_error_status_with_trailers_pass_through() {
 // a grpcio client (sandbox, trusting egret's CA), generic handlers with bytes messages.
 
 /// argv: cert, key, port, ready file. `egret.test.Echo/{Unary,Stream,Error}`.
-const GRPC_SERVER: &str = r#"
-import grpc, sys
-from concurrent import futures
-cert, key, port, ready = sys.argv[1:5]
-def unary(req, ctx):
-    md = dict(ctx.invocation_metadata())
-    ctx.set_trailing_metadata((("x-seen-client-md", md.get("x-client-md", "<absent>")),))
-    return b"auth=" + md.get("x-auth-token", "<absent>").encode() + b" echo=" + req
-def stream(req, ctx):
-    n = int(req)
-    for i in range(n):
-        yield b"item %d" % i
-    ctx.set_trailing_metadata((("x-trailer-count", str(n)), ("x-blob-bin", b"\x00\x01\xfe\xff")))
-def error(req, ctx):
-    ctx.set_trailing_metadata((("x-error-detail", "widget-42"),))
-    ctx.abort(grpc.StatusCode.NOT_FOUND, "widget 42 does not exist")
-h = grpc.method_handlers_generic_handler("egret.test.Echo", {
-    "Unary": grpc.unary_unary_rpc_method_handler(unary),
-    "Stream": grpc.unary_stream_rpc_method_handler(stream),
-    "Error": grpc.unary_unary_rpc_method_handler(error),
-})
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-server.add_generic_rpc_handlers((h,))
-creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
-server.add_secure_port("[::]:%s" % port, creds)
-server.start()
-open(ready, "w").write("ok")
-server.wait_for_termination()
-"#;
+const GRPC_SERVER: &str = include_str!("../../../clients/grpc_server.py");
 
-const GRPC_CLIENT: &str = r#"
-import grpc, sys
-ca, target = sys.argv[1], sys.argv[2]
-# custom metadata only (a trailers-only error response also carries e.g. date)
-md = lambda m: sorted((k, v) for k, v in m if k.startswith("x-"))
-ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(open(ca, "rb").read()))
-r, call = ch.unary_unary("/egret.test.Echo/Unary").with_call(
-    b"hello", timeout=10, metadata=(("x-client-md", "c1"),))
-print("UNARY", r.decode())
-print("UNARY-CODE", call.code().name)
-print("UNARY-TRAILERS", md(call.trailing_metadata()))
-it = ch.unary_stream("/egret.test.Echo/Stream")(b"5", timeout=10)
-print("STREAM", [m.decode() for m in it])
-print("STREAM-CODE", it.code().name)
-print("STREAM-TRAILERS", md(it.trailing_metadata()))
-try:
-    ch.unary_unary("/egret.test.Echo/Error")(b"x", timeout=10)
-    print("ERROR-NOT-RAISED")
-except grpc.RpcError as e:
-    print("ERROR-CODE", e.code().name)
-    print("ERROR-DETAILS", e.details())
-    print("ERROR-TRAILERS", md(e.trailing_metadata()))
-"#;
+const GRPC_CLIENT: &str = include_str!("../../../clients/grpc_client.py");
 
 #[test]
 fn grpcio_unary_streaming_and_error_status_pass_through_with_the_credential() {

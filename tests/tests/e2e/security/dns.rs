@@ -11,25 +11,7 @@ fn dns_queries_never_leave_the_sandbox() {
     let policy = write(&topo, "policy.toml", BASIC_POLICY);
     let egret = Egret::start(&topo, "sec-dns", &["--policy", &policy]).expect("egret starts");
     // a resolver on every upstream address, UDP and TCP, v4 and v6
-    let listener = r#"
-import socket, threading, sys
-def udp(fam, addr):
-    s = socket.socket(fam, socket.SOCK_DGRAM); s.bind(addr)
-    while True:
-        d, a = s.recvfrom(4096); print("UDP", a, len(d), flush=True)
-def tcp(fam, addr):
-    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(addr); s.listen(16)
-    while True:
-        c, a = s.accept(); print("TCP", a, flush=True); c.close()
-for fam, addr in [(socket.AF_INET, ("0.0.0.0", 53)), (socket.AF_INET6, ("::", 53))]:
-    for f in (udp, tcp):
-        if fam == socket.AF_INET6:
-            pass
-        threading.Thread(target=f, args=(fam, addr), daemon=True).start()
-print("READY", flush=True)
-threading.Event().wait()
-"#;
+    let listener = include_str!("../../../clients/dns_listener.py");
     let mut cmd = topo.up.cmd("python3");
     cmd.args(["-u", "-c", listener]);
     let resolver = spawn(cmd, &topo.tmp.0, "resolver");
@@ -108,7 +90,7 @@ threading.Event().wait()
     // a raw non-DNS datagram to port 53 too
     let _ = py(
         &topo,
-        "import socket\nfor d in ['10.201.0.2','10.200.0.2']:\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.sendto(b'exfil'*50,(d,53))\n",
+        include_str!("../../../clients/non_dns_datagrams_to_port_53.py"),
         &[],
     );
     std::thread::sleep(Duration::from_millis(500));

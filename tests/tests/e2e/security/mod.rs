@@ -73,17 +73,7 @@ struct Sniffer {
 
 impl Sniffer {
     fn start(topo: &Topology) -> Sniffer {
-        let script = r#"
-import socket, sys, binascii
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
-s.bind(("v-sbx", 0))
-print("READY", flush=True)
-while True:
-    data, addr = s.recvfrom(65535)
-    if addr[2] == socket.PACKET_OUTGOING:
-        continue
-    print("FRAME", addr[2], binascii.hexlify(data[:64]).decode(), flush=True)
-"#;
+        let script = include_str!("../../../clients/sniffer.py");
         let mut cmd = topo.up.cmd("python3");
         cmd.args(["-u", "-c", script]);
         let proc = spawn(cmd, &topo.tmp.0, "sniffer");
@@ -192,20 +182,7 @@ fn cred_setup(id: &str) -> CredEnv {
 /// Send raw bytes to `dst:port` from the sandbox; return everything read until the peer closes
 /// or `secs` of silence.
 fn raw_exchange(topo: &Topology, dst: &str, port: u16, payload: &[u8], secs: f64) -> String {
-    let script = r#"
-import socket, sys, binascii, time
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
-s.sendall(binascii.unhexlify(sys.argv[3]))
-buf = b""
-try:
-    while True:
-        d = s.recv(65536)
-        if not d: break
-        buf += d
-except socket.timeout: pass
-except OSError as e: buf += ("<%s>" % type(e).__name__).encode()
-sys.stdout.write(buf.decode("latin-1"))
-"#;
+    let script = include_str!("../../../clients/raw_exchange.py");
     let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
     py(
         topo,
