@@ -177,12 +177,6 @@ fn sha256_file(topo: &Topology, path: &str) -> String {
         .to_string()
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn large_download_and_upload_stream_with_bounded_memory() {
     let env = setup(SandboxNet::LoOnly, "sbx-big");
@@ -228,7 +222,7 @@ fn large_download_and_upload_stream_with_bounded_memory() {
             &N.to_string()
         ]
     );
-    let rss = peak_rss_kib(env.egret.proc.child.id());
+    let rss = proc_status_kib(env.egret.proc.child.id(), "VmHWM");
     assert!(rss < 64 * 1024, "egret peak RSS {rss} KiB >= 64 MiB");
     eprintln!("egret peak RSS after 2x200 MiB: {rss} KiB");
 }

@@ -2,6 +2,7 @@
 //! handler, byte-identical, while egret's peak memory stays flat.
 
 use super::setup;
+use egret_e2e::proc_status_kib;
 use std::time::{Duration, Instant};
 
 /// Writes 1 GiB of numbered 1 MiB blocks to stdout, then "SHA256 LEN" to stderr.
@@ -9,14 +10,7 @@ const GIB_SOURCE: &str = include_str!("../../../clients/gib_source.py");
 
 /// Peak and current resident set of a process, in KiB (VmHWM, VmRSS).
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        st.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing in /proc/{pid}/status"))
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    (proc_status_kib(pid, "VmHWM"), proc_status_kib(pid, "VmRSS"))
 }
 
 #[test]

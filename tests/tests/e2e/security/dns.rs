@@ -1,7 +1,7 @@
 //! DNS exfiltration: queries of every type, to every resolver address, UDP and TCP, v4 and v6,
 //! and raw datagrams to port 53 never reach a resolver outside the sandbox.
 
-use super::{py, stdout, BASIC_POLICY};
+use super::{py, start_in_upstream, stdout, BASIC_POLICY};
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
@@ -12,18 +12,7 @@ fn dns_queries_never_leave_the_sandbox() {
     let egret = Egret::start(&topo, "sec-dns", &["--policy", &policy]).expect("egret starts");
     // a resolver on every upstream address, UDP and TCP, v4 and v6
     let listener = include_str!("../../../clients/dns_listener.py");
-    let mut cmd = topo.up.cmd("python3");
-    cmd.args(["-u", "-c", listener]);
-    let resolver = spawn(cmd, &topo.tmp.0, "resolver");
-    let start = Instant::now();
-    while !resolver.output().contains("READY") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            resolver.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let resolver = start_in_upstream(&topo, "resolver", listener);
     // sanity: the listener works when asked from its own namespace
     let o = topo.up.run(
         "dig",

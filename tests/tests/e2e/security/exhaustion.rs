@@ -17,12 +17,6 @@ fn nofile_soft_limit() -> usize {
         .unwrap_or(1024)
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn egret_stays_responsive_under_idle_slowloris_trickle_and_huge_headers() {
     // egret inherits this process's open-file limit and holds one descriptor per connection.
@@ -58,7 +52,7 @@ fn egret_stays_responsive_under_idle_slowloris_trickle_and_huge_headers() {
     )
     .expect("egret starts");
     let pid = egret.proc.child.id();
-    let rss0 = vm_rss_kib(pid);
+    let rss0 = proc_status_kib(pid, "VmRSS");
     let attack = include_str!("../../../clients/exhaustion_attack.py");
     let mut attacker = Interactive::python(&topo.sbx, attack, &[&n_idle.to_string()]);
     let mut lines = Vec::new();
@@ -103,7 +97,7 @@ fn egret_stays_responsive_under_idle_slowloris_trickle_and_huge_headers() {
         "took {:?}",
         t.elapsed()
     );
-    let rss = vm_rss_kib(pid);
+    let rss = proc_status_kib(pid, "VmRSS");
     eprintln!("egret VmRSS: {rss0} KiB at start, {rss} KiB with {n_idle} idle connections");
     // Documented bound (SECURITY.md): 64 MiB plus 16 KiB per idle connection (measured ~13 KiB
     // each at 10,000: a task, a socket and the first read buffer), so a leak per connection
@@ -147,11 +141,11 @@ fn many_sni_names_keep_the_leaf_cache_and_memory_bounded() {
     )
     .expect("egret starts");
     let pid = egret.proc.child.id();
-    let rss0 = vm_rss_kib(pid);
+    let rss0 = proc_status_kib(pid, "VmRSS");
     let script = include_str!("../../../clients/many_sni_handshakes.py");
     let out = py(&topo, script, &[&n.to_string(), &ca]);
     assert!(out.contains(&format!("HANDSHAKES {n}")), "{out}");
-    let rss = vm_rss_kib(pid);
+    let rss = proc_status_kib(pid, "VmRSS");
     eprintln!("egret VmRSS: {rss0} KiB at start, {rss} KiB after {n} distinct SNI names");
     assert!(rss < 96 * 1024, "egret VmRSS {rss} KiB after {n} names");
     let (mints, entries) = stop_and_leaf_stats(&mut egret);

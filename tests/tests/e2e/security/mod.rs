@@ -65,6 +65,24 @@ fn stop_and_leaf_stats(egret: &mut Egret) -> (u64, u64) {
     (field("mints="), field("entries="))
 }
 
+/// Run a Python script (unbuffered) in the upstream namespace as `name`, and wait until it
+/// prints READY.
+fn start_in_upstream(topo: &Topology, name: &str, script: &str) -> Proc {
+    let mut cmd = topo.up.cmd("python3");
+    cmd.args(["-u", "-c", script]);
+    let proc = spawn(cmd, &topo.tmp.0, name);
+    let start = Instant::now();
+    while !proc.output().contains("READY") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{name}: {}",
+            proc.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proc
+}
+
 /// A packet sniffer in the upstream namespace: prints one line per frame that *arrives* on
 /// the interface facing the sandbox (`v-sbx`). Anything here got out without egret.
 struct Sniffer {
@@ -74,19 +92,9 @@ struct Sniffer {
 impl Sniffer {
     fn start(topo: &Topology) -> Sniffer {
         let script = include_str!("../../../clients/sniffer.py");
-        let mut cmd = topo.up.cmd("python3");
-        cmd.args(["-u", "-c", script]);
-        let proc = spawn(cmd, &topo.tmp.0, "sniffer");
-        let start = Instant::now();
-        while !proc.output().contains("READY") {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sniffer: {}",
-                proc.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        Sniffer {
+            proc: start_in_upstream(topo, "sniffer", script),
         }
-        Sniffer { proc }
     }
     fn frames(&self) -> Vec<String> {
         self.proc
