@@ -13,7 +13,8 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# grpcio: the real gRPC client and server of tests/tests/protocols.rs and scripts/bench-proto.sh.
+# grpcio: the real gRPC client and server of tests/tests/e2e/protocols/grpc.rs and
+# scripts/bench-proto.sh.
 if ! python3 -c 'import grpc' >/dev/null 2>&1; then
   echo "setup: installing python grpcio"
   # (Debian's own python3 refuses pip without --break-system-packages: PEP 668)

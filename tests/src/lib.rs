@@ -566,6 +566,16 @@ pub fn parse_audit(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A field of `/proc/PID/status` given in kB (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
+}
+
 /// Write a file and return its path as a String.
 pub fn write(topo: &Topology, name: &str, content: &str) -> String {
     let p = topo.tmp.path(name);

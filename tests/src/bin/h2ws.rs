@@ -1,6 +1,6 @@
-//! An RFC 8441 WebSocket client for tests/tests/protocols.rs: TLS with ALPN h2 only, one h2
-//! `CONNECT` stream with `:protocol websocket`, then RFC 6455 frames on that stream. It prints
-//! one line per step (`STATUS`, `FIRST`, `PINGPONG-OK`, ...) for the test to check.
+//! An RFC 8441 WebSocket client for tests/tests/e2e/protocols/websocket.rs: TLS with ALPN h2
+//! only, one h2 `CONNECT` stream with `:protocol websocket`, then RFC 6455 frames on that stream.
+//! It prints one line per step (`STATUS`, `FIRST`, `PINGPONG-OK`, ...) for the test to check.
 use bytes::Bytes;
 use clap::Parser;
 use http::{Method, Request};

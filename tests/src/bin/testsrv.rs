@@ -7,8 +7,8 @@
 //! body), `/slow/MS` (answers after MS milliseconds), `/status/N`, `/redirect/HOST` (302 to
 //! `http://HOST/redirected`).
 //!
-//! Protocol routes (tests/tests/protocols.rs): `/ws` (WebSocket echo; needs `x-auth-token`, sends
-//! `auth=VALUE` first; `close-from-server` makes it close; `/ws/bad-accept` answers a wrong
+//! Protocol routes (tests/tests/e2e/protocols/): `/ws` (WebSocket echo; needs `x-auth-token`,
+//! sends `auth=VALUE` first; `close-from-server` makes it close; `/ws/bad-accept` answers a wrong
 //! `Sec-WebSocket-Accept`), `/sse/COUNT/MS` (an event every MS
 //! with the send time in µs), `/barrier/KEY/N` (answers once N requests for KEY are in flight),
 //! `/grpc/{unary,stream/N,error}` (gRPC framing with trailers), `/chunked/N`, `/etag`,
@@ -53,8 +53,8 @@ struct Args {
     /// Written once every listener is bound.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
-    /// Add ` NAME=present|absent` to each request's access-log line (tests/tests/security.rs:
-    /// proves every request that reached the upstream passed the injecting handler).
+    /// Add ` NAME=present|absent` to each request's access-log line (tests/tests/e2e/security/
+    /// crash.rs: proves every request that reached the upstream passed the injecting handler).
     #[arg(long)]
     log_header: Option<String>,
 }
@@ -392,7 +392,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Protocol routes (tests/tests/protocols.rs)
+// Protocol routes (tests/tests/e2e/protocols/)
 
 fn is_protocol_route(parts: &[&str]) -> bool {
     matches!(

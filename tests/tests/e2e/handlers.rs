@@ -1,4 +1,5 @@
-//! Issue "programmable outbound handlers": WebAssembly handlers deciding real sandbox requests.
+//! Programmable outbound handlers: WebAssembly handlers deciding real sandbox requests, injecting
+//! credentials the sandbox never holds, and failing closed when they misbehave.
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
@@ -432,20 +433,7 @@ fn two_workers_spread_connections_and_both_serve_them() {
     // Six HTTPS connections open at once (a new connection goes to the thread with fewer open
     // ones, so they alternate), three keep-alive requests on each, interleaved; then plain HTTP
     // ones, one at a time.
-    let client = r#"
-import http.client, json, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[1])
-conns = [http.client.HTTPSConnection("vcs.test", 443, context=ctx) for _ in range(6)]
-for c in conns:
-    c.connect()
-tokens = []
-for _ in range(3):
-    for c in conns:
-        c.request("GET", "/echo")
-        r = c.getresponse()
-        tokens.append(json.loads(r.read())["headers"].get("x-auth-token"))
-print(json.dumps(tokens))
-"#;
+    let client = include_str!("../../clients/six_https_keep_alive_connections.py");
     let out = topo.in_sandbox("python3", &["-c", client, ca]);
     assert!(
         out.status.success(),

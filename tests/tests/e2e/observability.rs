@@ -1,5 +1,5 @@
-//! Issue "observability": one JSON audit event per request and per connection, Prometheus
-//! metrics, and secrets that never reach any output egret produces.
+//! Observability: one JSON audit event per request and per connection, Prometheus metrics, and
+//! secrets that never reach any output egret produces.
 use egret_e2e::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -322,11 +322,7 @@ fn every_request_and_connection_gets_one_audit_event() {
     assert!(ev["resp_bytes"].as_u64().unwrap() > 100, "{ev}");
 
     // opaque TCP (server speaks first)
-    let banner = r#"
-import socket
-s = socket.create_connection(("allowed.test", 2222), timeout=5)
-print(s.recv(100).decode().strip()); s.sendall(b"ping\n"); print(s.recv(100).decode().strip())
-"#;
+    let banner = include_str!("../../clients/banner_ping.py");
     let o = env.topo.in_sandbox("python3", &["-c", banner]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("ping"), "{o:?}");
     let ev = env.event("tcp", |e| e["proto"] == "tcp");

@@ -1,4 +1,5 @@
-//! Issue "attach and proxy transparently": end-to-end in real namespaces with real clients.
+//! Attaching to a sandbox and proxying it transparently: allowed and denied hosts, IPv4 and IPv6,
+//! DNS, streaming, fail-closed on kill, clean detach, and bad input that installs nothing.
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
@@ -176,12 +177,6 @@ fn sha256_file(topo: &Topology, path: &str) -> String {
         .to_string()
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn large_download_and_upload_stream_with_bounded_memory() {
     let env = setup(SandboxNet::LoOnly, "sbx-big");
@@ -227,7 +222,7 @@ fn large_download_and_upload_stream_with_bounded_memory() {
             &N.to_string()
         ]
     );
-    let rss = peak_rss_kib(env.egret.proc.child.id());
+    let rss = proc_status_kib(env.egret.proc.child.id(), "VmHWM");
     assert!(rss < 64 * 1024, "egret peak RSS {rss} KiB >= 64 MiB");
     eprintln!("egret peak RSS after 2x200 MiB: {rss} KiB");
 }
@@ -357,17 +352,7 @@ fn listener_port_and_udp_are_closed_to_the_sandbox() {
         .topo
         .curl(&["--max-time", "3", "http://127.0.0.1:15001/"]);
     assert_eq!(code, 7, "direct connection to the listener was not refused");
-    let script = r#"
-import socket, time, sys
-for dst in [("10.200.0.2", 443), ("10.201.0.2", 443), ("10.201.0.2", 9999)]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    t = time.time()
-    try:
-        s.sendto(b"quic?", dst)
-        print("SENT", dst)
-    except OSError as e:
-        print("FAILED", dst, e.errno, round(time.time() - t, 3))
-"#;
+    let script = include_str!("../../clients/udp_send_attempts.py");
     let out = env.topo.in_sandbox("python3", &["-c", script]);
     let out = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.matches("FAILED").count(), 3, "{out}");
@@ -413,15 +398,7 @@ fn dns_answers_allowed_names_and_opaque_tcp_is_decided_by_name() {
         out
     );
     // opaque, server-speaks-first protocol to an allowed name: spliced
-    let banner = r#"
-import socket, sys
-s = socket.create_connection((sys.argv[1], 2222), timeout=5)
-try:
-    print(s.recv(100).decode().strip())
-    s.sendall(b"ping\n"); print(s.recv(100).decode().strip())
-except Exception as e:
-    print("ERR", type(e).__name__)
-"#;
+    let banner = include_str!("../../clients/banner_ping_or_error.py");
     let out = env
         .topo
         .in_sandbox("python3", &["-c", banner, "allowed.test"]);

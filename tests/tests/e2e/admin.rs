@@ -1,4 +1,5 @@
-//! Issue "change rules at runtime over the admin socket": validated, atomic, versioned swaps.
+//! Rule changes at runtime over the admin socket: validated, atomic, versioned swaps, and what
+//! they do to requests and tunnels already under way.
 use egret_e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -106,14 +107,7 @@ fn cloudflare_sequence_including_a_keep_alive_connection() {
     let (_, out, _) = env.topo.curl(&["-i", "http://other.test/echo"]);
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     // A keep-alive connection opened before the switch sees the new rule on its next request.
-    let script = r#"
-import http.client, sys, subprocess
-c = http.client.HTTPConnection("github.test", 80)
-c.request("GET", "/echo"); r = c.getresponse(); r.read(); print("before", r.status)
-sys.stdout.flush()
-input()
-c.request("GET", "/echo"); r = c.getresponse(); r.read(); print("after", r.status)
-"#;
+    let script = include_str!("../../clients/keep_alive_get_twice.py");
     let mut client = Interactive::python(&env.topo.sbx, script, &[]);
     let line = client.read_line();
     assert_eq!(line.trim(), "before 200");
@@ -136,17 +130,7 @@ fn swaps_under_load_never_fail_a_request_and_follow_the_generation() {
     let (code, _, err) = ctl(&env.sock, &["set-outbound", "get-only"]);
     assert_eq!(code, 0, "{err}");
     let start_gen = generation(&env.sock);
-    let client = r#"
-import http.client, time, json, sys
-c = http.client.HTTPConnection("github.test", 80)
-end = time.time() + float(sys.argv[1]); n = 0; bad = 0; seen = {}
-while time.time() < end:
-    c.request("GET", "/echo"); r = c.getresponse(); body = r.read(); n += 1
-    if r.status != 200: bad += 1; print("BAD", r.status, body[:200]); continue
-    h = json.loads(body)["headers"].get("x-egret-handler", "?")
-    seen[h] = seen.get(h, 0) + 1
-print(json.dumps({"n": n, "bad": bad, "seen": seen}))
-"#;
+    let client = include_str!("../../clients/keep_alive_load.py");
     let load = env
         .topo
         .sbx
@@ -386,19 +370,7 @@ fn tunnels_the_new_rules_forbid_are_closed_at_the_swap() {
     let env = setup("revoke");
     let (code, _, err) = ctl(&env.sock, &["allow-host", "add", "github.test"]);
     assert_eq!(code, 0, "{err}");
-    let script = r#"
-import socket, sys, time
-s = socket.create_connection(("github.test", 2222), timeout=10)
-print(s.recv(100).decode().strip()); sys.stdout.flush()
-input()
-t = time.time()
-try:
-    s.sendall(b"still there?\n")
-    d = s.recv(100)
-    print("after:", "closed" if not d else d.decode().strip())
-except OSError as e:
-    print("after: closed", type(e).__name__)
-"#;
+    let script = include_str!("../../clients/tunnel_poked_after_swap.py");
     let mut client = Interactive::python(&env.topo.sbx, script, &[]);
     let line = client.read_line();
     assert!(

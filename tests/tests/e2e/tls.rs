@@ -1,5 +1,5 @@
-//! Issue "intercept HTTPS with an ephemeral per-sandbox CA": end-to-end with real clients that
-//! trust only the CA (or bundle) egret wrote.
+//! HTTPS interception with an ephemeral per-sandbox CA, end to end with real clients that trust
+//! only the CA (or bundle) egret wrote.
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
@@ -283,21 +283,7 @@ fn sni_and_host_must_agree() {
 #[test]
 fn hundred_parallel_first_connections_mint_once() {
     let mut env = setup("tls-mint");
-    let script = r#"
-import ssl, socket, sys, threading
-ctx = ssl.create_default_context(cafile=sys.argv[1])
-ok = []
-def one():
-    try:
-        s = ctx.wrap_socket(socket.create_connection(("allowed.test", 443), timeout=20), server_hostname="allowed.test")
-        s.sendall(b"GET /echo HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
-        ok.append(s.recv(20).startswith(b"HTTP/1.1 200"))
-    except Exception as e:
-        print("ERR", e)
-ts = [threading.Thread(target=one) for _ in range(100)]
-[t.start() for t in ts]; [t.join() for t in ts]
-print("OK", sum(ok))
-"#;
+    let script = include_str!("../../clients/hundred_parallel_https_gets.py");
     let out = env.topo.in_sandbox("python3", &["-c", script, &env.ca]);
     let out = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.contains("OK 100"), "{out}");
@@ -318,27 +304,7 @@ print("OK", sum(ok))
 #[test]
 fn hostile_tls_input_is_contained() {
     let env = setup("tls-hostile");
-    let script = r#"
-import socket, time, sys
-def conn():
-    return socket.create_connection(("10.200.0.2", 443), timeout=15)
-# 1. a ClientHello cut short, then close
-s = conn(); s.sendall(bytes.fromhex("160301020001")); s.close()
-# 2. garbage that starts like TLS
-s = conn(); s.sendall(b"\x16\x03\x01" + b"\xff" * 50)
-try:
-    print("garbage:", s.recv(10))
-except Exception as e:
-    print("garbage:", type(e).__name__)
-# 3. a client that never finishes: egret must close it after its handshake timeout
-s = conn(); s.sendall(bytes.fromhex("16030100c8"))
-t = time.time()
-try:
-    d = s.recv(10)
-    print("stall: closed after", round(time.time() - t), "data", d)
-except Exception as e:
-    print("stall:", type(e).__name__, round(time.time() - t))
-"#;
+    let script = include_str!("../../clients/hostile_tls_input.py");
     let t = Instant::now();
     let out = env.topo.in_sandbox("python3", &["-c", script]);
     let out = String::from_utf8_lossy(&out.stdout).to_string();

@@ -86,63 +86,14 @@ handler = "readonly"
 }
 
 /// Connect, wait `delay` seconds, then do a TLS handshake trusting only `ca` and one GET.
-const LATE_TLS: &str = r#"
-import socket, ssl, sys, time, json
-host, delay, ca = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, 443), timeout=30)
-time.sleep(delay)
-out = {}
-try:
-    ctx = ssl.create_default_context(cafile=ca)
-    t = ctx.wrap_socket(s, server_hostname=host)
-    out["issuer"] = dict(x[0] for x in t.getpeercert()["issuer"]).get("commonName")
-    t.sendall(b"GET /echo HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        d = t.recv(65536)
-        if not d: break
-        data += d
-    head, _, body = data.decode("latin-1").partition("\r\n\r\n")
-    out["status"] = head.split("\r\n")[0]
-    out["body"] = body
-except Exception as e:
-    out["error"] = "%s: %s" % (type(e).__name__, e)
-print(json.dumps(out))
-"#;
+const LATE_TLS: &str = include_str!("../../clients/late_tls_get.py");
 
 /// Connect, wait `delay` seconds, then send one raw HTTP/1.1 request; print the status line.
-const LATE_HTTP: &str = r#"
-import socket, sys, time
-host, delay, method = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, 80), timeout=30)
-time.sleep(delay)
-s.sendall(("%s /echo HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % (method, host)).encode())
-data = b""
-while True:
-    d = s.recv(65536)
-    if not d: break
-    data += d
-text = data.decode("latin-1")
-print(text.split("\r\n")[0])
-print(text.partition("\r\n\r\n")[2])
-"#;
+const LATE_HTTP: &str = include_str!("../../clients/late_http_request.py");
 
 /// Connect, optionally send `first` (hex), then read what comes within `secs`; print what
 /// happened: the bytes read, or the exception's type.
-const PROBE: &str = r#"
-import socket, sys, binascii
-host, port, first, secs = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-s = socket.create_connection((host, port), timeout=secs)
-if first:
-    s.sendall(binascii.unhexlify(first))
-try:
-    d = s.recv(200)
-    print("DATA" if d else "EOF", d.decode("latin-1").strip())
-    if d:
-        s.sendall(b"ping\n"); print("ECHO", s.recv(100).decode().strip())
-except Exception as e:
-    print("ERR", type(e).__name__)
-"#;
+const PROBE: &str = include_str!("../../clients/probe_first_bytes.py");
 
 fn run_py(topo: &Topology, script: &str, args: &[&str]) -> String {
     let mut a = vec!["-c", script];
