@@ -43,6 +43,32 @@ pub fn require_root() {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Environment variable that sets the prefix of the namespaces a test run creates (default
+/// `egt`): a run started by another test gets its own, so what it leaves after being killed can
+/// be found and removed.
+pub const NS_PREFIX_VAR: &str = "EGRET_E2E_NS_PREFIX";
+
+/// The prefix of this run's namespace names.
+pub fn ns_prefix() -> String {
+    std::env::var(NS_PREFIX_VAR).unwrap_or_else(|_| "egt".into())
+}
+
+/// Remove every namespace whose name starts with `prefix-` (killing what runs in it), as
+/// [`Netns`]'s drop would.
+pub fn remove_namespaces(prefix: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(&format!("{prefix}-")) {
+            drop(Netns {
+                name: name.to_string(),
+            });
+        }
+    }
+}
+
 /// A short id unique across parallel test processes.
 pub fn unique_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -189,7 +215,7 @@ impl Topology {
     /// upstream's (`v-dir`). Benchmarks measure the direct path through it. Dropping the
     /// returned namespace removes the veth pair with it.
     pub fn direct_baseline(&self, extra_upstream: &[&str]) -> Netns {
-        let direct = Netns::new(&format!("egt-{}-dir", self.id));
+        let direct = Netns::new(&format!("{}-{}-dir", ns_prefix(), self.id));
         let (ours, theirs) = (format!("vd{}", self.id), format!("vx{}", self.id));
         sh(
             "ip",
@@ -225,9 +251,9 @@ impl Topology {
         require_root();
         let id = unique_id();
         let tmp = TempDir::new(&id);
-        let up = Netns::new(&format!("egt-{id}-up"));
-        let egr = Netns::new(&format!("egt-{id}-egr"));
-        let sbx = Netns::new(&format!("egt-{id}-sbx"));
+        let up = Netns::new(&format!("{}-{id}-up", ns_prefix()));
+        let egr = Netns::new(&format!("{}-{id}-egr", ns_prefix()));
+        let sbx = Netns::new(&format!("{}-{id}-sbx", ns_prefix()));
         // egret namespace <-> upstream namespace. Interface names are per namespace.
         sh(
             "ip",

@@ -9,6 +9,7 @@ mod admin;
 mod capture;
 mod classification;
 mod handlers;
+mod load;
 mod observability;
 mod protocols;
 mod security;
