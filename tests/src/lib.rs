@@ -363,13 +363,43 @@ impl Topology {
     pub fn curl(&self, args: &[&str]) -> (i32, String, String) {
         let mut a = vec!["-sS", "--max-time", "15"];
         a.extend_from_slice(args);
-        let o = self.in_sandbox("curl", &a);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        code_out_err(&self.in_sandbox("curl", &a))
     }
+}
+
+/// A finished command's (exit code, or -1 when killed by a signal; stdout; stderr).
+pub fn code_out_err(o: &Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Call `cond` every 20 ms until it returns true (then true) or `timeout` has passed (then
+/// false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parse `s` as JSON; a test fails naming the text when it is not.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// SHA-256 of `bytes`, in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// Directory of the binaries built with the tests (target/debug or target/release).
@@ -427,6 +457,10 @@ impl Proc {
             std::fs::read_to_string(&self.stdout).unwrap_or_default(),
             std::fs::read_to_string(&self.stderr).unwrap_or_default()
         )
+    }
+    /// Wait until the process's output contains `needle`; whether it did within `timeout`.
+    pub fn wait_output(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.output().contains(needle))
     }
 }
 impl Drop for Proc {
@@ -495,6 +529,16 @@ impl Upstream {
         Upstream::start_with(topo, name, &args)
     }
 
+    /// Make an [`UpstreamPki`] for `names` (files `up-*.pem` in the scratch directory's `pki/`)
+    /// and start the upstream `up` with TLS from it, as [`Upstream::start`] does.
+    pub fn start_tls(topo: &Topology, names: &[&str]) -> (Upstream, UpstreamPki) {
+        let dir = topo.tmp.path("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = upstream_pki(&dir, "up", names);
+        let up = Upstream::start(topo, "up", Some((&pki.cert, &pki.key)));
+        (up, pki)
+    }
+
     /// Start `egret-testsrv` named `name` with exactly these listener arguments (plus its
     /// access log and ready file), and wait until it is ready.
     pub fn start_with(topo: &Topology, name: &str, args: &[&str]) -> Upstream {
@@ -512,6 +556,10 @@ impl Upstream {
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+    /// Wait until the access log contains `needle`; whether it did within `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.access_log().contains(needle))
+    }
 }
 
 /// egret running in the egret namespace, attached to the sandbox namespace.
@@ -524,6 +572,17 @@ pub struct Egret {
 impl Egret {
     /// Start `egret run --netns SBX --sandbox-id ID --ready-file F ARGS...` and wait for ready.
     pub fn start(topo: &Topology, sandbox_id: &str, args: &[&str]) -> Result<Egret> {
+        Egret::start_with_env(topo, sandbox_id, args, &[])
+    }
+    /// [`Egret::start`] with these variables added to egret's environment (secrets come from
+    /// there); they are set after `RUST_LOG` (from `EGRET_TEST_LOG`, default `info`), so they
+    /// may override it.
+    pub fn start_with_env(
+        topo: &Topology,
+        sandbox_id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Egret> {
         let ready = topo.tmp.path(&format!("egret-{sandbox_id}.ready"));
         let _ = std::fs::remove_file(&ready);
         let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
@@ -534,9 +593,36 @@ impl Egret {
             "RUST_LOG",
             std::env::var("EGRET_TEST_LOG").unwrap_or_else(|_| "info".into()),
         );
+        cmd.envs(env.iter().copied());
         let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{sandbox_id}"));
         wait_ready(&mut proc, &ready, Duration::from_secs(30))?;
         Ok(Egret { proc, ready })
+    }
+    /// Start egret intercepting HTTPS: `policy` written to `policy.toml`, then
+    /// `--policy … --ca-out egret-ca.pem --upstream-ca UPSTREAM_CA` and the flags `extra`, with
+    /// `env` as in [`Egret::start_with_env`]. Returns egret and the path of the sandbox CA it
+    /// wrote (what clients in the sandbox trust).
+    pub fn start_intercepting(
+        topo: &Topology,
+        sandbox_id: &str,
+        policy: &str,
+        upstream_ca: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(Egret, String)> {
+        let p = write(topo, "policy.toml", policy);
+        let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+        let mut args = vec![
+            "--policy",
+            &p,
+            "--ca-out",
+            &ca,
+            "--upstream-ca",
+            upstream_ca.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let egret = Egret::start_with_env(topo, sandbox_id, &args, env)?;
+        Ok((egret, ca))
     }
     /// egret's logs so far.
     pub fn logs(&self) -> String {
@@ -567,14 +653,77 @@ impl Egret {
     /// Wait until egret's logs contain `needle` (connection events are written when the
     /// connection ends, which may be just after the client exits).
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        wait_until(timeout, || self.logs().contains(needle))
+    }
+}
+
+/// `egret ctl --socket SOCK ARGS...`, run on the host (the admin socket is a file); returns
+/// (exit code, stdout, stderr).
+pub fn ctl(sock: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("egret"))
+        .args(["ctl", "--socket", sock])
+        .args(args)
+        .output()
+        .unwrap();
+    code_out_err(&out)
+}
+
+/// `curl -sS --unix-socket SOCK`, to which the caller adds its options and an
+/// `http://egret/...` URL: a request to egret's admin socket.
+pub fn admin_curl(sock: &str) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--unix-socket", sock]);
+    cmd
+}
+
+/// A sandbox whose egret intercepts HTTPS, in front of an upstream that serves TLS: what most
+/// HTTPS tests start from.
+pub struct Intercepted {
+    /// The namespaces.
+    pub topo: Topology,
+    /// The upstream.
+    pub up: Upstream,
+    /// egret.
+    pub egret: Egret,
+    /// The sandbox CA egret wrote: what clients in the sandbox trust.
+    pub ca: String,
+}
+
+impl Intercepted {
+    /// Start egret in front of `up` as [`Egret::start_intercepting`] does, failing the test when
+    /// it does not start.
+    pub fn start(
+        topo: Topology,
+        up: Upstream,
+        sandbox_id: &str,
+        policy: &str,
+        upstream_ca: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Intercepted {
+        let (egret, ca) =
+            Egret::start_intercepting(&topo, sandbox_id, policy, upstream_ca, extra, env)
+                .expect("egret starts");
+        Intercepted {
+            topo,
+            up,
+            egret,
+            ca,
         }
-        false
+    }
+    /// curl in the sandbox trusting the sandbox CA (`--cacert`), as [`Topology::curl`].
+    pub fn curl(&self, args: &[&str]) -> (i32, String, String) {
+        let mut a = vec!["--cacert", self.ca.as_str()];
+        a.extend_from_slice(args);
+        self.topo.curl(&a)
+    }
+    /// Run `python3 -c script CA args...` in the sandbox (the CA path is argv[1]); returns
+    /// (success, stdout, stderr).
+    pub fn python(&self, script: &str, args: &[&str]) -> (bool, String, String) {
+        let mut a = vec!["-c", script, &self.ca];
+        a.extend_from_slice(args);
+        let (code, out, err) = code_out_err(&self.topo.in_sandbox("python3", &a));
+        (code == 0, out, err)
     }
 }
 
@@ -674,6 +823,50 @@ pub fn handler_module(name: &str) -> String {
         .join(format!("{name}.wasm"))
         .to_string_lossy()
         .into_owned()
+}
+
+/// Policy TOML that starts with `[secrets]` (so it goes after the policy's top-level keys):
+/// secret `secret` read from `source` (the inside of its inline table: `env = "VAR"` or
+/// `file = "PATH"`), the handler `inject` running `inject-header` to put it in the
+/// `x-auth-token` header, and a route to `inject` for each of `hosts`, in order.
+pub fn inject_header_policy(secret: &str, source: &str, hosts: &[&str]) -> String {
+    let mut toml = format!(
+        r#"
+[secrets]
+{secret} = {{ {source} }}
+
+[handlers.inject]
+module = "{module}"
+params = {{ header = "x-auth-token", secret = "{secret}" }}
+secrets = ["{secret}"]
+"#,
+        module = handler_module("inject-header"),
+    );
+    for host in hosts {
+        toml.push_str(&format!(
+            "\n[[routes]]\nhost = \"{host}\"\nhandler = \"inject\"\n"
+        ));
+    }
+    toml
+}
+
+/// Entries of a namespace's own hosts file (`ip netns exec` bind-mounts
+/// `/etc/netns/NAME/hosts` over `/etc/hosts`): how programs run in it resolve names nobody
+/// pinned. Removed on drop.
+pub struct NetnsHosts(PathBuf);
+impl NetnsHosts {
+    /// Write `content` as the hosts file of `ns`.
+    pub fn write(ns: &Netns, content: &str) -> NetnsHosts {
+        let dir = Path::new("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), content).unwrap();
+        NetnsHosts(dir)
+    }
+}
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A client process in the sandbox driven line by line (stdin/stdout), for tests that must act

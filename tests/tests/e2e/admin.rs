@@ -61,19 +61,6 @@ fn setup(id: &str) -> Env {
     }
 }
 
-fn ctl(sock: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("egret"))
-        .args(["ctl", "--socket", sock])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn generation(sock: &str) -> u64 {
     let (code, out, err) = ctl(sock, &["--json", "status"]);
     assert_eq!(code, 0, "{err}");
@@ -267,18 +254,8 @@ fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
     let big = env.topo.tmp.path("big.bin");
     std::fs::write(&big, vec![0u8; 100 << 20]).unwrap();
     let t = Instant::now();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--unix-socket",
-            &env.sock,
-            "-X",
-            "PUT",
-        ])
+    let out = admin_curl(&env.sock)
+        .args(["-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
         .args([
             "-H",
             "content-type: application/wasm",

@@ -28,10 +28,6 @@ fn setup(net: SandboxNet, id: &str) -> Env {
     Env { topo, up, egret }
 }
 
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
 #[test]
 fn allowed_host_over_ipv4_and_ipv6_is_proxied_and_logged() {
     let env = setup(SandboxNet::LoOnly, "sbx-allow");

@@ -3,34 +3,18 @@
 //! work where opaque TCP is allowed, and names never lead to non-public addresses the operator
 //! did not allow (SSRF through DNS). SECURITY.md maps each attack to its test here.
 use egret_e2e::*;
-use std::process::Command;
 use std::time::Duration;
 
 const TOKEN: &str = "vcs-token-late-5ec7e7";
 
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-struct Env {
-    topo: Topology,
-    up: Upstream,
-    egret: Egret,
-    ca: String,
-}
-
 /// egret with HTTPS interception, an injecting handler on vcs.test, get-only on get.test,
 /// files.test and allowed.test plainly allowed; the upstream speaks TLS, HTTP and a banner.
-fn setup(id: &str, extra: &[&str]) -> Env {
+fn setup(id: &str, extra: &[&str]) -> Intercepted {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pkidir = topo.tmp.path("pki");
-    std::fs::create_dir_all(&pkidir).unwrap();
-    let pki = upstream_pki(
-        &pkidir,
-        "up",
+    let (up, pki) = Upstream::start_tls(
+        &topo,
         &["vcs.test", "files.test", "allowed.test", "get.test"],
     );
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
     let policy = format!(
         r#"
 internet = false
@@ -42,47 +26,26 @@ allowed_hosts = ["vcs.test", "files.test", "allowed.test", "get.test"]
 "files.test" = "10.200.0.2"
 "allowed.test" = "10.200.0.2"
 "get.test" = "10.200.0.2"
-
-[secrets]
-VCS_TOKEN = {{ env = "VCS_TOKEN" }}
-
-[handlers.inject]
-module = "{inject}"
-params = {{ header = "x-auth-token", secret = "VCS_TOKEN" }}
-secrets = ["VCS_TOKEN"]
-
+{inject}
 [handlers.readonly]
 module = "{get_only}"
-
-[[routes]]
-host = "vcs.test"
-handler = "inject"
 
 [[routes]]
 host = "get.test"
 handler = "readonly"
 "#,
-        inject = handler_module("inject-header"),
+        inject = inject_header_policy("VCS_TOKEN", r#"env = "VCS_TOKEN""#, &["vcs.test"]),
         get_only = handler_module("get-only"),
     );
-    let p = write(&topo, "policy.toml", &policy);
-    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
-    let ready = topo.tmp.path(&format!("egret-{id}.ready"));
-    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
-    cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", id]);
-    cmd.args(["--policy", &p, "--ca-out", &ca]);
-    cmd.args(["--ready-file", ready.to_str().unwrap()]);
-    cmd.args(["--upstream-ca", pki.ca.to_str().unwrap()]);
-    cmd.args(extra);
-    cmd.env("VCS_TOKEN", TOKEN);
-    let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{id}"));
-    wait_ready(&mut proc, &ready, Duration::from_secs(30)).expect("egret starts");
-    Env {
+    Intercepted::start(
         topo,
         up,
-        egret: Egret { proc, ready },
-        ca,
-    }
+        id,
+        &policy,
+        &pki.ca,
+        extra,
+        &[("VCS_TOKEN", TOKEN)],
+    )
 }
 
 /// Connect, wait `delay` seconds, then do a TLS handshake trusting only `ca` and one GET.
@@ -282,23 +245,6 @@ fn server_first_protocols_work_and_silence_elsewhere_is_refused_after_the_handsh
 // ---------------------------------------------------------------------------------------------
 // Attack: reach the operator's private network through an allowed name (SSRF through DNS)
 
-/// Entries of the egret namespace's own hosts file (`ip netns exec` mounts
-/// `/etc/netns/NAME/hosts` over `/etc/hosts`): how egret resolves names nobody pinned.
-struct NetnsHosts(std::path::PathBuf);
-impl NetnsHosts {
-    fn write(ns: &Netns, content: &str) -> NetnsHosts {
-        let dir = std::path::PathBuf::from(format!("/etc/netns/{}", ns.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("hosts"), content).unwrap();
-        NetnsHosts(dir)
-    }
-}
-impl Drop for NetnsHosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn allowed_names_never_lead_to_private_addresses_the_operator_did_not_allow() {
     let topo = Topology::new(SandboxNet::LoOnly);
@@ -407,18 +353,8 @@ allowed_upstream_cidrs = ["fd00:200::/64"]
     }
 
     // naming the range in allowed_hosts (here at runtime) is an explicit allowance
-    let out = Command::new(bin("egret"))
-        .args([
-            "ctl",
-            "--socket",
-            &sock,
-            "allow-host",
-            "add",
-            "10.200.0.0/24",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let (code, out, err) = ctl(&sock, &["allow-host", "add", "10.200.0.0/24"]);
+    assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = get("private.allowed.test");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}\n{}", egret.logs());
     let (_, out, _) = get("later.allowed.test");

@@ -3,10 +3,6 @@
 use egret_e2e::*;
 use std::time::{Duration, Instant};
 
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
 /// Start egret with `policy` and extra env vars (secrets come from egret's environment).
 fn egret_with_env(
     topo: &Topology,
@@ -15,33 +11,23 @@ fn egret_with_env(
     env: &[(&str, &str)],
     extra: &[&str],
 ) -> Egret {
-    let ready = topo.tmp.path(&format!("egret-{id}.ready"));
     let p = write(topo, &format!("policy-{id}.toml"), policy);
-    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
-    cmd.args([
-        "run",
-        "--netns",
-        &topo.sbx.name,
-        "--sandbox-id",
-        id,
-        "--policy",
-        &p,
-    ]);
-    cmd.args(["--ready-file", ready.to_str().unwrap()]);
-    cmd.args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{id}"));
-    wait_ready(&mut proc, &ready, Duration::from_secs(30)).expect("egret starts");
-    Egret { proc, ready }
+    let mut args = vec!["--policy", p.as_str()];
+    args.extend_from_slice(extra);
+    Egret::start_with_env(topo, id, &args, env).expect("egret starts")
 }
 
 const TOKEN_A: &str = "tok-A-7f3a9c0e11d24b5e";
 const TOKEN_B: &str = "tok-B-c0ffee42deadbeef";
 
-fn vcs_policy(kv_secret: &str, pki: &UpstreamPki) -> String {
-    let _ = pki;
+/// The secrets [`vcs_policy`] reads from egret's environment.
+const VCS_ENV: [(&str, &str); 3] = [
+    ("VCS_TOKEN", "vcs-secret-1234567890"),
+    ("TOKEN_A", TOKEN_A),
+    ("TOKEN_B", TOKEN_B),
+];
+
+fn vcs_policy(kv_secret: &str) -> String {
     format!(
         r#"
 internet = false
@@ -81,29 +67,32 @@ handler = "per-sandbox"
     )
 }
 
+/// egret with [`vcs_policy`] and [`VCS_ENV`], trusting `pki`'s upstream and writing its CA to
+/// `ca`, with the flags `extra` first.
+fn vcs_egret(
+    topo: &Topology,
+    id: &str,
+    kv_secret: &str,
+    pki: &UpstreamPki,
+    ca: &std::path::Path,
+    extra: &[&str],
+) -> Egret {
+    let mut args = extra.to_vec();
+    args.extend([
+        "--upstream-ca",
+        pki.ca.to_str().unwrap(),
+        "--ca-out",
+        ca.to_str().unwrap(),
+    ]);
+    egret_with_env(topo, id, &vcs_policy(kv_secret), &VCS_ENV, &args)
+}
+
 #[test]
 fn credentials_are_injected_and_the_sandbox_never_holds_them() {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "up", &["vcs.test", "api.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
-    let env = [
-        ("VCS_TOKEN", "vcs-secret-1234567890"),
-        ("TOKEN_A", TOKEN_A),
-        ("TOKEN_B", TOKEN_B),
-    ];
+    let (up, pki) = Upstream::start_tls(&topo, &["vcs.test", "api.test"]);
     let ca = topo.tmp.path("ca-a.pem");
-    let egret = egret_with_env(
-        &topo,
-        "agent-a",
-        &vcs_policy("TOKEN_A", &pki),
-        &env,
-        &[
-            "--upstream-ca",
-            pki.ca.to_str().unwrap(),
-            "--ca-out",
-            ca.to_str().unwrap(),
-        ],
-    );
+    let egret = vcs_egret(&topo, "agent-a", "TOKEN_A", &pki, &ca, &[]);
     let (code, out, err) = topo.curl(&["--cacert", ca.to_str().unwrap(), "https://vcs.test/echo"]);
     assert_eq!(code, 0, "{err}\n{}", egret.logs());
     let v = json(&out);
@@ -137,18 +126,7 @@ fn credentials_are_injected_and_the_sandbox_never_holds_them() {
     let topo2 = Topology::new(SandboxNet::LoOnly);
     let up2 = Upstream::start(&topo2, "up", Some((&pki.cert, &pki.key)));
     let ca2 = topo2.tmp.path("ca-b.pem");
-    let _egret2 = egret_with_env(
-        &topo2,
-        "agent-b",
-        &vcs_policy("TOKEN_B", &pki),
-        &env,
-        &[
-            "--upstream-ca",
-            pki.ca.to_str().unwrap(),
-            "--ca-out",
-            ca2.to_str().unwrap(),
-        ],
-    );
+    let _egret2 = vcs_egret(&topo2, "agent-b", "TOKEN_B", &pki, &ca2, &[]);
     let (code, out, err) =
         topo2.curl(&["--cacert", ca2.to_str().unwrap(), "https://api.test/echo"]);
     assert_eq!(code, 0, "{err}");
@@ -393,28 +371,9 @@ fn thread_cpu_ns(pid: u32, name: &str) -> Option<u64> {
 #[test]
 fn two_workers_spread_connections_and_both_serve_them() {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "up", &["vcs.test", "api.test"]);
-    let _up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
-    let env = [
-        ("VCS_TOKEN", "vcs-secret-1234567890"),
-        ("TOKEN_A", TOKEN_A),
-        ("TOKEN_B", TOKEN_B),
-    ];
+    let (_up, pki) = Upstream::start_tls(&topo, &["vcs.test", "api.test"]);
     let ca = topo.tmp.path("ca.pem");
-    let mut egret = egret_with_env(
-        &topo,
-        "workers",
-        &vcs_policy("TOKEN_A", &pki),
-        &env,
-        &[
-            "--workers",
-            "2",
-            "--upstream-ca",
-            pki.ca.to_str().unwrap(),
-            "--ca-out",
-            ca.to_str().unwrap(),
-        ],
-    );
+    let mut egret = vcs_egret(&topo, "workers", "TOKEN_A", &pki, &ca, &["--workers", "2"]);
     let pid = egret.proc.child.id();
     // A new thread names itself once it runs: wait for it.
     let deadline = Instant::now() + Duration::from_secs(5);

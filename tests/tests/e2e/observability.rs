@@ -48,17 +48,13 @@ denied_hosts = ["denied.test"]
 "vcs.test" = "10.200.0.2"
 "reveal.test" = "10.200.0.2"
 
-[secrets]
-SEC = {{ env = "OBS_SECRET" }}
-
 [handlers.trap]
 module = "{trap}"
 
-[handlers.inject]
-module = "{inject}"
-params = {{ header = "x-auth-token", secret = "SEC" }}
-secrets = ["SEC"]
-
+[[routes]]
+host = "broken.test"
+handler = "trap"
+{inject}
 [handlers.reveal]
 module = "{reveal}"
 params = {{ secret = "SEC" }}
@@ -66,19 +62,11 @@ secrets = ["SEC"]
 reveal = ["SEC"]
 
 [[routes]]
-host = "broken.test"
-handler = "trap"
-
-[[routes]]
-host = "vcs.test"
-handler = "inject"
-
-[[routes]]
 host = "reveal.test"
 handler = "reveal"
 "#,
         trap = handler_module("trap"),
-        inject = handler_module("inject-header"),
+        inject = inject_header_policy("SEC", r#"env = "OBS_SECRET""#, &["vcs.test"]),
         reveal = handler_module("log-secret"),
     )
 }
@@ -95,32 +83,29 @@ struct Env {
 
 fn setup(id: &str, rust_log: &str) -> Env {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "up", &["allowed.test", "pinned.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let (up, pki) = Upstream::start_tls(&topo, &["allowed.test", "pinned.test"]);
     let p = write(&topo, "policy.toml", &policy());
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
     let audit = topo.tmp.path("audit.log").to_string_lossy().into_owned();
     let ca = topo.tmp.path("ca.pem").to_string_lossy().into_owned();
-    let ready = topo.tmp.path(&format!("egret-{id}.ready"));
-    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
-    cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", id]);
-    cmd.args(["--ready-file", ready.to_str().unwrap(), "--policy", &p]);
-    cmd.args([
+    let args = [
+        "--policy",
+        &p,
         "--admin-socket",
         &sock,
         "--audit-log",
         &audit,
         "--ca-out",
         &ca,
-    ]);
-    cmd.args(["--upstream-ca", pki.ca.to_str().unwrap()]);
-    cmd.env("RUST_LOG", rust_log).env("OBS_SECRET", SECRET);
-    let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{id}"));
-    wait_ready(&mut proc, &ready, Duration::from_secs(30)).expect("egret starts");
+        "--upstream-ca",
+        pki.ca.to_str().unwrap(),
+    ];
+    let env = [("RUST_LOG", rust_log), ("OBS_SECRET", SECRET)];
+    let egret = Egret::start_with_env(&topo, id, &args, &env).expect("egret starts");
     Env {
         topo,
         _up: up,
-        egret: Egret { proc, ready },
+        egret,
         sock,
         audit,
         ca,
@@ -150,8 +135,7 @@ impl Env {
         );
     }
     fn admin(&self, path: &str) -> String {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--unix-socket", &self.sock])
+        let out = admin_curl(&self.sock)
             .arg(format!("http://egret{path}"))
             .output()
             .unwrap();
@@ -300,7 +284,7 @@ fn every_request_and_connection_gets_one_audit_event() {
     assert_eq!(ev["status"], 502, "{ev}");
     assert_eq!(ev["handler"], "trap", "{ev}");
     let sha = ev["module_sha256"].as_str().unwrap();
-    let want = sha256_file(&handler_module("trap"));
+    let want = sha256_hex(&std::fs::read(handler_module("trap")).unwrap());
     assert_eq!(sha, want, "{ev}");
     assert!(ev["error"].as_str().unwrap().starts_with("trap"), "{ev}");
 
@@ -380,13 +364,10 @@ fn live_tail_streams_events_and_filters_denials() {
         "http://denied.test/x",
     ]);
     let mut text = String::new();
-    for _ in 0..250 {
+    wait_until(Duration::from_secs(5), || {
         text = std::fs::read_to_string(&out).unwrap_or_default();
-        if text.contains("denied.test") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        text.contains("denied.test")
+    });
     let _ = tail.kill();
     let _ = tail.wait();
     assert!(
@@ -454,14 +435,8 @@ fn secrets_never_reach_logs_audit_metrics_or_admin_answers() {
 fn metrics_endpoint_is_strict_prometheus_text() {
     let env = setup("obs-metrics", "info");
     curl_ok(&env, &["http://allowed.test/echo"]);
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-i",
-            "--unix-socket",
-            &env.sock,
-            "http://egret/metrics",
-        ])
+    let out = admin_curl(&env.sock)
+        .args(["-i", "http://egret/metrics"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -474,15 +449,6 @@ fn metrics_endpoint_is_strict_prometheus_text() {
     assert!(m.len() > 40, "only {} samples:\n{body}", m.len());
     // no label value the sandbox chose (host names) may appear
     assert!(!body.contains("allowed.test"), "{body}");
-}
-
-fn sha256_file(path: &str) -> String {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).unwrap();
-    sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A strict reader of the Prometheus text format (0.0.4): every family has one TYPE line

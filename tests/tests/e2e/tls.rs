@@ -73,10 +73,6 @@ fn setup(id: &str) -> Env {
     }
 }
 
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
 #[test]
 fn curl_http1_and_http2_see_the_egret_leaf_and_reach_upstream_over_tls() {
     let env = setup("tls-curl");
@@ -107,12 +103,8 @@ fn curl_http1_and_http2_see_the_egret_leaf_and_reach_upstream_over_tls() {
     assert_eq!(code, 0, "{err}");
 }
 
-#[test]
-fn python_and_node_trust_the_written_bundle() {
-    let env = setup("tls-langs");
-    let script = "import urllib.request,json; print(json.load(urllib.request.urlopen('https://allowed.test/echo'))['host'])";
-    let mut cmd = env.topo.sbx.cmd("python3");
-    cmd.args(["-c", script]).env("SSL_CERT_FILE", &env.bundle);
+/// Run a client that prints the host the upstream saw; it must print `allowed.test`.
+fn prints_allowed_test(mut cmd: std::process::Command) {
     let out = cmd.output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -120,6 +112,15 @@ fn python_and_node_trust_the_written_bundle() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn python_and_node_trust_the_written_bundle() {
+    let env = setup("tls-langs");
+    let script = "import urllib.request,json; print(json.load(urllib.request.urlopen('https://allowed.test/echo'))['host'])";
+    let mut cmd = env.topo.sbx.cmd("python3");
+    cmd.args(["-c", script]).env("SSL_CERT_FILE", &env.bundle);
+    prints_allowed_test(cmd);
     let has_requests = env
         .topo
         .in_sandbox("python3", &["-c", "import requests"])
@@ -132,13 +133,7 @@ fn python_and_node_trust_the_written_bundle() {
             "import requests; print(requests.get('https://allowed.test/echo').json()['host'])",
         ])
         .env("REQUESTS_CA_BUNDLE", &env.bundle);
-        let out = cmd.output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "allowed.test",
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        prints_allowed_test(cmd);
     } else {
         eprintln!("note: python requests is not installed; urllib covered the python client");
     }
@@ -150,13 +145,7 @@ fn python_and_node_trust_the_written_bundle() {
         let mut cmd = env.topo.sbx.cmd("node");
         cmd.args(["-e", "fetch('https://allowed.test/echo').then(r=>r.json()).then(j=>console.log(j.host)).catch(e=>{console.error(e);process.exit(1)})"])
             .env("NODE_EXTRA_CA_CERTS", &env.ca);
-        let out = cmd.output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "allowed.test",
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        prints_allowed_test(cmd);
     } else {
         eprintln!("note: node is not installed; skipped the node client");
     }

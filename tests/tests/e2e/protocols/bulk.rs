@@ -2,8 +2,8 @@
 //! handler, byte-identical, while egret's peak memory stays flat.
 
 use super::setup;
-use egret_e2e::proc_status_kib;
-use std::time::{Duration, Instant};
+use egret_e2e::{proc_status_kib, wait_until};
+use std::time::Duration;
 
 /// Writes 1 GiB of numbered 1 MiB blocks to stdout, then "SHA256 LEN" to stderr.
 const GIB_SOURCE: &str = include_str!("../../../clients/gib_source.py");
@@ -74,14 +74,11 @@ fn one_gib_upload_and_download_stream_through_with_flat_memory() {
     assert_eq!(code, 0, "{err}");
     // sha256sum runs in a process substitution: wait for it to write
     let sha_file = env.topo.tmp.path("down.sha");
-    let t = Instant::now();
-    let got = loop {
-        let s = std::fs::read_to_string(&sha_file).unwrap_or_default();
-        if s.contains(' ') || t.elapsed() > Duration::from_secs(30) {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut got = String::new();
+    wait_until(Duration::from_secs(30), || {
+        got = std::fs::read_to_string(&sha_file).unwrap_or_default();
+        got.contains(' ')
+    });
     assert_eq!(
         got.split_whitespace().next(),
         want.split_whitespace().next(),

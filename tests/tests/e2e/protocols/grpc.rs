@@ -1,7 +1,7 @@
 //! gRPC over h2 with trailers: the wire framing driven by curl against `egret-testsrv`, and a real
 //! grpcio client and server (unary, server streaming, error status, custom and binary trailers).
 
-use super::{setup, Env, TOKEN};
+use super::{setup, TOKEN};
 use egret_e2e::*;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ fn grpc_messages(mut b: &[u8]) -> Vec<String> {
 }
 
 /// Call `path` with one gRPC message; returns (messages, trailer lines from curl -v, stderr).
-fn grpc_call(env: &Env, path: &str, msg: &[u8]) -> (Vec<String>, Vec<String>, String) {
+fn grpc_call(env: &Intercepted, path: &str, msg: &[u8]) -> (Vec<String>, Vec<String>, String) {
     let req = env.topo.tmp.path("grpc-req.bin");
     std::fs::write(&req, grpc_frame(msg)).unwrap();
     let body = env.topo.tmp.path("grpc-resp.bin");
@@ -126,36 +126,11 @@ allowed_hosts = ["grpc.test"]
 
 [resolve]
 "grpc.test" = "10.200.0.2"
-
-[secrets]
-API_TOKEN = {{ file = "{token}" }}
-
-[handlers.inject]
-module = "{inject}"
-params = {{ header = "x-auth-token", secret = "API_TOKEN" }}
-secrets = ["API_TOKEN"]
-
-[[routes]]
-host = "grpc.test"
-handler = "inject"
-"#,
-        inject = handler_module("inject-header"),
+{inject}"#,
+        inject = inject_header_policy("API_TOKEN", &format!(r#"file = "{token}""#), &["grpc.test"]),
     );
-    let p = write(&topo, "policy.toml", &policy);
-    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
-    let egret = Egret::start(
-        &topo,
-        "proto-grpcio",
-        &[
-            "--policy",
-            &p,
-            "--ca-out",
-            &ca,
-            "--upstream-ca",
-            pki.ca.to_str().unwrap(),
-        ],
-    )
-    .expect("egret starts");
+    let (egret, ca) = Egret::start_intercepting(&topo, "proto-grpcio", &policy, &pki.ca, &[], &[])
+        .expect("egret starts");
     let o = topo.in_sandbox("python3", &["-c", GRPC_CLIENT, &ca, "grpc.test:443"]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let ctx = format!(

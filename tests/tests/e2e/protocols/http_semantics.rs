@@ -2,7 +2,7 @@
 //! HEAD, 204, 304 and chunked responses, Alt-Svc h3 advertisements stripped unless kept, and
 //! content encodings passed through untouched.
 
-use super::{setup, sha256_hex};
+use super::setup;
 use egret_e2e::*;
 
 /// Node's http2 client: POST argv[3] bytes, with `expect: 100-continue` when argv[4] is

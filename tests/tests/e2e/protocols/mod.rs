@@ -9,21 +9,13 @@ mod streaming;
 mod websocket;
 
 use egret_e2e::*;
-use std::time::{Duration, Instant};
 
 const TOKEN: &str = "proto-secret-5e1f0a77c3";
-
-struct Env {
-    topo: Topology,
-    up: Upstream,
-    egret: Egret,
-    ca: String,
-}
 
 /// `api.test` is routed through `inject-header` (x-auth-token = TOKEN), `ro.test` through
 /// `get-only`, `deny.test` through `allow-hosts` listing another host (denies all); all three
 /// are the TLS upstream on 10.200.0.2, which logs `x-auth-token=present|absent` per request.
-fn setup(id: &str, extra: &[&str]) -> Env {
+fn setup(id: &str, extra: &[&str]) -> Intercepted {
     let topo = Topology::new(SandboxNet::LoOnly);
     let pki = upstream_pki(&topo.tmp.0, "up", &["api.test", "ro.test", "deny.test"]);
     let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
@@ -54,15 +46,7 @@ allowed_hosts = ["api.test", "ro.test", "deny.test"]
 "api.test" = "10.200.0.2"
 "ro.test" = "10.200.0.2"
 "deny.test" = "10.200.0.2"
-
-[secrets]
-API_TOKEN = {{ file = "{token}" }}
-
-[handlers.inject]
-module = "{inject}"
-params = {{ header = "x-auth-token", secret = "API_TOKEN" }}
-secrets = ["API_TOKEN"]
-
+{inject}
 [handlers.ro]
 module = "{get_only}"
 
@@ -72,10 +56,6 @@ module = "{allow_hosts}"
 params = {{ hosts = ["nothing.invalid"] }}
 
 [[routes]]
-host = "api.test"
-handler = "inject"
-
-[[routes]]
 host = "ro.test"
 handler = "ro"
 
@@ -83,64 +63,9 @@ handler = "ro"
 host = "deny.test"
 handler = "deny"
 "#,
-        inject = handler_module("inject-header"),
+        inject = inject_header_policy("API_TOKEN", &format!(r#"file = "{token}""#), &["api.test"]),
         get_only = handler_module("get-only"),
         allow_hosts = handler_module("allow-hosts"),
     );
-    let p = write(&topo, "policy.toml", &policy);
-    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
-    let mut args = vec![
-        "--policy",
-        &p,
-        "--ca-out",
-        &ca,
-        "--upstream-ca",
-        pki.ca.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let egret = Egret::start(&topo, id, &args).expect("egret starts");
-    Env {
-        topo,
-        up,
-        egret,
-        ca,
-    }
-}
-
-impl Env {
-    /// Run a python script in the sandbox with the CA path as argv[1]; (success, stdout, stderr).
-    fn python(&self, script: &str, args: &[&str]) -> (bool, String, String) {
-        let mut a = vec!["-c", script, &self.ca];
-        a.extend_from_slice(args);
-        let o = self.topo.in_sandbox("python3", &a);
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-    fn curl(&self, args: &[&str]) -> (i32, String, String) {
-        let mut a = vec!["--cacert", self.ca.as_str()];
-        a.extend_from_slice(args);
-        self.topo.curl(&a)
-    }
-    /// Wait until the upstream access log contains `needle`.
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let t = Instant::now();
-        while t.elapsed() < timeout {
-            if self.up.access_log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    Intercepted::start(topo, up, id, &policy, &pki.ca, extra, &[])
 }

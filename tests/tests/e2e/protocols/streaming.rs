@@ -4,7 +4,8 @@
 //!
 //! Scale: `EGRET_SSE_SECS` (default 10) sets how long the event stream runs.
 
-use super::{setup, sha256_hex, TOKEN};
+use super::{setup, TOKEN};
+use egret_e2e::sha256_hex;
 
 /// Reads an event stream (from a TLS socket speaking HTTP/1.1, or from the output of
 /// `curl -N --http2`) and prints, per event, the delay between the upstream's send timestamp

@@ -2,7 +2,7 @@
 //! (client `egret-h2ws`, hyper), with the credential injected, data both ways, each side closing,
 //! and upgrades a handler refuses.
 
-use super::{setup, Env, TOKEN};
+use super::{setup, TOKEN};
 use egret_e2e::*;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ fn websocket_over_https_gets_the_credential_and_flows_both_ways() {
             "client-close" => {
                 // closing the sandbox side closes the upstream side
                 assert!(
-                    env.wait_log("WS-EOF", Duration::from_secs(5)),
+                    env.up.wait_log("WS-EOF", Duration::from_secs(5)),
                     "upstream never saw the client go: {}",
                     env.up.access_log()
                 );
@@ -45,7 +45,7 @@ fn websocket_over_https_gets_the_credential_and_flows_both_ways() {
             _ => {
                 assert!(out.contains("CLOSE-ECHO 8 1000"), "{out}");
                 assert!(out.contains("EOF-AFTER-CLOSE True"), "{out}");
-                assert!(env.wait_log("WS-CLOSE-FRAME", Duration::from_secs(5)));
+                assert!(env.up.wait_log("WS-CLOSE-FRAME", Duration::from_secs(5)));
             }
         }
     }
@@ -92,7 +92,7 @@ fn websocket_upgrade_denied_by_the_handler_never_reaches_the_upstream() {
     // the control request in the same run does reach the upstream, so the log is live
     let (code, _, err) = env.curl(&["https://api.test/echo"]);
     assert_eq!(code, 0, "{err}");
-    assert!(env.wait_log("host=api.test", Duration::from_secs(5)));
+    assert!(env.up.wait_log("host=api.test", Duration::from_secs(5)));
     let log = env.up.access_log();
     assert!(!log.contains("deny.test"), "the upstream saw: {log}");
     assert!(!log.contains("/ws"), "the upstream saw: {log}");
@@ -102,7 +102,7 @@ fn websocket_upgrade_denied_by_the_handler_never_reaches_the_upstream() {
 
 /// Run the RFC 8441 test client (`egret-h2ws`) in the sandbox against `host`, with `extra`
 /// arguments.
-fn run_h2ws(env: &Env, host: &str, mode: &str, extra: &[&str]) -> std::process::Output {
+fn run_h2ws(env: &Intercepted, host: &str, mode: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["--ca", env.ca.as_str(), "--host", host, "--mode", mode];
     args.extend_from_slice(extra);
     env.topo
@@ -110,7 +110,7 @@ fn run_h2ws(env: &Env, host: &str, mode: &str, extra: &[&str]) -> std::process::
 }
 
 /// Run the RFC 8441 client in the sandbox and require success; (stdout, stderr).
-fn h2ws(env: &Env, host: &str, mode: &str) -> (String, String) {
+fn h2ws(env: &Intercepted, host: &str, mode: &str) -> (String, String) {
     let o = run_h2ws(env, host, mode, &[]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -141,7 +141,7 @@ fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
             "client-close" => {
                 assert!(out.contains("CLIENT-CLOSED"), "{ctx}");
                 assert!(
-                    env.wait_log("WS-EOF", Duration::from_secs(5)),
+                    env.up.wait_log("WS-EOF", Duration::from_secs(5)),
                     "upstream never saw the h2 stream end: {}",
                     env.up.access_log()
                 );
@@ -149,7 +149,7 @@ fn websocket_over_h2_extended_connect_is_translated_to_an_http1_upgrade() {
             "server-close" => assert!(out.contains("SERVER-CLOSE 8 1000"), "{ctx}"),
             _ => {
                 assert!(out.contains("CLOSE-ECHO 8 1000"), "{ctx}");
-                assert!(env.wait_log("WS-CLOSE-FRAME", Duration::from_secs(5)));
+                assert!(env.up.wait_log("WS-CLOSE-FRAME", Duration::from_secs(5)));
             }
         }
         // whichever side closed, the other side's stream ended too

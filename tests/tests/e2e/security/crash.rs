@@ -3,7 +3,6 @@
 
 use super::{env_usize, TOKEN};
 use egret_e2e::*;
-use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -26,49 +25,28 @@ outbound = "inject"
 [resolve]
 "vcs.test" = "10.200.0.2"
 "extra.test" = "10.200.0.2"
-[secrets]
-VCS_TOKEN = {{ env = "VCS_TOKEN" }}
-[handlers.inject]
-module = "{}"
-params = {{ header = "x-auth-token", secret = "VCS_TOKEN" }}
-secrets = ["VCS_TOKEN"]
-"#,
-            handler_module("inject-header")
+{}"#,
+            inject_header_policy("VCS_TOKEN", r#"env = "VCS_TOKEN""#, &[])
         ),
     );
     let state = topo.tmp.path("state");
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
-    let start = |n: usize| -> Egret {
-        let ready = topo.tmp.path(&format!("egret-kill{n}.ready"));
-        let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
-        cmd.args([
-            "run",
-            "--netns",
-            &topo.sbx.name,
-            "--sandbox-id",
-            "sec-kill",
-            "--policy",
-            &p,
-        ]);
-        cmd.args([
-            "--ready-file",
-            ready.to_str().unwrap(),
-            "--admin-socket",
-            &sock,
-        ]);
-        cmd.args(["--state-dir", state.to_str().unwrap()]);
-        cmd.env("VCS_TOKEN", TOKEN);
-        let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-kill{n}"));
-        wait_ready(&mut proc, &ready, Duration::from_secs(30)).expect("egret starts");
-        Egret { proc, ready }
+    let args = [
+        "--policy",
+        &p,
+        "--admin-socket",
+        &sock,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let start = || {
+        Egret::start_with_env(&topo, "sec-kill", &args, &[("VCS_TOKEN", TOKEN)])
+            .expect("egret starts")
     };
-    let mut egret = start(0);
+    let mut egret = start();
     // a runtime change that must survive every crash
-    let o = Command::new(bin("egret"))
-        .args(["ctl", "--socket", &sock, "allow-host", "add", "extra.test"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, _, err) = ctl(&sock, &["allow-host", "add", "extra.test"]);
+    assert_eq!(code, 0, "{err}");
     // load: 6 threads of keep-alive and fresh connections, to the named host and to the
     // sandbox's own veth peer (an address egret does not allow), for the whole test
     let load = include_str!("../../../clients/load_while_egret_is_killed.py");
@@ -114,7 +92,7 @@ secrets = ["VCS_TOKEN"]
             before,
             "upstream reached while egret was down"
         );
-        egret = start(k);
+        egret = start();
     }
     // resumed with the runtime change
     let (code, out, err) = topo.curl(&["-H", "Host: extra.test", "http://10.200.0.2/echo"]);

@@ -26,10 +26,7 @@ fn egret_stays_responsive_under_idle_slowloris_trickle_and_huge_headers() {
         eprintln!("{n_idle} idle connections (open-file limit); the issue asks 10,000");
     }
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pkidir = topo.tmp.path("pki");
-    std::fs::create_dir_all(&pkidir).unwrap();
-    let pki = upstream_pki(&pkidir, "up", &["allowed.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let (up, pki) = Upstream::start_tls(&topo, &["allowed.test"]);
     let policy = write(
         &topo,
         "policy.toml",

@@ -43,10 +43,8 @@ fn files_with_private_keys(
 fn the_ca_key_is_never_written_and_no_leaf_is_minted_for_names_not_intercepted() {
     let since = std::time::SystemTime::now() - Duration::from_secs(1);
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pkidir = topo.tmp.path("pki");
-    std::fs::create_dir_all(&pkidir).unwrap();
-    let pki = upstream_pki(&pkidir, "up", &["pinned.test"]);
-    let _up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let (_up, pki) = Upstream::start_tls(&topo, &["pinned.test"]);
+    let pkidir = pki.ca.parent().unwrap().to_path_buf();
     let policy = write(
         &topo,
         "policy.toml",

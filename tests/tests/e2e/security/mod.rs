@@ -15,7 +15,7 @@ mod key_hygiene;
 mod smuggling;
 
 use egret_e2e::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -71,15 +71,11 @@ fn start_in_upstream(topo: &Topology, name: &str, script: &str) -> Proc {
     let mut cmd = topo.up.cmd("python3");
     cmd.args(["-u", "-c", script]);
     let proc = spawn(cmd, &topo.tmp.0, name);
-    let start = Instant::now();
-    while !proc.output().contains("READY") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{name}: {}",
-            proc.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        proc.wait_output("READY", Duration::from_secs(10)),
+        "{name}: {}",
+        proc.output()
+    );
     proc
 }
 
@@ -131,60 +127,23 @@ denied_hosts = ["denied.test", "evil.test"]
 "allowed.test" = "10.200.0.2"
 "denied.test" = "10.200.0.3"
 "evil.test" = "10.200.0.4"
-
-[secrets]
-VCS_TOKEN = {{ env = "VCS_TOKEN" }}
-
-[handlers.inject]
-module = "{inject}"
-params = {{ header = "x-auth-token", secret = "VCS_TOKEN" }}
-secrets = ["VCS_TOKEN"]
-
-[[routes]]
-host = "vcs.test"
-handler = "inject"
-"#,
-        inject = handler_module("inject-header")
+{}"#,
+        inject_header_policy("VCS_TOKEN", r#"env = "VCS_TOKEN""#, &["vcs.test"])
     )
 }
 
-struct CredEnv {
-    topo: Topology,
-    up: Upstream,
-    egret: Egret,
-    ca: String,
-}
-
-fn cred_setup(id: &str) -> CredEnv {
+fn cred_setup(id: &str) -> Intercepted {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pkidir = topo.tmp.path("pki");
-    std::fs::create_dir_all(&pkidir).unwrap();
-    let pki = upstream_pki(&pkidir, "up", &["vcs.test", "allowed.test", "evil.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
-    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
-    let p = write(&topo, "policy.toml", &cred_policy());
-    let ready = topo.tmp.path(&format!("egret-{id}.ready"));
-    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
-    cmd.args([
-        "run",
-        "--netns",
-        &topo.sbx.name,
-        "--sandbox-id",
-        id,
-        "--policy",
-        &p,
-    ]);
-    cmd.args(["--ready-file", ready.to_str().unwrap(), "--ca-out", &ca]);
-    cmd.args(["--upstream-ca", pki.ca.to_str().unwrap()]);
-    cmd.env("VCS_TOKEN", TOKEN);
-    let mut proc = spawn(cmd, &topo.tmp.0, &format!("egret-{id}"));
-    wait_ready(&mut proc, &ready, Duration::from_secs(30)).expect("egret starts");
-    CredEnv {
+    let (up, pki) = Upstream::start_tls(&topo, &["vcs.test", "allowed.test", "evil.test"]);
+    Intercepted::start(
         topo,
         up,
-        egret: Egret { proc, ready },
-        ca,
-    }
+        id,
+        &cred_policy(),
+        &pki.ca,
+        &[],
+        &[("VCS_TOKEN", TOKEN)],
+    )
 }
 
 /// Send raw bytes to `dst:port` from the sandbox; return everything read until the peer closes
