@@ -67,16 +67,8 @@ fn run_client(ns: &Netns, args: &[&str]) -> (f64, f64) {
 /// the new generation is in force.
 fn swap_latency(sock: &str, topo: &Topology) -> ((f64, f64), (f64, f64)) {
     let curl = |args: &[&str]| -> f64 {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{time_total}",
-                "--unix-socket",
-                sock,
-            ])
+        let out = admin_curl(sock)
+            .args(["-o", "/dev/null", "-w", "%{http_code} %{time_total}"])
             .args(args)
             .output()
             .unwrap();
@@ -146,15 +138,6 @@ fn swap_latency(sock: &str, topo: &Topology) -> ((f64, f64), (f64, f64)) {
     (pct(params), pct(modules))
 }
 
-fn peak_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -167,15 +150,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// handler and idle RSS are always measured: the later parts reuse that egret); unset runs all.
 fn only(part: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -207,24 +181,6 @@ fn children_cpu_secs() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// `ip netns exec NAME` bind-mounts /etc/netns/NAME/hosts over /etc/hosts: the direct sandbox
-/// resolves the upstream's name like the egret sandbox does, so wrk and h2load send the same
-/// SNI and Host on both sides. Removed on drop.
-struct NetnsHosts(std::path::PathBuf);
-impl NetnsHosts {
-    fn new(ns: &Netns, lines: &str) -> NetnsHosts {
-        let dir = std::path::Path::new("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("hosts"), lines).unwrap();
-        NetnsHosts(dir)
-    }
-}
-impl Drop for NetnsHosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// What one load-generator run measured.
@@ -357,24 +313,28 @@ fn median_opt(v: &[Option<f64>]) -> Option<f64> {
     (!v.is_empty()).then(|| median(v))
 }
 
-/// The five-handler policy of the start-up target (each handler a different module, so five
-/// artifacts come from the cache).
+/// The bench policy: allowed.test, with `inject-header` on its HTTPS port putting the token
+/// from `BENCH_TOKEN` in `x-auth-token`.
+fn bench_policy() -> String {
+    format!(
+        r#"
+internet = false
+allowed_hosts = ["allowed.test"]
+[resolve]
+"allowed.test" = "10.200.0.2"
+{}"#,
+        inject_header_policy("TOKEN", r#"env = "BENCH_TOKEN""#, &["allowed.test:443"])
+    )
+}
+
+/// The five-handler policy of the start-up target: the bench policy plus four more handlers,
+/// each a different module, so five artifacts come from the cache.
 fn five_handler_policy(topo: &Topology) -> String {
     write(
         topo,
         "bench5.toml",
         &format!(
-            r#"
-internet = false
-allowed_hosts = ["allowed.test"]
-[resolve]
-"allowed.test" = "10.200.0.2"
-[secrets]
-TOKEN = {{ env = "BENCH_TOKEN" }}
-[handlers.inject]
-module = "{inject}"
-params = {{ header = "x-auth-token", secret = "TOKEN" }}
-secrets = ["TOKEN"]
+            r#"{}
 [handlers.per-sandbox]
 module = "{pst}"
 secrets = ["TOKEN"]
@@ -384,11 +344,8 @@ module = "{allow}"
 module = "{nohttp}"
 [handlers.get-only]
 module = "{getonly}"
-[[routes]]
-host = "allowed.test:443"
-handler = "inject"
 "#,
-            inject = handler_module("inject-header"),
+            bench_policy(),
             pst = handler_module("per-sandbox-token"),
             allow = handler_module("allow-hosts"),
             nohttp = handler_module("no-http"),
@@ -431,33 +388,14 @@ fn main() {
     let topo = Topology::new(SandboxNet::LoOnly);
     // A second sandbox, no egret, with a direct veth to the upstream namespace: the baseline.
     let direct = topo.direct_baseline(&[]);
-    let _hosts = NetnsHosts::new(&direct, "127.0.0.1 localhost\n10.202.0.2 allowed.test\n");
+    // The direct sandbox resolves the upstream's name like the egret sandbox does, so wrk and
+    // h2load send the same SNI and Host on both sides.
+    let _hosts = NetnsHosts::write(&direct, "127.0.0.1 localhost\n10.202.0.2 allowed.test\n");
 
     let pki = upstream_pki(&topo.tmp.0, "bench", &["allowed.test", "10.202.0.2"]);
     let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
     let up_pid = up.proc.child.id();
-    let policy = write(
-        &topo,
-        "bench.toml",
-        &format!(
-            r#"
-internet = false
-allowed_hosts = ["allowed.test"]
-[resolve]
-"allowed.test" = "10.200.0.2"
-[secrets]
-TOKEN = {{ env = "BENCH_TOKEN" }}
-[handlers.inject]
-module = "{}"
-params = {{ header = "x-auth-token", secret = "TOKEN" }}
-secrets = ["TOKEN"]
-[[routes]]
-host = "allowed.test:443"
-handler = "inject"
-"#,
-            handler_module("inject-header")
-        ),
-    );
+    let policy = write(&topo, "bench.toml", &bench_policy());
     std::env::set_var("BENCH_TOKEN", "bench-token-value");
     let ca = topo.tmp.path("ca.pem");
     let ca_s = ca.to_str().unwrap().to_string();
@@ -510,7 +448,7 @@ handler = "inject"
     let egret = egret.unwrap();
     let egret_pid = egret.proc.child.id();
     std::thread::sleep(Duration::from_millis(300));
-    let idle_rss = rss_kib(egret_pid);
+    let idle_rss = proc_status_kib(egret_pid, "VmRSS");
     if std::env::var_os("BENCH_HOLD").is_some() {
         // For profiling by hand: the set-up stays up until stdin closes, then the bench ends.
         println!(
@@ -767,7 +705,7 @@ handler = "inject"
         rows.push(serde_json::json!({"scenario": "swap latency", "params_p50_ms": params_swap.0, "params_p99_ms": params_swap.1,
         "module_p50_ms": module_swap.0, "module_p99_ms": module_swap.1}));
     }
-    let peak = peak_kib(egret_pid);
+    let peak = proc_status_kib(egret_pid, "VmHWM");
     drop(egret);
     wait_released(&topo);
 
@@ -786,7 +724,7 @@ handler = "inject"
             uncached = ms;
         } else {
             cached.push(ms);
-            cached_rss = rss_kib(e.proc.child.id());
+            cached_rss = proc_status_kib(e.proc.child.id(), "VmRSS");
         }
         drop(e);
         wait_released(&topo);

@@ -64,15 +64,6 @@ fn curl_speed(ns: &Netns, script: &str, args: &[&str]) -> f64 {
     speed.parse::<f64>().expect("speed") / (1u64 << 20) as f64
 }
 
-/// Peak RSS (VmHWM) of a process in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    st.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn main() {
     let env_num = |name: &str, default: usize| -> usize {
         std::env::var(name)
@@ -125,20 +116,12 @@ allowed_hosts = ["grpc.test", "bulk.test"]
 [resolve]
 "grpc.test" = "10.200.0.3"
 "bulk.test" = "10.200.0.2"
-[secrets]
-TOKEN = {{ env = "BENCH_TOKEN" }}
-[handlers.inject]
-module = "{}"
-params = {{ header = "x-auth-token", secret = "TOKEN" }}
-secrets = ["TOKEN"]
-[[routes]]
-host = "grpc.test"
-handler = "inject"
-[[routes]]
-host = "bulk.test"
-handler = "inject"
-"#,
-            handler_module("inject-header")
+{}"#,
+            inject_header_policy(
+                "TOKEN",
+                r#"env = "BENCH_TOKEN""#,
+                &["grpc.test", "bulk.test"]
+            )
         ),
     );
     std::env::set_var("BENCH_TOKEN", "bench-token-value");
@@ -228,7 +211,7 @@ handler = "inject"
             "a request through egret reached the upstream without the credential"
         );
     }
-    let peak = peak_rss_kib(egret.proc.child.id());
+    let peak = proc_status_kib(egret.proc.child.id(), "VmHWM");
     println!("egret peak RSS after the runs: {peak} KiB");
     rows.push(serde_json::json!({"scenario": "egret peak RSS", "kib": peak}));
     let out =

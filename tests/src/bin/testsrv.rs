@@ -115,11 +115,7 @@ fn sha_of_stream(n: u64) -> String {
         h.update(&b);
         i += 1;
     }
-    hex(&h.finalize())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    format!("{:x}", h.finalize())
 }
 
 fn text(status: StatusCode, s: String) -> Response<Body> {
@@ -243,7 +239,7 @@ async fn basic_route(
                     h.update(&d);
                 }
             }
-            text(StatusCode::OK, format!("{} {len}", hex(&h.finalize())))
+            text(StatusCode::OK, format!("{:x} {len}", h.finalize()))
         }
         ["slow", ms] => {
             let ms: u64 = ms.parse().unwrap_or(1000);
@@ -541,11 +537,11 @@ async fn protocol_route(
             h.insert("content-type", "application/octet-stream".parse().unwrap());
             h.insert(
                 "x-sha256-encoded",
-                hex(&Sha256::digest(&gz)).parse().unwrap(),
+                egret_e2e::sha256_hex(&gz).parse().unwrap(),
             );
             h.insert(
                 "x-sha256-plain",
-                hex(&Sha256::digest(&plain)).parse().unwrap(),
+                egret_e2e::sha256_hex(&plain).parse().unwrap(),
             );
             r
         }
