@@ -13,6 +13,26 @@
 //! with the send time in µs), `/barrier/KEY/N` (answers once N requests for KEY are in flight),
 //! `/grpc/{unary,stream/N,error}` (gRPC framing with trailers), `/chunked/N`, `/etag`,
 //! `/altsvc/{mixed,h3only}`, `/gzip/N` (the /bytes/N stream gzip-encoded).
+//!
+//! Service routes (the real services that handler examples talk to; each logs a line a test can
+//! count, never a secret or a token value):
+//! * `POST /oauth/token`: OAuth 2.0 token endpoint ([`oauth`]); `client_credentials` (RFC 6749
+//!   §4.4) and token exchange (RFC 8693) for the `--oauth-client ID:SECRET` clients, by HTTP
+//!   Basic or form fields; tokens live `--oauth-expires-in` seconds. `/oauth/resource[/…]` (any
+//!   method) takes only a live `Bearer` token; `POST /oauth/revoke-all` revokes every token.
+//!   Logs `TOKEN-ISSUED n=K client=ID grant=G`, `TOKEN-DENIED error=E client=ID`,
+//!   `RESOURCE-OK n=K client=ID`, `RESOURCE-401 reason=expired|revoked|unknown|missing`,
+//!   `TOKENS-REVOKED count=N`.
+//! * `POST /v1/chat/completions`: an OpenAI-style chat API ([`llm`]) that echoes the last user
+//!   message, with deterministic `usage` (prompt tokens: whitespace-separated words of every
+//!   message's text; completion tokens: min(max_tokens or 16, 16)); `stream: true` answers SSE,
+//!   one event a write every `--sse-delay-ms`, the usage in the last chunk before `[DONE]`.
+//!   Logs `LLM model=M prompt_tokens=P completion_tokens=C stream=B max_tokens=N|none
+//!   include_usage=B` (`LLM-REJECTED status=S reason=R` for a refused request).
+//! * `PUT|GET|HEAD|DELETE /s3/BUCKET/KEY`: an S3 object store ([`s3`]) that verifies AWS
+//!   Signature V4 (`Authorization` header; signed or `UNSIGNED-PAYLOAD` payload) for the
+//!   `--s3-key ID:SECRET` keys in `--s3-region`. Logs `S3-OK method=M key=BUCKET/KEY status=S
+//!   bytes=N payload=signed|unsigned` and `S3-DENIED reason=R method=M key=BUCKET/KEY`.
 use bytes::Bytes;
 use clap::Parser;
 use http::{Request, Response, StatusCode};
@@ -23,6 +43,15 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+// The service routes' modules, in testsrv/: without a path they would be looked for in src/bin/,
+// where every file is a binary of its own.
+#[path = "testsrv/llm.rs"]
+mod llm;
+#[path = "testsrv/oauth.rs"]
+mod oauth;
+#[path = "testsrv/s3.rs"]
+mod s3;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -57,6 +86,32 @@ struct Args {
     /// crash.rs: proves every request that reached the upstream passed the injecting handler).
     #[arg(long)]
     log_header: Option<String>,
+    /// An OAuth client `/oauth/token` accepts (repeatable).
+    #[arg(long, value_name = "ID:SECRET", value_parser = id_secret)]
+    oauth_client: Vec<(String, String)>,
+    /// Lifetime of the access tokens `/oauth/token` issues.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    oauth_expires_in: u64,
+    /// Pause between the events of a streamed `/v1/chat/completions` answer.
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    sse_delay_ms: u64,
+    /// `/v1/chat/completions` requires `Authorization: Bearer KEY` (by default, no key).
+    #[arg(long, value_name = "KEY")]
+    llm_api_key: Option<String>,
+    /// An S3 access key `/s3/` accepts Signature V4 requests from (repeatable).
+    #[arg(long, value_name = "ACCESS_KEY_ID:SECRET", value_parser = id_secret)]
+    s3_key: Vec<(String, String)>,
+    /// The region `/s3/` expects in the credential scope.
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    s3_region: String,
+}
+
+/// `ID:SECRET` (split at the first colon).
+fn id_secret(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((id, secret)) if !id.is_empty() => Ok((id.to_string(), secret.to_string())),
+        _ => Err(format!("expected ID:SECRET, got {s:?}")),
+    }
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -67,6 +122,9 @@ struct State {
     barriers: Mutex<std::collections::HashMap<String, usize>>,
     barrier_notify: tokio::sync::Notify,
     log_header: Option<String>,
+    oauth: oauth::OAuth,
+    llm: llm::Llm,
+    s3: s3::S3,
 }
 
 impl State {
@@ -124,6 +182,96 @@ fn text(status: StatusCode, s: String) -> Response<Body> {
     r
 }
 
+/// A JSON response.
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = text(status, v.to_string());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// The whole request body.
+async fn read_body(body: Incoming) -> Result<Bytes, std::io::Error> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes())
+}
+
+/// RFC 3986 percent-decoding; with `plus`, `+` is a space too (form bodies). A `%` not followed
+/// by two hex digits stays as it is.
+fn percent_decode(s: &str, plus: bool) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex_at = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+        match b[i] {
+            b'%' => match (hex_at(i + 1), hex_at(i + 2)) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` pairs, decoded, in order (a name without `=` has an
+/// empty value).
+fn form_pairs(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |x: &str| String::from_utf8_lossy(&percent_decode(x, true)).into_owned();
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// `n` random bytes (the kernel's) as unpadded url-safe base64.
+fn random_id(n: usize) -> String {
+    use base64::Engine;
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A value for an access-log field: white space and control characters become `_`, so that a
+/// line still splits on spaces.
+fn log_value(s: &str) -> String {
+    if s.is_empty() {
+        return "-".into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A request header as text (lossy), if present.
+fn header_str(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 async fn handle(
     req: Request<Incoming>,
     st: Arc<State>,
@@ -166,6 +314,12 @@ async fn handle(
     let head = req.method() == http::Method::HEAD;
     let resp = if is_protocol_route(&parts) {
         protocol_route(&parts, req, &st).await?
+    } else if let Some(r) = service_route(&parts) {
+        match r {
+            Service::OAuth => oauth::route(&parts, req, &st).await?,
+            Service::Llm => llm::route(req, &st).await?,
+            Service::S3 => s3::route(&parts, req, &st, &host).await?,
+        }
     } else {
         basic_route(&parts, req, &st, host, peer, local, tls).await?
     };
@@ -179,6 +333,22 @@ async fn handle(
         ));
     }
     Ok(resp)
+}
+
+/// The service routes (see the module doc), each in its own module.
+enum Service {
+    OAuth,
+    Llm,
+    S3,
+}
+
+fn service_route(parts: &[&str]) -> Option<Service> {
+    match parts {
+        ["oauth", ..] => Some(Service::OAuth),
+        ["v1", "chat", "completions"] => Some(Service::Llm),
+        ["s3", ..] => Some(Service::S3),
+        _ => None,
+    }
 }
 
 async fn basic_route(
@@ -299,6 +469,9 @@ async fn main() -> anyhow::Result<()> {
         barriers: Mutex::new(Default::default()),
         barrier_notify: tokio::sync::Notify::new(),
         log_header: args.log_header.clone(),
+        oauth: oauth::OAuth::new(&args.oauth_client, args.oauth_expires_in),
+        llm: llm::Llm::new(args.sse_delay_ms, args.llm_api_key.clone()),
+        s3: s3::S3::new(&args.s3_key, &args.s3_region),
     });
     let mut tasks = Vec::new();
     for a in &args.http {
