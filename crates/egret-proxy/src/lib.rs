@@ -27,6 +27,7 @@ pub mod authority;
 pub mod body;
 pub mod classify;
 mod conn;
+pub mod echo_guard;
 pub mod headers;
 mod http_engine;
 pub mod metrics;
