@@ -1,11 +1,13 @@
 # grpcio server of egret.test.Echo; argv: cert, key, port, ready file (written once serving).
-import grpc, sys
+import grpc, hashlib, sys
 from concurrent import futures
 cert, key, port, ready = sys.argv[1:5]
 def unary(req, ctx):
     md = dict(ctx.invocation_metadata())
     ctx.set_trailing_metadata((("x-seen-client-md", md.get("x-client-md", "<absent>")),))
-    return b"auth=" + md.get("x-auth-token", "<absent>").encode() + b" echo=" + req
+    auth = md.get("x-auth-token", "<absent>").encode()
+    # the value itself (which egret's echo guard masks on the way back) and its digest
+    return b"auth=" + auth + b" sha=" + hashlib.sha256(auth).hexdigest().encode() + b" echo=" + req
 def stream(req, ctx):
     n = int(req)
     for i in range(n):

@@ -850,6 +850,22 @@ secrets = ["{secret}"]
     toml
 }
 
+/// Checks an `/echo` answer (`egret-testsrv`) for a credential egret injected: the upstream
+/// received exactly `secret` in `header` (its digest), and the sandbox saw it masked by the
+/// echo guard (as many `*` as the value is long).
+pub fn assert_injected_and_masked(echo: &serde_json::Value, header: &str, secret: &str) {
+    assert_eq!(
+        echo["headers_sha256"][header],
+        sha256_hex(secret.as_bytes()),
+        "the upstream did not receive the secret in {header}: {echo}"
+    );
+    assert_eq!(
+        echo["headers"][header],
+        "*".repeat(secret.len()),
+        "the echoed {header} was not masked: {echo}"
+    );
+}
+
 /// Entries of a namespace's own hosts file (`ip netns exec` bind-mounts
 /// `/etc/netns/NAME/hosts` over `/etc/hosts`): how programs run in it resolve names nobody
 /// pinned. Removed on drop.

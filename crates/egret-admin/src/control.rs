@@ -102,7 +102,7 @@ pub enum Change {
         /// Handler name.
         name: String,
         /// Its configuration.
-        config: HandlerConfig,
+        config: Box<HandlerConfig>,
     },
     /// Removes a named handler (refused while a route or catch-all still uses it).
     RemoveHandler(String),

@@ -113,7 +113,7 @@ async fn every_endpoint_round_trips() {
         m.last_call().0,
         Change::SetHandler {
             name: "inject".into(),
-            config: h
+            config: Box::new(h)
         }
     );
     c.remove_handler("inject", None).await.unwrap();

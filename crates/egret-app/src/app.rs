@@ -1,7 +1,7 @@
 //! Building a sidecar from its [`Config`] and running it: attach to the sandbox namespace,
 //! serve until SIGINT/SIGTERM, then remove exactly what was installed.
 use crate::control::{ControlParts, ControlPlane};
-use crate::glue::{DnsGlue, PolicyNames, WasmDispatch};
+use crate::glue::{DispatchParts, DnsGlue, PolicyNames, WasmDispatch};
 use crate::modules::ModuleSource;
 use crate::policy_source::{compile, parse_pins, PolicySource};
 use crate::state::{write_atomic, State, StateDir};
@@ -180,19 +180,35 @@ impl Config {
             Some(p) => egret_proxy::AuditOutput::File(p.clone()),
             None => egret_proxy::AuditOutput::Stdout,
         })?;
-        let dispatch = Arc::new(WasmDispatch::new(
-            host,
-            generation,
-            handler_set,
-            secrets,
-            kv,
-            Arc::from(self.sandbox_id.as_str()),
-            metrics.clone(),
-        ));
         let dns = Arc::new(egret_dns::Resolver::new(
             Arc::new(egret_dns::SyntheticMap::new(Default::default())),
             Arc::new(PolicyNames(policy.clone())),
             Default::default(),
+        ));
+        let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
+            let dns = dns.clone();
+            Arc::new(move |ip| dns.map().is_synthetic(ip))
+        };
+        let fetch = Arc::new(egret_proxy::fetch::FetchClient::new(
+            &self.sandbox_id,
+            policy.clone(),
+            synthetic,
+            Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
+            self.connect_timeout,
+            audit.clone(),
+            metrics.clone(),
+        ));
+        let dispatch = Arc::new(WasmDispatch::new(
+            DispatchParts {
+                host,
+                secrets,
+                kv,
+                sandbox_id: Arc::from(self.sandbox_id.as_str()),
+                metrics: metrics.clone(),
+                fetch,
+            },
+            generation,
+            handler_set,
         ));
         let mut pcfg = egret_proxy::ProxyConfig::new(&self.sandbox_id);
         pcfg.listen_port = self.listen_port;

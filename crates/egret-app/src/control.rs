@@ -234,7 +234,7 @@ impl ControlPlane {
             Change::DeniedHosts { add, remove } => edit_list(&mut cfg.denied_hosts, add, remove),
             Change::SetInternet(on) => cfg.internet = on,
             Change::SetHandler { name, config } => {
-                cfg.handlers.insert(name, config);
+                cfg.handlers.insert(name, *config);
             }
             Change::RemoveHandler(name) => {
                 if cfg.handlers.remove(&name).is_none() {

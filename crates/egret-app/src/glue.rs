@@ -39,7 +39,7 @@ impl egret_proxy::SandboxDns for DnsGlue {
 /// The handlers of one policy generation, compiled and pre-instantiated, by handler name.
 pub type HandlerSet = std::collections::HashMap<String, Arc<egret_wasm::LoadedHandler>>;
 
-/// The handler engine as the data path sees it: wasmtime host, secrets, kv.
+/// The handler engine as the data path sees it: wasmtime host, secrets, kv, fetch.
 pub struct WasmDispatch {
     /// The one wasmtime host of the process.
     pub host: Arc<egret_wasm::HandlerHost>,
@@ -54,6 +54,8 @@ pub struct WasmDispatch {
     pub sandbox_id: Arc<str>,
     /// Handler invocations, failures by kind and run times are counted here.
     pub metrics: Arc<egret_proxy::metrics::Metrics>,
+    /// Sends handlers' `fetch` calls.
+    pub fetch: Arc<egret_proxy::fetch::FetchClient>,
 }
 
 fn failure(
@@ -68,27 +70,40 @@ fn failure(
     }
 }
 
+fn handler_failure(e: egret_wasm::HandlerError) -> egret_proxy::HandlerFailure {
+    failure(http::StatusCode::BAD_GATEWAY, e.kind(), e.to_string())
+}
+
 /// Handler sets kept for generations older than the newest.
 const KEEP_GENERATIONS: usize = 8;
 
+/// The parts of a dispatcher that are not the handler sets.
+pub struct DispatchParts {
+    /// The one wasmtime host of the process.
+    pub host: Arc<egret_wasm::HandlerHost>,
+    /// Secret values.
+    pub secrets: Arc<egret_wasm::SecretStore>,
+    /// Handler key-value store.
+    pub kv: Arc<egret_wasm::KvStore>,
+    /// This sandbox.
+    pub sandbox_id: Arc<str>,
+    /// Handler metrics.
+    pub metrics: Arc<egret_proxy::metrics::Metrics>,
+    /// Sends handlers' `fetch` calls.
+    pub fetch: Arc<egret_proxy::fetch::FetchClient>,
+}
+
 impl WasmDispatch {
     /// A dispatcher whose first handler set belongs to `generation`.
-    pub fn new(
-        host: Arc<egret_wasm::HandlerHost>,
-        generation: u64,
-        set: HandlerSet,
-        secrets: Arc<egret_wasm::SecretStore>,
-        kv: Arc<egret_wasm::KvStore>,
-        sandbox_id: Arc<str>,
-        metrics: Arc<egret_proxy::metrics::Metrics>,
-    ) -> WasmDispatch {
+    pub fn new(parts: DispatchParts, generation: u64, set: HandlerSet) -> WasmDispatch {
         WasmDispatch {
-            host,
+            host: parts.host,
             handlers: ArcSwap::from_pointee(vec![(generation, Arc::new(set))]),
-            secrets,
-            kv,
-            sandbox_id,
-            metrics,
+            secrets: parts.secrets,
+            kv: parts.kv,
+            sandbox_id: parts.sandbox_id,
+            metrics: parts.metrics,
+            fetch: parts.fetch,
         }
     }
 
@@ -111,6 +126,126 @@ impl WasmDispatch {
             .map(|(_, s)| s)?;
         set.get(name).cloned()
     }
+
+    /// What `binding` may call besides its secrets and kv.
+    fn services(&self, binding: &egret_policy::Binding) -> egret_wasm::Services {
+        let fetch = binding.fetch.clone().map(|grant| {
+            Arc::new(BoundFetcher {
+                client: self.fetch.clone(),
+                grant,
+            }) as Arc<dyn egret_wasm::Fetcher>
+        });
+        let (max_fetches, fetch_timeout) = binding
+            .fetch
+            .as_ref()
+            .map_or((0, std::time::Duration::ZERO), |g| (g.max_calls, g.timeout));
+        egret_wasm::Services {
+            fetch,
+            max_fetches,
+            fetch_timeout,
+            mint: (!binding.mint.is_empty()).then(|| self.secrets.clone()),
+        }
+    }
+
+    async fn run(
+        &self,
+        binding: &egret_policy::Binding,
+        generation: u64,
+        head: egret_proxy::RequestHead<'_>,
+        body: Option<bytes::Bytes>,
+    ) -> Result<egret_proxy::Dispatched, egret_proxy::HandlerFailure> {
+        let Some(loaded) = self.handler(generation, &binding.handler) else {
+            return Err(failure(
+                http::StatusCode::BAD_GATEWAY,
+                "not_loaded",
+                format!("handler `{}` is not loaded", binding.handler),
+            ));
+        };
+        let request = egret_wasm::RequestHead {
+            method: head.method.as_str().to_string(),
+            scheme: head.scheme.to_string(),
+            authority: head.authority,
+            path_with_query: head.path_and_query.to_string(),
+            headers: head
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        };
+        let grants = egret_wasm::Grants {
+            secrets: binding.grants.clone(),
+            reveal: binding.reveal.clone(),
+            mint: binding.mint.clone(),
+        };
+        let spec = egret_wasm::SessionSpec {
+            handler_name: &binding.handler,
+            sandbox_id: &self.sandbox_id,
+            params_json: &binding.params_json,
+            grants: &grants,
+            secrets: &*self.secrets,
+            kv: &self.kv,
+            limits: egret_wasm::Limits {
+                timeout: binding.timeout,
+                memory_bytes: binding.memory_bytes as usize,
+            },
+            services: self.services(binding),
+        };
+        let mut session = self
+            .host
+            .session(&loaded, spec)
+            .await
+            .map_err(handler_failure)?;
+        let action = match session
+            .handle(request, body)
+            .await
+            .map_err(handler_failure)?
+        {
+            egret_wasm::ResolvedAction::Forward {
+                set,
+                remove,
+                path_and_query,
+                body,
+                filled,
+                ..
+            } => egret_proxy::HandlerAction::Forward {
+                set,
+                remove,
+                path_and_query,
+                body,
+                filled: filled
+                    .0
+                    .iter()
+                    .map(|v| bytes::Bytes::copy_from_slice(v.expose()))
+                    .collect(),
+            },
+            egret_wasm::ResolvedAction::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                let mut resp = http::Response::new(body);
+                *resp.status_mut() = status;
+                *resp.headers_mut() = headers;
+                // A local answer has no response phase.
+                return Ok(egret_proxy::Dispatched {
+                    action: egret_proxy::HandlerAction::Respond(resp),
+                    response: None,
+                });
+            }
+        };
+        let response = binding.response.map(|(mode, max)| {
+            Box::new(SessionPhase {
+                session,
+                mode: match mode {
+                    egret_policy::ResponseMode::Head => egret_proxy::ResponseMode::Head,
+                    egret_policy::ResponseMode::Buffer => egret_proxy::ResponseMode::Buffer(max),
+                    egret_policy::ResponseMode::Observe => egret_proxy::ResponseMode::Observe,
+                },
+                metrics: self.metrics.clone(),
+            }) as Box<dyn egret_proxy::ResponsePhase>
+        });
+        Ok(egret_proxy::Dispatched { action, response })
+    }
 }
 
 impl egret_proxy::HandlerDispatch for WasmDispatch {
@@ -119,10 +254,11 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
         binding: &'a egret_policy::Binding,
         generation: u64,
         head: egret_proxy::RequestHead<'a>,
-    ) -> BoxFuture<'a, Result<egret_proxy::HandlerAction, egret_proxy::HandlerFailure>> {
+        body: Option<bytes::Bytes>,
+    ) -> BoxFuture<'a, Result<egret_proxy::Dispatched, egret_proxy::HandlerFailure>> {
         Box::pin(async move {
             let start = std::time::Instant::now();
-            let result = self.run(binding, generation, head).await;
+            let result = self.run(binding, generation, head, body).await;
             let failure = result
                 .as_ref()
                 .err()
@@ -138,76 +274,108 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
     }
 }
 
-impl WasmDispatch {
-    async fn run(
+/// A request's handler instance, kept for its response phase.
+struct SessionPhase {
+    session: egret_wasm::Session,
+    mode: egret_proxy::ResponseMode,
+    metrics: Arc<egret_proxy::metrics::Metrics>,
+}
+
+impl SessionPhase {
+    fn count<T>(
         &self,
-        binding: &egret_policy::Binding,
-        generation: u64,
-        head: egret_proxy::RequestHead<'_>,
-    ) -> Result<egret_proxy::HandlerAction, egret_proxy::HandlerFailure> {
-        {
-            let Some(loaded) = self.handler(generation, &binding.handler) else {
-                return Err(failure(
-                    http::StatusCode::BAD_GATEWAY,
-                    "not_loaded",
-                    format!("handler `{}` is not loaded", binding.handler),
-                ));
-            };
-            let request = egret_wasm::RequestHead {
-                method: head.method.as_str().to_string(),
-                scheme: head.scheme.to_string(),
-                authority: head.authority,
-                path_with_query: head.path_and_query.to_string(),
-                headers: head
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-                    .collect(),
-            };
-            let grants = egret_wasm::Grants {
-                secrets: binding.grants.clone(),
-                reveal: binding.reveal.clone(),
-            };
-            let inv = egret_wasm::Invocation {
-                handler_name: &binding.handler,
-                sandbox_id: &self.sandbox_id,
-                params_json: &binding.params_json,
-                request: &request,
-                grants: &grants,
-                secrets: &*self.secrets,
-                kv: &self.kv,
-                limits: egret_wasm::Limits {
-                    timeout: binding.timeout,
-                    memory_bytes: binding.memory_bytes as usize,
-                },
-            };
-            match self.host.handle(&loaded, inv).await {
-                Ok(egret_wasm::ResolvedAction::Forward {
-                    set,
-                    remove,
-                    path_and_query,
-                    ..
-                }) => Ok(egret_proxy::HandlerAction::Forward {
-                    set,
-                    remove,
-                    path_and_query,
-                }),
-                Ok(egret_wasm::ResolvedAction::Respond {
+        start: std::time::Instant,
+        r: Result<T, egret_wasm::HandlerError>,
+    ) -> Result<T, egret_proxy::HandlerFailure> {
+        let r = r.map_err(handler_failure);
+        let failure = r
+            .as_ref()
+            .err()
+            .map(|f| egret_proxy::metrics::HandlerFailureKind::from_kind(f.kind));
+        self.metrics.handler(start.elapsed(), failure);
+        r
+    }
+}
+
+impl egret_proxy::ResponsePhase for SessionPhase {
+    fn mode(&self) -> egret_proxy::ResponseMode {
+        self.mode
+    }
+
+    fn decide<'a>(
+        &'a mut self,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Option<bytes::Bytes>,
+    ) -> BoxFuture<'a, Result<egret_proxy::ResponseDecision, egret_proxy::HandlerFailure>> {
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.session.on_response(status, headers, body).await;
+            Ok(match self.count(start, r)? {
+                egret_wasm::ResolvedResponseAction::Pass { set, remove, body } => {
+                    egret_proxy::ResponseDecision::Pass { set, remove, body }
+                }
+                egret_wasm::ResolvedResponseAction::Replace {
                     status,
                     headers,
                     body,
-                }) => {
+                } => {
                     let mut resp = http::Response::new(body);
                     *resp.status_mut() = status;
                     *resp.headers_mut() = headers;
-                    Ok(egret_proxy::HandlerAction::Respond(resp))
+                    egret_proxy::ResponseDecision::Replace(resp)
                 }
-                Err(e) => Err(failure(
-                    http::StatusCode::BAD_GATEWAY,
-                    e.kind(),
-                    e.to_string(),
-                )),
-            }
-        }
+            })
+        })
+    }
+
+    fn chunk<'a>(
+        &'a mut self,
+        chunk: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<(), egret_proxy::HandlerFailure>> {
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.session.chunk(&chunk).await;
+            self.count(start, r)
+        })
+    }
+
+    fn end<'a>(&'a mut self) -> BoxFuture<'a, Result<(), egret_proxy::HandlerFailure>> {
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.session.end().await;
+            self.count(start, r)
+        })
+    }
+}
+
+/// `fetch` for one binding: its host grant over the sandbox's fetch client.
+struct BoundFetcher {
+    client: Arc<egret_proxy::fetch::FetchClient>,
+    grant: Arc<egret_policy::FetchGrant>,
+}
+
+impl egret_wasm::Fetcher for BoundFetcher {
+    fn fetch(&self, call: egret_wasm::FetchCall) -> egret_wasm::FetchFuture {
+        let (client, grant) = (self.client.clone(), self.grant.clone());
+        Box::pin(async move {
+            let req = egret_proxy::fetch::FetchRequest {
+                handler: call.handler,
+                method: call.method,
+                url: call.url,
+                headers: call.headers,
+                body: call.body,
+            };
+            let resp = client.fetch(&grant, req).await?;
+            Ok(egret_wasm::FetchReply {
+                status: resp.status,
+                headers: resp
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                    .collect(),
+                body: resp.body,
+            })
+        })
     }
 }

@@ -148,6 +148,110 @@ pub struct HandlerConfig {
     /// Default params (any value; handed to the guest as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<serde_json::Value>,
+    /// Buffer the request body (up to `max_bytes`) and hand it to the guest, which may
+    /// replace it. Without it bodies stream past the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyConfig>,
+    /// Show the guest the response: its head, the buffered body, or the body's chunks after
+    /// they were sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseConfig>,
+    /// Hosts the guest may `fetch` (host patterns, as in `allowed_hosts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch_hosts: Vec<String>,
+    /// Bounds of `fetch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchConfig>,
+    /// Secrets the guest may set itself (`set-secret`, e.g. an access token it obtained);
+    /// usable by this handler like its granted secrets. Must not name a `[secrets]` entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mint_secrets: Vec<String>,
+    /// Mask every secret value egret filled into a request where the response echoes it
+    /// (default on).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub echo_guard: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// `body = { max_bytes = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyConfig {
+    /// Largest request body buffered; a larger one is refused with 413.
+    pub max_bytes: u64,
+}
+
+/// How the guest sees responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// The head only; the guest may edit headers or replace the response.
+    Head,
+    /// The head and the whole body (up to `max_bytes`); the guest may edit or replace it.
+    Buffer,
+    /// The body's chunks after they were sent (no added latency); the guest cannot change
+    /// them.
+    Observe,
+}
+
+/// `response = { mode = "head" | "buffer" | "observe", max_bytes = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// What the guest sees.
+    pub mode: ResponseMode,
+    /// Largest response body buffered (`buffer` only; default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+/// `fetch = { max_calls = N, max_response_bytes = N, timeout_ms = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Calls per invocation (default 4).
+    #[serde(default = "default_fetch_calls")]
+    pub max_calls: u32,
+    /// Largest response body read (default 1 MiB).
+    #[serde(default = "default_fetch_bytes")]
+    pub max_response_bytes: u64,
+    /// Time for one call, connect to last byte (default 5000).
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// Default `fetch.max_calls`.
+pub const DEFAULT_FETCH_CALLS: u32 = 4;
+/// Default `fetch.max_response_bytes`.
+pub const DEFAULT_FETCH_BYTES: u64 = 1 << 20;
+/// Default `fetch.timeout_ms`.
+pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5000;
+/// Default `response.max_bytes`.
+pub const DEFAULT_RESPONSE_BYTES: u64 = 1 << 20;
+/// Largest `body.max_bytes` / `response.max_bytes` / `fetch.max_response_bytes`.
+pub const MAX_BUFFER_BYTES: u64 = 64 << 20;
+
+fn default_fetch_calls() -> u32 {
+    DEFAULT_FETCH_CALLS
+}
+fn default_fetch_bytes() -> u64 {
+    DEFAULT_FETCH_BYTES
+}
+fn default_fetch_timeout() -> u64 {
+    DEFAULT_FETCH_TIMEOUT_MS
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_calls: DEFAULT_FETCH_CALLS,
+            max_response_bytes: DEFAULT_FETCH_BYTES,
+            timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
+        }
+    }
 }
 
 impl HandlerConfig {
@@ -160,6 +264,12 @@ impl HandlerConfig {
             secrets: Vec::new(),
             reveal: Vec::new(),
             params: None,
+            body: None,
+            response: None,
+            fetch_hosts: Vec::new(),
+            fetch: None,
+            mint_secrets: Vec::new(),
+            echo_guard: true,
         }
     }
 }

@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use crate::address::{special_range, SpecialRange};
 use crate::config::{
-    BindingConfig, PolicyConfig, RouteConfig, RuntimeLayer, SecretSource, MEMORY_MB_RANGE,
-    TIMEOUT_MS_RANGE,
+    BindingConfig, HandlerConfig, PolicyConfig, ResponseMode, RouteConfig, RuntimeLayer,
+    SecretSource, MEMORY_MB_RANGE, TIMEOUT_MS_RANGE,
 };
 use crate::error::{PolicyError, Problem};
 use crate::matcher::HostSet;
@@ -53,6 +53,57 @@ pub struct Binding {
     pub timeout: Duration,
     /// Memory cap in bytes.
     pub memory_bytes: u64,
+    /// Largest request body buffered for the guest (`body.max_bytes`), when opted in.
+    pub body_max: Option<u64>,
+    /// The response phase, when opted in: what the guest sees and the buffer bound.
+    pub response: Option<(ResponseMode, u64)>,
+    /// What the guest may `fetch`, when granted.
+    pub fetch: Option<Arc<FetchGrant>>,
+    /// Secret names the guest may set (and then use).
+    pub mint: Arc<[Arc<str>]>,
+    /// Mask every secret value filled into a request where the response echoes it.
+    pub echo_guard: bool,
+}
+
+/// The hosts one handler may `fetch` and the bounds of its calls.
+#[derive(Debug, Clone)]
+pub struct FetchGrant {
+    hosts: HostSet,
+    sources: Vec<String>,
+    /// Calls per invocation.
+    pub max_calls: u32,
+    /// Largest response body read.
+    pub max_response_bytes: u64,
+    /// Time for one call.
+    pub timeout: Duration,
+}
+
+impl PartialEq for FetchGrant {
+    fn eq(&self, other: &Self) -> bool {
+        self.sources == other.sources
+            && self.max_calls == other.max_calls
+            && self.max_response_bytes == other.max_response_bytes
+            && self.timeout == other.timeout
+    }
+}
+
+impl Eq for FetchGrant {}
+
+impl FetchGrant {
+    /// Whether `host` (a name or an IP literal) on `port` is granted.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let dest = match bare.parse::<IpAddr>() {
+            Ok(ip) => Destination::ip(canonical_ip(ip), port),
+            Err(_) => Destination::host(bare, port),
+        };
+        self.hosts.find(&dest).is_some()
+    }
+
+    /// The patterns as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.sources
+    }
 }
 
 /// What to do with a destination.
@@ -272,6 +323,7 @@ impl Compiler<'_> {
                     );
                 }
             }
+            self.check_capabilities(&path, h);
         }
         for (name, src) in &cfg.secrets {
             let path = if is_valid_name(name) {
@@ -334,6 +386,30 @@ impl Compiler<'_> {
             reveal: list(&h.reveal),
             timeout: Duration::from_millis(h.timeout_ms),
             memory_bytes: h.memory_mb.saturating_mul(1024 * 1024),
+            body_max: h.body.map(|b| b.max_bytes),
+            response: h.response.map(|r| {
+                (
+                    r.mode,
+                    r.max_bytes.unwrap_or(crate::config::DEFAULT_RESPONSE_BYTES),
+                )
+            }),
+            fetch: (!h.fetch_hosts.is_empty()).then(|| {
+                let limits = h.fetch.unwrap_or_default();
+                Arc::new(FetchGrant {
+                    hosts: HostSet::new(
+                        h.fetch_hosts
+                            .iter()
+                            .filter_map(|p| Pattern::parse(p).ok())
+                            .collect(),
+                    ),
+                    sources: h.fetch_hosts.clone(),
+                    max_calls: limits.max_calls,
+                    max_response_bytes: limits.max_response_bytes,
+                    timeout: Duration::from_millis(limits.timeout_ms),
+                })
+            }),
+            mint: list(&h.mint_secrets),
+            echo_guard: h.echo_guard,
         });
         Some(id)
     }
@@ -431,6 +507,111 @@ impl Compiler<'_> {
 }
 
 impl Compiler<'_> {
+    /// The opt-ins of handler `h` at `path`: body and response buffering, fetch, minted
+    /// secrets.
+    fn check_capabilities(&mut self, path: &str, h: &HandlerConfig) {
+        use crate::config::{ResponseMode, MAX_BUFFER_BYTES};
+        let mut range = |field: String, v: u64, lo: u64, hi: u64, unit: &str| {
+            if !(lo..=hi).contains(&v) {
+                self.problems.push(
+                    Problem::new(field, v.to_string(), "out of range")
+                        .hint(format!("use {lo}..={hi} {unit}")),
+                );
+            }
+        };
+        if let Some(b) = h.body {
+            range(
+                format!("{path}.body.max_bytes"),
+                b.max_bytes,
+                1,
+                MAX_BUFFER_BYTES,
+                "bytes",
+            );
+        }
+        if let Some(r) = h.response {
+            if let Some(m) = r.max_bytes {
+                range(
+                    format!("{path}.response.max_bytes"),
+                    m,
+                    1,
+                    MAX_BUFFER_BYTES,
+                    "bytes",
+                );
+            }
+        }
+        if let Some(f) = h.fetch {
+            range(
+                format!("{path}.fetch.max_calls"),
+                f.max_calls.into(),
+                1,
+                64,
+                "calls",
+            );
+            range(
+                format!("{path}.fetch.max_response_bytes"),
+                f.max_response_bytes,
+                1,
+                MAX_BUFFER_BYTES,
+                "bytes",
+            );
+            range(
+                format!("{path}.fetch.timeout_ms"),
+                f.timeout_ms,
+                1,
+                60_000,
+                "milliseconds",
+            );
+        }
+        if let Some(r) = h.response {
+            if r.max_bytes.is_some() && r.mode != ResponseMode::Buffer {
+                self.warnings.push(
+                    Problem::new(
+                        format!("{path}.response.max_bytes"),
+                        "",
+                        "only a buffered response phase buffers the body",
+                    )
+                    .hint("remove max_bytes, or use mode = \"buffer\""),
+                );
+            }
+        }
+        for (i, p) in h.fetch_hosts.iter().enumerate() {
+            if let Err(e) = Pattern::parse(p) {
+                self.problems.push(Problem {
+                    path: format!("{path}.fetch_hosts[{i}]"),
+                    value: p.clone(),
+                    message: format!("invalid host pattern `{}`: {}", e.pattern, e.kind),
+                    hint: e.hint(),
+                });
+            }
+        }
+        if h.fetch.is_some() && h.fetch_hosts.is_empty() {
+            self.warnings.push(
+                Problem::new(
+                    format!("{path}.fetch"),
+                    "",
+                    "fetch limits without fetch_hosts",
+                )
+                .hint("list the hosts the handler may call in fetch_hosts"),
+            );
+        }
+        for (i, m) in h.mint_secrets.iter().enumerate() {
+            let field = format!("{path}.mint_secrets[{i}]");
+            if !is_valid_name(m) {
+                self.problems
+                    .push(Problem::new(field, m.as_str(), "invalid secret name").hint(NAME_RULE));
+            } else if self.cfg.secrets.contains_key(m) {
+                self.problems.push(
+                    Problem::new(
+                        field,
+                        m.as_str(),
+                        "a minted secret must not be one of [secrets]",
+                    )
+                    .hint("choose another name: the handler would overwrite the admin's value"),
+                );
+            }
+        }
+    }
+
     fn upstream_cidrs(&mut self) -> Vec<IpNet> {
         let mut out = Vec::new();
         for (i, src) in self.cfg.allowed_upstream_cidrs.iter().enumerate() {

@@ -65,13 +65,13 @@ pub mod pattern;
 
 pub use address::{special_range, SpecialRange};
 pub use config::{
-    BindingConfig, HandlerConfig, PolicyConfig, ResolveAddrs, RouteConfig, RuntimeLayer,
-    SecretSource,
+    BindingConfig, BodyConfig, FetchConfig, HandlerConfig, PolicyConfig, ResolveAddrs,
+    ResponseConfig, ResponseMode, RouteConfig, RuntimeLayer, SecretSource,
 };
 pub use error::{PolicyError, Problem};
 pub use eval::{
-    parse_pin_arg, Binding, BindingId, CompiledPolicy, DnsDecision, TlsDecision, Verdict,
-    VerdictAction,
+    parse_pin_arg, Binding, BindingId, CompiledPolicy, DnsDecision, FetchGrant, TlsDecision,
+    Verdict, VerdictAction,
 };
 pub use matcher::{HostSet, Match};
 pub use pattern::{

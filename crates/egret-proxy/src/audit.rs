@@ -250,10 +250,10 @@ struct Event<'a> {
     ts: String,
     sandbox: &'a str,
     generation: u64,
-    conn: u64,
-    client: SocketAddr,
+    conn: Option<u64>,
+    client: Option<SocketAddr>,
     host: Option<&'a str>,
-    dst: SocketAddr,
+    dst: Option<SocketAddr>,
     proto: &'a str,
     method: Option<&'a str>,
     path: Option<Cow<'a, str>>,
@@ -269,6 +269,7 @@ struct Event<'a> {
     error: Option<&'a str>,
     classified: &'a str,
     first_byte_ms: Option<f64>,
+    masked: Option<u64>,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -389,10 +390,10 @@ impl RequestRecord {
             ts: rfc3339(self.started_at),
             sandbox: &self.sandbox,
             generation: self.generation,
-            conn: self.conn,
-            client: self.client,
+            conn: Some(self.conn),
+            client: Some(self.client),
             host: self.host.as_deref(),
-            dst: self.dst,
+            dst: Some(self.dst),
             proto: self.proto,
             method: Some(self.method.as_str()),
             path: Some(mask_query(&self.path)),
@@ -410,6 +411,11 @@ impl RequestRecord {
             error: error.as_deref(),
             classified: self.classified.as_str(),
             first_byte_ms: self.first_byte.map(millis),
+            masked: self
+                .outcome
+                .masked
+                .as_ref()
+                .map(|m| m.load(Ordering::Relaxed)),
         };
         emit(&self.sink, &ev);
     }
@@ -553,10 +559,10 @@ pub(crate) fn connection(
         ts: rfc3339(SystemTime::now() - elapsed),
         sandbox: &proxy.cfg.sandbox_id,
         generation: proxy.policy.load().generation(),
-        conn: info.id,
-        client: info.client,
+        conn: Some(info.id),
+        client: Some(info.client),
         host: name,
-        dst: info.orig,
+        dst: Some(info.orig),
         proto: proto.as_str(),
         method: None,
         path: None,
@@ -572,8 +578,64 @@ pub(crate) fn connection(
         error,
         classified: info.classified.as_str(),
         first_byte_ms: info.first_byte.map(millis),
+        masked: None,
     };
     emit(&proxy.audit, &ev);
+}
+
+/// One `fetch` a handler made, for its audit event.
+pub(crate) struct FetchRecord<'a> {
+    pub sandbox: &'a str,
+    pub generation: u64,
+    pub handler: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub decision: Decision,
+    pub status: Option<u16>,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub started_at: SystemTime,
+    pub start: Instant,
+    pub error: Option<&'a str>,
+}
+
+/// A handler's `fetch` ended: one event with proto `handler-fetch` (no sandbox connection:
+/// `conn`, `client` and `dst` are null; `host` is the host fetched).
+pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
+    metrics.fetch(r.decision);
+    let host = if r.port == 443 || r.port == 80 {
+        Cow::Borrowed(r.host)
+    } else {
+        Cow::Owned(format!("{}:{}", r.host, r.port))
+    };
+    let ev = Event {
+        ts: rfc3339(r.started_at),
+        sandbox: r.sandbox,
+        generation: r.generation,
+        conn: None,
+        client: None,
+        host: Some(&host),
+        dst: None,
+        proto: "handler-fetch",
+        method: Some(r.method),
+        path: Some(mask_query(r.path)),
+        rule: None,
+        handler: Some(r.handler),
+        module_sha256: None,
+        decision: r.decision.as_str(),
+        status: r.status,
+        req_bytes: r.req_bytes,
+        resp_bytes: r.resp_bytes,
+        ttfb_ms: None,
+        total_ms: millis(r.start.elapsed()),
+        error: r.error,
+        classified: "fetch",
+        first_byte_ms: None,
+        masked: None,
+    };
+    emit(sink, &ev);
 }
 
 #[cfg(test)]

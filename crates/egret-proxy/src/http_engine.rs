@@ -2,12 +2,13 @@
 //! request is evaluated against the policy generation current when it began, optionally
 //! decided by a handler, and forwarded to the name it carries with bodies streamed.
 use crate::authority::{request_target, AuthorityError, Target};
-use crate::body::{boxed, full, ProxyBody};
+use crate::body::{boxed, full, ProxyBody, RequestBody};
 use crate::conn::ConnInfo;
 use crate::headers::{strip_h3_alt_svc, strip_hop_by_hop};
 use crate::metrics::Decision;
 use crate::upstream::{canonical_ip, ConnectError};
 use crate::Proxy;
+use bytes::Bytes;
 use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
@@ -45,9 +46,66 @@ pub enum HandlerAction {
         remove: Vec<HeaderName>,
         /// New path and query.
         path_and_query: Option<PathAndQuery>,
+        /// A replacement body (bindings that buffer the request body).
+        body: Option<Bytes>,
+        /// Every form a secret was written in, for the echo guard (never logged).
+        filled: Vec<Bytes>,
     },
     /// Answer without contacting the upstream.
-    Respond(Response<bytes::Bytes>),
+    Respond(Response<Bytes>),
+}
+
+/// A handler's decision, and — when its binding opted into the response phase — the same
+/// handler instance, to see the response.
+pub struct Dispatched {
+    /// The decision.
+    pub action: HandlerAction,
+    /// The response phase, when opted in.
+    pub response: Option<Box<dyn ResponsePhase>>,
+}
+
+/// What a response phase decided.
+pub enum ResponseDecision {
+    /// Pass the response on: remove, then set these headers, replace the body when given.
+    Pass {
+        /// Headers to set.
+        set: Vec<(HeaderName, HeaderValue)>,
+        /// Headers to remove.
+        remove: Vec<HeaderName>,
+        /// A replacement body (buffered responses only).
+        body: Option<Bytes>,
+    },
+    /// Replace the response.
+    Replace(Response<Bytes>),
+}
+
+/// How a response phase sees the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// The head.
+    Head,
+    /// The head and the whole body, up to this many bytes.
+    Buffer(u64),
+    /// The body's chunks after they were sent.
+    Observe,
+}
+
+/// The response phase of one request's handler instance.
+pub trait ResponsePhase: Send + 'static {
+    /// What it sees.
+    fn mode(&self) -> ResponseMode;
+    /// Decide on the response (head and buffered modes).
+    fn decide<'a>(
+        &'a mut self,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Option<Bytes>,
+    ) -> BoxFuture<'a, Result<ResponseDecision, HandlerFailure>>;
+    /// A body chunk, after it was sent (observe mode). A failure is logged; bytes already
+    /// went out.
+    fn chunk<'a>(&'a mut self, chunk: Bytes) -> BoxFuture<'a, Result<(), HandlerFailure>>;
+    /// The body ended (observe mode).
+    fn end<'a>(&'a mut self) -> BoxFuture<'a, Result<(), HandlerFailure>>;
 }
 
 /// A handler failed: the request is not forwarded (fail closed).
@@ -63,14 +121,16 @@ pub struct HandlerFailure {
 
 /// The bridge to the handler engine (egret-wasm in the binary).
 pub trait HandlerDispatch: Send + Sync {
-    /// Run the handler bound by `binding` on a request, with the handler versions of policy
-    /// `generation` (the one the request started on).
+    /// Run the handler bound by `binding` on a request (and its buffered body, when the
+    /// binding opted in), with the handler versions of policy `generation` (the one the
+    /// request started on).
     fn dispatch<'a>(
         &'a self,
         binding: &'a Binding,
         generation: u64,
         head: RequestHead<'a>,
-    ) -> BoxFuture<'a, Result<HandlerAction, HandlerFailure>>;
+        body: Option<Bytes>,
+    ) -> BoxFuture<'a, Result<Dispatched, HandlerFailure>>;
 
     /// Lower-case hex sha256 of the module that handler `handler` runs on policy `generation`
     /// (for the audit event), if it is loaded.
@@ -99,6 +159,8 @@ pub(crate) struct Outcome {
     pub rule: Arc<str>,
     pub handler: Option<Arc<str>>,
     pub error: Option<String>,
+    /// Occurrences of filled secrets the echo guard masked (set when it was on).
+    pub masked: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A request decided: the response for the sandbox, the destination it named (when it got
@@ -125,6 +187,7 @@ impl Decided {
                 rule: Arc::from("-"),
                 handler: None,
                 error: Some(msg),
+                masked: None,
             },
         }
     }
@@ -227,6 +290,7 @@ impl Proxy {
             rule: verdict.rule.clone(),
             handler,
             error: None,
+            masked: None,
         };
         match verdict.action {
             VerdictAction::Deny => {
@@ -247,7 +311,7 @@ impl Proxy {
             VerdictAction::Allow => {
                 let (resp, outcome) = self
                     .forward(
-                        req,
+                        req.map(RequestBody::Stream),
                         info,
                         &target,
                         port,
@@ -386,6 +450,25 @@ impl Proxy {
         if let Some(proto) = &upgrade {
             parts.headers.insert(http::header::UPGRADE, proto.clone());
         }
+        // The body for the guest, when the binding buffers it; else it streams past.
+        let (buffered, body) = match binding.body_max {
+            None => (None, Some(body)),
+            Some(max) => match read_limited(boxed(body), max).await {
+                Ok(b) => (Some(b), None),
+                Err(ReadError::TooLarge) => {
+                    let msg = format!(
+                        "handler {} buffers request bodies up to {max} bytes (body.max_bytes); \
+                         this request's body is larger",
+                        binding.handler
+                    );
+                    return fail(StatusCode::PAYLOAD_TOO_LARGE, Decision::Deny, msg, outcome);
+                }
+                Err(ReadError::Body(e)) => {
+                    let msg = format!("reading the request body failed: {e}");
+                    return fail(StatusCode::BAD_REQUEST, Decision::Error, msg, outcome);
+                }
+            },
+        };
         let authority = match (target.port, target.host.contains(':')) {
             (Some(p), true) => format!("[{}]:{p}", target.host),
             (Some(p), false) => format!("{}:{p}", target.host),
@@ -404,18 +487,38 @@ impl Proxy {
             path_and_query: path,
             headers: &parts.headers,
         };
-        match engine.dispatch(binding, policy.generation(), head).await {
-            Ok(HandlerAction::Respond(resp)) => {
+        let dispatched = engine
+            .dispatch(binding, policy.generation(), head, buffered.clone())
+            .await;
+        let (action, phase) = match dispatched {
+            Ok(d) => (d.action, d.response),
+            Err(f) => {
+                tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
+                outcome.error = Some(format!("{}: {}", f.kind, f.message));
+                outcome.decision = Decision::Error;
+                return (
+                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
+                    outcome,
+                );
+            }
+        };
+        match action {
+            HandlerAction::Respond(resp) => {
                 outcome.decision = Decision::Respond;
                 let (p, b) = resp.into_parts();
-                let b = crate::body::hold_request_body(full(b), body);
+                let b = match body {
+                    Some(unread) => crate::body::hold_request_body(full(b), unread),
+                    None => full(b),
+                };
                 (Response::from_parts(p, b), outcome)
             }
-            Ok(HandlerAction::Forward {
+            HandlerAction::Forward {
                 set,
                 remove,
                 path_and_query,
-            }) => {
+                body: replacement,
+                filled,
+            } => {
                 for name in remove {
                     parts.headers.remove(name);
                 }
@@ -428,25 +531,50 @@ impl Proxy {
                         .build()
                         .unwrap_or(parts.uri);
                 }
-                let req = Request::from_parts(parts, body);
-                self.forward(req, info, target, port, upgrade, outcome)
-                    .await
-            }
-            Err(f) => {
-                outcome.decision = Decision::Error;
-                outcome.error = Some(format!("{}: {}", f.kind, f.message));
-                tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
-                (
-                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
-                    outcome,
-                )
+                let guard = (binding.echo_guard && !filled.is_empty())
+                    .then(|| crate::echo_guard::Patterns::new(&filled));
+                if guard.is_some() {
+                    // Only an identity-encoded response can be checked for an echoed secret.
+                    parts.headers.insert(
+                        http::header::ACCEPT_ENCODING,
+                        HeaderValue::from_static("identity"),
+                    );
+                }
+                let out = match (replacement, buffered, body) {
+                    (Some(b), _, _) | (None, Some(b), _) => {
+                        parts.headers.insert(
+                            http::header::CONTENT_LENGTH,
+                            HeaderValue::from(b.len() as u64),
+                        );
+                        RequestBody::Bytes(http_body_util::Full::new(b))
+                    }
+                    (None, None, Some(stream)) => RequestBody::Stream(stream),
+                    (None, None, None) => RequestBody::Bytes(Default::default()),
+                };
+                let req = Request::from_parts(parts, out);
+                let (resp, outcome) = self
+                    .forward(req, info, target, port, upgrade, outcome)
+                    .await;
+                if outcome.decision != Decision::Forward
+                    || resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    return (resp, outcome);
+                }
+                let (resp, outcome) = match phase {
+                    Some(phase) => response_phase(resp, phase, &binding.handler, outcome).await,
+                    None => (resp, outcome),
+                };
+                match guard {
+                    Some(p) => guard_response(resp, p, &target.host, outcome),
+                    None => (resp, outcome),
+                }
             }
         }
     }
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         info: &ConnInfo,
         target: &Target,
         port: u16,
@@ -609,6 +737,164 @@ impl Proxy {
                     outcome,
                 )
             }
+        }
+    }
+}
+
+/// An egret answer for a request that never reached the upstream: `msg` is the body and the
+/// audit reason.
+fn fail(
+    status: StatusCode,
+    decision: Decision,
+    msg: String,
+    mut outcome: Outcome,
+) -> (Response<ProxyBody>, Outcome) {
+    outcome.decision = decision;
+    outcome.error = Some(msg.clone());
+    (
+        text_response(status, decision, format!("egret: {msg}\n")),
+        outcome,
+    )
+}
+
+/// Why a body could not be buffered.
+enum ReadError {
+    /// Longer than the bound.
+    TooLarge,
+    /// The stream failed.
+    Body(String),
+}
+
+/// Read a whole body of at most `max` bytes (a declared larger length is refused before
+/// anything is read).
+async fn read_limited(mut body: ProxyBody, max: u64) -> Result<Bytes, ReadError> {
+    // By hand rather than with `http_body_util::Limited`: its `Into<BoxError>` bound on a body
+    // that already has a boxed error fails rustc's higher-ranked `Send` check of the
+    // connection future that awaits this.
+    use http_body_util::BodyExt;
+    if http_body::Body::size_hint(&body).lower() > max {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            if (out.len() + d.len()) as u64 > max {
+                return Err(ReadError::TooLarge);
+            }
+            out.extend_from_slice(d);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// The echo guard on a response to a request egret filled secrets into: every form of them is
+/// masked in the headers and, as it streams, in the body (length-preserving). An encoded body
+/// cannot be checked, so one is refused although identity encoding was asked for.
+fn guard_response(
+    resp: Response<ProxyBody>,
+    patterns: crate::echo_guard::Patterns,
+    host: &str,
+    mut outcome: Outcome,
+) -> (Response<ProxyBody>, Outcome) {
+    let (mut p, b) = resp.into_parts();
+    if let Some(enc) = p
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let msg = format!(
+            "upstream {host} answered with content-encoding {} to a request carrying a \
+             credential, although egret asked for identity encoding; egret cannot check an \
+             encoded body for the credential echoing back (echo_guard = false on the handler \
+             turns this check off)",
+            String::from_utf8_lossy(enc.as_bytes())
+        );
+        return fail(StatusCode::BAD_GATEWAY, Decision::Error, msg, outcome);
+    }
+    let masked = crate::echo_guard::mask_headers(&patterns, &mut p.headers) as u64;
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(masked));
+    outcome.masked = Some(counter.clone());
+    let body = crate::echo_guard::MaskedBody::new(b, Arc::new(patterns), counter);
+    (Response::from_parts(p, boxed(body)), outcome)
+}
+
+/// The response phase of a handler that opted in: decide on the head (and buffered body),
+/// or observe the body as it goes out.
+async fn response_phase(
+    resp: Response<ProxyBody>,
+    mut phase: Box<dyn ResponsePhase>,
+    handler: &str,
+    mut outcome: Outcome,
+) -> (Response<ProxyBody>, Outcome) {
+    let mode = phase.mode();
+    if mode == ResponseMode::Observe {
+        return (resp.map(|b| crate::body::observed(b, phase)), outcome);
+    }
+    let (mut p, b) = resp.into_parts();
+    let (buffered, stream) = match mode {
+        ResponseMode::Buffer(max) => match read_limited(b, max).await {
+            Ok(bytes) => (Some(bytes), None),
+            Err(ReadError::TooLarge) => {
+                let msg = format!(
+                    "handler {handler} buffers responses up to {max} bytes (response.max_bytes); \
+                     the upstream's response is larger"
+                );
+                return fail(StatusCode::BAD_GATEWAY, Decision::Error, msg, outcome);
+            }
+            Err(ReadError::Body(e)) => {
+                let msg = format!("the upstream's response body failed: {e}");
+                return fail(StatusCode::BAD_GATEWAY, Decision::Error, msg, outcome);
+            }
+        },
+        _ => (None, Some(b)),
+    };
+    let headers = p
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    match phase
+        .decide(p.status.as_u16(), headers, buffered.clone())
+        .await
+    {
+        Ok(ResponseDecision::Pass { set, remove, body }) => {
+            for name in remove {
+                p.headers.remove(name);
+            }
+            for (name, value) in set {
+                p.headers.insert(name, value);
+            }
+            let body = match (body.or(buffered), stream) {
+                (Some(b), _) => {
+                    p.headers.remove(http::header::TRANSFER_ENCODING);
+                    p.headers.insert(
+                        http::header::CONTENT_LENGTH,
+                        HeaderValue::from(b.len() as u64),
+                    );
+                    full(b)
+                }
+                (None, Some(s)) => s,
+                (None, None) => crate::body::empty(),
+            };
+            (Response::from_parts(p, body), outcome)
+        }
+        Ok(ResponseDecision::Replace(r)) => {
+            outcome.decision = Decision::Respond;
+            (r.map(full), outcome)
+        }
+        Err(f) => {
+            tracing::warn!(
+                handler,
+                kind = f.kind,
+                "handler failed in the response phase; response not passed"
+            );
+            outcome.decision = Decision::Error;
+            outcome.error = Some(format!("{}: {}", f.kind, f.message));
+            (
+                text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
+                outcome,
+            )
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod body;
 pub mod classify;
 mod conn;
 pub mod echo_guard;
+pub mod fetch;
 pub mod headers;
 mod http_engine;
 pub mod metrics;
@@ -37,7 +38,10 @@ pub mod upstream;
 
 pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::{Classified, ConnInfo};
-pub use http_engine::{HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
+pub use http_engine::{
+    Dispatched, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead, ResponseDecision,
+    ResponseMode, ResponsePhase,
+};
 pub use shard::Shards;
 
 use arc_swap::ArcSwap;

@@ -151,6 +151,11 @@ struct TunnelLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FetchLabels {
+    decision: Decision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FailureLabels {
     kind: HandlerFailureKind,
 }
@@ -187,6 +192,9 @@ pub struct Metrics {
     failures_family: Family<FailureLabels, Counter>,
     failures: [Counter; 6],
     handler_invocations: Counter,
+    fetches_family: Family<FetchLabels, Counter>,
+    /// `[decision]`.
+    fetches: [Counter; 5],
     handler_duration: Histogram,
     upstream_connect: Histogram,
     upstream_tls: Histogram,
@@ -218,7 +226,13 @@ impl Default for Metrics {
         let failures = resolve(&failures_family, |k| FailureLabels {
             kind: HandlerFailureKind::ALL[k],
         });
+        let fetches_family = Family::<FetchLabels, Counter>::default();
+        let fetches = resolve(&fetches_family, |d| FetchLabels {
+            decision: Decision::ALL[d],
+        });
         Metrics {
+            fetches_family,
+            fetches,
             requests_family,
             requests,
             tunnels_family,
@@ -294,6 +308,11 @@ impl Metrics {
             self.failures_family.clone(),
         );
         registry.register(
+            "egret_handler_fetches",
+            "HTTP requests handlers made themselves (fetch), by decision",
+            self.fetches_family.clone(),
+        );
+        registry.register(
             "egret_handler_duration_seconds",
             "Handler run time (instantiate + call)",
             self.handler_duration.clone(),
@@ -349,6 +368,11 @@ impl Metrics {
         if let Some(kind) = failure {
             self.failures[kind.index()].inc();
         }
+    }
+
+    /// A handler's fetch ended.
+    pub fn fetch(&self, decision: Decision) {
+        self.fetches[decision.index()].inc();
     }
 
     /// A successful upstream TCP connect (resolution included) that took `took`.

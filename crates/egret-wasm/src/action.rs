@@ -3,7 +3,10 @@
 //! The guest's [`GuestAction`] is untrusted data: [`resolve_action`] validates
 //! every header name and value, refuses edits of `host` and connection-level
 //! headers, checks the path rewrite is origin-form, enforces size limits, and
-//! fills in secret references (only for secrets granted to the handler).
+//! fills in secret references (only for secrets granted to the handler), in the
+//! encoding the guest asked for. Everything a secret was filled into is listed
+//! ([`Filled`]) so the proxy can mask it where it echoes back.
+//! [`resolve_response_action`] does the same for the response phase.
 //! [`describe_masked`] prints an action for humans without any secret value.
 
 use std::fmt::Write as _;
@@ -13,14 +16,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::StatusCode;
 
-#[cfg(feature = "runtime")]
-use crate::bindings::egret::handler::types as wit;
-use crate::secrets::{fill_template, Grants, SecretSource};
-#[cfg(not(feature = "runtime"))]
+use crate::secrets::{fill_template, Grants, SecretSource, SecretValue};
 use crate::wit_types as wit;
 use crate::HandlerError;
 
-/// The action a guest returned, before validation (generated from the WIT).
+/// The action a guest returned, before validation.
 pub use wit::Action as GuestAction;
 /// Forward edits as returned by the guest.
 pub use wit::ForwardSpec;
@@ -28,8 +28,13 @@ pub use wit::ForwardSpec;
 pub use wit::HeaderOp;
 /// A header value as returned by the guest: literal or a secret reference.
 pub use wit::HeaderValue as GuestHeaderValue;
+/// What a guest returned from the response phase, before validation.
+pub use wit::ResponseAction as GuestResponseAction;
+/// Response edits as returned by the guest.
+pub use wit::ResponseEdits;
 /// A local response as returned by the guest.
 pub use wit::ResponseSpec;
+pub use wit::{BasicCredentials, Encoding, SecretRef, ValuePart};
 
 /// At most this many header operations (set + remove, or response headers).
 pub const MAX_HEADER_OPS: usize = 100;
@@ -40,6 +45,27 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Longest rewritten path-and-query.
 pub const MAX_PATH_BYTES: usize = 8 << 10;
+/// Largest replacement body a guest may return (request or response).
+pub const MAX_REPLACEMENT_BODY_BYTES: usize = 16 << 20;
+
+/// The bytes a secret was written as, wherever it was filled in: each secret's raw value,
+/// every encoded form written, and whole materialized values that encode a secret (HTTP Basic
+/// credentials). The proxy masks each of them in the response the sandbox gets.
+#[derive(Debug, Default, Clone)]
+pub struct Filled(pub Vec<SecretValue>);
+
+impl Filled {
+    fn add(&mut self, v: SecretValue) {
+        if !v.expose().is_empty() && !self.0.iter().any(|x| x.expose() == v.expose()) {
+            self.0.push(v);
+        }
+    }
+
+    /// Whether nothing secret was filled in.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// A validated action, ready to apply.
 #[derive(Debug)]
@@ -57,6 +83,10 @@ pub enum ResolvedAction {
         path_and_query: Option<PathAndQuery>,
         /// Names of the headers whose value contains a secret (for audit logs).
         injected_secret_headers: Vec<HeaderName>,
+        /// A replacement request body (secrets filled in).
+        body: Option<Bytes>,
+        /// What secrets were written as, for the echo guard.
+        filled: Filled,
     },
     /// Answer the client directly.
     Respond {
@@ -65,6 +95,29 @@ pub enum ResolvedAction {
         /// Response headers.
         headers: HeaderMap,
         /// Response body.
+        body: Bytes,
+    },
+}
+
+/// A validated response-phase decision.
+#[derive(Debug)]
+pub enum ResolvedResponseAction {
+    /// Pass the response on: remove, then set these headers; replace the body when given.
+    Pass {
+        /// Headers to set.
+        set: Vec<(HeaderName, HeaderValue)>,
+        /// Headers to remove.
+        remove: Vec<HeaderName>,
+        /// A replacement body (buffered responses only).
+        body: Option<Bytes>,
+    },
+    /// Replace the response.
+    Replace {
+        /// Status code (100..=599, not 101).
+        status: StatusCode,
+        /// Headers.
+        headers: HeaderMap,
+        /// Body.
         body: Bytes,
     },
 }
@@ -100,14 +153,61 @@ fn quoted(s: &str) -> String {
     format!("`{out}`")
 }
 
-struct Resolver<'a> {
-    handler: &'a str,
-    grants: &'a Grants,
-    secrets: &'a dyn SecretSource,
+/// Writes `value` in `encoding`; `None` when it cannot be (a JSON string needs UTF-8).
+pub fn encode_secret(value: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
+    use base64::Engine;
+    Some(match encoding {
+        Encoding::Raw => value.to_vec(),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .encode(value)
+            .into_bytes(),
+        Encoding::Base64url => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(value)
+            .into_bytes(),
+        Encoding::Percent => {
+            let mut out = Vec::with_capacity(value.len() * 3);
+            for &b in value {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    out.push(b);
+                } else {
+                    let _ = write!(VecWriter(&mut out), "%{b:02X}");
+                }
+            }
+            out
+        }
+        Encoding::JsonString => {
+            let text = std::str::from_utf8(value).ok()?;
+            let quoted = serde_json::to_string(text).ok()?;
+            quoted.as_bytes()[1..quoted.len() - 1].to_vec()
+        }
+        Encoding::Hex => {
+            let mut out = Vec::with_capacity(value.len() * 2);
+            for &b in value {
+                let _ = write!(VecWriter(&mut out), "{b:02x}");
+            }
+            out
+        }
+    })
+}
+
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Fills secrets into guest-provided bytes, checking grants; shared by actions and `fetch`.
+pub(crate) struct Resolver<'a> {
+    pub(crate) handler: &'a str,
+    pub(crate) grants: &'a Grants,
+    pub(crate) secrets: &'a dyn SecretSource,
 }
 
 impl Resolver<'_> {
-    fn invalid(&self, reason: String) -> HandlerError {
+    pub(crate) fn invalid(&self, reason: String) -> HandlerError {
         HandlerError::InvalidAction {
             handler: self.handler.to_owned(),
             reason,
@@ -135,22 +235,76 @@ impl Resolver<'_> {
         })
     }
 
+    /// The value of a granted secret; `what` names where it is used, for errors.
+    fn secret(&self, what: &str, name: &str) -> Result<SecretValue, HandlerError> {
+        if !self.grants.may_use(name) {
+            return Err(self.invalid(format!(
+                "{what} uses secret {s}, which is not granted to handler `{h}` \
+                 (add {s} to the handler's secret grants)",
+                s = quoted(name),
+                h = self.handler,
+            )));
+        }
+        self.secrets.get(name).ok_or_else(|| {
+            self.invalid(format!(
+                "{what} uses secret {}, which is granted but not set",
+                quoted(name)
+            ))
+        })
+    }
+
+    /// Concatenates `parts`, filling in secrets (recorded in `filled`).
+    pub(crate) fn parts(
+        &self,
+        what: &str,
+        parts: &[ValuePart],
+        filled: &mut Filled,
+    ) -> Result<SecretValue, HandlerError> {
+        let mut out = Vec::new();
+        for p in parts {
+            match p {
+                ValuePart::Literal(b) => out.extend_from_slice(b),
+                ValuePart::Secret(r) => {
+                    let v = self.secret(what, &r.name)?;
+                    let enc = encode_secret(v.expose(), r.encoding).ok_or_else(|| {
+                        self.invalid(format!(
+                            "{what}: secret {} is not UTF-8 and cannot be written as a JSON string",
+                            quoted(&r.name)
+                        ))
+                    })?;
+                    out.extend_from_slice(&enc);
+                    filled.add(SecretValue::new(enc));
+                    filled.add(v);
+                }
+            }
+        }
+        Ok(SecretValue::new(out))
+    }
+
     /// Materializes a header value; returns it and whether it holds a secret.
-    fn header_value(
+    pub(crate) fn header_value(
         &self,
         name: &HeaderName,
         value: &GuestHeaderValue,
+        filled: &mut Filled,
     ) -> Result<(HeaderValue, bool), HandlerError> {
-        match value {
-            GuestHeaderValue::Literal(bytes) => HeaderValue::from_bytes(bytes)
-                .map(|v| (v, false))
-                .map_err(|_| {
-                    self.invalid(format!(
-                        "value of header `{name}` contains CR, LF, NUL or another byte not \
-                         allowed in a header value"
-                    ))
-                }),
-            GuestHeaderValue::Secret(secret) => self.secret_value(name, "{}", secret),
+        let what = format!("header `{name}`");
+        let (bytes, secret) = match value {
+            GuestHeaderValue::Literal(bytes) => {
+                return HeaderValue::from_bytes(bytes)
+                    .map(|v| (v, false))
+                    .map_err(|_| {
+                        self.invalid(format!(
+                            "value of header `{name}` contains CR, LF, NUL or another byte not \
+                             allowed in a header value"
+                        ))
+                    })
+            }
+            GuestHeaderValue::Secret(secret) => {
+                let v = self.secret(&what, secret)?;
+                filled.add(v.clone());
+                (v, secret.clone())
+            }
             GuestHeaderValue::SecretTemplate((template, secret)) => {
                 if !template.contains("{}") {
                     return Err(self.invalid(format!(
@@ -158,42 +312,50 @@ impl Resolver<'_> {
                         quoted(secret)
                     )));
                 }
-                self.secret_value(name, template, secret)
+                let v = self.secret(&what, secret)?;
+                filled.add(v.clone());
+                (fill_template(template, &v), secret.clone())
             }
-        }
-    }
-
-    fn secret_value(
-        &self,
-        name: &HeaderName,
-        template: &str,
-        secret: &str,
-    ) -> Result<(HeaderValue, bool), HandlerError> {
-        if !self.grants.may_use(secret) {
-            return Err(self.invalid(format!(
-                "header `{name}` uses secret {s}, which is not granted to handler `{h}` \
-                 (add {s} to the handler's secret grants)",
-                s = quoted(secret),
-                h = self.handler,
-            )));
-        }
-        let Some(value) = self.secrets.get(secret) else {
-            return Err(self.invalid(format!(
-                "header `{name}` uses secret {}, which is granted but not set",
-                quoted(secret)
-            )));
+            GuestHeaderValue::Parts(parts) => {
+                let before = filled.0.len();
+                let v = self.parts(&what, parts, filled)?;
+                let secret = if filled.0.len() > before {
+                    "in its parts"
+                } else {
+                    ""
+                };
+                (v, secret.to_string())
+            }
+            GuestHeaderValue::BasicAuth(c) => {
+                use base64::Engine;
+                let mut pair = self.parts(&what, &c.user, filled)?.expose().to_vec();
+                pair.push(b':');
+                pair.extend_from_slice(self.parts(&what, &c.password, filled)?.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&pair);
+                filled.add(SecretValue::new(encoded.as_bytes().to_vec()));
+                (
+                    SecretValue::new(format!("Basic {encoded}").into_bytes()),
+                    "in its credentials".to_string(),
+                )
+            }
         };
-        let filled = fill_template(template, &value);
         // Never echo the value: the message names only header and secret.
-        let mut hv = HeaderValue::from_bytes(filled.expose()).map_err(|_| {
+        let mut hv = HeaderValue::from_bytes(bytes.expose()).map_err(|_| {
             self.invalid(format!(
                 "value of header `{name}` built from secret {} contains CR, LF, NUL or another \
                  byte not allowed in a header value",
-                quoted(secret)
+                quoted(&secret)
             ))
         })?;
-        hv.set_sensitive(true);
-        Ok((hv, true))
+        let from_secret = !secret.is_empty();
+        hv.set_sensitive(from_secret);
+        Ok((hv, from_secret))
+    }
+
+    /// A header name a guest's `fetch` may set (not the destination nor framing).
+    #[cfg(feature = "runtime")]
+    pub(crate) fn fetch_header_name(&self, name: &str) -> Result<HeaderName, HandlerError> {
+        self.header_name(name, forbidden_request_header)
     }
 
     fn path(&self, p: &str) -> Result<PathAndQuery, HandlerError> {
@@ -222,6 +384,60 @@ impl Resolver<'_> {
         p.parse::<PathAndQuery>()
             .map_err(|_| bad("is not a valid origin-form path and query"))
     }
+
+    fn status(&self, status: u16) -> Result<StatusCode, HandlerError> {
+        match StatusCode::from_u16(status) {
+            Ok(s) if (100..=599).contains(&status) && status != 101 => Ok(s),
+            _ => Err(self.invalid(format!(
+                "response status {status} is not allowed (use 100..=599, not 101)"
+            ))),
+        }
+    }
+
+    /// Literal headers of a response, validated.
+    fn response_headers(
+        &self,
+        headers: &[(String, Vec<u8>)],
+        what: &str,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, HandlerError> {
+        if headers.len() > MAX_HEADER_OPS {
+            return Err(self.invalid(format!(
+                "{} {what}, the limit is {MAX_HEADER_OPS}",
+                headers.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(headers.len());
+        let mut total = 0usize;
+        let mut unused = Filled::default();
+        for (name, value) in headers {
+            let n = self.header_name(name, forbidden_framing_header)?;
+            let (v, _) =
+                self.header_value(&n, &GuestHeaderValue::Literal(value.clone()), &mut unused)?;
+            total += n.as_str().len() + v.len();
+            out.push((n, v));
+        }
+        if total > MAX_HEADER_BYTES {
+            return Err(self.invalid(format!(
+                "{what} total {total} bytes, the limit is {MAX_HEADER_BYTES}"
+            )));
+        }
+        Ok(out)
+    }
+
+    fn respond(&self, spec: ResponseSpec) -> Result<(StatusCode, HeaderMap, Bytes), HandlerError> {
+        let status = self.status(spec.status)?;
+        if spec.body.len() > MAX_BODY_BYTES {
+            return Err(self.invalid(format!(
+                "response body is {} bytes, the limit is {MAX_BODY_BYTES}",
+                spec.body.len()
+            )));
+        }
+        let mut headers = HeaderMap::with_capacity(spec.headers.len());
+        for (n, v) in self.response_headers(&spec.headers, "response headers")? {
+            headers.append(n, v);
+        }
+        Ok((status, headers, Bytes::from(spec.body)))
+    }
 }
 
 /// Validates a guest's action and materializes it for the proxy.
@@ -236,12 +452,15 @@ impl Resolver<'_> {
 /// the value; a path rewrite must be origin-form (`/…`, not `//…`, no
 /// whitespace); at most [`MAX_HEADER_OPS`] header operations and
 /// [`MAX_HEADER_BYTES`] header bytes; a local response has status 100..=599
-/// except 101 and a body of at most [`MAX_BODY_BYTES`].
+/// except 101 and a body of at most [`MAX_BODY_BYTES`]; a replacement request
+/// body is allowed only when `body_buffered` (the binding opted in) and is at most
+/// [`MAX_REPLACEMENT_BODY_BYTES`].
 pub fn resolve_action(
     handler: &str,
     action: GuestAction,
     grants: &Grants,
     secrets: &dyn SecretSource,
+    body_buffered: bool,
 ) -> Result<ResolvedAction, HandlerError> {
     let r = Resolver {
         handler,
@@ -263,11 +482,12 @@ pub fn resolve_action(
                 total += n.as_str().len();
                 remove.push(n);
             }
+            let mut filled = Filled::default();
             let mut set = Vec::with_capacity(spec.set_headers.len());
             let mut injected = Vec::new();
             for op in &spec.set_headers {
                 let n = r.header_name(&op.name, forbidden_request_header)?;
-                let (v, from_secret) = r.header_value(&n, &op.value)?;
+                let (v, from_secret) = r.header_value(&n, &op.value, &mut filled)?;
                 total += n.as_str().len() + v.len();
                 if from_secret && !injected.contains(&n) {
                     injected.push(n.clone());
@@ -284,52 +504,93 @@ pub fn resolve_action(
                 .as_deref()
                 .map(|p| r.path(p))
                 .transpose()?;
+            let body = match &spec.body {
+                None => None,
+                Some(_) if !body_buffered => {
+                    return Err(r.invalid(
+                        "returned a request body, but the binding does not buffer request bodies \
+                         (set `body = { max_bytes = N }` on the handler)"
+                            .into(),
+                    ))
+                }
+                Some(parts) => {
+                    let b = r.parts("the request body", parts, &mut filled)?;
+                    if b.expose().len() > MAX_REPLACEMENT_BODY_BYTES {
+                        return Err(r.invalid(format!(
+                            "replacement body is {} bytes, the limit is {MAX_REPLACEMENT_BODY_BYTES}",
+                            b.expose().len()
+                        )));
+                    }
+                    Some(Bytes::copy_from_slice(b.expose()))
+                }
+            };
             Ok(ResolvedAction::Forward {
                 set,
                 remove,
                 path_and_query,
                 injected_secret_headers: injected,
+                body,
+                filled,
             })
         }
         GuestAction::Respond(spec) => {
-            let status = match StatusCode::from_u16(spec.status) {
-                Ok(s) if (100..=599).contains(&spec.status) && spec.status != 101 => s,
-                _ => {
-                    return Err(r.invalid(format!(
-                        "response status {} is not allowed (use 100..=599, not 101)",
-                        spec.status
-                    )))
-                }
-            };
-            if spec.headers.len() > MAX_HEADER_OPS {
-                return Err(r.invalid(format!(
-                    "{} response headers, the limit is {MAX_HEADER_OPS}",
-                    spec.headers.len()
-                )));
-            }
-            if spec.body.len() > MAX_BODY_BYTES {
-                return Err(r.invalid(format!(
-                    "response body is {} bytes, the limit is {MAX_BODY_BYTES}",
-                    spec.body.len()
-                )));
-            }
-            let mut headers = HeaderMap::with_capacity(spec.headers.len());
-            let mut total = 0usize;
-            for (name, value) in &spec.headers {
-                let n = r.header_name(name, forbidden_framing_header)?;
-                let (v, _) = r.header_value(&n, &GuestHeaderValue::Literal(value.clone()))?;
-                total += n.as_str().len() + v.len();
-                headers.append(n, v);
-            }
-            if total > MAX_HEADER_BYTES {
-                return Err(r.invalid(format!(
-                    "response headers total {total} bytes, the limit is {MAX_HEADER_BYTES}"
-                )));
-            }
+            let (status, headers, body) = r.respond(spec)?;
             Ok(ResolvedAction::Respond {
                 status,
                 headers,
-                body: Bytes::from(spec.body),
+                body,
+            })
+        }
+    }
+}
+
+/// Validates a response-phase decision: headers as in a local response (no framing
+/// headers); a replacement body only when `body_buffered`; a replacement response as
+/// [`resolve_action`]'s `respond`.
+pub fn resolve_response_action(
+    handler: &str,
+    action: GuestResponseAction,
+    body_buffered: bool,
+) -> Result<ResolvedResponseAction, HandlerError> {
+    let grants = Grants::default();
+    let none = crate::secrets::SecretStore::new();
+    let r = Resolver {
+        handler,
+        grants: &grants,
+        secrets: &none,
+    };
+    match action {
+        GuestResponseAction::Pass(edits) => {
+            let set = r.response_headers(&edits.set_headers, "response header edits")?;
+            let mut remove = Vec::with_capacity(edits.remove_headers.len());
+            for name in &edits.remove_headers {
+                remove.push(r.header_name(name, forbidden_framing_header)?);
+            }
+            let body = match edits.body {
+                None => None,
+                Some(_) if !body_buffered => {
+                    return Err(r.invalid(
+                        "returned a response body, but the binding does not buffer responses \
+                         (set `response = { mode = \"buffer\", max_bytes = N }` on the handler)"
+                            .into(),
+                    ))
+                }
+                Some(b) if b.len() > MAX_REPLACEMENT_BODY_BYTES => {
+                    return Err(r.invalid(format!(
+                        "replacement response body is {} bytes, the limit is {MAX_REPLACEMENT_BODY_BYTES}",
+                        b.len()
+                    )))
+                }
+                Some(b) => Some(Bytes::from(b)),
+            };
+            Ok(ResolvedResponseAction::Pass { set, remove, body })
+        }
+        GuestResponseAction::Replace(spec) => {
+            let (status, headers, body) = r.respond(spec)?;
+            Ok(ResolvedResponseAction::Replace {
+                status,
+                headers,
+                body,
             })
         }
     }
@@ -342,6 +603,66 @@ fn printable(bytes: &[u8], max: usize) -> String {
     let mut out = format!("\"{}\"", text.escape_debug());
     if bytes.len() > max {
         let _ = write!(out, "… ({} bytes)", bytes.len());
+    }
+    out
+}
+
+/// Literal parts printed, secret parts as `{secret(NAME):encoding}`.
+fn describe_parts(parts: &[ValuePart]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            ValuePart::Literal(b) => out.push_str(&printable(b, 400)),
+            ValuePart::Secret(r) => {
+                let enc = format!("{:?}", r.encoding).to_ascii_lowercase();
+                let _ = write!(out, "{{secret({}):{enc}}}", r.name.escape_debug());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push_str("\"\"");
+    }
+    out
+}
+
+/// Prints a response-phase decision for humans (no secret can be in one).
+pub fn describe_response_action(action: &GuestResponseAction) -> String {
+    let mut out = String::new();
+    match action {
+        GuestResponseAction::Pass(e) => {
+            out.push_str("pass\n");
+            for name in &e.remove_headers {
+                let _ = writeln!(out, "  remove {}", name.escape_debug());
+            }
+            for (name, value) in &e.set_headers {
+                let _ = writeln!(
+                    out,
+                    "  set {}: {}",
+                    name.escape_debug(),
+                    printable(value, 200)
+                );
+            }
+            if let Some(b) = &e.body {
+                let _ = writeln!(out, "  body ({} bytes): {}", b.len(), printable(b, 400));
+            }
+        }
+        GuestResponseAction::Replace(spec) => {
+            let _ = writeln!(out, "replace {}", spec.status);
+            for (name, value) in &spec.headers {
+                let _ = writeln!(
+                    out,
+                    "  header {}: {}",
+                    name.escape_debug(),
+                    printable(value, 200)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  body ({} bytes): {}",
+                spec.body.len(),
+                printable(&spec.body, 400)
+            );
+        }
     }
     out
 }
@@ -363,11 +684,20 @@ pub fn describe_masked(action: &GuestAction) -> String {
                     GuestHeaderValue::Secret(s) => format!("secret({})", s.escape_debug()),
                     GuestHeaderValue::SecretTemplate((t, s)) => printable(t.as_bytes(), 200)
                         .replace("{}", &format!("{{secret({})}}", s.escape_debug())),
+                    GuestHeaderValue::Parts(parts) => describe_parts(parts),
+                    GuestHeaderValue::BasicAuth(c) => format!(
+                        "basic-auth({} : {})",
+                        describe_parts(&c.user),
+                        describe_parts(&c.password)
+                    ),
                 };
                 let _ = writeln!(out, "  set {}: {value}", op.name.escape_debug());
             }
             if let Some(p) = &spec.path_with_query {
                 let _ = writeln!(out, "  path {}", printable(p.as_bytes(), 200));
+            }
+            if let Some(parts) = &spec.body {
+                let _ = writeln!(out, "  body {}", describe_parts(parts));
             }
         }
         GuestAction::Respond(spec) => {
@@ -407,6 +737,7 @@ mod tests {
                 .collect(),
             remove_headers: vec![],
             path_with_query: None,
+            body: None,
         })
     }
 
@@ -418,7 +749,7 @@ mod tests {
     }
 
     fn resolve(a: GuestAction, grants: &Grants) -> Result<ResolvedAction, HandlerError> {
-        resolve_action("h", a, grants, &store())
+        resolve_action("h", a, grants, &store(), false)
     }
 
     fn reason(r: Result<ResolvedAction, HandlerError>) -> String {
@@ -508,6 +839,7 @@ mod tests {
                 set_headers: vec![],
                 remove_headers: vec![],
                 path_with_query: Some(p.into()),
+                body: None,
             })
         };
         let ok = resolve(with_path("/v1/x?y=https://z"), &Grants::default()).unwrap();

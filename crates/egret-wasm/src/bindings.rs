@@ -1,11 +1,27 @@
-//! Host-side bindings generated from `handlers-wasm/wit/handler.wit`, the
-//! single source of truth shared with the guest SDK. The WIT documents the generated types.
+//! Host-side bindings generated from the WIT contracts, the single source of truth shared with
+//! the guest SDK: `handlers-wasm/wit/handler.wit` (`egret:handler@0.2.0`, current) and
+//! `handlers-wasm/wit-0.1.0/handler.wit` (`egret:handler@0.1.0`, still loaded: components built
+//! against it keep working unchanged). The WIT documents the generated types.
 #![allow(missing_docs)]
 
-wasmtime::component::bindgen!({
-    path: "../../handlers-wasm/wit",
-    world: "handler",
-    // The export is called with `call_async` so epoch-deadline callbacks can
-    // yield to tokio; host imports are cheap and stay synchronous.
-    exports: { default: async },
-});
+/// `egret:handler@0.2.0`.
+pub mod v2 {
+    wasmtime::component::bindgen!({
+        path: "../../handlers-wasm/wit",
+        world: "handler",
+        // Exports are called with `call_async` so epoch-deadline callbacks can yield to tokio;
+        // `fetch` waits on the network and must not block a connection thread. The other host
+        // imports are cheap and stay synchronous.
+        exports: { default: async },
+        imports: { "egret:handler/host.fetch": async },
+    });
+}
+
+/// `egret:handler@0.1.0`.
+pub mod v1 {
+    wasmtime::component::bindgen!({
+        path: "../../handlers-wasm/wit-0.1.0",
+        world: "handler",
+        exports: { default: async },
+    });
+}

@@ -37,11 +37,11 @@ struct TickerShared {
 }
 
 /// Counts one invocation as running for the ticker while alive.
-pub(crate) struct Running<'a>(&'a EpochTicker);
+pub(crate) struct Running(Arc<TickerShared>);
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.shared.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -93,14 +93,14 @@ impl EpochTicker {
     }
 
     /// Marks an invocation as running until the guard drops, waking the ticker if it parked.
-    pub(crate) fn running(&self) -> Running<'_> {
+    pub(crate) fn running(&self) -> Running {
         self.shared.active.fetch_add(1, Ordering::SeqCst);
         if self.shared.parked.load(Ordering::SeqCst) {
             if let Some(t) = &self.thread {
                 t.thread().unpark();
             }
         }
-        Running(self)
+        Running(self.shared.clone())
     }
 }
 

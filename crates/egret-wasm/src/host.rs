@@ -22,21 +22,55 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-use crate::action::{resolve_action, GuestAction, ResolvedAction};
+use crate::action::{
+    resolve_action, resolve_response_action, GuestAction, GuestResponseAction, ResolvedAction,
+    ResolvedResponseAction,
+};
 use crate::artifact_cache::{self, ArtifactCache};
-use crate::bindings::egret::handler::types as wit;
-use crate::bindings::{Handler, HandlerPre};
+use crate::bindings::{v1, v2};
 use crate::config::{HostConfig, Limits};
 use crate::epoch::EpochTicker;
 use crate::kv::KvStore;
 use crate::secrets::{Grants, SecretSource};
+use crate::services::Services;
 use crate::state::{truncate, StateInit, StoreState};
 use crate::{HandlerError, WasmError};
 
 /// The head of the request a handler decides on (generated from the WIT):
 /// `method`, `scheme`, `authority`, `path_with_query` and `headers` as
 /// `(lower-case name, raw value)` pairs.
-pub use wit::RequestHead;
+pub use v2::egret::handler::types::RequestHead;
+
+/// The WIT version a component was built against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WitVersion {
+    /// `egret:handler@0.1.0`: head-only decisions.
+    V0_1,
+    /// `egret:handler@0.2.0`: bodies, the response phase, fetch, signing, kv counters.
+    V0_2,
+}
+
+impl WitVersion {
+    /// The world, as WIT names it.
+    pub fn world(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "egret:handler/handler@0.1.0",
+            WitVersion::V0_2 => "egret:handler/handler@0.2.0",
+        }
+    }
+}
+
+/// The pre-instantiated component, by WIT version.
+enum Pre {
+    V1(v1::HandlerPre<StoreState>),
+    V2(v2::HandlerPre<StoreState>),
+}
+
+/// A live instance, by WIT version.
+enum Instance {
+    V1(v1::Handler),
+    V2(v2::Handler),
+}
 
 /// Extra time the wall-clock backstop allows beyond twice the epoch budget. The epoch
 /// callback (guest running time) normally fires first; the tokio timer only matters if a host
@@ -69,12 +103,14 @@ pub struct HandlerInfo {
     pub imports: Vec<String>,
     /// Names of the component's exports, sorted.
     pub exports: Vec<String>,
+    /// The WIT version it was built against.
+    pub wit_version: WitVersion,
 }
 
 /// A compiled, linked and pre-instantiated component, shared by every
 /// [`LoadedHandler`] with the same bytes.
 struct Compiled {
-    pre: HandlerPre<StoreState>,
+    pre: Pre,
     info: HandlerInfo,
 }
 
@@ -103,6 +139,14 @@ impl LoadedHandler {
     pub fn info(&self) -> &HandlerInfo {
         &self.compiled.info
     }
+
+    /// The WIT version it was built against.
+    pub fn wit_version(&self) -> WitVersion {
+        match self.compiled.pre {
+            Pre::V1(_) => WitVersion::V0_1,
+            Pre::V2(_) => WitVersion::V0_2,
+        }
+    }
 }
 
 /// Everything one invocation needs besides the handler.
@@ -124,6 +168,26 @@ pub struct Invocation<'a> {
     /// Time and memory limits; memory is clamped to
     /// [`HostConfig::max_memory_bytes`].
     pub limits: Limits,
+}
+
+/// Everything a [`Session`] needs besides the handler; read when it starts.
+pub struct SessionSpec<'a> {
+    /// Name of the handler binding (shown to the guest and in errors).
+    pub handler_name: &'a str,
+    /// The sandbox that made the request (kv namespace, logs).
+    pub sandbox_id: &'a str,
+    /// Admin-provided params, passed to the guest verbatim.
+    pub params_json: &'a str,
+    /// Secrets this binding may use / reveal / set.
+    pub grants: &'a Grants,
+    /// Where secret values come from (read once, when the session starts).
+    pub secrets: &'a dyn SecretSource,
+    /// The kv store.
+    pub kv: &'a KvStore,
+    /// Time (per phase) and memory limits.
+    pub limits: Limits,
+    /// fetch and set-secret, when granted.
+    pub services: Services,
 }
 
 /// Counters for tests and metrics.
@@ -159,7 +223,7 @@ struct HostInner {
 /// ticker thread (stopped when the host is dropped).
 pub struct HandlerHost {
     inner: Arc<HostInner>,
-    ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for HandlerHost {
@@ -216,13 +280,15 @@ impl HandlerHost {
         let mut linker: Linker<StoreState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| WasmError::Engine(format!("linking WASI: {e:#}")))?;
-        Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+        v1::Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
+        v2::Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
         let artifacts = cfg
             .cache_dir
             .clone()
             .map(|dir| ArtifactCache::new(dir, &engine));
-        let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
+        let ticker = Arc::new(EpochTicker::start(&engine, cfg.epoch_tick)?);
         Ok(HandlerHost {
             inner: Arc::new(HostInner {
                 engine,
@@ -313,36 +379,31 @@ impl HandlerHost {
             .map(|c| c.info)
     }
 
-    /// Runs the handler once for one request and returns the guest's raw
-    /// action (use [`resolve_action`] or [`HandlerHost::handle`] to validate
-    /// it).
-    ///
-    /// Each call gets a fresh instance from the pool with its own memory cap.
-    /// The guest runs via `call_async` on a fiber; every epoch tick (1 ms by
-    /// default) the store's epoch callback either stops it with
-    /// [`HandlerError::Timeout`] once the deadline has passed or yields to the
-    /// tokio scheduler. So a looping guest never holds a tokio worker for
-    /// more than about one tick at a time, and a `tokio::time::timeout`
-    /// slightly beyond the deadline backs this up.
-    pub async fn invoke(
+    /// Starts a session of `h` for one request: a fresh instance from the pool with its own
+    /// memory cap, living until the session is dropped, so the request's phases (decision,
+    /// response, observed body chunks) run on the same instance and nothing crosses requests.
+    pub async fn session(
         &self,
         h: &LoadedHandler,
-        inv: Invocation<'_>,
-    ) -> Result<GuestAction, HandlerError> {
-        let handler = inv.handler_name;
-        let memory_limit = inv
+        spec: SessionSpec<'_>,
+    ) -> Result<Session, HandlerError> {
+        let handler = spec.handler_name;
+        let memory_limit = spec
             .limits
             .memory_bytes
             .min(self.inner.config.max_memory_bytes);
-        let timeout = inv.limits.timeout;
-        let _running = self.ticker.running();
+        let timeout = spec.limits.timeout;
+        // A guest blocked in `fetch` is not running and not charged ticks; the wall-clock
+        // backstop allows for its fetches.
+        let backstop = timeout * 2 + TOKIO_GRACE + spec.services.fetch_allowance();
         let state = StoreState::new(StateInit {
             handler,
-            sandbox: inv.sandbox_id,
-            grants: inv.grants,
-            secrets: inv.secrets,
-            kv: inv.kv,
+            sandbox: spec.sandbox_id,
+            grants: spec.grants,
+            secrets: spec.secrets,
+            kv: spec.kv,
             memory_limit,
+            services: spec.services,
         });
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -352,76 +413,346 @@ impl HandlerHost {
         // A wall-clock deadline made 10 µs handlers time out under load.
         let tick = self.inner.config.epoch_tick.max(Duration::from_micros(100));
         let budget = timeout.as_micros().div_ceil(tick.as_micros()).max(1) as u64;
-        let mut ticks_run = 0u64;
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counter = ticks.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            ticks_run += 1;
-            if ticks_run > budget {
+            if counter.fetch_add(1, Ordering::Relaxed) + 1 > budget {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-
-        let ctx = wit::Context {
-            handler_name: handler.to_owned(),
-            sandbox_id: inv.sandbox_id.to_owned(),
-            params_json: inv.params_json.to_owned(),
+        let mut session = Session {
+            store,
+            instance: None,
+            ctx: v2::egret::handler::types::Context {
+                handler_name: handler.to_owned(),
+                sandbox_id: spec.sandbox_id.to_owned(),
+                params_json: spec.params_json.to_owned(),
+            },
+            ticker: self.ticker.clone(),
+            ticks,
+            timeout,
+            backstop,
+            memory_limit,
+            body_buffered: false,
+            response_buffered: false,
         };
-        let pre = &h.compiled.pre;
-        let run = async {
-            let instance = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(Failure::Instantiate)?;
-            instance
-                .call_handle(&mut store, &ctx, inv.request)
-                .await
-                .map_err(Failure::Call)
+        let instance = {
+            let _running = self.ticker.running();
+            let run = async {
+                match &h.compiled.pre {
+                    Pre::V1(pre) => pre
+                        .instantiate_async(&mut session.store)
+                        .await
+                        .map(Instance::V1),
+                    Pre::V2(pre) => pre
+                        .instantiate_async(&mut session.store)
+                        .await
+                        .map(Instance::V2),
+                }
+                .map_err(Failure::Instantiate)
+            };
+            match tokio::time::timeout(backstop, run).await {
+                Ok(r) => r,
+                Err(_) => Err(Failure::TokioTimeout),
+            }
         };
-        let outcome = match tokio::time::timeout(timeout * 2 + TOKIO_GRACE, run).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::TokioTimeout),
-        };
-
-        let state = store.data();
-        let output = state.output.take();
-        if !output.is_empty() {
-            let text = truncate(state.redact(&String::from_utf8_lossy(&output)), 4096);
-            tracing::debug!(target: "egret_wasm::guest", handler, sandbox = inv.sandbox_id, "guest output: {text}");
+        match instance {
+            Ok(i) => {
+                session.instance = Some(i);
+                Ok(session)
+            }
+            Err(f) => Err(session.failed(f)),
         }
-        if state.logs_dropped > 0 {
-            tracing::warn!(
-                target: "egret_wasm::guest",
-                handler,
-                sandbox = inv.sandbox_id,
-                dropped = state.logs_dropped,
-                "handler exceeded its log line budget; lines dropped"
-            );
-        }
-        let result = outcome.map_err(|f| classify(f, state, timeout, memory_limit, &output));
-        if let Err(e) = &result {
-            tracing::warn!(
-                handler,
-                sandbox = inv.sandbox_id,
-                kind = e.kind(),
-                detail = e.detail().unwrap_or(""),
-                "handler invocation failed: {e}"
-            );
-        }
-        result
     }
 
-    /// [`invoke`](HandlerHost::invoke) followed by [`resolve_action`]: what the
-    /// proxy calls per request.
+    /// Runs the handler once on a request head, in a fresh instance, and returns the
+    /// guest's raw action (use [`resolve_action`] or [`HandlerHost::handle`] to validate it).
+    ///
+    /// The guest runs via `call_async` on a fiber; every epoch tick (1 ms by default) the
+    /// store's epoch callback either stops it with [`HandlerError::Timeout`] once the deadline
+    /// has passed or yields to the tokio scheduler. So a looping guest never holds a tokio
+    /// worker for more than about one tick at a time, and a `tokio::time::timeout` slightly
+    /// beyond the deadline backs this up.
+    pub async fn invoke(
+        &self,
+        h: &LoadedHandler,
+        inv: Invocation<'_>,
+    ) -> Result<GuestAction, HandlerError> {
+        let request = inv.request.clone();
+        let mut session = self.session(h, spec_of(&inv)).await?;
+        session.decide(request, None).await
+    }
+
+    /// [`invoke`](HandlerHost::invoke) followed by [`resolve_action`]: a head-only decision.
     pub async fn handle(
         &self,
         h: &LoadedHandler,
         inv: Invocation<'_>,
     ) -> Result<ResolvedAction, HandlerError> {
-        let (name, grants, secrets) = (inv.handler_name, inv.grants, inv.secrets);
-        let action = self.invoke(h, inv).await?;
-        resolve_action(name, action, grants, secrets)
+        let request = inv.request.clone();
+        let mut session = self.session(h, spec_of(&inv)).await?;
+        session.handle(request, None).await
+    }
+}
+
+fn spec_of<'a>(inv: &Invocation<'a>) -> SessionSpec<'a> {
+    SessionSpec {
+        handler_name: inv.handler_name,
+        sandbox_id: inv.sandbox_id,
+        params_json: inv.params_json,
+        grants: inv.grants,
+        secrets: inv.secrets,
+        kv: inv.kv,
+        limits: inv.limits,
+        services: Services::default(),
+    }
+}
+
+/// One request's instance of a handler: its phases run here, in order. Dropping it returns
+/// the instance to the pool.
+pub struct Session {
+    store: Store<StoreState>,
+    instance: Option<Instance>,
+    ctx: v2::egret::handler::types::Context,
+    ticker: Arc<EpochTicker>,
+    /// Epoch ticks the current call has run (reset per call: each phase has the budget).
+    ticks: Arc<AtomicU64>,
+    timeout: Duration,
+    backstop: Duration,
+    memory_limit: usize,
+    body_buffered: bool,
+    response_buffered: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("handler", &self.ctx.handler_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The WIT version of the instance.
+    pub fn wit_version(&self) -> WitVersion {
+        match self.instance {
+            Some(Instance::V1(_)) => WitVersion::V0_1,
+            _ => WitVersion::V0_2,
+        }
+    }
+
+    /// Run one call of the guest under the phase's budget, logging its output.
+    async fn call<T, F>(&mut self, f: F) -> Result<T, HandlerError>
+    where
+        F: for<'s> FnOnce(
+            &'s Instance,
+            &'s mut Store<StoreState>,
+            &'s v2::egret::handler::types::Context,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 's>,
+        >,
+    {
+        self.ticks.store(0, Ordering::Relaxed);
+        self.store.data_mut().fetches = 0;
+        let outcome = {
+            let _running = self.ticker.running();
+            let instance = self.instance.as_ref().expect("started");
+            let run = f(instance, &mut self.store, &self.ctx);
+            match tokio::time::timeout(self.backstop, run).await {
+                Ok(r) => r.map_err(Failure::Call),
+                Err(_) => Err(Failure::TokioTimeout),
+            }
+        };
+        let state = self.store.data();
+        let output = state.output.take();
+        if !output.is_empty() {
+            let text = truncate(state.redact(&String::from_utf8_lossy(&output)), 4096);
+            tracing::debug!(target: "egret_wasm::guest", handler = state.handler(), sandbox = state.sandbox(), "guest output: {text}");
+        }
+        match outcome {
+            Ok(v) => Ok(v),
+            Err(f) => {
+                // After a trap the instance may not be entered again.
+                self.instance = None;
+                let e = classify(f, state, self.timeout, self.memory_limit, &output);
+                tracing::warn!(
+                    handler = state.handler(),
+                    sandbox = state.sandbox(),
+                    kind = e.kind(),
+                    detail = e.detail().unwrap_or(""),
+                    "handler invocation failed: {e}"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&self, f: Failure) -> HandlerError {
+        let state = self.store.data();
+        let e = classify(f, state, self.timeout, self.memory_limit, &[]);
+        tracing::warn!(
+            handler = state.handler(),
+            sandbox = state.sandbox(),
+            kind = e.kind(),
+            "handler instantiation failed: {e}"
+        );
+        e
+    }
+
+    fn closed(&self) -> HandlerError {
+        HandlerError::Trap {
+            handler: self.ctx.handler_name.clone(),
+            message: "the handler failed earlier in this request".into(),
+            detail: String::new(),
+        }
+    }
+
+    /// The decision on a request: the guest's raw action. `body` is given when the binding
+    /// buffers request bodies (0.1.0 components never see it).
+    pub async fn decide(
+        &mut self,
+        head: RequestHead,
+        body: Option<bytes::Bytes>,
+    ) -> Result<GuestAction, HandlerError> {
+        if self.instance.is_none() {
+            return Err(self.closed());
+        }
+        self.body_buffered = body.is_some();
+        let result = match self.instance.as_ref() {
+            Some(Instance::V1(_)) => {
+                let head = crate::convert::head_v1(head);
+                self.call(move |i, store, ctx| {
+                    let Instance::V1(h) = i else { unreachable!() };
+                    let ctx = crate::convert::context_v1(ctx.clone());
+                    Box::pin(async move {
+                        h.call_handle(store, &ctx, &head)
+                            .await
+                            .map(GuestAction::from)
+                    })
+                })
+                .await
+            }
+            _ => {
+                let req = v2::egret::handler::types::Request {
+                    head,
+                    body: body.map(|b| b.to_vec()),
+                };
+                self.call(move |i, store, ctx| {
+                    let Instance::V2(h) = i else { unreachable!() };
+                    Box::pin(
+                        async move { h.call_handle(store, ctx, &req).await.map(GuestAction::from) },
+                    )
+                })
+                .await
+            }
+        };
+        if let Some(state) = Some(self.store.data()) {
+            if state.logs_dropped > 0 {
+                tracing::warn!(
+                    target: "egret_wasm::guest",
+                    handler = state.handler(),
+                    sandbox = state.sandbox(),
+                    dropped = state.logs_dropped,
+                    "handler exceeded its log line budget; lines dropped"
+                );
+            }
+        }
+        result
+    }
+
+    /// [`Session::decide`] followed by [`resolve_action`] against the secrets granted to the
+    /// binding (including any the guest set in this request).
+    pub async fn handle(
+        &mut self,
+        head: RequestHead,
+        body: Option<bytes::Bytes>,
+    ) -> Result<ResolvedAction, HandlerError> {
+        let action = self.decide(head, body).await?;
+        let state = self.store.data();
+        let granted = state.granted();
+        resolve_action(
+            &self.ctx.handler_name,
+            action,
+            state.grants(),
+            &granted,
+            self.body_buffered,
+        )
+    }
+
+    /// The response phase: the guest's raw decision on the response. `body` is given when
+    /// the binding buffers responses. A 0.1.0 component passes every response unchanged.
+    pub async fn respond_raw(
+        &mut self,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Option<bytes::Bytes>,
+    ) -> Result<GuestResponseAction, HandlerError> {
+        self.response_buffered = body.is_some();
+        match self.instance.as_ref() {
+            None => Err(self.closed()),
+            Some(Instance::V1(_)) => Ok(GuestResponseAction::Pass(Default::default())),
+            Some(Instance::V2(_)) => {
+                let resp = v2::egret::handler::types::Response {
+                    status,
+                    headers,
+                    body: body.map(|b| b.to_vec()),
+                };
+                self.call(move |i, store, ctx| {
+                    let Instance::V2(h) = i else { unreachable!() };
+                    Box::pin(async move {
+                        h.call_on_response(store, ctx, &resp)
+                            .await
+                            .map(GuestResponseAction::from)
+                    })
+                })
+                .await
+            }
+        }
+    }
+
+    /// [`Session::respond_raw`] validated.
+    pub async fn on_response(
+        &mut self,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Option<bytes::Bytes>,
+    ) -> Result<ResolvedResponseAction, HandlerError> {
+        let action = self.respond_raw(status, headers, body).await?;
+        resolve_response_action(&self.ctx.handler_name, action, self.response_buffered)
+    }
+
+    /// The observe phase: a response body chunk, after it was sent.
+    pub async fn chunk(&mut self, chunk: &[u8]) -> Result<(), HandlerError> {
+        match self.instance.as_ref() {
+            None => Err(self.closed()),
+            Some(Instance::V1(_)) => Ok(()),
+            Some(Instance::V2(_)) => {
+                let chunk = chunk.to_vec();
+                self.call(move |i, store, ctx| {
+                    let Instance::V2(h) = i else { unreachable!() };
+                    Box::pin(async move { h.call_on_response_chunk(store, ctx, &chunk).await })
+                })
+                .await
+            }
+        }
+    }
+
+    /// The observe phase: the response body ended.
+    pub async fn end(&mut self) -> Result<(), HandlerError> {
+        match self.instance.as_ref() {
+            None => Err(self.closed()),
+            Some(Instance::V1(_)) => Ok(()),
+            Some(Instance::V2(_)) => {
+                self.call(move |i, store, ctx| {
+                    let Instance::V2(h) = i else { unreachable!() };
+                    Box::pin(async move { h.call_on_response_end(store, ctx).await })
+                })
+                .await
+            }
+        }
     }
 }
 
@@ -504,7 +835,7 @@ fn sha256(bytes: &[u8]) -> ([u8; 32], String) {
 fn is_provided_interface(import: &str) -> bool {
     let (iface, version) = import.split_once('@').unwrap_or((import, ""));
     if iface == "egret:handler/host" || iface == "egret:handler/types" {
-        return version.starts_with("0.1.");
+        return version.starts_with("0.1.") || version.starts_with("0.2.");
     }
     let wasi = [
         "wasi:io/",
@@ -593,10 +924,25 @@ impl HostInner {
                 },
             }
         })?;
-        let pre = HandlerPre::new(instance_pre).map_err(|e| WasmError::WrongExport {
-            handler: handler.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+        // A component of 0.2.0 exports the response phase too; one of 0.1.0 only `handle`.
+        let pre = match v2::HandlerPre::new(instance_pre.clone()) {
+            Ok(p) => Pre::V2(p),
+            Err(e2) => match v1::HandlerPre::new(instance_pre) {
+                Ok(p) => Pre::V1(p),
+                Err(e1) => {
+                    return Err(WasmError::WrongExport {
+                        handler: handler.to_owned(),
+                        reason: format!(
+                            "as egret:handler@0.2.0: {e2:#}; as egret:handler@0.1.0: {e1:#}"
+                        ),
+                    })
+                }
+            },
+        };
+        let wit_version = match pre {
+            Pre::V1(_) => WitVersion::V0_1,
+            Pre::V2(_) => WitVersion::V0_2,
+        };
         Ok(Compiled {
             pre,
             info: HandlerInfo {
@@ -604,6 +950,7 @@ impl HostInner {
                 size_bytes: bytes.len(),
                 imports,
                 exports,
+                wit_version,
             },
         })
     }

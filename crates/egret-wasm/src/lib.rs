@@ -77,30 +77,41 @@ mod artifact_cache;
 mod bindings;
 mod config;
 #[cfg(feature = "runtime")]
+mod convert;
+#[cfg(feature = "runtime")]
 mod epoch;
 mod error;
 #[cfg(feature = "runtime")]
 mod host;
+#[cfg(feature = "runtime")]
+mod imports;
 mod kv;
 #[cfg(feature = "runtime")]
 mod offline;
 mod secrets;
+mod services;
 #[cfg(feature = "runtime")]
 mod state;
-#[cfg(not(feature = "runtime"))]
 mod wit_types;
 
 pub use action::{
-    describe_masked, resolve_action, ForwardSpec, GuestAction, GuestHeaderValue, HeaderOp,
-    ResolvedAction, ResponseSpec, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADER_OPS, MAX_PATH_BYTES,
+    describe_masked, describe_response_action, encode_secret, resolve_action,
+    resolve_response_action, BasicCredentials, Encoding, Filled, ForwardSpec, GuestAction,
+    GuestHeaderValue, GuestResponseAction, HeaderOp, ResolvedAction, ResolvedResponseAction,
+    ResponseEdits, ResponseSpec, SecretRef, ValuePart, MAX_BODY_BYTES, MAX_HEADER_BYTES,
+    MAX_HEADER_OPS, MAX_PATH_BYTES, MAX_REPLACEMENT_BODY_BYTES,
 };
 pub use config::{HostConfig, Limits};
 pub use error::{HandlerError, WasmError};
 #[cfg(feature = "runtime")]
-pub use host::{HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead};
+pub use host::{
+    HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead, Session,
+    SessionSpec, WitVersion,
+};
 pub use kv::{
     Clock, KvError, KvStore, SavedEntry, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 #[cfg(feature = "runtime")]
 pub use offline::{run_offline, OfflineError};
 pub use secrets::{Grants, SecretSource, SecretStore, SecretValue};
+pub use services::{FetchCall, FetchFuture, FetchReply, Fetcher, Services};

@@ -165,7 +165,7 @@ pub async fn run_offline(
         .await
         .map_err(OfflineError::Handler)?;
     out.push_str(&describe_masked(&action));
-    match resolve_action(&handler.name, action, &grants, &store) {
+    match resolve_action(&handler.name, action, &grants, &store, false) {
         Ok(ResolvedAction::Forward {
             injected_secret_headers,
             ..

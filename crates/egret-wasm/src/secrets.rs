@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
@@ -43,10 +44,11 @@ pub trait SecretSource: Send + Sync {
     fn get(&self, name: &str) -> Option<SecretValue>;
 }
 
-/// An in-memory name → value map of secrets, safe to share between threads.
+/// An in-memory name → value map of secrets, safe to share between threads. Secrets a handler
+/// obtained itself (`set-secret`, e.g. an access token) may expire.
 #[derive(Default)]
 pub struct SecretStore {
-    values: RwLock<HashMap<String, SecretValue>>,
+    values: RwLock<HashMap<String, (SecretValue, Option<Instant>)>>,
 }
 
 impl fmt::Debug for SecretStore {
@@ -65,9 +67,20 @@ impl SecretStore {
 
     /// Sets (or replaces) a secret.
     pub fn set(&self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.set_with_ttl(name, value, None);
+    }
+
+    /// Sets (or replaces) a secret that is gone after `ttl`, when given.
+    pub fn set_with_ttl(
+        &self,
+        name: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        ttl: Option<Duration>,
+    ) {
+        let expires = ttl.map(|t| Instant::now() + t);
         self.values
             .write()
-            .insert(name.into(), SecretValue::new(value));
+            .insert(name.into(), (SecretValue::new(value), expires));
     }
 
     /// Removes a secret; returns whether it existed.
@@ -75,16 +88,28 @@ impl SecretStore {
         self.values.write().remove(name).is_some()
     }
 
-    /// Names of all secrets, sorted (values are never listed).
+    /// Names of all live secrets, sorted (values are never listed).
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.values.read().keys().cloned().collect();
+        let now = Instant::now();
+        let mut names: Vec<String> = self
+            .values
+            .read()
+            .iter()
+            .filter(|(_, (_, exp))| exp.is_none_or(|t| now < t))
+            .map(|(k, _)| k.clone())
+            .collect();
         names.sort();
         names
     }
 
-    /// The value of a secret.
+    /// The value of a secret (none once it expired).
     pub fn get(&self, name: &str) -> Option<SecretValue> {
-        self.values.read().get(name).cloned()
+        let map = self.values.read();
+        let (value, expires) = map.get(name)?;
+        if expires.is_some_and(|t| Instant::now() >= t) {
+            return None;
+        }
+        Some(value.clone())
     }
 
     /// Materializes `template` with every `{}` replaced by the named secret
@@ -119,13 +144,16 @@ pub(crate) fn fill_template(template: &str, value: &SecretValue) -> SecretValue 
 ///
 /// A name in `secrets` may be injected by reference (`secret(name)` header
 /// values); a name in `reveal` may additionally be read by the guest with
-/// `reveal-secret` (and implies use).
+/// `reveal-secret` (and implies use); a name in `mint` may be set by the guest
+/// with `set-secret` (a credential it obtained itself) and implies use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Secrets the handler may inject without seeing them.
     pub secrets: Arc<[Arc<str>]>,
     /// Secrets the handler may read in clear.
     pub reveal: Arc<[Arc<str>]>,
+    /// Secrets the handler may set.
+    pub mint: Arc<[Arc<str>]>,
 }
 
 impl Grants {
@@ -140,7 +168,18 @@ impl Grants {
         Grants {
             secrets: secrets.into_iter().map(Into::into).collect(),
             reveal: reveal.into_iter().map(Into::into).collect(),
+            mint: Arc::from([]),
         }
+    }
+
+    /// These grants plus setting (and using) `mint`.
+    pub fn with_mint<I, S>(mut self, mint: I) -> Grants
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        self.mint = mint.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Grants use (not reveal) of the given secrets.
@@ -154,7 +193,12 @@ impl Grants {
 
     /// Whether the handler may inject this secret.
     pub fn may_use(&self, name: &str) -> bool {
-        self.secrets.iter().any(|s| &**s == name) || self.may_reveal(name)
+        self.secrets.iter().any(|s| &**s == name) || self.may_reveal(name) || self.may_mint(name)
+    }
+
+    /// Whether the handler may set this secret.
+    pub fn may_mint(&self, name: &str) -> bool {
+        self.mint.iter().any(|s| &**s == name)
     }
 
     /// Whether the handler may read this secret in clear.
@@ -169,7 +213,16 @@ impl Grants {
             .iter()
             .filter(|r| !self.secrets.contains(r))
             .map(|r| &**r);
-        self.secrets.iter().map(|s| &**s).chain(reveal_only)
+        let mint_only = self
+            .mint
+            .iter()
+            .filter(|m| !self.secrets.contains(m) && !self.reveal.contains(m))
+            .map(|m| &**m);
+        self.secrets
+            .iter()
+            .map(|s| &**s)
+            .chain(reveal_only)
+            .chain(mint_only)
     }
 }
 
@@ -193,6 +246,20 @@ mod tests {
         assert_eq!(s.resolve("Bearer {}", "t").unwrap().expose(), b"Bearer abc");
         assert_eq!(s.resolve("{}:{}", "t").unwrap().expose(), b"abc:abc");
         assert!(s.resolve("{}", "missing").is_none());
+    }
+
+    #[test]
+    fn minted_secrets_expire() {
+        let s = SecretStore::new();
+        s.set_with_ttl("tok", "v", Some(Duration::from_millis(30)));
+        assert!(s.get("tok").is_some());
+        assert_eq!(s.names(), vec!["tok".to_string()]);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(s.get("tok").is_none());
+        assert!(s.names().is_empty());
+        let g = Grants::use_only(["a"]).with_mint(["m"]);
+        assert!(g.may_use("m") && g.may_mint("m") && !g.may_mint("a"));
+        assert_eq!(g.usable().collect::<Vec<_>>(), vec!["a", "m"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Per-request store data: the WASI context (with nothing granted), the
-//! memory limiter, captured guest output, and the implementation of the
-//! `egret:handler/host` imports (log, secrets, kv).
+//! memory limiter, captured guest output, and what the `egret:handler/host`
+//! imports work on (log, secrets, kv, the services a binding is granted); the
+//! imports themselves, per WIT version, are in `imports.rs`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::egret::handler::host::{Host, LogLevel};
 use crate::kv::KvStore;
 use crate::secrets::{Grants, SecretSource, SecretValue};
+use crate::services::Services;
 
 /// Longest log message kept from a guest, in bytes.
 pub(crate) const MAX_LOG_BYTES: usize = 4 << 10;
@@ -174,9 +175,13 @@ pub(crate) struct StoreState {
     /// Granted secrets that exist, fetched once per request: used for
     /// `has-secret`, `reveal-secret` and log redaction.
     granted: Vec<(String, SecretValue)>,
-    kv: KvStore,
+    pub(crate) kv: KvStore,
     log_lines: u32,
     pub(crate) logs_dropped: u32,
+    /// What the binding may call besides kv and secrets (fetch, set-secret).
+    pub(crate) services: Services,
+    /// `fetch` calls made so far in this invocation.
+    pub(crate) fetches: u32,
 }
 
 /// Inputs for [`StoreState::new`].
@@ -187,6 +192,7 @@ pub(crate) struct StateInit<'a> {
     pub secrets: &'a dyn SecretSource,
     pub kv: &'a KvStore,
     pub memory_limit: usize,
+    pub services: Services,
 }
 
 impl StoreState {
@@ -213,7 +219,48 @@ impl StoreState {
             kv: init.kv.clone(),
             log_lines: 0,
             logs_dropped: 0,
+            services: init.services,
+            fetches: 0,
         }
+    }
+
+    pub(crate) fn sandbox(&self) -> &str {
+        &self.sandbox
+    }
+
+    pub(crate) fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    /// The granted secrets that exist, as a source for filling them in.
+    pub(crate) fn granted(&self) -> GrantedSecrets<'_> {
+        GrantedSecrets(&self.granted)
+    }
+
+    /// A secret the guest obtained itself: stored for later requests (and this one) under a
+    /// name the binding may mint.
+    pub(crate) fn mint(
+        &mut self,
+        name: &str,
+        value: Vec<u8>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), String> {
+        if !self.grants.may_mint(name) {
+            return Err(format!(
+                "handler `{h}` may not set secret `{n}`: the admin must list it in the handler's \
+                 mint_secrets",
+                h = self.handler,
+                n = echo_name(name)
+            ));
+        }
+        let Some(store) = &self.services.mint else {
+            return Err("set-secret is not available here".into());
+        };
+        store.set_with_ttl(name, value.clone(), ttl);
+        self.granted.retain(|(n, _)| n != name);
+        self.granted
+            .push((name.to_owned(), SecretValue::new(value)));
+        Ok(())
     }
 
     pub(crate) fn handler(&self) -> &str {
@@ -267,10 +314,29 @@ impl WasiView for StoreState {
     }
 }
 
-impl crate::bindings::egret::handler::types::Host for StoreState {}
+/// The granted secrets of one invocation as a [`SecretSource`].
+pub(crate) struct GrantedSecrets<'a>(&'a [(String, SecretValue)]);
 
-impl Host for StoreState {
-    fn log(&mut self, level: LogLevel, msg: String) {
+impl SecretSource for GrantedSecrets<'_> {
+    fn get(&self, name: &str) -> Option<SecretValue> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Log levels of every WIT version.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl StoreState {
+    pub(crate) fn log(&mut self, level: Level, msg: String) {
         if self.log_lines >= MAX_LOG_LINES {
             self.logs_dropped += 1;
             return;
@@ -280,54 +346,44 @@ impl Host for StoreState {
         let msg = truncate(self.redact(&msg), MAX_LOG_BYTES);
         let (handler, sandbox) = (self.handler.as_str(), self.sandbox.as_str());
         match level {
-            LogLevel::Debug => {
+            Level::Debug => {
                 tracing::debug!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }
-            LogLevel::Info => {
+            Level::Info => {
                 tracing::info!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }
-            LogLevel::Warn => {
+            Level::Warn => {
                 tracing::warn!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }
-            LogLevel::Error => {
+            Level::Error => {
                 tracing::error!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }
         }
     }
 
-    fn has_secret(&mut self, name: String) -> bool {
+    pub(crate) fn has_secret(&self, name: &str) -> bool {
         self.granted.iter().any(|(n, _)| *n == name)
     }
 
-    fn reveal_secret(&mut self, name: String) -> Result<String, String> {
-        if !self.grants.may_reveal(&name) {
+    pub(crate) fn reveal_secret(&self, name: &str) -> Result<String, String> {
+        if !self.grants.may_reveal(name) {
             return Err(format!(
                 "secret `{n}` may not be revealed to handler `{h}`: the admin must grant it with \
                  reveal (add `{n}` to the handler's reveal grants)",
-                n = echo_name(&name),
+                n = echo_name(name),
                 h = self.handler,
             ));
         }
         let Some((_, value)) = self.granted.iter().find(|(n, _)| *n == name) else {
-            return Err(format!("secret `{}` is not set", echo_name(&name)));
+            return Err(format!("secret `{}` is not set", echo_name(name)));
         };
         match value.expose_str() {
             Some(s) => Ok(s.to_owned()),
             None => Err(format!(
                 "secret `{}` is not valid UTF-8 and cannot be revealed as a string",
-                echo_name(&name)
+                echo_name(name)
             )),
         }
-    }
-
-    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.kv.get(&self.sandbox, &key).map(|b| b.to_vec())
-    }
-
-    fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.kv
-            .set(&self.sandbox, &key, value)
-            .map_err(|e| e.to_string())
     }
 }
 

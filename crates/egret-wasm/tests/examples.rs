@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use egret_wasm::{
-    describe_masked, run_offline, KvStore, OfflineError, ResolvedAction, SecretStore,
+    describe_masked, run_offline, KvStore, OfflineError, ResolvedAction, SecretStore, WitVersion,
 };
 
 #[tokio::test]
@@ -49,6 +49,73 @@ async fn inject_header_sets_header_from_secret() {
     call.params = r#"{"header":"x-api-key","secret":"gh"}"#;
     let resolved = call.handle(&h).await.unwrap();
     assert_eq!(set_value(&resolved, "x-api-key").unwrap(), b"tok-VALUE-123");
+}
+
+/// A component built against `egret:handler@0.1.0` (before bodies, the response phase and
+/// fetch existed) loads, decides and fills secrets exactly as before, next to its 0.2.0 twin;
+/// its response phase is a pass-through.
+#[tokio::test]
+async fn components_of_wit_0_1_0_keep_working() {
+    let v1 = load("v1-inject-header").await;
+    let v2 = load("inject-header").await;
+    assert_eq!(v1.wit_version(), WitVersion::V0_1);
+    assert_eq!(v2.wit_version(), WitVersion::V0_2);
+    assert!(
+        v1.info()
+            .imports
+            .iter()
+            .any(|i| i == "egret:handler/types@0.1.0"),
+        "{:?}",
+        v1.info().imports
+    );
+    let secrets = SecretStore::new();
+    secrets.set("gh", "tok-VALUE-123");
+    let kv = KvStore::new();
+    let mut call = Call::new("v1", &secrets, &kv);
+    call.params = r#"{"header":"authorization","secret":"gh","template":"Bearer {}"}"#;
+    call.grants = Grants::use_only(["gh"]);
+    for (h, name) in [(&v1, "v1-inject-header"), (&v2, "inject-header")] {
+        let resolved = call.handle(h).await.unwrap();
+        assert_eq!(
+            set_value(&resolved, "authorization").unwrap(),
+            b"Bearer tok-VALUE-123"
+        );
+        assert_eq!(
+            set_value(&resolved, "x-egret-handler").unwrap(),
+            name.as_bytes()
+        );
+    }
+    // the response phase of a 0.1.0 instance passes the response on unchanged
+    let grants = Grants::use_only(["gh"]);
+    let mut session = host()
+        .session(
+            &v1,
+            egret_wasm::SessionSpec {
+                handler_name: "v1",
+                sandbox_id: "s",
+                params_json: call.params,
+                grants: &grants,
+                secrets: &secrets,
+                kv: &kv,
+                limits: egret_wasm::Limits::default(),
+                services: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(session.wit_version(), WitVersion::V0_1);
+    session.handle(call.request.clone(), None).await.unwrap();
+    let pass = session
+        .on_response(200, vec![("server".into(), b"x".to_vec())], None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        pass,
+        egret_wasm::ResolvedResponseAction::Pass { ref set, ref remove, body: None }
+            if set.is_empty() && remove.is_empty()
+    ));
+    session.chunk(b"data").await.unwrap();
+    session.end().await.unwrap();
 }
 
 #[tokio::test]

@@ -174,14 +174,26 @@ async fn disk_cache_round_trip() {
 #[test]
 fn check_reports_imports_and_exports() {
     let info = host().check(&wasm("inject-header")).unwrap();
-    assert_eq!(info.exports, vec!["handle".to_string()]);
+    assert_eq!(
+        info.exports,
+        [
+            "handle",
+            "on-response",
+            "on-response-chunk",
+            "on-response-end"
+        ]
+    );
     assert!(
         info.imports
             .iter()
-            .any(|i| i.starts_with("egret:handler/host@0.1.0")),
+            .any(|i| i.starts_with("egret:handler/host@0.2.0")),
         "{:?}",
         info.imports
     );
+    assert_eq!(info.wit_version, egret_wasm::WitVersion::V0_2);
+    let v1 = host().check(&wasm("v1-inject-header")).unwrap();
+    assert_eq!(v1.exports, vec!["handle".to_string()]);
+    assert_eq!(v1.wit_version, egret_wasm::WitVersion::V0_1);
     assert_eq!(info.sha256_hex.len(), 64);
     println!("inject-header imports: {:?}", info.imports);
     assert!(matches!(

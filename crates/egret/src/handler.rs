@@ -21,6 +21,7 @@ pub fn check(args: HandlerCheckArgs) -> Result<ExitCode> {
         .check(&bytes)
         .with_context(|| format!("{} is not a valid egret handler", args.module.display()))?;
     println!("{}: ok", args.module.display());
+    println!("  world    {}", info.wit_version.world());
     println!("  sha256   {}", info.sha256_hex);
     println!("  size     {} bytes", info.size_bytes);
     println!("  exports  {}", info.exports.join(", "));

@@ -1,21 +1,27 @@
 //! # egret-handler: write egret request handlers in Rust
 //!
-//! An egret handler is a WebAssembly component that sees the *head* of one
-//! outbound HTTP request made by a sandboxed agent and decides what happens to
-//! it. It can
+//! An egret handler is a WebAssembly component that sees one outbound HTTP
+//! request made by a sandboxed agent and decides what happens to it. It can
 //!
 //! * **forward** the request upstream with header edits (set / remove), an
-//!   optional new path, and credentials injected *by reference*
-//!   ([`Action::set_header_secret`]): egret fills in the secret value after the
-//!   handler returns, so the handler never holds it; or
+//!   optional new path, a new body (bindings that buffer bodies:
+//!   [`Request::body`], [`Action::set_body`]), and credentials injected *by
+//!   reference* ([`Action::set_header_secret`], [`Value`]): egret fills in the
+//!   secret value after the handler returns, so the handler never holds it; or
 //! * **respond** locally ([`Action::respond`], [`Action::deny`]): nothing
 //!   reaches upstream.
 //!
+//! Bindings that opt in also see the response ([`export!`] with `on_response`,
+//! or `on_chunk`/`on_end` to observe a streamed body after it was sent).
+//!
 //! The handler never chooses the destination (scheme and authority are those
-//! of the original request), never sees the body, and has no sockets, files or
-//! environment variables. What it can call is listed in this crate: [`log()`],
+//! of the original request) and has no sockets, files or environment
+//! variables. What it can call is listed in this crate: [`log()`],
 //! [`has_secret`], [`reveal_secret`] (only for secrets the admin granted with
-//! `reveal`), and a per-sandbox key-value store in [`kv`].
+//! `reveal`), [`set_secret`] (names the admin lists in `mint_secrets`),
+//! [`fetch()`] (hosts in `fetch_hosts`), [`hmac_sha256`] keyed by a secret it
+//! never sees, [`sha256`], and a per-sandbox key-value store in [`kv`] with
+//! expiry and atomic counters.
 //!
 //! A handler is one plain function registered with [`export!`]:
 //!
@@ -52,7 +58,7 @@
 //! ```
 //!
 //! The result (`target/wasm32-wasip2/release/<crate>.wasm`) is a component
-//! egret can load. The contract is the WIT world `egret:handler/handler@0.1.0`
+//! egret can load. The contract is the WIT world `egret:handler/handler@0.2.0`
 //! in `handlers-wasm/wit/handler.wit`.
 //!
 //! ## Limits enforced by egret
@@ -113,17 +119,37 @@ impl Context {
     /// struct whose fields all have defaults works without configuration.
     pub fn params<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         let json = self.inner.params_json.trim();
-        serde_json::from_str(if json.is_empty() || json == "null" { "{}" } else { json })
+        serde_json::from_str(if json.is_empty() || json == "null" {
+            "{}"
+        } else {
+            json
+        })
     }
 }
 
-/// The head of the request being decided: method, target and headers. The
-/// body is never available to handlers.
+/// The request being decided: method, target, headers and — when the binding
+/// buffers request bodies (`body = { max_bytes = N }`) — the body.
 pub struct Request {
     inner: wit::RequestHead,
+    body: Option<Vec<u8>>,
 }
 
 impl Request {
+    /// The whole body, when the binding buffers request bodies (`None`
+    /// otherwise: it streams past the handler).
+    pub fn body(&self) -> Option<&[u8]> {
+        self.body.as_deref()
+    }
+
+    /// The body parsed as JSON (an error when there is none or it is not JSON).
+    pub fn body_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        let body = self.body().ok_or(
+            "the request body is not buffered for this handler (set `body = { max_bytes = N }`)",
+        )?;
+        serde_json::from_slice(body)
+            .map_err(|e| format!("the request body is not the expected JSON: {e}"))
+    }
+
     /// The method, e.g. `"GET"`.
     pub fn method(&self) -> &str {
         &self.inner.method
@@ -221,6 +247,7 @@ impl Action {
                 set_headers: Vec::new(),
                 remove_headers: Vec::new(),
                 path_with_query: None,
+                body: None,
             }),
         }
     }
@@ -303,6 +330,41 @@ impl Action {
         self.edit_forward("set_header_secret", |s| s.set_headers.push(op))
     }
 
+    /// Forward: set an upstream request header assembled from [`Value`] parts
+    /// (literals and secrets in any [`Encoding`]).
+    pub fn set_header_value(self, name: &str, value: Value) -> Action {
+        let op = wit::HeaderOp {
+            name: name.to_owned(),
+            value: wit::HeaderValue::Parts(value.parts),
+        };
+        self.edit_forward("set_header_value", |s| s.set_headers.push(op))
+    }
+
+    /// Forward: set an upstream request header to `Basic base64(user:password)`,
+    /// assembled by egret (either part may hold secrets).
+    pub fn set_header_basic_auth(self, name: &str, user: Value, password: Value) -> Action {
+        let op = wit::HeaderOp {
+            name: name.to_owned(),
+            value: wit::HeaderValue::BasicAuth(wit::BasicCredentials {
+                user: user.parts,
+                password: password.parts,
+            }),
+        };
+        self.edit_forward("set_header_basic_auth", |s| s.set_headers.push(op))
+    }
+
+    /// Forward: replace the request body (bindings that buffer bodies; egret
+    /// sets `content-length`).
+    pub fn set_body(self, body: impl Into<Vec<u8>>) -> Action {
+        let parts = vec![wit::ValuePart::Literal(body.into())];
+        self.edit_forward("set_body", |s| s.body = Some(parts))
+    }
+
+    /// Forward: replace the request body with parts that may hold secrets.
+    pub fn set_body_value(self, body: Value) -> Action {
+        self.edit_forward("set_body_value", |s| s.body = Some(body.parts))
+    }
+
     /// Forward: remove a header from the upstream request.
     pub fn remove_header(self, name: &str) -> Action {
         let name = name.to_owned();
@@ -344,6 +406,296 @@ impl Action {
             }
         }
     }
+}
+
+/// How a secret's value is written where egret fills it in.
+pub use wit::Encoding;
+
+/// Bytes egret assembles after the handler returns: literals and secrets it
+/// never sees, each secret in an [`Encoding`] (raw, base64, percent, JSON
+/// string, hex). Chain [`Value::text`], [`Value::bytes`], [`Value::secret`].
+#[derive(Clone, Default)]
+pub struct Value {
+    parts: Vec<wit::ValuePart>,
+}
+
+impl Value {
+    /// An empty value.
+    pub fn new() -> Value {
+        Value::default()
+    }
+
+    /// Append text.
+    pub fn text(mut self, text: &str) -> Value {
+        self.parts
+            .push(wit::ValuePart::Literal(text.as_bytes().to_vec()));
+        self
+    }
+
+    /// Append bytes.
+    pub fn bytes(mut self, bytes: impl Into<Vec<u8>>) -> Value {
+        self.parts.push(wit::ValuePart::Literal(bytes.into()));
+        self
+    }
+
+    /// Append the value of secret `name` as it is.
+    pub fn secret(self, name: &str) -> Value {
+        self.secret_as(name, Encoding::Raw)
+    }
+
+    /// Append the value of secret `name` in `encoding` (e.g. [`Encoding::Percent`]
+    /// in a form body, [`Encoding::JsonString`] inside a JSON string).
+    pub fn secret_as(mut self, name: &str, encoding: Encoding) -> Value {
+        self.parts.push(wit::ValuePart::Secret(wit::SecretRef {
+            name: name.to_owned(),
+            encoding,
+        }));
+        self
+    }
+}
+
+/// The response the upstream sent, in the response phase.
+pub struct Response {
+    inner: wit::Response,
+}
+
+impl Response {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.inner.status
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of a header as text, if it is valid UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// All headers in order; names are lower-case.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.inner
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// The whole body, when the binding buffers responses
+    /// (`response = { mode = "buffer" }`).
+    pub fn body(&self) -> Option<&[u8]> {
+        self.inner.body.as_deref()
+    }
+}
+
+/// What the response phase decided: pass the response on (with edits) or
+/// replace it.
+pub struct ResponseAction {
+    inner: wit::ResponseAction,
+}
+
+impl ResponseAction {
+    /// Pass the response on unchanged; chain edits onto it.
+    pub fn pass() -> ResponseAction {
+        ResponseAction {
+            inner: wit::ResponseAction::Pass(wit::ResponseEdits {
+                set_headers: Vec::new(),
+                remove_headers: Vec::new(),
+                body: None,
+            }),
+        }
+    }
+
+    /// Replace the response with `status` and `msg` as a `text/plain` body.
+    pub fn replace(status: u16, msg: &str) -> ResponseAction {
+        let mut body = msg.as_bytes().to_vec();
+        body.push(b'\n');
+        ResponseAction {
+            inner: wit::ResponseAction::Replace(wit::ResponseSpec {
+                status,
+                headers: vec![(
+                    "content-type".to_owned(),
+                    b"text/plain; charset=utf-8".to_vec(),
+                )],
+                body,
+            }),
+        }
+    }
+
+    fn edits(mut self, f: impl FnOnce(&mut wit::ResponseEdits)) -> ResponseAction {
+        if let wit::ResponseAction::Pass(e) = &mut self.inner {
+            f(e);
+        }
+        self
+    }
+
+    /// Pass: set (replace) a response header.
+    pub fn set_header(self, name: &str, value: impl AsRef<[u8]>) -> ResponseAction {
+        let h = (name.to_owned(), value.as_ref().to_vec());
+        self.edits(|e| e.set_headers.push(h))
+    }
+
+    /// Pass: remove a response header.
+    pub fn remove_header(self, name: &str) -> ResponseAction {
+        let n = name.to_owned();
+        self.edits(|e| e.remove_headers.push(n))
+    }
+
+    /// Pass: replace the body (buffered responses; egret sets `content-length`).
+    pub fn body(self, body: impl Into<Vec<u8>>) -> ResponseAction {
+        let b = body.into();
+        self.edits(|e| e.body = Some(b))
+    }
+}
+
+/// An HTTP request the handler makes itself with [`fetch()`].
+pub struct FetchRequest {
+    inner: wit::FetchRequest,
+}
+
+impl FetchRequest {
+    /// A request with `method` to the absolute `url` (its host must be in the
+    /// handler's `fetch_hosts`).
+    pub fn new(method: &str, url: &str) -> FetchRequest {
+        FetchRequest {
+            inner: wit::FetchRequest {
+                method: method.to_owned(),
+                url: url.to_owned(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+        }
+    }
+
+    /// A GET.
+    pub fn get(url: &str) -> FetchRequest {
+        FetchRequest::new("GET", url)
+    }
+
+    /// A POST.
+    pub fn post(url: &str) -> FetchRequest {
+        FetchRequest::new("POST", url)
+    }
+
+    /// Add a header with a literal value.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> FetchRequest {
+        self.inner.headers.push(wit::HeaderOp {
+            name: name.to_owned(),
+            value: wit::HeaderValue::Literal(value.as_ref().to_vec()),
+        });
+        self
+    }
+
+    /// Add a header assembled from parts (secrets filled in by egret).
+    pub fn header_value(mut self, name: &str, value: Value) -> FetchRequest {
+        self.inner.headers.push(wit::HeaderOp {
+            name: name.to_owned(),
+            value: wit::HeaderValue::Parts(value.parts),
+        });
+        self
+    }
+
+    /// Add `authorization: Basic base64(user:password)`, assembled by egret.
+    pub fn basic_auth(mut self, user: Value, password: Value) -> FetchRequest {
+        self.inner.headers.push(wit::HeaderOp {
+            name: "authorization".to_owned(),
+            value: wit::HeaderValue::BasicAuth(wit::BasicCredentials {
+                user: user.parts,
+                password: password.parts,
+            }),
+        });
+        self
+    }
+
+    /// Set the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> FetchRequest {
+        self.inner.body = vec![wit::ValuePart::Literal(body.into())];
+        self
+    }
+
+    /// Set the body from parts (secrets filled in by egret).
+    pub fn body_value(mut self, body: Value) -> FetchRequest {
+        self.inner.body = body.parts;
+        self
+    }
+}
+
+/// What a [`fetch()`] got back.
+pub struct FetchResponse {
+    inner: wit::FetchResponse,
+}
+
+impl FetchResponse {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.inner.status
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.inner
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.inner.body
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.inner.body)
+            .map_err(|e| format!("fetch response is not the expected JSON: {e}"))
+    }
+}
+
+/// Make an HTTP request through egret: only to hosts the handler's binding
+/// grants (`fetch_hosts`), certificate-verified, bounded in count, size and
+/// time; every call is audited. The error says why it failed.
+pub fn fetch(req: FetchRequest) -> Result<FetchResponse, String> {
+    wit_host::fetch(&req.inner).map(|inner| FetchResponse { inner })
+}
+
+/// HMAC-SHA256 keyed by the secret `key` (optionally inside a template such as
+/// `"AWS4{}"`) that the handler never sees. With several messages the HMAC is
+/// chained — each output keys the next — and only the last is returned: AWS
+/// Signature V4's signing-key derivation and signature in one call.
+pub fn hmac_sha256(
+    key: &str,
+    template: Option<&str>,
+    messages: &[&[u8]],
+) -> Result<Vec<u8>, String> {
+    let key = wit::SecretKey {
+        name: key.to_owned(),
+        template: template.map(str::to_owned),
+    };
+    let messages: Vec<Vec<u8>> = messages.iter().map(|m| m.to_vec()).collect();
+    wit_host::hmac_sha256(&key, &messages)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    wit_host::sha256(data)
+}
+
+/// Lower-case hex of `bytes` (digests, signatures).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Store a secret the handler obtained itself (e.g. an access token from a
+/// [`fetch()`]) under a name its binding lists in `mint_secrets`, optionally
+/// expiring after `ttl_ms`. It can then be filled in by name like any granted
+/// secret, and egret masks it where a response echoes it.
+pub fn set_secret(name: &str, value: impl AsRef<[u8]>, ttl_ms: Option<u64>) -> Result<(), String> {
+    wit_host::set_secret(name, value.as_ref(), ttl_ms)
 }
 
 /// Severity of a [`log()`] line.
@@ -425,33 +777,97 @@ pub mod kv {
     /// Write a value (key at most 256 bytes, value at most 64 KiB, at most
     /// 10000 entries per sandbox).
     pub fn set(key: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-        wit_host::kv_set(key, value.as_ref())
+        wit_host::kv_set(key, value.as_ref(), None)
+    }
+
+    /// Write a value that is gone after `ttl_ms` milliseconds.
+    pub fn set_with_ttl(key: &str, value: impl AsRef<[u8]>, ttl_ms: u64) -> Result<(), String> {
+        wit_host::kv_set(key, value.as_ref(), Some(ttl_ms))
+    }
+
+    /// Remove a key; whether it was there.
+    pub fn delete(key: &str) -> bool {
+        wit_host::kv_delete(key)
+    }
+
+    /// Add `delta` to the integer under `key` (absent: 0) atomically and return
+    /// the new value; `ttl_ms` sets the expiry when the key is created (a budget
+    /// window that does not slide).
+    pub fn incr(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
+        wit_host::kv_incr(key, delta, ttl_ms)
+    }
+
+    /// Set `key` to `new` only if its value is `expected` (`None`: only if
+    /// absent); whether it was set.
+    pub fn compare_and_set(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: impl AsRef<[u8]>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, String> {
+        wit_host::kv_compare_and_set(key, expected, new.as_ref(), ttl_ms)
     }
 }
 
-/// Registers `fn(Context, Request) -> Action` as this component's handler.
+/// Registers `fn(Context, Request) -> Action` as this component's handler,
+/// and optionally the response phase: `on_response = fn(Context, Response) ->
+/// ResponseAction` (bindings with `response = { mode = "head" | "buffer" }`),
+/// `on_chunk = fn(Context, &[u8])` and `on_end = fn(Context)` (bindings with
+/// `response = { mode = "observe" }`). Phases not given pass the response on
+/// unchanged.
 ///
 /// Use it exactly once, at the crate root of a `cdylib` crate:
 ///
 /// ```no_run
-/// fn handle(_ctx: egret_handler::Context, _req: egret_handler::Request) -> egret_handler::Action {
-///     egret_handler::Action::forward()
+/// use egret_handler::{Action, Context, Request, Response, ResponseAction};
+/// fn handle(_ctx: Context, _req: Request) -> Action {
+///     Action::forward()
 /// }
-/// egret_handler::export!(handle);
+/// fn strip(_ctx: Context, _resp: Response) -> ResponseAction {
+///     ResponseAction::pass().remove_header("server")
+/// }
+/// egret_handler::export!(handle, on_response = strip);
 /// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export {
-    ($handler:path) => {
+    ($handler:path $(, $phase:ident = $f:path)* $(,)?) => {
         #[doc(hidden)]
         struct __EgretHandlerExport;
 
         impl $crate::__private::Guest for __EgretHandlerExport {
             fn handle(
                 ctx: $crate::__private::WitContext,
-                req: $crate::__private::WitRequestHead,
+                req: $crate::__private::WitRequest,
             ) -> $crate::__private::WitAction {
                 $crate::__private::run($handler, ctx, req)
+            }
+
+            fn on_response(
+                ctx: $crate::__private::WitContext,
+                resp: $crate::__private::WitResponse,
+            ) -> $crate::__private::WitResponseAction {
+                let phases = $crate::__private::Phases {
+                    $($phase: Some($f),)*
+                    ..$crate::__private::Phases::NONE
+                };
+                $crate::__private::on_response(phases.on_response, ctx, resp)
+            }
+
+            fn on_response_chunk(ctx: $crate::__private::WitContext, chunk: ::std::vec::Vec<u8>) {
+                let phases = $crate::__private::Phases {
+                    $($phase: Some($f),)*
+                    ..$crate::__private::Phases::NONE
+                };
+                $crate::__private::on_chunk(phases.on_chunk, ctx, chunk)
+            }
+
+            fn on_response_end(ctx: $crate::__private::WitContext) {
+                let phases = $crate::__private::Phases {
+                    $($phase: Some($f),)*
+                    ..$crate::__private::Phases::NONE
+                };
+                $crate::__private::on_end(phases.on_end, ctx)
             }
         }
 
@@ -466,16 +882,66 @@ pub mod __private {
     pub use wit_bindgen;
 
     pub type WitContext = super::wit::Context;
-    pub type WitRequestHead = super::wit::RequestHead;
+    pub type WitRequest = super::wit::Request;
     pub type WitAction = super::wit::Action;
+    pub type WitResponse = super::wit::Response;
+    pub type WitResponseAction = super::wit::ResponseAction;
+
+    /// The optional phases named in `export!`.
+    pub struct Phases {
+        pub on_response: Option<fn(super::Context, super::Response) -> super::ResponseAction>,
+        pub on_chunk: Option<fn(super::Context, &[u8])>,
+        pub on_end: Option<fn(super::Context)>,
+    }
+
+    impl Phases {
+        pub const NONE: Phases = Phases {
+            on_response: None,
+            on_chunk: None,
+            on_end: None,
+        };
+    }
 
     /// Adapts the WIT types to the SDK types around the user's function.
     pub fn run(
         f: impl FnOnce(super::Context, super::Request) -> super::Action,
         ctx: WitContext,
-        req: WitRequestHead,
+        req: WitRequest,
     ) -> WitAction {
-        f(super::Context { inner: ctx }, super::Request { inner: req }).into_wit()
+        let request = super::Request {
+            inner: req.head,
+            body: req.body,
+        };
+        f(super::Context { inner: ctx }, request).into_wit()
+    }
+
+    pub fn on_response(
+        f: Option<fn(super::Context, super::Response) -> super::ResponseAction>,
+        ctx: WitContext,
+        resp: WitResponse,
+    ) -> WitResponseAction {
+        match f {
+            Some(f) => {
+                f(
+                    super::Context { inner: ctx },
+                    super::Response { inner: resp },
+                )
+                .inner
+            }
+            None => super::ResponseAction::pass().inner,
+        }
+    }
+
+    pub fn on_chunk(f: Option<fn(super::Context, &[u8])>, ctx: WitContext, chunk: Vec<u8>) {
+        if let Some(f) = f {
+            f(super::Context { inner: ctx }, &chunk)
+        }
+    }
+
+    pub fn on_end(f: Option<fn(super::Context)>, ctx: WitContext) {
+        if let Some(f) = f {
+            f(super::Context { inner: ctx })
+        }
     }
 }
 
@@ -492,7 +958,36 @@ mod tests {
                 path_with_query: pq.into(),
                 headers: vec![("x-a".into(), b"1".to_vec()), ("x-a".into(), b"2".to_vec())],
             },
+            body: Some(br#"{"model":"m"}"#.to_vec()),
         }
+    }
+
+    #[test]
+    fn body_and_values() {
+        #[derive(serde::Deserialize)]
+        struct B {
+            model: String,
+        }
+        let r = request("api.test", "/");
+        assert_eq!(r.body_json::<B>().unwrap().model, "m");
+        let a = Action::forward()
+            .set_body_value(Value::new().text("k=").secret_as("S", Encoding::Percent))
+            .set_header_basic_auth(
+                "authorization",
+                Value::new().text("id"),
+                Value::new().secret("S"),
+            );
+        match a.into_wit() {
+            wit::Action::Forward(f) => {
+                assert_eq!(f.body.unwrap().len(), 2);
+                assert!(matches!(
+                    f.set_headers[0].value,
+                    wit::HeaderValue::BasicAuth(_)
+                ));
+            }
+            wit::Action::Respond(_) => panic!("expected forward"),
+        }
+        assert_eq!(hex(&[0, 255, 16]), "00ff10");
     }
 
     #[test]

@@ -372,9 +372,23 @@ async fn basic_route(
                     )
                 })
                 .collect();
+            // What arrived, as digests: the echo guard masks credentials in `headers`, so tests
+            // prove the upstream got the right value through these.
+            let headers_sha256: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        format!("{:x}", Sha256::digest(v.as_bytes())).into(),
+                    )
+                })
+                .collect();
             let body = serde_json::json!({
                 "server": st.name, "method": req.method().as_str(), "path": req.uri().path_and_query().map(|p| p.as_str()),
-                "host": host, "version": format!("{:?}", req.version()), "headers": headers, "peer": peer.to_string(), "local": local.ip().to_canonical().to_string(), "tls": tls,
+                "host": host, "version": format!("{:?}", req.version()), "headers": headers,
+                "headers_sha256": headers_sha256, "peer": peer.to_string(),
+                "local": local.ip().to_canonical().to_string(), "tls": tls,
             });
             let echoed_token = req.headers().get("x-auth-token").cloned();
             let mut r = text(StatusCode::OK, body.to_string());
@@ -572,7 +586,16 @@ async fn main() -> anyhow::Result<()> {
 fn is_protocol_route(parts: &[&str]) -> bool {
     matches!(
         parts.first().copied(),
-        Some("ws" | "sse" | "barrier" | "grpc" | "chunked" | "etag" | "altsvc" | "gzip")
+        Some(
+            "ws" | "sse"
+                | "barrier"
+                | "grpc"
+                | "chunked"
+                | "etag"
+                | "altsvc"
+                | "gzip"
+                | "gzip-always"
+        )
     )
 }
 
@@ -689,7 +712,14 @@ async fn protocol_route(
             r.headers_mut().insert("alt-svc", v.parse().unwrap());
             r
         }
-        ["gzip", n] => {
+        // `/gzip/N` encodes only for a client that accepts gzip (as servers do); `/gzip-always/N`
+        // ignores `accept-encoding` (a broken server).
+        [route @ ("gzip" | "gzip-always"), n] => {
+            let accepts = req.headers().get_all("accept-encoding").iter().any(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .to_ascii_lowercase()
+                    .contains("gzip")
+            });
             let n: u64 = n.parse().unwrap_or(1000);
             let mut plain = Vec::with_capacity(n as usize);
             let mut i = 0;
@@ -698,6 +728,17 @@ async fn protocol_route(
                 let take = (n - plain.len() as u64).min(b.len() as u64) as usize;
                 plain.extend_from_slice(&b[..take]);
                 i += 1;
+            }
+            if route == "gzip" && !accepts {
+                let mut r = text(StatusCode::OK, String::new());
+                r.headers_mut().insert(
+                    "x-sha256-plain",
+                    egret_e2e::sha256_hex(&plain).parse().unwrap(),
+                );
+                *r.body_mut() = Full::new(Bytes::from(plain))
+                    .map_err(|e| match e {})
+                    .boxed();
+                return Ok(r);
             }
             let gz = gzip_stored(&plain);
             let mut r = Response::new(

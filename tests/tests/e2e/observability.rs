@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every audit event carries exactly these fields (README, "Audit events").
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 23] = [
     "ts",
     "sandbox",
     "generation",
@@ -28,6 +28,7 @@ const FIELDS: [&str; 22] = [
     "error",
     "classified",
     "first_byte_ms",
+    "masked",
 ];
 
 const SECRET: &str = "s3cr3t-VALUE-4b1d2e9f7a";
@@ -390,19 +391,27 @@ fn secrets_never_reach_logs_audit_metrics_or_admin_answers() {
     // a handler that reveals the secret and logs it on purpose (and, test-only, answers with it)
     let out = curl_ok(&env, &["http://reveal.test/x?k=v"]);
     assert_eq!(out, SECRET, "the test handler did not reveal the secret");
-    // a handler that injects it into a header the upstream echoes back in its body; the
-    // sandbox also sends it in a header of its own and in the query string
+    // a handler that injects it into a header the upstream echoes back in its body and in a
+    // response header; the sandbox also sends it in a header of its own and in the query
+    // string. The echo guard masks every occurrence before the sandbox sees the response.
     let hdr = format!("x-client-copy: {SECRET}");
     let url = format!("http://vcs.test/echo?token={SECRET}");
     let out = curl_ok(&env, &["-i", "-H", &hdr, &url]);
     assert!(
-        out.contains(SECRET),
-        "the upstream did not echo the secret: {out}"
+        !out.contains(SECRET),
+        "the echo guard let the secret through: {out}"
     );
+    let masked = "*".repeat(SECRET.len());
     assert!(
         out.to_lowercase()
-            .contains(&format!("x-echoed-token: {}", SECRET.to_lowercase())),
-        "the upstream did not echo the secret in a response header: {out}"
+            .contains(&format!("x-echoed-token: {masked}")),
+        "the upstream did not echo the (masked) secret in a response header: {out}"
+    );
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert_eq!(
+        json(body)["headers_sha256"]["x-auth-token"],
+        sha256_hex(SECRET.as_bytes()),
+        "{out}"
     );
     env.event("reveal", |e| e["host"] == "reveal.test");
     let ev = env.event("inject", |e| e["host"] == "vcs.test");

@@ -121,7 +121,10 @@ impl RequestHead {
             }
             Op::SetHandler(name) => {
                 let config: HandlerConfig = parse_json(&body)?;
-                apply(Change::SetHandler { name, config })
+                apply(Change::SetHandler {
+                    name,
+                    config: Box::new(config),
+                })
             }
             Op::RemoveHandler(name) => apply(Change::RemoveHandler(name)),
             Op::Modules => Ok(Command::Modules),

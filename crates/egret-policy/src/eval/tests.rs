@@ -707,3 +707,80 @@ fn allowed_upstream_cidrs_must_be_addresses() {
     assert!(!text.contains("allowed_upstream_cidrs[0]"), "{text}");
     assert!(text.contains("not an IP address or CIDR network"), "{text}");
 }
+
+#[test]
+fn handler_capabilities_compile_into_the_binding() {
+    let cfg = PolicyConfig::from_toml(
+        r#"
+        outbound = "guard"
+        [handlers.guard]
+        module = "g.wasm"
+        body = { max_bytes = 4096 }
+        response = { mode = "observe" }
+        fetch_hosts = ["auth.example.test", "*.tokens.test:443"]
+        fetch = { max_calls = 2, timeout_ms = 800 }
+        mint_secrets = ["ACCESS_TOKEN"]
+        echo_guard = false
+        "#,
+        "p.toml",
+    )
+    .unwrap();
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let b = &p.bindings()[0];
+    assert_eq!(b.body_max, Some(4096));
+    assert_eq!(b.response, Some((ResponseMode::Observe, 1 << 20)));
+    let f = b.fetch.as_ref().unwrap();
+    assert!(f.allows("auth.example.test", 443) && f.allows("a.tokens.test", 443));
+    assert!(!f.allows("a.tokens.test", 80) && !f.allows("evil.test", 443));
+    assert_eq!((f.max_calls, f.max_response_bytes), (2, 1 << 20));
+    assert_eq!(f.timeout, Duration::from_millis(800));
+    assert_eq!(&*b.mint, &[Arc::from("ACCESS_TOKEN")]);
+    assert!(!b.echo_guard);
+    // defaults: nothing opted in, echo guard on
+    let cfg = PolicyConfig::from_toml("outbound = \"h\"\n[handlers.h]\nmodule = \"h.wasm\"\n", "p")
+        .unwrap();
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let b = &p.bindings()[0];
+    assert!(b.body_max.is_none() && b.response.is_none() && b.fetch.is_none());
+    assert!(b.echo_guard && b.mint.is_empty());
+}
+
+#[test]
+fn bad_handler_capabilities_are_refused_with_their_paths() {
+    let cfg = PolicyConfig::from_toml(
+        r#"
+        [secrets]
+        TOKEN = { env = "T" }
+        [handlers.h]
+        module = "h.wasm"
+        body = { max_bytes = 0 }
+        response = { mode = "buffer", max_bytes = 999999999999 }
+        fetch_hosts = ["bad host"]
+        fetch = { max_calls = 0 }
+        mint_secrets = ["TOKEN", "bad name"]
+        "#,
+        "p.toml",
+    )
+    .unwrap();
+    let text = CompiledPolicy::compile(&cfg, &RuntimeLayer::default(), 1)
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "handlers.h.body.max_bytes",
+        "handlers.h.response.max_bytes",
+        "handlers.h.fetch_hosts[0]",
+        "handlers.h.fetch.max_calls",
+        "handlers.h.mint_secrets[0]",
+        "handlers.h.mint_secrets[1]",
+        "must not be one of [secrets]",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let e = PolicyConfig::from_toml(
+        "[handlers.h]\nmodule = \"h\"\nresponse = { mode = \"sometimes\" }\n",
+        "p.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("p.toml:3") && e.contains("sometimes"), "{e}");
+}

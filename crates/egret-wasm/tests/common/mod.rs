@@ -31,6 +31,7 @@ pub const ALL: &[&str] = &[
     "deep-recursion",
     "log-secret",
     "count-calls",
+    "v1-inject-header",
 ];
 
 static BUILD: Once = Once::new();

@@ -28,7 +28,12 @@
 //!   `x-amz-content-sha256` value);
 //! * 400 `InvalidArgument`: `bad-content-sha256` (neither hex sha256 nor `UNSIGNED-PAYLOAD`);
 //! * 501 `NotImplemented`: `streaming-payload`.
-use super::{hex, log_value, percent_decode, read_body, text, Body, State};
+use super::{log_value, percent_decode, read_body, text, Body, State};
+
+/// Lower-case hex of `b` (a digest or a MAC).
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -140,9 +140,12 @@ allowed_hosts = ["grpc.test"]
         egret.logs()
     );
     assert!(o.status.success(), "{ctx}");
-    // unary: the server saw the injected credential and the client's own metadata
+    // unary: the server saw the injected credential (its digest) and the client's own
+    // metadata; the credential it echoed in the message came back masked
+    let masked = "*".repeat(TOKEN.len());
+    let sha = sha256_hex(TOKEN.as_bytes());
     assert!(
-        out.contains(&format!("UNARY auth={TOKEN} echo=hello")),
+        out.contains(&format!("UNARY auth={masked} sha={sha} echo=hello")),
         "{ctx}"
     );
     assert!(out.contains("UNARY-CODE OK"), "{ctx}");

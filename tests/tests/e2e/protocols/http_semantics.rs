@@ -219,7 +219,7 @@ fn gzip_bodies_pass_through_byte_identical() {
             hdrs.to_str().unwrap(),
             "-o",
             body.to_str().unwrap(),
-            "https://api.test/gzip/300000",
+            "https://ro.test/gzip/300000",
         ]);
         assert_eq!(code, 0, "{err}");
         let h = std::fs::read_to_string(&hdrs).unwrap().to_lowercase();
@@ -240,20 +240,44 @@ fn gzip_bodies_pass_through_byte_identical() {
             "--compressed",
             "-o",
             body.to_str().unwrap(),
-            "https://api.test/gzip/300000",
+            "https://ro.test/gzip/300000",
         ]);
         assert_eq!(code, 0, "{err}");
         let plain = std::fs::read(&body).unwrap();
         assert_eq!(plain.len(), 300000);
         assert_eq!(sha256_hex(&plain), header("x-sha256-plain"));
     }
-    // the client's Accept-Encoding reaches the upstream unchanged
+    // the client's Accept-Encoding reaches the upstream unchanged (no credential on ro.test)
     let (code, out, _) = env.curl(&[
         "-H",
         "accept-encoding: br, gzip;q=0.5",
-        "https://api.test/echo",
+        "https://ro.test/echo",
     ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["headers"]["accept-encoding"], "br, gzip;q=0.5");
+    // A request carrying a credential asks for identity encoding, so the echo guard can read
+    // the body: the same content arrives unencoded ...
+    let (code, _, err) = env.curl(&[
+        "-H",
+        "accept-encoding: gzip",
+        "-D",
+        hdrs.to_str().unwrap(),
+        "-o",
+        body.to_str().unwrap(),
+        "https://api.test/gzip/300000",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let h = std::fs::read_to_string(&hdrs).unwrap().to_lowercase();
+    assert!(!h.contains("content-encoding"), "{h}");
+    let plain = std::fs::read(&body).unwrap();
+    assert_eq!(plain.len(), 300000);
+    // ... and an upstream that encodes anyway is refused, naming why (fail closed)
+    let (code, out, _) = env.curl(&["-i", "https://api.test/gzip-always/1000"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("HTTP/2 502") || out.starts_with("HTTP/1.1 502"),
+        "{out}"
+    );
+    assert!(out.contains("content-encoding gzip"), "{out}");
 }
