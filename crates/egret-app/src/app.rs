@@ -57,6 +57,26 @@ pub struct App {
     leaves: Arc<egret_tls::LeafCache>,
     audit: Arc<egret_proxy::AuditSink>,
     admin: Option<egret_admin::ServerHandle>,
+    /// The kv store and where it is saved (`--state-dir`).
+    kv_saver: Option<KvSaver>,
+}
+
+/// Saves the handlers' kv store to `--state-dir` when it changed: at most once a second (a
+/// counter bumped per request must not cost a file write per request; a crash loses at most
+/// the last second), and once more when egret stops.
+struct KvSaver {
+    dir: StateDir,
+    kv: Arc<egret_wasm::KvStore>,
+}
+
+impl KvSaver {
+    fn save_if_changed(&self) {
+        if self.kv.take_dirty() {
+            if let Err(e) = self.dir.save_kv(&self.kv.snapshot()) {
+                tracing::error!(error = %e, dir = %self.dir.path().display(), "could not save the kv store");
+            }
+        }
+    }
 }
 
 impl Config {
@@ -100,6 +120,9 @@ impl Config {
             secrets.set(name.clone(), value.clone().into_bytes());
         }
         let kv = Arc::new(egret_wasm::KvStore::new());
+        // The saved store first: a [kv] seed in the policy file sets its keys anew.
+        kv.restore(restored.kv)
+            .map_err(|e| AppError::KvSeed(format!("--state-dir kv.json: {e}")))?;
         kv.seed(
             &self.sandbox_id,
             compiled
@@ -198,6 +221,10 @@ impl Config {
             audit.clone(),
             metrics.clone(),
         ));
+        let kv_saver = state_dir.clone().map(|dir| KvSaver {
+            dir,
+            kv: kv.clone(),
+        });
         let dispatch = Arc::new(WasmDispatch::new(
             DispatchParts {
                 host,
@@ -281,6 +308,7 @@ impl Config {
             leaves,
             audit,
             admin,
+            kv_saver,
         })
     }
 }
@@ -300,6 +328,7 @@ impl App {
             leaves,
             audit,
             admin,
+            kv_saver,
         } = self;
         let guard = attached.guard;
         let listeners = attached.listeners;
@@ -339,8 +368,16 @@ impl App {
             if let Some(p) = &cfg.ready_file {
                 write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
             }
+            let mut save_tick = tokio::time::interval(Duration::from_secs(1));
+            save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = save_tick.tick(), if kv_saver.is_some() => {
+                        if let Some(s) = &kv_saver {
+                            s.save_if_changed();
+                        }
+                        continue;
+                    }
                     _ = sigterm.recv() => tracing::info!("SIGTERM: detaching"),
                     _ = sigint.recv() => tracing::info!("SIGINT: detaching"),
                     // logrotate's postrotate: the audit file is reopened at its path.
@@ -361,6 +398,9 @@ impl App {
             // runtime's shutdown does here).
             while tasks.join_next().await.is_some() {}
             drop(shards);
+            if let Some(s) = &kv_saver {
+                s.save_if_changed();
+            }
             let st = leaves.stats();
             let ps = proxy.metrics().snapshot();
             tracing::info!(

@@ -379,3 +379,47 @@ impl egret_wasm::Fetcher for BoundFetcher {
         })
     }
 }
+
+/// `fetch` for `egret handler run`: the author's own machine, outside any sandbox, so every
+/// address may be dialled (a local test server on loopback included); the host grant,
+/// certificate verification and the bounds still apply. Each call's audit line is published
+/// on the returned sink's live feed, for the runner to print.
+pub fn offline_fetcher(
+    hosts: &[String],
+    limits: egret_policy::FetchConfig,
+    upstream_ca: &[std::path::PathBuf],
+) -> Result<(Arc<dyn egret_wasm::Fetcher>, Arc<egret_proxy::AuditSink>), crate::AppError> {
+    let mut cfg = egret_policy::PolicyConfig {
+        allowed_upstream_cidrs: vec!["0.0.0.0/0".into(), "::/0".into()],
+        ..egret_policy::PolicyConfig::default()
+    };
+    let mut handler = egret_policy::HandlerConfig::new("offline.wasm");
+    handler.fetch_hosts = hosts.to_vec();
+    handler.fetch = Some(limits);
+    cfg.handlers.insert("offline".into(), handler);
+    cfg.outbound = Some(egret_policy::BindingConfig::new("offline"));
+    let compiled =
+        egret_policy::CompiledPolicy::compile(&cfg, &egret_policy::RuntimeLayer::default(), 1)?;
+    let grant = compiled
+        .bindings()
+        .first()
+        .and_then(|b| b.fetch.clone())
+        .expect("a binding with fetch_hosts has a fetch grant");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = egret_tls::UpstreamTls::new(upstream_ca)?;
+    let audit = egret_proxy::AuditSink::start(egret_proxy::AuditOutput::Discard)?;
+    let client = Arc::new(egret_proxy::fetch::FetchClient::new(
+        "offline",
+        Arc::new(ArcSwap::from_pointee(compiled)),
+        Arc::new(|_| false),
+        Some(tls.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
+        limits_timeout(&limits),
+        audit.clone(),
+        Arc::new(egret_proxy::metrics::Metrics::default()),
+    ));
+    Ok((Arc::new(BoundFetcher { client, grant }), audit))
+}
+
+fn limits_timeout(l: &egret_policy::FetchConfig) -> std::time::Duration {
+    std::time::Duration::from_millis(l.timeout_ms)
+}

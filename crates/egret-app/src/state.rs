@@ -1,6 +1,6 @@
 //! `--state-dir`: what survives a restart. The accepted policy layers and generation
-//! (`state.json`), uploaded modules (`modules/NAME.wasm`) and runtime secrets
-//! (`secrets.json`) — root-only (directory 0700, files 0600), each file replaced atomically so
+//! (`state.json`), uploaded modules (`modules/NAME.wasm`), runtime secrets (`secrets.json`)
+//! and the handlers' key-value store (`kv.json`, with each entry's expiry) — root-only (directory 0700, files 0600), each file replaced atomically so
 //! a crash leaves the old or the new version, never half of one.
 use bytes::Bytes;
 use egret_policy::{PolicyConfig, RuntimeLayer};
@@ -70,6 +70,8 @@ pub struct Restored {
     pub modules: BTreeMap<String, Bytes>,
     /// Secrets set at runtime.
     pub secrets: BTreeMap<String, String>,
+    /// The handlers' key-value store.
+    pub kv: Vec<egret_wasm::SavedEntry>,
 }
 
 /// The state directory of one egret.
@@ -137,6 +139,10 @@ impl StateDir {
         if let Some(raw) = read_if_exists(&secrets_path)? {
             out.secrets = parse(&secrets_path, &raw)?;
         }
+        let kv_path = self.dir.join("kv.json");
+        if let Some(raw) = read_if_exists(&kv_path)? {
+            out.kv = parse(&kv_path, &raw)?;
+        }
         Ok(out)
     }
 
@@ -162,6 +168,12 @@ impl StateDir {
         }
         let json = serde_json::to_vec(secrets).map_err(std::io::Error::other)?;
         write_atomic(&self.dir.join("secrets.json"), &json, 0o600, true)
+    }
+
+    /// Save the handlers' key-value store.
+    pub fn save_kv(&self, entries: &[egret_wasm::SavedEntry]) -> std::io::Result<()> {
+        let json = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
+        write_atomic(&self.dir.join("kv.json"), &json, 0o600, true)
     }
 
     /// Forget the saved copy of module `name` (a new upload replaces it at the next save).
@@ -257,6 +269,29 @@ mod tests {
         // another policy file: its static layer is not restored
         let r = sd.restore("other").unwrap();
         assert!(!r.state.unwrap().cfg.internet);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_kv_store_comes_back_with_its_expiry() {
+        let d = scratch("kv");
+        let sd = StateDir::open(&d).unwrap();
+        let kv = egret_wasm::KvStore::new();
+        kv.set("sbx", "count", "41").unwrap();
+        kv.set_with_ttl("sbx", "token", "t", Some(3_600_000))
+            .unwrap();
+        sd.save_kv(&kv.snapshot()).unwrap();
+        let mode = std::fs::metadata(d.join("kv.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let r = sd.restore("x").unwrap();
+        let back = egret_wasm::KvStore::new();
+        back.restore(r.kv).unwrap();
+        assert_eq!(back.incr("sbx", "count", 1, None).unwrap(), 42);
+        assert!(back.get("sbx", "token").is_some());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

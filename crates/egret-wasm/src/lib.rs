@@ -112,6 +112,8 @@ pub use kv::{
     Clock, KvError, KvStore, SavedEntry, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 #[cfg(feature = "runtime")]
-pub use offline::{run_offline, OfflineError};
+pub use offline::{
+    run as run_offline_with, run_offline, OfflineError, OfflineResponse, OfflineRun,
+};
 pub use secrets::{Grants, SecretSource, SecretStore, SecretValue};
 pub use services::{FetchCall, FetchFuture, FetchReply, Fetcher, Services};

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use http::Uri;
 
 use crate::action::{describe_masked, resolve_action, ResolvedAction};
-use crate::host::{HandlerHost, Invocation, RequestHead};
+use crate::host::{HandlerHost, RequestHead, SessionSpec};
 use crate::kv::KvStore;
 use crate::secrets::{Grants, SecretStore, SecretValue};
 use crate::state::redact_with;
@@ -88,6 +88,45 @@ fn parse_request_line(line: &str) -> Result<(String, String, String, String), Of
     ))
 }
 
+/// A response to run the response phase on, offline.
+#[derive(Debug, Clone)]
+pub struct OfflineResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers (`name`, `value`).
+    pub headers: Vec<(String, String)>,
+    /// The body; given to the guest when `buffer` (the binding's `response.mode = "buffer"`),
+    /// otherwise shown to an observer (`on_chunk`, `on_end`) in one chunk when `observe`.
+    pub body: Vec<u8>,
+    /// Buffered mode (the guest sees the body) rather than head-only.
+    pub buffer: bool,
+    /// Observe mode: the body goes to `on_chunk` then `on_end`.
+    pub observe: bool,
+}
+
+/// One offline run: a request (and optionally a response) through a handler.
+pub struct OfflineRun<'a> {
+    /// `METHOD absolute-URL`.
+    pub request_line: &'a str,
+    /// Request headers.
+    pub headers: &'a [(String, String)],
+    /// The request body, given to the guest as a buffering binding's would be.
+    pub body: Option<Vec<u8>>,
+    /// Handler params (JSON).
+    pub params_json: &'a str,
+    /// `NAME=VALUE` secrets, granted for use and reveal (the author's own machine); values are
+    /// never printed.
+    pub secrets: Vec<(String, String)>,
+    /// Names the guest may set with `set-secret`.
+    pub mint: Vec<String>,
+    /// `fetch` and its bounds; `Services::default()` grants none.
+    pub services: crate::services::Services,
+    /// Sandbox id given to the handler.
+    pub sandbox_id: &'a str,
+    /// A response for the response phase, if any.
+    pub response: Option<OfflineResponse>,
+}
+
 /// Runs `bytes` once on one request and returns a printable report: the
 /// request, the (masked) action, and what egret would do with it.
 ///
@@ -104,9 +143,34 @@ pub async fn run_offline(
     secrets: Vec<(String, String)>,
     sandbox_id: &str,
 ) -> Result<String, OfflineError> {
-    let (method, scheme, authority, path_with_query) = parse_request_line(request_line)?;
-    let mut head_headers = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
+    run(
+        host,
+        bytes,
+        OfflineRun {
+            request_line,
+            headers,
+            body: None,
+            params_json,
+            secrets,
+            mint: Vec::new(),
+            services: Default::default(),
+            sandbox_id,
+            response: None,
+        },
+    )
+    .await
+}
+
+/// [`run_offline`] with everything `egret handler run` can give: a request body, fetch,
+/// minted secrets and the response phase.
+pub async fn run(
+    host: &HandlerHost,
+    bytes: &[u8],
+    r: OfflineRun<'_>,
+) -> Result<String, OfflineError> {
+    let (method, scheme, authority, path_with_query) = parse_request_line(r.request_line)?;
+    let mut head_headers = Vec::with_capacity(r.headers.len());
+    for (name, value) in r.headers {
         let n =
             http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| OfflineError::Header {
                 name: name.clone(),
@@ -126,48 +190,68 @@ pub async fn run_offline(
         headers: head_headers,
     };
 
-    let store = SecretStore::new();
-    let mut names = Vec::with_capacity(secrets.len());
-    let mut values: Vec<SecretValue> = Vec::with_capacity(secrets.len());
-    for (name, value) in secrets {
+    let store = std::sync::Arc::new(SecretStore::new());
+    let mut names = Vec::with_capacity(r.secrets.len());
+    let mut values: Vec<SecretValue> = Vec::with_capacity(r.secrets.len());
+    for (name, value) in r.secrets {
         values.push(SecretValue::new(value.as_bytes()));
         store.set(name.clone(), value.into_bytes());
         names.push(name);
     }
-    let grants = Grants::new(names.clone(), names);
+    let grants = Grants::new(names.clone(), names).with_mint(r.mint.clone());
     let kv = KvStore::new();
     let handler = host.load("offline", bytes).await?;
-    let params = if params_json.trim().is_empty() {
+    let params = if r.params_json.trim().is_empty() {
         "{}"
     } else {
-        params_json
+        r.params_json
     };
+    let mut services = r.services;
+    services.mint = Some(store.clone());
 
     let mut out = String::new();
     let _ = writeln!(out, "handler sha256 {}", handler.sha256_hex);
+    let _ = writeln!(out, "world {}", handler.wit_version().world());
     let _ = writeln!(
         out,
-        "request {} {}://{}{} (sandbox {sandbox_id})",
-        request.method, request.scheme, request.authority, request.path_with_query
+        "request {} {}://{}{} (sandbox {})",
+        request.method, request.scheme, request.authority, request.path_with_query, r.sandbox_id
     );
-    let inv = Invocation {
-        handler_name: &handler.name,
-        sandbox_id,
-        params_json: params,
-        request: &request,
-        grants: &grants,
-        secrets: &store,
-        kv: &kv,
-        limits: host.config().default_limits,
-    };
-    let action = host
-        .invoke(&handler, inv)
+    if let Some(b) = &r.body {
+        let _ = writeln!(out, "request body: {} bytes", b.len());
+    }
+    let body_buffered = r.body.is_some();
+    let mut session = host
+        .session(
+            &handler,
+            SessionSpec {
+                handler_name: "offline",
+                sandbox_id: r.sandbox_id,
+                params_json: params,
+                grants: &grants,
+                secrets: &*store,
+                kv: &kv,
+                limits: host.config().default_limits,
+                services,
+            },
+        )
+        .await
+        .map_err(OfflineError::Handler)?;
+    let action = session
+        .decide(request, r.body.map(bytes::Bytes::from))
         .await
         .map_err(OfflineError::Handler)?;
     out.push_str(&describe_masked(&action));
-    match resolve_action(&handler.name, action, &grants, &store, false) {
+    // Minted secrets are masked like the given ones.
+    for name in &r.mint {
+        if let Some(v) = store.get(name) {
+            values.push(v);
+        }
+    }
+    match resolve_action("offline", action, &grants, &*store, body_buffered) {
         Ok(ResolvedAction::Forward {
             injected_secret_headers,
+            body,
             ..
         }) => {
             let injected: Vec<&str> = injected_secret_headers.iter().map(|h| h.as_str()).collect();
@@ -180,12 +264,16 @@ pub async fn run_offline(
                     injected.join(", ")
                 );
             }
+            if let Some(b) = body {
+                let _ = writeln!(out, "request body replaced: {} bytes", b.len());
+            }
         }
         Ok(ResolvedAction::Respond { status, .. }) => {
             let _ = writeln!(
                 out,
                 "result: would respond {status} locally (nothing sent upstream)"
             );
+            return Ok(redact_with(&out, values.iter()));
         }
         Err(error) => {
             return Err(OfflineError::Rejected {
@@ -193,6 +281,47 @@ pub async fn run_offline(
                 error,
             })
         }
+    }
+    if let Some(resp) = r.response {
+        let headers: Vec<(String, Vec<u8>)> = resp
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect();
+        if resp.observe {
+            session
+                .chunk(&resp.body)
+                .await
+                .map_err(OfflineError::Handler)?;
+            session.end().await.map_err(OfflineError::Handler)?;
+            let _ = writeln!(
+                out,
+                "response {} observed: {} bytes passed on unchanged",
+                resp.status,
+                resp.body.len()
+            );
+        } else {
+            let body = resp.buffer.then(|| bytes::Bytes::from(resp.body));
+            let action = session
+                .respond_raw(resp.status, headers, body)
+                .await
+                .map_err(OfflineError::Handler)?;
+            let _ = write!(out, "response {}: ", resp.status);
+            out.push_str(&crate::action::describe_response_action(&action));
+            if let Err(error) =
+                crate::action::resolve_response_action("offline", action, resp.buffer)
+            {
+                return Err(OfflineError::Rejected {
+                    printed: redact_with(&out, values.iter()),
+                    error,
+                });
+            }
+        }
+    }
+    let kv_entries = kv.snapshot();
+    if !kv_entries.is_empty() {
+        let keys: Vec<&str> = kv_entries.iter().map(|e| e.key.as_str()).collect();
+        let _ = writeln!(out, "kv written: {}", keys.join(", "));
     }
     Ok(redact_with(&out, values.iter()))
 }

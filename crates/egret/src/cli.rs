@@ -75,6 +75,57 @@ pub struct HandlerRunArgs {
     /// Sandbox id given to the handler.
     #[arg(long, default_value = "offline")]
     pub sandbox_id: String,
+    /// A request body (given to the handler as a binding with `body = {...}` would).
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Read the request body from this file.
+    #[arg(long, value_name = "PATH")]
+    pub body_file: Option<PathBuf>,
+    /// Grant `fetch` to these hosts (host patterns, repeatable). Fetches go out for real from
+    /// this machine (a local test server is fine): certificate-verified, bounded.
+    #[arg(long = "fetch-host", value_name = "PATTERN")]
+    pub fetch_hosts: Vec<String>,
+    /// Time for one fetch, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub fetch_timeout_ms: u64,
+    /// Extra CA certificates (PEM) trusted for fetch, besides the system roots (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// A secret name the handler may set with set-secret (repeatable; values never printed).
+    #[arg(long = "mint-secret", value_name = "NAME")]
+    pub mint_secrets: Vec<String>,
+    /// Run the response phase on a response with this status, after the request decision.
+    #[arg(long, value_name = "STATUS")]
+    pub response: Option<u16>,
+    /// A response header NAME:VALUE (repeatable).
+    #[arg(
+        long = "response-header",
+        value_name = "NAME:VALUE",
+        requires = "response"
+    )]
+    pub response_headers: Vec<String>,
+    /// The response body.
+    #[arg(long, requires = "response", conflicts_with = "response_body_file")]
+    pub response_body: Option<String>,
+    /// Read the response body from this file.
+    #[arg(long, value_name = "PATH", requires = "response")]
+    pub response_body_file: Option<PathBuf>,
+    /// How the handler sees the response: `head`, `buffer` (with the body) or `observe`
+    /// (the body as chunks after it was sent). Default: `buffer` when a body is given, else
+    /// `head`.
+    #[arg(long, value_enum, requires = "response")]
+    pub response_mode: Option<ResponseModeArg>,
+}
+
+/// `--response-mode`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResponseModeArg {
+    /// The head only.
+    Head,
+    /// The head and the body.
+    Buffer,
+    /// The body's chunks after they were sent.
+    Observe,
 }
 
 #[derive(Subcommand, Debug)]

@@ -38,6 +38,16 @@ fn split_pair(item: &str, sep: char, what: &str) -> Result<(String, String)> {
     }
 }
 
+fn read_opt(text: Option<String>, file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
+    match (text, file) {
+        (Some(t), _) => Ok(Some(t.into_bytes())),
+        (None, Some(p)) => Ok(Some(
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
 pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
     let bytes = read(&args.module)?;
     let headers = args
@@ -52,21 +62,85 @@ pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     serde_json::from_str::<serde_json::Value>(&args.params)
         .with_context(|| format!("--params is not JSON: {}", args.params))?;
+    let body = read_opt(args.body, args.body_file.as_deref())?;
+    let response = match args.response {
+        None => None,
+        Some(status) => {
+            let headers = args
+                .response_headers
+                .iter()
+                .map(|h| split_pair(h, ':', "--response-header"))
+                .collect::<Result<Vec<_>>>()?;
+            let body = read_opt(args.response_body, args.response_body_file.as_deref())?;
+            let mode = args.response_mode.unwrap_or(if body.is_some() {
+                crate::cli::ResponseModeArg::Buffer
+            } else {
+                crate::cli::ResponseModeArg::Head
+            });
+            Some(egret_wasm::OfflineResponse {
+                status,
+                headers,
+                body: body.unwrap_or_default(),
+                buffer: mode == crate::cli::ResponseModeArg::Buffer,
+                observe: mode == crate::cli::ResponseModeArg::Observe,
+            })
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let out = rt.block_on(async {
         let host = host()?;
-        let out = egret_wasm::run_offline(
-            &host,
-            &bytes,
-            &args.request,
-            &headers,
-            &args.params,
+        let (services, fetch_log) = if args.fetch_hosts.is_empty() {
+            (egret_wasm::Services::default(), None)
+        } else {
+            let limits = egret_policy::FetchConfig {
+                timeout_ms: args.fetch_timeout_ms,
+                ..egret_policy::FetchConfig::default()
+            };
+            let (fetcher, audit) =
+                egret_app::glue::offline_fetcher(&args.fetch_hosts, limits, &args.upstream_ca)?;
+            let feed = audit.subscribe();
+            let services = egret_wasm::Services {
+                fetch: Some(fetcher),
+                max_fetches: limits.max_calls,
+                fetch_timeout: std::time::Duration::from_millis(limits.timeout_ms),
+                mint: None,
+            };
+            (services, Some((audit, feed)))
+        };
+        let run = egret_wasm::OfflineRun {
+            request_line: &args.request,
+            headers: &headers,
+            body,
+            params_json: &args.params,
             secrets,
-            &args.sandbox_id,
-        )
-        .await?;
+            mint: args.mint_secrets.clone(),
+            services,
+            sandbox_id: &args.sandbox_id,
+            response,
+        };
+        let mut out = egret_wasm::run_offline_with(&host, &bytes, run).await?;
+        if let Some((audit, mut feed)) = fetch_log {
+            audit.flush(std::time::Duration::from_secs(1));
+            while let Ok(line) = feed.try_recv() {
+                let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                out.push_str(&format!(
+                    "fetch {} {}{} -> {} {} ({} bytes){}\n",
+                    ev["method"].as_str().unwrap_or("?"),
+                    ev["host"].as_str().unwrap_or("?"),
+                    ev["path"].as_str().unwrap_or(""),
+                    ev["decision"].as_str().unwrap_or("?"),
+                    ev["status"]
+                        .as_u64()
+                        .map_or("-".to_string(), |s| s.to_string()),
+                    ev["resp_bytes"].as_u64().unwrap_or(0),
+                    ev["error"]
+                        .as_str()
+                        .map_or(String::new(), |e| format!(": {e}")),
+                ));
+            }
+        }
         anyhow::Ok(out)
     })?;
     print!("{out}");
