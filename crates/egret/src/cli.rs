@@ -47,7 +47,7 @@ pub enum HandlerCmd {
     /// Validate a module against egret's handler world (imports, exports, signature).
     Check(HandlerCheckArgs),
     /// Run a module once on a request, offline, and print its action (secrets masked).
-    Run(HandlerRunArgs),
+    Run(Box<HandlerRunArgs>),
 }
 
 #[derive(Args, Debug)]

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => return run(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
-        cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(args),
+        cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(*args),
         cli::Command::Ctl(c) => return ctl(c),
     };
     match result {
