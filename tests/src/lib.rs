@@ -532,10 +532,24 @@ impl Upstream {
     /// Make an [`UpstreamPki`] for `names` (files `up-*.pem` in the scratch directory's `pki/`)
     /// and start the upstream `up` with TLS from it, as [`Upstream::start`] does.
     pub fn start_tls(topo: &Topology, names: &[&str]) -> (Upstream, UpstreamPki) {
+        Upstream::start_tls_with(topo, names, &["--banner", "[::]:2222"])
+    }
+
+    /// [`Upstream::start_tls`] with the test server flags `extra` instead of its banner
+    /// listener (e.g. the service options `--oauth-client`, `--s3-key`).
+    pub fn start_tls_with(
+        topo: &Topology,
+        names: &[&str],
+        extra: &[&str],
+    ) -> (Upstream, UpstreamPki) {
         let dir = topo.tmp.path("pki");
         std::fs::create_dir_all(&dir).unwrap();
         let pki = upstream_pki(&dir, "up", names);
-        let up = Upstream::start(topo, "up", Some((&pki.cert, &pki.key)));
+        let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+        let mut args = vec!["--http", "[::]:80", "--https", "[::]:443"];
+        args.extend(["--cert", cert, "--key", key]);
+        args.extend_from_slice(extra);
+        let up = Upstream::start_with(topo, "up", &args);
         (up, pki)
     }
 

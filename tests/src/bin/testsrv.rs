@@ -22,7 +22,7 @@
 //!   method) takes only a live `Bearer` token; `POST /oauth/revoke-all` revokes every token.
 //!   Logs `TOKEN-ISSUED n=K client=ID grant=G`, `TOKEN-DENIED error=E client=ID`,
 //!   `RESOURCE-OK n=K client=ID`, `RESOURCE-401 reason=expired|revoked|unknown|missing`,
-//!   `TOKENS-REVOKED count=N`.
+//!   `TOKENS-REVOKED count=N`; the token values only go to `--oauth-token-file`, if given.
 //! * `POST /v1/chat/completions`: an OpenAI-style chat API ([`llm`]) that echoes the last user
 //!   message, with deterministic `usage` (prompt tokens: whitespace-separated words of every
 //!   message's text; completion tokens: min(max_tokens or 16, 16)); `stream: true` answers SSE,
@@ -92,6 +92,10 @@ struct Args {
     /// Lifetime of the access tokens `/oauth/token` issues.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     oauth_expires_in: u64,
+    /// Append every access token `/oauth/token` issues to this file (`N TOKEN` lines), so a
+    /// test can prove a client never saw one.
+    #[arg(long, value_name = "PATH")]
+    oauth_token_file: Option<std::path::PathBuf>,
     /// Pause between the events of a streamed `/v1/chat/completions` answer.
     #[arg(long, value_name = "MS", default_value_t = 20)]
     sse_delay_ms: u64,
@@ -483,7 +487,11 @@ async fn main() -> anyhow::Result<()> {
         barriers: Mutex::new(Default::default()),
         barrier_notify: tokio::sync::Notify::new(),
         log_header: args.log_header.clone(),
-        oauth: oauth::OAuth::new(&args.oauth_client, args.oauth_expires_in),
+        oauth: match &args.oauth_token_file {
+            Some(path) => oauth::OAuth::new(&args.oauth_client, args.oauth_expires_in)
+                .with_token_file(path)?,
+            None => oauth::OAuth::new(&args.oauth_client, args.oauth_expires_in),
+        },
         llm: llm::Llm::new(args.sse_delay_ms, args.llm_api_key.clone()),
         s3: s3::S3::new(&args.s3_key, &args.s3_region),
     });

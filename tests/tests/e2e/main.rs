@@ -8,6 +8,7 @@
 mod admin;
 mod capture;
 mod classification;
+mod examples;
 mod handlers;
 mod load;
 mod observability;

@@ -38,6 +38,8 @@ pub struct OAuth {
     clients: HashMap<String, String>,
     lifetime: Duration,
     tokens: Mutex<Tokens>,
+    /// `--oauth-token-file`: where every issued token is appended (`N TOKEN` lines).
+    token_file: Option<Mutex<std::fs::File>>,
 }
 
 #[derive(Default)]
@@ -79,7 +81,19 @@ impl OAuth {
             clients: clients.iter().cloned().collect(),
             lifetime: Duration::from_secs(expires_in),
             tokens: Mutex::new(Tokens::default()),
+            token_file: None,
         }
+    }
+
+    /// Also append every token issued to `path`, one `N TOKEN` a line: for tests that prove a
+    /// client never saw one (the access log never holds a token).
+    pub fn with_token_file(mut self, path: &std::path::Path) -> std::io::Result<OAuth> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.token_file = Some(Mutex::new(f));
+        Ok(self)
     }
 
     /// A new token for `client`: (its issue number, its value).
@@ -97,6 +111,13 @@ impl OAuth {
                 revoked: false,
             },
         );
+        drop(t);
+        if let Some(f) = &self.token_file {
+            use std::io::Write;
+            let mut f = f.lock().unwrap();
+            let _ = writeln!(f, "{n} {value}");
+            let _ = f.flush();
+        }
         (n, value)
     }
 
