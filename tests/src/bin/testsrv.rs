@@ -5,7 +5,9 @@
 //! Routes: `/echo` (JSON of method, path, host, version, headers), `/bytes/N` (N bytes of a
 //! deterministic stream), `/sha/N` (sha256 of that stream), `/upload` (sha256 and length of the
 //! body), `/slow/MS` (answers after MS milliseconds), `/status/N`, `/redirect/HOST` (302 to
-//! `http://HOST/redirected`).
+//! `http://HOST/redirected`), `/echo-split?header=NAME&enc=raw|base64|percent` (the request
+//! header NAME, encoded, reflected in the body `reflected=VALUE;` sent in two writes that cut
+//! the value in the middle, with a `content-length`: the echo guard's cross-chunk case).
 //!
 //! Protocol routes (tests/tests/e2e/protocols/): `/ws` (WebSocket echo; needs `x-auth-token`,
 //! sends `auth=VALUE` first; `close-from-server` makes it close; `/ws/bad-accept` answers a wrong
@@ -404,6 +406,7 @@ async fn basic_route(
             }
             r
         }
+        ["echo-split"] => echo_split(&req),
         ["bytes", n] => match n.parse::<u64>() {
             Ok(n) => {
                 let mut r = Response::new(stream_bytes(n));
@@ -450,6 +453,67 @@ async fn basic_route(
         _ => text(StatusCode::OK, format!("hello from {}\n", st.name)),
     };
     Ok(resp)
+}
+
+/// `/echo-split?header=NAME&enc=raw|base64|percent`: the header's value (encoded: standard
+/// base64, or percent-encoded with RFC 3986 unreserved bytes kept) reflected as
+/// `reflected=VALUE;`, in two body writes 30 ms apart that split VALUE in its middle, with a
+/// `content-length` for the whole.
+fn echo_split(req: &Request<Incoming>) -> Response<Body> {
+    use base64::Engine;
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        form_pairs(query)
+            .into_iter()
+            .find_map(|(k, v)| (k == name).then_some(v))
+    };
+    let header = param("header").unwrap_or_else(|| "x-auth-token".into());
+    let value = req
+        .headers()
+        .get(header.as_str())
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let encoded = match param("enc").as_deref().unwrap_or("raw") {
+        "base64" => base64::engine::general_purpose::STANDARD
+            .encode(&value)
+            .into_bytes(),
+        "percent" => value
+            .iter()
+            .flat_map(|&b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    vec![b]
+                } else {
+                    format!("%{b:02X}").into_bytes()
+                }
+            })
+            .collect(),
+        _ => value,
+    };
+    let mut body = b"reflected=".to_vec();
+    let cut = body.len() + encoded.len() / 2;
+    body.extend_from_slice(&encoded);
+    body.push(b';');
+    let len = body.len();
+    let second = Bytes::from(body.split_off(cut));
+    let first = Bytes::from(body);
+    let s = futures_util::stream::unfold(0u8, move |i| {
+        let (first, second) = (first.clone(), second.clone());
+        async move {
+            match i {
+                0 => Some((Frame::data(first), 1)),
+                1 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                    Some((Frame::data(second), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    let mut r = Response::new(frames_body(s));
+    r.headers_mut().insert("content-length", len.into());
+    r.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    r
 }
 
 async fn serve_conn<I>(io: I, st: Arc<State>, peer: SocketAddr, local: SocketAddr, tls: bool)

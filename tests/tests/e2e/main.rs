@@ -6,6 +6,7 @@
 //! namespaces.
 
 mod admin;
+mod capabilities;
 mod capture;
 mod classification;
 mod examples;
