@@ -4,7 +4,8 @@
 #   scripts/bench.sh --micro         # divan micro-benchmarks of the hot paths (no root needed)
 # Knobs (end-to-end): BENCH_ROUNDS=4 BENCH_REQUESTS=2000 BENCH_LOAD_SECS=5 BENCH_CONNS=64
 # BENCH_STREAMS=100 BENCH_HANDSHAKE_CONNS=16 BENCH_DOWNLOAD_BYTES=1073741824.
-# BENCH_ONLY=latency,load,download,swap,startup5 runs some parts; BENCH_EGRET_ARGS adds egret flags.
+# BENCH_ONLY=latency,load,download,swap,handlers,startup5 runs some parts; BENCH_EGRET_ARGS adds
+# egret flags. BENCH_BASELINE_EGRET=PATH adds an A/B of a head-only handler: that egret build vs this.
 # BENCH_HOLD=1 keeps the namespaces and egret up (prints how to reach them) until stdin closes.
 # Writes bench-results.json (BENCH_OUT to change). Numbers are medians over rounds.
 # docs/bench-results.json is the run docs/benchmarks.md reports; a full run at the defaults on a

@@ -597,9 +597,20 @@ impl Egret {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Egret> {
+        Egret::start_program(&bin("egret"), topo, sandbox_id, args, env)
+    }
+    /// [`Egret::start_with_env`] with another egret binary (the benchmark's A/B against an
+    /// earlier build).
+    pub fn start_program(
+        program: &Path,
+        topo: &Topology,
+        sandbox_id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Egret> {
         let ready = topo.tmp.path(&format!("egret-{sandbox_id}.ready"));
         let _ = std::fs::remove_file(&ready);
-        let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
+        let mut cmd = topo.egr.cmd(program.to_str().unwrap());
         cmd.args(["run", "--netns", &topo.sbx.name, "--sandbox-id", sandbox_id]);
         cmd.args(["--ready-file", ready.to_str().unwrap()]);
         cmd.args(args);

@@ -10,8 +10,11 @@
 //!   connection per request — requests/s (handshakes/s) ratios, egret's CPU seconds per 100k
 //!   requests (utime+stime from /proc), the upstream's and the client's CPU share,
 //! * 1 GiB download throughput, policy swap latency,
+//! * handler capabilities against a head-only handler (`bench/handlers.rs`),
 //! * start-up time to the ready file (median of 10), also with 5 handlers from the artifact
 //!   cache, idle and peak RSS.
+mod handlers;
+
 use egret_e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,6 +23,9 @@ const CLIENT: &str = r#"
 import http.client, ssl, sys, time, json
 mode, host, addr, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 cafile = sys.argv[5] if len(sys.argv) > 5 else None
+path = sys.argv[6] if len(sys.argv) > 6 else "/echo"
+body = open(sys.argv[7], "rb").read() if len(sys.argv) > 7 else None
+method = "POST" if body is not None else "GET"
 lat = []
 if mode in ("http", "https"):
     if mode == "http":
@@ -29,9 +35,12 @@ if mode in ("http", "https"):
         c = http.client.HTTPSConnection(addr, 443, context=ctx)
         c._tunnel_host = None
     hdr = {"Host": host}
+    if body is not None: hdr["Content-Type"] = "application/json"
     for i in range(n + 50):
-        t = time.perf_counter(); c.request("GET", "/echo", headers=hdr); r = c.getresponse(); r.read()
+        t = time.perf_counter(); c.request(method, path, body=body, headers=hdr); r = c.getresponse(); b = r.read()
         if i >= 50: lat.append(time.perf_counter() - t)
+        # A refused request is a cheaper path: it must not pass for a fast one.
+        if r.status != 200: sys.exit(f"{method} {host}{path}: {r.status} {b[:300]!r}")
 else:  # handshake: new TLS connection per request
     ctx = ssl.create_default_context(cafile=cafile)
     for i in range(n + 10):
@@ -146,7 +155,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `BENCH_ONLY=latency,load,download,swap,startup5` runs only those parts (start-up with one
+/// `BENCH_ONLY=latency,load,download,swap,handlers,startup5` runs only those parts (start-up with one
 /// handler and idle RSS are always measured: the later parts reuse that egret); unset runs all.
 fn only(part: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
@@ -392,8 +401,21 @@ fn main() {
     // h2load send the same SNI and Host on both sides.
     let _hosts = NetnsHosts::write(&direct, "127.0.0.1 localhost\n10.202.0.2 allowed.test\n");
 
-    let pki = upstream_pki(&topo.tmp.0, "bench", &["allowed.test", "10.202.0.2"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let mut names = vec!["allowed.test", "10.202.0.2"];
+    names.extend_from_slice(handlers::NAMES);
+    let pki = upstream_pki(&topo.tmp.0, "bench", &names);
+    let mut up_args = vec![
+        "--http",
+        "[::]:80",
+        "--https",
+        "[::]:443",
+        "--banner",
+        "[::]:2222",
+    ];
+    up_args.extend(["--cert", pki.cert.to_str().unwrap()]);
+    up_args.extend(["--key", pki.key.to_str().unwrap()]);
+    up_args.extend(handlers::upstream_flags());
+    let up = Upstream::start_with(&topo, "up", &up_args);
     let up_pid = up.proc.child.id();
     let policy = write(&topo, "bench.toml", &bench_policy());
     std::env::set_var("BENCH_TOKEN", "bench-token-value");
@@ -709,6 +731,18 @@ fn main() {
     drop(egret);
     wait_released(&topo);
 
+    if only("handlers") {
+        let setup = handlers::Setup {
+            topo: &topo,
+            upstream: &up,
+            upstream_ca: &pki.ca,
+            rounds,
+            requests: n,
+            download,
+        };
+        handlers::run(&setup, &mut table, &mut rows);
+    }
+
     // Start-up with five handlers whose artifacts are cached: one start fills the cache.
     let cache = topo.tmp.path("handler-cache");
     let mut args5 = egret_args(&five_handler_policy(&topo));
@@ -751,7 +785,8 @@ fn main() {
     ]);
 
     println!();
-    println!("| scenario | direct | through egret | comparison |");
+    // Handler rows compare two egret paths: A is the baseline handler (or build), B the other.
+    println!("| scenario | A: direct (or baseline) | B: through egret | comparison |");
     println!("|---|---|---|---|");
     for [a, b, c, d] in &table {
         println!("| {a} | {b} | {c} | {d} |");
