@@ -33,26 +33,46 @@ pub fn empty() -> ProxyBody {
         .boxed_unsync()
 }
 
-/// A response body that keeps the request body it answers alive (unread) until the response
-/// has been sent completely. An HTTP/2 request stream whose body is dropped before an early
-/// response (a denial, a handler's own answer) goes out is reset ahead of the response's DATA,
-/// and clients then report an empty reply; holding it lets h2 finish the response first and
-/// then reset the upload with NO_ERROR (RFC 9113 §8.1). The request body is never polled, so
-/// no `100 Continue` is sent for it.
-pub fn hold_request_body<H: Send + Unpin + 'static>(resp: ProxyBody, held: H) -> ProxyBody {
+/// How much of an unread HTTP/2 upload egret reads and discards after an early answer, so
+/// the stream ends cleanly (see [`answer_before_body`]); a longer upload is reset.
+pub const DRAIN_MAX: u64 = 16 << 20;
+
+/// A response body that answers a request before its body was read (a denial, a 413, a
+/// handler's own answer), keeping that request body alive until the response has been sent.
+///
+/// Dropping the request body first would reset its HTTP/2 stream ahead of the response's
+/// DATA, and clients then report an empty reply. Holding it lets h2 finish the response and
+/// then reset the upload with NO_ERROR (RFC 9113 §8.1) — but clients still uploading treat even
+/// that reset as a failed transfer (curl 7.88: "Stream error in the HTTP/2 framing layer",
+/// without showing the answer). So with `drain` (HTTP/2), once the response's data is out its
+/// end waits while the rest of the upload is read and discarded, up to [`DRAIN_MAX`] bytes: the
+/// client finishes sending, reads the answer, and the stream closes cleanly; an upload declared
+/// or found larger is reset as above. Without `drain` (HTTP/1.1) the body is never polled, so
+/// no `100 Continue` invites an upload nobody reads; hyper closes the connection instead.
+pub fn answer_before_body(resp: ProxyBody, unread: ProxyBody, drain: bool) -> ProxyBody {
+    let budget = if drain && http_body::Body::size_hint(&unread).lower() <= DRAIN_MAX {
+        DRAIN_MAX
+    } else {
+        0
+    };
     HeldBody {
         inner: resp,
-        _held: Some(held),
+        held: Some(unread),
+        budget,
+        inner_done: false,
     }
     .boxed_unsync()
 }
 
-struct HeldBody<H> {
+struct HeldBody {
     inner: ProxyBody,
-    _held: Option<H>,
+    held: Option<ProxyBody>,
+    /// Bytes of the held body still to read and discard before the end; 0: just hold it.
+    budget: u64,
+    inner_done: bool,
 }
 
-impl<H: Unpin> http_body::Body for HeldBody<H> {
+impl http_body::Body for HeldBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -60,11 +80,31 @@ impl<H: Unpin> http_body::Body for HeldBody<H> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        use std::task::Poll;
+        let this = &mut *self;
+        if !this.inner_done {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(None) => this.inner_done = true,
+                other => return other,
+            }
+        }
+        while let Some(held) = this.held.as_mut().filter(|_| this.budget > 0) {
+            match std::pin::Pin::new(held).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    this.budget = this.budget.saturating_sub(n);
+                }
+                // The upload ended (or failed): nothing is left to reset.
+                Poll::Ready(_) => this.held = None,
+            }
+        }
+        // Past the bound the upload stays held until hyper drops this body, after the end.
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.is_end_stream() && (self.held.is_none() || self.budget == 0)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -172,6 +212,104 @@ impl http_body::Body for RequestBody {
         match self {
             RequestBody::Stream(b) => b.size_hint(),
             RequestBody::Bytes(b) => b.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    /// A request body fed by the test: (sender, body, bytes the body has yielded so far).
+    fn upload(
+        declared: Option<u64>,
+    ) -> (
+        tokio::sync::mpsc::Sender<Bytes>,
+        ProxyBody,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = read.clone();
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx).map(|o| {
+                o.map(|b| {
+                    counter.fetch_add(b.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, BoxError>(http_body::Frame::data(b))
+                })
+            })
+        });
+        let body = StreamBody::new(stream);
+        let body = match declared {
+            Some(n) => Declared(body, n).boxed_unsync(),
+            None => body.boxed_unsync(),
+        };
+        (tx, body, read)
+    }
+
+    /// A body that declares its length (as a content-length does).
+    struct Declared<B>(B, u64);
+    impl<B: http_body::Body + Unpin> http_body::Body for Declared<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+            std::pin::Pin::new(&mut self.0).poll_frame(cx)
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.1)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_goes_out_then_waits_for_the_upload_to_end() {
+        let (tx, unread, read) = upload(None);
+        let mut resp = answer_before_body(full("denied"), unread, true);
+        let first = resp.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "denied");
+        assert!(
+            !http_body::Body::is_end_stream(&resp),
+            "the end must wait for the upload"
+        );
+        let end = tokio::spawn(async move { resp.frame().await.is_none() });
+        tx.send(Bytes::from(vec![0u8; 1000])).await.unwrap();
+        tx.send(Bytes::from(vec![0u8; 24])).await.unwrap();
+        drop(tx);
+        assert!(end.await.unwrap());
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 1024);
+    }
+
+    #[tokio::test]
+    async fn an_upload_beyond_the_drain_bound_is_not_read_on() {
+        let (tx, unread, read) = upload(None);
+        let mut resp = answer_before_body(full("denied"), unread, true);
+        resp.frame().await.unwrap().unwrap();
+        let end = tokio::spawn(async move { resp.frame().await.is_none() });
+        let chunk = Bytes::from(vec![0u8; 1 << 20]);
+        // The drain stops at the bound although the upload goes on.
+        for _ in 0..(DRAIN_MAX >> 20) {
+            tx.send(chunk.clone()).await.unwrap();
+        }
+        assert!(end.await.unwrap());
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), DRAIN_MAX);
+        assert!(tx.send(chunk).await.is_err(), "the upload is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_declared_oversized_upload_or_http1_is_only_held() {
+        for (declared, drain) in [(Some(DRAIN_MAX + 1), true), (None, false)] {
+            let (tx, unread, read) = upload(declared);
+            let mut resp = answer_before_body(full("denied"), unread, drain);
+            resp.frame().await.unwrap().unwrap();
+            assert!(http_body::Body::is_end_stream(&resp));
+            assert!(resp.frame().await.is_none());
+            assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 0);
+            assert!(!tx.is_closed(), "held until the response body is dropped");
+            drop(resp);
+            assert!(tx.is_closed());
         }
     }
 }

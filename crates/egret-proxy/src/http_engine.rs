@@ -443,6 +443,7 @@ impl Proxy {
             );
         };
         let (mut parts, body) = req.into_parts();
+        let h2 = parts.version == http::Version::HTTP_2;
         // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler sees
         // `upgrade` (so it can deny it) and forward() re-establishes it upstream.
         let upgrade = upgrade_protocol(&parts);
@@ -455,13 +456,17 @@ impl Proxy {
             None => (None, Some(body)),
             Some(max) => match read_limited(boxed(body), max).await {
                 Ok(b) => (Some(b), None),
-                Err(ReadError::TooLarge) => {
+                Err(ReadError::TooLarge(unread)) => {
                     let msg = format!(
                         "handler {} buffers request bodies up to {max} bytes (body.max_bytes); \
                          this request's body is larger",
                         binding.handler
                     );
-                    return fail(StatusCode::PAYLOAD_TOO_LARGE, Decision::Deny, msg, outcome);
+                    let (resp, outcome) =
+                        fail(StatusCode::PAYLOAD_TOO_LARGE, Decision::Deny, msg, outcome);
+                    let (p, b) = resp.into_parts();
+                    let b = crate::body::answer_before_body(b, unread, h2);
+                    return (Response::from_parts(p, b), outcome);
                 }
                 Err(ReadError::Body(e)) => {
                     let msg = format!("reading the request body failed: {e}");
@@ -507,7 +512,7 @@ impl Proxy {
                 outcome.decision = Decision::Respond;
                 let (p, b) = resp.into_parts();
                 let b = match body {
-                    Some(unread) => crate::body::hold_request_body(full(b), unread),
+                    Some(unread) => crate::body::answer_before_body(full(b), boxed(unread), h2),
                     None => full(b),
                 };
                 (Response::from_parts(p, b), outcome)
@@ -759,8 +764,8 @@ fn fail(
 
 /// Why a body could not be buffered.
 enum ReadError {
-    /// Longer than the bound.
-    TooLarge,
+    /// Longer than the bound; the rest of the body, unread.
+    TooLarge(ProxyBody),
     /// The stream failed.
     Body(String),
 }
@@ -773,14 +778,14 @@ async fn read_limited(mut body: ProxyBody, max: u64) -> Result<Bytes, ReadError>
     // connection future that awaits this.
     use http_body_util::BodyExt;
     if http_body::Body::size_hint(&body).lower() > max {
-        return Err(ReadError::TooLarge);
+        return Err(ReadError::TooLarge(body));
     }
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ReadError::Body(e.to_string()))?;
         if let Some(d) = frame.data_ref() {
             if (out.len() + d.len()) as u64 > max {
-                return Err(ReadError::TooLarge);
+                return Err(ReadError::TooLarge(body));
             }
             out.extend_from_slice(d);
         }
@@ -835,7 +840,7 @@ async fn response_phase(
     let (buffered, stream) = match mode {
         ResponseMode::Buffer(max) => match read_limited(b, max).await {
             Ok(bytes) => (Some(bytes), None),
-            Err(ReadError::TooLarge) => {
+            Err(ReadError::TooLarge(_)) => {
                 let msg = format!(
                     "handler {handler} buffers responses up to {max} bytes (response.max_bytes); \
                      the upstream's response is larger"
