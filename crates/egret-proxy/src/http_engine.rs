@@ -824,8 +824,8 @@ fn guard_response(
     (Response::from_parts(p, boxed(body)), outcome)
 }
 
-/// The response phase of a handler that opted in: decide on the head (and buffered body),
-/// or observe the body as it goes out.
+/// The response phase of a handler that opted in: decide on the head (and, buffering, the
+/// body); observing, also see the body's chunks as they go out.
 async fn response_phase(
     resp: Response<ProxyBody>,
     mut phase: Box<dyn ResponsePhase>,
@@ -833,9 +833,6 @@ async fn response_phase(
     mut outcome: Outcome,
 ) -> (Response<ProxyBody>, Outcome) {
     let mode = phase.mode();
-    if mode == ResponseMode::Observe {
-        return (resp.map(|b| crate::body::observed(b, phase)), outcome);
-    }
     let (mut p, b) = resp.into_parts();
     let (buffered, stream) = match mode {
         ResponseMode::Buffer(max) => match read_limited(b, max).await {
@@ -879,6 +876,8 @@ async fn response_phase(
                     );
                     full(b)
                 }
+                // Observe: the guest decided on the head; the chunks follow as they go out.
+                (None, Some(s)) if mode == ResponseMode::Observe => crate::body::observed(s, phase),
                 (None, Some(s)) => s,
                 (None, None) => crate::body::empty(),
             };

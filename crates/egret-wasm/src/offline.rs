@@ -288,7 +288,24 @@ pub async fn run(
             .iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
             .collect();
-        if resp.observe {
+        let body = resp.buffer.then(|| bytes::Bytes::from(resp.body.clone()));
+        let action = session
+            .respond_raw(resp.status, headers, body)
+            .await
+            .map_err(OfflineError::Handler)?;
+        let _ = write!(out, "response {}: ", resp.status);
+        out.push_str(&crate::action::describe_response_action(&action));
+        let passed = match crate::action::resolve_response_action("offline", action, resp.buffer) {
+            Ok(r) => matches!(r, crate::action::ResolvedResponseAction::Pass { .. }),
+            Err(error) => {
+                return Err(OfflineError::Rejected {
+                    printed: redact_with(&out, values.iter()),
+                    error,
+                })
+            }
+        };
+        // Observing, the body that was passed on goes by the observer, in one chunk.
+        if resp.observe && passed {
             session
                 .chunk(&resp.body)
                 .await
@@ -296,26 +313,9 @@ pub async fn run(
             session.end().await.map_err(OfflineError::Handler)?;
             let _ = writeln!(
                 out,
-                "response {} observed: {} bytes passed on unchanged",
-                resp.status,
+                "response body observed: {} bytes passed on unchanged",
                 resp.body.len()
             );
-        } else {
-            let body = resp.buffer.then(|| bytes::Bytes::from(resp.body));
-            let action = session
-                .respond_raw(resp.status, headers, body)
-                .await
-                .map_err(OfflineError::Handler)?;
-            let _ = write!(out, "response {}: ", resp.status);
-            out.push_str(&crate::action::describe_response_action(&action));
-            if let Err(error) =
-                crate::action::resolve_response_action("offline", action, resp.buffer)
-            {
-                return Err(OfflineError::Rejected {
-                    printed: redact_with(&out, values.iter()),
-                    error,
-                });
-            }
         }
     }
     let kv_entries = kv.snapshot();

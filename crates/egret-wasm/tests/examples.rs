@@ -370,3 +370,44 @@ async fn offline_runner_masks_secrets() {
     let msg = err.to_string();
     assert!(msg.contains("bad name") && msg.contains("forward"), "{msg}");
 }
+
+/// Observe mode: `on_response` sees the head first (llm-guard reads the usage as the
+/// `content-type` says), then the chunks; a response the head refuses to count is not counted.
+#[tokio::test]
+async fn observe_mode_shows_the_head_then_the_chunks() {
+    let bytes = wasm("llm-guard");
+    let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let usage = br#"{"choices":[],"usage":{"total_tokens":7}}"#;
+    let run = |content_type: &'static str| egret_wasm::OfflineRun {
+        request_line: "POST https://llm.test/v1/chat/completions",
+        headers: &[],
+        body: Some(body.to_vec()),
+        params_json: r#"{"models":["m"],"budget_tokens":100}"#,
+        secrets: vec![],
+        mint: vec![],
+        services: Default::default(),
+        sandbox_id: "sb-observe",
+        response: Some(egret_wasm::OfflineResponse {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: usage.to_vec(),
+            buffer: false,
+            observe: true,
+        }),
+    };
+    let out = egret_wasm::run_offline_with(host(), &bytes, run("application/json"))
+        .await
+        .unwrap();
+    assert!(out.contains("response 200: pass"), "{out}");
+    assert!(out.contains("response body observed: "), "{out}");
+    assert!(
+        out.contains("kv written: llm-guard/offline/tokens"),
+        "{out}"
+    );
+    // The same bytes as an HTML page: the head said there is no usage in it.
+    let out = egret_wasm::run_offline_with(host(), &bytes, run("text/html"))
+        .await
+        .unwrap();
+    assert!(out.contains("response body observed: "), "{out}");
+    assert!(!out.contains("kv written"), "{out}");
+}

@@ -811,10 +811,11 @@ pub mod kv {
 
 /// Registers `fn(Context, Request) -> Action` as this component's handler,
 /// and optionally the response phase: `on_response = fn(Context, Response) ->
-/// ResponseAction` (bindings with `response = { mode = "head" | "buffer" }`),
-/// `on_chunk = fn(Context, &[u8])` and `on_end = fn(Context)` (bindings with
-/// `response = { mode = "observe" }`). Phases not given pass the response on
-/// unchanged.
+/// ResponseAction` (bindings with any `response` mode; in `head` and `observe`
+/// the response's body is `None`), `on_chunk = fn(Context, &[u8])` and
+/// `on_end = fn(Context)` (`response = { mode = "observe" }`: after
+/// `on_response` passed the response on, the body's chunks as they were sent).
+/// Phases not given pass the response on unchanged.
 ///
 /// Use it exactly once, at the crate root of a `cdylib` crate:
 ///

@@ -88,7 +88,7 @@ pub mod usage;
 
 use std::sync::Mutex;
 
-use egret_handler::{kv, Action, Context, Request};
+use egret_handler::{kv, Action, Context, Request, Response, ResponseAction};
 
 const NAME: &str = "llm-guard";
 
@@ -224,6 +224,14 @@ fn count(c: &mut Counting) {
     }
 }
 
+/// The response head, before its chunks: its `content-type` says how to read the usage.
+fn on_response(_ctx: Context, resp: Response) -> ResponseAction {
+    if let Some(c) = COUNTING.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        c.tracker = usage::UsageTracker::for_content_type(resp.header_str("content-type"));
+    }
+    ResponseAction::pass()
+}
+
 fn on_chunk(_ctx: Context, chunk: &[u8]) {
     if let Some(c) = COUNTING.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         c.tracker.feed(chunk);
@@ -241,4 +249,9 @@ fn on_end(_ctx: Context) {
     }
 }
 
-egret_handler::export!(handle, on_chunk = on_chunk, on_end = on_end);
+egret_handler::export!(
+    handle,
+    on_response = on_response,
+    on_chunk = on_chunk,
+    on_end = on_end
+);

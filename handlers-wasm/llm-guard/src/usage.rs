@@ -1,10 +1,11 @@
 //! Token usage from a chat completions response, fed chunk by chunk as egret's observe phase
 //! hands them over (no host calls here: unit-tested on the host).
 //!
-//! The guest does not see the response head in the observe phase, so the body's first
-//! non-white-space byte decides what it is: `{` a JSON `chat.completion` object (parsed once it
-//! is complete), anything else a server-sent event stream whose `data:` events are JSON chunks,
-//! one of which (OpenAI: the last before `[DONE]`) carries `usage`. Lines and events may be cut
+//! The response's `content-type` (from the head, which `on_response` sees before the chunks)
+//! decides what the body is: a JSON `chat.completion` object (parsed once it is complete) or a
+//! server-sent event stream whose `data:` events are JSON chunks, one of which (OpenAI: the
+//! last before `[DONE]`) carries `usage`; another type carries no usage. Without a
+//! `content-type`, the body's first non-white-space byte decides: `{` JSON, anything else SSE. Lines and events may be cut
 //! anywhere by the chunking; the partial line and the event's data so far are kept here
 //! between chunks.
 
@@ -29,6 +30,8 @@ enum Mode {
     /// Nothing but white space seen yet.
     #[default]
     Sniff,
+    /// Neither JSON nor an event stream: nothing to count.
+    Ignore,
     Json {
         buf: Vec<u8>,
         /// Too large to keep, or already parsed: the rest is ignored.
@@ -57,6 +60,30 @@ impl UsageTracker {
         UsageTracker::default()
     }
 
+    /// A tracker for a response of this `content-type` (`None`: sniff the body).
+    pub fn for_content_type(content_type: Option<&str>) -> UsageTracker {
+        let Some(ct) = content_type else {
+            return UsageTracker::new();
+        };
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let mode = if essence == "text/event-stream" {
+            Mode::Sse(Sse::default())
+        } else if essence == "application/json" || essence.ends_with("+json") {
+            Mode::Json {
+                buf: Vec::new(),
+                done: false,
+            }
+        } else {
+            Mode::Ignore
+        };
+        UsageTracker { mode, total: None }
+    }
+
     /// The largest `usage` total seen so far (`total_tokens`, else prompt + completion).
     pub fn total(&self) -> Option<u64> {
         self.total
@@ -80,7 +107,7 @@ impl UsageTracker {
             };
         }
         match &mut self.mode {
-            Mode::Sniff => {}
+            Mode::Sniff | Mode::Ignore => {}
             Mode::Json { buf, done } => {
                 if *done {
                     return;
@@ -250,6 +277,36 @@ mod tests {
         }
         t.finish();
         t.total()
+    }
+
+    fn run_typed(ct: Option<&str>, body: &[u8]) -> Option<u64> {
+        let mut t = UsageTracker::for_content_type(ct);
+        t.feed(body);
+        t.finish();
+        t.total()
+    }
+
+    #[test]
+    fn the_content_type_decides_what_the_body_is() {
+        let json = br#"{"usage":{"total_tokens":7}}"#;
+        assert_eq!(run_typed(Some("application/json"), json), Some(7));
+        assert_eq!(
+            run_typed(Some("Application/JSON; charset=utf-8"), json),
+            Some(7)
+        );
+        assert_eq!(run_typed(Some("application/problem+json"), json), Some(7));
+        assert_eq!(run_typed(None, json), Some(7));
+        let sse = SSE.as_bytes();
+        assert_eq!(
+            run_typed(Some("text/event-stream; charset=utf-8"), sse),
+            Some(28)
+        );
+        // Leading blank lines do not make an event stream anything else.
+        let events = b"\n\ndata: {\"usage\":{\"total_tokens\":3}}\n\n";
+        assert_eq!(run_typed(Some("text/event-stream"), events), Some(3));
+        // Another type carries no usage, whatever its bytes look like.
+        assert_eq!(run_typed(Some("text/html"), json), None);
+        assert_eq!(run_typed(Some("text/plain"), sse), None);
     }
 
     #[test]
