@@ -450,3 +450,99 @@ fn two_workers_spread_connections_and_both_serve_them() {
     assert!(status.success(), "{status:?}\n{}", egret.logs());
     assert!(egret.logs().contains("detached"), "{}", egret.logs());
 }
+
+/// `egret handler run` tries the 0.2.0 capabilities without a sandbox: `oauth-client-credentials`
+/// fetches a token from a test server the author names (`--fetch-host`, `--upstream-ca`),
+/// mints it (`--mint-secret`) and injects it by name; its response phase runs on `--response`
+/// (a 401 expires the token); `llm-guard` reads and caps a `--body`. No secret or token value
+/// is printed.
+#[test]
+fn handler_run_fetches_mints_and_runs_the_response_phase() {
+    const CLIENT_SECRET: &str = "cs-offline-7781";
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let tokens = topo.tmp.path("tokens.txt");
+    let client = format!("c1:{CLIENT_SECRET}");
+    let (up, pki) = Upstream::start_tls_with(
+        &topo,
+        &["auth.test"],
+        &[
+            "--oauth-client",
+            &client,
+            "--oauth-token-file",
+            tokens.to_str().unwrap(),
+        ],
+    );
+    // The author's machine: auth.test is a local test server, named in its hosts file.
+    let _hosts = NetnsHosts::write(&topo.egr, "127.0.0.1 localhost\n10.200.0.2 auth.test\n");
+    let run = |extra: &[&str]| -> (bool, String) {
+        let out = topo
+            .egr
+            .cmd(bin("egret").to_str().unwrap())
+            .args([
+                "handler",
+                "run",
+                &handler_module("oauth-client-credentials"),
+                "--request",
+                "GET https://api.test/resource",
+                "--params",
+                r#"{"token_url":"https://auth.test/oauth/token","client_id":"c1","client_secret":"CS"}"#,
+                "--secret",
+                &format!("CS={CLIENT_SECRET}"),
+                "--mint-secret",
+                "OAUTH_ACCESS_TOKEN",
+                "--upstream-ca",
+                pki.ca.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    // Without --fetch-host the exchange is refused, and the handler says which endpoint failed.
+    let (_, text) = run(&[]);
+    assert!(text.contains("auth.test"), "{text}");
+    assert!(!up.access_log().contains("TOKEN-ISSUED"), "{text}");
+
+    let (ok, text) = run(&["--fetch-host", "auth.test", "--response", "401"]);
+    assert!(ok, "{text}");
+    assert!(
+        up.wait_log("TOKEN-ISSUED", Duration::from_secs(5)),
+        "{text}"
+    );
+    assert!(
+        text.contains("secret(OAUTH_ACCESS_TOKEN)"),
+        "the token is injected by name: {text}"
+    );
+    assert!(text.contains("response 401: pass"), "{text}");
+    let issued = std::fs::read_to_string(&tokens).unwrap();
+    let token = issued.lines().next().unwrap().split_once(' ').unwrap().1;
+    for v in [CLIENT_SECRET, token] {
+        assert!(!text.contains(v), "printed {v:?}: {text}");
+    }
+
+    // A request body, read and rewritten by llm-guard (max_tokens capped).
+    let out = std::process::Command::new(bin("egret"))
+        .args([
+            "handler",
+            "run",
+            &handler_module("llm-guard"),
+            "--request",
+            "POST https://llm.test/v1/chat/completions",
+            "--params",
+            r#"{"models":["m"],"max_tokens_cap":64}"#,
+            "--body",
+            r#"{"model":"m","max_tokens":1000,"messages":[]}"#,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("request body: "), "{text}");
+    assert!(text.contains(r#"\"max_tokens\":64"#), "{text}");
+}
