@@ -844,6 +844,8 @@ macro_rules! export {
                 $crate::__private::run($handler, ctx, req)
             }
 
+            // All phases given leaves nothing for `..NONE` to fill.
+            #[allow(clippy::needless_update)]
             fn on_response(
                 ctx: $crate::__private::WitContext,
                 resp: $crate::__private::WitResponse,
@@ -855,6 +857,8 @@ macro_rules! export {
                 $crate::__private::on_response(phases.on_response, ctx, resp)
             }
 
+            // All phases given leaves nothing for `..NONE` to fill.
+            #[allow(clippy::needless_update)]
             fn on_response_chunk(ctx: $crate::__private::WitContext, chunk: ::std::vec::Vec<u8>) {
                 let phases = $crate::__private::Phases {
                     $($phase: Some($f),)*
@@ -863,6 +867,8 @@ macro_rules! export {
                 $crate::__private::on_chunk(phases.on_chunk, ctx, chunk)
             }
 
+            // All phases given leaves nothing for `..NONE` to fill.
+            #[allow(clippy::needless_update)]
             fn on_response_end(ctx: $crate::__private::WitContext) {
                 let phases = $crate::__private::Phases {
                     $($phase: Some($f),)*
