@@ -114,3 +114,61 @@ fn handle_inject_header(bencher: divan::Bencher) {
             .unwrap()
     });
 }
+
+/// `llm-guard` on a 4 KiB JSON chat request (the body handed to the guest, parsed, the model
+/// checked, scanned for a watched secret), and `inject-header` on the same request through the
+/// same session API: what reading a body adds in the guest.
+#[divan::bench(args = ["inject-header", "llm-guard"])]
+fn session_4k_json(bencher: divan::Bencher, module: &str) {
+    let f = fixture();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../handlers-wasm/dist");
+    let bytes = std::fs::read(dir.join(format!("{module}.wasm"))).expect("reading the module");
+    let handler = f.rt.block_on(f.host.load(module, &bytes)).expect("loading");
+    let params = if module == "llm-guard" {
+        r#"{"models":["m"],"max_tokens_cap":1024,"watch_secrets":["db"],"api_key_secret":"gh"}"#
+    } else {
+        PARAMS
+    };
+    f.secrets.set("db", "bench-db-password");
+    let grants = Grants::new(["gh", "db"], ["db"]);
+    let mut words = String::new();
+    while words.len() < 4000 {
+        words.push_str("lorem ipsum dolor sit amet ");
+    }
+    let body = bytes::Bytes::from(
+        format!(
+            r#"{{"model":"m","max_tokens":16,"messages":[{{"role":"user","content":"{words}"}}]}}"#
+        )
+        .into_bytes(),
+    );
+    let mut request = f.request.clone();
+    request.method = "POST".into();
+    request.path_with_query = "/v1/chat/completions".into();
+    bencher.bench_local(|| {
+        f.rt.block_on(async {
+            let mut s = f
+                .host
+                .session(
+                    &handler,
+                    egret_wasm::SessionSpec {
+                        handler_name: module,
+                        sandbox_id: "bench",
+                        params_json: params,
+                        grants: &grants,
+                        secrets: &f.secrets,
+                        kv: &f.kv,
+                        limits: Limits {
+                            timeout: Duration::from_secs(2),
+                            memory_bytes: 16 << 20,
+                        },
+                        services: Default::default(),
+                    },
+                )
+                .await
+                .unwrap();
+            s.handle(request.clone(), Some(black_box(body.clone())))
+                .await
+                .unwrap()
+        })
+    });
+}

@@ -53,7 +53,9 @@ pub fn model_allowed(model: &str, allowed: &[String]) -> bool {
 pub fn decide(body: &[u8], rules: &Rules<'_>, watched: &[(String, String)], used: u64) -> Decision {
     // First, before anything can fail on the body's shape: a secret in it is refused whatever
     // else is wrong with the request.
-    if let Some(name) = find_secret(body, watched) {
+    // The body is parsed once, for the secret scan and the checks after it.
+    let parsed = serde_json::from_slice::<Value>(body);
+    if let Some(name) = find_secret_in(body, parsed.as_ref().ok(), watched) {
         return refuse(
             403,
             "secret_in_request",
@@ -64,7 +66,7 @@ pub fn decide(body: &[u8], rules: &Rules<'_>, watched: &[(String, String)], used
             json!({ "secret": name }),
         );
     }
-    let mut v: Value = match serde_json::from_slice(body) {
+    let mut v: Value = match parsed {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             let msg = "the request body must be a JSON object".to_string();
@@ -163,8 +165,17 @@ pub fn decide(body: &[u8], rules: &Rules<'_>, watched: &[(String, String)], used
 /// percent-encoded. Empty values are ignored.
 pub fn find_secret<'a>(body: &[u8], watched: &'a [(String, String)]) -> Option<&'a str> {
     let parsed = serde_json::from_slice::<Value>(body).ok();
+    find_secret_in(body, parsed.as_ref(), watched)
+}
+
+/// [`find_secret`] with the body already parsed (`None`: not JSON).
+pub fn find_secret_in<'a>(
+    body: &[u8],
+    parsed: Option<&Value>,
+    watched: &'a [(String, String)],
+) -> Option<&'a str> {
     let mut strings = Vec::new();
-    if let Some(v) = &parsed {
+    if let Some(v) = parsed {
         collect_strings(v, &mut strings);
     }
     watched.iter().find_map(|(name, value)| {
@@ -172,8 +183,15 @@ pub fn find_secret<'a>(body: &[u8], watched: &'a [(String, String)]) -> Option<&
         if value.is_empty() {
             return None;
         }
-        let hit = forms(value).iter().any(|f| contains(body, f))
-            || strings.iter().any(|s| contains(s.as_bytes(), value));
+        // memchr's memmem (Two-Way with a rare-byte prefilter) rather than a naive window
+        // scan: on a 4 KiB prompt the naive scan of five forms was most of the guest's time.
+        let hit = forms(value)
+            .iter()
+            .any(|f| memchr::memmem::find(body, f).is_some())
+            || {
+                let finder = memchr::memmem::Finder::new(value);
+                strings.iter().any(|s| finder.find(s.as_bytes()).is_some())
+            };
         hit.then_some(name.as_str())
     })
 }
@@ -188,10 +206,6 @@ fn collect_strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
         }),
         _ => {}
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.len() <= hay.len() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The forms a value is searched in.
