@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${1:-} == --micro ]]; then
     scripts/build-handlers.sh >/dev/null
-    exec cargo bench -p egret-policy -p egret-tls -p egret-wasm --bench matching --bench tls --bench invoke
+    exec cargo bench -p egret-policy -p egret-tls -p egret-wasm -p egret-proxy --bench matching --bench tls --bench invoke --bench echo_guard
 fi
 [[ $(id -u) -eq 0 ]] || { echo "run as root: sudo scripts/bench.sh (or scripts/bench.sh --micro)" >&2; exit 1; }
 scripts/setup.sh >/dev/null
