@@ -28,8 +28,12 @@ pub(crate) fn max_capacity(prefix: u8) -> usize {
 }
 
 struct Inner {
-    /// Name → index, in recency order (the LRU).
+    /// Name → index, in recency order (the LRU). Unbounded for `lru`, bounded by `capacity`
+    /// here: `LruCache::new(cap)` allocates its table for `cap` names up front (2.2 MiB, 150 KiB
+    /// of it touched, at the default 65536) in every sidecar, before a single name is seen.
     by_name: LruCache<Arc<str>, u32>,
+    /// Most names remembered at once.
+    capacity: NonZeroUsize,
     /// Index → name, for reverse lookups.
     by_index: HashMap<u32, Arc<str>>,
     /// Where the round-robin allocator continues.
@@ -81,8 +85,9 @@ impl SyntheticMap {
             base6,
             mask6,
             inner: Mutex::new(Inner {
-                by_name: LruCache::new(capacity),
-                by_index: HashMap::with_capacity(capacity.get().min(4096)),
+                by_name: LruCache::unbounded(),
+                capacity,
+                by_index: HashMap::new(),
                 next: 1,
             }),
         }
@@ -117,7 +122,7 @@ impl SyntheticMap {
     }
 
     fn insert(&self, g: &mut Inner, name: Arc<str>) -> u32 {
-        if g.by_name.len() == g.by_name.cap().get() {
+        if g.by_name.len() >= g.capacity.get() {
             if let Some((old, i)) = g.by_name.pop_lru() {
                 g.by_index.remove(&i);
                 tracing::debug!(name = %log_name(&old), "synthetic address map full: forgot the least recently used name");
@@ -191,7 +196,7 @@ impl SyntheticMap {
 
     /// The most names remembered at once.
     pub fn capacity(&self) -> usize {
-        self.inner.lock().by_name.cap().get()
+        self.inner.lock().capacity.get()
     }
 }
 
