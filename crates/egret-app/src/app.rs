@@ -368,6 +368,11 @@ impl App {
             if let Some(p) = &cfg.ready_file {
                 write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
             }
+            // Start-up's transient allocations (the system root store parsed, the policy
+            // compiled) leave ~170 KiB of free heap pages behind: with one sidecar per
+            // sandbox that is 8% of each idle one's private memory. After the ready file, so
+            // readiness does not wait for it.
+            crate::handlers::release_free_heap();
             let mut save_tick = tokio::time::interval(Duration::from_secs(1));
             save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
