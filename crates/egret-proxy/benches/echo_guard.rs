@@ -1,6 +1,7 @@
 //! The echo guard's per-request cost on a response to a request egret filled one secret into:
 //! building the patterns for the filled values, masking the headers, and masking a 1 KiB
-//! body in one chunk. `cargo bench -p egret-proxy --bench echo_guard`.
+//! body in one chunk; and the scanning throughput on 64 KiB chunks of JSON lines (a streamed
+//! answer). `cargo bench -p egret-proxy --bench echo_guard`.
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -45,4 +46,27 @@ fn mask_1k_body(bencher: divan::Bencher) {
         let out = m.push(black_box(body.clone()));
         (out, m.finish())
     });
+}
+
+/// Throughput on a stream: 64 KiB chunks of JSON lines without the secret, one masker.
+#[divan::bench]
+fn mask_64k_json_chunks(bencher: divan::Bencher) {
+    const CHUNK: usize = 64 * 1024;
+    let p = Arc::new(Patterns::new(&[SECRET]));
+    let mut text = Vec::with_capacity(CHUNK);
+    let mut i = 0u64;
+    while text.len() < CHUNK {
+        let line = format!(
+            "{{\"seq\": {i}, \"role\": \"assistant\", \"delta\": \"Sure, see {}\"}}\n",
+            i * 7919
+        );
+        text.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    text.truncate(CHUNK);
+    let chunk = Bytes::from(text);
+    let mut m = Masker::new(p);
+    bencher
+        .counter(divan::counter::BytesCount::new(CHUNK))
+        .bench_local(|| m.push(black_box(chunk.clone())));
 }

@@ -899,44 +899,6 @@ mod tests {
         assert_eq!((sent, m.masked_count()), (256 * CHUNK, 2));
     }
 
-    /// Scanning speed of 1 GiB of JSON lines in 64 KiB chunks with one secret, by hand:
-    /// `cargo test -p egret-proxy --release echo_guard::tests::throughput -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a measurement, not a test"]
-    fn throughput() {
-        const CHUNK: usize = 64 * 1024;
-        let p = patterns(&[b"sk-live-0123456789abcdef"]);
-        let chunks: Vec<Bytes> = (0..16)
-            .map(|k| {
-                let mut text = Vec::with_capacity(CHUNK);
-                let mut i = k * 1000;
-                while text.len() < CHUNK {
-                    let line = format!(
-                        "{{\"seq\": {i}, \"role\": \"assistant\", \"delta\": \"Sure, see {}\"}}\n",
-                        i * 7919
-                    );
-                    text.extend_from_slice(line.as_bytes());
-                    i += 1;
-                }
-                text.truncate(CHUNK);
-                Bytes::from(text)
-            })
-            .collect();
-        let mut m = Masker::new(p);
-        let start = std::time::Instant::now();
-        let mut sent = 0;
-        for chunk in chunks.iter().cycle().take(16 * 1024) {
-            sent += m.push(chunk.clone()).len();
-        }
-        sent += m.finish().len();
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(sent, 1 << 30);
-        eprintln!(
-            "echo guard: 1 GiB in {secs:.3} s: {:.2} GB/s",
-            1.073_741_824 / secs
-        );
-    }
-
     fn arb_secret() -> impl Strategy<Value = Vec<u8>> {
         // A small alphabet makes partial and overlapping matches common; `/`, `+` and bytes
         // above 0x7f give base64 and percent forms of their own.

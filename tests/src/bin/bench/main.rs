@@ -11,8 +11,11 @@
 //!   requests (utime+stime from /proc), the upstream's and the client's CPU share,
 //! * 1 GiB download throughput, policy swap latency,
 //! * handler capabilities against a head-only handler (`bench/handlers.rs`),
+//! * many sidecars on one host: memory, idle CPU, start-up with N−1 running
+//!   (`bench/density.rs`),
 //! * start-up time to the ready file (median of 10), also with 5 handlers from the artifact
 //!   cache, idle and peak RSS.
+mod density;
 mod handlers;
 
 use egret_e2e::*;
@@ -155,7 +158,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `BENCH_ONLY=latency,load,download,swap,handlers,startup5` runs only those parts (start-up with one
+/// `BENCH_ONLY=latency,load,download,swap,handlers,density,startup5` runs only those parts (start-up with one
 /// handler and idle RSS are always measured: the later parts reuse that egret); unset runs all.
 fn only(part: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
@@ -741,6 +744,15 @@ fn main() {
             download,
         };
         handlers::run(&setup, &mut table, &mut rows);
+    }
+
+    if only("density") {
+        let setup = density::Setup {
+            topo: &topo,
+            upstream_ca: &pki.ca,
+            policy: &policy,
+        };
+        density::run(&setup, &mut table, &mut rows);
     }
 
     // Start-up with five handlers whose artifacts are cached: one start fills the cache.

@@ -1,0 +1,293 @@
+//! `BENCH_ONLY=density`: many sidecars on one host, one egret per sandbox as the OCI hook
+//! starts them. For N = 10 and 100 (and 1000 with `BENCH_DENSITY_MAX=1000`): N sandbox
+//! namespaces, each with its own egret (HTTPS interception, `inject-header` bound, one shared
+//! `--handler-cache-dir` filled beforehand), all in one egret namespace like sidecars in the
+//! host's. Measured:
+//! * start-to-intercepting (spawn to the ready file, which egret writes once its rules are in
+//!   force) while the others start one after another (the ramp), and again for sidecars
+//!   restarted with N−1 running;
+//! * per-sidecar RSS, PSS and private memory (`/proc/PID/smaps_rollup`) once all are idle, and
+//!   the idle CPU of all of them together over `BENCH_DENSITY_IDLE_SECS` (default 10);
+//! * the same memory after every sidecar served 1,000 keep-alive HTTPS requests (does it go
+//!   back down?).
+use super::{cpu_secs, median, run_client, Row};
+use egret_e2e::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the caller set up: the topology (its upstream serves allowed.test over TLS), the
+/// upstream CA and the bench policy file.
+pub struct Setup<'a> {
+    pub topo: &'a Topology,
+    pub upstream_ca: &'a Path,
+    pub policy: &'a str,
+}
+
+/// `/proc/PID/smaps_rollup` figures, KiB.
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    rss: u64,
+    pss: u64,
+    private: u64,
+}
+
+fn smaps_rollup(pid: u32) -> Mem {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_else(|e| panic!("sidecar {pid} is gone: {e}"));
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Mem {
+        rss: field("Rss"),
+        pss: field("Pss"),
+        private: field("Private_Clean") + field("Private_Dirty"),
+    }
+}
+
+/// One sidecar: its sandbox namespace and its egret.
+struct Sidecar {
+    ns: Netns,
+    id: String,
+    ca: PathBuf,
+    ready: PathBuf,
+    egret: Option<Proc>,
+}
+
+impl Sidecar {
+    fn pid(&self) -> u32 {
+        self.egret.as_ref().expect("sidecar running").child.id()
+    }
+}
+
+/// Start `sc`'s egret and wait for its ready file (polled every millisecond: the figures are
+/// tens of milliseconds). Returns the time from spawn to ready.
+fn start(s: &Setup, cache: &Path, sc: &mut Sidecar) -> Duration {
+    let _ = std::fs::remove_file(&sc.ready);
+    let mut cmd = s.topo.egr.cmd(bin("egret").to_str().unwrap());
+    cmd.args(["run", "--netns", &sc.ns.name, "--sandbox-id", &sc.id]);
+    cmd.arg("--ready-file").arg(&sc.ready);
+    cmd.args(["--policy", s.policy]).arg("--ca-out").arg(&sc.ca);
+    cmd.arg("--upstream-ca").arg(s.upstream_ca);
+    cmd.arg("--handler-cache-dir").arg(cache);
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("EGRET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    let t = Instant::now();
+    let mut proc = spawn(cmd, &s.topo.tmp.0, &sc.id);
+    while !sc.ready.exists() {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("sidecar {} exited with {status}:\n{}", sc.id, proc.output());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "sidecar {} not ready after 30 s:\n{}",
+            sc.id,
+            proc.output()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = t.elapsed();
+    sc.egret = Some(proc);
+    took
+}
+
+/// Stop `sc`'s egret and wait until its rules are gone from the sandbox.
+fn stop(sc: &mut Sidecar) {
+    drop(sc.egret.take());
+    for _ in 0..200 {
+        let t = sc.ns.run("nft", &["list", "tables"]);
+        if t.stdout.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("sidecar {}: nftables rules left after it stopped", sc.id);
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn mib(kib: f64) -> f64 {
+    kib / 1024.0
+}
+
+/// Per-sidecar medians and the sum over all of them.
+fn memory(sidecars: &[Sidecar]) -> (Mem, Mem) {
+    let all: Vec<Mem> = sidecars.iter().map(|s| smaps_rollup(s.pid())).collect();
+    let med = |f: fn(&Mem) -> u64| median(all.iter().map(|m| f(m) as f64).collect()) as u64;
+    let per = Mem {
+        rss: med(|m| m.rss),
+        pss: med(|m| m.pss),
+        private: med(|m| m.private),
+    };
+    let total = all.iter().fold(Mem::default(), |a, m| Mem {
+        rss: a.rss + m.rss,
+        pss: a.pss + m.pss,
+        private: a.private + m.private,
+    });
+    (per, total)
+}
+
+/// CPU of all sidecars together over `secs`, in % of one core.
+fn idle_cpu(sidecars: &[Sidecar], secs: u64) -> f64 {
+    let sum = || sidecars.iter().map(|s| cpu_secs(s.pid())).sum::<f64>();
+    let before = sum();
+    std::thread::sleep(Duration::from_secs(secs));
+    (sum() - before) / secs as f64 * 100.0
+}
+
+/// Runs the density scenarios and appends their rows.
+pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
+    let max: usize = std::env::var("BENCH_DENSITY_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let idle_secs: u64 = std::env::var("BENCH_DENSITY_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let cache = s.topo.tmp.path("density-cache");
+    // Fill the artifact cache once: every measured start loads the handler from it.
+    {
+        let mut warm = Sidecar {
+            ns: Netns::new(&format!("{}-{}-dw", ns_prefix(), s.topo.id)),
+            id: "density-warm".into(),
+            ca: s.topo.tmp.path("density-warm-ca.pem"),
+            ready: s.topo.tmp.path("density-warm.ready"),
+            egret: None,
+        };
+        start(s, &cache, &mut warm);
+        stop(&mut warm);
+    }
+    for n in [10, 100, 1000].into_iter().filter(|&n| n <= max) {
+        let began = Instant::now();
+        let mut sidecars: Vec<Sidecar> = (0..n)
+            .map(|i| Sidecar {
+                ns: Netns::new(&format!("{}-{}-d{i}", ns_prefix(), s.topo.id)),
+                id: format!("density-{i}"),
+                ca: s.topo.tmp.path(&format!("density-{i}-ca.pem")),
+                ready: s.topo.tmp.path(&format!("density-{i}.ready")),
+                egret: None,
+            })
+            .collect();
+        let ramp: Vec<f64> = sidecars
+            .iter_mut()
+            .map(|sc| start(s, &cache, sc).as_secs_f64() * 1000.0)
+            .collect();
+        // Restarts with N−1 running: every n/10-th sidecar, 10 samples.
+        let step = (n / 10).max(1);
+        let mut restarts = Vec::new();
+        for i in (0..n).step_by(step) {
+            stop(&mut sidecars[i]);
+            restarts.push(start(s, &cache, &mut sidecars[i]).as_secs_f64() * 1000.0);
+        }
+        // Let the last starts settle (their first timers, the audit writer's first flush).
+        std::thread::sleep(Duration::from_secs(5));
+        let (idle, idle_total) = memory(&sidecars);
+        let cpu = idle_cpu(&sidecars, idle_secs);
+
+        // 1,000 requests through every sidecar, one after another, then idle again.
+        let mut p50s = Vec::new();
+        for sc in &sidecars {
+            let ca = sc.ca.to_str().unwrap();
+            let (p50, _) = run_client(
+                &sc.ns,
+                &["https", "allowed.test", "allowed.test", "1000", ca],
+            );
+            p50s.push(p50);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let (after, after_total) = memory(&sidecars);
+        let cpu_after = idle_cpu(&sidecars, idle_secs);
+        let took = began.elapsed().as_secs_f64();
+
+        let (ramp50, ramp99) = (
+            percentile(ramp.clone(), 0.5),
+            percentile(ramp.clone(), 0.99),
+        );
+        let (re50, re99) = (
+            percentile(restarts.clone(), 0.5),
+            percentile(restarts.clone(), 0.99),
+        );
+        let delta = |a: u64, b: u64| mib(a as f64 - b as f64);
+        println!(
+            "density {n}: ramp p50 {ramp50:.1} / p99 {ramp99:.1} ms; restart with {} running p50 {re50:.1} / p99 {re99:.1} ms ({} samples); \
+             per idle sidecar RSS {:.2} PSS {:.2} private {:.2} MiB (all: RSS {:.0} PSS {:.0} MiB); idle CPU of all {cpu:.2}% of a core; \
+             after 1,000 requests each: RSS {:.2} PSS {:.2} private {:.2} MiB, idle CPU {cpu_after:.2}%; request p50 {:.0} µs; {took:.0} s",
+            n - 1,
+            restarts.len(),
+            mib(idle.rss as f64),
+            mib(idle.pss as f64),
+            mib(idle.private as f64),
+            mib(idle_total.rss as f64),
+            mib(idle_total.pss as f64),
+            mib(after.rss as f64),
+            mib(after.pss as f64),
+            mib(after.private as f64),
+            median(p50s.clone()),
+        );
+        table.push([
+            format!(
+                "density {n}: start to intercepting, ramp / restart with {} running",
+                n - 1
+            ),
+            "—".into(),
+            format!("p50 {ramp50:.1} / p99 {ramp99:.1} ms; p50 {re50:.1} / p99 {re99:.1} ms"),
+            format!("{} restarts; whole scenario {took:.0} s", restarts.len()),
+        ]);
+        table.push([
+            format!("density {n}: per idle sidecar RSS / PSS / private (median)"),
+            "—".into(),
+            format!(
+                "{:.2} / {:.2} / {:.2} MiB",
+                mib(idle.rss as f64),
+                mib(idle.pss as f64),
+                mib(idle.private as f64)
+            ),
+            format!(
+                "all {n}: PSS {:.0} MiB; idle CPU {cpu:.2}% of one core",
+                mib(idle_total.pss as f64)
+            ),
+        ]);
+        table.push([
+            format!("density {n}: after 1,000 HTTPS requests each"),
+            "—".into(),
+            format!(
+                "{:.2} / {:.2} / {:.2} MiB",
+                mib(after.rss as f64),
+                mib(after.pss as f64),
+                mib(after.private as f64)
+            ),
+            format!(
+                "private {:+.2} MiB vs idle; idle CPU {cpu_after:.2}%; request p50 {:.0} µs",
+                delta(after.private, idle.private),
+                median(p50s.clone())
+            ),
+        ]);
+        rows.push(serde_json::json!({
+            "name": format!("density {n}"), "sidecars": n,
+            "ramp_ms": ramp, "ramp_p50_ms": ramp50, "ramp_p99_ms": ramp99,
+            "restart_ms": restarts, "restart_p50_ms": re50, "restart_p99_ms": re99,
+            "idle_per_sidecar_kib": {"rss": idle.rss, "pss": idle.pss, "private": idle.private},
+            "idle_total_kib": {"rss": idle_total.rss, "pss": idle_total.pss, "private": idle_total.private},
+            "idle_cpu_pct_of_core": cpu, "idle_secs": idle_secs,
+            "after_load_per_sidecar_kib": {"rss": after.rss, "pss": after.pss, "private": after.private},
+            "after_load_total_kib": {"rss": after_total.rss, "pss": after_total.pss, "private": after_total.private},
+            "after_load_idle_cpu_pct_of_core": cpu_after,
+            "request_p50_us_median": median(p50s), "scenario_secs": took,
+        }));
+        // SIGTERM to all first, so the sidecars wind down in parallel rather than one by one.
+        for sc in &sidecars {
+            if let Some(p) = &sc.egret {
+                p.signal(nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        drop(sidecars);
+    }
+}
