@@ -1,0 +1,373 @@
+//! egret attached by a real container runtime: podman (Debian's, with runc) runs containers
+//! with the hooks.d file `egret oci-hook hooks-json` writes, as an installed egret has it. No
+//! image is pulled: `--rootfs /:O` gives the container this machine's root filesystem as a
+//! throw-away overlay (curl, python3, dig). `--network none` gives it a network namespace
+//! with only `lo`, which egret attaches to; the upstream listens on the host's loopback, in
+//! egret's namespace, and is pinned with `[resolve]`.
+//!
+//! Settings this machine needs are the test's, not egret's: `--runtime runc` (crun refuses a
+//! hybrid cgroup layout) and explicit ulimits (podman's defaults exceed the hard limits).
+use egret_e2e::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn require_podman() {
+    require_root();
+    for tool in ["podman", "runc", "nsenter"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{tool} not found: run scripts/setup.sh (it installs podman and runc for these tests)"
+        );
+    }
+}
+
+/// A hook installation of its own: the hooks.d file (from `egret oci-hook hooks-json`), the
+/// run root, the upstream's CA for egret.
+struct Hooked {
+    tmp: TempDir,
+    hooks_dir: PathBuf,
+    run_root: PathBuf,
+}
+
+impl Hooked {
+    fn new(id: &str, run_args: &[&str]) -> Hooked {
+        let tmp = TempDir::new(&format!("oci-{id}"));
+        let hooks_dir = tmp.path("hooks.d");
+        let run_root = tmp.path("run");
+        std::fs::create_dir_all(&hooks_dir).unwrap();
+        let mut cmd = Command::new(bin("egret"));
+        cmd.args(["oci-hook", "hooks-json", "--run-root"])
+            .arg(&run_root);
+        cmd.args(["--ready-timeout-ms", "20000"]);
+        if !run_args.is_empty() {
+            cmd.arg("--").args(run_args);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "hooks-json: {out:?}");
+        std::fs::write(hooks_dir.join("egret.json"), &out.stdout).unwrap();
+        Hooked {
+            tmp,
+            hooks_dir,
+            run_root,
+        }
+    }
+
+    /// `podman --runtime runc --hooks-dir DIR ARGS...` (the global options this machine
+    /// needs).
+    fn podman(&self, args: &[&str]) -> std::process::Output {
+        Command::new("podman")
+            .args(["--runtime", "runc", "--hooks-dir"])
+            .arg(&self.hooks_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `podman run -d` of `sleep` with egret's annotation: the container, or podman's error.
+    fn run(&self, name: &str, policy: &str, network: &str) -> Result<Container, String> {
+        let ann = format!("io.egret.policy={policy}");
+        let out = self.podman(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            "--annotation",
+            &ann,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--rootfs",
+            "/:O",
+            "sleep",
+            "600",
+        ]);
+        let container = Container {
+            name: name.to_string(),
+            hooks_dir: self.hooks_dir.clone(),
+        };
+        if out.status.success() {
+            Ok(container)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Every egret process started for this installation (their arguments name its run root).
+    fn sidecars(&self) -> Vec<u32> {
+        let needle = self.run_root.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("\0run\0") && c.contains(&needle)
+                })
+            })
+            .collect()
+    }
+
+    /// Run directories left under the run root.
+    fn run_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.run_root)
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Hooked {
+    fn drop(&mut self) {
+        for pid in self.sidecars() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A podman container, removed (with its egret, by the poststop hook) on drop.
+struct Container {
+    name: String,
+    hooks_dir: PathBuf,
+}
+
+impl Container {
+    fn remove(&self) -> std::process::Output {
+        Command::new("podman")
+            .args(["--runtime", "runc", "--hooks-dir"])
+            .arg(&self.hooks_dir)
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .output()
+            .unwrap()
+    }
+
+    fn exec(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new("podman")
+            .args(["--runtime", "runc", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
+        code_out_err(&out)
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        sh("podman", &["inspect", "-f", format, &self.name])
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
+/// A TCP port free on the host's loopback just now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn file_sha(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap_or_default())
+}
+
+#[test]
+fn podman_container_gets_egret_from_the_hook_and_loses_it_on_rm() {
+    require_podman();
+    let id = unique_id();
+    // The upstream: HTTPS on the host's loopback, where the sidecar (in the host's network
+    // namespace) connects; the container reaches it only through egret.
+    let pki_dir = TempDir::new(&format!("oci-pki-{id}"));
+    let pki = upstream_pki(&pki_dir.0, "up", &["up.test"]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = pki_dir.path("up.access.log");
+    let ready = pki_dir.path("up.ready");
+    let mut cmd = Command::new(bin("egret-testsrv"));
+    cmd.args(["--https", &listen, "--cert", pki.cert.to_str().unwrap()]);
+    cmd.args(["--key", pki.key.to_str().unwrap(), "--name", "up"]);
+    cmd.arg("--log").arg(&log).arg("--ready-file").arg(&ready);
+    let mut up = spawn(cmd, &pki_dir.0, "up");
+    wait_ready(&mut up, &ready, Duration::from_secs(20)).unwrap();
+
+    let hooked = Hooked::new(&id, &["--upstream-ca", pki.ca.to_str().unwrap()]);
+    let token = format!("tok-{id}-secret-value");
+    let token_file = hooked.tmp.path("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let policy_file = hooked.tmp.path("policy.toml");
+    std::fs::write(
+        &policy_file,
+        format!(
+            "intercept_https = true\nallowed_hosts = [\"up.test\"]\n\n[resolve]\n\"up.test\" = [\"127.0.0.1\"]\n{}",
+            inject_header_policy("token", &format!("file = \"{}\"", token_file.display()), &["up.test"])
+        ),
+    )
+    .unwrap();
+    let host_bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let host_bundle_before = file_sha(host_bundle);
+
+    let name = format!("egret-oci-{id}");
+    let ctr = hooked
+        .run(&name, policy_file.to_str().unwrap(), "none")
+        .unwrap_or_else(|e| panic!("podman run failed: {e}"));
+    // egret read the secret when it started; the container (whose root filesystem is this
+    // machine's) must not find it on disk either.
+    std::fs::remove_file(&token_file).unwrap();
+    let cid = ctr.inspect("{{.Id}}");
+    let pid: u32 = ctr.inspect("{{.State.Pid}}").parse().unwrap();
+    let run_dir = hooked.run_root.join(&cid);
+    let hook_log = std::fs::read_to_string(run_dir.join("hook.log")).unwrap_or_default();
+    eprintln!("oci hook: {}", hook_log.trim());
+    let sidecars = hooked.sidecars();
+    assert_eq!(
+        sidecars.len(),
+        1,
+        "one egret for the container: {sidecars:?}"
+    );
+    // The container's network namespace, held open so it can be looked at after `podman rm`.
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let netns_path = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&netns)
+    );
+    let tables = sh(
+        "nsenter",
+        &[&format!("--net={netns_path}"), "nft", "list", "tables"],
+    )
+    .unwrap();
+    assert!(
+        tables.contains("inet egret"),
+        "egret's table in the container: {tables}"
+    );
+
+    // The allowed host, over HTTPS trusted through the container's own bundle (no --cacert):
+    // the token reaches the upstream, the container sees it masked.
+    let url = format!("https://up.test:{port}/echo");
+    let (code, out, err) = ctr.exec(&["curl", "-sS", "--max-time", "10", &url]);
+    assert_eq!(
+        code,
+        0,
+        "curl in the container: {out} {err}\negret: {}",
+        sidecar_log(&run_dir)
+    );
+    let echo = json(&out);
+    assert_injected_and_masked(&echo, "x-auth-token", &token);
+    assert!(!out.contains(&token) && !err.contains(&token));
+    // python3 reads the same bundle.
+    let (code, out, err) = ctr.exec(&[
+        "python3",
+        "-c",
+        "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=10).status)",
+        &url,
+    ]);
+    assert_eq!((code, out.trim()), (0, "200"), "python3: {err}");
+    // A denied host gets no address; nothing answers DNS but egret (only lo, no route out).
+    let (code, out, err) = ctr.exec(&["curl", "-sS", "--max-time", "5", "https://evil.test/"]);
+    assert_ne!(code, 0, "evil.test must fail: {out}");
+    assert!(err.contains("resolve"), "evil.test: {err}");
+    let (code, out, _) = ctr.exec(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=1",
+        "@192.0.2.53",
+        "up.test",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.trim().parse::<std::net::IpAddr>().is_ok(),
+        "egret answers DNS for up.test: {out:?}"
+    );
+    // The host's own bundle is untouched: the CA went into the container's overlay.
+    assert_eq!(file_sha(host_bundle), host_bundle_before);
+
+    let out = ctr.remove();
+    assert!(out.status.success(), "podman rm: {out:?}");
+    assert!(
+        wait_until(Duration::from_secs(15), || hooked.sidecars().is_empty()),
+        "egret still runs after podman rm: {:?}",
+        hooked.sidecars()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || hooked.run_dirs().is_empty()),
+        "run directories left: {:?}",
+        hooked.run_dirs()
+    );
+    let tables = sh(
+        "nsenter",
+        &[&format!("--net={netns_path}"), "nft", "list", "tables"],
+    )
+    .unwrap();
+    assert!(!tables.contains("egret"), "egret's table left: {tables}");
+    drop(netns);
+}
+
+fn sidecar_log(run_dir: &Path) -> String {
+    std::fs::read_to_string(run_dir.join("egret.log")).unwrap_or_default()
+}
+
+#[test]
+fn podman_refuses_containers_egret_cannot_protect() {
+    require_podman();
+    let id = unique_id();
+    let hooked = Hooked::new(&id, &[]);
+    let invalid = hooked.tmp.path("invalid.toml");
+    std::fs::write(&invalid, "allowed_hosts = [\"ok.test\"\nnot toml\n").unwrap();
+    let valid = hooked.tmp.path("valid.toml");
+    std::fs::write(&valid, "allowed_hosts = [\"ok.test\"]\n").unwrap();
+    let missing = hooked.tmp.path("missing.toml");
+    let cases: [(&str, &Path, &str, &[&str]); 3] = [
+        ("invalid", &invalid, "none", &[invalid.to_str().unwrap()]),
+        ("missing", &missing, "none", &[missing.to_str().unwrap()]),
+        // Host networking: the sidecar would capture the host itself.
+        (
+            "host",
+            &valid,
+            "host",
+            &["own network namespace", valid.to_str().unwrap()],
+        ),
+    ];
+    for (what, policy, network, needles) in cases {
+        let name = format!("egret-oci-{what}-{id}");
+        match hooked.run(&name, policy.to_str().unwrap(), network) {
+            Ok(c) => panic!(
+                "{what}: the container started: {}",
+                c.inspect("{{.State.Status}}")
+            ),
+            Err(err) => {
+                eprintln!("{what}: podman refused: {}", err.trim());
+                for n in needles {
+                    assert!(err.contains(n), "{what}: podman's error lacks {n:?}: {err}");
+                }
+                let _ = Command::new("podman")
+                    .args(["rm", "-f", "-t", "0", &name])
+                    .output();
+            }
+        }
+        assert!(hooked.sidecars().is_empty(), "{what}: egret left running");
+        assert!(
+            hooked.run_dirs().is_empty(),
+            "{what}: left {:?}",
+            hooked.run_dirs()
+        );
+    }
+}
