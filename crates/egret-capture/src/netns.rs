@@ -131,3 +131,27 @@ where
         .join()
         .map_err(|_| CaptureError::Thread("panicked".into()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn its_own_namespace_is_recognised_by_any_name() {
+        let pid = std::process::id().to_string();
+        for given in ["/proc/self/ns/net", pid.as_str()] {
+            let ns = NetnsRef::parse(given).unwrap();
+            assert!(ns.is_own().unwrap(), "{given}");
+        }
+    }
+
+    #[test]
+    fn a_missing_namespace_is_named() {
+        let e = NetnsRef::parse("egret-no-such-ns").unwrap_err().to_string();
+        assert!(
+            e.contains("egret-no-such-ns") && e.contains("/var/run/netns"),
+            "{e}"
+        );
+        assert!(NetnsRef::parse("").is_err());
+    }
+}

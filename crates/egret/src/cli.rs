@@ -388,3 +388,52 @@ impl RunArgs {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook_opts(args: &[&str]) -> OciHookCli {
+        let mut argv = vec!["egret", "oci-hook"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::OciHook(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hooks_json_arguments_give_the_hook_the_same_options() {
+        let h = hook_opts(&[
+            "hooks-json",
+            "--policy-dir",
+            "/etc/egret/policies",
+            "--log-dir",
+            "/var/log/egret",
+            "--",
+            "--handler-cache-dir",
+            "/var/cache/egret",
+        ]);
+        let Some(OciHookCmd::HooksJson(opts)) = h.cmd else {
+            panic!("hooks-json")
+        };
+        let args = opts.to_args();
+        let again = hook_opts(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(again.cmd.is_none() && again.stage.is_none());
+        assert_eq!(again.opts.to_options(), opts.to_options());
+        assert_eq!(
+            again.opts.run_args,
+            ["--handler-cache-dir", "/var/cache/egret"]
+        );
+    }
+
+    #[test]
+    fn the_stage_may_be_given() {
+        assert_eq!(
+            hook_opts(&["createRuntime"]).stage,
+            Some(StageArg::CreateRuntime)
+        );
+        assert_eq!(hook_opts(&["poststop"]).stage, Some(StageArg::Poststop));
+        assert!(Cli::try_parse_from(["egret", "oci-hook", "prestart"]).is_err());
+    }
+}

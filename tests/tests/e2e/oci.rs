@@ -371,3 +371,156 @@ fn podman_refuses_containers_egret_cannot_protect() {
         );
     }
 }
+
+/// `egret oci-hook` as a runtime calls it, driven by hand on a namespace the test made: the
+/// refusals a runtime relays (malformed state, egret binary absent, a namespace another egret
+/// holds, a container started twice, a bad annotation) leave nothing behind, and poststop
+/// removes everything, also when called again.
+#[test]
+fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
+    require_root();
+    let id = unique_id();
+    let hooked = Hooked::new(&id, &[]);
+    let ns = Netns::new(&format!("{}-oci-{id}", ns_prefix()));
+    let mut holder = spawn(
+        {
+            let mut c = ns.cmd("sleep");
+            c.arg("600");
+            c
+        },
+        &hooked.tmp.0,
+        "holder",
+    );
+    // `ip netns exec` execs sleep: the child's pid is the process inside the namespace.
+    let pid = holder.child.id();
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.ends_with("sleep"))
+    }));
+    let bundle = hooked.tmp.path("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/etc/ssl/certs")).unwrap();
+    std::fs::write(bundle.join("config.json"), r#"{"root":{"path":"rootfs"}}"#).unwrap();
+    let trust = bundle.join("rootfs/etc/ssl/certs/ca-certificates.crt");
+    std::fs::write(&trust, "image roots\n").unwrap();
+    let policy = hooked.tmp.path("policy.toml");
+    std::fs::write(&policy, "allowed_hosts = [\"ok.test\"]\n").unwrap();
+
+    let hook = |extra: &[&str], stdin: &str| -> (i32, String) {
+        use std::io::Write;
+        let mut c = Command::new(bin("egret"));
+        c.args(["oci-hook", "--run-root"]).arg(&hooked.run_root);
+        c.args(extra);
+        // The runtime gives hooks an empty environment.
+        c.env_clear();
+        let mut child = c
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let (code, _, err) = code_out_err(&out);
+        (code, err)
+    };
+    let state = |cid: &str, status: &str, extra_ann: &str| {
+        format!(
+            r#"{{"ociVersion":"1.0.2","id":"{cid}","status":"{status}","pid":{pid},"bundle":"{}","annotations":{{"io.egret.policy":"{}"{extra_ann}}}}}"#,
+            bundle.display(),
+            policy.display()
+        )
+    };
+    let a = format!("a{id}");
+    let nothing_left = |what: &str, keep: &[&str]| {
+        let dirs = hooked.run_dirs();
+        assert!(
+            dirs.iter().all(|d| keep.contains(&d.as_str())),
+            "{what}: run directories left: {dirs:?}"
+        );
+    };
+
+    for (what, extra, input, needle) in [
+        ("empty state", vec![], String::new(), "stdin is empty"),
+        (
+            "malformed state",
+            vec![],
+            "{\"id\":".to_string(),
+            "OCI state",
+        ),
+        (
+            "running status",
+            vec![],
+            state(&a, "running", ""),
+            "cannot tell the hook stage",
+        ),
+        (
+            "bad sandbox id",
+            vec![],
+            state(&a, "creating", r#","io.egret.sandbox-id":"no spaces""#),
+            "io.egret.sandbox-id",
+        ),
+        (
+            "egret binary absent",
+            vec!["--egret-bin", "/nonexistent/egret"],
+            state(&a, "creating", ""),
+            "cannot start /nonexistent/egret",
+        ),
+    ] {
+        let (code, err) = hook(&extra, &input);
+        assert_ne!(code, 0, "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        nothing_left(what, &[]);
+    }
+    assert_eq!(std::fs::read_to_string(&trust).unwrap(), "image roots\n");
+
+    let (code, err) = hook(&[], &state(&a, "creating", ""));
+    assert_eq!(code, 0, "{err}");
+    let bundle_text = std::fs::read_to_string(&trust).unwrap();
+    assert!(
+        bundle_text.starts_with("image roots\n# egret sandbox CA begin")
+            && bundle_text.contains("BEGIN CERTIFICATE"),
+        "{bundle_text}"
+    );
+    let sidecars = hooked.sidecars();
+    assert_eq!(sidecars.len(), 1);
+    let tables = sh("ip", &["netns", "exec", &ns.name, "nft", "list", "tables"]).unwrap();
+    assert!(tables.contains("inet egret"), "{tables}");
+
+    // Another container id on the same namespace: that egret refuses, the first one stays.
+    let (code, err) = hook(&[], &state(&format!("b{id}"), "creating", ""));
+    assert_ne!(code, 0);
+    assert!(err.contains("already attached to egret pid"), "{err}");
+    // The same container started again while its egret runs.
+    let (code, err) = hook(&[], &state(&a, "creating", ""));
+    assert_ne!(code, 0);
+    assert!(err.contains("is already attached to it"), "{err}");
+    nothing_left("refused second starts", &[&a]);
+    assert_eq!(hooked.sidecars(), sidecars);
+
+    for round in 0..2 {
+        let (code, err) = hook(&[], &state(&a, "stopped", ""));
+        assert_eq!(code, 0, "poststop {round}: {err}");
+        assert!(hooked.sidecars().is_empty(), "poststop {round}");
+        nothing_left("poststop", &[]);
+    }
+    let tables = sh("ip", &["netns", "exec", &ns.name, "nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("egret"), "{tables}");
+
+    // A sidecar whose container ended without a poststop stops by itself (--watch-pid).
+    let (code, err) = hook(&[], &state(&a, "creating", ""));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hooked.sidecars().len(), 1);
+    holder.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = holder.child.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || hooked.sidecars().is_empty()),
+        "egret outlived its container's process"
+    );
+    let (code, err) = hook(&[], &state(&a, "stopped", ""));
+    assert_eq!(code, 0, "{err}");
+    nothing_left("final poststop", &[]);
+}
