@@ -85,6 +85,18 @@ pub enum HookError {
         /// The running sidecar.
         pid: u32,
     },
+    /// A container joining a pod's egret asks for another policy than the one it enforces.
+    #[error("container {container} shares its network namespace with container {owner}, whose egret enforces policy {}; this container asks for {}: one network namespace has one policy (give every container of the pod the same io.egret.policy)", owner_policy.display(), policy.display())]
+    PolicyMismatch {
+        /// The joining container.
+        container: String,
+        /// The container that owns the egret.
+        owner: String,
+        /// The owner's policy.
+        owner_policy: PathBuf,
+        /// The policy this container asked for.
+        policy: PathBuf,
+    },
     /// The sandbox CA could not be added to the container's trust bundle.
     #[error("container {container}: cannot add the sandbox CA to {bundle} in its root filesystem {}: {why}", rootfs.display())]
     Trust {

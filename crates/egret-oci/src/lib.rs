@@ -39,6 +39,14 @@ pub enum Outcome {
         /// Trust bundles the CA was appended to (inside the root filesystem).
         bundles: Vec<String>,
     },
+    /// The container shares its network namespace with a container whose egret already
+    /// runs (a pod): that egret's CA was added to this container's trust bundles.
+    Joined {
+        /// The container that owns the egret.
+        owner: String,
+        /// Trust bundles the CA was appended to.
+        bundles: Vec<String>,
+    },
     /// The sidecar was stopped (or had already exited) and its run directory removed.
     Stopped,
     /// `poststop` for a container that has no run directory (its start failed or it was
@@ -63,6 +71,13 @@ pub fn run(
         Stage::CreateRuntime => {
             let plan = Plan::start(&state, opts)?;
             let rootfs = rootfs::rootfs_of_bundle(std::path::Path::new(&state.bundle))?;
+            if let Some(owner) = sidecar::owner_of_netns(&plan, opts)? {
+                let bundles = sidecar::join(&plan, &owner, &rootfs)?;
+                return Ok(Outcome::Joined {
+                    owner: owner.container_id,
+                    bundles,
+                });
+            }
             let (pid, bundles) = sidecar::start(&plan, opts, &rootfs)?;
             let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             sidecar::note(

@@ -18,6 +18,88 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const RECORD: &str = "sidecar";
 const READY: &str = "ready";
 const CA: &str = "ca.pem";
+/// The network namespace the sidecar attached to (`DEV INO` of its nsfs file).
+const NETNS: &str = "netns";
+/// The policy the sidecar enforces.
+const POLICY: &str = "policy";
+/// In a joined container's run directory: the container whose egret it uses.
+const JOINED: &str = "joined";
+
+/// A sidecar already attached to a container's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The container that started it.
+    pub container_id: String,
+    /// Its run directory.
+    pub run_dir: PathBuf,
+    /// The policy it enforces.
+    pub policy: PathBuf,
+}
+
+/// `DEV INO` of a network namespace file.
+fn netns_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!("{} {}", m.dev(), m.ino()))
+}
+
+/// The running sidecar (started by this hook, under the same run root) attached to the
+/// network namespace of `plan`'s process, if any: containers of one pod share one namespace,
+/// and so one egret.
+pub fn owner_of_netns(plan: &Plan, opts: &HookOptions) -> Result<Option<Owner>, HookError> {
+    let ns = format!("/proc/{}/ns/net", plan.pid);
+    let Some(target) = netns_identity(Path::new(&ns)) else {
+        return Err(HookError::NoPid(plan.container_id.clone()));
+    };
+    let Ok(entries) = std::fs::read_dir(&opts.run_root) else {
+        return Ok(None);
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        if read(NETNS).as_deref().map(str::trim) != Some(target.as_str()) {
+            continue;
+        }
+        let live = read(RECORD)
+            .and_then(|r| ProcessId::parse(&r))
+            .is_some_and(alive);
+        if !live || dir == plan.run_dir {
+            continue;
+        }
+        return Ok(Some(Owner {
+            container_id: entry.file_name().to_string_lossy().into_owned(),
+            policy: PathBuf::from(read(POLICY).unwrap_or_default().trim_end_matches('\n')),
+            run_dir: dir,
+        }));
+    }
+    Ok(None)
+}
+
+/// Use `owner`'s egret for `plan`'s container: same policy required; its CA goes into this
+/// container's trust bundles; the run directory only says whose egret it is.
+pub fn join(plan: &Plan, owner: &Owner, rootfs: &Path) -> Result<Vec<String>, HookError> {
+    if owner.policy != plan.policy {
+        return Err(HookError::PolicyMismatch {
+            container: plan.container_id.clone(),
+            owner: owner.container_id.clone(),
+            owner_policy: owner.policy.clone(),
+            policy: plan.policy.clone(),
+        });
+    }
+    let ca = owner.run_dir.join(CA);
+    let ca_pem = std::fs::read_to_string(&ca).map_err(HookError::io("cannot read", &ca))?;
+    make_run_dir(plan)?;
+    let result = (|| {
+        let joined = plan.run_dir.join(JOINED);
+        std::fs::write(&joined, format!("{}\n", owner.container_id))
+            .map_err(HookError::io("cannot write", &joined))?;
+        crate::rootfs::install_ca(rootfs, &plan.container_id, &ca_pem)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&plan.run_dir);
+    }
+    result
+}
 
 /// A process as recorded: the pid and its start time (clock ticks after boot), which tell it
 /// apart from a later process with the same pid.
@@ -244,6 +326,16 @@ fn start_inner(
     *child = Some((spawned, id));
     let record = plan.run_dir.join(RECORD);
     std::fs::write(&record, id.render()).map_err(HookError::io("cannot write", &record))?;
+    let netns = format!("/proc/{}/ns/net", plan.pid);
+    let identity = netns_identity(Path::new(&netns))
+        .ok_or_else(|| HookError::NoPid(plan.container_id.clone()))?;
+    for (file, content) in [
+        (NETNS, format!("{identity}\n")),
+        (POLICY, format!("{}\n", plan.policy.display())),
+    ] {
+        let path = plan.run_dir.join(file);
+        std::fs::write(&path, content).map_err(HookError::io("cannot write", &path))?;
+    }
     let until = Instant::now() + opts.ready_timeout;
     loop {
         if ready.exists() {
@@ -272,8 +364,13 @@ fn start_inner(
     Ok((pid, bundles))
 }
 
-/// Stop the sidecar recorded in `run_dir` (if it still runs) and remove the directory.
+/// Stop the sidecar recorded in `run_dir` (if it still runs) and remove the directory. A
+/// container that joined another's egret leaves it running.
 pub fn stop(run_dir: &Path) -> Result<Outcome, HookError> {
+    if run_dir.join(JOINED).exists() {
+        std::fs::remove_dir_all(run_dir).map_err(HookError::io("cannot remove", run_dir))?;
+        return Ok(Outcome::Stopped);
+    }
     let record = match std::fs::read_to_string(run_dir.join(RECORD)) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -19,13 +19,17 @@ fn hooks_json(opts: &OciHookOpts) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The runtime's timeout is above the hook's own, so the hook undoes a slow start itself.
-    let timeout = opts.ready_timeout_ms.div_ceil(1000) + 15;
     print!(
         "{}",
-        egret_oci::hooks_json::render(&exe, &opts.to_args(), timeout)
+        egret_oci::hooks_json::render(&exe, &opts.to_args(), runtime_timeout(opts))
     );
     ExitCode::SUCCESS
+}
+
+/// The runtime's timeout for the hook (seconds): above the hook's own, so that the hook
+/// undoes a slow start itself.
+pub fn runtime_timeout(opts: &OciHookOpts) -> u64 {
+    opts.ready_timeout_ms.div_ceil(1000) + 15
 }
 
 fn hook(opts: &OciHookOpts, stage: Option<StageArg>) -> ExitCode {
@@ -45,5 +49,34 @@ fn hook(opts: &OciHookOpts, stage: Option<StageArg>) -> ExitCode {
             eprintln!("egret oci-hook: error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command, OciHookCmd};
+    use clap::Parser;
+
+    /// The hooks.d file the Debian package installs is the one `hooks-json` prints for
+    /// /usr/bin/egret with the default options.
+    #[test]
+    fn the_packaged_hooks_json_is_what_hooks_json_prints() {
+        let Command::OciHook(h) = Cli::parse_from(["egret", "oci-hook", "hooks-json"]).command
+        else {
+            panic!("oci-hook")
+        };
+        let Some(OciHookCmd::HooksJson(opts)) = h.cmd else {
+            panic!("hooks-json")
+        };
+        let rendered = egret_oci::hooks_json::render(
+            std::path::Path::new("/usr/bin/egret"),
+            &opts.to_args(),
+            super::runtime_timeout(&opts),
+        );
+        assert_eq!(
+            rendered,
+            include_str!("../debian/hooks.d/egret.json"),
+            "regenerate: egret oci-hook hooks-json with path /usr/bin/egret"
+        );
     }
 }

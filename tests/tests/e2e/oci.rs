@@ -321,6 +321,77 @@ fn podman_container_gets_egret_from_the_hook_and_loses_it_on_rm() {
     drop(netns);
 }
 
+/// Two containers in one network namespace (`--network container:A`, what a pod is): the
+/// second uses the first one's egret and trusts its CA; removing it leaves that egret, removing
+/// the first removes everything.
+#[test]
+fn podman_containers_sharing_a_network_namespace_share_one_egret() {
+    require_podman();
+    let id = unique_id();
+    let hooked = Hooked::new(&id, &[]);
+    let policy = hooked.tmp.path("policy.toml");
+    std::fs::write(&policy, "allowed_hosts = [\"ok.test\"]\n").unwrap();
+    let policy = policy.to_str().unwrap();
+    let first = hooked
+        .run(&format!("egret-oci-a-{id}"), policy, "none")
+        .unwrap_or_else(|e| panic!("podman run: {e}"));
+    let second = hooked
+        .run(
+            &format!("egret-oci-b-{id}"),
+            policy,
+            &format!("container:{}", first.name),
+        )
+        .unwrap_or_else(|e| panic!("podman run in the first one's namespace: {e}"));
+    assert_eq!(
+        hooked.sidecars().len(),
+        1,
+        "one egret per network namespace"
+    );
+    assert_eq!(hooked.run_dirs().len(), 2);
+    let ca_lines = |c: &Container| {
+        c.exec(&[
+            "grep",
+            "-c",
+            "egret sandbox CA begin",
+            "/etc/ssl/certs/ca-certificates.crt",
+        ])
+        .1
+    };
+    assert_eq!(ca_lines(&first).trim(), "1");
+    assert_eq!(ca_lines(&second).trim(), "1");
+    let (code, out, err) = second.exec(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=1",
+        "@192.0.2.53",
+        "ok.test",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.trim().parse::<std::net::IpAddr>().is_ok(),
+        "egret answers DNS in the second: {out:?}"
+    );
+
+    assert!(second.remove().status.success());
+    assert_eq!(
+        hooked.sidecars().len(),
+        1,
+        "the first container keeps its egret"
+    );
+    assert_eq!(hooked.run_dirs().len(), 1);
+    assert!(first.remove().status.success());
+    assert!(
+        wait_until(Duration::from_secs(15), || hooked.sidecars().is_empty()),
+        "egret outlived both containers"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || hooked.run_dirs().is_empty()),
+        "{:?}",
+        hooked.run_dirs()
+    );
+}
+
 fn sidecar_log(run_dir: &Path) -> String {
     std::fs::read_to_string(run_dir.join("egret.log")).unwrap_or_default()
 }
@@ -407,7 +478,10 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
     let hook = |extra: &[&str], stdin: &str| -> (i32, String) {
         use std::io::Write;
         let mut c = Command::new(bin("egret"));
-        c.args(["oci-hook", "--run-root"]).arg(&hooked.run_root);
+        c.arg("oci-hook");
+        if !extra.contains(&"--run-root") {
+            c.arg("--run-root").arg(&hooked.run_root);
+        }
         c.args(extra);
         // The runtime gives hooks an empty environment.
         c.env_clear();
@@ -490,10 +564,64 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
     let tables = sh("ip", &["netns", "exec", &ns.name, "nft", "list", "tables"]).unwrap();
     assert!(tables.contains("inet egret"), "{tables}");
 
-    // Another container id on the same namespace: that egret refuses, the first one stays.
-    let (code, err) = hook(&[], &state(&format!("b{id}"), "creating", ""));
+    // An egret this hook did not start (another run root) holds the namespace: the new one
+    // is refused, the first one stays.
+    let other_root = hooked.tmp.path("other-run");
+    let (code, err) = hook(
+        &["--run-root", other_root.to_str().unwrap()],
+        &state(&format!("b{id}"), "creating", ""),
+    );
     assert_ne!(code, 0);
     assert!(err.contains("already attached to egret pid"), "{err}");
+    assert_eq!(std::fs::read_dir(&other_root).unwrap().count(), 0);
+    // A second container in the same namespace (a pod) uses the running egret: its CA goes
+    // into that container's bundle; with another policy it is refused.
+    let b = format!("b{id}");
+    let pod_bundle = hooked.tmp.path("bundle-b");
+    std::fs::create_dir_all(pod_bundle.join("rootfs/etc/ssl/certs")).unwrap();
+    std::fs::write(
+        pod_bundle.join("config.json"),
+        r#"{"root":{"path":"rootfs"}}"#,
+    )
+    .unwrap();
+    let pod_trust = pod_bundle.join("rootfs/etc/ssl/certs/ca-certificates.crt");
+    std::fs::write(&pod_trust, "b roots\n").unwrap();
+    let in_pod = |cid: &str, policy: &Path| {
+        format!(
+            r#"{{"ociVersion":"1.0.2","id":"{cid}","status":"creating","pid":{pid},"bundle":"{}","annotations":{{"io.egret.policy":"{}"}}}}"#,
+            pod_bundle.display(),
+            policy.display()
+        )
+    };
+    let other_policy = hooked.tmp.path("other.toml");
+    std::fs::write(&other_policy, "allowed_hosts = [\"x.test\"]\n").unwrap();
+    let (code, err) = hook(&[], &in_pod(&b, &other_policy));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("one network namespace has one policy") && err.contains("other.toml"),
+        "{err}"
+    );
+    nothing_left("pod member with another policy", &[&a]);
+    let (code, err) = hook(&[], &in_pod(&b, &policy));
+    assert_eq!(code, 0, "{err}");
+    let a_ca = std::fs::read_to_string(hooked.run_root.join(&a).join("ca.pem")).unwrap();
+    let b_text = std::fs::read_to_string(&pod_trust).unwrap();
+    assert!(
+        b_text.starts_with("b roots\n") && b_text.contains(a_ca.trim()),
+        "{b_text}"
+    );
+    assert_eq!(
+        hooked.sidecars(),
+        sidecars,
+        "no second egret for a pod member"
+    );
+    let (code, err) = hook(&[], &state(&b, "stopped", ""));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        hooked.sidecars(),
+        sidecars,
+        "a pod member's poststop leaves the pod's egret"
+    );
     // The same container started again while its egret runs.
     let (code, err) = hook(&[], &state(&a, "creating", ""));
     assert_ne!(code, 0);
