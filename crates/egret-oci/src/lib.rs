@@ -73,6 +73,13 @@ pub fn run(
             let rootfs = rootfs::rootfs_of_bundle(std::path::Path::new(&state.bundle))?;
             if let Some(owner) = sidecar::owner_of_netns(&plan, opts)? {
                 let bundles = sidecar::join(&plan, &owner, &rootfs)?;
+                sidecar::note(
+                    &plan.run_dir,
+                    &format!(
+                        "uses the egret of container {} (same network namespace); CA added to {bundles:?}",
+                        owner.container_id
+                    ),
+                );
                 return Ok(Outcome::Joined {
                     owner: owner.container_id,
                     bundles,
