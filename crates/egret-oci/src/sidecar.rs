@@ -270,7 +270,24 @@ fn start_inner(
     };
     let ready = plan.run_dir.join(READY);
     let ca = plan.run_dir.join(CA);
-    let stderr = std::fs::File::create(log).map_err(HookError::io("cannot create", log))?;
+    if let Some(dir) = &opts.log_dir {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(HookError::io("cannot create the log directory", dir))?;
+    }
+    let stderr = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(log)
+            .map_err(HookError::io("cannot create", log))?
+    };
     let mut cmd = Command::new(&program);
     cmd.arg("run")
         .arg("--netns")

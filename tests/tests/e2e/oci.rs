@@ -638,8 +638,11 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
     let tables = sh("ip", &["netns", "exec", &ns.name, "nft", "list", "tables"]).unwrap();
     assert!(!tables.contains("egret"), "{tables}");
 
-    // A sidecar whose container ended without a poststop stops by itself (--watch-pid).
-    let (code, err) = hook(&[], &state(&a, "creating", ""));
+    // A sidecar whose container ended without a poststop stops by itself (--watch-pid); with
+    // --log-dir (made if missing) its log and audit events outlive the run directory.
+    let log_dir = hooked.tmp.path("logs/egret");
+    let log_args = ["--log-dir", log_dir.to_str().unwrap()];
+    let (code, err) = hook(&log_args, &state(&a, "creating", ""));
     assert_eq!(code, 0, "{err}");
     assert_eq!(hooked.sidecars().len(), 1);
     holder.signal(nix::sys::signal::Signal::SIGKILL);
@@ -648,7 +651,13 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
         wait_until(Duration::from_secs(10), || hooked.sidecars().is_empty()),
         "egret outlived its container's process"
     );
-    let (code, err) = hook(&[], &state(&a, "stopped", ""));
+    let (code, err) = hook(&log_args, &state(&a, "stopped", ""));
     assert_eq!(code, 0, "{err}");
     nothing_left("final poststop", &[]);
+    let log = std::fs::read_to_string(log_dir.join(format!("{a}.log"))).unwrap();
+    assert!(
+        log.contains("intercepting") && log.contains("--watch-pid process exited"),
+        "{log}"
+    );
+    assert!(log_dir.join(format!("{a}.audit.jsonl")).exists());
 }
