@@ -327,6 +327,33 @@ mod tests {
         assert!(p.is_ok());
     }
 
+    proptest::proptest! {
+        /// Whatever a container's author writes, an accepted path is absolute, has no `.`/`..`
+        /// and lies strictly inside the root the operator chose.
+        #[test]
+        fn accepted_annotation_paths_stay_inside_their_root(
+            value in proptest::prop_oneof![r"[/a-z.]{0,24}", r"/run/egret[/a-z.]{0,16}"],
+        ) {
+            let root = Path::new("/run/egret");
+            if let Ok(p) = confined(&value, root) {
+                proptest::prop_assert!(p.is_absolute());
+                proptest::prop_assert!(p.starts_with(root) && p != root);
+                proptest::prop_assert!(!p
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir | Component::CurDir)));
+                proptest::prop_assert!(!value.split('/').any(|c| c == ".."));
+            }
+        }
+
+        /// The state parser never panics, and whatever it accepts has an id and a bundle.
+        #[test]
+        fn arbitrary_states_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            if let Ok(s) = OciState::parse(&bytes) {
+                proptest::prop_assert!(!s.id.is_empty() && !s.bundle.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn no_pid_and_unusable_ids_are_refused() {
         let mut s = state(&[(ANN_POLICY, "/p.toml")]);
