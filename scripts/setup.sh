@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install everything egret, its tests and its demo need on a fresh Debian machine (as root).
+# podman and runc run the containers of tests/tests/e2e/oci.rs (egret attached by its OCI hook).
 # Idempotent: safe to run again; skips what is already there.
 set -euo pipefail
 need=()
-for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3; do
+for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3 nsenter:util-linux podman:podman runc:runc; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -23,11 +23,14 @@ impl Phases {
     }
 }
 
+/// The longest sandbox id egret accepts.
+pub const SANDBOX_ID_MAX: usize = 45;
+
 /// Sandbox ids end up in log lines, the CA subject (X.509 limits the CN to 64 characters) and
 /// the nft table comment: keep them plain.
-fn validate_sandbox_id(id: &str) -> Result<(), AppError> {
+pub fn validate_sandbox_id(id: &str) -> Result<(), AppError> {
     let ok = !id.is_empty()
-        && id.len() <= 45
+        && id.len() <= SANDBOX_ID_MAX
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
@@ -59,6 +62,39 @@ pub struct App {
     admin: Option<egret_admin::ServerHandle>,
     /// The kv store and where it is saved (`--state-dir`).
     kv_saver: Option<KvSaver>,
+    /// A descriptor of the `--watch-pid` process: readable once it exited.
+    watched: Option<std::os::fd::OwnedFd>,
+}
+
+/// Open a pidfd for `pid`: it cannot be confused with a later process reusing the number.
+fn open_pidfd(pid: u32) -> Result<std::os::fd::OwnedFd, AppError> {
+    let err = |source: std::io::Error| AppError::WatchPid { pid, source };
+    let raw = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+        .map_err(|e| err(e.into()))
+}
+
+/// The pidfd on the runtime's reactor.
+#[allow(unsafe_code)]
+fn register_pidfd(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd stays open and returns the same descriptor until it is dropped, which
+    // only the AsyncFd that owns it does.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}
+
+/// Resolves when the watched process exited (never without one).
+async fn exited(watched: Option<&tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>) {
+    match watched {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Saves the handlers' kv store to `--state-dir` when it changed: at most once a second (a
@@ -86,6 +122,7 @@ impl Config {
     pub fn build(self) -> Result<App, AppError> {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
+        let watched = self.watch_pid.map(open_pidfd).transpose()?;
         let source = PolicySource::load(self.policy.as_deref())?;
         let pins = parse_pins(&self.resolve)?;
         let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
@@ -309,6 +346,7 @@ impl Config {
             audit,
             admin,
             kv_saver,
+            watched,
         })
     }
 }
@@ -329,6 +367,7 @@ impl App {
             audit,
             admin,
             kv_saver,
+            watched,
         } = self;
         let guard = attached.guard;
         let listeners = attached.listeners;
@@ -338,6 +377,10 @@ impl App {
             let mut sigterm = signal(SignalKind::terminate()).map_err(&sig)?;
             let mut sigint = signal(SignalKind::interrupt()).map_err(&sig)?;
             let mut sighup = signal(SignalKind::hangup()).map_err(&sig)?;
+            let watched = watched
+                .map(register_pidfd)
+                .transpose()
+                .map_err(AppError::runtime("watch the --watch-pid process"))?;
             let shards = proxy
                 .start_shards()
                 .map_err(AppError::runtime("start the worker threads (--workers)"))?;
@@ -385,6 +428,7 @@ impl App {
                     }
                     _ = sigterm.recv() => tracing::info!("SIGTERM: detaching"),
                     _ = sigint.recv() => tracing::info!("SIGINT: detaching"),
+                    _ = exited(watched.as_ref()) => tracing::info!(pid = ?cfg.watch_pid, "the --watch-pid process exited: detaching"),
                     // logrotate's postrotate: the audit file is reopened at its path.
                     _ = sighup.recv() => {
                         audit.reopen();

@@ -54,6 +54,9 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Keep compiled handler artifacts here.
     pub handler_cache_dir: Option<PathBuf>,
+    /// Detach and exit when this process exits (a container's first process: the OCI hook
+    /// passes it, so a sidecar never outlives its container).
+    pub watch_pid: Option<u32>,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
             admin_socket: None,
             state_dir: None,
             handler_cache_dir: None,
+            watch_pid: None,
         }
     }
 }

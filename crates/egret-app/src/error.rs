@@ -8,6 +8,14 @@ pub enum AppError {
     /// `--sandbox-id` is not usable.
     #[error("invalid --sandbox-id {0:?}: use 1-45 characters from A-Z a-z 0-9 - _ . : @")]
     SandboxId(String),
+    /// `--watch-pid` names no running process.
+    #[error("--watch-pid {pid}: cannot watch that process: {source}")]
+    WatchPid {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A `--resolve` pin is malformed.
     #[error("invalid --resolve {item:?}: {why}")]
     Resolve {

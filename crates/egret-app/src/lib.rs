@@ -22,7 +22,7 @@ pub mod secrets;
 pub mod state;
 pub mod telemetry;
 
-pub use app::App;
+pub use app::{validate_sandbox_id, App, SANDBOX_ID_MAX};
 pub use config::{default_workers, Config};
 pub use error::AppError;
 pub use policy_source::{load_policy_file, DEFAULT_POLICY};

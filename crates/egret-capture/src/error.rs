@@ -27,6 +27,9 @@ pub enum CaptureError {
         #[source]
         source: nix::Error,
     },
+    /// The namespace is egret's own (e.g. a container with host networking).
+    #[error("network namespace {0} is egret's own network namespace (the host's, for a container started with host networking): egret attaches only to a sandbox's separate namespace; give the sandbox a network namespace of its own")]
+    OwnNamespace(String),
     /// Another live egret already owns this namespace.
     #[error("network namespace {netns} is already attached to egret pid {pid} (sandbox {sandbox_id:?}); stop that instance first (kill -TERM {pid})")]
     AlreadyAttached {

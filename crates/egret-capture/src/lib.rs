@@ -102,7 +102,8 @@ pub struct CaptureGuard {
 
 impl CaptureGuard {
     /// Remove the nft table, the ip rules and routes and the blackhole device egret created.
-    /// If the namespace is already gone there is nothing left to remove and this succeeds.
+    /// The namespace is entered through the descriptor opened at parse time, so this works
+    /// (and touches no other namespace) after its name or process is gone.
     pub fn detach(mut self) -> Result<(), CaptureError> {
         self.done = true;
         detach_inner(&self.cfg, &self.installed)
@@ -120,9 +121,6 @@ impl Drop for CaptureGuard {
 }
 
 fn detach_inner(cfg: &CaptureConfig, installed: &routes::Installed) -> Result<(), CaptureError> {
-    if !cfg.netns.path().exists() {
-        return Ok(());
-    }
     let cfg2 = cfg.clone();
     let installed = installed.clone();
     in_netns(&cfg.netns, move || {
@@ -146,6 +144,9 @@ fn detach_inner(cfg: &CaptureConfig, installed: &routes::Installed) -> Result<()
 /// everything done so far is undone and nothing stays installed.
 pub fn attach(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
     netns::check_privileges()?;
+    if cfg.netns.is_own()? {
+        return Err(CaptureError::OwnNamespace(cfg.netns.display()));
+    }
     let cfg2 = cfg.clone();
     in_netns(&cfg.netns, move || attach_inside(&cfg2))?
 }

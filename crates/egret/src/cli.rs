@@ -23,6 +23,111 @@ pub enum Command {
     Handler(HandlerCmd),
     /// Change rules at runtime over a running egret's admin socket.
     Ctl(CtlCli),
+    /// OCI runtime hook (podman, CRI-O): reads the container state on stdin, starts the
+    /// container's egret before it runs and stops it after. Install it with
+    /// `egret oci-hook hooks-json > /etc/containers/oci/hooks.d/egret.json`.
+    OciHook(OciHookCli),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct OciHookCli {
+    #[command(subcommand)]
+    pub cmd: Option<OciHookCmd>,
+    /// The hook stage; by default the state's status tells it (`creating` or `created`:
+    /// createRuntime, `stopped`: poststop).
+    #[arg(value_enum)]
+    pub stage: Option<StageArg>,
+    #[command(flatten)]
+    pub opts: OciHookOpts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OciHookCmd {
+    /// Print the hooks.d JSON that runs this binary (its absolute path) with these options at
+    /// createRuntime and poststop, for containers annotated with io.egret.policy.
+    HooksJson(OciHookOpts),
+}
+
+/// `egret oci-hook` stages.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StageArg {
+    /// Start the sidecar (the container's namespaces exist, its process has not started).
+    #[value(name = "createRuntime")]
+    CreateRuntime,
+    /// Stop the sidecar (the container stopped).
+    #[value(name = "poststop")]
+    Poststop,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OciHookOpts {
+    /// Each container's run directory (record, ready file, CA, logs) is made under this one;
+    /// an io.egret.admin-socket annotation must name a path under it.
+    #[arg(long, default_value = "/run/egret")]
+    pub run_root: PathBuf,
+    /// Accept io.egret.policy only for files under this directory (set it when whoever
+    /// creates containers is not the host's administrator, e.g. Kubernetes pod authors).
+    #[arg(long)]
+    pub policy_dir: Option<PathBuf>,
+    /// An io.egret.state-dir annotation must name a directory under this one.
+    #[arg(long, default_value = "/var/lib/egret")]
+    pub state_root: PathBuf,
+    /// Keep each container's egret log and audit events here (ID.log, ID.audit.jsonl); by
+    /// default they are in its run directory, removed at poststop.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// The egret binary started as the sidecar (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub egret_bin: Option<PathBuf>,
+    /// How long the sidecar may take to intercept before the container is refused.
+    #[arg(long, default_value_t = 30_000)]
+    pub ready_timeout_ms: u64,
+    /// More `egret run` flags for every container, after `--` (e.g. `--handler-cache-dir D`).
+    #[arg(last = true, value_name = "EGRET_RUN_FLAGS")]
+    pub run_args: Vec<String>,
+}
+
+impl OciHookOpts {
+    /// The library's options.
+    pub fn to_options(&self) -> egret_oci::HookOptions {
+        egret_oci::HookOptions {
+            run_root: self.run_root.clone(),
+            policy_dir: self.policy_dir.clone(),
+            state_root: self.state_root.clone(),
+            log_dir: self.log_dir.clone(),
+            egret: self.egret_bin.clone(),
+            ready_timeout: std::time::Duration::from_millis(self.ready_timeout_ms),
+            run_args: self.run_args.clone(),
+        }
+    }
+
+    /// These options as `egret oci-hook` arguments (for the hooks.d file).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut push = |flag: &str, v: String| {
+            a.push(flag.to_string());
+            a.push(v);
+        };
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        push("--run-root", path(&self.run_root));
+        if let Some(p) = &self.policy_dir {
+            push("--policy-dir", path(p));
+        }
+        push("--state-root", path(&self.state_root));
+        if let Some(p) = &self.log_dir {
+            push("--log-dir", path(p));
+        }
+        if let Some(p) = &self.egret_bin {
+            push("--egret-bin", path(p));
+        }
+        push("--ready-timeout-ms", self.ready_timeout_ms.to_string());
+        if !self.run_args.is_empty() {
+            a.push("--".into());
+            a.extend(self.run_args.iter().cloned());
+        }
+        a
+    }
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +338,10 @@ pub struct RunArgs {
     /// skip compilation. Only egret may write to it (it holds native code).
     #[arg(long)]
     pub handler_cache_dir: Option<PathBuf>,
+    /// Detach and exit when the process with this pid exits (a container's first process:
+    /// `egret oci-hook` passes it so that a sidecar never outlives its container).
+    #[arg(long, value_name = "PID")]
+    pub watch_pid: Option<u32>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -275,6 +384,56 @@ impl RunArgs {
         c.admin_socket = self.admin_socket;
         c.state_dir = self.state_dir;
         c.handler_cache_dir = self.handler_cache_dir;
+        c.watch_pid = self.watch_pid;
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook_opts(args: &[&str]) -> OciHookCli {
+        let mut argv = vec!["egret", "oci-hook"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::OciHook(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hooks_json_arguments_give_the_hook_the_same_options() {
+        let h = hook_opts(&[
+            "hooks-json",
+            "--policy-dir",
+            "/etc/egret/policies",
+            "--log-dir",
+            "/var/log/egret",
+            "--",
+            "--handler-cache-dir",
+            "/var/cache/egret",
+        ]);
+        let Some(OciHookCmd::HooksJson(opts)) = h.cmd else {
+            panic!("hooks-json")
+        };
+        let args = opts.to_args();
+        let again = hook_opts(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(again.cmd.is_none() && again.stage.is_none());
+        assert_eq!(again.opts.to_options(), opts.to_options());
+        assert_eq!(
+            again.opts.run_args,
+            ["--handler-cache-dir", "/var/cache/egret"]
+        );
+    }
+
+    #[test]
+    fn the_stage_may_be_given() {
+        assert_eq!(
+            hook_opts(&["createRuntime"]).stage,
+            Some(StageArg::CreateRuntime)
+        );
+        assert_eq!(hook_opts(&["poststop"]).stage, Some(StageArg::Poststop));
+        assert!(Cli::try_parse_from(["egret", "oci-hook", "prestart"]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! commands to their crates, and reports an error as one clear line.
 mod cli;
 mod handler;
+mod oci_hook;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
         cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(*args),
         cli::Command::Ctl(c) => return ctl(c),
+        cli::Command::OciHook(h) => return oci_hook::run(h),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ mod examples;
 mod handlers;
 mod load;
 mod observability;
+mod oci;
 mod protocols;
 mod security;
 mod tls;
