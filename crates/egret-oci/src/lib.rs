@@ -22,7 +22,7 @@ pub mod sidecar;
 pub mod state;
 
 pub use error::HookError;
-pub use plan::{HookOptions, Plan};
+pub use plan::{HookOptions, Plan, DEFAULT_HANDLER_CACHE_DIR};
 pub use state::{OciState, Stage};
 
 use std::time::Instant;

@@ -35,9 +35,17 @@ pub struct HookOptions {
     pub egret: Option<PathBuf>,
     /// How long egret may take to intercept.
     pub ready_timeout: Duration,
-    /// More `egret run` flags for every container (e.g. `--handler-cache-dir`).
+    /// The handlers' compiled-artifact cache every sidecar shares (`egret run
+    /// --handler-cache-dir`), unless `run_args` names one; `None`: every sidecar compiles its
+    /// handlers at start (hundreds of milliseconds for a Rust handler, seconds for a
+    /// JavaScript one, on every container start).
+    pub handler_cache_dir: Option<PathBuf>,
+    /// More `egret run` flags for every container (e.g. `--upstream-ca`).
     pub run_args: Vec<String>,
 }
+
+/// Where the sidecars keep compiled handlers unless the hook is told otherwise.
+pub const DEFAULT_HANDLER_CACHE_DIR: &str = "/var/cache/egret/handlers";
 
 impl Default for HookOptions {
     fn default() -> HookOptions {
@@ -48,6 +56,7 @@ impl Default for HookOptions {
             log_dir: None,
             egret: None,
             ready_timeout: Duration::from_secs(30),
+            handler_cache_dir: Some(PathBuf::from(DEFAULT_HANDLER_CACHE_DIR)),
             run_args: Vec::new(),
         }
     }

@@ -308,6 +308,15 @@ fn start_inner(
     if let Some(s) = &plan.state_dir {
         cmd.arg("--state-dir").arg(s);
     }
+    if let Some(dir) = &opts.handler_cache_dir {
+        let given = opts
+            .run_args
+            .iter()
+            .any(|a| a == "--handler-cache-dir" || a.starts_with("--handler-cache-dir="));
+        if !given {
+            cmd.arg("--handler-cache-dir").arg(dir);
+        }
+    }
     cmd.args(&opts.run_args);
     if std::env::var_os("PATH").is_none() {
         cmd.env("PATH", DEFAULT_PATH);

@@ -83,6 +83,13 @@ pub struct OciHookOpts {
     /// How long the sidecar may take to intercept before the container is refused.
     #[arg(long, default_value_t = 30_000)]
     pub ready_timeout_ms: u64,
+    /// Compiled handlers shared by every sidecar (`egret run --handler-cache-dir`), so a
+    /// container start loads its handlers instead of compiling them.
+    #[arg(long, value_name = "DIR", default_value = egret_oci::DEFAULT_HANDLER_CACHE_DIR)]
+    pub handler_cache_dir: PathBuf,
+    /// Give the sidecars no handler cache: each compiles its handlers at start.
+    #[arg(long)]
+    pub no_handler_cache: bool,
     /// More `egret run` flags for every container, after `--` (e.g. `--handler-cache-dir D`).
     #[arg(last = true, value_name = "EGRET_RUN_FLAGS")]
     pub run_args: Vec<String>,
@@ -98,6 +105,7 @@ impl OciHookOpts {
             log_dir: self.log_dir.clone(),
             egret: self.egret_bin.clone(),
             ready_timeout: std::time::Duration::from_millis(self.ready_timeout_ms),
+            handler_cache_dir: (!self.no_handler_cache).then(|| self.handler_cache_dir.clone()),
             run_args: self.run_args.clone(),
         }
     }
@@ -122,6 +130,12 @@ impl OciHookOpts {
             push("--egret-bin", path(p));
         }
         push("--ready-timeout-ms", self.ready_timeout_ms.to_string());
+        if self.no_handler_cache {
+            a.push("--no-handler-cache".into());
+        } else {
+            a.push("--handler-cache-dir".into());
+            a.push(path(&self.handler_cache_dir));
+        }
         if !self.run_args.is_empty() {
             a.push("--".into());
             a.extend(self.run_args.iter().cloned());
@@ -425,6 +439,23 @@ mod tests {
             again.opts.run_args,
             ["--handler-cache-dir", "/var/cache/egret"]
         );
+    }
+
+    #[test]
+    fn sidecars_share_a_handler_cache_unless_told_not_to() {
+        let cache = |args: &[&str]| hook_opts(args).opts.to_options().handler_cache_dir;
+        assert_eq!(
+            cache(&[]),
+            Some(PathBuf::from(egret_oci::DEFAULT_HANDLER_CACHE_DIR))
+        );
+        assert_eq!(
+            cache(&["--handler-cache-dir", "/srv/c"]),
+            Some(PathBuf::from("/srv/c"))
+        );
+        assert_eq!(cache(&["--no-handler-cache"]), None);
+        let off = hook_opts(&["--no-handler-cache"]).opts.to_args();
+        assert!(off.contains(&"--no-handler-cache".to_string()));
+        assert!(!off.contains(&"--handler-cache-dir".to_string()));
     }
 
     #[test]

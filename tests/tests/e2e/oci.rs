@@ -44,6 +44,9 @@ impl Hooked {
         cmd.args(["oci-hook", "hooks-json", "--run-root"])
             .arg(&run_root);
         cmd.args(["--ready-timeout-ms", "20000"]);
+        // Not the host's /var/cache/egret: the test leaves nothing behind.
+        cmd.arg("--handler-cache-dir")
+            .arg(tmp.path("handler-cache"));
         if !run_args.is_empty() {
             cmd.arg("--").args(run_args);
         }
@@ -482,6 +485,8 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
         if !extra.contains(&"--run-root") {
             c.arg("--run-root").arg(&hooked.run_root);
         }
+        c.arg("--handler-cache-dir")
+            .arg(hooked.tmp.path("handler-cache"));
         c.args(extra);
         // The runtime gives hooks an empty environment.
         c.env_clear();
