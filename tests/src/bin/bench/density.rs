@@ -31,6 +31,20 @@ struct Mem {
     private: u64,
 }
 
+impl std::fmt::Display for Mem {
+    /// `RSS / PSS / private MiB`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        write!(
+            f,
+            "{:.2} / {:.2} / {:.2} MiB",
+            mib(self.rss),
+            mib(self.pss),
+            mib(self.private)
+        )
+    }
+}
+
 fn smaps_rollup(pid: u32) -> Mem {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_else(|e| panic!("sidecar {pid} is gone: {e}"));
@@ -218,18 +232,12 @@ pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
         let delta = |a: u64, b: u64| mib(a as f64 - b as f64);
         println!(
             "density {n}: ramp p50 {ramp50:.1} / p99 {ramp99:.1} ms; restart with {} running p50 {re50:.1} / p99 {re99:.1} ms ({} samples); \
-             per idle sidecar RSS {:.2} PSS {:.2} private {:.2} MiB (all: RSS {:.0} PSS {:.0} MiB); idle CPU of all {cpu:.2}% of a core; \
-             after 1,000 requests each: RSS {:.2} PSS {:.2} private {:.2} MiB, idle CPU {cpu_after:.2}%; request p50 {:.0} µs; {took:.0} s",
+             per idle sidecar RSS / PSS / private {idle} (all: RSS {:.0} PSS {:.0} MiB); idle CPU of all {cpu:.2}% of a core; \
+             after 1,000 requests each: {after}, idle CPU {cpu_after:.2}%; request p50 {:.0} µs; {took:.0} s",
             n - 1,
             restarts.len(),
-            mib(idle.rss as f64),
-            mib(idle.pss as f64),
-            mib(idle.private as f64),
             mib(idle_total.rss as f64),
             mib(idle_total.pss as f64),
-            mib(after.rss as f64),
-            mib(after.pss as f64),
-            mib(after.private as f64),
             median(p50s.clone()),
         );
         table.push([
@@ -244,12 +252,7 @@ pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
         table.push([
             format!("density {n}: per idle sidecar RSS / PSS / private (median)"),
             "—".into(),
-            format!(
-                "{:.2} / {:.2} / {:.2} MiB",
-                mib(idle.rss as f64),
-                mib(idle.pss as f64),
-                mib(idle.private as f64)
-            ),
+            idle.to_string(),
             format!(
                 "all {n}: PSS {:.0} MiB; idle CPU {cpu:.2}% of one core",
                 mib(idle_total.pss as f64)
@@ -258,12 +261,7 @@ pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
         table.push([
             format!("density {n}: after 1,000 HTTPS requests each"),
             "—".into(),
-            format!(
-                "{:.2} / {:.2} / {:.2} MiB",
-                mib(after.rss as f64),
-                mib(after.pss as f64),
-                mib(after.private as f64)
-            ),
+            after.to_string(),
             format!(
                 "private {:+.2} MiB vs idle; idle CPU {cpu_after:.2}%; request p50 {:.0} µs",
                 delta(after.private, idle.private),
