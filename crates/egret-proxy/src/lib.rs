@@ -242,7 +242,6 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shards: Option<Arc<Shards>>,
     ) {
-        let _armed = self.keep_timer_armed();
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -265,23 +264,37 @@ impl Proxy {
         }
     }
 
-    /// Keeps a timer pending on the calling runtime, always due before any header-read
-    /// deadline hyper can set, until the returned guard drops.
+    /// Keeps a timer pending on the calling thread's runtime, always due before any
+    /// header-read deadline hyper can set, while a guard returned here is alive: every open
+    /// connection holds one, so the timer runs exactly while its thread serves connections.
     ///
     /// hyper arms a fresh `header_read_timeout` sleep for every keep-alive request. If tokio's
     /// time driver parked with no timer pending (the usual case between a request and its
     /// upstream's answer), registering that sleep makes the driver wake itself through its
     /// eventfd: a write and an extra `epoll_wait` per request (seen with strace). With an
     /// earlier timer already pending, registering a later one costs nothing. The price is one
-    /// wake-up every few seconds per connection thread.
-    pub(crate) fn keep_timer_armed(&self) -> AbortOnDrop {
-        let period = (self.cfg.header_read_timeout / 3)
-            .clamp(Duration::from_secs(1), Duration::from_secs(10));
-        AbortOnDrop(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
+    /// wake-up every few seconds per thread with connections open; an idle sidecar has no
+    /// timer at all (at 1,000 idle sidecars per host the always-armed timers cost 2.8% of a
+    /// core: `BENCH_ONLY=density BENCH_DENSITY_MAX=1000 egret-bench`).
+    pub(crate) fn keep_timer_armed(&self) -> Arc<AbortOnDrop> {
+        thread_local! {
+            static ARMED: std::cell::RefCell<std::sync::Weak<AbortOnDrop>> =
+                const { std::cell::RefCell::new(std::sync::Weak::new()) };
+        }
+        ARMED.with(|armed| {
+            if let Some(guard) = armed.borrow().upgrade() {
+                return guard;
             }
-        }))
+            let period = (self.cfg.header_read_timeout / 3)
+                .clamp(Duration::from_secs(1), Duration::from_secs(10));
+            let guard = Arc::new(AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                }
+            })));
+            *armed.borrow_mut() = Arc::downgrade(&guard);
+            guard
+        })
     }
 
     /// Serves one accepted connection on the current runtime; `hold` (its connection-limit
@@ -292,9 +305,11 @@ impl Proxy {
         peer: std::net::SocketAddr,
         hold: impl Send + 'static,
     ) {
+        let armed = self.keep_timer_armed();
         tokio::spawn(async move {
             self.handle_connection(stream, peer).await;
             drop(hold);
+            drop(armed);
         });
     }
 }

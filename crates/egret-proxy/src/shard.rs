@@ -146,7 +146,6 @@ fn run_shard(
 ) {
     SHARD.with(|s| s.set(i));
     rt.block_on(async {
-        let _armed = proxy.keep_timer_armed();
         while let Some(Accepted {
             stream,
             peer,
