@@ -64,12 +64,20 @@ pub struct HandlerBuildArgs {
     /// ~/.cache/egret/toolchain).
     #[arg(long, env = "EGRET_TOOLCHAIN_DIR", value_name = "DIR")]
     pub toolchain_dir: Option<PathBuf>,
+    /// Keep the compiled artifact here, as `egret run --handler-cache-dir` does: an egret
+    /// sharing the directory then loads the module without compiling it again.
+    #[arg(long, value_name = "DIR")]
+    pub handler_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct HandlerCheckArgs {
     /// The component (.wasm built with --target wasm32-wasip2).
     pub module: PathBuf,
+    /// Keep the compiled artifact here, as `egret run --handler-cache-dir` does: an egret
+    /// sharing the directory then loads the module without compiling it again.
+    #[arg(long, value_name = "DIR")]
+    pub handler_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

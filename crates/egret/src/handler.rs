@@ -9,8 +9,13 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 fn host() -> Result<egret_wasm::HandlerHost> {
+    cached_host(None)
+}
+
+fn cached_host(cache_dir: Option<std::path::PathBuf>) -> Result<egret_wasm::HandlerHost> {
     let cfg = egret_wasm::HostConfig {
         max_instances: 4,
+        cache_dir,
         ..egret_wasm::HostConfig::default()
     };
     Ok(egret_wasm::HandlerHost::new(cfg)?)
@@ -36,12 +41,14 @@ pub fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
     let built = toolchain::build(&args.file, &tc)?;
     // What the toolchain made must be a handler egret loads: a wrong world or a stray import
     // is reported here, not when a policy loads it.
-    let info = host()?.check(&built.component).with_context(|| {
-        format!(
-            "the component built from {} is not a valid egret handler",
-            args.file.display()
-        )
-    })?;
+    let info = cached_host(args.handler_cache_dir)?
+        .check(&built.component)
+        .with_context(|| {
+            format!(
+                "the component built from {} is not a valid egret handler",
+                args.file.display()
+            )
+        })?;
     let tmp = out.with_extension("wasm.tmp");
     std::fs::write(&tmp, &built.component)
         .and_then(|()| std::fs::rename(&tmp, &out))
@@ -60,7 +67,7 @@ pub fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
 
 pub fn check(args: HandlerCheckArgs) -> Result<ExitCode> {
     let bytes = read(&args.module)?;
-    let info = host()?
+    let info = cached_host(args.handler_cache_dir)?
         .check(&bytes)
         .with_context(|| format!("{} is not a valid egret handler", args.module.display()))?;
     println!("{}: ok", args.module.display());
