@@ -32,7 +32,7 @@ fn setup(id: &str, policy_extra: &str, env: &[(&str, &str)]) -> Env {
     let topo = Topology::new(SandboxNet::LoOnly);
     let up = Upstream::start(&topo, "up", None);
     let policy = format!(
-        "internet = false\n[resolve]\n\"web.test\" = \"10.200.0.2\"\n\"other.test\" = \"10.200.0.2\"\n{policy_extra}"
+        "internet = false\n[resolve]\n\"web.test\" = \"10.200.0.2\"\n\"other.test\" = \"10.200.0.2\"\n\"kv.test\" = \"10.200.0.2\"\n\"api.test\" = \"10.200.0.2\"\n\"blocked.test\" = \"10.200.0.2\"\n{policy_extra}"
     );
     let p = write(&topo, "policy.toml", &policy);
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
@@ -277,4 +277,124 @@ fn bad_sources_get_a_clear_error_from_build() {
             && err.contains("@bytecodealliance/componentize-js@0.23.0"),
         "{err}"
     );
+}
+
+const GH_TOKEN: &str = "gh-6a1f0c9d2e7b43aa";
+const TOKEN_A: &str = "tok-A-0e5d7c3b1a9f8e24";
+
+/// The outbound-Worker examples in one language (`ext`: "ts" or "py"; `file` maps an example
+/// to its file name in that language), each loaded at runtime and switched with `egret ctl`.
+fn examples(lang: &str, file: impl Fn(&str) -> String) {
+    let dir = if lang == "ts" { "ts" } else { "py" };
+    let module = |example: &str| lang_handler(&format!("handlers-wasm/{dir}/{}", file(example)));
+    let env = setup(
+        &format!("lang-examples-{lang}"),
+        "[secrets]\nGH_TOKEN = { env = \"GH_TOKEN\" }\nTOKEN_A = { env = \"TOKEN_A\" }\n\
+         [kv]\n\"token-secret\" = \"TOKEN_A\"\n",
+        &[("GH_TOKEN", GH_TOKEN), ("TOKEN_A", TOKEN_A)],
+    );
+    let curl = |url: &str| {
+        let (code, out, err) = env.topo.curl(&["-i", url]);
+        assert_eq!(code, 0, "{lang} {url}: {err}");
+        out
+    };
+    let body = |resp: &str| resp.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+
+    // Header injection for one host: web.test gets the credential, other.test does not.
+    env.load(
+        "inject",
+        &module("inject-header"),
+        &[
+            "--params",
+            r#"{"header":"x-auth-token","secret":"GH_TOKEN"}"#,
+            "--secret",
+            "GH_TOKEN",
+        ],
+    );
+    let (code, out, err) = ctl(&env.sock, &["set-outbound-by-host", "web.test", "inject"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = curl("http://web.test/echo");
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "{lang}: {r}\n{}",
+        env.egret.logs()
+    );
+    let echo = json(&body(&r));
+    assert_injected_and_masked(&echo, "x-auth-token", GH_TOKEN);
+    assert_eq!(
+        echo["headers"]["x-egret-handler"], "inject-header",
+        "{lang}"
+    );
+
+    // A per-sandbox key from kv: the sandbox's kv names TOKEN_A; another key names nothing.
+    env.load(
+        "per-sandbox",
+        &module("per-sandbox-token"),
+        &["--secret", "TOKEN_A"],
+    );
+    let (code, out, err) = ctl(
+        &env.sock,
+        &["set-outbound-by-host", "kv.test", "per-sandbox"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let echo = json(&body(&curl("http://kv.test/echo")));
+    assert_eq!(
+        echo["headers_sha256"]["authorization"],
+        sha256_hex(format!("Bearer {TOKEN_A}").as_bytes()),
+        "{lang}: {echo}"
+    );
+    let (code, out, err) = ctl(
+        &env.sock,
+        &[
+            "set-outbound-by-host",
+            "kv.test",
+            "per-sandbox",
+            "--params",
+            r#"{"key":"no-such-key"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let r = curl("http://kv.test/echo");
+    assert!(r.starts_with("HTTP/1.1 403"), "{lang}: {r}");
+    assert!(
+        r.contains(&format!(
+            "no token configured for sandbox lang-examples-{lang} (kv key no-such-key)"
+        )),
+        "{lang}: {r}"
+    );
+
+    // allow-hosts / no-http as the catch-all, switched at runtime.
+    env.load("allow-hosts", &module("allow-hosts"), &[]);
+    env.load("no-http", &module("no-http"), &[]);
+    env.outbound("allow-hosts", Some(r#"{"hosts":["api.test"]}"#));
+    let r = curl("http://api.test/echo");
+    assert!(r.starts_with("HTTP/1.1 200"), "{lang}: {r}");
+    let echo = json(&body(&r));
+    assert_eq!(echo["headers"]["x-egret-handler"], "allow-hosts");
+    // The credential went to its one host only.
+    assert!(echo["headers"]["x-auth-token"].is_null(), "{lang}: {echo}");
+    let r = curl("http://blocked.test/echo");
+    assert!(r.starts_with("HTTP/1.1 403"), "{lang}: {r}");
+    assert!(
+        r.contains("host blocked.test is not allowed by handler allow-hosts"),
+        "{lang}: {r}"
+    );
+    env.outbound("no-http", None);
+    let r = curl("http://api.test/echo");
+    assert!(r.starts_with("HTTP/1.1 403"), "{lang}: {r}");
+    assert!(r.contains("HTTP egress disabled by policy"), "{lang}: {r}");
+    env.outbound("allow-hosts", Some(r#"{"hosts":["*.test"]}"#));
+    let r = curl("http://blocked.test/echo");
+    assert!(r.starts_with("HTTP/1.1 200"), "{lang}: {r}");
+    assert!(!env.egret.logs().contains(GH_TOKEN) && !env.egret.logs().contains(TOKEN_A));
+}
+
+#[test]
+fn outbound_worker_examples_in_typescript() {
+    examples("ts", |e| format!("{e}.ts"));
+}
+
+#[test]
+fn outbound_worker_examples_in_python() {
+    examples("py", |e| format!("{}.py", e.replace('-', "_")));
 }
