@@ -33,11 +33,13 @@ if ! command -v componentize-py >/dev/null 2>&1 || [[ "$(componentize-py --versi
 fi
 toolchain="${EGRET_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/egret/toolchain}"
 if ! grep -qs '"version": "0.23.0"' "$toolchain/node_modules/@bytecodealliance/componentize-js/package.json" \
-   || ! grep -qs '"version": "0.25.0"' "$toolchain/node_modules/esbuild/package.json"; then
-  echo "setup: installing componentize-js 0.23.0 and esbuild 0.25.0 in $toolchain"
+   || ! grep -qs '"version": "0.25.0"' "$toolchain/node_modules/esbuild/package.json" \
+   || ! grep -qs '"version": "7.0.2"' "$toolchain/node_modules/typescript/package.json"; then
+  # typescript: only scripts/build-handlers.sh's type check of handlers-wasm/ts needs it.
+  echo "setup: installing componentize-js 0.23.0, esbuild 0.25.0 and typescript 7.0.2 in $toolchain"
   mkdir -p "$toolchain"
   npm install --prefix "$toolchain" --no-audit --no-fund --loglevel=error \
-    @bytecodealliance/componentize-js@0.23.0 esbuild@0.25.0
+    @bytecodealliance/componentize-js@0.23.0 esbuild@0.25.0 typescript@7.0.2
 fi
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
   echo "setup: adding the wasm32-wasip2 target"

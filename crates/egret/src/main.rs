@@ -13,7 +13,11 @@ fn main() -> ExitCode {
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
         cli::Command::Handler(cli::HandlerCmd::Build(args)) => handler::build(args),
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
-        cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(*args),
+        cli::Command::Handler(cli::HandlerCmd::Run(args)) => {
+            // The handler's own log lines go to stderr, as they would from egret run.
+            init_tracing(cli::LogFormat::Text);
+            handler::run(*args)
+        }
         cli::Command::Ctl(c) => return ctl(c),
     };
     match result {
