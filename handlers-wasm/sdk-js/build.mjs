@@ -37,6 +37,46 @@ export const onResponseEnd = e.onResponseEnd;
 `,
 );
 
+const sdkPlugin = {
+  name: "egret-handler-sdk",
+  setup(b) {
+    b.onResolve({ filter: /^egret-handler$/ }, () => ({ path: sdkFile }));
+  },
+};
+
+function esbuildFailure(e) {
+  const lines = (e.errors ?? []).map((m) => {
+    const l = m.location;
+    return l ? `${resolve(process.cwd(), l.file)}:${l.line}:${l.column + 1}: ${m.text}\n    ${l.lineText}` : m.text;
+  });
+  fail(lines.length ? lines.join("\n") : String(e));
+}
+
+// The handler's own exports, so a missing `handle` is named here rather than failing inside
+// componentize-js's initialisation (where the engine has no stderr to say why).
+try {
+  const probe = await esbuild.build({
+    entryPoints: [userFile],
+    bundle: true,
+    write: false,
+    metafile: true,
+    format: "esm",
+    platform: "neutral",
+    external: ["egret:*"],
+    logLevel: "silent",
+    plugins: [sdkPlugin],
+  });
+  const exported = Object.values(probe.metafile.outputs)[0]?.exports ?? [];
+  if (!exported.includes("handle")) {
+    fail(
+      `${userFile}: the handler module must export a function \`handle(req, ctx)\` ` +
+        `(it exports: ${exported.length ? exported.join(", ") : "nothing"})`,
+    );
+  }
+} catch (e) {
+  esbuildFailure(e);
+}
+
 const bundle = join(workDir, "bundle.js");
 try {
   await esbuild.build({
@@ -48,21 +88,10 @@ try {
     target: "es2022",
     external: ["egret:*"],
     logLevel: "silent",
-    plugins: [
-      {
-        name: "egret-handler-sdk",
-        setup(b) {
-          b.onResolve({ filter: /^egret-handler$/ }, () => ({ path: sdkFile }));
-        },
-      },
-    ],
+    plugins: [sdkPlugin],
   });
 } catch (e) {
-  const lines = (e.errors ?? []).map((m) => {
-    const l = m.location;
-    return l ? `${resolve(workDir, l.file)}:${l.line}:${l.column + 1}: ${m.text}\n    ${l.lineText}` : m.text;
-  });
-  fail(lines.length ? lines.join("\n") : String(e));
+  esbuildFailure(e);
 }
 
 let out;

@@ -234,6 +234,15 @@ fn bad_sources_get_a_clear_error_from_build() {
             vec!["syntax.py", "SyntaxError"],
         ),
         (
+            "nohandle.ts",
+            "export function handler() {}\n",
+            vec![
+                "nohandle.ts",
+                "must export a function `handle(req, ctx)`",
+                "exports: handler",
+            ],
+        ),
+        (
             "nohandle.py",
             "def handler(req, ctx):\n    return None\n",
             vec!["nohandle.py", "must define a function `handle(req, ctx)`"],
