@@ -741,6 +741,7 @@ fn main() {
             download,
         };
         handlers::run(&setup, &mut table, &mut rows);
+        handlers::run_languages(&setup, &mut table, &mut rows);
     }
 
     // Start-up with five handlers whose artifacts are cached: one start fills the cache.
