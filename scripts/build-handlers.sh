@@ -45,3 +45,15 @@ done
 
 echo "build-handlers: $count components in ${dist#"$root"/}:"
 (cd "$dist" && for f in *.wasm; do printf '  %8d  %s\n' "$(stat -c %s "$f")" "$f"; done)
+
+# The TypeScript examples against the SDK's types (handlers-wasm/ts/tsconfig.json), about a
+# second; tsc comes with componentize-js in egret's toolchain prefix (scripts/setup.sh). The
+# components themselves are built from source by `egret handler build` in the e2e tests
+# (tests/tests/e2e/languages.rs), which needs the egret binary.
+toolchain="${EGRET_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/egret/toolchain}"
+if [ -x "$toolchain/node_modules/.bin/tsc" ]; then
+    "$toolchain/node_modules/.bin/tsc" -p "$ws/ts"
+    echo "build-handlers: handlers-wasm/ts type-checks"
+else
+    echo "build-handlers: no tsc in $toolchain (scripts/setup.sh installs it): TypeScript examples not type-checked" >&2
+fi

@@ -4,7 +4,7 @@
 # Idempotent: safe to run again; skips what is already there.
 set -euo pipefail
 need=()
-for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3 nsenter:util-linux podman:podman runc:runc; do
+for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3 nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -22,6 +22,25 @@ if ! python3 -c 'import grpc' >/dev/null 2>&1; then
   export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
   python3 -m pip install -q grpcio || python3 -m pip install -q --break-system-packages grpcio || true
   python3 -c 'import grpc' || { echo "setup: python3 -m pip install grpcio failed" >&2; exit 1; }
+fi
+# The JavaScript/TypeScript and Python handler toolchains `egret handler build` runs (the e2e
+# tests build the examples in handlers-wasm/ts and handlers-wasm/py from source). The npm
+# packages go to egret's default toolchain prefix, outside the repository; npm and pip keep
+# their download caches (~/.npm, ~/.cache/pip), so a second machine setup downloads nothing.
+if ! command -v componentize-py >/dev/null 2>&1 || [[ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]]; then
+  echo "setup: installing componentize-py 0.25.1"
+  export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+  python3 -m pip install -q componentize-py==0.25.1 || python3 -m pip install -q --break-system-packages componentize-py==0.25.1
+fi
+toolchain="${EGRET_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/egret/toolchain}"
+if ! grep -qs '"version": "0.23.0"' "$toolchain/node_modules/@bytecodealliance/componentize-js/package.json" \
+   || ! grep -qs '"version": "0.25.0"' "$toolchain/node_modules/esbuild/package.json" \
+   || ! grep -qs '"version": "7.0.2"' "$toolchain/node_modules/typescript/package.json"; then
+  # typescript: only scripts/build-handlers.sh's type check of handlers-wasm/ts needs it.
+  echo "setup: installing componentize-js 0.23.0, esbuild 0.25.0 and typescript 7.0.2 in $toolchain"
+  mkdir -p "$toolchain"
+  npm install --prefix "$toolchain" --no-audit --no-fund --loglevel=error \
+    @bytecodealliance/componentize-js@0.23.0 esbuild@0.25.0 typescript@7.0.2
 fi
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
   echo "setup: adding the wasm32-wasip2 target"

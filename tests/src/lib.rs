@@ -950,3 +950,98 @@ impl Interactive {
         rest
     }
 }
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where JavaScript/TypeScript/Python handlers built by the tests and their compiled artifacts
+/// are kept between runs: `$EGRET_E2E_LANG_CACHE`, else `~/.cache/egret/e2e-lang-handlers`
+/// (outside the checkout, so a fresh clone on the same machine reuses it, like npm's and pip's
+/// download caches). A toolchain build takes half a minute and wasmtime's compile of a 12-18 MB
+/// component about 20 s, so each is done once per content; entries are keyed by everything
+/// that decides what the build makes (see [`lang_handler`]), artifacts by the module's sha256
+/// and the engine.
+pub fn lang_cache_dir() -> PathBuf {
+    let d = match std::env::var_os("EGRET_E2E_LANG_CACHE").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => std::env::var_os("HOME")
+            .map_or_else(std::env::temp_dir, PathBuf::from)
+            .join(".cache/egret/e2e-lang-handlers"),
+    };
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `--handler-cache-dir` shared by the tests that load JavaScript/Python handlers.
+pub fn lang_artifact_dir() -> String {
+    lang_cache_dir()
+        .join("artifacts")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The component `egret handler build SOURCE` makes (SOURCE relative to the repository root
+/// or absolute), built on first use and kept under [`lang_cache_dir`] keyed by the source, the
+/// SDKs, the WIT and egret's build code (the toolchains' versions are pinned in it), so any
+/// change to them rebuilds it. Concurrent tests asking for the same
+/// source wait for one build.
+pub fn lang_handler(source: &str) -> PathBuf {
+    static BUILDS: std::sync::Mutex<Vec<(String, std::sync::Arc<std::sync::Mutex<()>>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let root = repo_root();
+    let src = root.join(source);
+    let mut key = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let sdk: &[&str] = if source.ends_with(".py") {
+        &["handlers-wasm/sdk-py/egret_handler.py"]
+    } else {
+        &[
+            "handlers-wasm/sdk-js/egret-handler.js",
+            "handlers-wasm/sdk-js/build.mjs",
+        ]
+    };
+    for f in sdk.iter().chain(&[
+        "handlers-wasm/wit/handler.wit",
+        "crates/egret-wasm/src/toolchain.rs",
+        "crates/egret/src/handler.rs",
+    ]) {
+        key.extend(std::fs::read(root.join(f)).unwrap());
+    }
+    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = lang_cache_dir().join(format!("{stem}-{}.wasm", &sha256_hex(&key)[..16]));
+    let lock = {
+        let mut b = BUILDS.lock().unwrap();
+        match b.iter().find(|(k, _)| *k == source) {
+            Some((_, l)) => l.clone(),
+            None => {
+                let l = std::sync::Arc::new(std::sync::Mutex::new(()));
+                b.push((source.to_owned(), l.clone()));
+                l
+            }
+        }
+    };
+    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.exists() {
+        let tmp = out.with_extension("wasm.partial");
+        let o = Command::new(bin("egret"))
+            .args(["handler", "build"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&tmp)
+            .args(["--handler-cache-dir", &lang_artifact_dir()])
+            .output()
+            .unwrap();
+        let (code, stdout, stderr) = code_out_err(&o);
+        assert_eq!(
+            code,
+            0,
+            "egret handler build {source} failed (scripts/setup.sh installs the toolchains):\n{stdout}{stderr}"
+        );
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}

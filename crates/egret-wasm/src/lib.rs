@@ -92,6 +92,8 @@ mod secrets;
 mod services;
 #[cfg(feature = "runtime")]
 mod state;
+#[cfg(feature = "runtime")]
+pub mod toolchain;
 mod wit_types;
 
 pub use action::{

@@ -163,6 +163,9 @@ pub struct CtlCli {
 
 #[derive(Subcommand, Debug)]
 pub enum HandlerCmd {
+    /// Build a handler written in JavaScript, TypeScript or Python into a component (needs the
+    /// language's toolchain: componentize-js + esbuild from npm, or componentize-py from PyPI).
+    Build(HandlerBuildArgs),
     /// Validate a module against egret's handler world (imports, exports, signature).
     Check(HandlerCheckArgs),
     /// Run a module once on a request, offline, and print its action (secrets masked).
@@ -170,9 +173,30 @@ pub enum HandlerCmd {
 }
 
 #[derive(Args, Debug)]
+pub struct HandlerBuildArgs {
+    /// The handler source: FILE.js, FILE.ts or FILE.py.
+    pub file: PathBuf,
+    /// Where to write the component (default: the source's name with `.wasm`).
+    #[arg(short = 'o', long = "out", value_name = "OUT.wasm")]
+    pub out: Option<PathBuf>,
+    /// The npm prefix holding componentize-js and esbuild (default:
+    /// ~/.cache/egret/toolchain).
+    #[arg(long, env = "EGRET_TOOLCHAIN_DIR", value_name = "DIR")]
+    pub toolchain_dir: Option<PathBuf>,
+    /// Keep the compiled artifact here, as `egret run --handler-cache-dir` does: an egret
+    /// sharing the directory then loads the module without compiling it again.
+    #[arg(long, value_name = "DIR")]
+    pub handler_cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct HandlerCheckArgs {
     /// The component (.wasm built with --target wasm32-wasip2).
     pub module: PathBuf,
+    /// Keep the compiled artifact here, as `egret run --handler-cache-dir` does: an egret
+    /// sharing the directory then loads the module without compiling it again.
+    #[arg(long, value_name = "DIR")]
+    pub handler_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,5 +1,6 @@
-//! `egret handler check|run`: let handler authors validate and try a module without a sandbox.
-use crate::cli::{HandlerCheckArgs, HandlerRunArgs};
+//! `egret handler build|check|run`: let handler authors build, validate and try a module
+//! without a sandbox.
+use crate::cli::{HandlerBuildArgs, HandlerCheckArgs, HandlerRunArgs};
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 
@@ -8,16 +9,65 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 fn host() -> Result<egret_wasm::HandlerHost> {
+    cached_host(None)
+}
+
+fn cached_host(cache_dir: Option<std::path::PathBuf>) -> Result<egret_wasm::HandlerHost> {
     let cfg = egret_wasm::HostConfig {
         max_instances: 4,
+        cache_dir,
         ..egret_wasm::HostConfig::default()
     };
     Ok(egret_wasm::HandlerHost::new(cfg)?)
 }
 
+pub fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
+    use egret_wasm::toolchain;
+    let language = toolchain::Language::of(&args.file)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.file.with_extension("wasm"));
+    let mut tc = toolchain::Toolchain::from_env();
+    if let Some(dir) = args.toolchain_dir {
+        tc.js_prefix = dir;
+    }
+    eprintln!(
+        "building {} ({}; this takes about half a minute)",
+        args.file.display(),
+        language.name()
+    );
+    let started = std::time::Instant::now();
+    let built = toolchain::build(&args.file, &tc)?;
+    // What the toolchain made must be a handler egret loads: a wrong world or a stray import
+    // is reported here, not when a policy loads it.
+    let info = cached_host(args.handler_cache_dir)?
+        .check(&built.component)
+        .with_context(|| {
+            format!(
+                "the component built from {} is not a valid egret handler",
+                args.file.display()
+            )
+        })?;
+    let tmp = out.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &built.component)
+        .and_then(|()| std::fs::rename(&tmp, &out))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "{}: built from {} in {:.1} s",
+        out.display(),
+        args.file.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("  world    {}", info.wit_version.world());
+    println!("  sha256   {}", info.sha256_hex);
+    println!("  size     {} bytes", info.size_bytes);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn check(args: HandlerCheckArgs) -> Result<ExitCode> {
     let bytes = read(&args.module)?;
-    let info = host()?
+    let info = cached_host(args.handler_cache_dir)?
         .check(&bytes)
         .with_context(|| format!("{} is not a valid egret handler", args.module.display()))?;
     println!("{}: ok", args.module.display());

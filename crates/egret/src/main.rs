@@ -12,8 +12,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => return run(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
+        cli::Command::Handler(cli::HandlerCmd::Build(args)) => handler::build(args),
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
-        cli::Command::Handler(cli::HandlerCmd::Run(args)) => handler::run(*args),
+        cli::Command::Handler(cli::HandlerCmd::Run(args)) => {
+            // The handler's own log lines go to stderr, as they would from egret run.
+            init_tracing(cli::LogFormat::Text);
+            handler::run(*args)
+        }
         cli::Command::Ctl(c) => return ctl(c),
         cli::Command::OciHook(h) => return oci_hook::run(h),
     };

@@ -11,6 +11,7 @@ mod capture;
 mod classification;
 mod examples;
 mod handlers;
+mod languages;
 mod load;
 mod observability;
 mod oci;

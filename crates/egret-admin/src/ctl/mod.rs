@@ -61,9 +61,21 @@ pub async fn run_ctl_to(
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> u8 {
-    let client = AdminClient::new(socket);
+    let client = AdminClient::new(socket).with_timeout(answer_timeout(&args.command));
     let result = exec::run(&client, json, args, out).await;
     output::report(result, json, out, err)
+}
+
+/// How long a command waits for egret's answer. A change that may compile a module (a
+/// JavaScript or Python component of 12-40 MB takes wasmtime 20 s or more on a busy machine)
+/// gets minutes; everything else answers at once.
+fn answer_timeout(command: &CtlCommand) -> std::time::Duration {
+    match command {
+        CtlCommand::Module(ModuleCommand::Upload { .. })
+        | CtlCommand::Handler(HandlerCommand::Set { .. })
+        | CtlCommand::Policy(PolicyCommand::Set { .. }) => std::time::Duration::from_secs(600),
+        _ => std::time::Duration::from_secs(30),
+    }
 }
 
 /// Why a command failed, which decides its exit code and where the message goes.
@@ -86,5 +98,20 @@ impl From<AdminClientError> for Failure {
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
         Failure::Output(format!("writing output: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn commands_that_compile_wait_minutes() {
+        let upload = CtlCommand::Module(ModuleCommand::Upload {
+            name: "m".into(),
+            file: "m.wasm".into(),
+        });
+        assert_eq!(answer_timeout(&upload).as_secs(), 600);
+        assert_eq!(answer_timeout(&CtlCommand::Status).as_secs(), 30);
     }
 }

@@ -7,6 +7,10 @@
 //!   measurement: no fetch on the hot path);
 //! * a download with a secret injected (so the echo guard scans every byte) against one
 //!   without a handler: throughput ratio;
+//! * `inject-header` written in TypeScript and in Python (built from `handlers-wasm/ts`,
+//!   `handlers-wasm/py` with `egret handler build`) against the Rust one, on one egret: added
+//!   p50/p99 with a fresh instance per request, component sizes, and egret's start-up with
+//!   their compiled artifacts cached;
 //! * with `BENCH_BASELINE_EGRET=PATH` (an earlier egret build), a head-only handler of WIT
 //!   0.1.0 (`v1-inject-header`, which both builds load) on that build against this one, egret
 //!   restarted for every round (A B A B).
@@ -24,6 +28,9 @@ pub const NAMES: &[&str] = &[
     "auth.test",
     "secret.test",
     "v1.test",
+    "rust.test",
+    "ts.test",
+    "py.test",
 ];
 
 /// The upstream's flags the handler scenarios need (the token endpoint's client).
@@ -384,4 +391,82 @@ fn baseline_ab(
         "baseline": baseline.display().to_string(), "baseline_p50_us": a50, "baseline_p99_us": a99,
         "this_p50_us": b50, "this_p99_us": b99, "p50_ratio": b50 / a50}),
     );
+}
+
+/// `inject-header` in Rust, TypeScript and Python on rust.test, ts.test and py.test.
+fn languages_policy(ts: &Path, py: &Path) -> String {
+    let hosts = ["rust.test", "ts.test", "py.test"];
+    let mut toml = format!(
+        "internet = false\nallowed_hosts = {hosts:?}\n[resolve]\n{}\n[secrets]\nTOKEN = {{ env = \"BENCH_TOKEN\" }}\n",
+        resolve(&hosts)
+    );
+    for (name, module, host) in [
+        ("rust", handler_module("inject-header"), "rust.test"),
+        ("ts", ts.to_string_lossy().into_owned(), "ts.test"),
+        ("py", py.to_string_lossy().into_owned(), "py.test"),
+    ] {
+        toml.push_str(&format!(
+            "[handlers.{name}]\nmodule = \"{module}\"\nparams = {{ header = \"x-auth-token\", secret = \"TOKEN\" }}\nsecrets = [\"TOKEN\"]\n[[routes]]\nhost = \"{host}\"\nhandler = \"{name}\"\n"
+        ));
+    }
+    toml
+}
+
+/// The same handler in three languages: what TypeScript and Python add per request.
+pub fn run_languages(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
+    let topo = s.topo;
+    // Built (and compiled into the shared artifact cache) before egret starts: see lang_handler.
+    let ts = lang_handler("handlers-wasm/ts/inject-header.ts");
+    let py = lang_handler("handlers-wasm/py/inject_header.py");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64 / (1 << 20) as f64;
+    let rust_module = std::path::PathBuf::from(handler_module("inject-header"));
+    let (rs_mb, ts_mb, py_mb) = (size(&rust_module), size(&ts), size(&py));
+    let cache = lang_artifact_dir();
+    let started = std::time::Instant::now();
+    let (egret, ca) = Egret::start_intercepting(
+        topo,
+        "bench-languages",
+        &languages_policy(&ts, &py),
+        s.upstream_ca,
+        &["--handler-cache-dir", &cache],
+        &[("BENCH_TOKEN", "bench-token-value")],
+    )
+    .unwrap();
+    let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
+    for host in ["rust.test", "ts.test", "py.test"] {
+        let (_, echo, err) = topo.curl(&["--cacert", &ca, &format!("https://{host}/echo")]);
+        assert!(
+            echo.contains("\"x-auth-token\""),
+            "{host}: the handler did not inject: {echo} {err}\n{}",
+            egret.logs()
+        );
+    }
+    let n = s.requests;
+    let r = interleaved(
+        &topo.sbx,
+        s.rounds,
+        &[
+            vec!["https", "rust.test", "rust.test", n, &ca],
+            vec!["https", "ts.test", "ts.test", n, &ca],
+            vec!["https", "py.test", "py.test", n, &ca],
+        ],
+    );
+    let ((r50, r99), (t50, t99), (p50, p99)) = (r[0], r[1], r[2]);
+    println!(
+        "inject-header fresh instance: Rust p50 {r50:.0} µs p99 {r99:.0} µs | TypeScript p50 {t50:.0} µs p99 {t99:.0} µs | Python p50 {p50:.0} µs p99 {p99:.0} µs | sizes {rs_mb:.2} / {ts_mb:.1} / {py_mb:.1} MiB | egret start-up with the 3 cached {startup_ms:.0} ms"
+    );
+    for (lang, x50, x99, mb) in [("TypeScript", t50, t99, ts_mb), ("Python", p50, p99, py_mb)] {
+        table.push([
+            format!("keep-alive GET: inject-header in {lang} vs Rust (fresh instance each)"),
+            format!("p50 {r50:.0} µs / p99 {r99:.0} µs ({rs_mb:.2} MiB)"),
+            format!("p50 {x50:.0} µs / p99 {x99:.0} µs ({mb:.1} MiB)"),
+            format!("added p50 {:.0} µs, p99 {:.0} µs", x50 - r50, x99 - r99),
+        ]);
+    }
+    rows.push(serde_json::json!({"scenario": "inject-header in Rust, TypeScript, Python",
+        "rust_p50_us": r50, "rust_p99_us": r99, "ts_p50_us": t50, "ts_p99_us": t99,
+        "py_p50_us": p50, "py_p99_us": p99, "ts_added_p50_us": t50 - r50, "py_added_p50_us": p50 - r50,
+        "rust_mib": rs_mb, "ts_mib": ts_mb, "py_mib": py_mb, "startup_cached_ms": startup_ms}));
+    drop(egret);
+    wait_released(topo);
 }

@@ -744,6 +744,7 @@ fn main() {
             download,
         };
         handlers::run(&setup, &mut table, &mut rows);
+        handlers::run_languages(&setup, &mut table, &mut rows);
     }
 
     if only("density") {
