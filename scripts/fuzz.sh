@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every cargo-fuzz target for N seconds (default 60) each: scripts/fuzz.sh [seconds] [target...]
 #
-# No root needed. scripts/test.sh (CI) calls this with EGRET_FUZZ_SECS (default 60; 0 skips);
+# No root needed. scripts/test.sh (CI) calls this with EGRET_FUZZ_SECS (default 30; 0 skips);
 # run it by hand for longer, e.g. `scripts/fuzz.sh 600 admin_request policy`.
 #
 # Toolchain: nightly when rustup has it, else the default (stable) toolchain with
