@@ -9,6 +9,7 @@ mod admin;
 mod capabilities;
 mod capture;
 mod classification;
+mod demo;
 mod examples;
 mod handlers;
 mod languages;
