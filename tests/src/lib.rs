@@ -376,6 +376,15 @@ pub fn code_out_err(o: &Output) -> (i32, String, String) {
     )
 }
 
+/// A finished command's stdout followed by its stderr, for assertions and failure messages.
+pub fn all_output(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Call `cond` every 20 ms until it returns true (then true) or `timeout` has passed (then
 /// false).
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -15,11 +15,7 @@ fn the_readme_demo_injects_a_credential_and_refuses_a_host() {
         .env("EGRET_BIN_DIR", bin_dir())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = all_output(&out);
     assert!(out.status.success(), "scripts/demo.sh failed:\n{text}");
     let injected = "authorization: Bearer <the token egret injected: matches DEMO_API_TOKEN>";
     assert_eq!(text.matches(injected).count(), 2, "HTTPS and HTTP: {text}");

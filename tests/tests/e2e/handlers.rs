@@ -496,12 +496,7 @@ fn handler_run_fetches_mints_and_runs_the_response_phase() {
             .args(extra)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        (out.status.success(), all_output(&out))
     };
 
     // Without --fetch-host the exchange is refused, and the handler says which endpoint failed.
