@@ -407,3 +407,66 @@ fn outbound_worker_examples_in_typescript() {
 fn outbound_worker_examples_in_python() {
     examples("py", |e| format!("{}.py", e.replace('-', "_")));
 }
+
+/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+#[test]
+fn compiling_an_uploaded_module_stalls_neither_the_admin_socket_nor_traffic() {
+    // A JavaScript component takes wasmtime seconds to compile (no artifact cache here): while
+    // it compiles, admin requests and sandbox traffic are served by the running generation.
+    let module = lang_handler("handlers-wasm/ts/get-only.ts");
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let up = Upstream::start(&topo, "up", None);
+    let p = write(
+        &topo,
+        "policy.toml",
+        "internet = false\nallowed_hosts = [\"web.test\"]\n[resolve]\n\"web.test\" = \"10.200.0.2\"\n",
+    );
+    let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
+    let egret = Egret::start(
+        &topo,
+        "lang-compile",
+        &["--policy", &p, "--admin-socket", &sock],
+    )
+    .expect("egret starts");
+    let pid = egret.proc.child.id();
+    let before = cpu_ticks(pid);
+    let upload = {
+        let (sock, module) = (sock.clone(), module.clone());
+        std::thread::spawn(move || {
+            ctl(
+                &sock,
+                &["module", "upload", "slow", module.to_str().unwrap()],
+            )
+        })
+    };
+    // The compile has started once egret (idle until now) has used CPU for a while.
+    assert!(
+        wait_until(Duration::from_secs(60), || cpu_ticks(pid) >= before + 30),
+        "egret did not start compiling the upload\n{}",
+        egret.logs()
+    );
+    let (code, out, err) = ctl(&sock, &["status"]);
+    assert_eq!(code, 0, "status during the compile: {out}{err}");
+    assert!(out.contains("lang-compile"), "{out}");
+    let (code, out, err) = topo.curl(&["http://web.test/echo?during-compile"]);
+    assert_eq!(code, 0, "a request during the compile: {err}");
+    assert_eq!(json(&out)["path"], "/echo?during-compile", "{out}");
+    assert!(
+        !upload.is_finished(),
+        "the upload finished before the probes: the module compiled too fast to show that \
+         nothing waits for a compile"
+    );
+    let (code, out, err) = upload.join().unwrap();
+    assert_eq!(code, 0, "module upload: {out}{err}\n{}", egret.logs());
+    drop(up);
+}
