@@ -408,17 +408,6 @@ fn outbound_worker_examples_in_python() {
     examples("py", |e| format!("{}.py", e.replace('-', "_")));
 }
 
-/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
 #[test]
 fn compiling_an_uploaded_module_stalls_neither_the_admin_socket_nor_traffic() {
     // A JavaScript component takes wasmtime seconds to compile (no artifact cache here): while
@@ -439,7 +428,7 @@ fn compiling_an_uploaded_module_stalls_neither_the_admin_socket_nor_traffic() {
     )
     .expect("egret starts");
     let pid = egret.proc.child.id();
-    let before = cpu_ticks(pid);
+    let before = proc_cpu_secs(pid);
     let upload = {
         let (sock, module) = (sock.clone(), module.clone());
         std::thread::spawn(move || {
@@ -451,7 +440,8 @@ fn compiling_an_uploaded_module_stalls_neither_the_admin_socket_nor_traffic() {
     };
     // The compile has started once egret (idle until now) has used CPU for a while.
     assert!(
-        wait_until(Duration::from_secs(60), || cpu_ticks(pid) >= before + 30),
+        wait_until(Duration::from_secs(60), || proc_cpu_secs(pid)
+            >= before + 0.3),
         "egret did not start compiling the upload\n{}",
         egret.logs()
     );

@@ -10,7 +10,7 @@
 //!   the idle CPU of all of them together over `BENCH_DENSITY_IDLE_SECS` (default 10);
 //! * the same memory after every sidecar served 1,000 keep-alive HTTPS requests (does it go
 //!   back down?).
-use super::{cpu_secs, median, run_client, Row};
+use super::{median, run_client, Row};
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -150,7 +150,7 @@ fn memory(sidecars: &[Sidecar]) -> (Mem, Mem) {
 
 /// CPU of all sidecars together over `secs`, in % of one core.
 fn idle_cpu(sidecars: &[Sidecar], secs: u64) -> f64 {
-    let sum = || sidecars.iter().map(|s| cpu_secs(s.pid())).sum::<f64>();
+    let sum = || sidecars.iter().map(|s| proc_cpu_secs(s.pid())).sum::<f64>();
     let before = sum();
     std::thread::sleep(Duration::from_secs(secs));
     (sum() - before) / secs as f64 * 100.0

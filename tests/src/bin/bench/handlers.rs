@@ -14,7 +14,7 @@
 //! * with `BENCH_BASELINE_EGRET=PATH` (an earlier egret build), a head-only handler of WIT
 //!   0.1.0 (`v1-inject-header`, which both builds load) on that build against this one, egret
 //!   restarted for every round (A B A B).
-use super::{median, run_client, wait_released, Row};
+use super::{download_speed, median, run_client, wait_released, Row};
 use egret_e2e::*;
 use std::path::Path;
 
@@ -177,30 +177,6 @@ fn interleaved(ns: &Netns, rounds: usize, sides: &[Vec<&str>]) -> Vec<(f64, f64)
         .collect()
 }
 
-/// MiB/s of a plain-HTTP download of `bytes` from `host` in the sandbox.
-fn download_speed(ns: &Netns, host: &str, bytes: u64) -> f64 {
-    let out = ns.run(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{speed_download}",
-            &format!("http://{host}/bytes/{bytes}"),
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (code, speed) = text.trim().split_once(' ').unwrap_or(("", ""));
-    assert_eq!(
-        code,
-        "200",
-        "download from {host} failed: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    speed.parse::<f64>().unwrap() / (1 << 20) as f64
-}
-
 /// Runs the scenarios; adds table rows and JSON rows.
 pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
@@ -302,8 +278,18 @@ pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
     // Download with a secret injected (echo guard on every byte) vs no handler.
     let (mut plain, mut guarded) = (vec![], vec![]);
     for _ in 0..s.rounds.min(3) {
-        plain.push(download_speed(&topo.sbx, "allowed.test", s.download));
-        guarded.push(download_speed(&topo.sbx, "secret.test", s.download));
+        plain.push(download_speed(
+            &topo.sbx,
+            "allowed.test",
+            "allowed.test",
+            s.download,
+        ));
+        guarded.push(download_speed(
+            &topo.sbx,
+            "secret.test",
+            "secret.test",
+            s.download,
+        ));
     }
     let (p, g) = (median(plain), median(guarded));
     let mib = s.download >> 20;

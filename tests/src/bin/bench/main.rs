@@ -171,21 +171,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// utime + stime of a process in seconds (fields 14 and 15 of /proc/PID/stat).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may contain spaces; the fields after it are fixed.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
 /// CPU seconds of the children this process has waited for (the load generator just run).
 fn children_cpu_secs() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we own.
@@ -193,6 +178,33 @@ fn children_cpu_secs() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// MiB/s of a plain-HTTP download of `bytes` from `addr` (with `Host: host`) in `ns`; anything
+/// but a 200 fails the bench (a refused download must not pass for a fast one).
+fn download_speed(ns: &Netns, host: &str, addr: &str, bytes: u64) -> f64 {
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{speed_download}",
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://{addr}/bytes/{bytes}"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, speed) = text.trim().split_once(' ').unwrap_or(("", ""));
+    assert_eq!(
+        code,
+        "200",
+        "download from {addr} (Host: {host}) failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    speed.parse::<f64>().unwrap() / (1 << 20) as f64
 }
 
 /// What one load-generator run measured.
@@ -597,18 +609,18 @@ fn main() {
         let (mut derr, mut eerr) = (0.0, 0.0);
         let (mut up_share, mut client_share) = (vec![], vec![]);
         for _ in 0..rounds {
-            let (u0, c0, t0) = (cpu_secs(up_pid), children_cpu_secs(), Instant::now());
+            let (u0, c0, t0) = (proc_cpu_secs(up_pid), children_cpu_secs(), Instant::now());
             let r = run_load(&direct, sc.program, &args);
             let wall = t0.elapsed().as_secs_f64();
-            up_share.push((cpu_secs(up_pid) - u0) / wall);
+            up_share.push((proc_cpu_secs(up_pid) - u0) / wall);
             client_share.push((children_cpu_secs() - c0) / wall);
             d.push(r.per_sec);
             derr += r.errors;
             dl50.push(r.p50_us);
             dl99.push(r.p99_us);
-            let cpu0 = cpu_secs(egret_pid);
+            let cpu0 = proc_cpu_secs(egret_pid);
             let r = run_load(&topo.sbx, sc.program, &args);
-            egret_cpu += cpu_secs(egret_pid) - cpu0;
+            egret_cpu += proc_cpu_secs(egret_pid) - cpu0;
             egret_reqs += r.requests;
             eerr += r.errors;
             e.push(r.per_sec);
@@ -673,30 +685,20 @@ fn main() {
 
     if only("download") {
         // Download, direct vs through egret (plain HTTP), speed per round.
-        let speed = |ns: &Netns, host: &str| -> f64 {
-            let out = ns.run(
-                "curl",
-                &[
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{speed_download}",
-                    "-H",
-                    "Host: allowed.test",
-                    &format!("http://{host}/bytes/{download}"),
-                ],
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<f64>()
-                .unwrap_or(0.0)
-                / (1 << 20) as f64
-        };
         let (mut dspeed, mut espeed) = (vec![], vec![]);
         for _ in 0..rounds.min(3) {
-            dspeed.push(speed(&direct, "10.202.0.2"));
-            espeed.push(speed(&topo.sbx, "allowed.test"));
+            dspeed.push(download_speed(
+                &direct,
+                "allowed.test",
+                "10.202.0.2",
+                download,
+            ));
+            espeed.push(download_speed(
+                &topo.sbx,
+                "allowed.test",
+                "allowed.test",
+                download,
+            ));
         }
         let (ds, es) = (median(dspeed), median(espeed));
         let mib = download >> 20;

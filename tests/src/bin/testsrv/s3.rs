@@ -1,7 +1,9 @@
 //! An S3-compatible object store that verifies AWS Signature Version 4, for handlers that sign
 //! requests (`sigv4-s3`): the algorithm of
 //! <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html>, checked
-//! against that page's published examples (the tests below).
+//! against that page's published examples (the tests below). Written apart from the guest's
+//! signer (`handlers-wasm/sigv4-s3`) on purpose, `UriEncode` included: sharing one
+//! implementation would let the end-to-end test agree with itself.
 //!
 //! Path-style addressing: `PUT /s3/BUCKET/KEY` stores the body (and its `Content-Type`),
 //! `GET` returns it, `HEAD` its headers, `DELETE` removes it (`204`); a missing key is `404
