@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks egret against direct access in the same run (A B A B), in throw-away namespaces.
-#   sudo scripts/bench.sh            # end-to-end: latency, wrk/h2load throughput, download, start-up
+#   sudo scripts/bench.sh            # end-to-end: latency, wrk/h2load throughput (nginx as the
+#                                    # reference row), download, start-up
 #   scripts/bench.sh --micro         # divan micro-benchmarks of the hot paths (no root needed)
 # Knobs (end-to-end): BENCH_ROUNDS=4 BENCH_REQUESTS=2000 BENCH_LOAD_SECS=5 BENCH_CONNS=64
 # BENCH_STREAMS=100 BENCH_HANDSHAKE_CONNS=16 BENCH_DOWNLOAD_BYTES=1073741824.
@@ -18,9 +19,13 @@ if [[ ${1:-} == --micro ]]; then
 fi
 [[ $(id -u) -eq 0 ]] || { echo "run as root: sudo scripts/bench.sh (or scripts/bench.sh --micro)" >&2; exit 1; }
 scripts/setup.sh >/dev/null
-# The load generators are only needed here, not by the tests.
-if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk nghttp2-client >/dev/null
+# The load generators and the reference proxy (nginx) are only needed here, not by the tests.
+# policy-rc.d keeps the package from starting a system nginx: the bench runs its own.
+if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null || ! command -v nginx >/dev/null; then
+    rc=/usr/sbin/policy-rc.d own_rc=
+    [[ -e $rc ]] || { printf '#!/bin/sh\nexit 101\n' >"$rc" && chmod +x "$rc" && own_rc=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk nghttp2-client nginx >/dev/null
+    [[ -z $own_rc ]] || rm -f "$rc"
 fi
 scripts/build-handlers.sh >/dev/null
 cargo build --release --bins

@@ -215,8 +215,22 @@ impl Topology {
     /// upstream's (`v-dir`). Benchmarks measure the direct path through it. Dropping the
     /// returned namespace removes the veth pair with it.
     pub fn direct_baseline(&self, extra_upstream: &[&str]) -> Netns {
-        let direct = Netns::new(&format!("{}-{}-dir", ns_prefix(), self.id));
-        let (ours, theirs) = (format!("vd{}", self.id), format!("vx{}", self.id));
+        self.side_namespace("dir", 202, extra_upstream)
+    }
+
+    /// A namespace named `…-{tag}` wired by its own veth straight to the upstream namespace:
+    /// 10.{subnet}.0.1/24 on its side (`v-up`), 10.{subnet}.0.2/24 plus `extra_upstream` on the
+    /// upstream's (`v-{tag}`). Each call needs its own `tag` (one letter at least distinct
+    /// first) and `subnet`. Dropping the returned namespace removes the veth pair with it.
+    pub fn side_namespace(&self, tag: &str, subnet: u8, extra_upstream: &[&str]) -> Netns {
+        let ns = Netns::new(&format!("{}-{}-{tag}", ns_prefix(), self.id));
+        // Created straight in their namespaces, so only the upstream side must differ between
+        // calls (the first letter of the tag); renamed right after.
+        let letter = tag.chars().next().unwrap_or('x');
+        let (ours, theirs) = (
+            format!("v{letter}{}", self.id),
+            format!("w{letter}{}", self.id),
+        );
         sh(
             "ip",
             &[
@@ -224,7 +238,7 @@ impl Topology {
                 "add",
                 &ours,
                 "netns",
-                &direct.name,
+                &ns.name,
                 "type",
                 "veth",
                 "peer",
@@ -235,15 +249,17 @@ impl Topology {
             ],
         )
         .unwrap();
-        direct.ip(&["link", "set", &ours, "name", "v-up"]);
-        self.up.ip(&["link", "set", &theirs, "name", "v-dir"]);
-        direct.ip(&["addr", "add", "10.202.0.1/24", "dev", "v-up"]);
-        for addr in std::iter::once("10.202.0.2/24").chain(extra_upstream.iter().copied()) {
-            self.up.ip(&["addr", "add", addr, "dev", "v-dir"]);
+        let upstream_if = format!("v-{tag}");
+        ns.ip(&["link", "set", &ours, "name", "v-up"]);
+        self.up.ip(&["link", "set", &theirs, "name", &upstream_if]);
+        ns.ip(&["addr", "add", &format!("10.{subnet}.0.1/24"), "dev", "v-up"]);
+        let own = format!("10.{subnet}.0.2/24");
+        for addr in std::iter::once(own.as_str()).chain(extra_upstream.iter().copied()) {
+            self.up.ip(&["addr", "add", addr, "dev", &upstream_if]);
         }
-        direct.ip(&["link", "set", "v-up", "up"]);
-        self.up.ip(&["link", "set", "v-dir", "up"]);
-        direct
+        ns.ip(&["link", "set", "v-up", "up"]);
+        self.up.ip(&["link", "set", &upstream_if, "up"]);
+        ns
     }
 
     /// Build the namespaces and veths.

@@ -10,7 +10,7 @@
 //!   the idle CPU of all of them together over `BENCH_DENSITY_IDLE_SECS` (default 10);
 //! * the same memory after every sidecar served 1,000 keep-alive HTTPS requests (does it go
 //!   back down?).
-use super::{median, run_client, Row};
+use super::{median, run_client, Table};
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -157,7 +157,7 @@ fn idle_cpu(sidecars: &[Sidecar], secs: u64) -> f64 {
 }
 
 /// Runs the density scenarios and appends their rows.
-pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
+pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let max: usize = std::env::var("BENCH_DENSITY_MAX")
         .ok()
         .and_then(|v| v.parse().ok())

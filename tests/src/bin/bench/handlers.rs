@@ -14,7 +14,7 @@
 //! * with `BENCH_BASELINE_EGRET=PATH` (an earlier egret build), a head-only handler of WIT
 //!   0.1.0 (`v1-inject-header`, which both builds load) on that build against this one, egret
 //!   restarted for every round (A B A B).
-use super::{download_speed, median, run_client, wait_released, Row};
+use super::{download_speed, median, run_client, wait_released, Table};
 use egret_e2e::*;
 use std::path::Path;
 
@@ -178,7 +178,7 @@ fn interleaved(ns: &Netns, rounds: usize, sides: &[Vec<&str>]) -> Vec<(f64, f64)
 }
 
 /// Runs the scenarios; adds table rows and JSON rows.
-pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
+pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
     let policy = policy();
     let client_secret = OAUTH_CLIENT.split_once(':').unwrap().1;
@@ -317,12 +317,7 @@ pub fn run(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
 
 /// Head-only handler cost, an earlier egret build (A) against this one (B): the same WIT 0.1.0
 /// module and policy, egret restarted for each side of each round.
-fn baseline_ab(
-    s: &Setup,
-    baseline: &Path,
-    table: &mut Vec<Row>,
-    rows: &mut Vec<serde_json::Value>,
-) {
+fn baseline_ab(s: &Setup, baseline: &Path, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
     let policy = format!(
         "internet = false\nallowed_hosts = [\"v1.test\"]\n[resolve]\n{}\n[secrets]\nTOKEN = {{ env = \"BENCH_TOKEN\" }}\n{}",
@@ -399,7 +394,7 @@ fn languages_policy(ts: &Path, py: &Path) -> String {
 }
 
 /// The same handler in three languages: what TypeScript and Python add per request.
-pub fn run_languages(s: &Setup, table: &mut Vec<Row>, rows: &mut Vec<serde_json::Value>) {
+pub fn run_languages(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
     // Built (and compiled into the shared artifact cache) before egret starts: see lang_handler.
     let ts = lang_handler("handlers-wasm/ts/inject-header.ts");

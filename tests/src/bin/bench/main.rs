@@ -2,6 +2,9 @@
 //! in namespaces it builds itself (the e2e harness). Prints a table and writes JSON.
 //!
 //! Run through `scripts/bench.sh` (release build). Scenarios:
+//! * the reference row: Debian's nginx as a TLS-terminating reverse proxy setting the same
+//!   header (`bench/nginx.rs`), measured beside egret in every latency and throughput scenario,
+//!   with its CPU per request, and the issue-18 targets checked against it,
 //! * keep-alive HTTP/1.1 request latency, 1 connection (p50/p99, direct vs egret),
 //! * keep-alive HTTPS (intercepted, `inject-header` handler) latency vs direct HTTPS,
 //! * TLS handshake + first request on a new connection (cached leaf) vs direct,
@@ -17,6 +20,7 @@
 //!   cache, idle and peak RSS.
 mod density;
 mod handlers;
+mod nginx;
 
 use egret_e2e::*;
 use std::process::Command;
@@ -55,10 +59,11 @@ lat.sort()
 print(json.dumps({"p50": lat[len(lat)//2]*1e6, "p99": lat[int(len(lat)*0.99)-1]*1e6}))
 "#;
 
-/// One measured scenario: the client arguments for the direct and the egret side.
+/// One measured scenario: the client arguments for the direct, the nginx and the egret side.
 struct Scenario<'a> {
     name: &'a str,
     direct: Vec<&'a str>,
+    nginx: Vec<&'a str>,
     egret: Vec<&'a str>,
 }
 
@@ -392,8 +397,68 @@ fn wait_released(topo: &Topology) {
     }
 }
 
-/// One row of the final table: scenario, direct, egret, comparison.
-type Row = [String; 4];
+/// The secret the bench's handlers inject (and nginx sets).
+const TOKEN: &str = "bench-token-value";
+
+/// The final table: scenario, direct (or baseline), nginx (reference rows only), egret,
+/// comparison.
+pub struct Table(Vec<[String; 5]>);
+
+impl Table {
+    /// A row without an nginx figure: scenario, direct (or baseline), egret, comparison.
+    pub fn push(&mut self, [scenario, direct, egret, cmp]: [String; 4]) {
+        self.0.push([scenario, direct, "—".into(), egret, cmp]);
+    }
+}
+
+/// The issue-18 targets, checked against nginx measured in the same run.
+#[derive(Default)]
+struct Targets {
+    /// Added p50 of HTTPS keep-alive (µs): egret, nginx.
+    https_added_p50: Option<(f64, f64)>,
+    /// CPU µs per HTTPS request at 64 connections: egret, nginx; requests/s: egret, nginx.
+    https_load: Option<(f64, f64, f64, f64)>,
+    /// CPU µs per HTTP request at 64 connections: egret, nginx.
+    http_cpu: Option<(f64, f64)>,
+}
+
+impl Targets {
+    fn lines(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        if let Some((e, n, _, _)) = self.https_load {
+            out.push((
+                format!("CPU per HTTPS request (inject-header, audit on) {e:.1} µs ≤ 1.5 × nginx {n:.1} µs = {:.1} µs (ratio {:.2})", 1.5 * n, e / n),
+                e <= 1.5 * n,
+            ));
+        }
+        if let Some((e, n)) = self.http_cpu {
+            out.push((
+                format!(
+                    "CPU per HTTP request {e:.1} µs ≤ 2 × nginx {n:.1} µs = {:.1} µs (ratio {:.2})",
+                    2.0 * n,
+                    e / n
+                ),
+                e <= 2.0 * n,
+            ));
+        }
+        if let Some((e, n)) = self.https_added_p50 {
+            out.push((
+                format!(
+                    "HTTPS added p50 {e:.0} µs ≤ nginx {n:.0} µs + 40 µs = {:.0} µs",
+                    n + 40.0
+                ),
+                e <= n + 40.0,
+            ));
+        }
+        if let Some((_, _, e, n)) = self.https_load {
+            out.push((
+                format!("64-connection HTTPS keep-alive throughput {e:.0} req/s ≥ 0.8 × nginx {n:.0} req/s = {:.0} (ratio {:.2})", 0.8 * n, e / n),
+                e >= 0.8 * n,
+            ));
+        }
+        out
+    }
+}
 
 fn main() {
     let rounds: usize = env_or("BENCH_ROUNDS", 4);
@@ -433,7 +498,12 @@ fn main() {
     let up = Upstream::start_with(&topo, "up", &up_args);
     let up_pid = up.proc.child.id();
     let policy = write(&topo, "bench.toml", &bench_policy());
-    std::env::set_var("BENCH_TOKEN", "bench-token-value");
+    std::env::set_var("BENCH_TOKEN", TOKEN);
+    // The reference: nginx in a namespace of its own with its own veth to the same upstream,
+    // where `allowed.test` is nginx on loopback (as it is egret for the sandbox).
+    let ngx = topo.side_namespace("ngx", 203, &[]);
+    let _ngx_hosts = NetnsHosts::write(&ngx, "127.0.0.1 localhost allowed.test\n");
+    let nginx = nginx::Nginx::start(&ngx, &topo.tmp.0, "10.203.0.2", &pki, TOKEN);
     let ca = topo.tmp.path("ca.pem");
     let ca_s = ca.to_str().unwrap().to_string();
     let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
@@ -466,7 +536,8 @@ fn main() {
     };
 
     let mut rows: Vec<serde_json::Value> = Vec::new();
-    let mut table: Vec<Row> = Vec::new();
+    let mut table = Table(Vec::new());
+    let mut targets = Targets::default();
 
     // Start-up time: exec to ready file, 10 times; the last one stays up for the load.
     let mut startups = Vec::new();
@@ -507,48 +578,71 @@ fn main() {
         Scenario {
             name: "HTTP/1.1 keep-alive, 1 conn",
             direct: vec!["http", "allowed.test", "10.202.0.2", n],
+            nginx: vec!["http", "allowed.test", "allowed.test", n],
             egret: vec!["http", "allowed.test", "allowed.test", n],
         },
         Scenario {
             name: "HTTPS keep-alive + inject-header, 1 conn",
             direct: vec!["https", "allowed.test", "10.202.0.2", n, pki_ca],
+            nginx: vec!["https", "allowed.test", "allowed.test", n, pki_ca],
             egret: vec!["https", "allowed.test", "allowed.test", n, &ca_s],
         },
         Scenario {
             name: "new TLS connection per request (cached leaf)",
             direct: vec!["handshake", "allowed.test", "10.202.0.2", "300", pki_ca],
+            nginx: vec!["handshake", "allowed.test", "allowed.test", "300", pki_ca],
             egret: vec!["handshake", "allowed.test", "allowed.test", "300", &ca_s],
         },
     ];
-    for Scenario {
-        name,
-        direct: dargs,
-        egret: eargs,
-    } in scen.iter().filter(|_| only("latency"))
-    {
-        let (mut d50, mut d99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
+    for (i, sc) in scen.iter().enumerate().filter(|_| only("latency")) {
+        let name = sc.name;
+        let (mut d50, mut d99, mut n50, mut n99, mut e50, mut e99) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
-            let (a, b) = run_client(&direct, dargs);
+            let (a, b) = run_client(&direct, &sc.direct);
             d50.push(a);
             d99.push(b);
-            let (a, b) = run_client(&topo.sbx, eargs);
+            let (a, b) = run_client(&ngx, &sc.nginx);
+            n50.push(a);
+            n99.push(b);
+            let (a, b) = run_client(&topo.sbx, &sc.egret);
             e50.push(a);
             e99.push(b);
         }
-        let (d50, d99, e50, e99) = (median(d50), median(d99), median(e50), median(e99));
-        println!(
-            "{name:48} direct p50 {d50:8.1} µs p99 {d99:8.1} µs | egret p50 {e50:8.1} µs p99 {e99:8.1} µs | added p50 {:7.1} µs p99 {:7.1} µs",
-            e50 - d50,
-            e99 - d99
+        let (d50, d99, n50, n99, e50, e99) = (
+            median(d50),
+            median(d99),
+            median(n50),
+            median(n99),
+            median(e50),
+            median(e99),
         );
-        table.push([
+        println!(
+            "{name:48} direct p50 {d50:8.1} µs p99 {d99:8.1} µs | nginx p50 {n50:8.1} µs p99 {n99:8.1} µs | egret p50 {e50:8.1} µs p99 {e99:8.1} µs | added p50 {:7.1} µs p99 {:7.1} µs (nginx added p50 {:7.1} µs p99 {:7.1} µs)",
+            e50 - d50,
+            e99 - d99,
+            n50 - d50,
+            n99 - d99,
+        );
+        table.0.push([
             format!("{name} — latency"),
             format!("p50 {d50:.0} µs / p99 {d99:.0} µs"),
+            format!("p50 {n50:.0} µs / p99 {n99:.0} µs"),
             format!("p50 {e50:.0} µs / p99 {e99:.0} µs"),
-            format!("added p50 {:.0} µs / p99 {:.0} µs", e50 - d50, e99 - d99),
+            format!(
+                "added p50 {:.0} µs / p99 {:.0} µs (nginx: {:.0} / {:.0} µs)",
+                e50 - d50,
+                e99 - d99,
+                n50 - d50,
+                n99 - d99
+            ),
         ]);
+        if i == 1 {
+            targets.https_added_p50 = Some((e50 - d50, n50 - d50));
+        }
         rows.push(serde_json::json!({"scenario": name, "direct_p50_us": d50, "direct_p99_us": d99, "egret_p50_us": e50, "egret_p99_us": e99,
-            "added_p50_us": e50 - d50, "added_p99_us": e99 - d99}));
+            "added_p50_us": e50 - d50, "added_p99_us": e99 - d99,
+            "nginx_p50_us": n50, "nginx_p99_us": n99, "nginx_added_p50_us": n50 - d50, "nginx_added_p99_us": n99 - d99}));
     }
 
     // Throughput with the Debian load generators, same URL (so same SNI and Host) on both sides.
@@ -559,8 +653,25 @@ fn main() {
         echo.contains("\"x-auth-token\""),
         "the request through egret did not carry the injected header: {echo} {err}"
     );
+    let (_, echo, err) = code_out_err(&ngx.run("curl", &["-sS", "--cacert", pki_ca, &url]));
+    assert!(
+        echo.contains(&format!("\"{TOKEN}\"")),
+        "the request through nginx did not carry the header: {echo} {err}"
+    );
     let secs = load_secs.to_string();
     let loads = [
+        LoadScenario {
+            name: "HTTP/1.1 keep-alive, wrk 64 conns",
+            unit: "req/s",
+            program: "wrk",
+            args: vec![
+                "-t2".into(),
+                format!("-c{conns}"),
+                format!("-d{secs}s"),
+                "--latency".into(),
+                "http://allowed.test/echo".into(),
+            ],
+        },
         LoadScenario {
             name: "HTTPS keep-alive + inject-header, wrk 64 conns",
             unit: "req/s",
@@ -601,12 +712,13 @@ fn main() {
             ],
         },
     ];
-    for sc in loads.iter().filter(|_| only("load")) {
+    for (i, sc) in loads.iter().enumerate().filter(|_| only("load")) {
         let args: Vec<&str> = sc.args.iter().map(String::as_str).collect();
-        let (mut d, mut e) = (vec![], vec![]);
+        let (mut d, mut e, mut g) = (vec![], vec![], vec![]);
         let (mut dl50, mut dl99, mut el50, mut el99) = (vec![], vec![], vec![], vec![]);
         let (mut egret_cpu, mut egret_reqs) = (0.0, 0.0);
-        let (mut derr, mut eerr) = (0.0, 0.0);
+        let (mut nginx_cpu, mut nginx_reqs) = (0.0, 0.0);
+        let (mut derr, mut eerr, mut nerr) = (0.0, 0.0, 0.0);
         let (mut up_share, mut client_share) = (vec![], vec![]);
         for _ in 0..rounds {
             let (u0, c0, t0) = (proc_cpu_secs(up_pid), children_cpu_secs(), Instant::now());
@@ -618,6 +730,12 @@ fn main() {
             derr += r.errors;
             dl50.push(r.p50_us);
             dl99.push(r.p99_us);
+            let cpu0 = nginx.cpu_secs();
+            let r = run_load(&ngx, sc.program, &args);
+            nginx_cpu += nginx.cpu_secs() - cpu0;
+            nginx_reqs += r.requests;
+            nerr += r.errors;
+            g.push(r.per_sec);
             let cpu0 = proc_cpu_secs(egret_pid);
             let r = run_load(&topo.sbx, sc.program, &args);
             egret_cpu += proc_cpu_secs(egret_pid) - cpu0;
@@ -627,8 +745,15 @@ fn main() {
             el50.push(r.p50_us);
             el99.push(r.p99_us);
         }
-        let (dm, em) = (median(d.clone()), median(e.clone()));
+        let (dm, em, gm) = (median(d.clone()), median(e.clone()), median(g.clone()));
         let cpu_100k = egret_cpu / egret_reqs * 100_000.0;
+        // CPU per request in µs, the unit of the issue-18 targets.
+        let (e_us, n_us) = (egret_cpu / egret_reqs * 1e6, nginx_cpu / nginx_reqs * 1e6);
+        match i {
+            0 => targets.http_cpu = Some((e_us, n_us)),
+            1 => targets.https_load = Some((e_us, n_us, em, gm)),
+            _ => {}
+        }
         let (ups, cls) = (median(up_share), median(client_share));
         let lat = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => format!(" (p50 {:.2} ms / p99 {:.2} ms)", a / 1e3, b / 1e3),
@@ -641,26 +766,37 @@ fn main() {
             median_opt(&el99),
         );
         println!(
-            "{:54} direct {dm:9.0} {u}{} | egret {em:9.0} {u}{} | ratio {:.2} | egret {cpu_100k:.2} CPU s/100k | direct run: upstream {:.0}% CPU, client {:.0}% CPU | error responses: direct {derr}, egret {eerr}",
+            "{:54} direct {dm:9.0} {u}{} | nginx {gm:9.0} {u} | egret {em:9.0} {u}{} | ratio {:.2} (to nginx {:.2}) | CPU µs/req egret {e_us:.1}, nginx {n_us:.1} ({:.2}×) | direct run: upstream {:.0}% CPU, client {:.0}% CPU | error responses: direct {derr}, nginx {nerr}, egret {eerr}",
             sc.name,
             lat(dl50, dl99),
             lat(el50, el99),
             em / dm,
+            em / gm,
+            e_us / n_us,
             ups * 100.0,
             cls * 100.0,
             u = sc.unit,
         );
-        table.push([
+        table.0.push([
             sc.name.to_string(),
             format!("{dm:.0} {}{}", sc.unit, lat(dl50, dl99)),
-            format!("{em:.0} {}{}", sc.unit, lat(el50, el99)),
+            format!("{gm:.0} {}; CPU {n_us:.1} µs/req", sc.unit),
             format!(
-                "ratio {:.2}; egret {cpu_100k:.2} CPU s / 100k req; errors {derr} / {eerr}",
-                em / dm
+                "{em:.0} {}{}; CPU {e_us:.1} µs/req",
+                sc.unit,
+                lat(el50, el99)
+            ),
+            format!(
+                "ratio {:.2}, to nginx {:.2}; CPU {:.2}× nginx's; errors {derr} / {nerr} / {eerr}",
+                em / dm,
+                em / gm,
+                e_us / n_us
             ),
         ]);
         rows.push(serde_json::json!({"scenario": sc.name, "tool": sc.program, "args": sc.args, "unit": sc.unit,
             "direct_per_s": dm, "egret_per_s": em, "ratio": em / dm, "direct_rounds": d, "egret_rounds": e,
+            "nginx_per_s": gm, "nginx_rounds": g, "ratio_to_nginx": em / gm, "nginx_errors": nerr,
+            "egret_cpu_us_per_req": e_us, "nginx_cpu_us_per_req": n_us, "cpu_ratio_to_nginx": e_us / n_us,
             "direct_p50_us": dl50, "direct_p99_us": dl99, "egret_p50_us": el50, "egret_p99_us": el99,
             "egret_cpu_s_per_100k": cpu_100k, "direct_errors": derr, "egret_errors": eerr, "direct_upstream_cpu_share": ups, "direct_client_cpu_share": cls}));
     }
@@ -733,6 +869,8 @@ fn main() {
         "module_p50_ms": module_swap.0, "module_p99_ms": module_swap.1}));
     }
     let peak = proc_status_kib(egret_pid, "VmHWM");
+    let nginx_peak = nginx.peak_rss_kib();
+    drop(nginx);
     drop(egret);
     wait_released(&topo);
 
@@ -803,9 +941,10 @@ fn main() {
             ]);
         }
     }
-    table.push([
-        "egret idle RSS / peak RSS (VmHWM)".into(),
+    table.0.push([
+        "egret idle RSS / peak RSS (VmHWM); nginx: VmHWM summed over master + workers".into(),
         "—".into(),
+        format!("peak {:.1} MiB", nginx_peak as f64 / 1024.0),
         format!(
             "{:.1} MiB / {:.1} MiB",
             idle_rss as f64 / 1024.0,
@@ -816,16 +955,27 @@ fn main() {
 
     println!();
     // Handler rows compare two egret paths: A is the baseline handler (or build), B the other.
-    println!("| scenario | A: direct (or baseline) | B: through egret | comparison |");
-    println!("|---|---|---|---|");
-    for [a, b, c, d] in &table {
-        println!("| {a} | {b} | {c} | {d} |");
+    println!(
+        "| scenario | A: direct (or baseline) | nginx (reference) | B: through egret | comparison |"
+    );
+    println!("|---|---|---|---|---|");
+    for [a, b, c, d, e] in &table.0 {
+        println!("| {a} | {b} | {c} | {d} | {e} |");
+    }
+    let target_lines = targets.lines();
+    if !target_lines.is_empty() {
+        println!("\nissue-18 targets against nginx in this run:");
+        for (line, met) in &target_lines {
+            println!("  [{}] {line}", if *met { "met" } else { "NOT met" });
+        }
     }
     let out = serde_json::json!({
         "rounds": rounds, "load_secs": load_secs,
         "startup_ms_median": st, "startups_ms": startups,
         "startup_5_cached_ms_median": st5, "startups_5_cached_ms": cached, "startup_5_uncached_ms": uncached,
         "idle_rss_kib": idle_rss, "peak_rss_kib": peak, "rss_at_ready_5_cached_kib": cached_rss,
+        "nginx_peak_rss_kib": nginx_peak,
+        "targets": target_lines.iter().map(|(l, met)| serde_json::json!({"target": l, "met": met})).collect::<Vec<_>>(),
         "scenarios": rows});
     let path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench-results.json".into());
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
