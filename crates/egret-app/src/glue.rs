@@ -108,8 +108,15 @@ impl WasmDispatch {
     }
 
     /// Make `set` the handlers of `generation` (call before the policy itself is swapped).
+    /// Instances the older generations keep for reuse are dropped: requests still running
+    /// on them finish, later ones run the new handler versions.
     pub fn install(&self, generation: u64, set: HandlerSet) {
         let mut sets: Vec<(u64, Arc<HandlerSet>)> = self.handlers.load().as_ref().clone();
+        for (_, old) in &sets {
+            for h in old.values() {
+                h.retire_instances();
+            }
+        }
         sets.push((generation, Arc::new(set)));
         let excess = sets.len().saturating_sub(KEEP_GENERATIONS);
         sets.drain(..excess);
@@ -189,6 +196,7 @@ impl WasmDispatch {
                 memory_bytes: binding.memory_bytes as usize,
             },
             services: self.services(binding),
+            reuse: binding.reuse_instances,
         };
         let mut session = self
             .host

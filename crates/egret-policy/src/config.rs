@@ -170,6 +170,31 @@ pub struct HandlerConfig {
     /// (default on).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub echo_guard: bool,
+    /// Where each request's instance comes from: `"fresh"` (the default) or `"reuse"`.
+    #[serde(default, skip_serializing_if = "Instances::is_fresh")]
+    pub instances: Instances,
+}
+
+/// `instances = "fresh" | "reuse"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// A new instance for every request, discarded after it: nothing the guest keeps in
+    /// memory crosses requests (kv is the only shared state).
+    #[default]
+    Fresh,
+    /// An instance that served a request cleanly serves later requests of the same sandbox
+    /// and handler version, keeping its guest memory; it is discarded after a trap, a
+    /// timeout or running out of memory, after a bounded number of requests, and when its
+    /// memory grew past a bound. Saves the instantiation per request (the cost of a heavy
+    /// guest runtime, e.g. JavaScript or Python, most of all).
+    Reuse,
+}
+
+impl Instances {
+    fn is_fresh(&self) -> bool {
+        *self == Instances::Fresh
+    }
 }
 
 fn is_true(b: &bool) -> bool {
@@ -270,6 +295,7 @@ impl HandlerConfig {
             fetch: None,
             mint_secrets: Vec::new(),
             echo_guard: true,
+            instances: Instances::Fresh,
         }
     }
 }

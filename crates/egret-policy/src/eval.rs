@@ -63,6 +63,8 @@ pub struct Binding {
     pub mint: Arc<[Arc<str>]>,
     /// Mask every secret value filled into a request where the response echoes it.
     pub echo_guard: bool,
+    /// `instances = "reuse"`: idle instances serve later requests of the binding's handler.
+    pub reuse_instances: bool,
 }
 
 /// The hosts one handler may `fetch` and the bounds of its calls.
@@ -410,6 +412,7 @@ impl Compiler<'_> {
             }),
             mint: list(&h.mint_secrets),
             echo_guard: h.echo_guard,
+            reuse_instances: h.instances == crate::config::Instances::Reuse,
         });
         Some(id)
     }

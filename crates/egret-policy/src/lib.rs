@@ -65,7 +65,7 @@ pub mod pattern;
 
 pub use address::{special_range, SpecialRange};
 pub use config::{
-    BindingConfig, BodyConfig, FetchConfig, HandlerConfig, PolicyConfig, ResolveAddrs,
+    BindingConfig, BodyConfig, FetchConfig, HandlerConfig, Instances, PolicyConfig, ResolveAddrs,
     ResponseConfig, ResponseMode, RouteConfig, RuntimeLayer, SecretSource,
 };
 pub use error::{PolicyError, Problem};

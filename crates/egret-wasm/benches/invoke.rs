@@ -162,6 +162,7 @@ fn session_4k_json(bencher: divan::Bencher, module: &str) {
                             memory_bytes: 16 << 20,
                         },
                         services: Default::default(),
+                        reuse: false,
                     },
                 )
                 .await

@@ -8,7 +8,7 @@
 //! restarts are in [`crate::artifact_cache`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,8 +114,9 @@ struct Compiled {
     info: HandlerInfo,
 }
 
-/// A handler ready to run: cheap to clone via `Arc`, each invocation gets a
-/// fresh instance.
+/// A handler ready to run: cheap to clone via `Arc`. Each invocation gets a fresh instance,
+/// unless its binding opted into reuse ([`SessionSpec::reuse`]): then instances that served
+/// a request cleanly wait in this handler's pool for the next one.
 pub struct LoadedHandler {
     /// Name given to [`HandlerHost::load`] (used in errors and logs).
     pub name: String,
@@ -123,6 +124,74 @@ pub struct LoadedHandler {
     /// this handler ran on carries it).
     pub sha256_hex: Arc<str>,
     compiled: Arc<Compiled>,
+    pool: Arc<InstancePool>,
+}
+
+/// Requests one reused instance serves before it is discarded (`instances = "reuse"`).
+pub const REUSE_MAX_REQUESTS: u32 = 1_000;
+/// Growth of a reused instance's linear memory past its size after instantiation at which it
+/// is discarded instead of serving another request.
+pub const REUSE_MAX_GROWTH_BYTES: usize = 4 << 20;
+/// Idle instances kept per loaded handler: enough for every worker thread to find one; more
+/// would only hold pool slots and memory.
+const REUSE_MAX_IDLE: usize = 8;
+
+/// An instance that served a request cleanly and waits for the next one.
+struct Idle {
+    store: Store<StoreState>,
+    instance: Instance,
+    ticks: Arc<AtomicU64>,
+    uses: u32,
+    base_memory: usize,
+    timeout: Duration,
+}
+
+/// The idle instances of one loaded handler (one handler version of one policy generation).
+#[derive(Default)]
+struct InstancePool {
+    idle: Mutex<Vec<Idle>>,
+    /// Set when the generation is superseded: instances coming back are dropped.
+    retired: AtomicBool,
+}
+
+impl InstancePool {
+    /// An idle instance of `sandbox` made for `timeout` (the epoch budget is built in).
+    fn take(&self, sandbox: &str, timeout: Duration) -> Option<Idle> {
+        let mut idle = self.idle.lock();
+        let i = idle
+            .iter()
+            .rposition(|e| e.timeout == timeout && e.store.data().sandbox() == sandbox)?;
+        Some(idle.swap_remove(i))
+    }
+
+    /// Keep `e` for the next request unless it is used up, grew too much, or the pool is
+    /// retired or full.
+    fn give_back(&self, e: Idle) {
+        let grown = e
+            .store
+            .data()
+            .limiter
+            .memory_bytes
+            .saturating_sub(e.base_memory);
+        if e.uses >= REUSE_MAX_REQUESTS
+            || grown > REUSE_MAX_GROWTH_BYTES
+            || e.store.data().limiter.memory_denied
+            || self.retired.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < REUSE_MAX_IDLE {
+            idle.push(e);
+        }
+    }
+}
+
+/// What a session of a reusing binding carries back to the pool.
+struct Reuse {
+    pool: Arc<InstancePool>,
+    uses: u32,
+    base_memory: usize,
 }
 
 impl std::fmt::Debug for LoadedHandler {
@@ -146,6 +215,18 @@ impl LoadedHandler {
             Pre::V1(_) => WitVersion::V0_1,
             Pre::V2(_) => WitVersion::V0_2,
         }
+    }
+
+    /// Drops the idle instances and every one that comes back from now on: called when a
+    /// newer policy generation took over, so its pool slots and memory are freed.
+    pub fn retire_instances(&self) {
+        self.pool.retired.store(true, Ordering::Relaxed);
+        self.pool.idle.lock().clear();
+    }
+
+    /// Instances waiting in the reuse pool.
+    pub fn idle_instances(&self) -> usize {
+        self.pool.idle.lock().len()
     }
 }
 
@@ -188,6 +269,10 @@ pub struct SessionSpec<'a> {
     pub limits: Limits,
     /// fetch and set-secret, when granted.
     pub services: Services,
+    /// Take an idle instance of this handler if there is one, and give the instance back
+    /// after a clean request (`instances = "reuse"`); otherwise a fresh instance is made and
+    /// discarded when the session ends.
+    pub reuse: bool,
 }
 
 /// Counters for tests and metrics.
@@ -356,6 +441,7 @@ impl HandlerHost {
             name: name.to_owned(),
             sha256_hex: sha256_hex.into(),
             compiled,
+            pool: Arc::default(),
         }))
     }
 
@@ -382,6 +468,9 @@ impl HandlerHost {
     /// Starts a session of `h` for one request: a fresh instance from the pool with its own
     /// memory cap, living until the session is dropped, so the request's phases (decision,
     /// response, observed body chunks) run on the same instance and nothing crosses requests.
+    /// With [`SessionSpec::reuse`] an idle instance of `h` that served earlier requests of
+    /// this sandbox is taken instead when there is one (its guest memory carries over; its
+    /// per-request state — secrets, grants, limits, log budget — is read anew).
     pub async fn session(
         &self,
         h: &LoadedHandler,
@@ -396,7 +485,8 @@ impl HandlerHost {
         // A guest blocked in `fetch` is not running and not charged ticks; the wall-clock
         // backstop allows for its fetches.
         let backstop = timeout * 2 + TOKIO_GRACE + spec.services.fetch_allowance();
-        let state = StoreState::new(StateInit {
+        let reuse = spec.reuse;
+        let init = StateInit {
             handler,
             sandbox: spec.sandbox_id,
             grants: spec.grants,
@@ -404,7 +494,36 @@ impl HandlerHost {
             kv: spec.kv,
             memory_limit,
             services: spec.services,
-        });
+        };
+        if reuse {
+            if let Some(mut idle) = h.pool.take(spec.sandbox_id, timeout) {
+                idle.store.data_mut().renew(init);
+                idle.store.set_epoch_deadline(1);
+                return Ok(Session {
+                    store: Some(idle.store),
+                    instance: Some(idle.instance),
+                    ctx: v2::egret::handler::types::Context {
+                        handler_name: handler.to_owned(),
+                        sandbox_id: spec.sandbox_id.to_owned(),
+                        params_json: spec.params_json.to_owned(),
+                    },
+                    ticker: self.ticker.clone(),
+                    ticks: idle.ticks,
+                    timeout,
+                    backstop,
+                    memory_limit,
+                    body_buffered: false,
+                    response_buffered: false,
+                    in_call: false,
+                    reuse: Some(Reuse {
+                        pool: h.pool.clone(),
+                        uses: idle.uses,
+                        base_memory: idle.base_memory,
+                    }),
+                });
+            }
+        }
+        let state = StoreState::new(init);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         // The budget counts ticks the guest was running for, not wall-clock time: when the
@@ -424,7 +543,7 @@ impl HandlerHost {
             }
         });
         let mut session = Session {
-            store,
+            store: Some(store),
             instance: None,
             ctx: v2::egret::handler::types::Context {
                 handler_name: handler.to_owned(),
@@ -438,19 +557,16 @@ impl HandlerHost {
             memory_limit,
             body_buffered: false,
             response_buffered: false,
+            in_call: false,
+            reuse: None,
         };
         let instance = {
             let _running = self.ticker.running();
+            let store = session.store.as_mut().expect("a session holds its store");
             let run = async {
                 match &h.compiled.pre {
-                    Pre::V1(pre) => pre
-                        .instantiate_async(&mut session.store)
-                        .await
-                        .map(Instance::V1),
-                    Pre::V2(pre) => pre
-                        .instantiate_async(&mut session.store)
-                        .await
-                        .map(Instance::V2),
+                    Pre::V1(pre) => pre.instantiate_async(store).await.map(Instance::V1),
+                    Pre::V2(pre) => pre.instantiate_async(store).await.map(Instance::V2),
                 }
                 .map_err(Failure::Instantiate)
             };
@@ -462,6 +578,13 @@ impl HandlerHost {
         match instance {
             Ok(i) => {
                 session.instance = Some(i);
+                if reuse {
+                    session.reuse = Some(Reuse {
+                        pool: h.pool.clone(),
+                        uses: 0,
+                        base_memory: session.store().data().limiter.memory_bytes,
+                    });
+                }
                 Ok(session)
             }
             Err(f) => Err(session.failed(f)),
@@ -508,13 +631,16 @@ fn spec_of<'a>(inv: &Invocation<'a>) -> SessionSpec<'a> {
         kv: inv.kv,
         limits: inv.limits,
         services: Services::default(),
+        reuse: false,
     }
 }
 
 /// One request's instance of a handler: its phases run here, in order. Dropping it returns
-/// the instance to the pool.
+/// the instance's slot to wasmtime's pool, or — for a reusing binding, after a request that
+/// ended cleanly — the instance itself to the handler's pool of idle instances.
 pub struct Session {
-    store: Store<StoreState>,
+    /// Always `Some` until the session is dropped (taken then to go back to the pool).
+    store: Option<Store<StoreState>>,
     instance: Option<Instance>,
     ctx: v2::egret::handler::types::Context,
     ticker: Arc<EpochTicker>,
@@ -525,6 +651,31 @@ pub struct Session {
     memory_limit: usize,
     body_buffered: bool,
     response_buffered: bool,
+    /// A guest call is under way: set while one runs, so a session dropped in the middle of
+    /// one (its request cancelled) is never reused.
+    in_call: bool,
+    reuse: Option<Reuse>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(reuse) = self.reuse.take() else {
+            return;
+        };
+        if self.in_call {
+            return;
+        }
+        if let (Some(store), Some(instance)) = (self.store.take(), self.instance.take()) {
+            reuse.pool.give_back(Idle {
+                store,
+                instance,
+                ticks: self.ticks.clone(),
+                uses: reuse.uses + 1,
+                base_memory: reuse.base_memory,
+                timeout: self.timeout,
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -544,6 +695,10 @@ impl Session {
         }
     }
 
+    fn store(&self) -> &Store<StoreState> {
+        self.store.as_ref().expect("a session holds its store")
+    }
+
     /// Run one call of the guest under the phase's budget, logging its output.
     async fn call<T, F>(&mut self, f: F) -> Result<T, HandlerError>
     where
@@ -556,17 +711,24 @@ impl Session {
         >,
     {
         self.ticks.store(0, Ordering::Relaxed);
-        self.store.data_mut().fetches = 0;
+        let store = self.store.as_mut().expect("a session holds its store");
+        store.data_mut().fetches = 0;
+        self.in_call = true;
         let outcome = {
             let _running = self.ticker.running();
             let instance = self.instance.as_ref().expect("started");
-            let run = f(instance, &mut self.store, &self.ctx);
+            let run = f(instance, store, &self.ctx);
             match tokio::time::timeout(self.backstop, run).await {
                 Ok(r) => r.map_err(Failure::Call),
                 Err(_) => Err(Failure::TokioTimeout),
             }
         };
-        let state = self.store.data();
+        self.in_call = false;
+        let state = self
+            .store
+            .as_ref()
+            .expect("a session holds its store")
+            .data();
         let output = state.output.take();
         if !output.is_empty() {
             let text = truncate(state.redact(&String::from_utf8_lossy(&output)), 4096);
@@ -591,7 +753,7 @@ impl Session {
     }
 
     fn failed(&self, f: Failure) -> HandlerError {
-        let state = self.store.data();
+        let state = self.store().data();
         let e = classify(f, state, self.timeout, self.memory_limit, &[]);
         tracing::warn!(
             handler = state.handler(),
@@ -649,7 +811,7 @@ impl Session {
                 .await
             }
         };
-        if let Some(state) = Some(self.store.data()) {
+        if let Some(state) = Some(self.store().data()) {
             if state.logs_dropped > 0 {
                 tracing::warn!(
                     target: "egret_wasm::guest",
@@ -671,7 +833,7 @@ impl Session {
         body: Option<bytes::Bytes>,
     ) -> Result<ResolvedAction, HandlerError> {
         let action = self.decide(head, body).await?;
-        let state = self.store.data();
+        let state = self.store().data();
         let granted = state.granted();
         resolve_action(
             &self.ctx.handler_name,

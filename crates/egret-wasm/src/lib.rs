@@ -108,7 +108,7 @@ pub use error::{HandlerError, WasmError};
 #[cfg(feature = "runtime")]
 pub use host::{
     HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead, Session,
-    SessionSpec, WitVersion,
+    SessionSpec, WitVersion, REUSE_MAX_GROWTH_BYTES, REUSE_MAX_REQUESTS,
 };
 pub use kv::{
     Clock, KvError, KvStore, SavedEntry, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES,

@@ -233,6 +233,7 @@ pub async fn run(
                 kv: &kv,
                 limits: host.config().default_limits,
                 services,
+                reuse: false,
             },
         )
         .await

@@ -37,6 +37,9 @@ pub(crate) struct MemoryLimiter {
     pub(crate) memory_limit: usize,
     pub(crate) table_elements_limit: usize,
     pub(crate) memory_denied: bool,
+    /// The largest linear memory size granted so far (a reused instance is recycled once
+    /// this grew past its bound).
+    pub(crate) memory_bytes: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -50,6 +53,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.memory_denied = true;
             return Ok(false);
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -210,6 +214,7 @@ impl StoreState {
                 memory_limit: init.memory_limit,
                 table_elements_limit: 100_000,
                 memory_denied: false,
+                memory_bytes: 0,
             },
             output,
             handler: init.handler.to_owned(),
@@ -222,6 +227,31 @@ impl StoreState {
             services: init.services,
             fetches: 0,
         }
+    }
+
+    /// Makes a reused instance's state that of a new request: everything per request is
+    /// read again (secrets, grants, services, limits, log budget); the WASI context and the
+    /// resource table stay, since the guest holds handles into them.
+    pub(crate) fn renew(&mut self, init: StateInit<'_>) {
+        let granted = init
+            .grants
+            .usable()
+            .filter_map(|name| init.secrets.get(name).map(|v| (name.to_owned(), v)))
+            .collect();
+        self.limiter.memory_limit = init.memory_limit;
+        self.limiter.memory_denied = false;
+        self.output.take();
+        self.handler.clear();
+        self.handler.push_str(init.handler);
+        self.sandbox.clear();
+        self.sandbox.push_str(init.sandbox);
+        self.grants = init.grants.clone();
+        self.granted = granted;
+        self.kv = init.kv.clone();
+        self.log_lines = 0;
+        self.logs_dropped = 0;
+        self.services = init.services;
+        self.fetches = 0;
     }
 
     pub(crate) fn sandbox(&self) -> &str {

@@ -99,6 +99,7 @@ async fn components_of_wit_0_1_0_keep_working() {
                 kv: &kv,
                 limits: egret_wasm::Limits::default(),
                 services: Default::default(),
+                reuse: false,
             },
         )
         .await

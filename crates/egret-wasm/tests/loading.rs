@@ -310,3 +310,77 @@ async fn every_request_runs_on_a_fresh_instance() {
         );
     }
 }
+
+fn calls(action: &ResolvedAction) -> u32 {
+    let v = set_value(action, "x-instance-calls").expect("count-calls sets x-instance-calls");
+    String::from_utf8(v).unwrap().parse().unwrap()
+}
+
+/// `instances = "reuse"`: one instance serves the requests of its sandbox one after another
+/// (the guest's global counts up), a fresh-instance binding of the same handler never sees
+/// it, another sandbox gets its own, and retiring the generation drops it.
+#[tokio::test]
+async fn a_reusing_binding_serves_requests_on_one_instance() {
+    let h = load("count-calls").await;
+    let (secrets, kv) = (SecretStore::new(), KvStore::new());
+    let call = Call::new("count-calls", &secrets, &kv);
+    for i in 1..=5 {
+        assert_eq!(calls(&call.handle_reusing(&h).await.unwrap()), i);
+    }
+    assert_eq!(h.idle_instances(), 1);
+    // The default binding still gets a fresh instance.
+    assert_eq!(calls(&call.handle(&h).await.unwrap()), 1);
+    let other = Call {
+        sandbox: "sb-2",
+        ..Call::new("count-calls", &secrets, &kv)
+    };
+    assert_eq!(calls(&other.handle_reusing(&h).await.unwrap()), 1);
+    assert_eq!(calls(&call.handle_reusing(&h).await.unwrap()), 6);
+    h.retire_instances();
+    assert_eq!(h.idle_instances(), 0);
+    assert_eq!(calls(&call.handle_reusing(&h).await.unwrap()), 1);
+    assert_eq!(h.idle_instances(), 0, "a retired pool keeps nothing");
+}
+
+/// A reused instance is recycled after REUSE_MAX_REQUESTS requests.
+#[tokio::test]
+async fn a_reused_instance_is_recycled_after_its_request_bound() {
+    let h = load("count-calls").await;
+    let (secrets, kv) = (SecretStore::new(), KvStore::new());
+    let call = Call::new("count-calls", &secrets, &kv);
+    let max = egret_wasm::REUSE_MAX_REQUESTS;
+    for i in 1..=max {
+        assert_eq!(calls(&call.handle_reusing(&h).await.unwrap()), i);
+    }
+    assert_eq!(calls(&call.handle_reusing(&h).await.unwrap()), 1);
+}
+
+/// An instance that trapped, ran out of memory or out of time is never reused: the next
+/// request of the binding starts on a fresh one.
+#[tokio::test]
+async fn a_failed_instance_is_not_reused() {
+    let (secrets, kv) = (SecretStore::new(), KvStore::new());
+    for (name, kind) in [
+        ("trap", "trap"),
+        ("alloc-1gib", "oom"),
+        ("loop-forever", "timeout"),
+    ] {
+        let h = load(name).await;
+        let call = Call {
+            limits: egret_wasm::Limits {
+                timeout: Duration::from_millis(50),
+                memory_bytes: 16 << 20,
+            },
+            ..Call::new(name, &secrets, &kv)
+        };
+        let err = call.handle_reusing(&h).await.unwrap_err();
+        assert_eq!(err.kind(), kind, "{name}: {err}");
+        assert_eq!(h.idle_instances(), 0, "{name}: a failed instance went back");
+    }
+    // A request cancelled while its guest runs leaves nothing behind either.
+    let h = load("loop-forever").await;
+    let call = Call::new("loop-forever", &secrets, &kv);
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), call.handle_reusing(&h)).await;
+    assert!(cancelled.is_err(), "loop-forever returned");
+    assert_eq!(h.idle_instances(), 0);
+}

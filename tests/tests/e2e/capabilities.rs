@@ -721,3 +721,49 @@ fetch = {{ max_calls = 3 }}
     assert_eq!(ev["decision"], "deny", "{ev}");
     assert!(ev["error"].as_str().unwrap().contains("10.200.0.2"), "{ev}");
 }
+
+/// `instances = "reuse"` through the running egret: the binding's requests run on one
+/// instance (the guest's own counter goes 1, 2, 3), the default binding of the same module
+/// always on a fresh one, and a policy swap starts the reusing binding over.
+#[test]
+fn a_reusing_binding_keeps_its_instance_until_the_next_swap() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let _up = Upstream::start(&topo, "up", None);
+    let module = handler_module("count-calls");
+    let tables = format!(
+        r#"
+[handlers.fresh]
+module = "{module}"
+
+[handlers.reused]
+module = "{module}"
+instances = "reuse"
+"#
+    );
+    let routes = [("fresh.test", "fresh"), ("reused.test", "reused")];
+    let policy = policy(&routes.map(|r| r.0), &tables, &routes);
+    let file = write(&topo, "policy-reuse.toml", &policy);
+    let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
+    let _egret = Egret::start(
+        &topo,
+        "reuse",
+        &["--policy", &file, "--admin-socket", &sock],
+    )
+    .expect("egret starts");
+    let calls = |host: &str| -> String {
+        let (code, out, err) = topo.curl(&[&format!("http://{host}/echo")]);
+        assert_eq!(code, 0, "{err}");
+        json(&out)["headers"]["x-instance-calls"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no x-instance-calls: {out}"))
+            .to_owned()
+    };
+    for want in ["1", "2", "3"] {
+        assert_eq!(calls("reused.test"), want);
+        assert_eq!(calls("fresh.test"), "1");
+    }
+    let (code, out, err) = ctl(&sock, &["policy", "set", &file]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(calls("reused.test"), "1", "the swap kept the old instance");
+    assert_eq!(calls("reused.test"), "2");
+}

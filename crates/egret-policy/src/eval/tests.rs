@@ -721,6 +721,7 @@ fn handler_capabilities_compile_into_the_binding() {
         fetch = { max_calls = 2, timeout_ms = 800 }
         mint_secrets = ["ACCESS_TOKEN"]
         echo_guard = false
+        instances = "reuse"
         "#,
         "p.toml",
     )
@@ -736,13 +737,15 @@ fn handler_capabilities_compile_into_the_binding() {
     assert_eq!(f.timeout, Duration::from_millis(800));
     assert_eq!(&*b.mint, &[Arc::from("ACCESS_TOKEN")]);
     assert!(!b.echo_guard);
-    // defaults: nothing opted in, echo guard on
+    assert!(b.reuse_instances);
+    // defaults: nothing opted in, echo guard on, a fresh instance per request
     let cfg = PolicyConfig::from_toml("outbound = \"h\"\n[handlers.h]\nmodule = \"h.wasm\"\n", "p")
         .unwrap();
     let p = compile(&cfg, &RuntimeLayer::default());
     let b = &p.bindings()[0];
     assert!(b.body_max.is_none() && b.response.is_none() && b.fetch.is_none());
     assert!(b.echo_guard && b.mint.is_empty());
+    assert!(!b.reuse_instances);
 }
 
 #[test]
@@ -783,4 +786,15 @@ fn bad_handler_capabilities_are_refused_with_their_paths() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("p.toml:3") && e.contains("sometimes"), "{e}");
+    let e = PolicyConfig::from_toml(
+        "[handlers.h]\nmodule = \"h\"\ninstances = \"pooled\"\n",
+        "p.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("p.toml:3")
+            && e.contains("unknown variant `pooled`, expected `fresh` or `reuse`"),
+        "{e}"
+    );
 }

@@ -165,6 +165,23 @@ impl<'a> Call<'a> {
     pub async fn handle(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
         host().handle(h, self.invocation()).await
     }
+
+    /// [`Call::handle`] by a binding with `instances = "reuse"`.
+    pub async fn handle_reusing(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
+        let spec = egret_wasm::SessionSpec {
+            handler_name: self.name,
+            sandbox_id: self.sandbox,
+            params_json: self.params,
+            grants: &self.grants,
+            secrets: self.secrets,
+            kv: self.kv,
+            limits: self.limits,
+            services: Default::default(),
+            reuse: true,
+        };
+        let mut session = host().session(h, spec).await?;
+        session.handle(self.request.clone(), None).await
+    }
 }
 
 /// Header value of a resolved forward's `set` list.
