@@ -31,6 +31,9 @@ pub const NAMES: &[&str] = &[
     "rust.test",
     "ts.test",
     "py.test",
+    "rust-reuse.test",
+    "ts-reuse.test",
+    "py-reuse.test",
 ];
 
 /// The upstream's flags the handler scenarios need (the token endpoint's client).
@@ -374,21 +377,36 @@ fn baseline_ab(s: &Setup, baseline: &Path, table: &mut Table, rows: &mut Vec<ser
     );
 }
 
-/// `inject-header` in Rust, TypeScript and Python on rust.test, ts.test and py.test.
+/// The language bench's hosts: `inject-header` in Rust, TypeScript and Python, each with a
+/// fresh instance per request (`rust`, `ts`, `py`) and with `instances = "reuse"`.
+const LANG_HOSTS: [&str; 6] = [
+    "rust.test",
+    "ts.test",
+    "py.test",
+    "rust-reuse.test",
+    "ts-reuse.test",
+    "py-reuse.test",
+];
+
+/// `inject-header` in Rust, TypeScript and Python on [`LANG_HOSTS`].
 fn languages_policy(ts: &Path, py: &Path) -> String {
-    let hosts = ["rust.test", "ts.test", "py.test"];
     let mut toml = format!(
-        "internet = false\nallowed_hosts = {hosts:?}\n[resolve]\n{}\n[secrets]\nTOKEN = {{ env = \"BENCH_TOKEN\" }}\n",
-        resolve(&hosts)
+        "internet = false\nallowed_hosts = {LANG_HOSTS:?}\n[resolve]\n{}\n[secrets]\nTOKEN = {{ env = \"BENCH_TOKEN\" }}\n",
+        resolve(&LANG_HOSTS)
     );
-    for (name, module, host) in [
-        ("rust", handler_module("inject-header"), "rust.test"),
-        ("ts", ts.to_string_lossy().into_owned(), "ts.test"),
-        ("py", py.to_string_lossy().into_owned(), "py.test"),
-    ] {
-        toml.push_str(&format!(
-            "[handlers.{name}]\nmodule = \"{module}\"\nparams = {{ header = \"x-auth-token\", secret = \"TOKEN\" }}\nsecrets = [\"TOKEN\"]\n[[routes]]\nhost = \"{host}\"\nhandler = \"{name}\"\n"
-        ));
+    let modules = [
+        ("rust", handler_module("inject-header")),
+        ("ts", ts.to_string_lossy().into_owned()),
+        ("py", py.to_string_lossy().into_owned()),
+    ];
+    for (reuse, suffix) in [(false, ""), (true, "-reuse")] {
+        for (lang, module) in &modules {
+            let name = format!("{lang}{suffix}");
+            let instances = if reuse { "instances = \"reuse\"\n" } else { "" };
+            toml.push_str(&format!(
+                "[handlers.{name}]\nmodule = \"{module}\"\n{instances}params = {{ header = \"x-auth-token\", secret = \"TOKEN\" }}\nsecrets = [\"TOKEN\"]\n[[routes]]\nhost = \"{name}.test\"\nhandler = \"{name}\"\n"
+            ));
+        }
     }
     toml
 }
@@ -414,7 +432,7 @@ pub fn run_languages(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Va
     )
     .unwrap();
     let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
-    for host in ["rust.test", "ts.test", "py.test"] {
+    for host in LANG_HOSTS {
         let (_, echo, err) = topo.curl(&["--cacert", &ca, &format!("https://{host}/echo")]);
         assert!(
             echo.contains("\"x-auth-token\""),
@@ -423,18 +441,18 @@ pub fn run_languages(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Va
         );
     }
     let n = s.requests;
-    let r = interleaved(
-        &topo.sbx,
-        s.rounds,
-        &[
-            vec!["https", "rust.test", "rust.test", n, &ca],
-            vec!["https", "ts.test", "ts.test", n, &ca],
-            vec!["https", "py.test", "py.test", n, &ca],
-        ],
-    );
+    let clients: Vec<Vec<&str>> = LANG_HOSTS
+        .iter()
+        .map(|h| vec!["https", *h, *h, n, &ca])
+        .collect();
+    let r = interleaved(&topo.sbx, s.rounds, &clients);
     let ((r50, r99), (t50, t99), (p50, p99)) = (r[0], r[1], r[2]);
+    let ((rr50, rr99), (tr50, tr99), (pr50, pr99)) = (r[3], r[4], r[5]);
     println!(
-        "inject-header fresh instance: Rust p50 {r50:.0} µs p99 {r99:.0} µs | TypeScript p50 {t50:.0} µs p99 {t99:.0} µs | Python p50 {p50:.0} µs p99 {p99:.0} µs | sizes {rs_mb:.2} / {ts_mb:.1} / {py_mb:.1} MiB | egret start-up with the 3 cached {startup_ms:.0} ms"
+        "inject-header fresh instance: Rust p50 {r50:.0} µs p99 {r99:.0} µs | TypeScript p50 {t50:.0} µs p99 {t99:.0} µs | Python p50 {p50:.0} µs p99 {p99:.0} µs | sizes {rs_mb:.2} / {ts_mb:.1} / {py_mb:.1} MiB | egret start-up with the 6 bindings cached {startup_ms:.0} ms"
+    );
+    println!(
+        "inject-header instances = \"reuse\": Rust p50 {rr50:.0} µs p99 {rr99:.0} µs | TypeScript p50 {tr50:.0} µs p99 {tr99:.0} µs | Python p50 {pr50:.0} µs p99 {pr99:.0} µs"
     );
     for (lang, x50, x99, mb) in [("TypeScript", t50, t99, ts_mb), ("Python", p50, p99, py_mb)] {
         table.push([
@@ -444,9 +462,29 @@ pub fn run_languages(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Va
             format!("added p50 {:.0} µs, p99 {:.0} µs", x50 - r50, x99 - r99),
         ]);
     }
+    for (lang, f50, f99, x50, x99) in [
+        ("Rust", r50, r99, rr50, rr99),
+        ("TypeScript", t50, t99, tr50, tr99),
+        ("Python", p50, p99, pr50, pr99),
+    ] {
+        table.push([
+            format!(
+                "keep-alive GET: inject-header in {lang}, fresh instance vs instances = \"reuse\""
+            ),
+            format!("p50 {f50:.0} µs / p99 {f99:.0} µs"),
+            format!("p50 {x50:.0} µs / p99 {x99:.0} µs"),
+            format!(
+                "reuse saves p50 {:.0} µs, p99 {:.0} µs",
+                f50 - x50,
+                f99 - x99
+            ),
+        ]);
+    }
     rows.push(serde_json::json!({"scenario": "inject-header in Rust, TypeScript, Python",
         "rust_p50_us": r50, "rust_p99_us": r99, "ts_p50_us": t50, "ts_p99_us": t99,
         "py_p50_us": p50, "py_p99_us": p99, "ts_added_p50_us": t50 - r50, "py_added_p50_us": p50 - r50,
+        "rust_reuse_p50_us": rr50, "rust_reuse_p99_us": rr99, "ts_reuse_p50_us": tr50, "ts_reuse_p99_us": tr99,
+        "py_reuse_p50_us": pr50, "py_reuse_p99_us": pr99,
         "rust_mib": rs_mb, "ts_mib": ts_mb, "py_mib": py_mb, "startup_cached_ms": startup_ms}));
     drop(egret);
     wait_released(topo);

@@ -343,16 +343,29 @@ fn median_opt(v: &[Option<f64>]) -> Option<f64> {
 }
 
 /// The bench policy: allowed.test, with `inject-header` on its HTTPS port putting the token
-/// from `BENCH_TOKEN` in `x-auth-token`.
+/// from `BENCH_TOKEN` in `x-auth-token`; `BENCH_INSTANCES=reuse` makes that binding reuse
+/// its instances (`instances = "reuse"`), for an A/B against the default.
 fn bench_policy() -> String {
+    let mut handler =
+        inject_header_policy("TOKEN", r#"env = "BENCH_TOKEN""#, &["allowed.test:443"]);
+    match std::env::var("BENCH_INSTANCES").as_deref() {
+        Ok("reuse") => {
+            handler = handler.replacen(
+                "[handlers.inject]\n",
+                "[handlers.inject]\ninstances = \"reuse\"\n",
+                1,
+            )
+        }
+        Ok("fresh") | Err(_) => {}
+        Ok(other) => panic!("BENCH_INSTANCES={other}: use fresh or reuse"),
+    }
     format!(
         r#"
 internet = false
 allowed_hosts = ["allowed.test"]
 [resolve]
 "allowed.test" = "10.200.0.2"
-{}"#,
-        inject_header_policy("TOKEN", r#"env = "BENCH_TOKEN""#, &["allowed.test:443"])
+{handler}"#
     )
 }
 
