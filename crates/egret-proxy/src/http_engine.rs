@@ -536,8 +536,8 @@ impl Proxy {
                         .build()
                         .unwrap_or(parts.uri);
                 }
-                let guard = (binding.echo_guard && !filled.is_empty())
-                    .then(|| crate::echo_guard::Patterns::new(&filled));
+                let guard =
+                    (binding.echo_guard && !filled.is_empty()).then(|| echo_patterns(&filled));
                 if guard.is_some() {
                     // Only an identity-encoded response can be checked for an echoed secret.
                     parts.headers.insert(
@@ -793,12 +793,35 @@ async fn read_limited(mut body: ProxyBody, max: u64) -> Result<Bytes, ReadError>
     Ok(out.freeze())
 }
 
+/// The echo guard's patterns for the secret values filled into a request, built once per
+/// distinct set of values per connection thread: a route fills the same secrets request
+/// after request, and building the automaton and the forms (~1.1 µs for one secret,
+/// `cargo bench -p egret-proxy --bench echo_guard`) was the guard's largest per-request cost.
+/// A rotated or minted value builds anew.
+fn echo_patterns(filled: &[Bytes]) -> Arc<crate::echo_guard::Patterns> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Vec<Bytes>, Arc<crate::echo_guard::Patterns>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((values, patterns)) = &*last {
+            if values.as_slice() == filled {
+                return patterns.clone();
+            }
+        }
+        let patterns = Arc::new(crate::echo_guard::Patterns::new(filled));
+        *last = Some((filled.to_vec(), patterns.clone()));
+        patterns
+    })
+}
+
 /// The echo guard on a response to a request egret filled secrets into: every form of them is
 /// masked in the headers and, as it streams, in the body (length-preserving). An encoded body
 /// cannot be checked, so one is refused although identity encoding was asked for.
 fn guard_response(
     resp: Response<ProxyBody>,
-    patterns: crate::echo_guard::Patterns,
+    patterns: Arc<crate::echo_guard::Patterns>,
     host: &str,
     mut outcome: Outcome,
 ) -> (Response<ProxyBody>, Outcome) {
@@ -820,7 +843,7 @@ fn guard_response(
     let masked = crate::echo_guard::mask_headers(&patterns, &mut p.headers) as u64;
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(masked));
     outcome.masked = Some(counter.clone());
-    let body = crate::echo_guard::MaskedBody::new(b, Arc::new(patterns), counter);
+    let body = crate::echo_guard::MaskedBody::new(b, patterns, counter);
     (Response::from_parts(p, boxed(body)), outcome)
 }
 
@@ -1009,6 +1032,27 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> (String, bool
 
 #[cfg(test)]
 mod tests {
+    /// The per-thread pattern cache answers the same values with the same patterns and
+    /// rebuilds for new ones (a rotated secret is masked, the old value no longer is).
+    #[test]
+    fn echo_patterns_are_reused_for_the_same_values_only() {
+        use bytes::Bytes;
+        use http::{HeaderMap, HeaderValue};
+        let old = [Bytes::from_static(b"first-secret-value")];
+        let a = super::echo_patterns(&old);
+        let b = super::echo_patterns(&old);
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        let new = [Bytes::from_static(b"rotated-secret-value")];
+        let c = super::echo_patterns(&new);
+        assert!(!std::sync::Arc::ptr_eq(&a, &c));
+        let mut h = HeaderMap::new();
+        h.insert("x-new", HeaderValue::from_static("rotated-secret-value"));
+        h.insert("x-old", HeaderValue::from_static("first-secret-value"));
+        assert_eq!(crate::echo_guard::mask_headers(&c, &mut h), 1);
+        assert_eq!(h["x-new"], "********************");
+        assert_eq!(h["x-old"], "first-secret-value");
+    }
+
     #[test]
     fn websocket_accept_matches_rfc6455_example() {
         // RFC 6455 §1.3

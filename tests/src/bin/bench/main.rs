@@ -573,12 +573,16 @@ fn main() {
     if std::env::var_os("BENCH_HOLD").is_some() {
         // For profiling by hand: the set-up stays up until stdin closes, then the bench ends.
         println!(
-            "BENCH_HOLD: egret pid {egret_pid}, upstream pid {up_pid}\n\
+            "BENCH_HOLD: egret pid {egret_pid}, upstream pid {up_pid}, nginx pids {:?}\n\
              sandbox:  ip netns exec {} curl --cacert {ca_s} https://allowed.test/echo\n\
              direct:   ip netns exec {} curl --cacert {} https://allowed.test/echo\n\
+             nginx:    ip netns exec {} curl --cacert {} https://allowed.test/echo\n\
              close stdin to end",
+            nginx.pids(),
             topo.sbx.name,
             direct.name,
+            pki.ca.display(),
+            ngx.name,
             pki.ca.display()
         );
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());

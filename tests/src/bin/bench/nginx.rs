@@ -103,7 +103,7 @@ http {{
     }
 
     /// The master's pid and its workers'.
-    fn pids(&self) -> Vec<u32> {
+    pub fn pids(&self) -> Vec<u32> {
         let master = self.proc.child.id();
         let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
             .unwrap_or_default();
