@@ -136,6 +136,19 @@ pub const REUSE_MAX_GROWTH_BYTES: usize = 4 << 20;
 /// would only hold pool slots and memory.
 const REUSE_MAX_IDLE: usize = 8;
 
+/// Idle instances of all handlers together may hold at most this share (1/4) of the instance
+/// pool's slots, so handlers that reuse can never starve the fresh instantiations of others.
+fn idle_budget(max_instances: u32) -> usize {
+    (max_instances as usize / 4).max(1)
+}
+
+/// The host-wide count of idle instances against [`idle_budget`].
+#[derive(Debug)]
+struct IdleBudget {
+    count: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
 /// An instance that served a request cleanly and waits for the next one.
 struct Idle {
     store: Store<StoreState>,
@@ -147,11 +160,17 @@ struct Idle {
 }
 
 /// The idle instances of one loaded handler (one handler version of one policy generation).
-#[derive(Default)]
 struct InstancePool {
     idle: Mutex<Vec<Idle>>,
     /// Set when the generation is superseded: instances coming back are dropped.
     retired: AtomicBool,
+    budget: Arc<IdleBudget>,
+}
+
+impl Drop for InstancePool {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 impl InstancePool {
@@ -161,7 +180,15 @@ impl InstancePool {
         let i = idle
             .iter()
             .rposition(|e| e.timeout == timeout && e.store.data().sandbox() == sandbox)?;
+        self.budget.count.fetch_sub(1, Ordering::Relaxed);
         Some(idle.swap_remove(i))
+    }
+
+    /// Drops every idle instance.
+    fn clear(&self) {
+        let mut idle = self.idle.lock();
+        self.budget.count.fetch_sub(idle.len(), Ordering::Relaxed);
+        idle.clear();
     }
 
     /// Keep `e` for the next request unless it is used up, grew too much, or the pool is
@@ -181,9 +208,14 @@ impl InstancePool {
             return;
         }
         let mut idle = self.idle.lock();
-        if idle.len() < REUSE_MAX_IDLE {
-            idle.push(e);
+        if idle.len() >= REUSE_MAX_IDLE {
+            return;
         }
+        if self.budget.count.fetch_add(1, Ordering::Relaxed) >= self.budget.max {
+            self.budget.count.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        idle.push(e);
     }
 }
 
@@ -221,7 +253,7 @@ impl LoadedHandler {
     /// newer policy generation took over, so its pool slots and memory are freed.
     pub fn retire_instances(&self) {
         self.pool.retired.store(true, Ordering::Relaxed);
-        self.pool.idle.lock().clear();
+        self.pool.clear();
     }
 
     /// Instances waiting in the reuse pool.
@@ -301,6 +333,8 @@ struct HostInner {
     compiled: AtomicU64,
     loaded_from_disk: AtomicU64,
     memory_cache_hits: AtomicU64,
+    /// Idle instances kept for reusing bindings, host-wide.
+    idle: Arc<IdleBudget>,
 }
 
 /// Loads and runs WebAssembly handlers. Create one per process and share it
@@ -374,6 +408,7 @@ impl HandlerHost {
             .clone()
             .map(|dir| ArtifactCache::new(dir, &engine));
         let ticker = Arc::new(EpochTicker::start(&engine, cfg.epoch_tick)?);
+        let idle_max = idle_budget(cfg.max_instances);
         Ok(HandlerHost {
             inner: Arc::new(HostInner {
                 engine,
@@ -384,6 +419,10 @@ impl HandlerHost {
                 compiled: AtomicU64::new(0),
                 loaded_from_disk: AtomicU64::new(0),
                 memory_cache_hits: AtomicU64::new(0),
+                idle: Arc::new(IdleBudget {
+                    count: std::sync::atomic::AtomicUsize::new(0),
+                    max: idle_max,
+                }),
             }),
             ticker,
         })
@@ -441,7 +480,11 @@ impl HandlerHost {
             name: name.to_owned(),
             sha256_hex: sha256_hex.into(),
             compiled,
-            pool: Arc::default(),
+            pool: Arc::new(InstancePool {
+                idle: Mutex::new(Vec::new()),
+                retired: AtomicBool::new(false),
+                budget: self.inner.idle.clone(),
+            }),
         }))
     }
 

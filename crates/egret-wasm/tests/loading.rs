@@ -384,3 +384,48 @@ async fn a_failed_instance_is_not_reused() {
     assert!(cancelled.is_err(), "loop-forever returned");
     assert_eq!(h.idle_instances(), 0);
 }
+
+/// Idle instances of all handlers together hold at most a quarter of the pool's slots: with
+/// 8 slots, two reusing handlers keep 2 idle between them, and fresh instantiations of a third
+/// handler still find slots.
+#[tokio::test]
+async fn idle_instances_never_hold_more_than_a_quarter_of_the_pool() {
+    let host = small_host(None);
+    let (secrets, kv) = (SecretStore::new(), KvStore::new());
+    let a = host
+        .load("count-calls", &wasm("count-calls"))
+        .await
+        .unwrap();
+    let b = host
+        .load("count-calls", &wasm("count-calls"))
+        .await
+        .unwrap();
+    let fresh = host
+        .load("inject-header", &wasm("inject-header"))
+        .await
+        .unwrap();
+    let call = Call::new("count-calls", &secrets, &kv);
+    // Four sessions at once on each handler, then all back.
+    for h in [&a, &b] {
+        let mut sessions = Vec::new();
+        for _ in 0..4 {
+            sessions.push(host.session(h, call.spec_reusing()).await.unwrap());
+        }
+        for s in &mut sessions {
+            s.handle(call.request.clone(), None).await.unwrap();
+        }
+    }
+    assert_eq!(a.idle_instances() + b.idle_instances(), 2);
+    let inject = Call::new("inject-header", &secrets, &kv);
+    for _ in 0..6 {
+        host.handle(&fresh, inject.invocation()).await.unwrap();
+    }
+    drop(a);
+    // Dropping a handler gives its share back: b may now keep more.
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(host.session(&b, call.spec_reusing()).await.unwrap());
+    }
+    drop(sessions);
+    assert_eq!(b.idle_instances(), 2);
+}

@@ -166,9 +166,9 @@ impl<'a> Call<'a> {
         host().handle(h, self.invocation()).await
     }
 
-    /// [`Call::handle`] by a binding with `instances = "reuse"`.
-    pub async fn handle_reusing(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
-        let spec = egret_wasm::SessionSpec {
+    /// The session spec of a binding with `instances = "reuse"`.
+    pub fn spec_reusing(&self) -> egret_wasm::SessionSpec<'_> {
+        egret_wasm::SessionSpec {
             handler_name: self.name,
             sandbox_id: self.sandbox,
             params_json: self.params,
@@ -178,8 +178,12 @@ impl<'a> Call<'a> {
             limits: self.limits,
             services: Default::default(),
             reuse: true,
-        };
-        let mut session = host().session(h, spec).await?;
+        }
+    }
+
+    /// [`Call::handle`] by a binding with `instances = "reuse"`.
+    pub async fn handle_reusing(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
+        let mut session = host().session(h, self.spec_reusing()).await?;
         session.handle(self.request.clone(), None).await
     }
 }
