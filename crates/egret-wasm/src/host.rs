@@ -203,12 +203,13 @@ impl InstancePool {
         if e.uses >= REUSE_MAX_REQUESTS
             || grown > REUSE_MAX_GROWTH_BYTES
             || e.store.data().limiter.memory_denied
-            || self.retired.load(Ordering::Relaxed)
         {
             return;
         }
         let mut idle = self.idle.lock();
-        if idle.len() >= REUSE_MAX_IDLE {
+        // Checked under the lock `retire_instances` clears with, so an instance coming back
+        // while the pool is retired can never stay behind.
+        if self.retired.load(Ordering::Relaxed) || idle.len() >= REUSE_MAX_IDLE {
             return;
         }
         if self.budget.count.fetch_add(1, Ordering::Relaxed) >= self.budget.max {
