@@ -539,32 +539,39 @@ impl HandlerHost {
             memory_limit,
             services: spec.services,
         };
+        let session = |store, instance, ticks, reuse| Session {
+            store: Some(store),
+            instance,
+            ctx: v2::egret::handler::types::Context {
+                handler_name: handler.to_owned(),
+                sandbox_id: spec.sandbox_id.to_owned(),
+                params_json: spec.params_json.to_owned(),
+            },
+            ticker: self.ticker.clone(),
+            ticks,
+            timeout,
+            backstop,
+            memory_limit,
+            body_buffered: false,
+            response_buffered: false,
+            in_call: false,
+            reuse,
+        };
         if reuse {
             if let Some(mut idle) = h.pool.take(spec.sandbox_id, timeout) {
                 idle.store.data_mut().renew(init);
                 idle.store.set_epoch_deadline(1);
-                return Ok(Session {
-                    store: Some(idle.store),
-                    instance: Some(idle.instance),
-                    ctx: v2::egret::handler::types::Context {
-                        handler_name: handler.to_owned(),
-                        sandbox_id: spec.sandbox_id.to_owned(),
-                        params_json: spec.params_json.to_owned(),
-                    },
-                    ticker: self.ticker.clone(),
-                    ticks: idle.ticks,
-                    timeout,
-                    backstop,
-                    memory_limit,
-                    body_buffered: false,
-                    response_buffered: false,
-                    in_call: false,
-                    reuse: Some(Reuse {
-                        pool: h.pool.clone(),
-                        uses: idle.uses,
-                        base_memory: idle.base_memory,
-                    }),
-                });
+                let reuse = Reuse {
+                    pool: h.pool.clone(),
+                    uses: idle.uses,
+                    base_memory: idle.base_memory,
+                };
+                return Ok(session(
+                    idle.store,
+                    Some(idle.instance),
+                    idle.ticks,
+                    Some(reuse),
+                ));
             }
         }
         let state = StoreState::new(init);
@@ -586,24 +593,7 @@ impl HandlerHost {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let mut session = Session {
-            store: Some(store),
-            instance: None,
-            ctx: v2::egret::handler::types::Context {
-                handler_name: handler.to_owned(),
-                sandbox_id: spec.sandbox_id.to_owned(),
-                params_json: spec.params_json.to_owned(),
-            },
-            ticker: self.ticker.clone(),
-            ticks,
-            timeout,
-            backstop,
-            memory_limit,
-            body_buffered: false,
-            response_buffered: false,
-            in_call: false,
-            reuse: None,
-        };
+        let mut session = session(store, None, ticks, None);
         let instance = {
             let _running = self.ticker.running();
             let store = session.store.as_mut().expect("a session holds its store");

@@ -199,14 +199,20 @@ pub(crate) struct StateInit<'a> {
     pub services: Services,
 }
 
+impl StateInit<'_> {
+    /// The granted secrets that exist, read once per request.
+    fn granted(&self) -> Vec<(String, SecretValue)> {
+        self.grants
+            .usable()
+            .filter_map(|name| self.secrets.get(name).map(|v| (name.to_owned(), v)))
+            .collect()
+    }
+}
+
 impl StoreState {
     pub(crate) fn new(init: StateInit<'_>) -> StoreState {
         let output = CapturedOutput::new();
-        let granted = init
-            .grants
-            .usable()
-            .filter_map(|name| init.secrets.get(name).map(|v| (name.to_owned(), v)))
-            .collect();
+        let granted = init.granted();
         StoreState {
             wasi: wasi_ctx(&output),
             table: ResourceTable::new(),
@@ -233,11 +239,7 @@ impl StoreState {
     /// read again (secrets, grants, services, limits, log budget); the WASI context and the
     /// resource table stay, since the guest holds handles into them.
     pub(crate) fn renew(&mut self, init: StateInit<'_>) {
-        let granted = init
-            .grants
-            .usable()
-            .filter_map(|name| init.secrets.get(name).map(|v| (name.to_owned(), v)))
-            .collect();
+        let granted = init.granted();
         self.limiter.memory_limit = init.memory_limit;
         self.limiter.memory_denied = false;
         self.output.take();

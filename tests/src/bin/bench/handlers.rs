@@ -21,19 +21,14 @@ use std::path::Path;
 /// The OAuth client the upstream knows (`--oauth-client`) and its secret.
 pub const OAUTH_CLIENT: &str = "bench:bench-client-secret";
 
-/// Names the handler scenarios use; the upstream's certificate must cover them.
+/// Names the handler scenarios use besides [`LANG_HOSTS`]; the upstream's certificate must
+/// cover both.
 pub const NAMES: &[&str] = &[
     "llm.test",
     "oauth.test",
     "auth.test",
     "secret.test",
     "v1.test",
-    "rust.test",
-    "ts.test",
-    "py.test",
-    "rust-reuse.test",
-    "ts-reuse.test",
-    "py-reuse.test",
 ];
 
 /// The upstream's flags the handler scenarios need (the token endpoint's client).
@@ -379,7 +374,7 @@ fn baseline_ab(s: &Setup, baseline: &Path, table: &mut Table, rows: &mut Vec<ser
 
 /// The language bench's hosts: `inject-header` in Rust, TypeScript and Python, each with a
 /// fresh instance per request (`rust`, `ts`, `py`) and with `instances = "reuse"`.
-const LANG_HOSTS: [&str; 6] = [
+pub const LANG_HOSTS: [&str; 6] = [
     "rust.test",
     "ts.test",
     "py.test",

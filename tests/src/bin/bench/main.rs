@@ -496,6 +496,7 @@ fn main() {
 
     let mut names = vec!["allowed.test", "10.202.0.2"];
     names.extend_from_slice(handlers::NAMES);
+    names.extend_from_slice(&handlers::LANG_HOSTS);
     let pki = upstream_pki(&topo.tmp.0, "bench", &names);
     let mut up_args = vec![
         "--http",
@@ -676,30 +677,31 @@ fn main() {
         "the request through nginx did not carry the header: {echo} {err}"
     );
     let secs = load_secs.to_string();
+    // `wrk -t2 -c<conns> -d<secs>s --latency [extra...] <url>`.
+    let wrk = |conns: u32, extra: &[&str], url: &str| -> Vec<String> {
+        [
+            "-t2".into(),
+            format!("-c{conns}"),
+            format!("-d{secs}s"),
+            "--latency".into(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .chain([url.to_string()])
+        .collect()
+    };
     let loads = [
         LoadScenario {
             name: "HTTP/1.1 keep-alive, wrk 64 conns",
             unit: "req/s",
             program: "wrk",
-            args: vec![
-                "-t2".into(),
-                format!("-c{conns}"),
-                format!("-d{secs}s"),
-                "--latency".into(),
-                "http://allowed.test/echo".into(),
-            ],
+            args: wrk(conns, &[], "http://allowed.test/echo"),
         },
         LoadScenario {
             name: "HTTPS keep-alive + inject-header, wrk 64 conns",
             unit: "req/s",
             program: "wrk",
-            args: vec![
-                "-t2".into(),
-                format!("-c{conns}"),
-                format!("-d{secs}s"),
-                "--latency".into(),
-                url.clone(),
-            ],
+            args: wrk(conns, &[], &url),
         },
         LoadScenario {
             name: "HTTP/2 over TLS, h2load 1 conn x 100 streams",
@@ -718,15 +720,7 @@ fn main() {
             name: "new TLS connection per request, wrk Connection: close",
             unit: "handshakes/s",
             program: "wrk",
-            args: vec![
-                "-t2".into(),
-                format!("-c{hs_conns}"),
-                format!("-d{secs}s"),
-                "--latency".into(),
-                "-H".into(),
-                "Connection: close".into(),
-                url.clone(),
-            ],
+            args: wrk(hs_conns, &["-H", "Connection: close"], &url),
         },
     ];
     for (i, sc) in loads.iter().enumerate().filter(|_| only("load")) {
