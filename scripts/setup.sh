@@ -4,7 +4,7 @@
 # Idempotent: safe to run again; skips what is already there.
 set -euo pipefail
 need=()
-for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3 nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm; do
+for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3 nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm git:git pip3:python3-pip unshare:util-linux; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -49,5 +49,11 @@ fi
 if ! cargo fmt --version >/dev/null 2>&1; then
   echo "setup: adding rustfmt (scripts/test.sh checks formatting)"
   rustup component add rustfmt
+fi
+# The ordinary user `egret exec`'s end-to-end tests run as (tests/tests/e2e/exec.rs): egret
+# exec must work without root.
+if ! id egret-test >/dev/null 2>&1; then
+  echo "setup: creating the unprivileged user egret-test"
+  useradd --system --create-home --home-dir /var/lib/egret-test --shell /bin/sh egret-test
 fi
 echo "setup: ok"

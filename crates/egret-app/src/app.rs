@@ -53,7 +53,10 @@ pub struct App {
     cfg: Config,
     phases: Phases,
     rt: tokio::runtime::Runtime,
-    attached: egret_capture::Attached,
+    listeners: egret_capture::Listeners,
+    /// What `attach` installed; `None` for listeners made elsewhere (`egret exec`).
+    guard: Option<egret_capture::CaptureGuard>,
+    ca: Arc<egret_tls::SandboxCa>,
     policy: Arc<ArcSwap<egret_policy::CompiledPolicy>>,
     proxy: Arc<egret_proxy::Proxy>,
     dns: Arc<egret_dns::Resolver>,
@@ -115,15 +118,43 @@ impl KvSaver {
     }
 }
 
+/// Where the sandbox's listeners come from.
+enum Capture {
+    /// Attach to `Config::netns`.
+    Attach,
+    /// Made in the sandbox's namespace by someone else (`egret exec`'s helper), which also
+    /// installed the ruleset.
+    Given(egret_capture::Listeners),
+    /// The attach, running on a thread of its own.
+    Attaching(egret_capture::Attaching),
+}
+
 impl Config {
     /// Load the policy (and the saved state), mint the sandbox CA, compile the handlers, start
     /// the admin API and attach to the sandbox namespace — the attach runs on a thread of its
     /// own meanwhile, and is undone if anything after it fails.
     pub fn build(self) -> Result<App, AppError> {
+        self.build_capture(Capture::Attach)
+    }
+
+    /// [`Config::build`] serving `listeners`, made and wired inside the sandbox's namespace
+    /// already (`egret_capture::attach_here`); `netns` is only named in log lines.
+    pub fn build_with_listeners(
+        self,
+        listeners: egret_capture::Listeners,
+    ) -> Result<App, AppError> {
+        self.build_capture(Capture::Given(listeners))
+    }
+
+    fn build_capture(self, capture: Capture) -> Result<App, AppError> {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
         let watched = self.watch_pid.map(open_pidfd).transpose()?;
-        let source = PolicySource::load(self.policy.as_deref())?;
+        let mut source = PolicySource::load(self.policy.as_deref())?;
+        source
+            .config
+            .allowed_hosts
+            .extend(self.allow.iter().cloned());
         let pins = parse_pins(&self.resolve)?;
         let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
         let restored = match &state_dir {
@@ -176,16 +207,21 @@ impl Config {
         .read(&state.cfg)?;
         let generation = compiled.generation();
         let policy = Arc::new(ArcSwap::from_pointee(compiled));
-        let netns = egret_capture::NetnsRef::parse(&self.netns)?;
-        let mut cap = egret_capture::CaptureConfig::new(netns, &self.sandbox_id);
-        cap.tcp_port = self.listen_port;
-        cap.dns_port = self.dns_port;
-        cap.mark = self.mark;
-        cap.route_table = self.route_table;
         phases.mark("policy");
         // Attaching is mostly waiting for `nft` and `ip`: it runs while the rest starts up. If
         // anything below fails, dropping `attaching` undoes the attach before egret exits.
-        let attaching = egret_capture::start_attach(cap)?;
+        let attaching = match capture {
+            Capture::Attach => {
+                let netns = egret_capture::NetnsRef::parse(&self.netns)?;
+                let mut cap = egret_capture::CaptureConfig::new(netns, &self.sandbox_id);
+                cap.tcp_port = self.listen_port;
+                cap.dns_port = self.dns_port;
+                cap.mark = self.mark;
+                cap.route_table = self.route_table;
+                Capture::Attaching(egret_capture::start_attach(cap)?)
+            }
+            given => given,
+        };
         phases.mark("attach_started");
 
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -331,14 +367,23 @@ impl Config {
             None => None,
         };
         phases.mark("admin");
-        let attached = attaching.wait()?;
+        let (listeners, guard) = match attaching {
+            Capture::Given(listeners) => (listeners, None),
+            Capture::Attaching(attaching) => {
+                let attached = attaching.wait()?;
+                (attached.listeners, Some(attached.guard))
+            }
+            Capture::Attach => unreachable!("the attach was started above"),
+        };
         phases.mark("attach");
         drop(_in_runtime);
         Ok(App {
             cfg: self,
             phases,
             rt,
-            attached,
+            listeners,
+            guard,
+            ca,
             policy,
             proxy,
             dns,
@@ -352,6 +397,25 @@ impl Config {
 }
 
 impl App {
+    /// The system roots followed by this sandbox's CA (PEM), for the sandbox to trust.
+    pub fn ca_bundle_pem(&self) -> String {
+        egret_tls::ca_bundle_pem(&self.ca)
+    }
+
+    /// The environment variables the policy reads secrets from (`[secrets]` `env = …`):
+    /// a program egret runs itself (`egret exec`) must not inherit them.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        self.policy
+            .load()
+            .secrets()
+            .values()
+            .filter_map(|source| match source {
+                egret_policy::SecretSource::Env(var) => Some(var.clone()),
+                egret_policy::SecretSource::File(_) => None,
+            })
+            .collect()
+    }
+
     /// Serve the sandbox until SIGINT or SIGTERM (SIGHUP reopens the audit log), then stop
     /// serving and remove exactly what was installed in the sandbox namespace.
     pub fn run(self) -> Result<(), AppError> {
@@ -359,7 +423,9 @@ impl App {
             cfg,
             mut phases,
             rt,
-            attached,
+            listeners,
+            guard,
+            ca: _,
             policy,
             proxy,
             dns,
@@ -369,8 +435,6 @@ impl App {
             kv_saver,
             watched,
         } = self;
-        let guard = attached.guard;
-        let listeners = attached.listeners;
         let result: Result<(), AppError> = rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
             let sig = AppError::runtime("install signal handlers");
@@ -468,7 +532,7 @@ impl App {
         // The audit writer batches under load: write out what is queued before the process
         // ends.
         audit.flush(Duration::from_secs(1));
-        let detach = guard.detach();
+        let detach = guard.map_or(Ok(()), egret_capture::CaptureGuard::detach);
         if let Some(p) = &cfg.ready_file {
             let _ = std::fs::remove_file(p);
         }

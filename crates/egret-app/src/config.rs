@@ -57,6 +57,8 @@ pub struct Config {
     /// Detach and exit when this process exits (a container's first process: the OCI hook
     /// passes it, so a sidecar never outlives its container).
     pub watch_pid: Option<u32>,
+    /// Hosts allowed besides the policy's `allowed_hosts` (`egret exec --allow`).
+    pub allow: Vec<String>,
 }
 
 impl Config {
@@ -88,6 +90,7 @@ impl Config {
             state_dir: None,
             handler_cache_dir: None,
             watch_pid: None,
+            allow: Vec::new(),
         }
     }
 }

@@ -22,6 +22,7 @@
 
 mod cmd;
 mod error;
+mod here;
 mod listeners;
 mod netns;
 mod nflink;
@@ -29,6 +30,7 @@ mod nft;
 mod routes;
 
 pub use error::CaptureError;
+pub use here::attach_here;
 pub use listeners::Listeners;
 pub use netns::{in_netns, NetnsRef};
 pub use nft::{render_new_ruleset, render_ruleset, RulesetParams, TABLE_NAME};

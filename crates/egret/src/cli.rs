@@ -15,6 +15,9 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a sandbox's network namespace and proxy all of its traffic.
     Run(RunArgs),
+    /// Run one command behind egret, as an ordinary user: it gets network, user and mount
+    /// namespaces of its own, captured transparently, and trusts the sandbox CA.
+    Exec(ExecArgs),
     /// Policy file tools.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -383,6 +386,86 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `egret exec`: the flags of `egret run` that make sense for one command, and the command.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Policy file (TOML; JSON when it ends in .json). Without it egret denies all egress.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Allow this host (a pattern as in `allowed_hosts`) besides the policy (repeatable).
+    #[arg(long = "allow", value_name = "HOST")]
+    pub allow: Vec<String>,
+    /// Identifier of the sandbox (letters, digits, `-_.:@`; default `exec-PID`).
+    #[arg(long)]
+    pub sandbox_id: Option<String>,
+    /// Pin a name to an address, like curl's --resolve (repeatable): host=addr[,addr...].
+    #[arg(long, value_name = "HOST=ADDR")]
+    pub resolve: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS, in addition to the system roots
+    /// (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Write audit events (one JSON object per line) to this file (default: none; the
+    /// command's standard output stays its own).
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+    /// Serve the admin API (HTTP/1.1 + JSON) on this Unix socket (created 0600).
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// Keep compiled handler artifacts here (default: $XDG_CACHE_HOME/egret/handlers, or
+    /// ~/.cache/egret/handlers), so the next `egret exec` loads handlers without compiling.
+    #[arg(long)]
+    pub handler_cache_dir: Option<PathBuf>,
+    /// Threads serving the command's connections (default: 2, 1 on a single-CPU machine).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// Upstream connect timeout, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Transparent listener port inside the sandbox.
+    #[arg(long, default_value_t = 15001)]
+    pub listen_port: u16,
+    /// DNS port inside the sandbox (udp/53 is redirected to it).
+    #[arg(long, default_value_t = 15053)]
+    pub dns_port: u16,
+    /// Log format on stderr (egret logs warnings and errors only, unless RUST_LOG says more).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+impl ExecArgs {
+    /// The configuration of the egret serving the command.
+    pub fn into_config(self, sandbox_id: String) -> egret_app::Config {
+        let mut c = egret_app::Config::new("egret-exec", sandbox_id);
+        c.policy = self.policy;
+        c.allow = self.allow;
+        c.resolve = self.resolve;
+        c.upstream_ca = self.upstream_ca;
+        c.listen_port = self.listen_port;
+        c.dns_port = self.dns_port;
+        c.connect_timeout = std::time::Duration::from_millis(self.connect_timeout_ms);
+        c.audit_log = Some(self.audit_log.unwrap_or_else(|| PathBuf::from("/dev/null")));
+        if let Some(w) = self.workers {
+            c.workers = usize::from(w);
+        }
+        c.admin_socket = self.admin_socket;
+        c.handler_cache_dir = self.handler_cache_dir.or_else(default_handler_cache);
+        c
+    }
+}
+
+/// `$XDG_CACHE_HOME/egret/handlers` or `~/.cache/egret/handlers`.
+fn default_handler_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("egret").join("handlers"))
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {

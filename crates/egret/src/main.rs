@@ -1,6 +1,7 @@
 //! `egret`: the command line. It parses flags, hands `egret run` to [`egret_app`] and the other
 //! commands to their crates, and reports an error as one clear line.
 mod cli;
+mod exec;
 mod handler;
 mod oci_hook;
 
@@ -11,6 +12,8 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(args) => return run(args),
+        // First, before anything starts a thread: it forks the sandbox's helper.
+        cli::Command::Exec(args) => return exec::main(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
         cli::Command::Handler(cli::HandlerCmd::Build(args)) => handler::build(args),
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
@@ -71,9 +74,14 @@ fn ctl(c: cli::CtlCli) -> ExitCode {
 }
 
 fn init_tracing(format: cli::LogFormat) {
+    init_tracing_level(format, "info");
+}
+
+/// Log to stderr at `default` level unless `RUST_LOG` says otherwise.
+fn init_tracing_level(format: cli::LogFormat, default: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

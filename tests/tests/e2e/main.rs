@@ -11,6 +11,7 @@ mod capture;
 mod classification;
 mod demo;
 mod examples;
+mod exec;
 mod handlers;
 mod languages;
 mod load;

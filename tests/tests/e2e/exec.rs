@@ -1,0 +1,361 @@
+//! `egret exec -- CMD` as an ordinary user (`egret-test`, made by scripts/setup.sh): the
+//! command gets namespaces of its own, captured transparently, and trusts the sandbox CA with
+//! no flags. The whole `egret exec` runs in the test's egret namespace (as `egret run` does in
+//! the other tests), so the only way out is the veth to the upstream namespace; the test host
+//! names are pinned with `--resolve`.
+use egret_e2e::*;
+use nix::sys::signal::Signal;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The unprivileged user scripts/setup.sh creates.
+const USER: &str = "egret-test";
+const SECRET: &str = "exec-secret-7d1f";
+const TOKEN_VAR: &str = "EGRET_EXEC_TEST_TOKEN";
+
+struct Setup {
+    topo: Topology,
+    up: Upstream,
+    pki: UpstreamPki,
+    policy: String,
+}
+
+impl Setup {
+    /// An upstream serving `api.example.test` (.2) and `other.example.test` (.3) with TLS
+    /// and a policy injecting the secret into requests to `api.example.test`.
+    fn new() -> Setup {
+        let topo = Topology::new(SandboxNet::LoOnly);
+        let (up, pki) = Upstream::start_tls_with(
+            &topo,
+            &["api.example.test", "other.example.test"],
+            &["--log-header", "x-auth-token"],
+        );
+        let policy = write(
+            &topo,
+            "exec-policy.toml",
+            &inject_header_policy(
+                "api_token",
+                &format!("env = \"{TOKEN_VAR}\""),
+                &["api.example.test"],
+            ),
+        );
+        Setup {
+            topo,
+            up,
+            pki,
+            policy,
+        }
+    }
+
+    /// `egret exec` as `user` (None: root) in the egret namespace, with the pins, the
+    /// upstream CA, the secret in egret's environment, `flags`, then `-- cmd`.
+    fn exec_as(&self, user: Option<&str>, flags: &[&str], cmd: &[&str]) -> Command {
+        let mut c = match user {
+            Some(u) => {
+                let mut c = self.topo.egr.cmd("setpriv");
+                c.args(["--reuid", u, "--regid", u, "--clear-groups", "--reset-env"]);
+                c.arg("env");
+                c
+            }
+            None => {
+                let mut c = self.topo.egr.cmd("env");
+                c.args(["-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root"]);
+                c
+            }
+        };
+        c.arg(format!("{TOKEN_VAR}={SECRET}"));
+        c.arg(bin("egret")).arg("exec");
+        c.args(["--resolve", &format!("api.example.test={}", UP4[0])]);
+        c.args(["--resolve", &format!("other.example.test={}", UP4[1])]);
+        c.args(["--upstream-ca", self.pki.ca.to_str().unwrap()]);
+        c.args(flags).arg("--").args(cmd);
+        c
+    }
+
+    fn exec(&self, flags: &[&str], cmd: &[&str]) -> Output {
+        let mut c = self.exec_as(Some(USER), flags, cmd);
+        c.output().expect("egret exec")
+    }
+
+    fn with_policy(&self, cmd: &[&str]) -> Output {
+        self.exec(&["--policy", &self.policy], cmd)
+    }
+}
+
+/// The tests share the user, and check that none of its processes is left: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[must_use]
+fn require_user() -> std::sync::MutexGuard<'static, ()> {
+    require_root();
+    assert!(
+        Command::new("id")
+            .arg(USER)
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "user {USER} is missing: run scripts/setup.sh"
+    );
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// No process of the test user is left (the command's daemons included).
+fn assert_nothing_left() {
+    let gone = wait_until(Duration::from_secs(5), || {
+        let out = Command::new("pgrep").args(["-u", USER]).output().unwrap();
+        out.stdout.is_empty()
+    });
+    let left = Command::new("ps")
+        .args(["-u", USER, "-o", "pid,args"])
+        .output()
+        .unwrap();
+    assert!(gone, "processes left behind:\n{}", all_output(&left));
+}
+
+fn echo_json(out: &Output) -> serde_json::Value {
+    let (code, stdout, stderr) = code_out_err(out);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in {stdout}\nstderr: {stderr}"));
+    json(line)
+}
+
+#[test]
+fn curl_python_and_node_get_a_credential_injected_with_no_flags() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let url = "https://api.example.test/echo";
+    let curl = s.with_policy(&["curl", "-sS", "--max-time", "10", url]);
+    assert_injected_and_masked(&echo_json(&curl), "x-auth-token", SECRET);
+    let py = format!(
+        "import urllib.request; print(urllib.request.urlopen('{url}', timeout=10).read().decode())"
+    );
+    let python = s.with_policy(&["/usr/bin/python3", "-c", &py]);
+    assert_injected_and_masked(&echo_json(&python), "x-auth-token", SECRET);
+    let js = format!(
+        "require('https').get('{url}', r => {{ let b = ''; r.on('data', d => b += d); \
+         r.on('end', () => console.log(b)); }}).on('error', e => {{ console.error(e); process.exit(1); }})"
+    );
+    let node = s.with_policy(&["node", "-e", &js]);
+    assert_injected_and_masked(&echo_json(&node), "x-auth-token", SECRET);
+    // The command runs as the caller, without the variable egret read the secret from.
+    let who = s.with_policy(&[
+        "sh",
+        "-c",
+        &format!("id -un; echo token=${{{TOKEN_VAR}:-unset}}; cat /etc/resolv.conf"),
+    ]);
+    let (code, out, err) = code_out_err(&who);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(&format!("{USER}\ntoken=unset\n")), "{out}");
+    assert!(out.contains("nameserver 127.0.0.1"), "{out}");
+    assert_nothing_left();
+}
+
+#[test]
+fn git_and_pip_reach_an_allowed_host_through_the_sandbox_ca() {
+    let _serial = require_user();
+    let s = Setup::new();
+    // Neither finds a repository or a package there, but both talk HTTPS to it (no
+    // certificate error) and egret injects the credential on the way.
+    let git = s.with_policy(&["git", "ls-remote", "https://api.example.test/repo.git"]);
+    let text = all_output(&git);
+    assert!(!text.to_lowercase().contains("certificate"), "{text}");
+    assert!(
+        s.up.wait_log("/repo.git/info/refs", Duration::from_secs(5)),
+        "git's request did not arrive: {text}\n{}",
+        s.up.access_log()
+    );
+    let pip = s.with_policy(&[
+        "/usr/bin/python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "-d",
+        "/tmp",
+        "--index-url",
+        "https://api.example.test/simple/",
+        "egret-no-such-package",
+    ]);
+    let text = all_output(&pip);
+    assert!(
+        !text.contains("SSL") && !text.contains("CERTIFICATE"),
+        "{text}"
+    );
+    assert!(
+        s.up.wait_log("/simple/egret-no-such-package/", Duration::from_secs(5)),
+        "pip's request did not arrive: {text}\n{}",
+        s.up.access_log()
+    );
+    for l in s.up.access_log().lines() {
+        if l.contains("/repo.git/") || l.contains("/simple/") {
+            assert!(l.contains("x-auth-token=present"), "{l}");
+        }
+    }
+    assert_nothing_left();
+}
+
+#[test]
+fn allow_opens_one_host_and_the_rest_stays_denied() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let ok = s.exec(
+        &["--allow", "api.example.test"],
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "https://api.example.test/echo",
+        ],
+    );
+    let echo = echo_json(&ok);
+    assert_eq!(echo["host"], "api.example.test");
+    let denied = s.exec(
+        &["--allow", "api.example.test"],
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "https://other.example.test/echo",
+        ],
+    );
+    assert_ne!(denied.status.code(), Some(0), "{}", all_output(&denied));
+    let plain = s.exec(
+        &["--allow", "api.example.test"],
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "http://other.example.test/",
+        ],
+    );
+    assert_eq!(code_out_err(&plain).1, "403", "{}", all_output(&plain));
+    assert!(
+        !s.up.access_log().contains("other.example.test"),
+        "a denied host was reached: {}",
+        s.up.access_log()
+    );
+    // Without --policy and --allow nothing leaves.
+    let none = s.exec(
+        &[],
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "https://api.example.test/echo",
+        ],
+    );
+    assert_ne!(none.status.code(), Some(0), "{}", all_output(&none));
+    assert_nothing_left();
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through_and_nothing_is_left() {
+    let _serial = require_user();
+    let s = Setup::new();
+    assert_eq!(s.exec(&[], &["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(
+        s.exec(&[], &["sh", "-c", "kill -TERM $$"]).status.code(),
+        Some(143)
+    );
+    assert_eq!(
+        s.exec(&[], &["egret-no-such-command"]).status.code(),
+        Some(127)
+    );
+    // A daemon the command leaves behind ends with it.
+    let daemon = s.exec(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "setsid sleep 300 >/dev/null 2>&1 & echo started",
+        ],
+    );
+    assert_eq!(code_out_err(&daemon).1.trim(), "started");
+    assert_nothing_left();
+
+    // SIGTERM (and SIGINT sent with kill) to egret reach the command, which may handle them.
+    for (sig, name) in [(Signal::SIGTERM, "TERM"), (Signal::SIGINT, "INT")] {
+        let script = format!(
+            "trap 'echo got-{name}; exit 3' {name}; echo ready; while :; do sleep 0.05; done"
+        );
+        let cmd = s.exec_as(Some(USER), &[], &["sh", "-c", &script]);
+        let mut p = spawn(cmd, &s.topo.tmp.0, &format!("exec-{name}"));
+        assert!(
+            p.wait_output("ready", Duration::from_secs(20)),
+            "{}",
+            p.output()
+        );
+        p.signal(sig);
+        let st = p
+            .wait_timeout(Duration::from_secs(10))
+            .expect("egret exec ended");
+        assert_eq!(st.code(), Some(3), "{}", p.output());
+        assert!(
+            p.output().contains(&format!("got-{name}")),
+            "{}",
+            p.output()
+        );
+    }
+    assert_nothing_left();
+}
+
+#[test]
+fn a_command_cannot_undo_the_capture() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let direct = format!("https://{}/echo", UP4[0]);
+    // As the caller: no capability in its namespaces, not even after making a user
+    // namespace of its own (that one owns no network namespace the command is in).
+    let script = format!(
+        "nft flush ruleset && echo FLUSHED; ip rule del pref 100 && echo RULE-DELETED; \
+         unshare -r nft flush ruleset && echo FLUSHED-IN-USERNS; \
+         curl -sk --max-time 3 {direct} && echo REACHED; \
+         unshare -rn sh -c 'ip link set lo up; curl -sk --max-time 3 {direct}' && echo REACHED-NEW-NETNS; echo done"
+    );
+    let out = s.with_policy(&["sh", "-c", &script]);
+    let text = all_output(&out);
+    assert!(text.contains("done"), "{text}");
+    for bad in ["FLUSHED\n", "RULE-DELETED", "FLUSHED-IN-USERNS", "REACHED"] {
+        assert!(!text.contains(bad), "{bad}: {text}");
+    }
+
+    // Run by root, the command is root in its user namespace and can remove every rule
+    // egret installed; still the namespace has no interface but lo and egret's blackhole.
+    let script = format!(
+        "nft flush ruleset && nft list ruleset | wc -l && ip rule del pref 100 && \
+         ip -6 rule del pref 100 && ip link set egret-bh1 up && ip route replace default dev egret-bh0 && echo UNDONE; \
+         curl -sk --max-time 3 {direct} && echo REACHED; \
+         curl -s --max-time 3 http://{}/ && echo REACHED-HTTP; echo done",
+        UP4[0]
+    );
+    let out = s
+        .exec_as(None, &["--policy", &s.policy], &["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert!(
+        text.contains("0\nUNDONE") && text.contains("done"),
+        "{text}"
+    );
+    assert!(!text.contains("REACHED"), "{text}");
+    assert!(
+        s.up.access_log().is_empty(),
+        "the upstream was reached: {}",
+        s.up.access_log()
+    );
+    assert_nothing_left();
+}
