@@ -59,7 +59,11 @@ impl Setup {
             }
             None => {
                 let mut c = self.topo.egr.cmd("env");
-                c.args(["-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root"]);
+                c.args([
+                    "-i",
+                    "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/root",
+                ]);
                 c
             }
         };
@@ -227,7 +231,20 @@ fn allow_opens_one_host_and_the_rest_stays_denied() {
         ],
     );
     assert_ne!(denied.status.code(), Some(0), "{}", all_output(&denied));
+    // A denied name does not resolve; a request for it on an allowed host's connection is
+    // refused by egret.
     let plain = s.exec(
+        &["--allow", "api.example.test"],
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "http://other.example.test/",
+        ],
+    );
+    assert_eq!(plain.status.code(), Some(6), "{}", all_output(&plain));
+    let smuggled = s.exec(
         &["--allow", "api.example.test"],
         &[
             "curl",
@@ -238,10 +255,17 @@ fn allow_opens_one_host_and_the_rest_stays_denied() {
             "%{http_code}",
             "--max-time",
             "10",
-            "http://other.example.test/",
+            "-H",
+            "Host: other.example.test",
+            "http://api.example.test/",
         ],
     );
-    assert_eq!(code_out_err(&plain).1, "403", "{}", all_output(&plain));
+    assert_eq!(
+        code_out_err(&smuggled).1,
+        "403",
+        "{}",
+        all_output(&smuggled)
+    );
     assert!(
         !s.up.access_log().contains("other.example.test"),
         "a denied host was reached: {}",
@@ -321,10 +345,10 @@ fn a_command_cannot_undo_the_capture() {
     // As the caller: no capability in its namespaces, not even after making a user
     // namespace of its own (that one owns no network namespace the command is in).
     let script = format!(
-        "nft flush ruleset && echo FLUSHED; ip rule del pref 100 && echo RULE-DELETED; \
-         unshare -r nft flush ruleset && echo FLUSHED-IN-USERNS; \
-         curl -sk --max-time 3 {direct} && echo REACHED; \
-         unshare -rn sh -c 'ip link set lo up; curl -sk --max-time 3 {direct}' && echo REACHED-NEW-NETNS; echo done"
+        "/usr/sbin/nft flush ruleset && echo FLUSHED; /usr/sbin/ip rule del pref 100 && echo RULE-DELETED; \
+         unshare -r /usr/sbin/nft flush ruleset && echo FLUSHED-IN-USERNS; \
+         curl -skf --max-time 3 {direct} && echo REACHED; \
+         unshare -rn sh -c '/usr/sbin/ip link set lo up; curl -skf --max-time 3 {direct}' && echo REACHED-NEW-NETNS; echo done"
     );
     let out = s.with_policy(&["sh", "-c", &script]);
     let text = all_output(&out);
@@ -338,8 +362,8 @@ fn a_command_cannot_undo_the_capture() {
     let script = format!(
         "nft flush ruleset && nft list ruleset | wc -l && ip rule del pref 100 && \
          ip -6 rule del pref 100 && ip link set egret-bh1 up && ip route replace default dev egret-bh0 && echo UNDONE; \
-         curl -sk --max-time 3 {direct} && echo REACHED; \
-         curl -s --max-time 3 http://{}/ && echo REACHED-HTTP; echo done",
+         curl -skf --max-time 3 {direct} && echo REACHED; \
+         curl -sf --max-time 3 http://{}/ && echo REACHED-HTTP; echo done",
         UP4[0]
     );
     let out = s

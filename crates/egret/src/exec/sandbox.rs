@@ -77,6 +77,15 @@ fn setup(sock: &OwnedFd, plan: &Plan) -> Result<i32, String> {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }
             .map_err(|e| format!("signal: {e}"))?;
     }
+    // The command gets the caller's environment as it was; the capture runs `ip` and `nft`,
+    // which an ordinary user's PATH often lacks (Debian's has no sbin).
+    let outer_env: Vec<_> = std::env::vars_os().collect();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from));
+    if let Ok(p) = std::env::join_paths(dirs) {
+        std::env::set_var("PATH", p);
+    }
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| refused::explain(e, &refused::Facts::read()))?;
@@ -117,7 +126,9 @@ fn setup(sock: &OwnedFd, plan: &Plan) -> Result<i32, String> {
     };
     let bundle_path = trust_files(&bundle)?;
     drop(bundle);
-    let outer = std::env::vars_os().filter(|(k, _)| !strip_env.iter().any(|s| k == s.as_str()));
+    let outer = outer_env
+        .into_iter()
+        .filter(|(k, _)| !strip_env.iter().any(|s| k == s.as_str()));
     let env = trust::command_env(outer, &bundle_path, plan.proxy_url.as_deref());
     unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|e| format!("could not create the sandbox's pid namespace: {e}"))?;
