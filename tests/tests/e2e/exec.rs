@@ -89,7 +89,6 @@ impl Setup {
 /// The tests share the user, and check that none of its processes is left: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[must_use]
 fn require_user() -> std::sync::MutexGuard<'static, ()> {
     require_root();
     assert!(
@@ -381,5 +380,28 @@ fn a_command_cannot_undo_the_capture() {
         "the upstream was reached: {}",
         s.up.access_log()
     );
+    assert_nothing_left();
+}
+
+/// Ctrl-C typed at the terminal: the terminal signals its whole foreground process group, so
+/// the command gets SIGINT once (egret does not pass on a second copy) and egret ends with it.
+#[test]
+fn ctrl_c_at_the_terminal_reaches_the_command_once() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let script = "trap 'n=$((n+1))' INT; echo ready; n=0; \
+                  while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.5; echo interrupts=$n; exit 4";
+    let cmd = s.exec_as(Some(USER), &[], &["sh", "-c", script]);
+    let mut argv: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
+    argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(include_str!("../../clients/pty_ctrl_c.py"))
+        .args(&argv)
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert!(text.contains("interrupts=1"), "{text}");
+    assert!(text.contains("exit=4"), "{text}");
     assert_nothing_left();
 }
