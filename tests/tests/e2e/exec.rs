@@ -405,3 +405,38 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
     assert!(text.contains("exit=4"), "{text}");
     assert_nothing_left();
 }
+
+/// Where user namespaces are refused (here: `user.max_user_namespaces` is 0 in the user
+/// namespace egret runs in, a limit its owner may set) egret names the setting and the fix.
+#[test]
+fn a_refused_user_namespace_is_explained() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let egret = format!("{} exec -- true", bin("egret").display());
+    let out = s
+        .topo
+        .egr
+        .cmd("setpriv")
+        .args([
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--clear-groups",
+            "--reset-env",
+        ])
+        .args(["unshare", "-Ur", "sh", "-c"])
+        .arg(format!(
+            "echo 0 > /proc/sys/user/max_user_namespaces && {egret}"
+        ))
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(125), "{text}");
+    assert!(
+        text.contains("user.max_user_namespaces is 0")
+            && text.contains("sysctl -w user.max_user_namespaces="),
+        "{text}"
+    );
+    assert_nothing_left();
+}

@@ -30,7 +30,6 @@ impl Facts {
 
 /// One line naming the cause of `errno` from `unshare(CLONE_NEWUSER)` and the fix.
 pub fn explain(errno: nix::Error, facts: &Facts) -> String {
-    let weaker = "or run `egret exec --proxy-env` (weaker: only programs that honour HTTP_PROXY are captured)";
     let cause = if facts.unprivileged_userns_clone == Some(0) {
         "the sysctl kernel.unprivileged_userns_clone is 0; enable them with `sysctl -w kernel.unprivileged_userns_clone=1` (as root)".to_string()
     } else if facts.max_user_namespaces == Some(0) {
@@ -42,7 +41,7 @@ pub fn explain(errno: nix::Error, facts: &Facts) -> String {
     } else {
         "the sysctls allow them, so a seccomp profile (a container's default one) or a security module refuses the unshare() system call; run egret outside that container, or allow unshare/clone with CLONE_NEWUSER in its profile".to_string()
     };
-    format!("the kernel refused to create a user namespace ({errno}): {cause}, {weaker}")
+    format!("the kernel refused to create a user namespace ({errno}): {cause}")
 }
 
 #[cfg(test)]
@@ -66,6 +65,6 @@ mod tests {
         let m = explain(nix::Error::ENOSPC, &f(None, Some(5), Some(0)));
         assert!(m.contains("used up"), "{m}");
         let m = explain(e, &Facts::default());
-        assert!(m.contains("seccomp") && m.contains("--proxy-env"), "{m}");
+        assert!(m.contains("seccomp"), "{m}");
     }
 }
