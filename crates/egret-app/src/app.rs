@@ -140,6 +140,15 @@ impl Config {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
         let watched = self.watch_pid.map(open_pidfd).transpose()?;
+        if self.policy.is_none() {
+            if self.allow.is_empty() {
+                tracing::warn!(
+                    "no --policy given: using the embedded default policy (all egress denied)"
+                );
+            } else {
+                tracing::info!(allow = ?self.allow, "no --policy given: the embedded default policy denies all egress but the --allow hosts");
+            }
+        }
         let mut source = PolicySource::load(self.policy.as_deref())?;
         source
             .config

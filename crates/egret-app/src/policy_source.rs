@@ -23,9 +23,6 @@ impl PolicySource {
     /// Read `path`, or take the embedded default when `None`.
     pub fn load(path: Option<&Path>) -> Result<PolicySource, AppError> {
         let Some(path) = path else {
-            tracing::warn!(
-                "no --policy given: using the embedded default policy (all egress denied)"
-            );
             return Ok(PolicySource {
                 config: PolicyConfig::from_toml(DEFAULT_POLICY, "<embedded default policy>")?,
                 sha256: sha256_hex(DEFAULT_POLICY.as_bytes()),
