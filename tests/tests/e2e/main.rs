@@ -17,5 +17,6 @@ mod load;
 mod observability;
 mod oci;
 mod protocols;
+mod runtime_shim;
 mod security;
 mod tls;
