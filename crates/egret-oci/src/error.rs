@@ -111,7 +111,7 @@ pub enum HookError {
     },
     /// The container would run in the host's network namespace (`--network host`,
     /// `hostNetwork: true`): its egret would capture the host itself.
-    #[error("container {container}: it has no network namespace of its own (host networking), so egret cannot attach to it without capturing the host; policy {} stays unused: run it on a container network (not --network host / hostNetwork), or without egret's runtime", policy.display())]
+    #[error("container {container}: it would run in the runtime's own network namespace (host networking), which egret cannot capture without capturing the host; refused instead of running it without policy {}: give it a network of its own (not --network host / --net-host / hostNetwork: true), or run it without egret's runtime", policy.display())]
     HostNetwork {
         /// The container id.
         container: String,

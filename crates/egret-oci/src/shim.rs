@@ -151,22 +151,41 @@ fn annotations(
     }
 }
 
-/// Whether the spec gives the container a network namespace (new, or another container's);
-/// without one it runs in the runtime's, the host's.
-fn has_network_namespace(config: &serde_json::Value) -> bool {
-    config["linux"]["namespaces"]
-        .as_array()
-        .is_some_and(|ns| ns.iter().any(|n| n["type"] == "network"))
+/// Whether the spec gives the container a network namespace other than the runtime's: a new
+/// one, or another container's. Without a network entry it runs in the runtime's (the
+/// host's); Docker's `--network host` names the host's by path, which `is_runtime_netns`
+/// recognises.
+fn has_own_network_namespace(
+    config: &serde_json::Value,
+    is_runtime_netns: &dyn Fn(&str) -> bool,
+) -> bool {
+    config["linux"]["namespaces"].as_array().is_some_and(|ns| {
+        ns.iter().any(|n| {
+            n["type"] == "network"
+                && n["path"]
+                    .as_str()
+                    .is_none_or(|p| p.is_empty() || !is_runtime_netns(p))
+        })
+    })
+}
+
+/// Whether `path` is the network namespace this process runs in (the runtime's).
+pub fn is_own_netns(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    matches!((id(path), id("/proc/self/ns/net")), (Some(a), Some(b)) if a == b)
 }
 
 /// Decide for container `id` from its bundle config, and make the edits when it is egret's:
 /// the default policy as its `io.egret.policy` when it has none, the hooks appended (an
-/// earlier identical entry is not repeated). `config_path` names the file in errors.
+/// earlier identical entry is not repeated). `config_path` names the file in errors;
+/// `is_runtime_netns` tells whether a namespace path is the runtime's own ([`is_own_netns`]).
 pub fn decide_and_edit(
     config: &mut serde_json::Value,
     config_path: &Path,
     id: &str,
     opts: &ShimOptions,
+    is_runtime_netns: &dyn Fn(&str) -> bool,
 ) -> Result<Decision, HookError> {
     let bad = |why: String| HookError::Bundle {
         path: config_path.to_path_buf(),
@@ -188,7 +207,7 @@ pub fn decide_and_edit(
     }
     plan::run_dir(&opts.hook, id)?;
     let selection = Selection::decide(id, &anns, &opts.hook)?;
-    if !has_network_namespace(config) {
+    if !has_own_network_namespace(config, is_runtime_netns) {
         return Err(HookError::HostNetwork {
             container: id.to_string(),
             policy: selection.policy.clone(),
@@ -254,7 +273,7 @@ pub fn prepare_bundle(bundle: &Path, id: &str, opts: &ShimOptions) -> Result<Dec
     let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
     let mut config: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    let decision = decide_and_edit(&mut config, &path, id, opts)?;
+    let decision = decide_and_edit(&mut config, &path, id, opts, &is_own_netns)?;
     if decision == Decision::NotOurs {
         return Ok(decision);
     }
@@ -366,8 +385,10 @@ mod tests {
         c
     }
 
+    const HOST_NETNS: &str = "/var/run/docker/netns/default";
+
     fn run(c: &mut serde_json::Value, o: &ShimOptions) -> Result<Decision, HookError> {
-        decide_and_edit(c, Path::new("/b/config.json"), ID, o)
+        decide_and_edit(c, Path::new("/b/config.json"), ID, o, &|p| p == HOST_NETNS)
     }
 
     #[test]
@@ -506,6 +527,14 @@ mod tests {
                 vec!["host networking", "/etc/egret/policies/a.toml"],
             ),
             (
+                // Docker's --network host: the host's namespace, by path.
+                serde_json::json!({
+                    "annotations": {"io.egret.policy": "/etc/egret/policies/a.toml"},
+                    "linux": {"namespaces": [{"type": "network", "path": HOST_NETNS}]},
+                }),
+                vec!["host networking", "/etc/egret/policies/a.toml"],
+            ),
+            (
                 serde_json::json!({"annotations": {"io.egret.policy": "/etc/passwd"}}),
                 vec![
                     "io.egret.policy",
@@ -547,6 +576,17 @@ mod tests {
             let e = run(&mut c, &o).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("/b/config.json"), "{e}");
         }
+    }
+
+    #[test]
+    fn another_containers_namespace_by_path_is_accepted() {
+        let mut c = config(serde_json::json!({
+            "annotations": {"io.egret.policy": "/p.toml"},
+            "linux": {"namespaces": [{"type": "network", "path": "/proc/42/ns/net"}]},
+        }));
+        assert!(matches!(run(&mut c, &opts()), Ok(Decision::Attach(_))));
+        assert!(is_own_netns("/proc/self/ns/net"));
+        assert!(!is_own_netns("/nonexistent"));
     }
 
     #[test]

@@ -275,7 +275,14 @@ mod tests {
         ]);
         let opts = shim_options(&c.opts, Path::new("/usr/bin/egret"));
         let mut config = serde_json::json!({"linux": {"namespaces": [{"type": "network"}]}});
-        shim::decide_and_edit(&mut config, Path::new("/b/config.json"), "c1", &opts).unwrap();
+        shim::decide_and_edit(
+            &mut config,
+            Path::new("/b/config.json"),
+            "c1",
+            &opts,
+            &shim::is_own_netns,
+        )
+        .unwrap();
         for (stage, want) in [
             ("createRuntime", crate::cli::StageArg::CreateRuntime),
             ("poststop", crate::cli::StageArg::Poststop),

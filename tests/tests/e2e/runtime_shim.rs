@@ -4,6 +4,7 @@
 //! the sidecars it starts share that namespace), with its own data root, state and socket;
 //! nothing is pulled: the image is a root filesystem assembled here from this machine's
 //! `sh`, `curl`, `sleep` and `cat` and the libraries `ldd` lists for them.
+use crate::oci::{run_dirs_under, sidecars_under};
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -56,29 +57,6 @@ fn assemble_rootfs(root: &Path) {
     std::fs::write(root.join("etc/resolv.conf"), "nameserver 192.0.2.53\n").unwrap();
 }
 
-/// Processes whose command line contains `needle` (the sidecars name their run root).
-fn processes_with(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("\0run\0") && c.contains(needle)
-            })
-        })
-        .collect()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Unmount whatever a killed daemon left mounted under `dir` (deepest first), so that the
 /// directory can be removed.
 fn unmount_under(dir: &Path) {
@@ -92,6 +70,50 @@ fn unmount_under(dir: &Path) {
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = Command::new("umount").args(["-l", &p]).output();
+    }
+}
+
+/// A daemon started by a test in its namespace (`nsenter --net=`, which execs it: the child
+/// is the daemon), with its files in a directory of its own; on drop it is stopped (SIGTERM,
+/// then SIGKILL) and whatever it left mounted there is unmounted.
+struct Daemon {
+    dir: TempDir,
+    proc: Option<Proc>,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, dir: TempDir, program: &str, args: &[std::ffi::OsString]) -> Daemon {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", ns.name))
+            .arg(program)
+            .args(args);
+        let proc = spawn(cmd, &dir.0, program);
+        Daemon {
+            dir,
+            proc: Some(proc),
+        }
+    }
+
+    /// Wait until `ready` holds, failing with the daemon's output.
+    fn wait(&self, what: &str, ready: impl FnMut() -> bool) {
+        assert!(
+            wait_until(Duration::from_secs(30), ready),
+            "{what} did not start: {}",
+            self.proc.as_ref().unwrap().output()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(nix::sys::signal::Signal::SIGTERM);
+            if p.wait_timeout(Duration::from_secs(15)).is_none() {
+                p.signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = p.wait_timeout(Duration::from_secs(5));
+            }
+        }
+        unmount_under(&self.dir.0);
     }
 }
 
@@ -156,11 +178,10 @@ fn policy_text(token_file: &Path, up_addr: &str) -> String {
 }
 
 /// A private dockerd (and the containerd it starts) in `ns`; on drop every container is
-/// removed, the daemon stopped and what it mounted unmounted.
+/// removed, then the daemon stopped.
 struct Dockerd {
-    dir: TempDir,
     sock: String,
-    proc: Option<Proc>,
+    daemon: Daemon,
 }
 
 impl Dockerd {
@@ -168,37 +189,35 @@ impl Dockerd {
         let dir = TempDir::new(&format!("dockerd-{id}"));
         std::fs::write(dir.path("daemon.json"), daemon_json).unwrap();
         let sock = dir.path("docker.sock").to_string_lossy().into_owned();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/var/run/netns/{}", ns.name))
-            .arg("dockerd")
-            .arg("--data-root")
-            .arg(dir.path("data"))
-            .arg("--exec-root")
-            .arg(dir.path("exec"))
-            .arg("--pidfile")
-            .arg(dir.path("docker.pid"))
-            .arg("--host")
-            .arg(format!("unix://{sock}"))
-            .arg("--config-file")
-            .arg(dir.path("daemon.json"))
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-            .args(["--storage-driver=vfs", "--userland-proxy=false"]);
-        let proc = spawn(cmd, &dir.0, "dockerd");
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        for (flag, file) in [
+            ("--data-root", "data"),
+            ("--exec-root", "exec"),
+            ("--pidfile", "docker.pid"),
+            ("--config-file", "daemon.json"),
+        ] {
+            args.push(flag.into());
+            args.push(dir.path(file).into());
+        }
+        args.push(format!("--host=unix://{sock}").into());
+        for flag in [
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--storage-driver=vfs",
+            "--userland-proxy=false",
+        ] {
+            args.push(flag.into());
+        }
         let d = Dockerd {
             sock,
-            proc: Some(proc),
-            dir,
+            daemon: Daemon::start(ns, dir, "dockerd", &args),
         };
-        let up = wait_until(Duration::from_secs(30), || {
+        d.daemon.wait("dockerd", || {
             d.docker(&["version", "--format", "{{.Server.Version}}"])
                 .status
                 .success()
         });
-        assert!(
-            up,
-            "dockerd did not start: {}",
-            d.proc.as_ref().unwrap().output()
-        );
         d
     }
 
@@ -228,15 +247,6 @@ impl Drop for Dockerd {
         for cid in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", cid]);
         }
-        if let Some(mut p) = self.proc.take() {
-            // nsenter execs dockerd: the child is the daemon.
-            p.signal(nix::sys::signal::Signal::SIGTERM);
-            if p.wait_timeout(Duration::from_secs(15)).is_none() {
-                p.signal(nix::sys::signal::Signal::SIGKILL);
-                let _ = p.wait_timeout(Duration::from_secs(5));
-            }
-        }
-        unmount_under(&self.dir.0);
     }
 }
 
@@ -324,10 +334,10 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         up.access_log()
     );
     assert!(
-        processes_with(&run_root.to_string_lossy()).is_empty(),
+        sidecars_under(&run_root).is_empty(),
         "no egret for a container without the runtime"
     );
-    assert!(entries(&run_root).is_empty());
+    assert!(run_dirs_under(&run_root).is_empty());
     dockerd.ok(&["rm", "-f", &plain]);
     std::fs::write(&up.log, "").unwrap();
 
@@ -366,9 +376,9 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         "",
         "the upstream saw the container's first connection: {logs}"
     );
-    let sidecars = processes_with(&run_root.to_string_lossy());
+    let sidecars = sidecars_under(&run_root);
     assert_eq!(sidecars.len(), 1, "one egret: {sidecars:?}");
-    assert_eq!(entries(&run_root), [cid.clone()]);
+    assert_eq!(run_dirs_under(&run_root), std::slice::from_ref(&cid));
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     let netns_path = format!(
         "/proc/{}/fd/{}",
@@ -421,16 +431,15 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
     // docker rm -f: the poststop hook stops egret and removes its run directory and table.
     dockerd.ok(&["rm", "-f", &name]);
     assert!(
-        wait_until(Duration::from_secs(15), || processes_with(
-            &run_root.to_string_lossy()
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(15), || sidecars_under(&run_root)
+            .is_empty()),
         "egret outlived docker rm -f"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || entries(&run_root).is_empty()),
+        wait_until(Duration::from_secs(5), || run_dirs_under(&run_root)
+            .is_empty()),
         "run directories left: {:?}",
-        entries(&run_root)
+        run_dirs_under(&run_root)
     );
     assert!(!nft(&netns_path).contains("egret"));
     drop(netns);
@@ -451,21 +460,19 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         let running = dockerd.ok(&["ps", "-q", "--filter", &format!("name={cname}")]);
         assert_eq!(running, "", "{what}: running");
         let _ = dockerd.docker(&["rm", "-f", &cname]);
+        assert!(sidecars_under(&run_root).is_empty(), "{what}: egret left");
         assert!(
-            processes_with(&run_root.to_string_lossy()).is_empty(),
-            "{what}: egret left"
-        );
-        assert!(
-            entries(&run_root).is_empty(),
+            run_dirs_under(&run_root).is_empty(),
             "{what}: {:?}",
-            entries(&run_root)
+            run_dirs_under(&run_root)
         );
     };
     let policy_str = policy.to_string_lossy().into_owned();
+    // Refused by the shim itself, before runc creates anything.
     refused(
         "host",
         &["--network", "host"],
-        &["host networking", &policy_str],
+        &["egret runc: error", "host networking", &policy_str],
     );
     std::fs::write(&policy, "allowed_hosts = [\"up.test\"\nnot toml\n").unwrap();
     refused("badpolicy", &["--network", &net], &[&policy_str]);
@@ -492,11 +499,11 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
     drop(up);
 }
 
-/// A private containerd in `ns`, driven with `ctr`; stopped on drop.
+/// A private containerd in `ns`, driven with `ctr`; on drop every container is removed, then
+/// the daemon stopped.
 struct Containerd {
-    dir: TempDir,
     sock: String,
-    proc: Option<Proc>,
+    _daemon: Daemon,
 }
 
 const CTR_NS: &str = "egret-test";
@@ -511,25 +518,14 @@ impl Containerd {
             dir.path("state"),
         );
         std::fs::write(dir.path("config.toml"), config).unwrap();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/var/run/netns/{}", ns.name))
-            .arg("containerd")
-            .arg("--config")
-            .arg(dir.path("config.toml"));
-        let proc = spawn(cmd, &dir.0, "containerd");
+        let args = ["--config".into(), dir.path("config.toml").into()];
+        let daemon = Daemon::start(ns, dir, "containerd", &args);
         let c = Containerd {
-            dir,
             sock,
-            proc: Some(proc),
+            _daemon: daemon,
         };
-        assert!(
-            wait_until(Duration::from_secs(30), || c
-                .ctr(&["version"])
-                .status
-                .success()),
-            "containerd did not start: {}",
-            c.proc.as_ref().unwrap().output()
-        );
+        c._daemon
+            .wait("containerd", || c.ctr(&["version"]).status.success());
         c
     }
 
@@ -559,14 +555,6 @@ impl Drop for Containerd {
         for cid in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             self.remove(cid);
         }
-        if let Some(mut p) = self.proc.take() {
-            p.signal(nix::sys::signal::Signal::SIGTERM);
-            if p.wait_timeout(Duration::from_secs(10)).is_none() {
-                p.signal(nix::sys::signal::Signal::SIGKILL);
-                let _ = p.wait_timeout(Duration::from_secs(5));
-            }
-        }
-        unmount_under(&self.dir.0);
     }
 }
 
@@ -630,7 +618,7 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
         ]);
         containerd.ctr(&a)
     };
-    let sidecars = || processes_with(&run_root.to_string_lossy());
+    let sidecars = || sidecars_under(&run_root);
 
     // Not annotated: runc runs it as before.
     let plain = format!("plain-{id}");
@@ -703,9 +691,10 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
         "egret outlived the task"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || entries(&run_root).is_empty()),
+        wait_until(Duration::from_secs(5), || run_dirs_under(&run_root)
+            .is_empty()),
         "{:?}",
-        entries(&run_root)
+        run_dirs_under(&run_root)
     );
     drop(containerd);
 }
