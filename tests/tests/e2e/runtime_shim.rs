@@ -499,6 +499,40 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
     drop(up);
 }
 
+/// A network namespace wired to `outer` by a veth pair, `10.214.N.2/24` inside with its
+/// default route to `10.214.N.1` in `outer`: a connection not captured gets through.
+fn wired_netns(outer: &Netns, name: &str, n: u8) -> Netns {
+    let inner = Netns::new(name);
+    let (a, b) = (
+        format!("eo{n}{}", std::process::id() % 10000),
+        format!("ei{n}"),
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            &outer.name,
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &inner.name,
+        ],
+    )
+    .unwrap();
+    outer.ip(&["addr", "add", &format!("10.214.{n}.1/24"), "dev", &a]);
+    outer.ip(&["link", "set", &a, "up"]);
+    inner.ip(&["addr", "add", &format!("10.214.{n}.2/24"), "dev", &b]);
+    inner.ip(&["link", "set", &b, "up"]);
+    inner.ip(&["route", "add", "default", "via", &format!("10.214.{n}.1")]);
+    inner
+}
+
 /// A private containerd in `ns`, driven with `ctr`; on drop every container is removed, then
 /// the daemon stopped.
 struct Containerd {
@@ -593,11 +627,13 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
         assemble_rootfs(&r);
         r
     };
-    let entry = format!(
-        "curl -sS --max-time 5 -o /dev/null -w 'status=%{{http_code}} ' http://192.0.2.80:{}/first-connection > /tmp/first 2>&1; echo first-connection-exit=$? >> /tmp/first; exec sleep 600",
-        up.http_port
-    );
-    let run = |name: &str, root: &Path, extra: &[&str]| -> Output {
+    // The container's entrypoint connects first of all to the gateway of its network (this
+    // test's namespace, where the upstream listens), reachable without egret.
+    let run = |name: &str, root: &Path, gateway: &str, extra: &[&str]| -> Output {
+        let entry = format!(
+            "curl -sS --max-time 5 -o /dev/null -w 'status=%{{http_code}} ' http://{gateway}:{}/first-connection > /tmp/first 2>&1; echo first-connection-exit=$? >> /tmp/first; exec sleep 600",
+            up.http_port
+        );
         let mut a = vec![
             "run",
             "-d",
@@ -620,10 +656,17 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
     };
     let sidecars = || sidecars_under(&run_root);
 
-    // Not annotated: runc runs it as before.
+    // Not annotated: runc runs it as before, and its first connection reaches the upstream.
     let plain = format!("plain-{id}");
     let plain_root = rootfs("plain");
-    let out = run(&plain, &plain_root, &[]);
+    let plain_net = wired_netns(&ns, &format!("{}-cp{id}", ns_prefix()), 1);
+    let with_ns = |net: &Netns| format!("network:/var/run/netns/{}", net.name);
+    let out = run(
+        &plain,
+        &plain_root,
+        "10.214.1.1",
+        &["--with-ns", &with_ns(&plain_net)],
+    );
     assert!(out.status.success(), "ctr run: {}", all_output(&out));
     let finished = |root: &Path| {
         std::fs::read_to_string(root.join("tmp/first"))
@@ -632,18 +675,30 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
     assert!(wait_until(Duration::from_secs(10), || finished(
         &plain_root
     )));
+    assert!(
+        up.access_log().contains("/first-connection"),
+        "the network lets a container without egret through: {}",
+        up.access_log()
+    );
     assert!(sidecars().is_empty());
     assert_eq!(
         std::fs::read_to_string(plain_root.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),
         "image roots\n"
     );
     containerd.remove(&plain);
+    std::fs::write(&up.log, "").unwrap();
 
     // Annotated: egret from before the first instruction.
     let name = format!("egret-{id}");
     let root = rootfs("egret");
     let ann = format!("io.egret.policy={}", policy.display());
-    let out = run(&name, &root, &["--annotation", &ann]);
+    let egret_net = wired_netns(&ns, &format!("{}-ce{id}", ns_prefix()), 2);
+    let out = run(
+        &name,
+        &root,
+        "10.214.2.1",
+        &["--annotation", &ann, "--with-ns", &with_ns(&egret_net)],
+    );
     assert!(out.status.success(), "ctr run: {}", all_output(&out));
     assert!(wait_until(Duration::from_secs(15), || finished(&root)));
     let first = std::fs::read_to_string(root.join("tmp/first")).unwrap();
@@ -672,7 +727,12 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
     // A policy outside --policy-dir is refused before runc creates anything.
     let outside = format!("io.egret.policy=/etc/egret-{id}.toml");
     let bad = format!("bad-{id}");
-    let out = run(&bad, &rootfs("bad"), &["--annotation", &outside]);
+    let out = run(
+        &bad,
+        &rootfs("bad"),
+        "10.214.3.1",
+        &["--annotation", &outside],
+    );
     assert!(
         !out.status.success(),
         "a policy outside --policy-dir was accepted"
