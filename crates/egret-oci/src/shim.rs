@@ -262,8 +262,8 @@ pub fn decide_and_edit(
 }
 
 /// Decide for container `id` in `bundle` and, when it is egret's, replace its `config.json`
-/// atomically (a file written beside it, then renamed over it, with the same permissions):
-/// runc never reads half a config.
+/// atomically with the same permissions (`egret_fs::write_atomic`): runc never reads half a
+/// config.
 pub fn prepare_bundle(bundle: &Path, id: &str, opts: &ShimOptions) -> Result<Decision, HookError> {
     let path = bundle.join("config.json");
     let bad = |why: String| HookError::Bundle {
@@ -278,23 +278,19 @@ pub fn prepare_bundle(bundle: &Path, id: &str, opts: &ShimOptions) -> Result<Dec
         return Ok(decision);
     }
     let out = serde_json::to_vec(&config).map_err(|e| bad(e.to_string()))?;
-    let tmp = bundle.join(".config.json.egret");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let perms = std::fs::metadata(&path)?.permissions();
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&out)?;
-        f.set_permissions(perms)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&path)
+            .map_err(|e| bad(e.to_string()))?
+            .permissions()
+            .mode()
+            & 0o7777
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        HookError::Io {
-            what: "cannot rewrite",
-            path: path.clone(),
-            source: e,
-        }
+    // Durable: runc reads it right away, but a crash must not leave it half-written either.
+    egret_fs::write_atomic(&path, &out, mode, true).map_err(|e| HookError::Io {
+        what: "cannot rewrite",
+        path: path.clone(),
+        source: e,
     })?;
     Ok(decision)
 }
