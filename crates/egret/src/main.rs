@@ -64,7 +64,7 @@ fn policy_check(args: cli::PolicyCheckArgs) -> anyhow::Result<ExitCode> {
     }
     for u in egret_app::secrets::unset_env_secrets(&cfg, egret_app::secrets::env_is_set) {
         println!(
-            "warning: secret {} is granted and read from environment variable {}, which is not set here: requests that use it fail until egret's environment has it or it is set at runtime (egret ctl secret set); egret oci-hook and egret runc refuse such a policy (a sidecar a container runtime starts gets no environment: use a file secret there)",
+            "warning: secret {} is granted and read from environment variable {}, which is not set here: requests that use it fail until egret's environment has it or it is set at runtime (egret ctl secret set); egret oci-hook and egret runc refuse such a policy unless the variable is in the hook's environment (a sidecar a container runtime starts gets the hook's, usually empty: use a file secret there)",
             u.secret, u.var
         );
     }

@@ -258,30 +258,68 @@ fn first_connection_entrypoint(gateway: &str, port: u16) -> String {
     )
 }
 
+/// What both tests start from: the test's namespace with the upstreams in it, and a policy
+/// that injects a token from a file into requests to `up.test`. Dropped in field order: the
+/// upstream, the namespace, then the files.
+struct Stage {
+    id: String,
+    up: Upstreams,
+    ns: Netns,
+    token: String,
+    policy: PathBuf,
+    good_policy: String,
+    run_root: PathBuf,
+    tmp: TempDir,
+}
+
+impl Stage {
+    fn new(tag: &str) -> Stage {
+        let id = unique_id();
+        let tmp = TempDir::new(&format!("shim-{tag}-{id}"));
+        let ns = Netns::new(&format!("{}-{tag}{id}", ns_prefix()));
+        let up = Upstreams::start(&ns, &tmp);
+        let token = format!("tok-{id}-{tag}-secret");
+        let token_file = tmp.path("token");
+        std::fs::write(&token_file, &token).unwrap();
+        let policy = tmp.path("policy.toml");
+        let good_policy = policy_text(&token_file, "127.0.0.1");
+        std::fs::write(&policy, &good_policy).unwrap();
+        Stage {
+            run_root: tmp.path("run"),
+            id,
+            up,
+            ns,
+            token,
+            policy,
+            good_policy,
+            tmp,
+        }
+    }
+}
+
 #[test]
 fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it_cannot_protect() {
     require(&[DOCKER, "dockerd", "containerd", "runc", "nsenter", "ldd"]);
-    let id = unique_id();
-    let tmp = TempDir::new(&format!("shim-docker-{id}"));
-    let ns = Netns::new(&format!("{}-dk{id}", ns_prefix()));
-    let up = Upstreams::start(&ns, &tmp);
-
-    let token = format!("tok-{id}-secret-value");
-    let token_file = tmp.path("token");
-    std::fs::write(&token_file, &token).unwrap();
-    let policy = tmp.path("policy.toml");
-    let good_policy = policy_text(&token_file, "127.0.0.1");
-    std::fs::write(&policy, &good_policy).unwrap();
-    let run_root = tmp.path("run");
+    let stage = Stage::new("dk");
+    let Stage {
+        id,
+        up,
+        ns,
+        token,
+        policy,
+        good_policy,
+        run_root,
+        tmp,
+    } = &stage;
 
     let mut cmd = Command::new(bin("egret"));
     cmd.args(["runc", "docker-config", "--default-policy"])
-        .arg(&policy)
-        .args(shim_options(&tmp, &up.ca));
+        .arg(policy)
+        .args(shim_options(tmp, &up.ca));
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "docker-config: {}", all_output(&out));
     let daemon_json = String::from_utf8(out.stdout).unwrap();
-    let dockerd = Dockerd::start(&ns, &id, &daemon_json);
+    let dockerd = Dockerd::start(ns, id, &daemon_json);
 
     let rootfs = tmp.path("rootfs");
     assemble_rootfs(&rootfs);
@@ -334,10 +372,10 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         up.access_log()
     );
     assert!(
-        sidecars_under(&run_root).is_empty(),
+        sidecars_under(run_root).is_empty(),
         "no egret for a container without the runtime"
     );
-    assert!(run_dirs_under(&run_root).is_empty());
+    assert!(run_dirs_under(run_root).is_empty());
     dockerd.ok(&["rm", "-f", &plain]);
     std::fs::write(&up.log, "").unwrap();
 
@@ -376,9 +414,9 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         "",
         "the upstream saw the container's first connection: {logs}"
     );
-    let sidecars = sidecars_under(&run_root);
+    let sidecars = sidecars_under(run_root);
     assert_eq!(sidecars.len(), 1, "one egret: {sidecars:?}");
-    assert_eq!(run_dirs_under(&run_root), std::slice::from_ref(&cid));
+    assert_eq!(run_dirs_under(run_root), std::slice::from_ref(&cid));
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     let netns_path = format!(
         "/proc/{}/fd/{}",
@@ -414,8 +452,8 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         std::fs::read_to_string(run_dir.join("egret.log")).unwrap_or_default()
     );
     let echo = json(&out);
-    assert_injected_and_masked(&echo, "x-auth-token", &token);
-    assert!(!out.contains(&token) && !err.contains(&token));
+    assert_injected_and_masked(&echo, "x-auth-token", token);
+    assert!(!out.contains(token.as_str()) && !err.contains(token.as_str()));
     let (code, out, _) = exec(&[
         "curl",
         "-sS",
@@ -431,15 +469,15 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
     // docker rm -f: the poststop hook stops egret and removes its run directory and table.
     dockerd.ok(&["rm", "-f", &name]);
     assert!(
-        wait_until(Duration::from_secs(15), || sidecars_under(&run_root)
+        wait_until(Duration::from_secs(15), || sidecars_under(run_root)
             .is_empty()),
         "egret outlived docker rm -f"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || run_dirs_under(&run_root)
+        wait_until(Duration::from_secs(5), || run_dirs_under(run_root)
             .is_empty()),
         "run directories left: {:?}",
-        run_dirs_under(&run_root)
+        run_dirs_under(run_root)
     );
     assert!(!nft(&netns_path).contains("egret"));
     drop(netns);
@@ -460,11 +498,11 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         let running = dockerd.ok(&["ps", "-q", "--filter", &format!("name={cname}")]);
         assert_eq!(running, "", "{what}: running");
         let _ = dockerd.docker(&["rm", "-f", &cname]);
-        assert!(sidecars_under(&run_root).is_empty(), "{what}: egret left");
+        assert!(sidecars_under(run_root).is_empty(), "{what}: egret left");
         assert!(
-            run_dirs_under(&run_root).is_empty(),
+            run_dirs_under(run_root).is_empty(),
             "{what}: {:?}",
-            run_dirs_under(&run_root)
+            run_dirs_under(run_root)
         );
     };
     let policy_str = policy.to_string_lossy().into_owned();
@@ -474,10 +512,10 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
         &["--network", "host"],
         &["egret runc: error", "host networking", &policy_str],
     );
-    std::fs::write(&policy, "allowed_hosts = [\"up.test\"\nnot toml\n").unwrap();
+    std::fs::write(policy, "allowed_hosts = [\"up.test\"\nnot toml\n").unwrap();
     refused("badpolicy", &["--network", &net], &[&policy_str]);
     std::fs::write(
-        &policy,
+        policy,
         format!(
             "allowed_hosts = [\"up.test\"]\n{}",
             inject_header_policy("token", "env = \"EGRET_SHIM_TEST_TOKEN\"", &["up.test"])
@@ -494,9 +532,8 @@ fn docker_runtime_egret_attaches_before_the_first_connection_and_refuses_what_it
             &policy_str,
         ],
     );
-    std::fs::write(&policy, &good_policy).unwrap();
+    std::fs::write(policy, good_policy).unwrap();
     drop(dockerd);
-    drop(up);
 }
 
 /// A network namespace wired to `outer` by a veth pair, `10.214.N.2/24` inside with its
@@ -595,16 +632,17 @@ impl Drop for Containerd {
 #[test]
 fn containerd_runs_egret_runc_for_annotated_containers_only() {
     require(&["containerd", "ctr", "runc", "nsenter", "ldd"]);
-    let id = unique_id();
-    let tmp = TempDir::new(&format!("shim-ctr-{id}"));
-    let ns = Netns::new(&format!("{}-cd{id}", ns_prefix()));
-    let up = Upstreams::start(&ns, &tmp);
-    let token = format!("tok-{id}-ctr-secret");
-    let token_file = tmp.path("token");
-    std::fs::write(&token_file, &token).unwrap();
-    let policy = tmp.path("policy.toml");
-    std::fs::write(&policy, policy_text(&token_file, "127.0.0.1")).unwrap();
-    let run_root = tmp.path("run");
+    let stage = Stage::new("cd");
+    let Stage {
+        id,
+        up,
+        ns,
+        token,
+        policy,
+        run_root,
+        tmp,
+        ..
+    } = &stage;
 
     // The shim as containerd's BinaryName runs it: a symlink egret-runc, its options in the
     // file next to it (what `egret runc args-file` prints).
@@ -615,11 +653,11 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
     let mut cmd = Command::new(bin("egret"));
     cmd.args(["runc", "args-file", "--policy-dir"])
         .arg(&tmp.0)
-        .args(shim_options(&tmp, &up.ca));
+        .args(shim_options(tmp, &up.ca));
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "args-file: {}", all_output(&out));
     std::fs::write(shim_dir.join("egret-runc.args"), &out.stdout).unwrap();
-    let containerd = Containerd::start(&ns, &id);
+    let containerd = Containerd::start(ns, id);
 
     // Each container gets a root filesystem of its own: the hook edits its trust bundle.
     let rootfs = |name: &str| {
@@ -654,12 +692,12 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
         ]);
         containerd.ctr(&a)
     };
-    let sidecars = || sidecars_under(&run_root);
+    let sidecars = || sidecars_under(run_root);
 
     // Not annotated: runc runs it as before, and its first connection reaches the upstream.
     let plain = format!("plain-{id}");
     let plain_root = rootfs("plain");
-    let plain_net = wired_netns(&ns, &format!("{}-cp{id}", ns_prefix()), 1);
+    let plain_net = wired_netns(ns, &format!("{}-cp{id}", ns_prefix()), 1);
     let with_ns = |net: &Netns| format!("network:/var/run/netns/{}", net.name);
     let out = run(
         &plain,
@@ -692,7 +730,7 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
     let name = format!("egret-{id}");
     let root = rootfs("egret");
     let ann = format!("io.egret.policy={}", policy.display());
-    let egret_net = wired_netns(&ns, &format!("{}-ce{id}", ns_prefix()), 2);
+    let egret_net = wired_netns(ns, &format!("{}-ce{id}", ns_prefix()), 2);
     let out = run(
         &name,
         &root,
@@ -722,7 +760,7 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
         &format!("https://up.test:{}/echo", up.https_port),
     ]);
     assert_eq!(code, 0, "{out} {err}");
-    assert_injected_and_masked(&json(&out), "x-auth-token", &token);
+    assert_injected_and_masked(&json(&out), "x-auth-token", token);
 
     // A policy outside --policy-dir is refused before runc creates anything.
     let outside = format!("io.egret.policy=/etc/egret-{id}.toml");
@@ -751,10 +789,10 @@ fn containerd_runs_egret_runc_for_annotated_containers_only() {
         "egret outlived the task"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || run_dirs_under(&run_root)
+        wait_until(Duration::from_secs(5), || run_dirs_under(run_root)
             .is_empty()),
         "{:?}",
-        run_dirs_under(&run_root)
+        run_dirs_under(run_root)
     );
     drop(containerd);
 }
