@@ -70,6 +70,24 @@ if ! cargo fmt --version >/dev/null 2>&1; then
   echo "setup: adding rustfmt (scripts/test.sh checks formatting)"
   rustup component add rustfmt
 fi
+# --- docker.io and containerd (tests/tests/e2e/runtime_shim.rs: egret runc under dockerd and
+# ctr). The tests start their own daemons (own data root, sockets, network namespace), so the
+# packages' system services must not start: policy-rc.d refuses them during the install, and any
+# that started anyway (no policy-rc.d honoured) are stopped. /usr/local/bin/docker may be some
+# other docker CLI: the tests call /usr/bin/docker, the package's.
+if [[ ! -x /usr/sbin/dockerd || ! -x /usr/bin/docker || ! -x /usr/bin/containerd || ! -x /usr/bin/ctr ]]; then
+  echo "setup: installing docker.io and containerd (their services are not started)"
+  rc=/usr/sbin/policy-rc.d own_rc=
+  [[ -e $rc ]] || { printf '#!/bin/sh\nexit 101\n' >"$rc" && chmod +x "$rc" && own_rc=1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends docker.io containerd >/dev/null
+  [[ -z $own_rc ]] || rm -f "$rc"
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
+  fi
+fi
+# --- end docker.io and containerd
 # The ordinary user `egret exec`'s end-to-end tests run as (tests/tests/e2e/exec.rs): egret
 # exec must work without root.
 if ! id egret-test >/dev/null 2>&1; then

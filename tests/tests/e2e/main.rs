@@ -18,5 +18,6 @@ mod load;
 mod observability;
 mod oci;
 mod protocols;
+mod runtime_shim;
 mod security;
 mod tls;
