@@ -21,6 +21,9 @@ while time.time() < deadline:
     if not sent and b"ready" in out:
         os.write(fd, b"\x03")
         sent = True
+else:
+    # It did not end: end it (and with it, through egret, the command) instead of hanging.
+    os.kill(pid, 9)
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(out.decode(errors="replace"))
 print(f"\nexit={os.waitstatus_to_exitcode(status)}")

@@ -389,8 +389,8 @@ fn init(argv: &[CString], env: &[CString]) -> ! {
                 }
             },
             // Sent by the terminal to its whole foreground process group: the command has
-            // its own copy already.
-            Some(Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP) if code == libc::SI_KERNEL => {}
+            // its own copy already. (A hang-up goes to the session leader alone: passed on.)
+            Some(Signal::SIGINT | Signal::SIGQUIT) if code == libc::SI_KERNEL => {}
             Some(s) => {
                 let _ = kill(cmd, s);
             }
@@ -413,8 +413,9 @@ fn wait_signal(set: &SigSet) -> (Option<Signal>, i32) {
 }
 
 /// Signals egret receives (blocked in every thread, taken by a thread of their own) and
-/// passes to the sandbox's init: everything but what the terminal sent to the whole process
-/// group, which the command got itself.
+/// passes to the sandbox's init: everything but the Ctrl-C and Ctrl-\\ the terminal sent to
+/// the whole process group, which the command got itself. A terminal's hang-up reaches only
+/// the session leader (egret, when it is one), so it is passed on.
 pub fn forward_signals(init: Pid) {
     let mut set = SigSet::empty();
     for s in FORWARDED {
@@ -422,7 +423,7 @@ pub fn forward_signals(init: Pid) {
     }
     loop {
         match wait_signal(&set) {
-            (Some(Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP), libc::SI_KERNEL) => {}
+            (Some(Signal::SIGINT | Signal::SIGQUIT), libc::SI_KERNEL) => {}
             (Some(s), _) => {
                 let _ = kill(init, s);
             }
