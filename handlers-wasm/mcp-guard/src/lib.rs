@@ -43,7 +43,10 @@
 //!   a buffered response phase cannot check a stream that does not end. Streamable HTTP
 //!   clients carry on without the standalone stream (the MCP spec lets a server answer 405).
 //!
-//! Every message checked is logged (`mcp.method=... mcp.tool=... decision=allow|deny`).
+//! Every message checked is logged (`mcp.method=... mcp.tool=... decision=allow|deny`), and
+//! the request's audit event carries it under `handler_fields` (`mcp.method`, `mcp.tool`,
+//! `decision`, `rule`; `mcp.hidden` for the tools a listing hid, `mcp.server` for a refused
+//! server name; a batch's methods and tools comma-separated).
 //!
 //! The binding needs the request body: `body = { max_bytes = N }`. Misconfiguration (unknown
 //! or ill-typed params, no buffered body) answers `500` with the reason: the guard fails
@@ -87,7 +90,34 @@ fn misconfigured(format: Format, msg: &str) -> Action {
     answer(500, format, &err)
 }
 
-/// One log line per message: what the audit trail of the guard reads.
+/// The request's audit event says what was called and what was decided
+/// (`handler_fields`: `mcp.method`, `mcp.tool`, `decision`, `rule`); a batch lists each.
+fn audit_calls(calls: &[Call]) {
+    let join = |f: &dyn Fn(&Call) -> Option<&str>| -> String {
+        let parts: Vec<&str> = calls.iter().filter_map(f).collect();
+        parts.join(",")
+    };
+    let methods = join(&|c| Some(c.method.as_str()));
+    let tools = join(&|c| c.tool.as_deref());
+    let rules = join(&|c| c.refused.as_ref().map(|r| r.rule.as_str()));
+    let denied = calls.iter().any(|c| c.refused.is_some());
+    audit("mcp.method", &methods);
+    if !tools.is_empty() {
+        audit("mcp.tool", &tools);
+    }
+    audit("decision", if denied { "deny" } else { "allow" });
+    if denied {
+        audit("rule", &rules);
+    }
+}
+
+fn audit(key: &str, value: &str) {
+    if let Err(e) = egret_handler::audit_field(key, value) {
+        egret_handler::log::debug!("{GUARD}: audit field {key}: {e}");
+    }
+}
+
+/// One log line per message: what the guard's log reads.
 fn log_calls(calls: &[Call]) {
     for c in calls {
         let tool = c.tool.as_deref().unwrap_or("-");
@@ -142,10 +172,12 @@ fn handle(ctx: Context, req: Request) -> Action {
             answer: msg,
         } => {
             log_calls(&calls);
+            audit_calls(&calls);
             answer(status, format, &msg)
         }
         Verdict::Pass { calls, expect } => {
             log_calls(&calls);
+            audit_calls(&calls);
             if !expect.is_empty() {
                 *PENDING.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(Pending { rules, expect });
@@ -175,15 +207,17 @@ fn on_response(_ctx: Context, resp: Response) -> ResponseAction {
     let (edited_body, edited) =
         answer::edit_body(resp.header_str("content-type"), body, &p.expect, &p.rules);
     if !edited.hidden.is_empty() {
-        egret_handler::log::info!(
-            "{GUARD}: mcp.method=tools/list hidden={}",
-            edited.hidden.join(",")
-        );
+        let hidden = edited.hidden.join(",");
+        egret_handler::log::info!("{GUARD}: mcp.method=tools/list hidden={hidden}");
+        audit("mcp.hidden", &hidden);
     }
     if let Some(name) = &edited.wrong_server {
         egret_handler::log::warn!(
             "{GUARD}: mcp.method=initialize decision=deny rule=pin_server server={name:?}"
         );
+        audit("decision", "deny");
+        audit("rule", "pin_server");
+        audit("mcp.server", name);
     }
     match edited_body {
         Some(b) => ResponseAction::pass().body(b),

@@ -3,7 +3,8 @@
 //! the TypeScript `@modelcontextprotocol/sdk` client, through egret intercepting HTTPS. An
 //! allowed tool works, a denied one comes back to the client as an MCP error (the client
 //! goes on), an argument rule, `tools/list` filtered, a pinned server name, batches, malformed
-//! JSON-RPC, the error in the format the client accepts, and the guard's log naming each tool.
+//! JSON-RPC, the error in the format the client accepts, and the audit events and the guard's
+//! log naming each tool.
 use egret_e2e::*;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -176,6 +177,38 @@ fn python_and_typescript_sdks_cannot_call_or_see_a_tool_the_policy_does_not_allo
     assert!(!server.contains("DELETED"), "{server}");
     assert!(!server.contains("ISSUE prod"), "{server}");
     assert_eq!(server.matches("ISSUE sandbox-7 ok").count(), 4, "{server}");
+    // The audit event of every call names its tool and the decision (`handler_fields`).
+    let events = env.egret.audit_events();
+    let fields = |tool: &str, decision: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["handler_fields"]["mcp.tool"] == tool
+                    && e["handler_fields"]["decision"] == decision
+            })
+            .count()
+    };
+    let ctx = format!("{events:#?}");
+    // Two runs of each client: echo twice per run, the rest once.
+    assert_eq!(fields("echo", "allow"), 8, "{ctx}");
+    assert_eq!(fields("delete_repo", "deny"), 4, "{ctx}");
+    assert_eq!(fields("create_issue", "allow"), 4, "{ctx}");
+    assert_eq!(fields("create_issue", "deny"), 4, "{ctx}");
+    let denied = events
+        .iter()
+        .find(|e| e["handler_fields"]["mcp.tool"] == "delete_repo")
+        .unwrap();
+    assert_eq!(
+        denied["handler_fields"]["mcp.method"], "tools/call",
+        "{denied}"
+    );
+    assert_eq!(denied["handler_fields"]["rule"], "deny_tools", "{denied}");
+    assert_eq!(denied["decision"], "respond", "{denied}");
+    let hidden = events
+        .iter()
+        .filter(|e| e["handler_fields"]["mcp.hidden"] == "delete_repo")
+        .count();
+    assert_eq!(hidden, 4, "every tools/list answer hid delete_repo: {ctx}");
     // The guard's log names every tool called, allowed or not.
     let logs = env.egret.logs();
     for line in [
@@ -257,6 +290,16 @@ fn refusals_take_the_clients_format_and_malformed_or_mixed_bodies_are_refused_cl
     assert_eq!(
         v["error"]["message"],
         "mcp-guard: the MCP server says it is \"impostor\", not the pinned server \"egret-test-server\" (pin_server)"
+    );
+    let refused = env
+        .egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["host"] == "impostor.test" && e["handler_fields"]["rule"] == "pin_server"
+        })
+        .unwrap_or_else(|| panic!("no pin_server audit event: {:#?}", env.egret.audit_events()));
+    assert_eq!(
+        refused["handler_fields"]["mcp.server"], "impostor",
+        "{refused}"
     );
     // The older HTTP+SSE transport's event stream cannot be checked whole: refused at once,
     // and the client fails saying so instead of hanging.
