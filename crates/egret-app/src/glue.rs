@@ -238,9 +238,11 @@ impl WasmDispatch {
                 return Ok(egret_proxy::Dispatched {
                     action: egret_proxy::HandlerAction::Respond(resp),
                     response: None,
+                    audit_fields: session.audit_fields().to_vec(),
                 });
             }
         };
+        let audit_fields = session.audit_fields().to_vec();
         let response = binding.response.map(|(mode, max)| {
             Box::new(SessionPhase {
                 session,
@@ -252,7 +254,11 @@ impl WasmDispatch {
                 metrics: self.metrics.clone(),
             }) as Box<dyn egret_proxy::ResponsePhase>
         });
-        Ok(egret_proxy::Dispatched { action, response })
+        Ok(egret_proxy::Dispatched {
+            action,
+            response,
+            audit_fields,
+        })
     }
 }
 
@@ -308,6 +314,10 @@ impl SessionPhase {
 impl egret_proxy::ResponsePhase for SessionPhase {
     fn mode(&self) -> egret_proxy::ResponseMode {
         self.mode
+    }
+
+    fn audit_fields(&self) -> Vec<(String, String)> {
+        self.session.audit_fields().to_vec()
     }
 
     fn decide<'a>(

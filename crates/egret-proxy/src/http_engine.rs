@@ -62,6 +62,8 @@ pub struct Dispatched {
     pub action: HandlerAction,
     /// The response phase, when opted in.
     pub response: Option<Box<dyn ResponsePhase>>,
+    /// What the handler attached to the request's audit event (bounded, redacted).
+    pub audit_fields: Vec<(String, String)>,
 }
 
 /// What a response phase decided.
@@ -106,6 +108,10 @@ pub trait ResponsePhase: Send + 'static {
     fn chunk<'a>(&'a mut self, chunk: Bytes) -> BoxFuture<'a, Result<(), HandlerFailure>>;
     /// The body ended (observe mode).
     fn end<'a>(&'a mut self) -> BoxFuture<'a, Result<(), HandlerFailure>>;
+    /// What the handler attached to the request's audit event so far, in every phase.
+    fn audit_fields(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A handler failed: the request is not forwarded (fail closed).
@@ -161,6 +167,8 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
     /// Occurrences of filled secrets the echo guard masked (set when it was on).
     pub masked: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// What the handler attached (`handler_fields`).
+    pub handler_fields: Vec<(String, String)>,
 }
 
 /// A request decided: the response for the sandbox, the destination it named (when it got
@@ -188,6 +196,7 @@ impl Decided {
                 handler: None,
                 error: Some(msg),
                 masked: None,
+                handler_fields: Vec::new(),
             },
         }
     }
@@ -291,6 +300,7 @@ impl Proxy {
             handler,
             error: None,
             masked: None,
+            handler_fields: Vec::new(),
         };
         match verdict.action {
             VerdictAction::Deny => {
@@ -496,7 +506,10 @@ impl Proxy {
             .dispatch(binding, policy.generation(), head, buffered.clone())
             .await;
         let (action, phase) = match dispatched {
-            Ok(d) => (d.action, d.response),
+            Ok(d) => {
+                outcome.handler_fields = d.audit_fields;
+                (d.action, d.response)
+            }
             Err(f) => {
                 tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
                 outcome.error = Some(format!("{}: {}", f.kind, f.message));
@@ -879,10 +892,14 @@ async fn response_phase(
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
-    match phase
+    let decided = phase
         .decide(p.status.as_u16(), headers, buffered.clone())
-        .await
-    {
+        .await;
+    let fields = phase.audit_fields();
+    if !fields.is_empty() {
+        outcome.handler_fields = fields;
+    }
+    match decided {
         Ok(ResponseDecision::Pass { set, remove, body }) => {
             for name in remove {
                 p.headers.remove(name);

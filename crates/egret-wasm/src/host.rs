@@ -733,6 +733,12 @@ impl Session {
         self.store.as_ref().expect("a session holds its store")
     }
 
+    /// The key/values the guest attached to the request's audit event so far
+    /// (`audit-field`), redacted and bounded.
+    pub fn audit_fields(&self) -> &[(String, String)] {
+        self.store().data().audit.as_slice()
+    }
+
     /// Run one call of the guest under the phase's budget, logging its output.
     async fn call<T, F>(&mut self, f: F) -> Result<T, HandlerError>
     where

@@ -73,6 +73,8 @@
 mod action;
 #[cfg(feature = "runtime")]
 mod artifact_cache;
+/// Key/values a handler attaches to its request's audit event.
+pub mod audit_fields;
 #[cfg(feature = "runtime")]
 mod bindings;
 mod config;

@@ -14,6 +14,7 @@ mod examples;
 mod handlers;
 mod languages;
 mod load;
+mod mcp;
 mod observability;
 mod oci;
 mod protocols;
