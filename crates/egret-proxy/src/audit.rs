@@ -300,6 +300,7 @@ struct Event<'a> {
     classified: &'a str,
     first_byte_ms: Option<f64>,
     masked: Option<u64>,
+    instance_wait_ms: Option<f64>,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -446,6 +447,7 @@ impl RequestRecord {
                 .masked
                 .as_ref()
                 .map(|m| m.load(Ordering::Relaxed)),
+            instance_wait_ms: self.outcome.instance_wait.map(millis),
         };
         emit(&self.sink, &ev);
     }
@@ -609,6 +611,7 @@ pub(crate) fn connection(
         classified: info.classified.as_str(),
         first_byte_ms: info.first_byte.map(millis),
         masked: None,
+        instance_wait_ms: None,
     };
     emit(&proxy.audit, &ev);
 }
@@ -664,6 +667,7 @@ pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
         classified: "fetch",
         first_byte_ms: None,
         masked: None,
+        instance_wait_ms: None,
     };
     emit(sink, &ev);
 }

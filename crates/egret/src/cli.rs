@@ -376,6 +376,8 @@ pub struct RunArgs {
     /// skip compilation. Only egret may write to it (it holds native code).
     #[arg(long)]
     pub handler_cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub handler_instances: HandlerInstanceArgs,
     /// Detach and exit when the process with this pid exits (a container's first process:
     /// `egret oci-hook` passes it so that a sidecar never outlives its container).
     #[arg(long, value_name = "PID")]
@@ -383,6 +385,40 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The handler instance pool of a sidecar: shared by every command that runs one.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct HandlerInstanceArgs {
+    /// Handler instances live at once in this sidecar (running requests, and idle instances
+    /// of `instances = "reuse"` bindings). A request that finds all taken waits for one, in
+    /// arrival order. Each slot reserves address space for the largest handler memory, not
+    /// memory; an instance in use costs its guest's memory.
+    #[arg(long, value_name = "N", default_value_t = egret_wasm::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_handler_instances: u32,
+    /// Longest a request waits for a handler instance before it is answered `503` with
+    /// `Retry-After`, milliseconds.
+    #[arg(long, value_name = "MS",
+          default_value_t = egret_wasm::DEFAULT_INSTANCE_WAIT.as_millis() as u64)]
+    pub handler_instance_wait_ms: u64,
+    /// Requests that may wait for a handler instance at once; one more is answered `503` at
+    /// once (default: as many as --max-handler-instances).
+    #[arg(long, value_name = "N")]
+    pub max_handler_instance_waiters: Option<usize>,
+}
+
+impl HandlerInstanceArgs {
+    /// The sidecar's instance pool these flags describe.
+    pub fn to_config(&self) -> egret_app::HandlerInstances {
+        egret_app::HandlerInstances {
+            max: self.max_handler_instances,
+            wait: std::time::Duration::from_millis(self.handler_instance_wait_ms),
+            max_waiters: self
+                .max_handler_instance_waiters
+                .unwrap_or(self.max_handler_instances as usize),
+        }
+    }
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -422,6 +458,7 @@ impl RunArgs {
         c.admin_socket = self.admin_socket;
         c.state_dir = self.state_dir;
         c.handler_cache_dir = self.handler_cache_dir;
+        c.handler_instances = self.handler_instances.to_config();
         c.watch_pid = self.watch_pid;
         c
     }
