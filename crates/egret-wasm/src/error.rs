@@ -155,7 +155,7 @@ pub enum HandlerError {
         handler: String,
         /// The pool's slots ([`HostConfig::max_instances`](crate::HostConfig::max_instances)).
         limit: u32,
-        /// How long the session waited.
+        /// How long the session waited: the whole wait bound, or zero when refused at once.
         waited: Duration,
         /// Refused without waiting: this many sessions were already waiting.
         queue_full: Option<usize>,

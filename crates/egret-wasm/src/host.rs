@@ -211,8 +211,8 @@ impl Slots {
         let start = Instant::now();
         match tokio::time::timeout(self.wait, self.sem.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok((p, Some(start.elapsed()))),
-            // The semaphore is never closed; treat it like a full wait if it were.
-            Ok(Err(_)) | Err(_) => Err(busy(start.elapsed(), None)),
+            // The whole bound (the semaphore is never closed, so that is the only way here).
+            Ok(Err(_)) | Err(_) => Err(busy(self.wait, None)),
         }
     }
 

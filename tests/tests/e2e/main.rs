@@ -16,6 +16,7 @@ mod languages;
 mod load;
 mod observability;
 mod oci;
+mod pressure;
 mod protocols;
 mod security;
 mod tls;
