@@ -90,6 +90,11 @@ pub struct OciHookOpts {
     /// Give the sidecars no handler cache: each compiles its handlers at start.
     #[arg(long)]
     pub no_handler_cache: bool,
+    /// Handler instance slots of every sidecar (`egret run --max-handler-instances`), and the
+    /// most a container's io.egret.max-handler-instances annotation may ask for (default:
+    /// egret's, 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_handler_instances: Option<u32>,
     /// More `egret run` flags for every container, after `--` (e.g. `--handler-cache-dir D`).
     #[arg(last = true, value_name = "EGRET_RUN_FLAGS")]
     pub run_args: Vec<String>,
@@ -106,6 +111,7 @@ impl OciHookOpts {
             egret: self.egret_bin.clone(),
             ready_timeout: std::time::Duration::from_millis(self.ready_timeout_ms),
             handler_cache_dir: (!self.no_handler_cache).then(|| self.handler_cache_dir.clone()),
+            max_handler_instances: self.max_handler_instances,
             run_args: self.run_args.clone(),
         }
     }
@@ -135,6 +141,10 @@ impl OciHookOpts {
         } else {
             a.push("--handler-cache-dir".into());
             a.push(path(&self.handler_cache_dir));
+        }
+        if let Some(n) = self.max_handler_instances {
+            a.push("--max-handler-instances".into());
+            a.push(n.to_string());
         }
         if !self.run_args.is_empty() {
             a.push("--".into());
@@ -485,6 +495,8 @@ mod tests {
             "/etc/egret/policies",
             "--log-dir",
             "/var/log/egret",
+            "--max-handler-instances",
+            "64",
             "--",
             "--handler-cache-dir",
             "/var/cache/egret",
