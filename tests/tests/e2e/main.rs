@@ -18,5 +18,6 @@ mod observability;
 mod oci;
 mod pressure;
 mod protocols;
+mod runtime_shim;
 mod security;
 mod tls;
