@@ -300,6 +300,7 @@ struct Event<'a> {
     classified: &'a str,
     first_byte_ms: Option<f64>,
     masked: Option<u64>,
+    instance_wait_ms: Option<f64>,
     handler_fields: Option<Fields<'a>>,
 }
 
@@ -461,6 +462,7 @@ impl RequestRecord {
                 .masked
                 .as_ref()
                 .map(|m| m.load(Ordering::Relaxed)),
+            instance_wait_ms: self.outcome.instance_wait.map(millis),
             handler_fields: Some(self.outcome.handler_fields.as_slice())
                 .filter(|f| !f.is_empty())
                 .map(Fields),
@@ -627,6 +629,7 @@ pub(crate) fn connection(
         classified: info.classified.as_str(),
         first_byte_ms: info.first_byte.map(millis),
         masked: None,
+        instance_wait_ms: None,
         handler_fields: None,
     };
     emit(&proxy.audit, &ev);
@@ -683,6 +686,7 @@ pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
         classified: "fetch",
         first_byte_ms: None,
         masked: None,
+        instance_wait_ms: None,
         handler_fields: None,
     };
     emit(sink, &ev);

@@ -62,6 +62,8 @@ pub struct Dispatched {
     pub action: HandlerAction,
     /// The response phase, when opted in.
     pub response: Option<Box<dyn ResponsePhase>>,
+    /// How long the request waited for a handler instance, when every one was taken.
+    pub instance_wait: Option<std::time::Duration>,
     /// What the handler attached to the request's audit event (bounded, redacted).
     pub audit_fields: Vec<(String, String)>,
 }
@@ -123,6 +125,11 @@ pub struct HandlerFailure {
     pub kind: &'static str,
     /// Safe to show the client: names the handler and the reason, never a secret.
     pub message: String,
+    /// Seconds for a `Retry-After` header: the failure is the sidecar's load, not the
+    /// request's (no handler instance came free).
+    pub retry_after: Option<u32>,
+    /// How long the request waited for a handler instance before it failed, if it did.
+    pub instance_wait: Option<std::time::Duration>,
 }
 
 /// The bridge to the handler engine (egret-wasm, adapted in egret-app's glue).
@@ -167,6 +174,8 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
     /// Occurrences of filled secrets the echo guard masked (set when it was on).
     pub masked: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// How long the request waited for a handler instance, when it had to.
+    pub instance_wait: Option<std::time::Duration>,
     /// What the handler attached (`handler_fields`).
     pub handler_fields: Vec<(String, String)>,
 }
@@ -196,6 +205,7 @@ impl Decided {
                 handler: None,
                 error: Some(msg),
                 masked: None,
+                instance_wait: None,
                 handler_fields: Vec::new(),
             },
         }
@@ -300,6 +310,7 @@ impl Proxy {
             handler,
             error: None,
             masked: None,
+            instance_wait: None,
             handler_fields: Vec::new(),
         };
         match verdict.action {
@@ -507,6 +518,7 @@ impl Proxy {
             .await;
         let (action, phase) = match dispatched {
             Ok(d) => {
+                outcome.instance_wait = d.instance_wait;
                 outcome.handler_fields = d.audit_fields;
                 (d.action, d.response)
             }
@@ -514,10 +526,14 @@ impl Proxy {
                 tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
                 outcome.error = Some(format!("{}: {}", f.kind, f.message));
                 outcome.decision = Decision::Error;
-                return (
-                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
-                    outcome,
-                );
+                outcome.instance_wait = f.instance_wait;
+                let mut resp =
+                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message));
+                if let Some(secs) = f.retry_after {
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return (resp, outcome);
             }
         };
         match action {

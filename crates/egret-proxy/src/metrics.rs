@@ -122,6 +122,8 @@ label_enum! {
         InvalidAction => "invalid_action",
         /// It could not be instantiated.
         Instantiate => "instantiate",
+        /// No instance slot came free within the wait (answered 503).
+        Busy => "busy",
         /// Anything else.
         Other => "other",
     }
@@ -164,6 +166,10 @@ struct FailureLabels {
 const HANDLER_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
+/// Upper bounds (seconds) for waits for a handler instance slot (up to the default 30 s bound).
+const INSTANCE_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
 /// Upper bounds (seconds) for upstream connects and TLS handshakes.
 const CONNECT_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -190,12 +196,14 @@ pub struct Metrics {
     /// `[proto][decision]`.
     tunnels: [[Counter; 5]; 3],
     failures_family: Family<FailureLabels, Counter>,
-    failures: [Counter; 6],
+    failures: [Counter; 7],
     handler_invocations: Counter,
     fetches_family: Family<FetchLabels, Counter>,
     /// `[decision]`.
     fetches: [Counter; 5],
     handler_duration: Histogram,
+    instance_wait: Histogram,
+    instance_refused: Counter,
     upstream_connect: Histogram,
     upstream_tls: Histogram,
     upstream_connect_failures: Counter,
@@ -241,6 +249,8 @@ impl Default for Metrics {
             failures,
             handler_invocations: Counter::default(),
             handler_duration: Histogram::new(HANDLER_BUCKETS.iter().copied()),
+            instance_wait: Histogram::new(INSTANCE_WAIT_BUCKETS.iter().copied()),
+            instance_refused: Counter::default(),
             upstream_connect: Histogram::new(CONNECT_BUCKETS.iter().copied()),
             upstream_tls: Histogram::new(CONNECT_BUCKETS.iter().copied()),
             upstream_connect_failures: Counter::default(),
@@ -318,6 +328,16 @@ impl Metrics {
             self.handler_duration.clone(),
         );
         registry.register(
+            "egret_handler_instance_wait_seconds",
+            "Time requests waited for a handler instance slot because every one was in use (requests that got one and requests refused)",
+            self.instance_wait.clone(),
+        );
+        registry.register(
+            "egret_handler_instance_refused",
+            "Requests refused with 503 because no handler instance slot came free (--max-handler-instances, --handler-instance-wait-ms, --max-handler-instance-waiters)",
+            self.instance_refused.clone(),
+        );
+        registry.register(
             "egret_upstream_connect_duration_seconds",
             "Upstream TCP connect time, name resolution included (successful connects)",
             self.upstream_connect.clone(),
@@ -367,6 +387,16 @@ impl Metrics {
         self.handler_duration.observe(took.as_secs_f64());
         if let Some(kind) = failure {
             self.failures[kind.index()].inc();
+        }
+    }
+
+    /// A request waited `waited` for a handler instance slot; `refused` when none came free.
+    pub fn instance_wait(&self, waited: Option<Duration>, refused: bool) {
+        if let Some(w) = waited {
+            self.instance_wait.observe(w.as_secs_f64());
+        }
+        if refused {
+            self.instance_refused.inc();
         }
     }
 

@@ -119,6 +119,11 @@ pub struct HookFlags {
     /// Give the sidecars no handler cache: each compiles its handlers at start.
     #[arg(long)]
     pub no_handler_cache: bool,
+    /// Handler instance slots of every sidecar (`egret run --max-handler-instances`), and the
+    /// most a container's io.egret.max-handler-instances annotation may ask for (default:
+    /// egret's, 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_handler_instances: Option<u32>,
 }
 
 impl HookFlags {
@@ -132,6 +137,7 @@ impl HookFlags {
             egret: self.egret_bin.clone(),
             ready_timeout: std::time::Duration::from_millis(self.ready_timeout_ms),
             handler_cache_dir: (!self.no_handler_cache).then(|| self.handler_cache_dir.clone()),
+            max_handler_instances: self.max_handler_instances,
             run_args: run_args.to_vec(),
         }
     }
@@ -161,6 +167,10 @@ impl HookFlags {
         } else {
             a.push("--handler-cache-dir".into());
             a.push(path(&self.handler_cache_dir));
+        }
+        if let Some(n) = self.max_handler_instances {
+            a.push("--max-handler-instances".into());
+            a.push(n.to_string());
         }
         if !run_args.is_empty() {
             a.push("--".into());
@@ -476,6 +486,8 @@ pub struct RunArgs {
     /// skip compilation. Only egret may write to it (it holds native code).
     #[arg(long)]
     pub handler_cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub handler_instances: HandlerInstanceArgs,
     /// Detach and exit when the process with this pid exits (a container's first process:
     /// `egret oci-hook` passes it so that a sidecar never outlives its container).
     #[arg(long, value_name = "PID")]
@@ -483,6 +495,40 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The handler instance pool of a sidecar: shared by every command that runs one.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct HandlerInstanceArgs {
+    /// Handler instances live at once in this sidecar (running requests, and idle instances
+    /// of `instances = "reuse"` bindings). A request that finds all taken waits for one, in
+    /// arrival order. Each slot reserves address space for the largest handler memory, not
+    /// memory; an instance in use costs its guest's memory.
+    #[arg(long, value_name = "N", default_value_t = egret_wasm::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_handler_instances: u32,
+    /// Longest a request waits for a handler instance before it is answered `503` with
+    /// `Retry-After`, milliseconds.
+    #[arg(long, value_name = "MS",
+          default_value_t = egret_wasm::DEFAULT_INSTANCE_WAIT.as_millis() as u64)]
+    pub handler_instance_wait_ms: u64,
+    /// Requests that may wait for a handler instance at once; one more is answered `503` at
+    /// once (default: as many as --max-handler-instances).
+    #[arg(long, value_name = "N")]
+    pub max_handler_instance_waiters: Option<usize>,
+}
+
+impl HandlerInstanceArgs {
+    /// The sidecar's instance pool these flags describe.
+    pub fn to_config(&self) -> egret_app::HandlerInstances {
+        egret_app::HandlerInstances {
+            max: self.max_handler_instances,
+            wait: std::time::Duration::from_millis(self.handler_instance_wait_ms),
+            max_waiters: self
+                .max_handler_instance_waiters
+                .unwrap_or(self.max_handler_instances as usize),
+        }
+    }
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -522,6 +568,7 @@ impl RunArgs {
         c.admin_socket = self.admin_socket;
         c.state_dir = self.state_dir;
         c.handler_cache_dir = self.handler_cache_dir;
+        c.handler_instances = self.handler_instances.to_config();
         c.watch_pid = self.watch_pid;
         c
     }
@@ -548,6 +595,8 @@ mod tests {
             "/etc/egret/policies",
             "--log-dir",
             "/var/log/egret",
+            "--max-handler-instances",
+            "64",
             "--",
             "--handler-cache-dir",
             "/var/cache/egret",

@@ -17,6 +17,7 @@ mod load;
 mod mcp;
 mod observability;
 mod oci;
+mod pressure;
 mod protocols;
 mod runtime_shim;
 mod security;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every audit event carries exactly these fields (README, "Audit events").
-const FIELDS: [&str; 24] = [
+const FIELDS: [&str; 25] = [
     "ts",
     "sandbox",
     "generation",
@@ -29,6 +29,7 @@ const FIELDS: [&str; 24] = [
     "classified",
     "first_byte_ms",
     "masked",
+    "instance_wait_ms",
     "handler_fields",
 ];
 
