@@ -9,7 +9,7 @@ use crate::metrics::Decision;
 use crate::upstream::{canonical_ip, ConnectError};
 use crate::Proxy;
 use bytes::Bytes;
-use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
+use egret_policy::{Binding, CompiledPolicy, Destination, RequestAction};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -284,7 +284,12 @@ impl Proxy {
             ip,
             port,
         };
-        let verdict = policy.evaluate(&dest);
+        let verdict = policy.evaluate_request(
+            &dest,
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query(),
+        );
         let outcome = |decision, handler| Outcome {
             decision,
             rule: verdict.rule.clone(),
@@ -292,10 +297,14 @@ impl Proxy {
             error: None,
             masked: None,
         };
-        match verdict.action {
-            VerdictAction::Deny => {
+        let mut decided = match &verdict.action {
+            RequestAction::Deny { status, message } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
+                let because = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
                 let body = format!(
-                    "egret: request to {}:{} denied by rule {} (sandbox {}, policy generation {})\n",
+                    "egret: {} {} to {}:{} denied by rule {}{because} (sandbox {}, policy generation {})\n",
+                    req.method(),
+                    crate::audit::mask_query(req.uri().path_and_query().map_or("/", |p| p.as_str())),
                     target.host,
                     port,
                     verdict.rule,
@@ -303,12 +312,12 @@ impl Proxy {
                     policy.generation()
                 );
                 Decided {
-                    resp: text_response(StatusCode::FORBIDDEN, Decision::Deny, body),
+                    resp: text_response(status, Decision::Deny, body),
                     target: Some(target),
                     outcome: outcome(Decision::Deny, None),
                 }
             }
-            VerdictAction::Allow => {
+            RequestAction::Allow => {
                 let (resp, outcome) = self
                     .forward(
                         req.map(RequestBody::Stream),
@@ -325,8 +334,8 @@ impl Proxy {
                     outcome,
                 }
             }
-            VerdictAction::Handler(id) => {
-                let binding = policy.binding(id);
+            RequestAction::Handler(id) => {
+                let binding = policy.binding(*id);
                 let outcome = outcome(Decision::Forward, Some(binding.handler.clone()));
                 let (resp, outcome) = self
                     .through_handler(req, info, policy, binding, &target, port, outcome)
@@ -337,7 +346,17 @@ impl Proxy {
                     outcome,
                 }
             }
+        };
+        // Report-only: carried out as decided above, audited as what the policy would have
+        // done, naming the rule that would have denied it.
+        if let Some(rule) = &verdict.would_deny {
+            let o = &mut decided.outcome;
+            if matches!(o.decision, Decision::Forward | Decision::Respond) {
+                o.decision = Decision::WouldDeny;
+                o.rule = rule.clone();
+            }
         }
+        decided
     }
 
     /// The host and port a request is for (refusing requests egret cannot or will not carry):

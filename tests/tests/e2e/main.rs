@@ -16,6 +16,7 @@ mod languages;
 mod load;
 mod observability;
 mod oci;
+mod policy_rules;
 mod protocols;
 mod security;
 mod tls;
