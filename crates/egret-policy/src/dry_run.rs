@@ -194,11 +194,19 @@ mod tests {
             }
         );
         let u = parse_url("http://[fd00::1]:8080").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("fd00::1", 8080, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("fd00::1", 8080, "/")
+        );
         let u = parse_url("http://user@h.test:81?x").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.query.as_deref()), ("h.test", 81, Some("x")));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.query.as_deref()),
+            ("h.test", 81, Some("x"))
+        );
         assert!(parse_url("git.test/x").unwrap_err().contains("not a URL"));
-        assert!(parse_url("ftp://x").unwrap_err().contains("not http or https"));
+        assert!(parse_url("ftp://x")
+            .unwrap_err()
+            .contains("not http or https"));
         assert!(parse_url("http://x:99999").unwrap_err().contains("port"));
         assert!(parse_url("http:///x").unwrap_err().contains("no host"));
     }
@@ -227,13 +235,19 @@ host = "ro.test"
         .unwrap();
         let p = CompiledPolicy::compile(&cfg, &RuntimeLayer::default(), 1).unwrap();
         let run = |url: &str, m: &str| p.dry_run(&parse_url(url).unwrap(), m);
-        assert_eq!(run("https://git.test/r/info/refs", "GET").decision, DryDecision::Allow);
+        assert_eq!(
+            run("https://git.test/r/info/refs", "GET").decision,
+            DryDecision::Allow
+        );
         let d = run("https://git.test/r/git-receive-pack", "POST");
         assert_eq!((d.decision, d.status), (DryDecision::Deny, Some(403)));
         let d = run("https://nope.test/", "GET");
         assert_eq!((d.decision, d.status), (DryDecision::Deny, None));
         assert_eq!(&*d.rule, "not in allowed_hosts");
-        assert_eq!(run("https://open.test/", "GET").decision, DryDecision::Passthrough);
+        assert_eq!(
+            run("https://open.test/", "GET").decision,
+            DryDecision::Passthrough
+        );
         assert_eq!(run("http://open.test/", "GET").decision, DryDecision::Allow);
         let d = run("https://ro.test/x", "POST");
         assert_eq!(d.decision, DryDecision::WouldDeny);

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 use crate::config::{PolicyConfig, RouteConfig};
+use crate::error::PolicyError;
 use crate::eval::CompiledPolicy;
 use crate::pattern::Destination;
-use crate::error::PolicyError;
 
 /// The fields of an audit event the suggestion reads (the rest are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -116,7 +116,13 @@ fn host_pattern(host: &str, port: u16) -> String {
         host.to_owned()
     };
     match port {
-        80 | 443 => if host.contains(':') { host.to_owned() } else { h },
+        80 | 443 => {
+            if host.contains(':') {
+                host.to_owned()
+            } else {
+                h
+            }
+        }
         p => format!("{h}:{p}"),
     }
 }
@@ -133,7 +139,11 @@ pub fn suggest(
         Some(b) => {
             let mut b = b.clone();
             b.enforce = true;
-            Some(CompiledPolicy::compile(&b, &crate::RuntimeLayer::default(), 1)?)
+            Some(CompiledPolicy::compile(
+                &b,
+                &crate::RuntimeLayer::default(),
+                1,
+            )?)
         }
         None => None,
     };
@@ -143,7 +153,12 @@ pub fn suggest(
             tls,
             host: host.to_owned(),
             port,
-            path: path.unwrap_or("/").split('?').next().unwrap_or("/").to_owned(),
+            path: path
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_owned(),
             query: None,
         };
         match method {
@@ -164,7 +179,9 @@ pub fn suggest(
     let mut used = 0u64;
     let mut span = Seen::default();
     for e in events.iter().filter(|e| e.carried()) {
-        let Some(port) = e.dst.map(|d| d.port()) else { continue };
+        let Some(port) = e.dst.map(|d| d.port()) else {
+            continue;
+        };
         let host = match (&e.host, e.dst) {
             (Some(h), _) => h.trim_end_matches('.').to_ascii_lowercase(),
             (None, Some(d)) => d.ip().to_string(),
@@ -229,7 +246,11 @@ pub fn suggest(
         "# Suggested by `egret policy suggest` from {} of {} audit events in {}.",
         used,
         events.len(),
-        if sources.is_empty() { "-".to_owned() } else { sources.join(", ") }
+        if sources.is_empty() {
+            "-".to_owned()
+        } else {
+            sources.join(", ")
+        }
     );
     if used > 0 {
         let _ = writeln!(out, "# Traffic from {} to {}.", span.first, span.last);
@@ -303,7 +324,14 @@ mod tests {
     use crate::dry_run::parse_url;
     use crate::{DryDecision, RuntimeLayer};
 
-    fn ev(ts: &str, host: &str, port: u16, proto: &str, mp: Option<(&str, &str)>, d: &str) -> AuditEvent {
+    fn ev(
+        ts: &str,
+        host: &str,
+        port: u16,
+        proto: &str,
+        mp: Option<(&str, &str)>,
+        d: &str,
+    ) -> AuditEvent {
         AuditEvent {
             ts: ts.into(),
             host: Some(host.into()),
@@ -317,12 +345,54 @@ mod tests {
 
     fn session() -> Vec<AuditEvent> {
         vec![
-            ev("2026-01-01T00:00:02Z", "git.test", 443, "https-h1", Some(("GET", "/r.git/info/refs?[masked]")), "forward"),
-            ev("2026-01-01T00:00:01Z", "git.test", 443, "https-h1", Some(("POST", "/r.git/git-upload-pack")), "would_deny"),
-            ev("2026-01-01T00:00:03Z", "a.cdn.test", 443, "https-h2", Some(("GET", "/x/y")), "forward"),
-            ev("2026-01-01T00:00:04Z", "b.cdn.test", 443, "https-h2", Some(("GET", "/")), "respond"),
-            ev("2026-01-01T00:00:05Z", "db.test", 5432, "tcp", None, "forward"),
-            ev("2026-01-01T00:00:06Z", "evil.test", 443, "tls", None, "deny"),
+            ev(
+                "2026-01-01T00:00:02Z",
+                "git.test",
+                443,
+                "https-h1",
+                Some(("GET", "/r.git/info/refs?[masked]")),
+                "forward",
+            ),
+            ev(
+                "2026-01-01T00:00:01Z",
+                "git.test",
+                443,
+                "https-h1",
+                Some(("POST", "/r.git/git-upload-pack")),
+                "would_deny",
+            ),
+            ev(
+                "2026-01-01T00:00:03Z",
+                "a.cdn.test",
+                443,
+                "https-h2",
+                Some(("GET", "/x/y")),
+                "forward",
+            ),
+            ev(
+                "2026-01-01T00:00:04Z",
+                "b.cdn.test",
+                443,
+                "https-h2",
+                Some(("GET", "/")),
+                "respond",
+            ),
+            ev(
+                "2026-01-01T00:00:05Z",
+                "db.test",
+                5432,
+                "tcp",
+                None,
+                "forward",
+            ),
+            ev(
+                "2026-01-01T00:00:06Z",
+                "evil.test",
+                443,
+                "tls",
+                None,
+                "deny",
+            ),
         ]
     }
 
@@ -354,10 +424,24 @@ mod tests {
     #[test]
     fn hosts_only_replays_and_refuses_the_rest() {
         let events = session();
-        let text = suggest(&events, &["a.jsonl".into()], None, SuggestOptions::default()).unwrap();
-        assert!(text.contains("\"git.test\",  # 2 events, first 2026-01-01T00:00:01Z, last 2026-01-01T00:00:02Z"), "{text}");
+        let text = suggest(
+            &events,
+            &["a.jsonl".into()],
+            None,
+            SuggestOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            text.contains(
+                "\"git.test\",  # 2 events, first 2026-01-01T00:00:01Z, last 2026-01-01T00:00:02Z"
+            ),
+            "{text}"
+        );
         assert!(text.contains("\"db.test:5432\""), "{text}");
-        assert!(!text.contains("evil.test"), "denied traffic is not learnt: {text}");
+        assert!(
+            !text.contains("evil.test"),
+            "denied traffic is not learnt: {text}"
+        );
         assert!(!text.contains("*.cdn.test"), "{text}");
         let p = compile_text(&text);
         replay(&p, &events);
@@ -366,16 +450,27 @@ mod tests {
         // Deterministic, whatever the order of the events.
         let mut rev = events.clone();
         rev.reverse();
-        assert_eq!(suggest(&rev, &["a.jsonl".into()], None, SuggestOptions::default()).unwrap(), text);
+        assert_eq!(
+            suggest(&rev, &["a.jsonl".into()], None, SuggestOptions::default()).unwrap(),
+            text
+        );
     }
 
     #[test]
     fn paths_and_wildcards() {
         let events = session();
-        let opts = SuggestOptions { paths: true, wildcards: true };
+        let opts = SuggestOptions {
+            paths: true,
+            wildcards: true,
+        };
         let text = suggest(&events, &[], None, opts).unwrap();
         assert!(text.contains("\"*.cdn.test\",  # 2 events"), "{text}");
-        assert!(text.contains("host = \"git.test\"\nmethods = [\"GET\", \"POST\"]\npaths = [\"/r.git/**\"]"), "{text}");
+        assert!(
+            text.contains(
+                "host = \"git.test\"\nmethods = [\"GET\", \"POST\"]\npaths = [\"/r.git/**\"]"
+            ),
+            "{text}"
+        );
         let p = compile_text(&text);
         replay(&p, &events);
         let other = p.dry_run(&parse_url("https://git.test/other/x").unwrap(), "GET");
@@ -393,7 +488,10 @@ mod tests {
         )
         .unwrap();
         let text = suggest(&session(), &[], Some(&base), SuggestOptions::default()).unwrap();
-        assert!(text.contains("\"git.test\",  # from the base policy"), "{text}");
+        assert!(
+            text.contains("\"git.test\",  # from the base policy"),
+            "{text}"
+        );
         assert!(!text.contains("\"git.test\",  # 2"), "{text}");
         assert!(text.contains("\"a.cdn.test\""), "{text}");
         let p = compile_text(&text);

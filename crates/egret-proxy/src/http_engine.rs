@@ -300,7 +300,10 @@ impl Proxy {
         let mut decided = match &verdict.action {
             RequestAction::Deny { status, message } => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
-                let because = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                let because = message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 let body = format!(
                     "egret: {} {} to {}:{} denied by rule {}{because} (sandbox {}, policy generation {})\n",
                     req.method(),

@@ -101,8 +101,9 @@ pub fn suggest_cmd(args: PolicySuggestArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     match &args.output {
-        Some(p) => std::fs::write(p, &text)
-            .with_context(|| format!("cannot write {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?
+        }
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)

@@ -11,14 +11,22 @@ const GIT_SERVER: &str = include_str!("../../clients/git_http_backend.py");
 
 /// The two-line rule: git.test serves only what clone and fetch use (ref discovery and
 /// upload-pack), so a push (`POST .../git-receive-pack`) matches no route and is refused.
-const RULE: &str = "[[routes]]\nhost = \"git.test\"\npaths = [\"/**/info/refs\", \"/**/git-upload-pack\"]\n";
+const RULE: &str =
+    "[[routes]]\nhost = \"git.test\"\npaths = [\"/**/info/refs\", \"/**/git-upload-pack\"]\n";
 const RESOLVE: &str = "[resolve]\n\"git.test\" = \"10.200.0.2\"\n\"other.test\" = \"10.200.0.2\"\n";
 
 /// git with a clean configuration (no user or system files) trusting only `ca`.
 fn git(dir: &Path, ca: &str, args: &[&str]) -> Command {
     let mut c = Command::new("git");
     c.args(["-c", &format!("http.sslCAInfo={ca}")])
-        .args(["-c", "user.name=t", "-c", "user.email=t@test", "-c", "protocol.version=2"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@test",
+            "-c",
+            "protocol.version=2",
+        ])
         .args(args)
         .env("HOME", dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -60,22 +68,45 @@ fn git_server(topo: &Topology, root: &Path) -> (Proc, UpstreamPki) {
     let pki = upstream_pki(&pki_dir, "up", &["git.test", "other.test"]);
     std::fs::create_dir_all(root).unwrap();
     let bare = root.join("repo.git");
-    git_ok(&topo.tmp.0, &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
-    git_ok(&topo.tmp.0, &["-C", bare.to_str().unwrap(), "config", "http.receivepack", "true"]);
+    git_ok(
+        &topo.tmp.0,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git_ok(
+        &topo.tmp.0,
+        &[
+            "-C",
+            bare.to_str().unwrap(),
+            "config",
+            "http.receivepack",
+            "true",
+        ],
+    );
     let seed = topo.tmp.path("seed");
-    git_ok(&topo.tmp.0, &["init", "-q", "-b", "main", seed.to_str().unwrap()]);
+    git_ok(
+        &topo.tmp.0,
+        &["init", "-q", "-b", "main", seed.to_str().unwrap()],
+    );
     std::fs::write(seed.join("README"), "hello\n").unwrap();
     let s = seed.to_str().unwrap();
     git_ok(&topo.tmp.0, &["-C", s, "add", "README"]);
     git_ok(&topo.tmp.0, &["-C", s, "commit", "-q", "-m", "first"]);
-    git_ok(&topo.tmp.0, &["-C", s, "push", "-q", bare.to_str().unwrap(), "main"]);
+    git_ok(
+        &topo.tmp.0,
+        &["-C", s, "push", "-q", bare.to_str().unwrap(), "main"],
+    );
 
     let script = topo.tmp.path("git_http_backend.py");
     std::fs::write(&script, GIT_SERVER).unwrap();
     let ready = topo.tmp.path("git.ready");
     let mut cmd = topo.up.cmd("python3");
-    cmd.arg(&script).args(["0.0.0.0", "443"]).arg(&pki.cert).arg(&pki.key);
-    cmd.arg(root).arg(&ready).arg(topo.tmp.path("git.access.log"));
+    cmd.arg(&script)
+        .args(["0.0.0.0", "443"])
+        .arg(&pki.cert)
+        .arg(&pki.key);
+    cmd.arg(root)
+        .arg(&ready)
+        .arg(topo.tmp.path("git.access.log"));
     let mut proc = spawn(cmd, &topo.tmp.0, "git-server");
     wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
     (proc, pki)
@@ -175,10 +206,25 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
         })
         .unwrap_or_else(|| panic!("no deny event: {:?}", requests(&egret)));
     let rule = denied["rule"].as_str().unwrap();
-    assert!(rule.contains("no route for \"git.test\"") && rule.contains("routes[0]"), "{rule}");
+    assert!(
+        rule.contains("no route for \"git.test\"") && rule.contains("routes[0]"),
+        "{rule}"
+    );
     assert!(denied["handler"].is_null());
     let bare = root.join("repo.git");
-    let head = |b: &Path| git_ok(&topo.tmp.0, &["--git-dir", b.to_str().unwrap(), "log", "--format=%s", "-1", "main"]);
+    let head = |b: &Path| {
+        git_ok(
+            &topo.tmp.0,
+            &[
+                "--git-dir",
+                b.to_str().unwrap(),
+                "log",
+                "--format=%s",
+                "-1",
+                "main",
+            ],
+        )
+    };
     assert_eq!(head(&bare).trim(), "first");
 
     // policy test agrees with every request egret decided under the enforcing policy.
@@ -190,18 +236,30 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
         .map(|e| {
             let path = e["path"].as_str().unwrap();
             let path = path.split('?').next().unwrap();
-            format!("{} https://{}{path}", e["method"].as_str().unwrap(), e["host"].as_str().unwrap())
+            format!(
+                "{} https://{}{path}",
+                e["method"].as_str().unwrap(),
+                e["host"].as_str().unwrap()
+            )
         })
         .collect();
     let (code, out) = policy_test(&enforcing_file, &lines);
     assert_eq!(code, 1, "a push was denied: {out:?}");
     for (e, line) in session.iter().zip(&out) {
         let want = expected(e["decision"].as_str().unwrap());
-        assert!(line.starts_with(&format!("{want:<11} ")), "egret did {want} for {e}, policy test says {line}");
+        assert!(
+            line.starts_with(&format!("{want:<11} ")),
+            "egret did {want} for {e}, policy test says {line}"
+        );
     }
 
     // Report-only: the push goes through and is audited would_deny, naming the rule.
-    swap(&topo, &sock, "report-only.toml", &format!("enforce = false\n{enforcing}"));
+    swap(
+        &topo,
+        &sock,
+        "report-only.toml",
+        &format!("enforce = false\n{enforcing}"),
+    );
     let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "push", "-q", "origin", "main"]);
     assert!(ok, "report-only refused the push: {err}");
     assert_eq!(head(&bare).trim(), "second");
@@ -210,10 +268,19 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
             e["decision"] == "would_deny" && e["path"] == "/repo.git/git-receive-pack"
         })
         .unwrap_or_else(|| panic!("no would_deny event: {:?}", requests(&egret)));
-    assert!(would["rule"].as_str().unwrap().contains("no route for \"git.test\""), "{would}");
+    assert!(
+        would["rule"]
+            .as_str()
+            .unwrap()
+            .contains("no route for \"git.test\""),
+        "{would}"
+    );
     assert_eq!(would["status"], 200);
     let (code, metrics, _) = {
-        let out = admin_curl(&sock).arg("http://egret/metrics").output().unwrap();
+        let out = admin_curl(&sock)
+            .arg("http://egret/metrics")
+            .output()
+            .unwrap();
         code_out_err(&out)
     };
     assert_eq!(code, 0);
@@ -229,13 +296,23 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
     std::fs::copy(&egret.proc.stdout, &audit).unwrap();
     let base = write(&topo, "base.toml", RESOLVE);
     let out = Command::new(bin("egret"))
-        .args(["policy", "suggest", audit.to_str().unwrap(), "--base", &base, "--paths"])
+        .args([
+            "policy",
+            "suggest",
+            audit.to_str().unwrap(),
+            "--base",
+            &base,
+            "--paths",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "suggest: {}", all_output(&out));
     let suggested = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(suggested.contains("host = \"git.test\""), "{suggested}");
-    assert!(suggested.contains("\"POST\""), "the push was seen: {suggested}");
+    assert!(
+        suggested.contains("\"POST\""),
+        "the push was seen: {suggested}"
+    );
     assert!(!suggested.contains("enforce = false"), "{suggested}");
     swap(&topo, &sock, "suggested.toml", &suggested);
     let again = topo.tmp.path("again");
