@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then echo "run as root: sudo scripts/demo.sh" >&2; exit 1; fi
-scripts/setup.sh >/dev/null
+scripts/setup.sh --demo >/dev/null
 scripts/build-handlers.sh >/dev/null
 # EGRET_BIN_DIR: run the egret and egret-testsrv found there instead of building (the e2e test
 # that runs this demo passes its own build's directory).

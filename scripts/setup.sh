@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Install everything egret, its tests and its demo need on a fresh Debian machine (as root).
+# Install what egret needs on a fresh Debian machine (as root).
+#   scripts/setup.sh          everything the tests and benchmarks use (scripts/test.sh runs this)
+#   scripts/setup.sh --demo   only what scripts/demo.sh uses: nftables, iproute2, curl, python3
+#                             and the wasm32-wasip2 target (so the demo's cold path is the build)
 # podman and runc run the containers of tests/tests/e2e/oci.rs (egret attached by its OCI hook).
 # Idempotent: safe to run again; skips what is already there.
 set -euo pipefail
+case "${1:-}" in
+  "") mode=all ;;
+  --demo) mode=demo ;;
+  *) echo "setup: unknown argument '$1' (use --demo for the demo's needs only, or nothing)" >&2; exit 2 ;;
+esac
+pairs="nft:nftables ip:iproute2 curl:curl python3:python3"
+if [[ $mode == all ]]; then
+  pairs+=" dig:dnsutils setpriv:util-linux sha256sum:coreutils nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm"
+fi
 need=()
-for pair in nft:nftables ip:iproute2 curl:curl dig:dnsutils setpriv:util-linux sha256sum:coreutils python3:python3 nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm; do
+for pair in $pairs; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -13,6 +25,17 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+add_wasm_target() {
+  if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
+    echo "setup: adding the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2
+  fi
+}
+if [[ $mode == demo ]]; then
+  add_wasm_target
+  echo "setup: ok (demo)"
+  exit 0
 fi
 # grpcio: the real gRPC client and server of tests/tests/e2e/protocols/grpc.rs and
 # scripts/bench-proto.sh.
@@ -42,12 +65,27 @@ if ! grep -qs '"version": "0.23.0"' "$toolchain/node_modules/@bytecodealliance/c
   npm install --prefix "$toolchain" --no-audit --no-fund --loglevel=error \
     @bytecodealliance/componentize-js@0.23.0 esbuild@0.25.0 typescript@7.0.2
 fi
-if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
-  echo "setup: adding the wasm32-wasip2 target"
-  rustup target add wasm32-wasip2
-fi
+add_wasm_target
 if ! cargo fmt --version >/dev/null 2>&1; then
   echo "setup: adding rustfmt (scripts/test.sh checks formatting)"
   rustup component add rustfmt
 fi
+# --- docker.io and containerd (tests/tests/e2e/runtime_shim.rs: egret runc under dockerd and
+# ctr). The tests start their own daemons (own data root, sockets, network namespace), so the
+# packages' system services must not start: policy-rc.d refuses them during the install, and any
+# that started anyway (no policy-rc.d honoured) are stopped. /usr/local/bin/docker may be some
+# other docker CLI: the tests call /usr/bin/docker, the package's.
+if [[ ! -x /usr/sbin/dockerd || ! -x /usr/bin/docker || ! -x /usr/bin/containerd || ! -x /usr/bin/ctr ]]; then
+  echo "setup: installing docker.io and containerd (their services are not started)"
+  rc=/usr/sbin/policy-rc.d own_rc=
+  [[ -e $rc ]] || { printf '#!/bin/sh\nexit 101\n' >"$rc" && chmod +x "$rc" && own_rc=1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends docker.io containerd >/dev/null
+  [[ -z $own_rc ]] || rm -f "$rc"
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
+  fi
+fi
+# --- end docker.io and containerd
 echo "setup: ok"

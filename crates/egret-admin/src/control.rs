@@ -1,4 +1,4 @@
-//! The boundary between the admin API and the running proxy: the [`Control`] trait the binary
+//! The boundary between the admin API and the running proxy: the [`Control`] trait egret-app
 //! implements, the [`Change`]s it is asked to apply, and the read-only views it hands back.
 //!
 //! This crate never touches the proxy itself; everything it knows about the running policy comes
@@ -64,7 +64,7 @@ pub trait Control: Send + Sync + 'static {
     /// The per-sandbox CA certificate, PEM.
     fn ca_pem(&self) -> String;
 
-    /// Prometheus text exposition (format 0.0.4), produced by the binary.
+    /// Prometheus text exposition (format 0.0.4), produced by egret-app's registry.
     fn metrics(&self) -> String;
 
     /// A feed of audit events, one JSON object per item (no trailing newline), for `ctl tail`.
@@ -227,7 +227,7 @@ pub enum ControlError {
 }
 
 impl From<PolicyError> for ControlError {
-    /// Lets the binary `?` a policy compile error: every problem becomes one line.
+    /// Lets the implementor `?` a policy compile error: every problem becomes one line.
     fn from(e: PolicyError) -> Self {
         match e {
             PolicyError::Invalid(problems) => ControlError::Invalid {
@@ -251,7 +251,7 @@ pub struct Status {
     pub generation: u64,
     /// Seconds since the process started.
     pub uptime_secs: u64,
-    /// Named counters (requests, denied, errors, connections, ...), chosen by the binary.
+    /// Named counters (requests, denied, errors, connections, ...), chosen by egret-app.
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
 }

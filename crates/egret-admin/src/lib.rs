@@ -1,5 +1,5 @@
 //! egret's admin API: an HTTP/1.1 + JSON server on a root-only Unix socket, its typed client,
-//! and the `egret ctl` command line — everything up to the [`Control`] trait, which the binary
+//! and the `egret ctl` command line — everything up to the [`Control`] trait, which egret-app
 //! implements to apply changes to the running proxy.
 //!
 //! ```

@@ -23,22 +23,12 @@ impl Phases {
     }
 }
 
-/// The longest sandbox id egret accepts.
-pub const SANDBOX_ID_MAX: usize = 45;
+pub use egret_tls::SANDBOX_ID_MAX;
 
-/// Sandbox ids end up in log lines, the CA subject (X.509 limits the CN to 64 characters) and
-/// the nft table comment: keep them plain.
+/// Checks `--sandbox-id` (and the OCI annotation) by egret-tls's rule, the one every entry
+/// point shares.
 pub fn validate_sandbox_id(id: &str) -> Result<(), AppError> {
-    let ok = !id.is_empty()
-        && id.len() <= SANDBOX_ID_MAX
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::SandboxId(id.to_string()))
-    }
+    egret_tls::validate_sandbox_id(id).map_err(|_| AppError::SandboxId(id.to_string()))
 }
 
 fn write_run_file(path: &std::path::Path, content: &[u8]) -> Result<(), AppError> {

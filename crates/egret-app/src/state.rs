@@ -6,7 +6,6 @@ use bytes::Bytes;
 use egret_policy::{PolicyConfig, RuntimeLayer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -205,26 +204,7 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, raw: &[u8]) -> Result<T, S
     })
 }
 
-/// Replace `path` with `content` (mode `mode`) atomically: a temporary file in the same
-/// directory, renamed over it. `durable` also syncs it first — for state that must survive a
-/// crash; files that only mean something while this process runs (ready file, this run's CA)
-/// skip the fsync, which costs milliseconds of start-up on ext4.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".egret-")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)?;
-    tmp.write_all(content)?;
-    if durable {
-        tmp.as_file().sync_all()?;
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use egret_fs::write_atomic;
 
 #[cfg(test)]
 mod tests {

@@ -83,8 +83,17 @@ pub(crate) fn create(cfg: &CaptureConfig) -> Result<Listeners, CaptureError> {
         Err(e) => return Err(map_err("transparent TCP", a6)(e)),
     };
     let dns4 = udp_plain(d4).map_err(map_err("DNS", d4))?;
+    // `[::]` binds even where IPv6 is disabled on every device (Docker's containers), `::1`
+    // does not: then there is no IPv6 DNS to answer either.
     let dns6 = if tcp6.is_some() {
-        Some(udp_plain(d6).map_err(map_err("DNS", d6))?)
+        match udp_plain(d6) {
+            Ok(s) => Some(s),
+            Err(e) if ipv6_unavailable(&e) => {
+                tracing::warn!("IPv6 is disabled in the sandbox namespace; DNS on IPv4 only");
+                None
+            }
+            Err(e) => return Err(map_err("DNS", d6)(e)),
+        }
     } else {
         None
     };

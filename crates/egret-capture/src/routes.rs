@@ -10,6 +10,8 @@ use crate::{CaptureConfig, CaptureError, BLACKHOLE_DEV, BLACKHOLE_V4, BLACKHOLE_
 pub(crate) struct Installed {
     /// egret created the blackhole veth pair.
     pub blackhole: bool,
+    /// IPv6 is disabled in the namespace, so no IPv6 rule or route was added.
+    pub no_ipv6: bool,
 }
 
 /// Names of network devices other than `lo` in `ip -o link show` output.
@@ -49,6 +51,16 @@ pub(crate) struct Facts {
     devices: Vec<String>,
     need4: bool,
     need6: bool,
+    no_ipv6: bool,
+}
+
+/// Whether IPv6 is disabled on the namespace's `lo` (Docker does so in containers on networks
+/// without IPv6): no IPv6 route can be added then, and no IPv6 packet can be sent either, so
+/// there is nothing to capture. Read from a thread inside the namespace (`/proc/sys/net`
+/// shows the reader's namespace); no IPv6 in the kernel at all counts as disabled.
+fn ipv6_disabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+        .map_or(true, |v| v.trim() == "1")
 }
 
 /// The three independent questions, started at once: the devices, and whether each family
@@ -57,6 +69,7 @@ pub(crate) struct Query {
     links: Pending,
     def4: Pending,
     def6: Pending,
+    no_ipv6: bool,
 }
 
 /// Start the questions (from a thread inside the namespace).
@@ -65,6 +78,7 @@ pub(crate) fn start_query() -> Result<Query, CaptureError> {
         links: start("ip", &["-o", "link", "show"], None)?,
         def4: start("ip", &["-4", "route", "show", "default"], None)?,
         def6: start("ip", &["-6", "route", "show", "default"], None)?,
+        no_ipv6: ipv6_disabled(),
     })
 }
 
@@ -75,6 +89,7 @@ impl Query {
             devices: parse_devices(&self.links.wait()?),
             need4: self.def4.wait()?.trim().is_empty(),
             need6: self.def6.wait()?.trim().is_empty(),
+            no_ipv6: self.no_ipv6,
         })
     }
 }
@@ -90,9 +105,14 @@ pub(crate) fn install(
         mut devices,
         need4,
         need6,
+        no_ipv6,
     } = facts;
+    let need6 = need6 && !no_ipv6;
 
-    let mut installed = Installed::default();
+    let mut installed = Installed {
+        no_ipv6,
+        ..Installed::default()
+    };
     let mut v4 = Batch::new("-4");
     let mut v6 = Batch::new("-6");
     v4.must("link set lo up".into());
@@ -126,6 +146,9 @@ pub(crate) fn install(
         batch.must(rule(cfg, "add"));
         batch.must(local_route(cfg, "replace", family));
     }
+    if no_ipv6 {
+        v6 = Batch::new("-6");
+    }
     // In order: the -6 lines need the device the -4 batch creates.
     if let Err(e) = v4.run().and_then(|()| v6.run()) {
         let _ = remove(cfg, &installed);
@@ -140,6 +163,9 @@ pub(crate) fn remove(cfg: &CaptureConfig, installed: &Installed) -> Result<(), C
     for (family, batch) in [("-4", &mut v4), ("-6", &mut v6)] {
         delete_rules(cfg, batch);
         batch.may(local_route(cfg, "del", family));
+    }
+    if installed.no_ipv6 {
+        v6 = Batch::new("-6");
     }
     if installed.blackhole {
         // Deleting one end removes the pair and every route through it.

@@ -109,6 +109,47 @@ pub enum HookError {
         /// Why.
         why: String,
     },
+    /// The container would run in the host's network namespace (`--network host`,
+    /// `hostNetwork: true`): its egret would capture the host itself.
+    #[error("container {container}: it would run in the runtime's own network namespace (host networking), which egret cannot capture without capturing the host; refused instead of running it without policy {}: give it a network of its own (not --network host / --net-host / hostNetwork: true), or run it without egret's runtime", policy.display())]
+    HostNetwork {
+        /// The container id.
+        container: String,
+        /// The policy it asked for.
+        policy: PathBuf,
+    },
+    /// No real runc to hand the call to.
+    #[error("cannot find the real runc: {0} (pass --runc PATH to egret runc)")]
+    RuncNotFound(String),
+    /// The real runc could not be executed.
+    #[error("cannot run {}: {source}", program.display())]
+    Exec {
+        /// The runc binary.
+        program: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A policy secret the sidecar would read from its environment, which a hook's sidecar
+    /// does not have.
+    #[error("container {container}: policy {} grants secret {secret} from environment variable {var}, which is not set for egret here (a sidecar started by the container runtime gets the hook's environment, not yours); use a file secret ({secret} = {{ file = \"/run/secrets/...\" }}), set {var} in the hook's environment (hooks.d \"env\"), or set the secret at runtime over the admin socket (io.egret.admin-socket, then egret ctl secret set)", policy.display())]
+    UnsetSecret {
+        /// The container id.
+        container: String,
+        /// The policy file.
+        policy: PathBuf,
+        /// The secret.
+        secret: String,
+        /// Its environment variable.
+        var: String,
+    },
+    /// The policy file cannot be used.
+    #[error("container {container}: {why}")]
+    Policy {
+        /// The container id.
+        container: String,
+        /// The loader's error (it names the file).
+        why: String,
+    },
 }
 
 impl HookError {

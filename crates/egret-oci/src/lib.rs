@@ -12,17 +12,22 @@
 //! [`state`] reads the runtime's state, [`plan`] decides from it and the annotations (pure),
 //! [`sidecar`] starts and stops the process, [`rootfs`] edits the trust bundles,
 //! [`hooks_json`] writes the `hooks.d` file that selects this binary.
+//!
+//! Runtimes that do not read `hooks.d` (Docker, containerd, so Kubernetes on containerd) run
+//! [`shim`] (`egret runc`) as their runc: it writes the same hook into a container's bundle
+//! before the real runc creates it, decided by the same [`plan::Selection`].
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod hooks_json;
 pub mod plan;
 pub mod rootfs;
+pub mod shim;
 pub mod sidecar;
 pub mod state;
 
 pub use error::HookError;
-pub use plan::{HookOptions, Plan, DEFAULT_HANDLER_CACHE_DIR};
+pub use plan::{HookOptions, Plan, Selection, DEFAULT_HANDLER_CACHE_DIR};
 pub use state::{OciState, Stage};
 
 use std::time::Instant;
@@ -85,6 +90,7 @@ pub fn run(
                     bundles,
                 });
             }
+            sidecar::check_policy(&plan, egret_app::secrets::env_is_set)?;
             let (pid, bundles) = sidecar::start(&plan, opts, &rootfs)?;
             let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             sidecar::note(

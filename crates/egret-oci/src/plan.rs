@@ -5,6 +5,7 @@
 //! while the hook runs as root: every path they name is confined to a directory the operator
 //! chose when installing the hook.
 use crate::{HookError, OciState};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -126,28 +127,50 @@ fn confined(path: &str, root: &Path) -> Result<PathBuf, String> {
     Ok(p.to_path_buf())
 }
 
-impl Plan {
-    /// Decide what to start for `state`, refusing any annotation that cannot be used.
-    pub fn start(state: &OciState, opts: &HookOptions) -> Result<Plan, HookError> {
-        let id = &state.id;
-        let run_dir = run_dir(opts, id)?;
+/// What a container's annotations ask of egret, decided before anything exists (no process,
+/// no namespace): the part of the plan the OCI hook and the runtime shim (`egret runc`) share,
+/// so that a container the shim accepts is one the hook accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// egret's `--sandbox-id`.
+    pub sandbox_id: String,
+    /// egret's `--policy`.
+    pub policy: PathBuf,
+    /// egret's `--admin-socket`, from the annotation.
+    pub admin_socket: Option<PathBuf>,
+    /// egret's `--state-dir`, from the annotation.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Whether a container asks for egret at all: it carries an `io.egret.*` annotation.
+pub fn wants_egret(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.keys().any(|k| k.starts_with(PREFIX))
+}
+
+impl Selection {
+    /// Decide from container `id`'s annotations, refusing any that cannot be used.
+    pub fn decide(
+        id: &str,
+        annotations: &BTreeMap<String, String>,
+        opts: &HookOptions,
+    ) -> Result<Selection, HookError> {
         let bad = |annotation: &'static str, value: &str, why: String| HookError::Annotation {
-            container: id.clone(),
+            container: id.to_string(),
             annotation,
             value: value.to_string(),
             why,
         };
-        if let Some(unknown) = state.annotations.keys().find(|k| {
+        if let Some(unknown) = annotations.keys().find(|k| {
             k.starts_with(PREFIX)
                 && ![ANN_POLICY, ANN_SANDBOX_ID, ANN_ADMIN_SOCKET, ANN_STATE_DIR]
                     .contains(&k.as_str())
         }) {
             return Err(HookError::UnknownAnnotation {
-                container: id.clone(),
+                container: id.to_string(),
                 annotation: unknown.clone(),
             });
         }
-        let ann = |k: &str| state.annotations.get(k).map(String::as_str);
+        let ann = |k: &str| annotations.get(k).map(String::as_str);
         let policy_value = ann(ANN_POLICY).unwrap_or("");
         if policy_value.is_empty() {
             return Err(bad(
@@ -192,6 +215,26 @@ impl Plan {
         let state_dir = ann(ANN_STATE_DIR)
             .map(|v| confined(v, &opts.state_root).map_err(|why| bad(ANN_STATE_DIR, v, why)))
             .transpose()?;
+        Ok(Selection {
+            sandbox_id,
+            policy,
+            admin_socket,
+            state_dir,
+        })
+    }
+}
+
+impl Plan {
+    /// Decide what to start for `state`, refusing any annotation that cannot be used.
+    pub fn start(state: &OciState, opts: &HookOptions) -> Result<Plan, HookError> {
+        let id = &state.id;
+        let run_dir = run_dir(opts, id)?;
+        let Selection {
+            sandbox_id,
+            policy,
+            admin_socket,
+            state_dir,
+        } = Selection::decide(id, &state.annotations, opts)?;
         let pid = state
             .live_pid()
             .ok_or_else(|| HookError::NoPid(id.clone()))?;

@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The runtime gives hooks no `PATH`; egret runs `nft` and `ip` from it.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const RECORD: &str = "sidecar";
 const READY: &str = "ready";
 const CA: &str = "ca.pem";
@@ -224,6 +225,28 @@ fn make_run_dir(plan: &Plan) -> Result<(), HookError> {
         .mode(0o700)
         .create(&plan.run_dir)
         .map_err(HookError::io("cannot create", &plan.run_dir))
+}
+
+/// Refuse a policy the sidecar cannot load, or that grants a secret from an environment
+/// variable `is_set` says is unset: the sidecar gets the hook's environment (empty, unless
+/// the hooks.d entry sets `env`), so every request using that secret would fail later.
+pub fn check_policy(plan: &Plan, is_set: impl Fn(&str) -> bool) -> Result<(), HookError> {
+    let cfg = egret_app::load_policy_file(&plan.policy).map_err(|e| HookError::Policy {
+        container: plan.container_id.clone(),
+        why: e.to_string(),
+    })?;
+    match egret_app::secrets::unset_env_secrets(&cfg, is_set)
+        .into_iter()
+        .next()
+    {
+        Some(u) => Err(HookError::UnsetSecret {
+            container: plan.container_id.clone(),
+            policy: plan.policy.clone(),
+            secret: u.secret,
+            var: u.var,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Start the sidecar for `plan`, wait until it intercepts, add its CA to the root

@@ -119,7 +119,7 @@ pub struct HandlerFailure {
     pub message: String,
 }
 
-/// The bridge to the handler engine (egret-wasm in the binary).
+/// The bridge to the handler engine (egret-wasm, adapted in egret-app's glue).
 pub trait HandlerDispatch: Send + Sync {
     /// Run the handler bound by `binding` on a request (and its buffered body, when the
     /// binding opted in), with the handler versions of policy `generation` (the one the

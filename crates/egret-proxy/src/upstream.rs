@@ -85,16 +85,9 @@ impl ConnectError {
     }
 }
 
-/// `::ffff:a.b.c.d` → `a.b.c.d`; everything else unchanged.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => ip,
-        },
-        v4 => v4,
-    }
-}
+/// The policy's canonical form of an address: the proxy compares, checks and dials addresses in
+/// the same form the policy matched them in.
+pub use egret_policy::canonical_ip;
 
 /// An address to dial for a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

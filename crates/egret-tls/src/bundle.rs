@@ -3,7 +3,7 @@
 //! Tools that take a single bundle file (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`,
 //! `NODE_EXTRA_CA_CERTS` aside) replace the system store rather than extend it; giving them
 //! system roots + egret CA keeps hosts that are spliced (not intercepted) verifiable. This module
-//! only builds the text: writing it is the binary's job.
+//! only builds the text: writing it is the caller's job (egret-app, egret-oci).
 
 use std::path::Path;
 

@@ -33,8 +33,9 @@ const CLOCK_SKEW: time::Duration = time::Duration::hours(1);
 /// Shortest CA validity accepted by [`SandboxCa::generate`].
 const MIN_CA_VALIDITY: Duration = Duration::from_secs(60);
 
-/// `"egret sandbox CA ("` + id + `")"` must fit X.509's 64-character limit on a common name.
-const MAX_SANDBOX_ID_LEN: usize = 64 - "egret sandbox CA ()".len();
+/// The longest sandbox id: `"egret sandbox CA ("` + id + `")"` must fit X.509's 64-character
+/// limit on a common name.
+pub const SANDBOX_ID_MAX: usize = 64 - "egret sandbox CA ()".len();
 
 /// The name a leaf certificate is issued for: a DNS name or an IP address.
 ///
@@ -311,7 +312,12 @@ impl fmt::Debug for SandboxCa {
     }
 }
 
-fn validate_sandbox_id(id: &str) -> Result<(), TlsError> {
+/// Checks a sandbox id: 1 to [`SANDBOX_ID_MAX`] characters from `A-Z a-z 0-9 - _ . : @`.
+///
+/// The one rule for every entry point (`--sandbox-id`, the OCI annotation, the CA subject):
+/// the length comes from the CA's common name, the character set keeps the id safe in log
+/// fields, file names (`/run/egret/<id>`) and the nft table comment.
+pub fn validate_sandbox_id(id: &str) -> Result<(), TlsError> {
     let invalid = |reason| TlsError::InvalidSandboxId {
         id: id.to_owned(),
         reason,
@@ -319,13 +325,16 @@ fn validate_sandbox_id(id: &str) -> Result<(), TlsError> {
     if id.is_empty() {
         return Err(invalid("empty"));
     }
-    if id.chars().count() > MAX_SANDBOX_ID_LEN {
+    if id.len() > SANDBOX_ID_MAX {
         return Err(invalid(
             "longer than 45 characters (the CA common name is limited to 64)",
         ));
     }
-    if id.chars().any(char::is_control) {
-        return Err(invalid("contains control characters"));
+    if !id
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
+    {
+        return Err(invalid("use only the characters A-Z a-z 0-9 - _ . : @"));
     }
     Ok(())
 }

@@ -42,7 +42,7 @@ mod upstream;
 use std::sync::{Arc, OnceLock};
 
 pub use bundle::{ca_bundle_pem, ca_bundle_pem_from};
-pub use ca::{LeafName, SandboxCa, LEAF_MAX_VALIDITY};
+pub use ca::{validate_sandbox_id, LeafName, SandboxCa, LEAF_MAX_VALIDITY, SANDBOX_ID_MAX};
 pub use cache::{
     server_config_with_alpn, DownstreamAlpn, LeafCache, LeafStats, DEFAULT_LEAF_CACHE_CAPACITY,
 };

@@ -12,7 +12,6 @@
 //! [`HostConfig::cache_dir`]: crate::HostConfig::cache_dir
 
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -127,22 +126,12 @@ impl ArtifactCache {
         let result = component
             .serialize()
             .map_err(|e| e.to_string())
-            .and_then(|bytes| self.write_atomically(&path, &bytes));
+            .and_then(|bytes| {
+                // Readers never see a partial artifact; a failed write leaves nothing behind.
+                egret_fs::write_atomic(&path, &bytes, FILE_MODE, true).map_err(|e| e.to_string())
+            });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "could not write compiled artifact: {e}");
         }
-    }
-
-    /// Writes a private temp file in the cache directory, then renames it into place: readers
-    /// never see a partial artifact, and a failed write leaves nothing behind.
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
-        let mut tmp = tempfile::Builder::new()
-            .permissions(std::fs::Permissions::from_mode(FILE_MODE))
-            .tempfile_in(&self.dir)
-            .map_err(|e| e.to_string())?;
-        tmp.write_all(bytes).map_err(|e| e.to_string())?;
-        tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-        tmp.persist(path).map_err(|e| e.error.to_string())?;
-        Ok(())
     }
 }

@@ -27,6 +27,13 @@ pub enum Command {
     /// container's egret before it runs and stops it after. Install it with
     /// `egret oci-hook hooks-json > /etc/containers/oci/hooks.d/egret.json`.
     OciHook(OciHookCli),
+    /// OCI runtime shim for runtimes that do not read hooks.d (Docker, containerd,
+    /// Kubernetes on containerd): run in place of runc, it adds egret's hooks to the bundle
+    /// of containers that are egret's, then runs the real runc with the same arguments. Also
+    /// runnable as `egret-runc` (a symlink), which reads its options from `egret-runc.args`
+    /// next to it. Print the runtimes' configuration with `egret runc docker-config` and
+    /// `egret runc containerd-config`.
+    Runc(RuncCli),
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +69,28 @@ pub enum StageArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct OciHookOpts {
+    #[command(flatten)]
+    pub hook: HookFlags,
+    /// More `egret run` flags for every container, after `--` (e.g. `--handler-cache-dir D`).
+    #[arg(last = true, value_name = "EGRET_RUN_FLAGS")]
+    pub run_args: Vec<String>,
+}
+
+impl OciHookOpts {
+    /// The library's options.
+    pub fn to_options(&self) -> egret_oci::HookOptions {
+        self.hook.to_options(&self.run_args)
+    }
+
+    /// These options as `egret oci-hook` arguments (for the hooks.d file).
+    pub fn to_args(&self) -> Vec<String> {
+        self.hook.to_args(&self.run_args)
+    }
+}
+
+/// The hook's options, shared by `egret oci-hook` and `egret runc` (which writes the hook).
+#[derive(Args, Debug, Clone)]
+pub struct HookFlags {
     /// Each container's run directory (record, ready file, CA, logs) is made under this one;
     /// an io.egret.admin-socket annotation must name a path under it.
     #[arg(long, default_value = "/run/egret")]
@@ -90,14 +119,11 @@ pub struct OciHookOpts {
     /// Give the sidecars no handler cache: each compiles its handlers at start.
     #[arg(long)]
     pub no_handler_cache: bool,
-    /// More `egret run` flags for every container, after `--` (e.g. `--handler-cache-dir D`).
-    #[arg(last = true, value_name = "EGRET_RUN_FLAGS")]
-    pub run_args: Vec<String>,
 }
 
-impl OciHookOpts {
-    /// The library's options.
-    pub fn to_options(&self) -> egret_oci::HookOptions {
+impl HookFlags {
+    /// The library's options, with `run_args` for every sidecar.
+    pub fn to_options(&self, run_args: &[String]) -> egret_oci::HookOptions {
         egret_oci::HookOptions {
             run_root: self.run_root.clone(),
             policy_dir: self.policy_dir.clone(),
@@ -106,12 +132,12 @@ impl OciHookOpts {
             egret: self.egret_bin.clone(),
             ready_timeout: std::time::Duration::from_millis(self.ready_timeout_ms),
             handler_cache_dir: (!self.no_handler_cache).then(|| self.handler_cache_dir.clone()),
-            run_args: self.run_args.clone(),
+            run_args: run_args.to_vec(),
         }
     }
 
-    /// These options as `egret oci-hook` arguments (for the hooks.d file).
-    pub fn to_args(&self) -> Vec<String> {
+    /// These options as `egret oci-hook` arguments, `run_args` after `--`.
+    pub fn to_args(&self, run_args: &[String]) -> Vec<String> {
         let mut a = Vec::new();
         let mut push = |flag: &str, v: String| {
             a.push(flag.to_string());
@@ -136,9 +162,83 @@ impl OciHookOpts {
             a.push("--handler-cache-dir".into());
             a.push(path(&self.handler_cache_dir));
         }
-        if !self.run_args.is_empty() {
+        if !run_args.is_empty() {
             a.push("--".into());
-            a.extend(self.run_args.iter().cloned());
+            a.extend(run_args.iter().cloned());
+        }
+        a
+    }
+}
+
+/// `egret runc`: the runtime shim.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RuncCli {
+    #[command(subcommand)]
+    pub cmd: Option<RuncCmd>,
+    #[command(flatten)]
+    pub opts: RuncOpts,
+    /// runc's own arguments, after `--`, handed to the real runc unchanged.
+    #[arg(last = true, value_name = "RUNC_ARGS")]
+    pub runc_args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RuncCmd {
+    /// Print the daemon.json fragment that registers this binary (its absolute path) with
+    /// these options as Docker's runtime `egret` (`docker run --runtime egret ...`).
+    DockerConfig(RuncOpts),
+    /// Print containerd's runtime handler `egret` (runc v2 shim with egret-runc as its
+    /// binary, pod annotations io.egret.* passed to the container) for a containerd config
+    /// drop-in; the shim's options go into the options file this prints the path of.
+    ContainerdConfig(ContainerdConfigArgs),
+    /// Print these options as the contents of egret-runc's options file (one argument a
+    /// line): `egret runc args-file OPTIONS > /opt/egret/bin/egret-runc.args`.
+    ArgsFile(RuncOpts),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ContainerdConfigArgs {
+    #[command(flatten)]
+    pub opts: RuncOpts,
+    /// The shim's path containerd runs (`BinaryName`): a symlink named egret-runc to this
+    /// egret; default egret-runc next to this binary.
+    #[arg(long, value_name = "PATH")]
+    pub binary_name: Option<PathBuf>,
+}
+
+/// The shim's options: the hook's, and which containers are egret's and which runc runs them.
+#[derive(Args, Debug, Clone)]
+pub struct RuncOpts {
+    #[command(flatten)]
+    pub hook: HookFlags,
+    /// The policy of containers that carry no io.egret.policy annotation (Docker 20.10 passes
+    /// none): every container run with this runtime is then egret's.
+    #[arg(long, value_name = "FILE")]
+    pub default_policy: Option<PathBuf>,
+    /// The real runc (default: the first runc on PATH that is not this binary).
+    #[arg(long, value_name = "PATH")]
+    pub runc: Option<PathBuf>,
+    /// One more `egret run` flag (or value) for every sidecar, in order; repeat it
+    /// (`--run-arg=--upstream-ca --run-arg=/etc/egret/ca.pem`).
+    #[arg(long = "run-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub run_args: Vec<String>,
+}
+
+impl RuncOpts {
+    /// These options as `egret runc` arguments (Docker's runtimeArgs, egret-runc's options
+    /// file).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = self.hook.to_args(&[]);
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        if let Some(p) = &self.default_policy {
+            a.extend(["--default-policy".into(), path(p)]);
+        }
+        if let Some(p) = &self.runc {
+            a.extend(["--runc".into(), path(p)]);
+        }
+        for r in &self.run_args {
+            a.push(format!("--run-arg={r}"));
         }
         a
     }

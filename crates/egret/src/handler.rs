@@ -49,9 +49,7 @@ pub fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
                 args.file.display()
             )
         })?;
-    let tmp = out.with_extension("wasm.tmp");
-    std::fs::write(&tmp, &built.component)
-        .and_then(|()| std::fs::rename(&tmp, &out))
+    egret_fs::write_atomic(&out, &built.component, 0o644, false)
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!(
         "{}: built from {} in {:.1} s",

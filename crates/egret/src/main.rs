@@ -4,12 +4,21 @@ mod cli;
 mod handler;
 mod oci_hook;
 mod policy_cmd;
+mod runc;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match runc::shim_argv(&argv) {
+        None => cli::Cli::parse_from(argv),
+        Some(Ok(as_runc)) => cli::Cli::parse_from(as_runc),
+        Some(Err(e)) => {
+            eprintln!("egret runc: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let result = match cli.command {
         cli::Command::Run(args) => return run(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
@@ -24,6 +33,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Ctl(c) => return ctl(c),
         cli::Command::OciHook(h) => return oci_hook::run(h),
+        cli::Command::Runc(r) => return runc::run(r),
     };
     match result {
         Ok(code) => code,
@@ -54,6 +64,12 @@ fn policy_check(args: cli::PolicyCheckArgs) -> anyhow::Result<ExitCode> {
         egret_policy::CompiledPolicy::compile(&cfg, &egret_policy::RuntimeLayer::default(), 1)?;
     for w in compiled.warnings() {
         println!("warning: {w}");
+    }
+    for u in egret_app::secrets::unset_env_secrets(&cfg, egret_app::secrets::env_is_set) {
+        println!(
+            "warning: secret {} is granted and read from environment variable {}, which is not set here: requests that use it fail until egret's environment has it or it is set at runtime (egret ctl secret set); egret oci-hook and egret runc refuse such a policy unless the variable is in the hook's environment (a sidecar a container runtime starts gets the hook's, usually empty: use a file secret there)",
+            u.secret, u.var
+        );
     }
     println!("{}: ok", args.file.display());
     Ok(ExitCode::SUCCESS)

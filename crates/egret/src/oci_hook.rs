@@ -21,14 +21,14 @@ fn hooks_json(opts: &OciHookOpts) -> ExitCode {
     };
     print!(
         "{}",
-        egret_oci::hooks_json::render(&exe, &opts.to_args(), runtime_timeout(opts))
+        egret_oci::hooks_json::render(&exe, &opts.to_args(), runtime_timeout(&opts.hook))
     );
     ExitCode::SUCCESS
 }
 
 /// The runtime's timeout for the hook (seconds): above the hook's own, so that the hook
 /// undoes a slow start itself.
-pub fn runtime_timeout(opts: &OciHookOpts) -> u64 {
+pub fn runtime_timeout(opts: &crate::cli::HookFlags) -> u64 {
     opts.ready_timeout_ms.div_ceil(1000) + 15
 }
 
@@ -71,7 +71,7 @@ mod tests {
         let rendered = egret_oci::hooks_json::render(
             std::path::Path::new("/usr/bin/egret"),
             &opts.to_args(),
-            super::runtime_timeout(&opts),
+            super::runtime_timeout(&opts.hook),
         );
         assert_eq!(
             rendered,

@@ -18,5 +18,6 @@ mod observability;
 mod oci;
 mod policy_rules;
 mod protocols;
+mod runtime_shim;
 mod security;
 mod tls;

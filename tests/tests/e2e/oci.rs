@@ -103,30 +103,41 @@ impl Hooked {
         }
     }
 
-    /// Every egret process started for this installation (their arguments name its run root).
+    /// Every egret process started for this installation.
     fn sidecars(&self) -> Vec<u32> {
-        let needle = self.run_root.to_string_lossy().into_owned();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("\0run\0") && c.contains(&needle)
-                })
-            })
-            .collect()
+        sidecars_under(&self.run_root)
     }
 
     /// Run directories left under the run root.
     fn run_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(&self.run_root)
-            .map(|d| {
-                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        run_dirs_under(&self.run_root)
     }
+}
+
+/// Every `egret run` process started by a hook (or shim) with run root `run_root` (their
+/// arguments name it).
+pub(crate) fn sidecars_under(run_root: &Path) -> Vec<u32> {
+    let needle = run_root.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("\0run\0") && c.contains(&needle)
+            })
+        })
+        .collect()
+}
+
+/// The container run directories under `run_root`.
+pub(crate) fn run_dirs_under(run_root: &Path) -> Vec<String> {
+    std::fs::read_dir(run_root)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for Hooked {

@@ -189,6 +189,17 @@ fn invalid_inputs_are_refused() {
         SandboxCa::generate("a\nb", DAY),
         Err(TlsError::InvalidSandboxId { .. })
     ));
+    // One rule for every entry point: the characters `--sandbox-id` accepts, no others.
+    for bad in ["a b", "a/b", "é", "a\"b", "a=b"] {
+        assert!(
+            matches!(
+                SandboxCa::generate(bad, DAY),
+                Err(TlsError::InvalidSandboxId { .. })
+            ),
+            "{bad:?} was accepted"
+        );
+    }
+    assert!(SandboxCa::generate("Agent_47-a.b:c@d", DAY).is_ok());
     assert!(matches!(
         SandboxCa::generate("a", Duration::ZERO),
         Err(TlsError::InvalidValidity(_))

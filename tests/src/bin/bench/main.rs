@@ -21,6 +21,7 @@
 mod density;
 mod handlers;
 mod nginx;
+mod run_info;
 
 use egret_e2e::*;
 use std::process::Command;
@@ -981,6 +982,7 @@ fn main() {
         }
     }
     let out = serde_json::json!({
+        "run": run_info::run_info(),
         "rounds": rounds, "load_secs": load_secs,
         "startup_ms_median": st, "startups_ms": startups,
         "startup_5_cached_ms_median": st5, "startups_5_cached_ms": cached, "startup_5_uncached_ms": uncached,
