@@ -2,11 +2,10 @@
 //! order, as the proxy makes for a connection and its request — the TLS decision for `https`,
 //! then the request's.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::eval::{CompiledPolicy, RequestAction, TlsDecision};
-use crate::pattern::{canonical_ip, Destination};
+use crate::pattern::Destination;
 
 /// A URL split into what the policy looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,16 +111,7 @@ pub struct DryRun {
 impl CompiledPolicy {
     /// What egret would do with a `method` request to `url`.
     pub fn dry_run(&self, url: &UrlParts, method: &str) -> DryRun {
-        let ip = url.host.parse::<IpAddr>().ok().map(canonical_ip);
-        let dest = Destination {
-            host: if ip.is_some() {
-                None
-            } else {
-                Some(url.host.as_str())
-            },
-            ip,
-            port: url.port,
-        };
+        let dest = Destination::named(&url.host, url.port);
         if url.tls {
             match self.tls_decision(&dest) {
                 TlsDecision::Refuse(v) => {

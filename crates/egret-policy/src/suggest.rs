@@ -164,11 +164,7 @@ pub fn suggest(
         match method {
             Some(m) => p.dry_run(&url, m).decision != crate::DryDecision::Deny,
             None => {
-                let dest = match host.parse() {
-                    Ok(ip) => Destination::ip(crate::canonical_ip(ip), port),
-                    Err(_) => Destination::host(host, port),
-                };
-                p.evaluate(&dest).action == crate::VerdictAction::Allow
+                p.evaluate(&Destination::named(host, port)).action == crate::VerdictAction::Allow
             }
         }
     };

@@ -6,7 +6,7 @@ use crate::body::{boxed, full, ProxyBody, RequestBody};
 use crate::conn::ConnInfo;
 use crate::headers::{strip_h3_alt_svc, strip_hop_by_hop};
 use crate::metrics::Decision;
-use crate::upstream::{canonical_ip, ConnectError};
+use crate::upstream::ConnectError;
 use crate::Proxy;
 use bytes::Bytes;
 use egret_policy::{Binding, CompiledPolicy, Destination, RequestAction};
@@ -274,16 +274,7 @@ impl Proxy {
             Err(refused) => return *refused,
         };
         let port = target.port.unwrap_or(info.orig.port());
-        let ip = target.host.parse::<IpAddr>().ok().map(canonical_ip);
-        let dest = Destination {
-            host: if ip.is_some() {
-                None
-            } else {
-                Some(target.host.as_str())
-            },
-            ip,
-            port,
-        };
+        let dest = Destination::named(&target.host, port);
         let verdict = policy.evaluate_request(
             &dest,
             req.method().as_str(),
