@@ -6,10 +6,10 @@ use crate::body::{boxed, full, ProxyBody, RequestBody};
 use crate::conn::ConnInfo;
 use crate::headers::{strip_h3_alt_svc, strip_hop_by_hop};
 use crate::metrics::Decision;
-use crate::upstream::{canonical_ip, ConnectError};
+use crate::upstream::ConnectError;
 use crate::Proxy;
 use bytes::Bytes;
-use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
+use egret_policy::{Binding, CompiledPolicy, Destination, RequestAction};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -293,17 +293,13 @@ impl Proxy {
             Err(refused) => return *refused,
         };
         let port = target.port.unwrap_or(info.orig.port());
-        let ip = target.host.parse::<IpAddr>().ok().map(canonical_ip);
-        let dest = Destination {
-            host: if ip.is_some() {
-                None
-            } else {
-                Some(target.host.as_str())
-            },
-            ip,
-            port,
-        };
-        let verdict = policy.evaluate(&dest);
+        let dest = Destination::named(&target.host, port);
+        let verdict = policy.evaluate_request(
+            &dest,
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query(),
+        );
         let outcome = |decision, handler| Outcome {
             decision,
             rule: verdict.rule.clone(),
@@ -313,10 +309,17 @@ impl Proxy {
             instance_wait: None,
             handler_fields: Vec::new(),
         };
-        match verdict.action {
-            VerdictAction::Deny => {
+        let mut decided = match &verdict.action {
+            RequestAction::Deny { status, message } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
+                let because = message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 let body = format!(
-                    "egret: request to {}:{} denied by rule {} (sandbox {}, policy generation {})\n",
+                    "egret: {} {} to {}:{} denied by rule {}{because} (sandbox {}, policy generation {})\n",
+                    req.method(),
+                    crate::audit::mask_query(req.uri().path_and_query().map_or("/", |p| p.as_str())),
                     target.host,
                     port,
                     verdict.rule,
@@ -324,12 +327,12 @@ impl Proxy {
                     policy.generation()
                 );
                 Decided {
-                    resp: text_response(StatusCode::FORBIDDEN, Decision::Deny, body),
+                    resp: text_response(status, Decision::Deny, body),
                     target: Some(target),
                     outcome: outcome(Decision::Deny, None),
                 }
             }
-            VerdictAction::Allow => {
+            RequestAction::Allow => {
                 let (resp, outcome) = self
                     .forward(
                         req.map(RequestBody::Stream),
@@ -346,8 +349,8 @@ impl Proxy {
                     outcome,
                 }
             }
-            VerdictAction::Handler(id) => {
-                let binding = policy.binding(id);
+            RequestAction::Handler(id) => {
+                let binding = policy.binding(*id);
                 let outcome = outcome(Decision::Forward, Some(binding.handler.clone()));
                 let (resp, outcome) = self
                     .through_handler(req, info, policy, binding, &target, port, outcome)
@@ -358,7 +361,17 @@ impl Proxy {
                     outcome,
                 }
             }
+        };
+        // Report-only: carried out as decided above, audited as what the policy would have
+        // done, naming the rule that would have denied it.
+        if let Some(rule) = &verdict.would_deny {
+            let o = &mut decided.outcome;
+            if matches!(o.decision, Decision::Forward | Decision::Respond) {
+                o.decision = Decision::WouldDeny;
+                o.rule = rule.clone();
+            }
         }
+        decided
     }
 
     /// The host and port a request is for (refusing requests egret cannot or will not carry):

@@ -62,6 +62,9 @@ label_enum! {
         Error => "error",
         /// A tunnel closed because a policy swap denied its destination.
         Revoked => "revoked",
+        /// The policy would have refused it, but reports only (`enforce = false`, a
+        /// `report_only` route): it was carried out.
+        WouldDeny => "would_deny",
     }
 }
 
@@ -191,16 +194,16 @@ where
 pub struct Metrics {
     requests_family: Family<RequestLabels, Counter>,
     /// `[decision][status class]`.
-    requests: [[Counter; 6]; 5],
+    requests: [[Counter; 6]; DECISIONS],
     tunnels_family: Family<TunnelLabels, Counter>,
     /// `[proto][decision]`.
-    tunnels: [[Counter; 5]; 3],
+    tunnels: [[Counter; DECISIONS]; 3],
     failures_family: Family<FailureLabels, Counter>,
     failures: [Counter; 7],
     handler_invocations: Counter,
     fetches_family: Family<FetchLabels, Counter>,
     /// `[decision]`.
-    fetches: [Counter; 5],
+    fetches: [Counter; DECISIONS],
     handler_duration: Histogram,
     instance_wait: Histogram,
     instance_refused: Counter,
@@ -212,7 +215,10 @@ pub struct Metrics {
     connections: Counter,
     connections_active: Gauge,
     overload_resets: Counter,
+    would_deny: Counter,
 }
+
+const DECISIONS: usize = Decision::ALL.len();
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -259,6 +265,7 @@ impl Default for Metrics {
             connections: Counter::default(),
             connections_active: Gauge::default(),
             overload_resets: Counter::default(),
+            would_deny: Counter::default(),
         }
     }
 }
@@ -296,6 +303,11 @@ impl Metrics {
             "egret_overload_resets",
             "Connections reset because --max-connections was reached",
             self.overload_resets.clone(),
+        );
+        registry.register(
+            "egret_would_deny",
+            "Requests and connections the policy would have refused but only reported (enforce = false, report_only routes)",
+            self.would_deny.clone(),
         );
         registry.register(
             "egret_requests",
@@ -367,13 +379,21 @@ impl Metrics {
     /// A finished HTTP request.
     pub fn request(&self, decision: Decision, status: Option<u16>, bytes_in: u64, bytes_out: u64) {
         self.requests[decision.index()][StatusClass::of(status).index()].inc();
+        self.count_would_deny(decision);
         self.bytes(bytes_in, bytes_out);
     }
 
     /// A finished (or refused) opaque / pass-through connection.
     pub fn tunnel(&self, proto: TunnelProto, decision: Decision, bytes_in: u64, bytes_out: u64) {
         self.tunnels[proto.index()][decision.index()].inc();
+        self.count_would_deny(decision);
         self.bytes(bytes_in, bytes_out);
+    }
+
+    fn count_would_deny(&self, decision: Decision) {
+        if decision == Decision::WouldDeny {
+            self.would_deny.inc();
+        }
     }
 
     fn bytes(&self, bytes_in: u64, bytes_out: u64) {
@@ -515,8 +535,17 @@ mod tests {
             out.contains("egret_handler_duration_seconds_count 1\n"),
             "{out}"
         );
-        assert_eq!(out.matches("egret_requests_total{").count(), 30);
-        assert_eq!(out.matches("egret_tunnels_total{").count(), 15);
+        assert_eq!(out.matches("egret_requests_total{").count(), 36);
+        assert_eq!(out.matches("egret_tunnels_total{").count(), 18);
+        assert!(out.contains("egret_would_deny_total 0\n"), "{out}");
+        m.request(Decision::WouldDeny, Some(200), 0, 0);
+        m.tunnel(TunnelProto::Tcp, Decision::WouldDeny, 0, 0);
+        let out = rendered(&m);
+        assert!(out.contains("egret_would_deny_total 2\n"), "{out}");
+        assert!(
+            out.contains("egret_requests_total{decision=\"would_deny\",status_class=\"2xx\"} 1\n"),
+            "{out}"
+        );
         assert!(!out.contains("# EOF"), "{out}");
     }
 

@@ -385,6 +385,46 @@ pub enum ResponseModeArg {
 pub enum PolicyCmd {
     /// Validate a policy file and print what it allows (no root needed).
     Check(PolicyCheckArgs),
+    /// Print what egret would do with each URL: decision, rule, handler. Exit 0 when all
+    /// are allowed, 1 otherwise. No root, no network.
+    Test(PolicyTestArgs),
+    /// Write a least-privilege policy from audit logs (TOML on stdout, commented with
+    /// request counts and first/last time seen).
+    Suggest(PolicySuggestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyTestArgs {
+    /// The policy file (TOML, or JSON when it ends in .json).
+    pub file: PathBuf,
+    /// URLs (http:// or https://); without any, one per line on stdin (a line may start with
+    /// its method: `POST https://...`).
+    pub urls: Vec<String>,
+    /// The request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The sandbox the decisions are for (printed with them).
+    #[arg(long)]
+    pub sandbox_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicySuggestArgs {
+    /// Audit logs (JSON lines, as `egret run --audit-log` writes them).
+    #[arg(required = true)]
+    pub audit: Vec<PathBuf>,
+    /// Keep this policy's settings, handlers and rules and add only what it does not allow.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Also write routes with the methods and path prefixes seen per host.
+    #[arg(long)]
+    pub paths: bool,
+    /// Collapse two or more subdomains of one domain into `*.domain`.
+    #[arg(long)]
+    pub wildcards: bool,
+    /// Write the policy here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod cli;
 mod handler;
 mod oci_hook;
+mod policy_cmd;
 mod runc;
 
 use clap::Parser;
@@ -21,6 +22,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => return run(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
+        cli::Command::Policy(cli::PolicyCmd::Test(args)) => policy_cmd::test(args),
+        cli::Command::Policy(cli::PolicyCmd::Suggest(args)) => policy_cmd::suggest_cmd(args),
         cli::Command::Handler(cli::HandlerCmd::Build(args)) => handler::build(args),
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
         cli::Command::Handler(cli::HandlerCmd::Run(args)) => {

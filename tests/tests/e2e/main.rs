@@ -17,6 +17,7 @@ mod load;
 mod mcp;
 mod observability;
 mod oci;
+mod policy_rules;
 mod pressure;
 mod protocols;
 mod runtime_shim;
