@@ -639,25 +639,37 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// Parses a command-line pin `HOST=ADDR` (ADDR IPv4, IPv6, or `[IPv6]`).
-pub fn parse_pin_arg(arg: &str) -> Result<(String, IpAddr), PolicyError> {
+/// Parses a command-line pin `HOST=ADDR[,ADDR...]` (each ADDR IPv4, IPv6, or `[IPv6]`) into one
+/// (host, address) pair per address, the host normalised as the policy matches it. The one
+/// parser of `--resolve` (egret run, egret exec, the OCI hook's sidecars).
+pub fn parse_pin_arg(arg: &str) -> Result<Vec<(String, IpAddr)>, PolicyError> {
     let invalid = |msg: &str, hint: &str| {
         PolicyError::Invalid(vec![Problem::new("--resolve", arg, msg).hint(hint)])
     };
-    let Some((host, addr)) = arg.split_once('=') else {
+    let Some((host, addrs)) = arg.split_once('=') else {
         return Err(invalid(
             "expected HOST=ADDR",
             "e.g. --resolve api.example.com=10.0.0.2",
         ));
     };
-    let host = pin_host(host).map_err(|m| invalid(&m, "write a plain host name"))?;
-    let ip = parse_ip(addr).ok_or_else(|| {
-        invalid(
-            "the address is not an IP address",
-            "write IPv4 like `10.0.0.2` or IPv6 like `fd00::2`",
-        )
-    })?;
-    Ok((host.into(), ip))
+    if host.trim().is_empty() {
+        return Err(invalid(
+            "empty host name",
+            "e.g. --resolve api.example.com=10.0.0.2",
+        ));
+    }
+    let host = pin_host(host.trim()).map_err(|m| invalid(&m, "write a plain host name"))?;
+    addrs
+        .split(',')
+        .map(|a| {
+            parse_ip(a).map(|ip| (host.to_string(), ip)).ok_or_else(|| {
+                invalid(
+                    &format!("{:?} is not an IP address", a.trim()),
+                    "write IPv4 like `10.0.0.2` or IPv6 like `fd00::2`",
+                )
+            })
+        })
+        .collect()
 }
 
 impl CompiledPolicy {

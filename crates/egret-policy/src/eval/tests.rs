@@ -556,8 +556,16 @@ fn pins_from_resolve_and_cli() {
     );
     assert_eq!(p.pinned("nope.test"), None);
 
-    let (h, a) = parse_pin_arg("V6.test=[fd00::9]").unwrap();
-    assert_eq!((h.as_str(), a), ("v6.test", ip("fd00::9")));
+    let pins = parse_pin_arg("V6.test.=[fd00::9]").unwrap();
+    assert_eq!(pins, vec![("v6.test".to_owned(), ip("fd00::9"))]);
+    let (h, a) = pins[0].clone();
+    assert_eq!(
+        parse_pin_arg("API.test=10.0.0.1, [fd00::1]").unwrap(),
+        vec![
+            ("api.test".to_owned(), ip("10.0.0.1")),
+            ("api.test".to_owned(), ip("fd00::1")),
+        ]
+    );
     let p = p
         .with_extra_pins([
             (h, a),
@@ -585,7 +593,12 @@ fn pins_from_resolve_and_cli() {
     assert!(parse_pin_arg("a.test=xyz")
         .unwrap_err()
         .to_string()
-        .contains("not an IP"));
+        .contains("\"xyz\" is not an IP address"));
+    assert!(parse_pin_arg("=1.2.3.4").is_err());
+    assert!(parse_pin_arg("*.x=1.2.3.4")
+        .unwrap_err()
+        .to_string()
+        .contains("plain host name"));
     assert!(parse_pin_arg("a.test:443=1.2.3.4")
         .unwrap_err()
         .to_string()
