@@ -46,6 +46,20 @@ if ! python3 -c 'import grpc' >/dev/null 2>&1; then
   python3 -m pip install -q grpcio || python3 -m pip install -q --break-system-packages grpcio || true
   python3 -c 'import grpc' || { echo "setup: python3 -m pip install grpcio failed" >&2; exit 1; }
 fi
+# The MCP SDKs of tests/tests/e2e/mcp.rs: the Python `mcp` package (FastMCP servers and its
+# client; 1.x, where FastMCP and the HTTP+SSE transport live) and the TypeScript
+# @modelcontextprotocol/sdk client, in its own npm prefix outside the repository.
+if [[ "$(python3 -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null)" != "1.30.0" ]]; then
+  echo "setup: installing python mcp 1.30.0"
+  export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+  python3 -m pip install -q mcp==1.30.0 || python3 -m pip install -q --break-system-packages mcp==1.30.0
+fi
+mcp_sdk="${XDG_CACHE_HOME:-$HOME/.cache}/egret/mcp-sdk"
+if ! grep -qs '"version": "1.32.2"' "$mcp_sdk/node_modules/@modelcontextprotocol/sdk/package.json"; then
+  echo "setup: installing @modelcontextprotocol/sdk 1.32.2 in $mcp_sdk"
+  mkdir -p "$mcp_sdk"
+  npm install --prefix "$mcp_sdk" --no-audit --no-fund --loglevel=error @modelcontextprotocol/sdk@1.32.2
+fi
 # The JavaScript/TypeScript and Python handler toolchains `egret handler build` runs (the e2e
 # tests build the examples in handlers-wasm/ts and handlers-wasm/py from source). The npm
 # packages go to egret's default toolchain prefix, outside the repository; npm and pip keep

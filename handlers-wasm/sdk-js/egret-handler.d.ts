@@ -136,6 +136,8 @@ export declare const kv: {
   compareAndSet(key: string, expected: BytesLike | null, value: BytesLike, opts?: Ttl): boolean;
 };
 
+/** Attach a short key/value to this request's audit event (`handler_fields`); at most 8. */
+export declare function auditField(key: string, value: string): void;
 export declare function hasSecret(name: string): boolean;
 /** A secret's value (only with a `reveal` grant). Prefer secret(...) header values. */
 export declare function revealSecret(name: string): string;

@@ -307,6 +307,15 @@ export const kv = {
   },
 };
 
+/**
+ * Attach a short key/value to this request's audit event (`handler_fields`), e.g.
+ * auditField("mcp.tool", "delete_repo"). At most 8 per request; a key is 1 to 32 characters of
+ * a-z A-Z 0-9 . _ -, a value at most 128 bytes (cut), granted secret values redacted.
+ */
+export function auditField(key, value) {
+  call(`auditField ${key}`, () => host.auditField(key, String(value)));
+}
+
 /** Whether a secret of that name exists and is granted to this handler. */
 export function hasSecret(name) {
   return host.hasSecret(name);

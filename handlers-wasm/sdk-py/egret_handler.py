@@ -21,7 +21,7 @@ from wit_world.imports import types as _t
 __all__ = [
     "Headers", "Request", "Context", "Response", "Action", "ResponseAction", "SecretValue",
     "forward", "respond", "pass_response", "replace_response", "secret", "secret_template",
-    "parts", "basic_auth", "log", "kv", "has_secret", "reveal_secret", "set_secret", "fetch",
+    "parts", "basic_auth", "log", "kv", "audit_field", "has_secret", "reveal_secret", "set_secret", "fetch",
     "FetchResponse", "hmac_sha256", "sha256",
 ]
 
@@ -322,6 +322,13 @@ class _Kv:
 
 
 kv = _Kv()
+
+
+def audit_field(key: str, value: str) -> None:
+    """Attach a short key/value to this request's audit event (`handler_fields`), e.g.
+    audit_field("mcp.tool", "delete_repo"). At most 8 per request; a key is 1 to 32 characters
+    of a-z A-Z 0-9 . _ -, a value at most 128 bytes (cut), granted secret values redacted."""
+    _call(f"audit_field {key}", _host.audit_field, key, str(value))
 
 
 def has_secret(name: str) -> bool:

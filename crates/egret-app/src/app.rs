@@ -254,6 +254,9 @@ impl Config {
         let host = Arc::new(
             egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
                 cache_dir: self.handler_cache_dir.clone(),
+                max_instances: self.handler_instances.max,
+                instance_wait: self.handler_instances.wait,
+                max_instance_waiters: self.handler_instances.max_waiters,
                 ..egret_wasm::HostConfig::default()
             })
             .map_err(AppError::Host)?,
@@ -299,7 +302,7 @@ impl Config {
         });
         let dispatch = Arc::new(WasmDispatch::new(
             DispatchParts {
-                host,
+                host: host.clone(),
                 secrets,
                 kv,
                 sandbox_id: Arc::from(self.sandbox_id.as_str()),
@@ -336,6 +339,7 @@ impl Config {
             dns.clone(),
             audit.clone(),
             policy.clone(),
+            host,
         ));
         let control = Arc::new(ControlPlane::new(ControlParts {
             sandbox_id: self.sandbox_id.clone(),

@@ -54,6 +54,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Keep compiled handler artifacts here.
     pub handler_cache_dir: Option<PathBuf>,
+    /// How many handler instances may be live at once, and how requests wait for one.
+    pub handler_instances: HandlerInstances,
     /// Detach and exit when this process exits (a container's first process: the OCI hook
     /// passes it, so a sidecar never outlives its container).
     pub watch_pid: Option<u32>,
@@ -89,8 +91,34 @@ impl Config {
             admin_socket: None,
             state_dir: None,
             handler_cache_dir: None,
+            handler_instances: HandlerInstances::default(),
             watch_pid: None,
             allow: Vec::new(),
+        }
+    }
+}
+
+/// The handler instance pool of one sidecar (one sandbox): its slots, and the bounded,
+/// first-come-first-served wait of a request that finds them all taken (then `503` with
+/// `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerInstances {
+    /// Instance slots (`--max-handler-instances`). Each reserves address space, not memory,
+    /// until an instance uses it.
+    pub max: u32,
+    /// Longest a request waits for a slot (`--handler-instance-wait-ms`).
+    pub wait: Duration,
+    /// Requests that may wait at once (`--max-handler-instance-waiters`); more are refused
+    /// at once.
+    pub max_waiters: usize,
+}
+
+impl Default for HandlerInstances {
+    fn default() -> HandlerInstances {
+        HandlerInstances {
+            max: egret_wasm::DEFAULT_MAX_INSTANCES,
+            wait: egret_wasm::DEFAULT_INSTANCE_WAIT,
+            max_waiters: egret_wasm::DEFAULT_MAX_INSTANCES as usize,
         }
     }
 }

@@ -208,13 +208,15 @@ impl ControlPlane {
         match change {
             Change::SetOutbound(b) => rt.outbound = b,
             Change::SetOutboundByHost(routes) => {
-                for r in routes {
-                    for existing in rt.routes.iter_mut() {
-                        existing.hosts.retain(|h| !r.hosts.contains(h));
-                    }
-                    rt.routes.retain(|x| !x.hosts.is_empty());
-                    rt.routes.push(r);
+                // The routes given replace every runtime route of their hosts, as a set: several
+                // request rules for one host stay together, in the order given.
+                for existing in rt.routes.iter_mut() {
+                    existing
+                        .hosts
+                        .retain(|h| !routes.iter().any(|r| r.hosts.contains(h)));
                 }
+                rt.routes.retain(|x| !x.hosts.is_empty());
+                rt.routes.extend(routes);
             }
             Change::RemoveOutboundByHost(hosts) => {
                 let before: usize = rt.routes.iter().map(|r| r.hosts.len()).sum();

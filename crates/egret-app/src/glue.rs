@@ -67,11 +67,36 @@ fn failure(
         status,
         kind,
         message,
+        retry_after: None,
+        instance_wait: None,
     }
 }
 
+/// `Retry-After` of a request refused because no handler instance came free: slots free as
+/// responses end, at no time egret could predict; a second lets a client's own backoff take
+/// over without hammering.
+const BUSY_RETRY_AFTER_SECS: u32 = 1;
+
 fn handler_failure(e: egret_wasm::HandlerError) -> egret_proxy::HandlerFailure {
-    failure(http::StatusCode::BAD_GATEWAY, e.kind(), e.to_string())
+    match e {
+        egret_wasm::HandlerError::Busy {
+            waited, queue_full, ..
+        } => {
+            // The flags are named so the operator who reads the body knows what to size.
+            let flags = match queue_full {
+                Some(_) => "--max-handler-instances, --max-handler-instance-waiters",
+                None => "--max-handler-instances, --handler-instance-wait-ms",
+            };
+            egret_proxy::HandlerFailure {
+                status: http::StatusCode::SERVICE_UNAVAILABLE,
+                kind: e.kind(),
+                message: format!("{e} (egret run {flags}); retry later"),
+                retry_after: Some(BUSY_RETRY_AFTER_SECS),
+                instance_wait: Some(waited),
+            }
+        }
+        e => failure(http::StatusCode::BAD_GATEWAY, e.kind(), e.to_string()),
+    }
 }
 
 /// Handler sets kept for generations older than the newest.
@@ -203,44 +228,51 @@ impl WasmDispatch {
             .session(&loaded, spec)
             .await
             .map_err(handler_failure)?;
-        let action = match session
-            .handle(request, body)
-            .await
-            .map_err(handler_failure)?
-        {
-            egret_wasm::ResolvedAction::Forward {
-                set,
-                remove,
-                path_and_query,
-                body,
-                filled,
-                ..
-            } => egret_proxy::HandlerAction::Forward {
-                set,
-                remove,
-                path_and_query,
-                body,
-                filled: filled
-                    .0
-                    .iter()
-                    .map(|v| bytes::Bytes::copy_from_slice(v.expose()))
-                    .collect(),
-            },
-            egret_wasm::ResolvedAction::Respond {
-                status,
-                headers,
-                body,
-            } => {
-                let mut resp = http::Response::new(body);
-                *resp.status_mut() = status;
-                *resp.headers_mut() = headers;
-                // A local answer has no response phase.
-                return Ok(egret_proxy::Dispatched {
-                    action: egret_proxy::HandlerAction::Respond(resp),
-                    response: None,
-                });
-            }
-        };
+        let instance_wait = session.waited();
+        let action =
+            match session
+                .handle(request, body)
+                .await
+                .map_err(|e| egret_proxy::HandlerFailure {
+                    instance_wait,
+                    ..handler_failure(e)
+                })? {
+                egret_wasm::ResolvedAction::Forward {
+                    set,
+                    remove,
+                    path_and_query,
+                    body,
+                    filled,
+                    ..
+                } => egret_proxy::HandlerAction::Forward {
+                    set,
+                    remove,
+                    path_and_query,
+                    body,
+                    filled: filled
+                        .0
+                        .iter()
+                        .map(|v| bytes::Bytes::copy_from_slice(v.expose()))
+                        .collect(),
+                },
+                egret_wasm::ResolvedAction::Respond {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    let mut resp = http::Response::new(body);
+                    *resp.status_mut() = status;
+                    *resp.headers_mut() = headers;
+                    // A local answer has no response phase.
+                    return Ok(egret_proxy::Dispatched {
+                        action: egret_proxy::HandlerAction::Respond(resp),
+                        response: None,
+                        instance_wait,
+                        audit_fields: session.audit_fields().to_vec(),
+                    });
+                }
+            };
+        let audit_fields = session.audit_fields().to_vec();
         let response = binding.response.map(|(mode, max)| {
             Box::new(SessionPhase {
                 session,
@@ -252,7 +284,12 @@ impl WasmDispatch {
                 metrics: self.metrics.clone(),
             }) as Box<dyn egret_proxy::ResponsePhase>
         });
-        Ok(egret_proxy::Dispatched { action, response })
+        Ok(egret_proxy::Dispatched {
+            action,
+            response,
+            instance_wait,
+            audit_fields,
+        })
     }
 }
 
@@ -267,11 +304,18 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
         Box::pin(async move {
             let start = std::time::Instant::now();
             let result = self.run(binding, generation, head, body).await;
-            let failure = result
-                .as_ref()
-                .err()
-                .map(|f| egret_proxy::metrics::HandlerFailureKind::from_kind(f.kind));
-            self.metrics.handler(start.elapsed(), failure);
+            let (waited, failure) = match &result {
+                Ok(d) => (d.instance_wait, None),
+                Err(f) => (
+                    f.instance_wait,
+                    Some(egret_proxy::metrics::HandlerFailureKind::from_kind(f.kind)),
+                ),
+            };
+            let refused = failure == Some(egret_proxy::metrics::HandlerFailureKind::Busy);
+            self.metrics.instance_wait(waited, refused);
+            // The run time is the handler's: the wait for a slot is counted on its own.
+            let took = start.elapsed().saturating_sub(waited.unwrap_or_default());
+            self.metrics.handler(took, failure);
             result
         })
     }
@@ -308,6 +352,10 @@ impl SessionPhase {
 impl egret_proxy::ResponsePhase for SessionPhase {
     fn mode(&self) -> egret_proxy::ResponseMode {
         self.mode
+    }
+
+    fn audit_fields(&self) -> Vec<(String, String)> {
+        self.session.audit_fields().to_vec()
     }
 
     fn decide<'a>(

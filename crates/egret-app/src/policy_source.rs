@@ -70,28 +70,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
-/// Parse `--resolve HOST=ADDR[,ADDR]` flags into one (host, address) pair per address.
+/// Parse `--resolve HOST=ADDR[,ADDR]` flags (egret-policy's parser) into one (host, address)
+/// pair per address.
 pub fn parse_pins(items: &[String]) -> Result<Vec<(String, IpAddr)>, AppError> {
     let mut out = Vec::new();
     for item in items {
-        let bad = |why: String| AppError::Resolve {
+        let pins = egret_policy::parse_pin_arg(item).map_err(|e| AppError::Resolve {
             item: item.clone(),
-            why,
-        };
-        let Some((host, addrs)) = item.split_once('=') else {
-            return Err(bad("expected HOST=ADDR (e.g. api.internal=10.0.0.5)".into()));
-        };
-        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-        if host.is_empty() {
-            return Err(bad("empty host name".into()));
-        }
-        for a in addrs.split(',') {
-            let a = a.trim().trim_start_matches('[').trim_end_matches(']');
-            let ip = a
-                .parse::<IpAddr>()
-                .map_err(|_| bad(format!("{a:?} is not an IP address")))?;
-            out.push((host.clone(), ip));
-        }
+            why: e
+                .problems()
+                .iter()
+                .map(|p| match &p.hint {
+                    Some(h) => format!("{} ({h})", p.message),
+                    None => p.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+        out.extend(pins);
     }
     Ok(out)
 }
@@ -124,6 +120,7 @@ mod tests {
         for (bad, want) in [
             ("api.test", "expected HOST=ADDR"),
             ("=10.0.0.1", "empty host name"),
+            ("*.test=10.0.0.1", "plain host name"),
             ("api.test=nope", "\"nope\" is not an IP address"),
         ] {
             let e = parse_pins(&[bad.into()]).unwrap_err().to_string();

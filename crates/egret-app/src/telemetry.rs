@@ -20,6 +20,7 @@ struct Sources {
     dns: Arc<egret_dns::Resolver>,
     audit: Arc<egret_proxy::AuditSink>,
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    host: Arc<egret_wasm::HandlerHost>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -84,6 +85,31 @@ impl Collector for Sources {
             "DNS answers that were NXDOMAIN (denied or unknown names)",
             ds.nxdomain,
         )?;
+        let slots = self.host.slot_stats();
+        gauge(
+            &mut enc,
+            "egret_handler_instance_slots",
+            "Handler instance slots of the pool (--max-handler-instances)",
+            slots.max.into(),
+        )?;
+        gauge(
+            &mut enc,
+            "egret_handler_instances_in_use",
+            "Handler instance slots held now (running requests and idle reused instances)",
+            slots.in_use.into(),
+        )?;
+        gauge(
+            &mut enc,
+            "egret_handler_instances_idle",
+            "Handler instances kept idle for reuse now (instances = \"reuse\")",
+            slots.idle.into(),
+        )?;
+        gauge(
+            &mut enc,
+            "egret_handler_instance_waiting",
+            "Requests waiting for a handler instance slot now",
+            slots.waiting.into(),
+        )?;
         counter(
             &mut enc,
             "egret_audit_dropped",
@@ -109,6 +135,7 @@ impl Telemetry {
         dns: Arc<egret_dns::Resolver>,
         audit: Arc<egret_proxy::AuditSink>,
         policy: Arc<ArcSwap<CompiledPolicy>>,
+        host: Arc<egret_wasm::HandlerHost>,
     ) -> Telemetry {
         let mut registry = Registry::default();
         let swaps = Counter::default();
@@ -123,6 +150,7 @@ impl Telemetry {
             dns,
             audit,
             policy,
+            host,
         });
         registry.register_collector(Box::new(sources.clone()));
         Telemetry {

@@ -17,6 +17,9 @@ pub const ANN_SANDBOX_ID: &str = "io.egret.sandbox-id";
 pub const ANN_ADMIN_SOCKET: &str = "io.egret.admin-socket";
 /// Keep runtime changes here (under the state root).
 pub const ANN_STATE_DIR: &str = "io.egret.state-dir";
+/// The container's handler instance slots (`egret run --max-handler-instances`), at most
+/// the hook's own `--max-handler-instances`.
+pub const ANN_MAX_HANDLER_INSTANCES: &str = "io.egret.max-handler-instances";
 const PREFIX: &str = "io.egret.";
 
 /// How the hook was installed (its arguments in `hooks.d`).
@@ -41,6 +44,10 @@ pub struct HookOptions {
     /// handlers at start (hundreds of milliseconds for a Rust handler, seconds for a
     /// JavaScript one, on every container start).
     pub handler_cache_dir: Option<PathBuf>,
+    /// Handler instance slots of every sidecar (`egret run --max-handler-instances`), and the
+    /// most an `io.egret.max-handler-instances` annotation may ask for; `None`: egret's
+    /// default for both.
+    pub max_handler_instances: Option<u32>,
     /// More `egret run` flags for every container (e.g. `--upstream-ca`).
     pub run_args: Vec<String>,
 }
@@ -58,6 +65,7 @@ impl Default for HookOptions {
             egret: None,
             ready_timeout: Duration::from_secs(30),
             handler_cache_dir: Some(PathBuf::from(DEFAULT_HANDLER_CACHE_DIR)),
+            max_handler_instances: None,
             run_args: Vec::new(),
         }
     }
@@ -80,6 +88,8 @@ pub struct Plan {
     pub admin_socket: Option<PathBuf>,
     /// egret's `--state-dir`, from the annotation.
     pub state_dir: Option<PathBuf>,
+    /// egret's `--max-handler-instances`: the annotation's, else the hook's option.
+    pub max_handler_instances: Option<u32>,
 }
 
 /// The run directory of container `id` under the options' run root.
@@ -140,6 +150,8 @@ pub struct Selection {
     pub admin_socket: Option<PathBuf>,
     /// egret's `--state-dir`, from the annotation.
     pub state_dir: Option<PathBuf>,
+    /// egret's `--max-handler-instances`: the annotation's, else the hook's option.
+    pub max_handler_instances: Option<u32>,
 }
 
 /// Whether a container asks for egret at all: it carries an `io.egret.*` annotation.
@@ -162,8 +174,14 @@ impl Selection {
         };
         if let Some(unknown) = annotations.keys().find(|k| {
             k.starts_with(PREFIX)
-                && ![ANN_POLICY, ANN_SANDBOX_ID, ANN_ADMIN_SOCKET, ANN_STATE_DIR]
-                    .contains(&k.as_str())
+                && ![
+                    ANN_POLICY,
+                    ANN_SANDBOX_ID,
+                    ANN_ADMIN_SOCKET,
+                    ANN_STATE_DIR,
+                    ANN_MAX_HANDLER_INSTANCES,
+                ]
+                .contains(&k.as_str())
         }) {
             return Err(HookError::UnknownAnnotation {
                 container: id.to_string(),
@@ -215,11 +233,35 @@ impl Selection {
         let state_dir = ann(ANN_STATE_DIR)
             .map(|v| confined(v, &opts.state_root).map_err(|why| bad(ANN_STATE_DIR, v, why)))
             .transpose()?;
+        let max_handler_instances = match ann(ANN_MAX_HANDLER_INSTANCES) {
+            Some(v) => {
+                // Each slot reserves address space in the sidecar: the operator's option bounds
+                // what a container's author may ask for.
+                let cap = opts
+                    .max_handler_instances
+                    .unwrap_or(egret_app::HandlerInstances::default().max);
+                match v.parse::<u32>() {
+                    Ok(n) if (1..=cap).contains(&n) => Some(n),
+                    _ => {
+                        return Err(bad(
+                            ANN_MAX_HANDLER_INSTANCES,
+                            v,
+                            format!(
+                                "give a number from 1 to {cap} (the hook's \
+                                 --max-handler-instances)"
+                            ),
+                        ))
+                    }
+                }
+            }
+            None => opts.max_handler_instances,
+        };
         Ok(Selection {
             sandbox_id,
             policy,
             admin_socket,
             state_dir,
+            max_handler_instances,
         })
     }
 }
@@ -234,6 +276,7 @@ impl Plan {
             policy,
             admin_socket,
             state_dir,
+            max_handler_instances,
         } = Selection::decide(id, &state.annotations, opts)?;
         let pid = state
             .live_pid()
@@ -246,6 +289,7 @@ impl Plan {
             run_dir,
             admin_socket,
             state_dir,
+            max_handler_instances,
         })
     }
 }
@@ -287,6 +331,40 @@ mod tests {
             PathBuf::from(format!("/run/egret/{}", "a".repeat(64)))
         );
         assert_eq!((p.admin_socket, p.state_dir), (None, None));
+        assert_eq!(p.max_handler_instances, None);
+    }
+
+    #[test]
+    fn handler_instances_come_from_the_annotation_within_the_hooks_bound() {
+        let start = |ann: Option<&str>, hook: Option<u32>| {
+            let mut anns = vec![(ANN_POLICY, "/p.toml")];
+            if let Some(v) = ann {
+                anns.push((ANN_MAX_HANDLER_INSTANCES, v));
+            }
+            let o = HookOptions {
+                max_handler_instances: hook,
+                ..HookOptions::default()
+            };
+            Plan::start(&state(&anns), &o).map(|p| p.max_handler_instances)
+        };
+        assert_eq!(start(None, Some(64)).unwrap(), Some(64));
+        assert_eq!(start(Some("8"), Some(64)).unwrap(), Some(8));
+        assert_eq!(start(Some("64"), Some(64)).unwrap(), Some(64));
+        assert_eq!(start(Some("1000"), None).unwrap(), Some(1000));
+        for (v, hook, cap) in [
+            ("65", Some(64), "1 to 64"),
+            ("0", None, "1 to 1000"),
+            ("1001", None, "1 to 1000"),
+            ("many", None, "1 to 1000"),
+        ] {
+            let e = start(Some(v), hook).unwrap_err().to_string();
+            assert!(
+                e.contains("io.egret.max-handler-instances")
+                    && e.contains(cap)
+                    && e.contains("--max-handler-instances"),
+                "{v}: {e}"
+            );
+        }
     }
 
     #[test]

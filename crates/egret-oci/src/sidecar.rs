@@ -340,6 +340,9 @@ fn start_inner(
             cmd.arg("--handler-cache-dir").arg(dir);
         }
     }
+    if let Some(n) = plan.max_handler_instances {
+        cmd.args(["--max-handler-instances", &n.to_string()]);
+    }
     cmd.args(&opts.run_args);
     if std::env::var_os("PATH").is_none() {
         cmd.env("PATH", DEFAULT_PATH);

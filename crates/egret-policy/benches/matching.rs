@@ -90,3 +90,49 @@ fn compile_10k(bencher: divan::Bencher) {
     bencher
         .bench(|| CompiledPolicy::compile(black_box(&cfg), &RuntimeLayer::default(), 2).unwrap());
 }
+
+/// One host with 100 request rules (`[[routes]]` with methods and paths), none matching
+/// before the last: what deciding one request costs when a host's rules are many.
+fn rules_100() -> &'static CompiledPolicy {
+    static POLICY: OnceLock<CompiledPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let mut src = String::new();
+        for i in 0..100 {
+            src.push_str(&format!(
+                "[[routes]]\nhost = \"api.test\"\nmethods = [\"GET\", \"HEAD\"]\n\
+                 paths = [\"/v{i}/repos/*/info/**\", \"/v{i}/**/git-upload-pack\"]\n"
+            ));
+        }
+        let cfg = PolicyConfig::from_toml(&src, "rules.toml").expect("rules policy parses");
+        CompiledPolicy::compile(&cfg, &RuntimeLayer::default(), 1).expect("rules policy compiles")
+    })
+}
+
+/// The request each case asks about: method, path, query.
+const REQUESTS: &[&str] = &[
+    "last of 100 matches",
+    "none of 100 (denied)",
+    "non-canonical path, last matches",
+];
+
+#[divan::bench(args = REQUESTS)]
+fn evaluate_request_100_rules(bencher: divan::Bencher, case: &str) {
+    let p = rules_100();
+    let d = Destination::host("api.test", 443);
+    let (method, path) = match case {
+        "last of 100 matches" => ("GET", "/v99/repos/x/info/refs"),
+        "none of 100 (denied)" => ("POST", "/v99/repos/x/git-receive-pack"),
+        "non-canonical path, last matches" => ("GET", "/v99//repos/x/./info/refs"),
+        other => unreachable!("unknown case {other}"),
+    };
+    let v = p.evaluate_request(&d, method, path, Some("service=git-upload-pack"));
+    assert_eq!(v.is_deny(), case.starts_with("none"), "{case}: {v:?}");
+    bencher.bench(|| {
+        p.evaluate_request(
+            black_box(&d),
+            black_box(method),
+            black_box(path),
+            Some("service=git-upload-pack"),
+        )
+    });
+}

@@ -54,6 +54,10 @@ pub struct PolicyConfig {
     /// entry; pinned names (`[resolve]`, `--resolve`) need none either.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_upstream_cidrs: Vec<String>,
+    /// Whether denials are carried out (default `true`). With `false` the policy reports
+    /// only: whatever it would deny is forwarded and audited as `would_deny`.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub enforce: bool,
     /// Static catch-all handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<BindingConfig>,
@@ -69,7 +73,7 @@ pub struct PolicyConfig {
     /// Named handlers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub handlers: BTreeMap<String, HandlerConfig>,
-    /// Per-host handler routes.
+    /// Per-host routes: handlers and request rules, tried in file order per host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
 }
@@ -83,6 +87,7 @@ impl Default for PolicyConfig {
             denied_hosts: Vec::new(),
             passthrough_hosts: Vec::new(),
             allowed_upstream_cidrs: Vec::new(),
+            enforce: true,
             outbound: None,
             resolve: BTreeMap::new(),
             secrets: BTreeMap::new(),
@@ -369,44 +374,108 @@ impl<'de> Deserialize<'de> for BindingConfig {
     }
 }
 
-/// A per-host route: destinations matching `hosts` go to `handler`.
+/// A per-host route: requests to `hosts` (and, when given, with one of `methods` and a path
+/// matching one of `paths`) go to `handler`, or are allowed or denied (`action`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteConfig {
     /// Host patterns (written as `hosts = [...]` or `host = "..."`).
     pub hosts: Vec<String>,
-    /// Name of a handler in `[handlers]`.
-    pub handler: String,
+    /// Name of a handler in `[handlers]`; `None` for a native rule (`action`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
     /// Params replacing the handler's defaults, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<serde_json::Value>,
+    /// Methods this route applies to (any when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Path globs this route applies to (any path when empty): `*` within a segment, `**`
+    /// across segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Match `paths` against the path and the query (`/p?a=1`) rather than the path alone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub query: bool,
+    /// What a matching request gets when there is no handler (default `allow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<RouteAction>,
+    /// Status of a denial (`action = "deny"`; 400..=599, default 403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Text of a denial, shown to the client with the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Forward what this route would deny, and audit it as `would_deny`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub report_only: bool,
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `action = "allow" | "deny"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAction {
+    /// Forward the request unchanged.
+    Allow,
+    /// Refuse it with `status` and `message`.
+    Deny,
+}
+
+/// Default status of a request rule's denial.
+pub const DEFAULT_DENY_STATUS: u16 = 403;
 
 impl RouteConfig {
     /// A route of `hosts` to `handler` with the handler's default params.
     pub fn new<S: Into<String>>(hosts: impl IntoIterator<Item = S>, handler: &str) -> Self {
         RouteConfig {
-            hosts: hosts.into_iter().map(Into::into).collect(),
-            handler: handler.to_owned(),
-            params: None,
+            handler: Some(handler.to_owned()),
+            action: None,
+            ..RouteConfig::rule(hosts, RouteAction::Allow)
         }
     }
 
-    /// The handler binding this route selects.
-    pub fn binding(&self) -> BindingConfig {
-        BindingConfig {
-            handler: self.handler.clone(),
-            params: self.params.clone(),
+    /// A native rule of `hosts` with `action` and no method or path condition yet.
+    pub fn rule<S: Into<String>>(hosts: impl IntoIterator<Item = S>, action: RouteAction) -> Self {
+        RouteConfig {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            handler: None,
+            params: None,
+            methods: Vec::new(),
+            paths: Vec::new(),
+            query: false,
+            action: Some(action),
+            status: None,
+            message: None,
+            report_only: false,
         }
+    }
+
+    /// The handler binding this route selects, if it has a handler.
+    pub fn binding(&self) -> Option<BindingConfig> {
+        Some(BindingConfig {
+            handler: self.handler.clone()?,
+            params: self.params.clone(),
+        })
     }
 }
 
 #[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
+#[serde(field_identifier, rename_all = "snake_case")]
 enum RouteField {
     Host,
     Hosts,
     Handler,
     Params,
+    Methods,
+    Paths,
+    Query,
+    Action,
+    Status,
+    Message,
+    ReportOnly,
 }
 
 /// Fails while deserializing a value, so the parser reports the value's own position.
@@ -414,8 +483,94 @@ struct Conflict(&'static str);
 
 impl<'de> de::DeserializeSeed<'de> for Conflict {
     type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        // Raised from inside the value's visitor: some parsers attach the value's position
+        // only to errors raised while they are deserializing it.
+        d.deserialize_any(self)
+    }
+}
+
+macro_rules! conflict_visits {
+    ($($name:ident: $t:ty),*) => {
+        $(fn $name<E: de::Error>(self, _: $t) -> Result<(), E> {
+            Err(E::custom(self.0))
+        })*
+    };
+}
+
+impl<'de> Visitor<'de> for Conflict {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    conflict_visits!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
         Err(de::Error::custom(self.0))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(self.0))
+    }
+}
+
+/// Reads `methods`, refusing what is not a method token at the value's position.
+struct Methods;
+
+impl<'de> de::DeserializeSeed<'de> for Methods {
+    type Value = Vec<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        if let Some(bad) = v.iter().find(|m| !crate::request::is_method_token(m)) {
+            return Err(de::Error::custom(format!(
+                "`{bad}` is not an HTTP method; write one method per string, e.g. \
+                 methods = [\"GET\", \"HEAD\"]"
+            )));
+        }
+        if v.is_empty() {
+            return Err(de::Error::custom(
+                "`methods = []` matches no request; list methods, or leave `methods` out to match any",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// Reads `paths`, refusing a glob that does not parse at the value's position.
+struct Paths;
+
+impl<'de> de::DeserializeSeed<'de> for Paths {
+    type Value = Vec<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        for p in &v {
+            if let Err(e) = crate::request::PathGlob::parse(p) {
+                return Err(de::Error::custom(format!(
+                    "invalid path glob `{p}`: {e}; {}",
+                    e.hint()
+                )));
+            }
+        }
+        if v.is_empty() {
+            return Err(de::Error::custom(
+                "`paths = []` matches no request; list globs, or leave `paths` out to match any",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// Reads a deny `status`, refusing one outside 400..=599 at the value's position.
+struct Status;
+
+impl<'de> de::DeserializeSeed<'de> for Status {
+    type Value = u16;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u16, D::Error> {
+        let v = u16::deserialize(d)?;
+        if !(400..=599).contains(&v) {
+            return Err(de::Error::custom(format!(
+                "status {v} is not an error status; use 400..=599 (default 403)"
+            )));
+        }
+        Ok(v)
     }
 }
 
@@ -425,15 +580,19 @@ impl<'de> Deserialize<'de> for RouteConfig {
         impl<'de> Visitor<'de> for V {
             type Value = RouteConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a route table with `host` or `hosts`, and `handler`")
+                f.write_str("a route table with `host` or `hosts`, and `handler` or `action`")
             }
             // Hand-written rather than `try_from` so that errors are raised on the key or value
             // at fault, while the parser still knows where in the file it is.
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RouteConfig, A::Error> {
                 const BOTH: &str = "a route takes `host` or `hosts`, not both";
+                const HANDLER_AND_ACTION: &str = "a route takes `handler` or `action`, not both \
+                     (a handler decides the requests it is given)";
+                const DENY_ONLY: &str = "`status` and `message` belong to `action = \"deny\"`; \
+                     add it, or remove them";
+                let mut r = RouteConfig::rule(Vec::<String>::new(), RouteAction::Allow);
+                r.action = None;
                 let mut hosts: Option<Vec<String>> = None;
-                let mut handler = None;
-                let mut params = None;
                 while let Some(key) = map.next_key::<RouteField>()? {
                     match key {
                         RouteField::Host | RouteField::Hosts if hosts.is_some() => {
@@ -441,19 +600,51 @@ impl<'de> Deserialize<'de> for RouteConfig {
                         }
                         RouteField::Host => hosts = Some(vec![map.next_value::<String>()?]),
                         RouteField::Hosts => hosts = Some(map.next_value()?),
-                        RouteField::Handler => handler = Some(map.next_value::<String>()?),
-                        RouteField::Params => params = Some(map.next_value()?),
+                        RouteField::Handler if r.action.is_some() => {
+                            map.next_value_seed(Conflict(HANDLER_AND_ACTION))?;
+                        }
+                        RouteField::Handler => r.handler = Some(map.next_value::<String>()?),
+                        RouteField::Params => r.params = Some(map.next_value()?),
+                        RouteField::Methods => r.methods = map.next_value_seed(Methods)?,
+                        RouteField::Paths => r.paths = map.next_value_seed(Paths)?,
+                        RouteField::Query => r.query = map.next_value()?,
+                        RouteField::Action if r.handler.is_some() => {
+                            map.next_value_seed(Conflict(HANDLER_AND_ACTION))?;
+                        }
+                        RouteField::Action => {
+                            let a: RouteAction = map.next_value()?;
+                            if a == RouteAction::Allow
+                                && (r.status.is_some() || r.message.is_some())
+                            {
+                                return Err(de::Error::custom(DENY_ONLY));
+                            }
+                            r.action = Some(a);
+                        }
+                        RouteField::Status | RouteField::Message
+                            if r.handler.is_some() || r.action == Some(RouteAction::Allow) =>
+                        {
+                            map.next_value_seed(Conflict(DENY_ONLY))?;
+                        }
+                        RouteField::Status => r.status = Some(map.next_value_seed(Status)?),
+                        RouteField::Message => r.message = Some(map.next_value::<String>()?),
+                        RouteField::ReportOnly => r.report_only = map.next_value()?,
                     }
                 }
-                let hosts = hosts.ok_or_else(|| {
+                r.hosts = hosts.ok_or_else(|| {
                     de::Error::custom("a route needs `host = \"...\"` or `hosts = [...]`")
                 })?;
-                let handler = handler.ok_or_else(|| de::Error::missing_field("handler"))?;
-                Ok(RouteConfig {
-                    hosts,
-                    handler,
-                    params,
-                })
+                if r.params.is_some() && r.handler.is_none() {
+                    return Err(de::Error::custom(
+                        "`params` are for a handler; add `handler = \"...\"` or remove `params`",
+                    ));
+                }
+                if r.handler.is_none() && r.action.is_none() {
+                    if r.status.is_some() || r.message.is_some() {
+                        return Err(de::Error::custom(DENY_ONLY));
+                    }
+                    r.action = Some(RouteAction::Allow);
+                }
+                Ok(r)
             }
         }
         d.deserialize_map(V)
@@ -816,6 +1007,65 @@ handler = "get-only"
             parse_err("[[routes]]\nhost = \"a\"\nhandler = \"h\"\nfoo = 1\n");
         assert_eq!(line, 4);
         assert!(msg.contains("`foo`"), "{msg}");
+    }
+
+    #[test]
+    fn request_rules_parse_and_round_trip() {
+        let src = "[[routes]]\nhost = \"git.test\"\nmethods = [\"GET\"]\npaths = [\"/**/info/refs\"]\n\
+                   query = true\n\n[[routes]]\nhost = \"git.test\"\naction = \"deny\"\nstatus = 405\n\
+                   message = \"no push\"\nreport_only = true\n";
+        let c = PolicyConfig::from_toml(src, "p").unwrap();
+        assert_eq!(c.routes[0].handler, None);
+        assert_eq!(
+            c.routes[0].action,
+            Some(RouteAction::Allow),
+            "allow by default"
+        );
+        assert_eq!(c.routes[0].methods, vec!["GET"]);
+        assert!(c.routes[0].query);
+        assert_eq!(c.routes[1].action, Some(RouteAction::Deny));
+        assert_eq!(c.routes[1].status, Some(405));
+        assert!(c.routes[1].report_only);
+        let back = PolicyConfig::from_toml(&c.to_toml_string().unwrap(), "back").unwrap();
+        assert_eq!(back, c);
+        let c = PolicyConfig::from_toml("enforce = false\n", "p").unwrap();
+        assert!(!c.enforce);
+        assert!(PolicyConfig::default().enforce);
+    }
+
+    #[test]
+    fn bad_request_rules_name_line_column_and_fix() {
+        let (line, col, msg, _, shown) =
+            parse_err("[[routes]]\nhost = \"a\"\npaths = [\"/ok\", \"no-slash\"]\n");
+        assert_eq!((line, col), (3, 9), "{shown}");
+        assert!(
+            msg.contains("`no-slash`") && msg.contains("e.g. `/repos/**`"),
+            "{msg}"
+        );
+        let (line, _, msg, _, _) =
+            parse_err("[[routes]]\nhost = \"a\"\nmethods = [\"GET POST\"]\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("not an HTTP method"), "{msg}");
+        let (line, _, msg, _, _) =
+            parse_err("[[routes]]\nhost = \"a\"\naction = \"deny\"\nstatus = 200\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("400..=599"), "{msg}");
+        let (line, _, msg, _, _) =
+            parse_err("[[routes]]\nhost = \"a\"\nhandler = \"h\"\naction = \"deny\"\n");
+        assert!(
+            (3..=4).contains(&line),
+            "points at one of the two keys: {line}"
+        );
+        assert!(msg.contains("`handler` or `action`, not both"), "{msg}");
+        let (line, _, msg, _, _) = parse_err("[[routes]]\nhost = \"a\"\nmessage = \"x\"\n");
+        assert!(line >= 1);
+        assert!(msg.contains("belong to `action = \"deny\"`"), "{msg}");
+        let (_, _, msg, hint, _) = parse_err("[[routes]]\nhost = \"a\"\naction = \"block\"\n");
+        assert!(msg.contains("block"), "{msg}");
+        assert!(hint.unwrap().contains("allow, deny"));
+        let (_, _, msg, hint, _) = parse_err("[[routes]]\nhost = \"a\"\nmethod = [\"GET\"]\n");
+        assert!(msg.contains("`method`"), "{msg}");
+        assert!(hint.unwrap().contains("did you mean `methods`?"));
     }
 
     #[test]

@@ -13,14 +13,19 @@ use ipnet::IpNet;
 
 use crate::address::{special_range, SpecialRange};
 use crate::config::{
-    BindingConfig, HandlerConfig, PolicyConfig, ResponseMode, RouteConfig, RuntimeLayer,
-    SecretSource, MEMORY_MB_RANGE, TIMEOUT_MS_RANGE,
+    self, BindingConfig, HandlerConfig, PolicyConfig, ResponseMode, RuntimeLayer, SecretSource,
+    MEMORY_MB_RANGE, TIMEOUT_MS_RANGE,
 };
 use crate::error::{PolicyError, Problem};
 use crate::matcher::HostSet;
 use crate::pattern::{
     canonical_ip, is_valid_name, normalize_host, Destination, Pattern, PatternKind, PortSpec,
 };
+
+mod rules;
+
+pub use rules::{RequestAction, RulesId};
+use rules::{RouteTable, RuleGroup};
 
 const NAME_RULE: &str = "names use only A-Z a-z 0-9 `_` `.` `-`, 1 to 64 characters";
 
@@ -117,6 +122,9 @@ pub enum VerdictAction {
     Allow,
     /// Hand each request to this handler binding.
     Handler(BindingId),
+    /// Decide each request by these request rules ([`CompiledPolicy::evaluate_request`]);
+    /// HTTP only.
+    Rules(RulesId),
 }
 
 /// A decision and the rule that made it (pre-formatted; printed in denial bodies and logs).
@@ -126,12 +134,41 @@ pub struct Verdict {
     pub action: VerdictAction,
     /// The rule, e.g. `denied_hosts "evil.test"` or `default deny (internet = false)`.
     pub rule: Arc<str>,
+    /// The first rule that would have denied this, when report-only (`enforce = false`, a
+    /// `report_only` route) let it through.
+    pub would_deny: Option<Arc<str>>,
 }
 
 impl Verdict {
     /// Whether the destination is denied.
     pub fn is_deny(&self) -> bool {
         self.action == VerdictAction::Deny
+    }
+}
+
+/// The decision on one HTTP request ([`CompiledPolicy::evaluate_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestVerdict {
+    /// The decision.
+    pub action: RequestAction,
+    /// The rule that made it.
+    pub rule: Arc<str>,
+    /// The first rule that would have denied the request, when report-only let it through.
+    pub would_deny: Option<Arc<str>>,
+}
+
+impl RequestVerdict {
+    fn new(action: RequestAction, v: Verdict) -> RequestVerdict {
+        RequestVerdict {
+            action,
+            rule: v.rule,
+            would_deny: v.would_deny,
+        }
+    }
+
+    /// Whether the request is refused.
+    pub fn is_deny(&self) -> bool {
+        matches!(self.action, RequestAction::Deny { .. })
     }
 }
 
@@ -167,19 +204,6 @@ pub enum DnsDecision {
     },
 }
 
-/// Route patterns of one layer and, per pattern, the binding and rule label it selects.
-#[derive(Debug, Clone, Default)]
-struct RouteTable {
-    set: HostSet,
-    targets: Vec<(BindingId, Arc<str>)>,
-}
-
-impl RouteTable {
-    fn find(&self, dest: &Destination<'_>) -> Option<&(BindingId, Arc<str>)> {
-        self.set.find(dest).map(|m| &self.targets[m.index])
-    }
-}
-
 /// A validated, compiled policy: immutable, cheap to share behind an `Arc`, swapped whole.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -193,6 +217,7 @@ pub struct CompiledPolicy {
     passthrough: HostSet,
     runtime_routes: RouteTable,
     static_routes: RouteTable,
+    groups: Vec<RuleGroup>,
     runtime_outbound: Option<(BindingId, Arc<str>)>,
     static_outbound: Option<(BindingId, Arc<str>)>,
     bindings: Vec<Binding>,
@@ -417,53 +442,6 @@ impl Compiler<'_> {
         Some(id)
     }
 
-    fn routes(&mut self, prefix: &str, routes: &[RouteConfig]) -> RouteTable {
-        let mut patterns = Vec::new();
-        let mut targets = Vec::new();
-        // (pattern, route path) per compiled pattern, to spot duplicates that can never win.
-        let mut seen: Vec<(Pattern, String)> = Vec::new();
-        for (i, r) in routes.iter().enumerate() {
-            let path = format!("{prefix}[{i}]");
-            if r.hosts.is_empty() {
-                self.problems.push(
-                    Problem::new(
-                        format!("{path}.hosts"),
-                        "[]",
-                        "a route needs at least one host",
-                    )
-                    .hint("list host patterns, or `*` for everything"),
-                );
-            }
-            let pats = self.patterns(&format!("{path}.hosts"), &r.hosts);
-            let Some(id) = self.bind(&format!("{path}.handler"), &r.binding()) else {
-                continue;
-            };
-            for (j, p) in pats {
-                let here = format!("{path}.hosts[{j}]");
-                if let Some((_, first)) = seen.iter().find(|(q, _)| q.same_as(&p)) {
-                    self.warnings.push(
-                        Problem::new(
-                            &here,
-                            p.as_str(),
-                            format!("the same pattern is routed by {first}, which comes first"),
-                        )
-                        .hint("remove one of them; this one never matches"),
-                    );
-                }
-                targets.push((
-                    id,
-                    Arc::from(format!("{path} {:?} -> {}", p.as_str(), r.handler)),
-                ));
-                seen.push((p.clone(), here));
-                patterns.push(p);
-            }
-        }
-        RouteTable {
-            set: HostSet::new(patterns),
-            targets,
-        }
-    }
-
     fn outbound(&mut self, path: &str, b: Option<&BindingConfig>) -> Option<(BindingId, Arc<str>)> {
         let b = b?;
         let id = self.bind(path, b)?;
@@ -661,25 +639,37 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// Parses a command-line pin `HOST=ADDR` (ADDR IPv4, IPv6, or `[IPv6]`).
-pub fn parse_pin_arg(arg: &str) -> Result<(String, IpAddr), PolicyError> {
+/// Parses a command-line pin `HOST=ADDR[,ADDR...]` (each ADDR IPv4, IPv6, or `[IPv6]`) into one
+/// (host, address) pair per address, the host normalised as the policy matches it. The one
+/// parser of `--resolve` (egret run, egret exec, the OCI hook's sidecars).
+pub fn parse_pin_arg(arg: &str) -> Result<Vec<(String, IpAddr)>, PolicyError> {
     let invalid = |msg: &str, hint: &str| {
         PolicyError::Invalid(vec![Problem::new("--resolve", arg, msg).hint(hint)])
     };
-    let Some((host, addr)) = arg.split_once('=') else {
+    let Some((host, addrs)) = arg.split_once('=') else {
         return Err(invalid(
             "expected HOST=ADDR",
             "e.g. --resolve api.example.com=10.0.0.2",
         ));
     };
-    let host = pin_host(host).map_err(|m| invalid(&m, "write a plain host name"))?;
-    let ip = parse_ip(addr).ok_or_else(|| {
-        invalid(
-            "the address is not an IP address",
-            "write IPv4 like `10.0.0.2` or IPv6 like `fd00::2`",
-        )
-    })?;
-    Ok((host.into(), ip))
+    if host.trim().is_empty() {
+        return Err(invalid(
+            "empty host name",
+            "e.g. --resolve api.example.com=10.0.0.2",
+        ));
+    }
+    let host = pin_host(host.trim()).map_err(|m| invalid(&m, "write a plain host name"))?;
+    addrs
+        .split(',')
+        .map(|a| {
+            parse_ip(a).map(|ip| (host.to_string(), ip)).ok_or_else(|| {
+                invalid(
+                    &format!("{:?} is not an IP address", a.trim()),
+                    "write IPv4 like `10.0.0.2` or IPv6 like `fd00::2`",
+                )
+            })
+        })
+        .collect()
 }
 
 impl CompiledPolicy {
@@ -703,8 +693,9 @@ impl CompiledPolicy {
         let (denied, denied_rules) = c.host_list("denied_hosts", &cfg.denied_hosts);
         let (allowed, allowed_rules) = c.host_list("allowed_hosts", &cfg.allowed_hosts);
         let passthrough_pats = c.patterns("passthrough_hosts", &cfg.passthrough_hosts);
-        let runtime_routes = c.routes("runtime.routes", &rt.routes);
-        let static_routes = c.routes("routes", &cfg.routes);
+        let mut groups = Vec::new();
+        let runtime_routes = c.routes("runtime.routes", &rt.routes, &mut groups);
+        let static_routes = c.routes("routes", &cfg.routes, &mut groups);
         let runtime_outbound = c.outbound("runtime.outbound", rt.outbound.as_ref());
         let static_outbound = c.outbound("outbound", cfg.outbound.as_ref());
         let pins = c.pins();
@@ -726,8 +717,24 @@ impl CompiledPolicy {
                 (&static_routes, "routes"),
             ] {
                 for (k, q) in table.set.patterns().iter().enumerate() {
-                    if q.same_as(p) {
-                        let handler = &c.bindings[table.targets[k].0.index()].handler;
+                    if !q.same_as(p) {
+                        continue;
+                    }
+                    if let VerdictAction::Rules(_) = table.targets[k].0 {
+                        c.problems.push(
+                            Problem::new(
+                                format!("passthrough_hosts[{i}]"),
+                                p.as_str(),
+                                format!(
+                                    "has request rules in {prefix} ({}); TLS to it is spliced, \
+                                     so they could not be applied to its HTTPS requests",
+                                    table.targets[k].1
+                                ),
+                            )
+                            .hint("remove it from passthrough_hosts or from the routes"),
+                        );
+                    } else if let VerdictAction::Handler(id) = table.targets[k].0 {
+                        let handler = &c.bindings[id.index()].handler;
                         c.warnings.push(
                             Problem::new(
                                 format!("passthrough_hosts[{i}]"),
@@ -758,6 +765,7 @@ impl CompiledPolicy {
             passthrough: HostSet::new(passthrough_pats.into_iter().map(|(_, p)| p).collect()),
             runtime_routes,
             static_routes,
+            groups,
             runtime_outbound,
             static_outbound,
             bindings: c.bindings,
@@ -774,47 +782,159 @@ impl CompiledPolicy {
     /// Decides what happens to `dest`, in this order: `denied_hosts` → the `allowed_hosts`
     /// gate → runtime route → static route → runtime catch-all → static catch-all →
     /// `allowed_hosts` match → `internet = true` → deny.
+    ///
+    /// With `enforce = false` a step that would deny is noted in [`Verdict::would_deny`] and
+    /// the evaluation goes on as if it had not matched; what is left at the end is allowed.
     pub fn evaluate(&self, dest: &Destination<'_>) -> Verdict {
-        let deny = |rule: &Arc<str>| Verdict {
-            action: VerdictAction::Deny,
+        let mut would: Option<Arc<str>> = None;
+        let routed = |(action, rule): &(VerdictAction, Arc<str>), would| Verdict {
+            action: *action,
             rule: rule.clone(),
-        };
-        let handler = |(id, rule): &(BindingId, Arc<str>)| Verdict {
-            action: VerdictAction::Handler(*id),
-            rule: rule.clone(),
+            would_deny: would,
         };
         if let Some(m) = self.denied.find(dest) {
-            return deny(&self.denied_rules[m.index]);
+            if let Some(v) = self.refuse(&self.denied_rules[m.index], &mut would) {
+                return v;
+            }
         }
         let allowed = self.allowed.find(dest);
         if allowed.is_none() && !self.allowed.is_empty() {
-            return deny(&self.rule_not_allowed);
+            if let Some(v) = self.refuse(&self.rule_not_allowed, &mut would) {
+                return v;
+            }
         }
         if let Some(t) = self.runtime_routes.find(dest) {
-            return handler(t);
+            return routed(t, would);
         }
         if let Some(t) = self.static_routes.find(dest) {
-            return handler(t);
+            return routed(t, would);
         }
-        if let Some(t) = self.runtime_outbound.as_ref() {
-            return handler(t);
-        }
-        if let Some(t) = self.static_outbound.as_ref() {
-            return handler(t);
+        if let Some((id, rule)) = self.catch_all() {
+            return Verdict {
+                action: VerdictAction::Handler(id),
+                rule: rule.clone(),
+                would_deny: would,
+            };
         }
         if let Some(m) = allowed {
             return Verdict {
                 action: VerdictAction::Allow,
                 rule: self.allowed_rules[m.index].clone(),
+                would_deny: would,
             };
         }
         if self.config.internet {
             return Verdict {
                 action: VerdictAction::Allow,
                 rule: self.rule_internet.clone(),
+                would_deny: would,
             };
         }
-        deny(&self.rule_default_deny)
+        if let Some(v) = self.refuse(&self.rule_default_deny, &mut would) {
+            return v;
+        }
+        Verdict {
+            action: VerdictAction::Allow,
+            rule: self.rule_default_deny.clone(),
+            would_deny: would,
+        }
+    }
+
+    /// A denial by `rule`: the verdict when the policy enforces, else `None` with the rule
+    /// noted as the first that would have denied.
+    fn refuse(&self, rule: &Arc<str>, would: &mut Option<Arc<str>>) -> Option<Verdict> {
+        if self.config.enforce {
+            return Some(Verdict {
+                action: VerdictAction::Deny,
+                rule: rule.clone(),
+                would_deny: None,
+            });
+        }
+        would.get_or_insert_with(|| rule.clone());
+        None
+    }
+
+    /// The catch-all handler in force (runtime before static).
+    fn catch_all(&self) -> Option<(BindingId, &Arc<str>)> {
+        self.runtime_outbound
+            .as_ref()
+            .or(self.static_outbound.as_ref())
+            .map(|(id, rule)| (*id, rule))
+    }
+
+    /// Decides one HTTP request: the destination's [`CompiledPolicy::evaluate`], then, when it
+    /// has request rules, its routes in file order — the first whose method and path match
+    /// decides; a request none matches is denied. `path` is the request's path as sent (made
+    /// canonical here, see [`crate::request::canonical_path`]) and `query` its query, if any.
+    ///
+    /// A denial that is report-only (`enforce = false`, a `report_only` route, or a request
+    /// no route matches when every route of the host is `report_only`) is noted in
+    /// [`RequestVerdict::would_deny`] and the following routes are tried; when none decides,
+    /// the request goes to the catch-all handler if there is one, else it is allowed.
+    pub fn evaluate_request(
+        &self,
+        dest: &Destination<'_>,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> RequestVerdict {
+        let v = self.evaluate(dest);
+        let (id, mut would) = match v.action {
+            VerdictAction::Rules(id) => (id, v.would_deny),
+            VerdictAction::Allow => return RequestVerdict::new(RequestAction::Allow, v),
+            VerdictAction::Handler(b) => return RequestVerdict::new(RequestAction::Handler(b), v),
+            VerdictAction::Deny => {
+                let deny = RequestAction::Deny {
+                    status: config::DEFAULT_DENY_STATUS,
+                    message: None,
+                };
+                return RequestVerdict::new(deny, v);
+            }
+        };
+        let group = &self.groups[id.0 as usize];
+        let path = crate::request::canonical_path(path);
+        let bit = crate::request::method_bit(method);
+        for r in &group.rules {
+            if !r.when.matches_with(bit, method, &path, query) {
+                continue;
+            }
+            if matches!(r.then, RequestAction::Deny { .. })
+                && (r.report_only || !self.config.enforce)
+            {
+                would.get_or_insert_with(|| r.rule.clone());
+                continue;
+            }
+            return RequestVerdict {
+                action: r.then.clone(),
+                rule: r.rule.clone(),
+                would_deny: would,
+            };
+        }
+        if self.config.enforce && !group.report_only && would.is_none() {
+            return RequestVerdict {
+                action: RequestAction::Deny {
+                    status: config::DEFAULT_DENY_STATUS,
+                    message: None,
+                },
+                rule: group.no_match.clone(),
+                would_deny: None,
+            };
+        }
+        let would = would.unwrap_or_else(|| group.no_match.clone());
+        let (action, rule) = match self.catch_all() {
+            Some((b, rule)) => (RequestAction::Handler(b), rule.clone()),
+            None => (RequestAction::Allow, would.clone()),
+        };
+        RequestVerdict {
+            action,
+            rule,
+            would_deny: Some(would),
+        }
+    }
+
+    /// Whether denials are carried out (`enforce`).
+    pub fn enforces(&self) -> bool {
+        self.config.enforce
     }
 
     /// Whether egret may dial `ip` on `port` for the sandbox: `None` when it may (a public
@@ -858,7 +978,7 @@ impl CompiledPolicy {
         match v.action {
             VerdictAction::Deny => TlsDecision::Refuse(v),
             _ if self.passthrough.find(dest).is_some() => TlsDecision::Passthrough(v),
-            VerdictAction::Handler(_) => TlsDecision::Intercept(v),
+            VerdictAction::Handler(_) | VerdictAction::Rules(_) => TlsDecision::Intercept(v),
             VerdictAction::Allow if self.config.intercept_https => TlsDecision::Intercept(v),
             VerdictAction::Allow => TlsDecision::Passthrough(v),
         }
@@ -869,6 +989,9 @@ impl CompiledPolicy {
     ///
     /// `name` is normalized here (case, trailing dot), since resolvers pass names as asked.
     pub fn dns_decision(&self, name: &str) -> DnsDecision {
+        if !self.config.enforce {
+            return DnsDecision::Answer;
+        }
         let name = normalize_host(name);
         let name = name.as_ref();
         if let Some(m) = self.denied.find_every_port(name) {

@@ -58,20 +58,24 @@
 
 pub mod address;
 pub mod config;
+pub mod dry_run;
 pub mod error;
 pub mod eval;
 pub mod matcher;
 pub mod pattern;
+pub mod request;
+pub mod suggest;
 
 pub use address::{special_range, SpecialRange};
 pub use config::{
     BindingConfig, BodyConfig, FetchConfig, HandlerConfig, Instances, PolicyConfig, ResolveAddrs,
-    ResponseConfig, ResponseMode, RouteConfig, RuntimeLayer, SecretSource,
+    ResponseConfig, ResponseMode, RouteAction, RouteConfig, RuntimeLayer, SecretSource,
 };
+pub use dry_run::{parse_url, DryDecision, DryRun, UrlParts};
 pub use error::{PolicyError, Problem};
 pub use eval::{
-    parse_pin_arg, Binding, BindingId, CompiledPolicy, DnsDecision, FetchGrant, TlsDecision,
-    Verdict, VerdictAction,
+    parse_pin_arg, Binding, BindingId, CompiledPolicy, DnsDecision, FetchGrant, RequestAction,
+    RequestVerdict, RulesId, TlsDecision, Verdict, VerdictAction,
 };
 pub use matcher::{HostSet, Match};
 pub use pattern::{

@@ -50,6 +50,15 @@ impl<'a> Destination<'a> {
             port,
         }
     }
+
+    /// The destination a request names by `host`: an IP literal is the address (canonical),
+    /// anything else a name.
+    pub fn named(host: &'a str, port: u16) -> Self {
+        match host.parse::<IpAddr>() {
+            Ok(ip) => Destination::ip(canonical_ip(ip), port),
+            Err(_) => Destination::host(host, port),
+        }
+    }
 }
 
 /// Normalizes a host name the way patterns are normalized: ASCII lowercase, one trailing dot

@@ -42,6 +42,10 @@ module = "h.wasm"
 [[routes]]
 hosts = ["vcs.github.test", "*.vcs.github.test"]
 handler = "h"
+[[routes]]
+host = "git.github.test"
+methods = ["GET", "POST"]
+paths = ["/**/info/refs", "/**/git-upload-pack"]
 "#,
     );
     src.push_str("[[routes]]\nhandler = \"h\"\nhosts = [");
@@ -78,6 +82,13 @@ handler = "h"
         }
         for n in names {
             black_box(policy.dns_decision(black_box(n)));
+        }
+        let git = Destination::host("git.github.test", 443);
+        for (m, p) in [
+            ("GET", "/r.git/info/refs"),
+            ("POST", "/r.git/git-receive-pack"),
+        ] {
+            black_box(policy.evaluate_request(black_box(&git), m, p, Some("service=x")));
         }
     }
     let after = ALLOCS.load(Ordering::SeqCst);

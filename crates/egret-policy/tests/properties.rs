@@ -253,3 +253,61 @@ fn ipnet_is_what_we_think() {
     let n: IpNet = "10.0.0.0/8".parse().unwrap();
     assert!(n.contains(&"10.1.1.1".parse::<IpAddr>().unwrap()));
 }
+
+/// Reference path-glob semantics as a regular expression: `*` is `[^/]*`, `**` is `.*`, a
+/// `**` segment between slashes is `/(.*/)?`, a trailing `/**` is `(/.*)?`.
+fn path_glob_regex(g: &str) -> regex_lite::Regex {
+    let mut re = String::from("^");
+    let b = g.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i..].starts_with(b"/**/") {
+            re.push_str("/(.*/)?");
+            i += 4;
+        } else if &b[i..] == b"/**" {
+            re.push_str("(/.*)?");
+            i += 3;
+        } else if b[i..].starts_with(b"**") {
+            re.push_str(".*");
+            i += 2;
+        } else if b[i] == b'*' {
+            re.push_str("[^/]*");
+            i += 1;
+        } else {
+            re.push_str(&regex_lite::escape(&g[i..i + 1]));
+            i += 1;
+        }
+    }
+    re.push('$');
+    regex_lite::Regex::new(&re).unwrap()
+}
+
+proptest! {
+    #[test]
+    fn path_globs_agree_with_the_regex_reference(
+        g in "/([ab/]|\\*|\\*\\*){0,8}",
+        p in "/[ab/]{0,10}",
+    ) {
+        // Runs of three stars are refused; the reference does not model them.
+        prop_assume!(!g.contains("***"));
+        let glob = egret_policy::request::PathGlob::parse(&g).unwrap();
+        prop_assert_eq!(glob.matches(&p), path_glob_regex(&g).is_match(&p), "glob {} path {}", g, p);
+    }
+
+    #[test]
+    fn canonical_paths_are_canonical(p in "[/a.%2eEfF]{0,16}") {
+        let once = egret_policy::request::canonical_path(&p).into_owned();
+        prop_assert!(once.starts_with('/'));
+        prop_assert!(!once.contains("//"), "{}", once);
+        prop_assert!(!once.split('/').any(|s| s == "." || s == ".."), "{}", once);
+        let twice = egret_policy::request::canonical_path(&once);
+        prop_assert_eq!(twice.as_ref(), once.as_str());
+    }
+}
+
+#[test]
+fn path_glob_reference_sanity() {
+    assert!(path_glob_regex("/a/**/b").is_match("/a/b"));
+    assert!(path_glob_regex("/a/**").is_match("/a"));
+    assert!(!path_glob_regex("/a/*").is_match("/a/b/c"));
+}

@@ -300,6 +300,22 @@ struct Event<'a> {
     classified: &'a str,
     first_byte_ms: Option<f64>,
     masked: Option<u64>,
+    instance_wait_ms: Option<f64>,
+    handler_fields: Option<Fields<'a>>,
+}
+
+/// A handler's audit fields, written as one JSON object (`{"mcp.tool": "echo", ...}`).
+struct Fields<'a>(&'a [(String, String)]);
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 fn millis(d: Duration) -> f64 {
@@ -446,6 +462,10 @@ impl RequestRecord {
                 .masked
                 .as_ref()
                 .map(|m| m.load(Ordering::Relaxed)),
+            instance_wait_ms: self.outcome.instance_wait.map(millis),
+            handler_fields: Some(self.outcome.handler_fields.as_slice())
+                .filter(|f| !f.is_empty())
+                .map(Fields),
         };
         emit(&self.sink, &ev);
     }
@@ -609,6 +629,8 @@ pub(crate) fn connection(
         classified: info.classified.as_str(),
         first_byte_ms: info.first_byte.map(millis),
         masked: None,
+        instance_wait_ms: None,
+        handler_fields: None,
     };
     emit(&proxy.audit, &ev);
 }
@@ -664,6 +686,8 @@ pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
         classified: "fetch",
         first_byte_ms: None,
         masked: None,
+        instance_wait_ms: None,
+        handler_fields: None,
     };
     emit(sink, &ev);
 }

@@ -309,7 +309,10 @@ impl Proxy {
                             // Closed (or half-closed) without a byte: nothing to intercept.
                             info.classified = Classified::Eof;
                             return match (upstream, &verdict.action) {
-                                (Some(up), _) => self.splice(stream, up, Bytes::new(), Bytes::new(), info, TunnelProto::Tcp, &verdict.rule).await,
+                                (Some(up), _) => {
+                                    let (decision, rule) = crate::tunnel::carried(&verdict);
+                                    self.splice(stream, up, Bytes::new(), Bytes::new(), info, TunnelProto::Tcp, (decision, &rule)).await
+                                }
                                 (None, VerdictAction::Deny) => self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &verdict.rule),
                                 (None, _) => {
                                     crate::audit::connection(&self, &info, name.as_deref(), TunnelProto::Tcp, Decision::Error, "the client closed before sending anything", 0, 0);
@@ -371,7 +374,9 @@ impl Proxy {
                         return self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &rule);
                     }
                     let up = upstream.take().expect("guarded");
-                    return self.splice(stream, up, Bytes::new(), greeting.freeze(), info, TunnelProto::Tcp, &v.rule).await;
+                    let (decision, rule) = crate::tunnel::carried(&v);
+                    drop(now);
+                    return self.splice(stream, up, Bytes::new(), greeting.freeze(), info, TunnelProto::Tcp, (decision, &rule)).await;
                 }
                 _ = &mut hold, if upstream.is_none() => {
                     info.classified = Classified::Silent;
@@ -383,6 +388,13 @@ impl Proxy {
                                 "{} routes to handler {}, which needs HTTP; the client sent nothing within {waited:?}",
                                 verdict.rule,
                                 policy.binding(id).handler
+                            );
+                            self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &why)
+                        }
+                        VerdictAction::Rules(_) => {
+                            let why = format!(
+                                "{} decide HTTP requests, which need HTTP; the client sent nothing within {waited:?}",
+                                verdict.rule
                             );
                             self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &why)
                         }
@@ -463,10 +475,10 @@ impl Proxy {
                     "ECH hides the destination; pass-through refused",
                 );
             }
-            TlsDecision::Passthrough(_) => {
+            TlsDecision::Passthrough(v) => {
                 info.sni = name;
                 let io = stream;
-                self.passthrough(io, prefix, info).await
+                self.passthrough(io, prefix, info, v.would_deny).await
             }
             TlsDecision::Intercept(_) => {
                 let Some(tls) = &self.tls else {

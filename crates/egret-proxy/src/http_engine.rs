@@ -6,10 +6,10 @@ use crate::body::{boxed, full, ProxyBody, RequestBody};
 use crate::conn::ConnInfo;
 use crate::headers::{strip_h3_alt_svc, strip_hop_by_hop};
 use crate::metrics::Decision;
-use crate::upstream::{canonical_ip, ConnectError};
+use crate::upstream::ConnectError;
 use crate::Proxy;
 use bytes::Bytes;
-use egret_policy::{Binding, CompiledPolicy, Destination, VerdictAction};
+use egret_policy::{Binding, CompiledPolicy, Destination, RequestAction};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -62,6 +62,10 @@ pub struct Dispatched {
     pub action: HandlerAction,
     /// The response phase, when opted in.
     pub response: Option<Box<dyn ResponsePhase>>,
+    /// How long the request waited for a handler instance, when every one was taken.
+    pub instance_wait: Option<std::time::Duration>,
+    /// What the handler attached to the request's audit event (bounded, redacted).
+    pub audit_fields: Vec<(String, String)>,
 }
 
 /// What a response phase decided.
@@ -106,6 +110,10 @@ pub trait ResponsePhase: Send + 'static {
     fn chunk<'a>(&'a mut self, chunk: Bytes) -> BoxFuture<'a, Result<(), HandlerFailure>>;
     /// The body ended (observe mode).
     fn end<'a>(&'a mut self) -> BoxFuture<'a, Result<(), HandlerFailure>>;
+    /// What the handler attached to the request's audit event so far, in every phase.
+    fn audit_fields(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A handler failed: the request is not forwarded (fail closed).
@@ -117,6 +125,11 @@ pub struct HandlerFailure {
     pub kind: &'static str,
     /// Safe to show the client: names the handler and the reason, never a secret.
     pub message: String,
+    /// Seconds for a `Retry-After` header: the failure is the sidecar's load, not the
+    /// request's (no handler instance came free).
+    pub retry_after: Option<u32>,
+    /// How long the request waited for a handler instance before it failed, if it did.
+    pub instance_wait: Option<std::time::Duration>,
 }
 
 /// The bridge to the handler engine (egret-wasm, adapted in egret-app's glue).
@@ -161,6 +174,10 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
     /// Occurrences of filled secrets the echo guard masked (set when it was on).
     pub masked: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// How long the request waited for a handler instance, when it had to.
+    pub instance_wait: Option<std::time::Duration>,
+    /// What the handler attached (`handler_fields`).
+    pub handler_fields: Vec<(String, String)>,
 }
 
 /// A request decided: the response for the sandbox, the destination it named (when it got
@@ -188,6 +205,8 @@ impl Decided {
                 handler: None,
                 error: Some(msg),
                 masked: None,
+                instance_wait: None,
+                handler_fields: Vec::new(),
             },
         }
     }
@@ -274,28 +293,33 @@ impl Proxy {
             Err(refused) => return *refused,
         };
         let port = target.port.unwrap_or(info.orig.port());
-        let ip = target.host.parse::<IpAddr>().ok().map(canonical_ip);
-        let dest = Destination {
-            host: if ip.is_some() {
-                None
-            } else {
-                Some(target.host.as_str())
-            },
-            ip,
-            port,
-        };
-        let verdict = policy.evaluate(&dest);
+        let dest = Destination::named(&target.host, port);
+        let verdict = policy.evaluate_request(
+            &dest,
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query(),
+        );
         let outcome = |decision, handler| Outcome {
             decision,
             rule: verdict.rule.clone(),
             handler,
             error: None,
             masked: None,
+            instance_wait: None,
+            handler_fields: Vec::new(),
         };
-        match verdict.action {
-            VerdictAction::Deny => {
+        let mut decided = match &verdict.action {
+            RequestAction::Deny { status, message } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
+                let because = message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 let body = format!(
-                    "egret: request to {}:{} denied by rule {} (sandbox {}, policy generation {})\n",
+                    "egret: {} {} to {}:{} denied by rule {}{because} (sandbox {}, policy generation {})\n",
+                    req.method(),
+                    crate::audit::mask_query(req.uri().path_and_query().map_or("/", |p| p.as_str())),
                     target.host,
                     port,
                     verdict.rule,
@@ -303,12 +327,12 @@ impl Proxy {
                     policy.generation()
                 );
                 Decided {
-                    resp: text_response(StatusCode::FORBIDDEN, Decision::Deny, body),
+                    resp: text_response(status, Decision::Deny, body),
                     target: Some(target),
                     outcome: outcome(Decision::Deny, None),
                 }
             }
-            VerdictAction::Allow => {
+            RequestAction::Allow => {
                 let (resp, outcome) = self
                     .forward(
                         req.map(RequestBody::Stream),
@@ -325,8 +349,8 @@ impl Proxy {
                     outcome,
                 }
             }
-            VerdictAction::Handler(id) => {
-                let binding = policy.binding(id);
+            RequestAction::Handler(id) => {
+                let binding = policy.binding(*id);
                 let outcome = outcome(Decision::Forward, Some(binding.handler.clone()));
                 let (resp, outcome) = self
                     .through_handler(req, info, policy, binding, &target, port, outcome)
@@ -337,7 +361,17 @@ impl Proxy {
                     outcome,
                 }
             }
+        };
+        // Report-only: carried out as decided above, audited as what the policy would have
+        // done, naming the rule that would have denied it.
+        if let Some(rule) = &verdict.would_deny {
+            let o = &mut decided.outcome;
+            if matches!(o.decision, Decision::Forward | Decision::Respond) {
+                o.decision = Decision::WouldDeny;
+                o.rule = rule.clone();
+            }
         }
+        decided
     }
 
     /// The host and port a request is for (refusing requests egret cannot or will not carry):
@@ -496,15 +530,23 @@ impl Proxy {
             .dispatch(binding, policy.generation(), head, buffered.clone())
             .await;
         let (action, phase) = match dispatched {
-            Ok(d) => (d.action, d.response),
+            Ok(d) => {
+                outcome.instance_wait = d.instance_wait;
+                outcome.handler_fields = d.audit_fields;
+                (d.action, d.response)
+            }
             Err(f) => {
                 tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
                 outcome.error = Some(format!("{}: {}", f.kind, f.message));
                 outcome.decision = Decision::Error;
-                return (
-                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
-                    outcome,
-                );
+                outcome.instance_wait = f.instance_wait;
+                let mut resp =
+                    text_response(f.status, Decision::Error, format!("egret: {}\n", f.message));
+                if let Some(secs) = f.retry_after {
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return (resp, outcome);
             }
         };
         match action {
@@ -879,10 +921,14 @@ async fn response_phase(
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
-    match phase
+    let decided = phase
         .decide(p.status.as_u16(), headers, buffered.clone())
-        .await
-    {
+        .await;
+    let fields = phase.audit_fields();
+    if !fields.is_empty() {
+        outcome.handler_fields = fields;
+    }
+    match decided {
         Ok(ResponseDecision::Pass { set, remove, body }) => {
             for name in remove {
                 p.headers.remove(name);

@@ -62,6 +62,9 @@ label_enum! {
         Error => "error",
         /// A tunnel closed because a policy swap denied its destination.
         Revoked => "revoked",
+        /// The policy would have refused it, but reports only (`enforce = false`, a
+        /// `report_only` route): it was carried out.
+        WouldDeny => "would_deny",
     }
 }
 
@@ -122,6 +125,8 @@ label_enum! {
         InvalidAction => "invalid_action",
         /// It could not be instantiated.
         Instantiate => "instantiate",
+        /// No instance slot came free within the wait (answered 503).
+        Busy => "busy",
         /// Anything else.
         Other => "other",
     }
@@ -164,6 +169,10 @@ struct FailureLabels {
 const HANDLER_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
+/// Upper bounds (seconds) for waits for a handler instance slot (up to the default 30 s bound).
+const INSTANCE_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
 /// Upper bounds (seconds) for upstream connects and TLS handshakes.
 const CONNECT_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -185,17 +194,19 @@ where
 pub struct Metrics {
     requests_family: Family<RequestLabels, Counter>,
     /// `[decision][status class]`.
-    requests: [[Counter; 6]; 5],
+    requests: [[Counter; 6]; DECISIONS],
     tunnels_family: Family<TunnelLabels, Counter>,
     /// `[proto][decision]`.
-    tunnels: [[Counter; 5]; 3],
+    tunnels: [[Counter; DECISIONS]; 3],
     failures_family: Family<FailureLabels, Counter>,
-    failures: [Counter; 6],
+    failures: [Counter; 7],
     handler_invocations: Counter,
     fetches_family: Family<FetchLabels, Counter>,
     /// `[decision]`.
-    fetches: [Counter; 5],
+    fetches: [Counter; DECISIONS],
     handler_duration: Histogram,
+    instance_wait: Histogram,
+    instance_refused: Counter,
     upstream_connect: Histogram,
     upstream_tls: Histogram,
     upstream_connect_failures: Counter,
@@ -204,7 +215,10 @@ pub struct Metrics {
     connections: Counter,
     connections_active: Gauge,
     overload_resets: Counter,
+    would_deny: Counter,
 }
+
+const DECISIONS: usize = Decision::ALL.len();
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -241,6 +255,8 @@ impl Default for Metrics {
             failures,
             handler_invocations: Counter::default(),
             handler_duration: Histogram::new(HANDLER_BUCKETS.iter().copied()),
+            instance_wait: Histogram::new(INSTANCE_WAIT_BUCKETS.iter().copied()),
+            instance_refused: Counter::default(),
             upstream_connect: Histogram::new(CONNECT_BUCKETS.iter().copied()),
             upstream_tls: Histogram::new(CONNECT_BUCKETS.iter().copied()),
             upstream_connect_failures: Counter::default(),
@@ -249,6 +265,7 @@ impl Default for Metrics {
             connections: Counter::default(),
             connections_active: Gauge::default(),
             overload_resets: Counter::default(),
+            would_deny: Counter::default(),
         }
     }
 }
@@ -288,6 +305,11 @@ impl Metrics {
             self.overload_resets.clone(),
         );
         registry.register(
+            "egret_would_deny",
+            "Requests and connections the policy would have refused but only reported (enforce = false, report_only routes)",
+            self.would_deny.clone(),
+        );
+        registry.register(
             "egret_requests",
             "HTTP requests finished, by decision and status class",
             self.requests_family.clone(),
@@ -316,6 +338,16 @@ impl Metrics {
             "egret_handler_duration_seconds",
             "Handler run time (instantiate + call)",
             self.handler_duration.clone(),
+        );
+        registry.register(
+            "egret_handler_instance_wait_seconds",
+            "Time requests waited for a handler instance slot because every one was in use (requests that got one and requests refused)",
+            self.instance_wait.clone(),
+        );
+        registry.register(
+            "egret_handler_instance_refused",
+            "Requests refused with 503 because no handler instance slot came free (--max-handler-instances, --handler-instance-wait-ms, --max-handler-instance-waiters)",
+            self.instance_refused.clone(),
         );
         registry.register(
             "egret_upstream_connect_duration_seconds",
@@ -347,13 +379,21 @@ impl Metrics {
     /// A finished HTTP request.
     pub fn request(&self, decision: Decision, status: Option<u16>, bytes_in: u64, bytes_out: u64) {
         self.requests[decision.index()][StatusClass::of(status).index()].inc();
+        self.count_would_deny(decision);
         self.bytes(bytes_in, bytes_out);
     }
 
     /// A finished (or refused) opaque / pass-through connection.
     pub fn tunnel(&self, proto: TunnelProto, decision: Decision, bytes_in: u64, bytes_out: u64) {
         self.tunnels[proto.index()][decision.index()].inc();
+        self.count_would_deny(decision);
         self.bytes(bytes_in, bytes_out);
+    }
+
+    fn count_would_deny(&self, decision: Decision) {
+        if decision == Decision::WouldDeny {
+            self.would_deny.inc();
+        }
     }
 
     fn bytes(&self, bytes_in: u64, bytes_out: u64) {
@@ -367,6 +407,16 @@ impl Metrics {
         self.handler_duration.observe(took.as_secs_f64());
         if let Some(kind) = failure {
             self.failures[kind.index()].inc();
+        }
+    }
+
+    /// A request waited `waited` for a handler instance slot; `refused` when none came free.
+    pub fn instance_wait(&self, waited: Option<Duration>, refused: bool) {
+        if let Some(w) = waited {
+            self.instance_wait.observe(w.as_secs_f64());
+        }
+        if refused {
+            self.instance_refused.inc();
         }
     }
 
@@ -485,8 +535,17 @@ mod tests {
             out.contains("egret_handler_duration_seconds_count 1\n"),
             "{out}"
         );
-        assert_eq!(out.matches("egret_requests_total{").count(), 30);
-        assert_eq!(out.matches("egret_tunnels_total{").count(), 15);
+        assert_eq!(out.matches("egret_requests_total{").count(), 36);
+        assert_eq!(out.matches("egret_tunnels_total{").count(), 18);
+        assert!(out.contains("egret_would_deny_total 0\n"), "{out}");
+        m.request(Decision::WouldDeny, Some(200), 0, 0);
+        m.tunnel(TunnelProto::Tcp, Decision::WouldDeny, 0, 0);
+        let out = rendered(&m);
+        assert!(out.contains("egret_would_deny_total 2\n"), "{out}");
+        assert!(
+            out.contains("egret_requests_total{decision=\"would_deny\",status_class=\"2xx\"} 1\n"),
+            "{out}"
+        );
         assert!(!out.contains("# EOF"), "{out}");
     }
 

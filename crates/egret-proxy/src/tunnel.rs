@@ -5,7 +5,7 @@ use crate::metrics::{Decision, TunnelProto};
 use crate::upstream::ConnectError;
 use crate::Proxy;
 use bytes::Bytes;
-use egret_policy::VerdictAction;
+use egret_policy::{Verdict, VerdictAction};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -24,8 +24,8 @@ impl Proxy {
         let name = info.dns_name.clone();
         let dest = crate::conn::conn_destination(name.as_deref(), info.orig);
         let verdict = policy.evaluate(&dest);
-        let rule = match verdict.action {
-            VerdictAction::Allow => verdict.rule.clone(),
+        let carried = match verdict.action {
+            VerdictAction::Allow => carried(&verdict),
             VerdictAction::Deny => {
                 self.refuse(stream, &info, name.as_deref(), proto, &verdict.rule);
                 return;
@@ -41,8 +41,18 @@ impl Proxy {
                 self.refuse(stream, &info, name.as_deref(), proto, &why);
                 return;
             }
+            VerdictAction::Rules(_) => {
+                // Request rules decide by method and path, which only HTTP has.
+                let why = format!(
+                    "{} decide HTTP requests by method and path; this connection is not HTTP",
+                    verdict.rule
+                );
+                self.refuse(stream, &info, name.as_deref(), proto, &why);
+                return;
+            }
         };
-        self.splice_to(stream, prefix, info, proto, &rule).await
+        self.splice_to(stream, prefix, info, proto, (carried.0, &carried.1))
+            .await
     }
 
     /// TLS pass-through: spliced untouched to the SNI name (resolved by egret).
@@ -51,10 +61,20 @@ impl Proxy {
         stream: TcpStream,
         prefix: Bytes,
         info: ConnInfo,
+        would_deny: Option<Arc<str>>,
     ) {
-        let rule: Arc<str> = Arc::from("passthrough_hosts");
-        self.splice_to(stream, prefix, info, TunnelProto::TlsPassthrough, &rule)
-            .await
+        let (decision, rule) = match would_deny {
+            Some(r) => (Decision::WouldDeny, r),
+            None => (Decision::Forward, Arc::from("passthrough_hosts")),
+        };
+        self.splice_to(
+            stream,
+            prefix,
+            info,
+            TunnelProto::TlsPassthrough,
+            (decision, &rule),
+        )
+        .await
     }
 
     /// Connect to where an opaque connection goes: the name (SNI, else the name the sandbox
@@ -78,7 +98,7 @@ impl Proxy {
         prefix: Bytes,
         info: ConnInfo,
         proto: TunnelProto,
-        rule: &str,
+        carried: (Decision, &str),
     ) {
         let name = info.sni.clone().or(info.dns_name.clone());
         let up = match self.connect_opaque(&info).await {
@@ -103,7 +123,7 @@ impl Proxy {
                 return;
             }
         };
-        self.splice(stream, up, prefix, Bytes::new(), info, proto, rule)
+        self.splice(stream, up, prefix, Bytes::new(), info, proto, carried)
             .await
     }
 
@@ -119,7 +139,7 @@ impl Proxy {
         to_down: Bytes,
         info: ConnInfo,
         proto: TunnelProto,
-        rule: &str,
+        (decision, rule): (Decision, &str),
     ) {
         let name = info.sni.clone().or(info.dns_name.clone());
         let mut sent = to_up.len() as u64;
@@ -141,7 +161,7 @@ impl Proxy {
                 let (a, b) = result.unwrap_or((0, 0));
                 sent += a;
                 received += b;
-                crate::audit::connection(&self, &info, name.as_deref(), proto, Decision::Forward, rule, sent, received);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, decision, rule, sent, received);
             }
             why = revoked => {
                 crate::audit::connection(&self, &info, name.as_deref(), proto, Decision::Revoked, &why, sent, received);
@@ -170,5 +190,14 @@ impl Proxy {
                 }
             }
         }
+    }
+}
+
+/// How a connection an allowing verdict lets through is audited: `forward` by the rule that
+/// allowed it, or `would_deny` by the rule that would have refused it (report-only).
+pub(crate) fn carried(v: &Verdict) -> (Decision, Arc<str>) {
+    match &v.would_deny {
+        Some(rule) => (Decision::WouldDeny, rule.clone()),
+        None => (Decision::Forward, v.rule.clone()),
     }
 }

@@ -23,14 +23,28 @@ impl Default for Limits {
     }
 }
 
+/// Instance slots of the pool unless configured otherwise.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// How long a session waits for a slot unless configured otherwise: long enough for slots
+/// held by long responses (an LLM answer streaming for seconds) to come free, short enough
+/// that a client's own timeout (typically 60 s or more) sees the refusal and its
+/// `Retry-After`.
+pub const DEFAULT_INSTANCE_WAIT: Duration = Duration::from_secs(30);
+
 /// Configuration of a [`HandlerHost`](crate::HandlerHost), fixed for the
 /// life of the process (the engine and its instance pool are sized from it).
 #[derive(Clone, Debug)]
 pub struct HostConfig {
-    /// How many handler instances may be live at once (pool size). A request
-    /// that finds the pool exhausted fails with
-    /// [`HandlerError::Instantiate`](crate::HandlerError::Instantiate).
+    /// How many handler instances may be live at once (pool size; idle instances kept for
+    /// reuse count too). A session that finds every slot taken waits for one, in arrival
+    /// order, up to [`HostConfig::instance_wait`]; then, or when
+    /// [`HostConfig::max_instance_waiters`] already wait, it fails with
+    /// [`HandlerError::Busy`](crate::HandlerError::Busy).
     pub max_instances: u32,
+    /// Longest a session waits for a free instance slot.
+    pub instance_wait: Duration,
+    /// Sessions that may wait for a slot at once; one more is refused without waiting.
+    pub max_instance_waiters: usize,
     /// Upper bound for any handler's memory cap; the pool reserves this much
     /// address space per instance slot (not 4 GiB), so keep it modest.
     pub max_memory_bytes: usize,
@@ -62,7 +76,9 @@ pub struct HostConfig {
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
-            max_instances: 1000,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            instance_wait: DEFAULT_INSTANCE_WAIT,
+            max_instance_waiters: DEFAULT_MAX_INSTANCES as usize,
             max_memory_bytes: 64 << 20,
             max_wasm_stack: 512 << 10,
             keep_resident_bytes: 64 << 10,

@@ -144,6 +144,22 @@ pub enum HandlerError {
         /// Which part is invalid and why (never a secret value).
         reason: String,
     },
+    /// Every instance slot stayed taken: the session waited
+    /// [`HostConfig::instance_wait`](crate::HostConfig::instance_wait) (or found
+    /// [`HostConfig::max_instance_waiters`](crate::HostConfig::max_instance_waiters) already
+    /// waiting) and got none. Unlike the other failures this is the host's load, not the
+    /// handler's fault: the request may be retried.
+    #[error("{}", busy_message(handler, *limit, *waited, *queue_full))]
+    Busy {
+        /// Handler name.
+        handler: String,
+        /// The pool's slots ([`HostConfig::max_instances`](crate::HostConfig::max_instances)).
+        limit: u32,
+        /// How long the session waited: the whole wait bound, or zero when refused at once.
+        waited: Duration,
+        /// Refused without waiting: this many sessions were already waiting.
+        queue_full: Option<usize>,
+    },
     /// A fresh instance could not be created (e.g. the instance pool is
     /// exhausted).
     #[error("handler `{handler}` could not be instantiated: {reason}")]
@@ -157,7 +173,7 @@ pub enum HandlerError {
 
 impl HandlerError {
     /// Stable short label for metrics: `trap`, `timeout`, `oom`,
-    /// `invalid_action` or `instantiate`.
+    /// `invalid_action`, `instantiate` or `busy`.
     pub fn kind(&self) -> &'static str {
         match self {
             HandlerError::Trap { .. } => "trap",
@@ -165,6 +181,7 @@ impl HandlerError {
             HandlerError::OutOfMemory { .. } => "oom",
             HandlerError::InvalidAction { .. } => "invalid_action",
             HandlerError::Instantiate { .. } => "instantiate",
+            HandlerError::Busy { .. } => "busy",
         }
     }
 
@@ -175,7 +192,8 @@ impl HandlerError {
             | HandlerError::Timeout { handler, .. }
             | HandlerError::OutOfMemory { handler, .. }
             | HandlerError::InvalidAction { handler, .. }
-            | HandlerError::Instantiate { handler, .. } => handler,
+            | HandlerError::Instantiate { handler, .. }
+            | HandlerError::Busy { handler, .. } => handler,
         }
     }
 
@@ -185,5 +203,19 @@ impl HandlerError {
             HandlerError::Trap { detail, .. } => Some(detail),
             _ => None,
         }
+    }
+}
+
+fn busy_message(handler: &str, limit: u32, waited: Duration, queue_full: Option<usize>) -> String {
+    match queue_full {
+        Some(n) => format!(
+            "handler `{handler}` has no free instance: all {limit} instance slots are in use \
+             and {n} requests already wait for one"
+        ),
+        None => format!(
+            "handler `{handler}` has no free instance: all {limit} instance slots stayed in \
+             use for {} ms",
+            waited.as_millis()
+        ),
     }
 }

@@ -8,13 +8,13 @@
 //! restarts are in [`crate::artifact_cache`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
@@ -142,11 +142,115 @@ fn idle_budget(max_instances: u32) -> usize {
     (max_instances as usize / 4).max(1)
 }
 
-/// The host-wide count of idle instances against [`idle_budget`].
-#[derive(Debug)]
-struct IdleBudget {
-    count: std::sync::atomic::AtomicUsize,
-    max: usize,
+/// The pool's instance slots, host-wide: who holds one (live sessions and idle instances,
+/// each with a permit of `sem`), who waits for one, and the idle instances' share.
+///
+/// wasmtime's pooling allocator fails an instantiation outright when its slots are taken;
+/// the semaphore in front of it turns that into a wait, in arrival order (tokio's semaphore
+/// is fair: a permit given back goes to the oldest waiter, and `try_acquire` cannot overtake
+/// one), bounded in time (`wait`) and in waiters (`max_waiters`).
+struct Slots {
+    sem: Arc<Semaphore>,
+    /// The pool's slots.
+    max: u32,
+    wait: Duration,
+    max_waiters: usize,
+    /// Sessions waiting for a slot now.
+    waiting: AtomicUsize,
+    /// Idle instances now, against `idle_max` ([`idle_budget`]).
+    idle: AtomicUsize,
+    idle_max: usize,
+    /// Every loaded handler's idle instances, so a waiter can free a slot one of them holds.
+    pools: Mutex<Vec<Weak<InstancePool>>>,
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slots")
+            .field("max", &self.max)
+            .field("waiting", &self.waiting)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a waiting session for as long as it waits (also when its request is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slots {
+    /// A slot for a new instance of `handler`: at once when one is free, else after waiting
+    /// behind earlier waiters; `Some(waited)` when it had to wait.
+    async fn admit(
+        &self,
+        handler: &str,
+    ) -> Result<(OwnedSemaphorePermit, Option<Duration>), HandlerError> {
+        if let Ok(p) = self.sem.clone().try_acquire_owned() {
+            return Ok((p, None));
+        }
+        let busy = |waited, queue_full| HandlerError::Busy {
+            handler: handler.to_owned(),
+            limit: self.max,
+            waited,
+            queue_full,
+        };
+        let before = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        if before >= self.max_waiters {
+            return Err(busy(Duration::ZERO, Some(before)));
+        }
+        // An instance idle for reuse must not keep a waiting request out: free its slot (the
+        // freed permit goes to the oldest waiter). Instances given back while anyone waits
+        // are dropped too (`InstancePool::give_back`).
+        self.evict_idle();
+        let start = Instant::now();
+        match tokio::time::timeout(self.wait, self.sem.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok((p, Some(start.elapsed()))),
+            // The whole bound (the semaphore is never closed, so that is the only way here).
+            Ok(Err(_)) | Err(_) => Err(busy(self.wait, None)),
+        }
+    }
+
+    /// Drop one idle instance of any handler, if there is one.
+    fn evict_idle(&self) {
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let victim = {
+            let mut pools = self.pools.lock();
+            pools.retain(|p| p.strong_count() > 0);
+            pools
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find_map(|p| p.evict())
+        };
+        drop(victim);
+    }
+
+    /// Remember `pool` for [`Slots::evict_idle`].
+    fn register(&self, pool: &Arc<InstancePool>) {
+        let mut pools = self.pools.lock();
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+}
+
+/// Instance slots in use and sessions waiting for one, now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotStats {
+    /// The pool's slots ([`HostConfig::max_instances`]).
+    pub max: u32,
+    /// Slots held by live sessions and idle instances.
+    pub in_use: u32,
+    /// Of those, held by instances idle for reuse.
+    pub idle: u32,
+    /// Sessions waiting for a slot.
+    pub waiting: u32,
 }
 
 /// An instance that served a request cleanly and waits for the next one.
@@ -157,6 +261,8 @@ struct Idle {
     uses: u32,
     base_memory: usize,
     timeout: Duration,
+    /// Its pool slot (released after the store, which is declared first, is dropped).
+    permit: OwnedSemaphorePermit,
 }
 
 /// The idle instances of one loaded handler (one handler version of one policy generation).
@@ -164,7 +270,7 @@ struct InstancePool {
     idle: Mutex<Vec<Idle>>,
     /// Set when the generation is superseded: instances coming back are dropped.
     retired: AtomicBool,
-    budget: Arc<IdleBudget>,
+    slots: Arc<Slots>,
 }
 
 impl Drop for InstancePool {
@@ -180,19 +286,29 @@ impl InstancePool {
         let i = idle
             .iter()
             .rposition(|e| e.timeout == timeout && e.store.data().sandbox() == sandbox)?;
-        self.budget.count.fetch_sub(1, Ordering::Relaxed);
+        self.slots.idle.fetch_sub(1, Ordering::Relaxed);
         Some(idle.swap_remove(i))
+    }
+
+    /// The least recently given back idle instance, taken out to be dropped.
+    fn evict(&self) -> Option<Idle> {
+        let mut idle = self.idle.lock();
+        if idle.is_empty() {
+            return None;
+        }
+        self.slots.idle.fetch_sub(1, Ordering::Relaxed);
+        Some(idle.remove(0))
     }
 
     /// Drops every idle instance.
     fn clear(&self) {
         let mut idle = self.idle.lock();
-        self.budget.count.fetch_sub(idle.len(), Ordering::Relaxed);
+        self.slots.idle.fetch_sub(idle.len(), Ordering::Relaxed);
         idle.clear();
     }
 
-    /// Keep `e` for the next request unless it is used up, grew too much, or the pool is
-    /// retired or full.
+    /// Keep `e` for the next request unless it is used up, grew too much, the pool is
+    /// retired or full, or a session waits for its slot.
     fn give_back(&self, e: Idle) {
         let grown = e
             .store
@@ -203,6 +319,7 @@ impl InstancePool {
         if e.uses >= REUSE_MAX_REQUESTS
             || grown > REUSE_MAX_GROWTH_BYTES
             || e.store.data().limiter.memory_denied
+            || self.slots.waiting.load(Ordering::Relaxed) > 0
         {
             return;
         }
@@ -212,8 +329,8 @@ impl InstancePool {
         if self.retired.load(Ordering::Relaxed) || idle.len() >= REUSE_MAX_IDLE {
             return;
         }
-        if self.budget.count.fetch_add(1, Ordering::Relaxed) >= self.budget.max {
-            self.budget.count.fetch_sub(1, Ordering::Relaxed);
+        if self.slots.idle.fetch_add(1, Ordering::Relaxed) >= self.slots.idle_max {
+            self.slots.idle.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         idle.push(e);
@@ -334,8 +451,8 @@ struct HostInner {
     compiled: AtomicU64,
     loaded_from_disk: AtomicU64,
     memory_cache_hits: AtomicU64,
-    /// Idle instances kept for reusing bindings, host-wide.
-    idle: Arc<IdleBudget>,
+    /// The pool's slots: holders, waiters, idle instances.
+    slots: Arc<Slots>,
 }
 
 /// Loads and runs WebAssembly handlers. Create one per process and share it
@@ -409,7 +526,17 @@ impl HandlerHost {
             .clone()
             .map(|dir| ArtifactCache::new(dir, &engine));
         let ticker = Arc::new(EpochTicker::start(&engine, cfg.epoch_tick)?);
-        let idle_max = idle_budget(cfg.max_instances);
+        let max = cfg.max_instances.max(1);
+        let slots = Arc::new(Slots {
+            sem: Arc::new(Semaphore::new(max as usize)),
+            max,
+            wait: cfg.instance_wait,
+            max_waiters: cfg.max_instance_waiters,
+            waiting: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            idle_max: idle_budget(max),
+            pools: Mutex::new(Vec::new()),
+        });
         Ok(HandlerHost {
             inner: Arc::new(HostInner {
                 engine,
@@ -420,10 +547,7 @@ impl HandlerHost {
                 compiled: AtomicU64::new(0),
                 loaded_from_disk: AtomicU64::new(0),
                 memory_cache_hits: AtomicU64::new(0),
-                idle: Arc::new(IdleBudget {
-                    count: std::sync::atomic::AtomicUsize::new(0),
-                    max: idle_max,
-                }),
+                slots,
             }),
             ticker,
         })
@@ -432,6 +556,18 @@ impl HandlerHost {
     /// The configuration the host was created with.
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
+    }
+
+    /// Instance slots in use and sessions waiting for one (read at metrics scrape time).
+    pub fn slot_stats(&self) -> SlotStats {
+        let s = &self.inner.slots;
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        SlotStats {
+            max: s.max,
+            in_use: s.max.saturating_sub(clamp(s.sem.available_permits())),
+            idle: clamp(s.idle.load(Ordering::Relaxed)),
+            waiting: clamp(s.waiting.load(Ordering::Relaxed)),
+        }
     }
 
     /// Compile / cache counters.
@@ -477,15 +613,17 @@ impl HandlerHost {
             self.inner.memory_cache_hits.fetch_add(1, Ordering::Relaxed);
         }
         self.prune_cache(&hash);
+        let pool = Arc::new(InstancePool {
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+            slots: self.inner.slots.clone(),
+        });
+        self.inner.slots.register(&pool);
         Ok(Arc::new(LoadedHandler {
             name: name.to_owned(),
             sha256_hex: sha256_hex.into(),
             compiled,
-            pool: Arc::new(InstancePool {
-                idle: Mutex::new(Vec::new()),
-                retired: AtomicBool::new(false),
-                budget: self.inner.idle.clone(),
-            }),
+            pool,
         }))
     }
 
@@ -512,6 +650,8 @@ impl HandlerHost {
     /// Starts a session of `h` for one request: a fresh instance from the pool with its own
     /// memory cap, living until the session is dropped, so the request's phases (decision,
     /// response, observed body chunks) run on the same instance and nothing crosses requests.
+    /// When every slot of the pool is taken it waits for one (see [`HostConfig::max_instances`];
+    /// [`Session::waited`] tells how long) or fails with [`HandlerError::Busy`].
     /// With [`SessionSpec::reuse`] an idle instance of `h` that served earlier requests of
     /// this sandbox is taken instead when there is one (its guest memory carries over; its
     /// per-request state — secrets, grants, limits, log budget — is read anew).
@@ -539,7 +679,7 @@ impl HandlerHost {
             memory_limit,
             services: spec.services,
         };
-        let session = |store, instance, ticks, reuse| Session {
+        let session = |store, instance, ticks, reuse, permit, waited| Session {
             store: Some(store),
             instance,
             ctx: v2::egret::handler::types::Context {
@@ -556,6 +696,8 @@ impl HandlerHost {
             response_buffered: false,
             in_call: false,
             reuse,
+            waited,
+            permit: Some(permit),
         };
         if reuse {
             if let Some(mut idle) = h.pool.take(spec.sandbox_id, timeout) {
@@ -571,9 +713,12 @@ impl HandlerHost {
                     Some(idle.instance),
                     idle.ticks,
                     Some(reuse),
+                    idle.permit,
+                    None,
                 ));
             }
         }
+        let (permit, waited) = self.inner.slots.admit(handler).await?;
         let state = StoreState::new(init);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -593,7 +738,7 @@ impl HandlerHost {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let mut session = session(store, None, ticks, None);
+        let mut session = session(store, None, ticks, None, permit, waited);
         let instance = {
             let _running = self.ticker.running();
             let store = session.store.as_mut().expect("a session holds its store");
@@ -689,6 +834,11 @@ pub struct Session {
     /// one (its request cancelled) is never reused.
     in_call: bool,
     reuse: Option<Reuse>,
+    /// How long the session waited for a pool slot, when it had to.
+    waited: Option<Duration>,
+    /// Its pool slot: released after the store (declared earlier) is dropped, or handed on
+    /// with the instance to the idle pool.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Session {
@@ -699,7 +849,9 @@ impl Drop for Session {
         if self.in_call {
             return;
         }
-        if let (Some(store), Some(instance)) = (self.store.take(), self.instance.take()) {
+        if let (Some(store), Some(instance), Some(permit)) =
+            (self.store.take(), self.instance.take(), self.permit.take())
+        {
             reuse.pool.give_back(Idle {
                 store,
                 instance,
@@ -707,6 +859,7 @@ impl Drop for Session {
                 uses: reuse.uses + 1,
                 base_memory: reuse.base_memory,
                 timeout: self.timeout,
+                permit,
             });
         }
     }
@@ -729,8 +882,20 @@ impl Session {
         }
     }
 
+    /// How long the session waited for a free instance slot, if every slot was taken when
+    /// it started.
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+
     fn store(&self) -> &Store<StoreState> {
         self.store.as_ref().expect("a session holds its store")
+    }
+
+    /// The key/values the guest attached to the request's audit event so far
+    /// (`audit-field`), redacted and bounded.
+    pub fn audit_fields(&self) -> &[(String, String)] {
+        self.store().data().audit.as_slice()
     }
 
     /// Run one call of the guest under the phase's budget, logging its output.

@@ -62,6 +62,10 @@ impl v2::egret::handler::host::Host for StoreState {
         StoreState::log(self, level, msg)
     }
 
+    fn audit_field(&mut self, key: String, value: String) -> Result<(), String> {
+        StoreState::audit_field(self, &key, &value)
+    }
+
     fn has_secret(&mut self, name: String) -> bool {
         StoreState::has_secret(self, &name)
     }

@@ -73,6 +73,8 @@
 mod action;
 #[cfg(feature = "runtime")]
 mod artifact_cache;
+/// Key/values a handler attaches to its request's audit event.
+pub mod audit_fields;
 #[cfg(feature = "runtime")]
 mod bindings;
 mod config;
@@ -103,12 +105,12 @@ pub use action::{
     ResponseEdits, ResponseSpec, SecretRef, ValuePart, MAX_BODY_BYTES, MAX_HEADER_BYTES,
     MAX_HEADER_OPS, MAX_PATH_BYTES, MAX_REPLACEMENT_BODY_BYTES,
 };
-pub use config::{HostConfig, Limits};
+pub use config::{HostConfig, Limits, DEFAULT_INSTANCE_WAIT, DEFAULT_MAX_INSTANCES};
 pub use error::{HandlerError, WasmError};
 #[cfg(feature = "runtime")]
 pub use host::{
     HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead, Session,
-    SessionSpec, WitVersion, REUSE_MAX_GROWTH_BYTES, REUSE_MAX_REQUESTS,
+    SessionSpec, SlotStats, WitVersion, REUSE_MAX_GROWTH_BYTES, REUSE_MAX_REQUESTS,
 };
 pub use kv::{
     Clock, KvError, KvStore, SavedEntry, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES,

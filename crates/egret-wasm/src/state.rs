@@ -186,6 +186,8 @@ pub(crate) struct StoreState {
     pub(crate) services: Services,
     /// `fetch` calls made so far in this invocation.
     pub(crate) fetches: u32,
+    /// What the guest attached to the request's audit event.
+    pub(crate) audit: crate::audit_fields::AuditFields,
 }
 
 /// Inputs for [`StoreState::new`].
@@ -232,6 +234,7 @@ impl StoreState {
             logs_dropped: 0,
             services: init.services,
             fetches: 0,
+            audit: Default::default(),
         }
     }
 
@@ -254,6 +257,7 @@ impl StoreState {
         self.logs_dropped = 0;
         self.services = init.services;
         self.fetches = 0;
+        self.audit.clear();
     }
 
     pub(crate) fn sandbox(&self) -> &str {
@@ -391,6 +395,12 @@ impl StoreState {
                 tracing::error!(target: "egret_wasm::guest", handler, sandbox, "{msg}")
             }
         }
+    }
+
+    /// `audit-field`: redacted before it is cut, like a log line.
+    pub(crate) fn audit_field(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let value = self.redact(value);
+        self.audit.set(key, &value)
     }
 
     pub(crate) fn has_secret(&self, name: &str) -> bool {

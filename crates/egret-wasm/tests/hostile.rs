@@ -182,60 +182,6 @@ async fn memory_cap_below_initial_memory_is_oom() {
     assert_eq!(err.kind(), "oom", "{err:?}");
 }
 
-/// With every pool slot busy, a new request fails fast as `instantiate`
-/// instead of waiting.
-#[tokio::test]
-async fn exhausted_pool_is_an_instantiate_error() {
-    let host = std::sync::Arc::new(
-        egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
-            max_instances: 1,
-            ..egret_wasm::HostConfig::default()
-        })
-        .unwrap(),
-    );
-    let looping = host
-        .load("loop-forever", &wasm("loop-forever"))
-        .await
-        .unwrap();
-    let good = host.load("no-http", &wasm("no-http")).await.unwrap();
-    let request = request("GET", "api.test", "/");
-    let secrets = SecretStore::new();
-    let kv = KvStore::new();
-    let grants = Grants::default();
-    let invocation = |name, timeout| egret_wasm::Invocation {
-        handler_name: name,
-        sandbox_id: "s",
-        params_json: "{}",
-        request: &request,
-        grants: &grants,
-        secrets: &secrets,
-        kv: &kv,
-        limits: Limits {
-            timeout,
-            memory_bytes: 16 << 20,
-        },
-    };
-    let busy = host.invoke(
-        &looping,
-        invocation("loop-forever", Duration::from_millis(300)),
-    );
-    let second = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        host.invoke(&good, invocation("no-http", Duration::from_secs(2)))
-            .await
-    };
-    let (busy, second) = tokio::join!(busy, second);
-    assert_eq!(busy.unwrap_err().kind(), "timeout");
-    let err = second.unwrap_err();
-    assert_eq!(err.kind(), "instantiate", "{err:?}");
-    assert!(err.to_string().contains("no-http"), "{err}");
-    // The slot is free again afterwards.
-    assert!(host
-        .invoke(&good, invocation("no-http", Duration::from_secs(2)))
-        .await
-        .is_ok());
-}
-
 /// The epoch ticker parks once no guest has run for a while; the next invocation must wake it,
 /// or a looping guest would never reach its deadline (and this test would hang, hence the
 /// watchdog).

@@ -122,6 +122,11 @@ pub struct HookFlags {
     /// Give the sidecars no handler cache: each compiles its handlers at start.
     #[arg(long)]
     pub no_handler_cache: bool,
+    /// Handler instance slots of every sidecar (`egret run --max-handler-instances`), and the
+    /// most a container's io.egret.max-handler-instances annotation may ask for (default:
+    /// egret's, 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_handler_instances: Option<u32>,
 }
 
 impl HookFlags {
@@ -135,6 +140,7 @@ impl HookFlags {
             egret: self.egret_bin.clone(),
             ready_timeout: std::time::Duration::from_millis(self.ready_timeout_ms),
             handler_cache_dir: (!self.no_handler_cache).then(|| self.handler_cache_dir.clone()),
+            max_handler_instances: self.max_handler_instances,
             run_args: run_args.to_vec(),
         }
     }
@@ -164,6 +170,10 @@ impl HookFlags {
         } else {
             a.push("--handler-cache-dir".into());
             a.push(path(&self.handler_cache_dir));
+        }
+        if let Some(n) = self.max_handler_instances {
+            a.push("--max-handler-instances".into());
+            a.push(n.to_string());
         }
         if !run_args.is_empty() {
             a.push("--".into());
@@ -378,6 +388,46 @@ pub enum ResponseModeArg {
 pub enum PolicyCmd {
     /// Validate a policy file and print what it allows (no root needed).
     Check(PolicyCheckArgs),
+    /// Print what egret would do with each URL: decision, rule, handler. Exit 0 when all
+    /// are allowed, 1 otherwise. No root, no network.
+    Test(PolicyTestArgs),
+    /// Write a least-privilege policy from audit logs (TOML on stdout, commented with
+    /// request counts and first/last time seen).
+    Suggest(PolicySuggestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyTestArgs {
+    /// The policy file (TOML, or JSON when it ends in .json).
+    pub file: PathBuf,
+    /// URLs (http:// or https://); without any, one per line on stdin (a line may start with
+    /// its method: `POST https://...`).
+    pub urls: Vec<String>,
+    /// The request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The sandbox the decisions are for (printed with them).
+    #[arg(long)]
+    pub sandbox_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicySuggestArgs {
+    /// Audit logs (JSON lines, as `egret run --audit-log` writes them).
+    #[arg(required = true)]
+    pub audit: Vec<PathBuf>,
+    /// Keep this policy's settings, handlers and rules and add only what it does not allow.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Also write routes with the methods and path prefixes seen per host.
+    #[arg(long)]
+    pub paths: bool,
+    /// Collapse two or more subdomains of one domain into `*.domain`.
+    #[arg(long)]
+    pub wildcards: bool,
+    /// Write the policy here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -479,6 +529,8 @@ pub struct RunArgs {
     /// skip compilation. Only egret may write to it (it holds native code).
     #[arg(long)]
     pub handler_cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub handler_instances: HandlerInstanceArgs,
     /// Detach and exit when the process with this pid exits (a container's first process:
     /// `egret oci-hook` passes it so that a sidecar never outlives its container).
     #[arg(long, value_name = "PID")]
@@ -568,6 +620,40 @@ fn default_handler_cache() -> Option<PathBuf> {
     Some(base.join("egret").join("handlers"))
 }
 
+/// The handler instance pool of a sidecar: shared by every command that runs one.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct HandlerInstanceArgs {
+    /// Handler instances live at once in this sidecar (running requests, and idle instances
+    /// of `instances = "reuse"` bindings). A request that finds all taken waits for one, in
+    /// arrival order. Each slot reserves address space for the largest handler memory, not
+    /// memory; an instance in use costs its guest's memory.
+    #[arg(long, value_name = "N", default_value_t = egret_wasm::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_handler_instances: u32,
+    /// Longest a request waits for a handler instance before it is answered `503` with
+    /// `Retry-After`, milliseconds.
+    #[arg(long, value_name = "MS",
+          default_value_t = egret_wasm::DEFAULT_INSTANCE_WAIT.as_millis() as u64)]
+    pub handler_instance_wait_ms: u64,
+    /// Requests that may wait for a handler instance at once; one more is answered `503` at
+    /// once (default: as many as --max-handler-instances).
+    #[arg(long, value_name = "N")]
+    pub max_handler_instance_waiters: Option<usize>,
+}
+
+impl HandlerInstanceArgs {
+    /// The sidecar's instance pool these flags describe.
+    pub fn to_config(&self) -> egret_app::HandlerInstances {
+        egret_app::HandlerInstances {
+            max: self.max_handler_instances,
+            wait: std::time::Duration::from_millis(self.handler_instance_wait_ms),
+            max_waiters: self
+                .max_handler_instance_waiters
+                .unwrap_or(self.max_handler_instances as usize),
+        }
+    }
+}
+
 fn parse_u32(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x") {
         Some(h) => u32::from_str_radix(h, 16),
@@ -605,6 +691,7 @@ impl RunArgs {
         c.admin_socket = self.admin_socket;
         c.state_dir = self.state_dir;
         c.handler_cache_dir = self.handler_cache_dir;
+        c.handler_instances = self.handler_instances.to_config();
         c.watch_pid = self.watch_pid;
         c
     }
@@ -631,6 +718,8 @@ mod tests {
             "/etc/egret/policies",
             "--log-dir",
             "/var/log/egret",
+            "--max-handler-instances",
+            "64",
             "--",
             "--handler-cache-dir",
             "/var/cache/egret",

@@ -4,6 +4,7 @@ mod cli;
 mod exec;
 mod handler;
 mod oci_hook;
+mod policy_cmd;
 mod runc;
 
 use clap::Parser;
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
         // First, before anything starts a thread: it forks the sandbox's helper.
         cli::Command::Exec(args) => return exec::main(args),
         cli::Command::Policy(cli::PolicyCmd::Check(args)) => policy_check(args),
+        cli::Command::Policy(cli::PolicyCmd::Test(args)) => policy_cmd::test(args),
+        cli::Command::Policy(cli::PolicyCmd::Suggest(args)) => policy_cmd::suggest_cmd(args),
         cli::Command::Handler(cli::HandlerCmd::Build(args)) => handler::build(args),
         cli::Command::Handler(cli::HandlerCmd::Check(args)) => handler::check(args),
         cli::Command::Handler(cli::HandlerCmd::Run(args)) => {

@@ -17,6 +17,7 @@
 //! The handler never chooses the destination (scheme and authority are those
 //! of the original request) and has no sockets, files or environment
 //! variables. What it can call is listed in this crate: [`log()`],
+//! [`audit_field`] (a few key/values on the request's audit event),
 //! [`has_secret`], [`reveal_secret`] (only for secrets the admin granted with
 //! `reveal`), [`set_secret`] (names the admin lists in `mint_secrets`),
 //! [`fetch()`] (hosts in `fetch_hosts`), [`hmac_sha256`] keyed by a secret it
@@ -746,6 +747,14 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! error {
     ($($arg:tt)*) => { $crate::log($crate::Level::Error, &::std::format!($($arg)*)) };
+}
+
+/// Attach a short key/value to this request's audit event (egret writes them under
+/// `handler_fields`), e.g. `audit_field("mcp.tool", "delete_repo")`. At most 8 per request;
+/// a key is 1 to 32 characters of `a-z A-Z 0-9 . _ -`, a value at most 128 bytes (a longer one
+/// is cut) and any granted secret value in it is redacted. Setting a key again replaces it.
+pub fn audit_field(key: &str, value: &str) -> Result<(), String> {
+    wit_host::audit_field(key, value)
 }
 
 /// Whether a secret of that name exists and is granted to this handler.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every audit event carries exactly these fields (README, "Audit events").
-const FIELDS: [&str; 23] = [
+const FIELDS: [&str; 25] = [
     "ts",
     "sandbox",
     "generation",
@@ -29,6 +29,8 @@ const FIELDS: [&str; 23] = [
     "classified",
     "first_byte_ms",
     "masked",
+    "instance_wait_ms",
+    "handler_fields",
 ];
 
 const SECRET: &str = "s3cr3t-VALUE-4b1d2e9f7a";

@@ -73,9 +73,8 @@ pub(super) async fn run(
                 return Err(Failure::Usage("give at least one host pattern".into()));
             }
             let route = RouteConfig {
-                hosts,
-                handler: name,
                 params: params_arg(params)?,
+                ..RouteConfig::new(hosts, &name)
             };
             let a = client.set_outbound_by_host(vec![route], ifg).await?;
             output::answer(out, json, &a)

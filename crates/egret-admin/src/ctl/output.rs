@@ -226,7 +226,7 @@ impl Readable for PolicyView {
                         out,
                         "  {layer}  {} -> {}",
                         r.hosts.join(", "),
-                        binding(&r.binding())
+                        route_target(r)
                     )?;
                 }
             }
@@ -263,6 +263,32 @@ fn list(v: &[String]) -> String {
         "(none)".into()
     } else {
         v.join(", ")
+    }
+}
+
+/// What a route does: its request conditions, then its handler or action.
+fn route_target(r: &egret_policy::RouteConfig) -> String {
+    let mut s = String::new();
+    if !r.methods.is_empty() {
+        s.push_str(&r.methods.join(","));
+        s.push(' ');
+    }
+    if !r.paths.is_empty() {
+        s.push_str(&r.paths.join(","));
+        s.push(' ');
+    }
+    let then = match (r.binding(), r.action) {
+        (Some(b), _) => binding(&b),
+        (None, Some(egret_policy::RouteAction::Deny)) => {
+            format!("deny {}", r.status.unwrap_or(403))
+        }
+        (None, _) => "allow".to_owned(),
+    };
+    let report = if r.report_only { " (report only)" } else { "" };
+    if s.is_empty() {
+        format!("{then}{report}")
+    } else {
+        format!("{s}-> {then}{report}")
     }
 }
 

@@ -2,7 +2,7 @@
 //! level proving it takes precedence over the next.
 
 use super::*;
-use crate::config::{HandlerConfig, ResolveAddrs};
+use crate::config::{HandlerConfig, ResolveAddrs, RouteAction, RouteConfig};
 use serde_json::json;
 
 fn handlers(names: &[&str]) -> BTreeMap<String, HandlerConfig> {
@@ -40,6 +40,7 @@ fn eval_host(p: &CompiledPolicy, host: &str, port: u16) -> (String, String) {
         VerdictAction::Deny => "deny".to_owned(),
         VerdictAction::Allow => "allow".to_owned(),
         VerdictAction::Handler(id) => format!("handler {}", p.binding(id).handler),
+        VerdictAction::Rules(_) => "rules".to_owned(),
     };
     (what, v.rule.to_string())
 }
@@ -408,11 +409,8 @@ fn warns_about_passthrough_routes_and_shadowed_routes() {
     let paths: Vec<&str> = p.warnings().iter().map(|w| w.path.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "routes[1].hosts[0]",
-            "passthrough_hosts[0]",
-            "passthrough_hosts[0]"
-        ]
+        // The two routes name one pattern, which is spliced once.
+        ["routes[1].hosts[0]", "passthrough_hosts[0]"]
     );
     assert!(p.warnings()[0].message.contains("routes[0].hosts[0]"));
     assert!(p.warnings()[1].message.contains("spliced"));
@@ -558,8 +556,16 @@ fn pins_from_resolve_and_cli() {
     );
     assert_eq!(p.pinned("nope.test"), None);
 
-    let (h, a) = parse_pin_arg("V6.test=[fd00::9]").unwrap();
-    assert_eq!((h.as_str(), a), ("v6.test", ip("fd00::9")));
+    let pins = parse_pin_arg("V6.test.=[fd00::9]").unwrap();
+    assert_eq!(pins, vec![("v6.test".to_owned(), ip("fd00::9"))]);
+    let (h, a) = pins[0].clone();
+    assert_eq!(
+        parse_pin_arg("API.test=10.0.0.1, [fd00::1]").unwrap(),
+        vec![
+            ("api.test".to_owned(), ip("10.0.0.1")),
+            ("api.test".to_owned(), ip("fd00::1")),
+        ]
+    );
     let p = p
         .with_extra_pins([
             (h, a),
@@ -587,7 +593,12 @@ fn pins_from_resolve_and_cli() {
     assert!(parse_pin_arg("a.test=xyz")
         .unwrap_err()
         .to_string()
-        .contains("not an IP"));
+        .contains("\"xyz\" is not an IP address"));
+    assert!(parse_pin_arg("=1.2.3.4").is_err());
+    assert!(parse_pin_arg("*.x=1.2.3.4")
+        .unwrap_err()
+        .to_string()
+        .contains("plain host name"));
     assert!(parse_pin_arg("a.test:443=1.2.3.4")
         .unwrap_err()
         .to_string()
@@ -797,4 +808,231 @@ fn bad_handler_capabilities_are_refused_with_their_paths() {
             && e.contains("unknown variant `pooled`, expected `fresh` or `reuse`"),
         "{e}"
     );
+}
+
+fn rules_policy(extra: &str) -> CompiledPolicy {
+    let src = format!(
+        r#"
+{extra}
+[handlers.h]
+module = "h.wasm"
+
+[[routes]]
+host = "git.test"
+methods = ["GET", "POST"]
+paths = ["/**/info/refs", "/**/git-upload-pack"]
+
+[[routes]]
+host = "api.test"
+methods = ["DELETE"]
+action = "deny"
+status = 405
+message = "read-mostly"
+
+[[routes]]
+host = "api.test"
+paths = ["/v1/**"]
+handler = "h"
+
+[[routes]]
+hosts = ["api.test", "ro.test"]
+methods = ["GET", "HEAD", "OPTIONS"]
+"#
+    );
+    let cfg = PolicyConfig::from_toml(&src, "policy.toml").unwrap();
+    compile(&cfg, &RuntimeLayer::default())
+}
+
+fn req(p: &CompiledPolicy, host: &str, method: &str, pq: &str) -> (String, String, Option<String>) {
+    let (path, query) = match pq.split_once('?') {
+        Some((a, b)) => (a, Some(b)),
+        None => (pq, None),
+    };
+    let v = p.evaluate_request(&Destination::host(host, 443), method, path, query);
+    let what = match &v.action {
+        RequestAction::Allow => "allow".to_owned(),
+        RequestAction::Deny { status, message } => {
+            format!("deny {status} {}", message.as_deref().unwrap_or("-"))
+        }
+        RequestAction::Handler(id) => format!("handler {}", p.binding(*id).handler),
+    };
+    (
+        what,
+        v.rule.to_string(),
+        v.would_deny.map(|r| r.to_string()),
+    )
+}
+
+#[test]
+fn request_rules_are_tried_in_file_order() {
+    let p = rules_policy("");
+    let (what, rule, _) = req(
+        &p,
+        "git.test",
+        "GET",
+        "/r.git/info/refs?service=git-upload-pack",
+    );
+    assert_eq!(what, "allow");
+    assert_eq!(
+        rule,
+        r#"routes[0] "git.test" GET,POST "/**/info/refs","/**/git-upload-pack" -> allow"#
+    );
+    assert_eq!(
+        req(&p, "git.test", "POST", "/r.git/git-upload-pack").0,
+        "allow"
+    );
+    let (what, rule, _) = req(&p, "git.test", "POST", "/r.git/git-receive-pack");
+    assert_eq!(what, "deny 403 -");
+    assert!(
+        rule.contains("no route for \"git.test\"") && rule.contains("routes[0]"),
+        "{rule}"
+    );
+    // A spelling the server treats as the same path does not slip past.
+    assert_eq!(
+        req(&p, "git.test", "POST", "/r.git//git%2Dupload-pack").0,
+        "allow"
+    );
+    assert_eq!(
+        req(&p, "git.test", "PUT", "/r.git/info/refs").0,
+        "deny 403 -"
+    );
+
+    // api.test: deny DELETE first, then the handler for /v1, then reads.
+    let (what, rule, _) = req(&p, "api.test", "delete", "/v1/x");
+    assert_eq!(what, "deny 405 read-mostly");
+    assert!(
+        rule.starts_with("routes[1] \"api.test\" DELETE -> deny"),
+        "{rule}"
+    );
+    assert_eq!(req(&p, "api.test", "POST", "/v1/x").0, "handler h");
+    assert_eq!(req(&p, "api.test", "GET", "/other").0, "allow");
+    let (what, rule, _) = req(&p, "api.test", "POST", "/other");
+    assert_eq!(what, "deny 403 -");
+    assert!(rule.contains("routes[1], routes[2], routes[3]"), "{rule}");
+    assert_eq!(req(&p, "ro.test", "HEAD", "/").0, "allow");
+    // Hosts without request rules are decided as before.
+    assert_eq!(req(&p, "other.test", "GET", "/").0, "deny 403 -");
+}
+
+#[test]
+fn hosts_with_request_rules_are_intercepted_and_resolved() {
+    let p = rules_policy("intercept_https = false");
+    let d = Destination::host("git.test", 443);
+    assert!(matches!(p.evaluate(&d).action, VerdictAction::Rules(_)));
+    assert!(matches!(p.tls_decision(&d), TlsDecision::Intercept(_)));
+    assert_eq!(p.dns_decision("git.test"), DnsDecision::Answer);
+    // A handler-only or allow-everything first route is still decided per connection.
+    let cfg = PolicyConfig::from_toml(
+        "[[routes]]\nhost = \"a.test\"\n[[routes]]\nhost = \"a.test\"\nmethods = [\"GET\"]\n",
+        "p",
+    )
+    .unwrap();
+    let p = compile(&cfg, &RuntimeLayer::default());
+    assert_eq!(
+        p.evaluate(&Destination::host("a.test", 22)).action,
+        VerdictAction::Allow
+    );
+    assert_eq!(p.warnings().len(), 1);
+    assert!(p.warnings()[0]
+        .message
+        .contains("routes[0].hosts[0] matches every request"));
+}
+
+#[test]
+fn report_only_routes_forward_and_name_the_rule() {
+    let cfg = PolicyConfig::from_toml(
+        r#"
+[handlers.inject]
+module = "i.wasm"
+[[routes]]
+host = "git.test"
+paths = ["/**/git-receive-pack"]
+action = "deny"
+report_only = true
+[[routes]]
+host = "git.test"
+handler = "inject"
+"#,
+        "p",
+    )
+    .unwrap();
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let (what, rule, would) = req(&p, "git.test", "POST", "/r/git-receive-pack");
+    assert_eq!(what, "handler inject", "handlers still run");
+    assert!(rule.starts_with("routes[1]"), "{rule}");
+    assert!(would.unwrap().starts_with("routes[0]"));
+    let (what, _, would) = req(&p, "git.test", "POST", "/r/git-upload-pack");
+    assert_eq!(what, "handler inject");
+    assert_eq!(would, None);
+
+    // Every route report-only: no match is reported, not refused.
+    let cfg = PolicyConfig::from_toml(
+        "[[routes]]\nhost = \"r.test\"\nmethods = [\"GET\"]\nreport_only = true\n",
+        "p",
+    )
+    .unwrap();
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let (what, _, would) = req(&p, "r.test", "POST", "/");
+    assert_eq!(what, "allow");
+    assert!(would.unwrap().contains("no route for \"r.test\""));
+    assert_eq!(req(&p, "r.test", "GET", "/").2, None);
+}
+
+#[test]
+fn enforce_false_reports_every_denial() {
+    let p = rules_policy("enforce = false\ndenied_hosts = [\"evil.test\"]");
+    let v = p.evaluate(&Destination::host("evil.test", 443));
+    assert_eq!(v.action, VerdictAction::Allow);
+    assert_eq!(v.would_deny.as_deref(), Some("denied_hosts \"evil.test\""));
+    assert_eq!(p.dns_decision("evil.test"), DnsDecision::Answer);
+    let v = p.evaluate(&Destination::host("nowhere.test", 443));
+    assert_eq!(v.action, VerdictAction::Allow);
+    assert_eq!(
+        v.would_deny.as_deref(),
+        Some("default deny (internet = false)")
+    );
+    let (what, _, would) = req(&p, "api.test", "DELETE", "/v1/x");
+    assert_eq!(
+        what, "handler h",
+        "the deny is reported and the next route decides"
+    );
+    assert!(would.unwrap().starts_with("routes[1]"));
+    let (what, _, would) = req(&p, "git.test", "POST", "/r.git/git-receive-pack");
+    assert_eq!(what, "allow");
+    assert!(would.unwrap().contains("no route for"));
+    assert!(!p.enforces());
+    assert_eq!(req(&p, "git.test", "GET", "/x/info/refs").2, None);
+}
+
+#[test]
+fn request_rule_problems_name_the_field() {
+    let mut bad = RouteConfig::rule(["x.test"], RouteAction::Deny);
+    bad.paths = vec!["nope".into()];
+    bad.methods = vec!["G T".into()];
+    bad.status = Some(200);
+    let mut both = RouteConfig::new(["y.test"], "missing");
+    both.action = Some(RouteAction::Allow);
+    let cfg = PolicyConfig {
+        passthrough_hosts: vec!["z.test".into()],
+        routes: vec![
+            bad,
+            both,
+            RouteConfig {
+                methods: vec!["GET".into()],
+                ..RouteConfig::rule(["z.test"], RouteAction::Allow)
+            },
+        ],
+        ..PolicyConfig::default()
+    };
+    let ps = problems(&cfg, &RuntimeLayer::default());
+    assert!(find(&ps, "routes[0].paths[0]")
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("first `/`"));
+    find(&ps, "routes[0].methods[0]");
+    find(&ps, "routes[0].status");
+    find(&ps, "routes[1].action");
+    let p = find(&ps, "passthrough_hosts[0]");
+    assert!(p.message.contains("request rules"), "{p}");
 }

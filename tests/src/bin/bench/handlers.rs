@@ -2,6 +2,8 @@
 //! head-only `inject-header` in the same run, interleaved A B A B on one egret:
 //! * a 4 KiB JSON chat request through `llm-guard` (body buffered, parsed, secret-scanned)
 //!   against the same request through `inject-header`: added p50;
+//! * an MCP `tools/call` through `mcp-guard` (body parsed against tool, argument and method
+//!   rules; answer buffered) against the same call on a route without a handler: added p50;
 //! * `oauth-client-credentials` with its token cached (a minted secret) against
 //!   `inject-header`: latency ratio, and the token endpoint's exchange count (one, before the
 //!   measurement: no fetch on the hot path);
@@ -29,6 +31,8 @@ pub const NAMES: &[&str] = &[
     "auth.test",
     "secret.test",
     "v1.test",
+    "mcp.test",
+    "plain.test",
 ];
 
 /// The upstream's flags the handler scenarios need (the token endpoint's client).
@@ -60,8 +64,8 @@ fn resolve(names: &[&str]) -> String {
 }
 
 /// The handler policy: `inject-header` on allowed.test:443 and secret.test:80, `llm-guard` on
-/// llm.test, `oauth-client-credentials` on oauth.test (token from auth.test), and the WIT 0.1.0
-/// `v1-inject-header` on v1.test.
+/// llm.test, `oauth-client-credentials` on oauth.test (token from auth.test), `mcp-guard` on
+/// mcp.test (plain.test: no handler), and the WIT 0.1.0 `v1-inject-header` on v1.test.
 fn policy() -> String {
     let hosts = [
         "allowed.test",
@@ -70,6 +74,8 @@ fn policy() -> String {
         "auth.test",
         "secret.test",
         "v1.test",
+        "mcp.test",
+        "plain.test",
     ];
     let client_id = OAUTH_CLIENT.split_once(':').unwrap().0;
     format!(
@@ -104,7 +110,16 @@ mint_secrets = ["OAUTH_ACCESS_TOKEN"]
 fetch_hosts = ["auth.test"]
 response = {{ mode = "head" }}
 params = {{ token_url = "https://auth.test/oauth/token", client_id = "{client_id}", client_secret = "CLIENT_SECRET" }}
+
+[handlers.mcp]
+module = "{mcp}"
+body = {{ max_bytes = 1048576 }}
+response = {{ mode = "buffer", max_bytes = 1048576 }}
+params = {{ allow_tools = ["echo", "create_*"], deny_tools = ["delete_*"], filter_lists = true, args = {{ create_issue = {{ repo = "sandbox-*" }} }} }}
 {v1}
+[[routes]]
+host = "mcp.test"
+handler = "mcp"
 [[routes]]
 host = "allowed.test:443"
 handler = "inject"
@@ -122,6 +137,7 @@ handler = "oauth"
         inject = handler_module("inject-header"),
         llm = handler_module("llm-guard"),
         oauth = handler_module("oauth-client-credentials"),
+        mcp = handler_module("mcp-guard"),
         v1 = v1_binding(),
     )
 }
@@ -154,6 +170,15 @@ fn chat_body() -> Vec<u8> {
         "model": "bench-model",
         "max_tokens": 16,
         "messages": [{"role": "user", "content": words}],
+    });
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// An MCP `tools/call` of an allowed tool whose argument rule passes.
+fn tools_call_body() -> Vec<u8> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "create_issue", "arguments": {"repo": "sandbox-1", "title": "bench"}},
     });
     serde_json::to_vec(&body).unwrap()
 }
@@ -242,6 +267,43 @@ pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     rows.push(serde_json::json!({"scenario": "llm-guard 4 KiB JSON vs inject-header", "body_bytes": body.len(),
         "inject_p50_us": h50, "inject_p99_us": h99, "llm_guard_p50_us": l50, "llm_guard_p99_us": l99,
         "added_p50_us": l50 - h50}));
+
+    // An MCP tools/call: mcp-guard (parsed, checked, answer buffered) vs no handler. The
+    // upstream answers 200 (its echo), which is all the guard's cost needs.
+    let call_file = topo.tmp.path("tools-call.json");
+    let call = tools_call_body();
+    std::fs::write(&call_file, &call).unwrap();
+    let call_path = call_file.to_str().unwrap();
+    let r = interleaved(
+        &topo.sbx,
+        s.rounds,
+        &[
+            vec![
+                "https",
+                "plain.test",
+                "plain.test",
+                n,
+                &ca,
+                "/echo",
+                call_path,
+            ],
+            vec!["https", "mcp.test", "mcp.test", n, &ca, "/echo", call_path],
+        ],
+    );
+    let ((p50, p99), (m50, m99)) = (r[0], r[1]);
+    println!(
+        "MCP tools/call: no handler p50 {p50:.1} µs p99 {p99:.1} µs | mcp-guard p50 {m50:.1} µs p99 {m99:.1} µs | added p50 {:.1} µs",
+        m50 - p50
+    );
+    table.push([
+        "MCP tools/call: mcp-guard (checked, answer buffered) vs no handler".into(),
+        format!("p50 {p50:.0} µs / p99 {p99:.0} µs"),
+        format!("p50 {m50:.0} µs / p99 {m99:.0} µs"),
+        format!("added p50 {:.0} µs", m50 - p50),
+    ]);
+    rows.push(serde_json::json!({"scenario": "mcp-guard tools/call vs no handler", "body_bytes": call.len(),
+        "plain_p50_us": p50, "plain_p99_us": p99, "mcp_guard_p50_us": m50, "mcp_guard_p99_us": m99,
+        "added_p50_us": m50 - p50}));
 
     // Cached OAuth token vs a static secret.
     let r = interleaved(

@@ -1,0 +1,336 @@
+//! Request rules, report-only, `policy suggest` and `policy test` with real git over HTTPS:
+//! `git clone`, `fetch` and `push` in the sandbox, through egret's MITM, to `git http-backend`
+//! (a CGI wrapper, `tests/clients/git_http_backend.py`) in the upstream namespace. No handler
+//! is involved anywhere.
+use egret_e2e::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const GIT_SERVER: &str = include_str!("../../clients/git_http_backend.py");
+
+/// The two-line rule: git.test serves only what clone and fetch use (ref discovery and
+/// upload-pack), so a push (`POST .../git-receive-pack`) matches no route and is refused.
+const RULE: &str =
+    "[[routes]]\nhost = \"git.test\"\npaths = [\"/**/info/refs\", \"/**/git-upload-pack\"]\n";
+const RESOLVE: &str = "[resolve]\n\"git.test\" = \"10.200.0.2\"\n\"other.test\" = \"10.200.0.2\"\n";
+
+/// git with a clean configuration (no user or system files) trusting only `ca`.
+fn git(dir: &Path, ca: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("git");
+    c.args(["-c", &format!("http.sslCAInfo={ca}")])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@test",
+            "-c",
+            "protocol.version=2",
+        ])
+        .args(args)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_SSL_CAINFO");
+    c
+}
+
+/// Runs `git ARGS` on the host (local repositories only); fails the test when it fails.
+fn git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir, "/dev/null", args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", all_output(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `git ARGS` in the sandbox (through egret); returns (success, stderr).
+fn sandbox_git(topo: &Topology, ca: &str, args: &[&str]) -> (bool, String) {
+    let mut c = topo.sbx.cmd("git");
+    let g = git(&topo.tmp.0, ca, args);
+    c.args(g.get_args());
+    for (k, v) in g.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The bare repository `repo.git` (one commit, pushes allowed) under `root`, and the git
+/// server for it on 10.200.0.2:443.
+fn git_server(topo: &Topology, root: &Path) -> (Proc, UpstreamPki) {
+    let pki_dir = topo.tmp.path("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = upstream_pki(&pki_dir, "up", &["git.test", "other.test"]);
+    std::fs::create_dir_all(root).unwrap();
+    let bare = root.join("repo.git");
+    git_ok(
+        &topo.tmp.0,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git_ok(
+        &topo.tmp.0,
+        &[
+            "-C",
+            bare.to_str().unwrap(),
+            "config",
+            "http.receivepack",
+            "true",
+        ],
+    );
+    let seed = topo.tmp.path("seed");
+    git_ok(
+        &topo.tmp.0,
+        &["init", "-q", "-b", "main", seed.to_str().unwrap()],
+    );
+    std::fs::write(seed.join("README"), "hello\n").unwrap();
+    let s = seed.to_str().unwrap();
+    git_ok(&topo.tmp.0, &["-C", s, "add", "README"]);
+    git_ok(&topo.tmp.0, &["-C", s, "commit", "-q", "-m", "first"]);
+    git_ok(
+        &topo.tmp.0,
+        &["-C", s, "push", "-q", bare.to_str().unwrap(), "main"],
+    );
+
+    let script = topo.tmp.path("git_http_backend.py");
+    std::fs::write(&script, GIT_SERVER).unwrap();
+    let ready = topo.tmp.path("git.ready");
+    let mut cmd = topo.up.cmd("python3");
+    cmd.arg(&script)
+        .args(["0.0.0.0", "443"])
+        .arg(&pki.cert)
+        .arg(&pki.key);
+    cmd.arg(root)
+        .arg(&ready)
+        .arg(topo.tmp.path("git.access.log"));
+    let mut proc = spawn(cmd, &topo.tmp.0, "git-server");
+    wait_ready(&mut proc, &ready, Duration::from_secs(20)).unwrap();
+    (proc, pki)
+}
+
+/// The request events of the audit log so far.
+fn requests(egret: &Egret) -> Vec<serde_json::Value> {
+    egret
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["method"].is_string())
+        .collect()
+}
+
+/// Swaps the policy in force over the admin socket.
+fn swap(topo: &Topology, sock: &str, name: &str, policy: &str) {
+    let file = write(topo, name, policy);
+    let (code, out, err) = ctl(sock, &["policy", "set", &file]);
+    assert_eq!(code, 0, "policy set {name}: {out}{err}");
+}
+
+/// `egret policy test FILE` with `METHOD URL` lines on stdin: one decision per line.
+fn policy_test(file: &str, lines: &[String]) -> (i32, Vec<String>) {
+    use std::io::Write;
+    let mut child = Command::new(bin("egret"))
+        .args(["policy", "test", file])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "policy test failed: {}",
+        all_output(&out)
+    );
+    (
+        out.status.code().unwrap(),
+        text.lines().map(str::to_owned).collect(),
+    )
+}
+
+/// What `policy test` prints for an audit decision: forwarded or answered is `allow`.
+fn expected(decision: &str) -> &str {
+    match decision {
+        "forward" | "respond" => "allow",
+        d => d,
+    }
+}
+
+/// clone and fetch pass and push is refused by the two-line rule; report-only lets the push
+/// through and audits `would_deny` with the rule; `policy test` agrees with every request
+/// egret decided; `policy suggest` on the session's audit log gives a policy under which
+/// clone, fetch and push pass again and a host outside it is refused.
+#[test]
+fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let root = topo.tmp.path("repos");
+    let (_server, pki) = git_server(&topo, &root);
+    let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
+    let enforcing = format!("{RESOLVE}\n{RULE}");
+    let (egret, ca) = Egret::start_intercepting(
+        &topo,
+        "rules",
+        &enforcing,
+        &pki.ca,
+        &["--admin-socket", &sock],
+        &[],
+    )
+    .expect("egret starts");
+    let clone = topo.tmp.path("clone");
+    let c = clone.to_str().unwrap();
+
+    // Enforcing: clone and fetch pass, push is refused.
+    let (ok, err) = sandbox_git(&topo, &ca, &["clone", "-q", "https://git.test/repo.git", c]);
+    assert!(ok, "clone: {err}\n{}", egret.logs());
+    assert!(clone.join("README").exists());
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "fetch", "-q", "origin"]);
+    assert!(ok, "fetch: {err}");
+    std::fs::write(clone.join("CHANGE"), "pushed\n").unwrap();
+    git_ok(&topo.tmp.0, &["-C", c, "add", "CHANGE"]);
+    git_ok(&topo.tmp.0, &["-C", c, "commit", "-q", "-m", "second"]);
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "push", "origin", "main"]);
+    assert!(!ok, "the push went through an enforcing rule");
+    assert!(err.contains("403"), "{err}");
+    let denied = egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["decision"] == "deny" && e["path"] == "/repo.git/git-receive-pack"
+        })
+        .unwrap_or_else(|| panic!("no deny event: {:?}", requests(&egret)));
+    let rule = denied["rule"].as_str().unwrap();
+    assert!(
+        rule.contains("no route for \"git.test\"") && rule.contains("routes[0]"),
+        "{rule}"
+    );
+    assert!(denied["handler"].is_null());
+    let bare = root.join("repo.git");
+    let head = |b: &Path| {
+        git_ok(
+            &topo.tmp.0,
+            &[
+                "--git-dir",
+                b.to_str().unwrap(),
+                "log",
+                "--format=%s",
+                "-1",
+                "main",
+            ],
+        )
+    };
+    assert_eq!(head(&bare).trim(), "first");
+
+    // policy test agrees with every request egret decided under the enforcing policy.
+    let enforcing_file = write(&topo, "enforcing.toml", &enforcing);
+    let session = requests(&egret);
+    assert!(session.len() >= 5, "{session:?}");
+    let lines: Vec<String> = session
+        .iter()
+        .map(|e| {
+            let path = e["path"].as_str().unwrap();
+            let path = path.split('?').next().unwrap();
+            format!(
+                "{} https://{}{path}",
+                e["method"].as_str().unwrap(),
+                e["host"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let (code, out) = policy_test(&enforcing_file, &lines);
+    assert_eq!(code, 1, "a push was denied: {out:?}");
+    for (e, line) in session.iter().zip(&out) {
+        let want = expected(e["decision"].as_str().unwrap());
+        assert!(
+            line.starts_with(&format!("{want:<11} ")),
+            "egret did {want} for {e}, policy test says {line}"
+        );
+    }
+
+    // Report-only: the push goes through and is audited would_deny, naming the rule.
+    swap(
+        &topo,
+        &sock,
+        "report-only.toml",
+        &format!("enforce = false\n{enforcing}"),
+    );
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "push", "-q", "origin", "main"]);
+    assert!(ok, "report-only refused the push: {err}");
+    assert_eq!(head(&bare).trim(), "second");
+    let would = egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["decision"] == "would_deny" && e["path"] == "/repo.git/git-receive-pack"
+        })
+        .unwrap_or_else(|| panic!("no would_deny event: {:?}", requests(&egret)));
+    assert!(
+        would["rule"]
+            .as_str()
+            .unwrap()
+            .contains("no route for \"git.test\""),
+        "{would}"
+    );
+    assert_eq!(would["status"], 200);
+    let (code, metrics, _) = {
+        let out = admin_curl(&sock)
+            .arg("http://egret/metrics")
+            .output()
+            .unwrap();
+        code_out_err(&out)
+    };
+    assert_eq!(code, 0);
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("egret_would_deny_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no egret_would_deny_total: {metrics}"));
+    assert!(count >= 1, "{count}");
+
+    // Learn: suggest from the session's audit log, with the pins as the base.
+    let audit = topo.tmp.path("session.jsonl");
+    std::fs::copy(&egret.proc.stdout, &audit).unwrap();
+    let base = write(&topo, "base.toml", RESOLVE);
+    let out = Command::new(bin("egret"))
+        .args([
+            "policy",
+            "suggest",
+            audit.to_str().unwrap(),
+            "--base",
+            &base,
+            "--paths",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "suggest: {}", all_output(&out));
+    let suggested = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(suggested.contains("host = \"git.test\""), "{suggested}");
+    assert!(
+        suggested.contains("\"POST\""),
+        "the push was seen: {suggested}"
+    );
+    assert!(!suggested.contains("enforce = false"), "{suggested}");
+    swap(&topo, &sock, "suggested.toml", &suggested);
+    let again = topo.tmp.path("again");
+    let a = again.to_str().unwrap();
+    let (ok, err) = sandbox_git(&topo, &ca, &["clone", "-q", "https://git.test/repo.git", a]);
+    assert!(ok, "clone under the suggested policy: {err}\n{suggested}");
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", a, "fetch", "-q", "origin"]);
+    assert!(ok, "fetch under the suggested policy: {err}");
+    std::fs::write(again.join("THIRD"), "3\n").unwrap();
+    git_ok(&topo.tmp.0, &["-C", a, "add", "THIRD"]);
+    git_ok(&topo.tmp.0, &["-C", a, "commit", "-q", "-m", "third"]);
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", a, "push", "-q", "origin", "main"]);
+    assert!(ok, "push under the suggested policy: {err}\n{suggested}");
+    assert_eq!(head(&bare).trim(), "third");
+    let (code, _, _) = topo.curl(&["--cacert", &ca, "https://other.test/"]);
+    assert_ne!(code, 0, "a host outside the suggested policy was reached");
+    let suggested_file = write(&topo, "suggested-copy.toml", &suggested);
+    let (code, out) = policy_test(&suggested_file, &["GET https://other.test/".to_owned()]);
+    assert_eq!(code, 1);
+    assert!(out[0].starts_with("deny "), "{out:?}");
+}
