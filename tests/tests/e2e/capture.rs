@@ -86,7 +86,7 @@ fn denied_host_gets_a_denial_and_the_upstream_sees_nothing() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     assert!(
-        out.contains("egret: request to denied.test:80 denied by rule"),
+        out.contains("egret: GET /secret to denied.test:80 denied by rule"),
         "{out}"
     );
     assert!(out.contains("denied.test"), "{out}");
