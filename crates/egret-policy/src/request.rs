@@ -209,7 +209,8 @@ fn match_tokens(tokens: &[Token], p: &[u8]) -> bool {
 /// The form of a request path rules are matched against: percent-escapes of unreserved
 /// characters decoded (RFC 3986 §6.2.2.2: `%2D` is `-`), other escapes upper-cased, runs of
 /// `/` collapsed and dot segments removed, so that a path a server treats as the same resource
-/// cannot slip past a rule by spelling. `%2F` stays encoded. Borrowed when already canonical.
+/// cannot slip past a rule by spelling. `%2F` stays encoded, a `%` that starts no escape becomes
+/// `%25`, and canonicalising twice gives the same path. Borrowed when already canonical.
 pub fn canonical_path(path: &str) -> Cow<'_, str> {
     let b = path.as_bytes();
     let clean = b.first() == Some(&b'/')
@@ -238,6 +239,14 @@ pub fn canonical_path(path: &str) -> Cow<'_, str> {
                 i += 3;
                 continue;
             }
+        }
+        if b[i] == b'%' {
+            // A `%` that starts no escape is written as one (`%25`): left bare, it could pair
+            // with what a decoded escape puts after it (`%3%34` → `%34`) and the next decoding
+            // would read another path, so the canonical form would not be canonical.
+            decoded.push_str("%25");
+            i += 1;
+            continue;
         }
         // Only ASCII bytes are looked at above; others are copied whole characters at a time.
         let ch = path[i..].chars().next().expect("in bounds");
@@ -455,14 +464,19 @@ mod tests {
             canonical_path("/r.git/git%2Dreceive%2dpack"),
             "/r.git/git-receive-pack"
         );
-        assert_eq!(canonical_path("/a%2fb%zz"), "/a%2Fb%zz");
+        assert_eq!(canonical_path("/a%2fb%zz"), "/a%2Fb%25zz");
         assert_eq!(canonical_path("/a/"), "/a/");
         assert_eq!(canonical_path("/a/.."), "/");
         assert_eq!(canonical_path("/a/b/."), "/a/b/");
         assert_eq!(canonical_path("*"), "/*");
         assert_eq!(canonical_path("/é/%41"), "/é/A");
         assert_eq!(canonical_path("/%2e%2e/x"), "/x");
-        assert_eq!(canonical_path("/x%"), "/x%");
+        assert_eq!(canonical_path("/x%"), "/x%25");
+        // A stray `%` must not pair with a decoded escape into a new one (found by fuzzing):
+        // the canonical form is a fixed point.
+        let once = canonical_path("/a/%3%34b");
+        assert_eq!(once, "/a/%253".to_owned() + "4b");
+        assert_eq!(canonical_path(&once), once);
     }
 
     #[test]
