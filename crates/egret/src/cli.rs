@@ -570,6 +570,8 @@ pub struct ExecArgs {
     /// ~/.cache/egret/handlers), so the next `egret exec` loads handlers without compiling.
     #[arg(long)]
     pub handler_cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub handler_instances: HandlerInstanceArgs,
     /// Threads serving the command's connections (default: 2, 1 on a single-CPU machine).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -607,6 +609,7 @@ impl ExecArgs {
         }
         c.admin_socket = self.admin_socket;
         c.handler_cache_dir = self.handler_cache_dir.or_else(default_handler_cache);
+        c.handler_instances = self.handler_instances.to_config();
         c
     }
 }
@@ -734,6 +737,32 @@ mod tests {
         assert_eq!(
             again.opts.run_args,
             ["--handler-cache-dir", "/var/cache/egret"]
+        );
+    }
+
+    #[test]
+    fn exec_sizes_its_handler_instances_like_run() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["egret", "exec"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["--", "true"]);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Exec(e) => e.into_config("t".into()).handler_instances,
+                other => panic!("{other:?}"),
+            }
+        };
+        let d = parse(&[]);
+        assert_eq!(d.max, egret_wasm::DEFAULT_MAX_INSTANCES);
+        assert_eq!(d.max_waiters, d.max as usize);
+        let c = parse(&[
+            "--max-handler-instances",
+            "7",
+            "--handler-instance-wait-ms",
+            "250",
+        ]);
+        assert_eq!(
+            (c.max, c.wait, c.max_waiters),
+            (7, std::time::Duration::from_millis(250), 7)
         );
     }
 
