@@ -50,9 +50,12 @@ fn server_sent_events_arrive_unbuffered_over_h1_and_h2() {
         d.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let (med, p99, max) = (percentile(&d, 0.5), percentile(&d, 0.99), d[d.len() - 1]);
         eprintln!("SSE {name}: {n} events over {secs}s, delay upstream->client median {med:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+        // Unbuffered means each event arrives before the next is sent (500 ms later): an event
+        // held back by buffering would be late by the interval. The bound is that, halved; the
+        // latency itself is the benchmark's business (tens of ms here under load, ~1 ms idle).
         assert!(
-            max < 50.0,
-            "{name}: an event took {max:.1} ms (> 50 ms): {d:?}"
+            max < 250.0,
+            "{name}: an event took {max:.1} ms (> 250 ms, half the event interval): {d:?}"
         );
     }
     // both streams reached the upstream (egret's upstream leg negotiates its own ALPN)
