@@ -383,6 +383,24 @@ impl Topology {
     }
 }
 
+/// Runs `cmd` with `input` on its stdin (closed after it) and collects stdout and stderr.
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("write the command's stdin");
+    child.wait_with_output().expect("wait for the command")
+}
+
 /// A finished command's (exit code, or -1 when killed by a signal; stdout; stderr).
 pub fn code_out_err(o: &Output) -> (i32, String, String) {
     (

@@ -490,7 +490,6 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
     std::fs::write(&policy, "allowed_hosts = [\"ok.test\"]\n").unwrap();
 
     let hook = |extra: &[&str], stdin: &str| -> (i32, String) {
-        use std::io::Write;
         let mut c = Command::new(bin("egret"));
         c.arg("oci-hook");
         if !extra.contains(&"--run-root") {
@@ -501,20 +500,7 @@ fn oci_hook_refuses_bad_input_and_leaves_nothing_behind() {
         c.args(extra);
         // The runtime gives hooks an empty environment.
         c.env_clear();
-        let mut child = c
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let (code, _, err) = code_out_err(&out);
+        let (code, _, err) = code_out_err(&output_with_stdin(&mut c, stdin.as_bytes()));
         (code, err)
     };
     let state = |cid: &str, status: &str, extra_ann: &str| {

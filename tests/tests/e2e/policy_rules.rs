@@ -130,21 +130,10 @@ fn swap(topo: &Topology, sock: &str, name: &str, policy: &str) {
 
 /// `egret policy test FILE` with `METHOD URL` lines on stdin: one decision per line.
 fn policy_test(file: &str, lines: &[String]) -> (i32, Vec<String>) {
-    use std::io::Write;
-    let mut child = Command::new(bin("egret"))
-        .args(["policy", "test", file])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.join("\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(bin("egret")).args(["policy", "test", file]),
+        lines.join("\n").as_bytes(),
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.code().is_some_and(|c| c <= 1),
