@@ -25,9 +25,10 @@ async fn loop_forever_times_out_at_the_deadline() {
         err.to_string(),
         "handler `loop-forever` timed out after 50 ms"
     );
-    // Deadline plus slack for a loaded 2-core machine.
+    // Not before the deadline; the upper bound only catches a deadline that is
+    // not enforced at all (a loaded 2-core CI machine can lag by a lot).
     assert!(elapsed >= Duration::from_millis(50), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(400), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -115,7 +116,10 @@ async fn deep_recursion_traps_and_host_survives() {
 }
 
 /// One looping guest must not hold up others, even on a single-threaded
-/// runtime: the epoch callback yields to the scheduler every tick.
+/// runtime: the epoch callback yields to the scheduler every tick. The loop's
+/// deadline is far beyond what the good calls need even on a loaded machine,
+/// so "the loop is still running when they are done" is the proof they were
+/// not queued behind it; no wall-clock bound is asserted.
 #[test]
 fn looping_handler_does_not_stall_others() {
     for workers in [0usize, 2] {
@@ -143,7 +147,7 @@ fn looping_handler_does_not_stall_others() {
                     let secrets = SecretStore::new();
                     let kv = KvStore::new();
                     let mut call = Call::new("loop-forever", &secrets, &kv);
-                    call.limits.timeout = Duration::from_millis(1500);
+                    call.limits.timeout = Duration::from_secs(60);
                     call.invoke(&looping).await
                 })
             };
@@ -157,14 +161,16 @@ fn looping_handler_does_not_stall_others() {
                 let r = call.handle(&good).await.unwrap();
                 assert!(matches!(r, ResolvedAction::Forward { .. }));
             }
-            let elapsed = start.elapsed();
-            assert!(!loop_task.is_finished(), "the loop should still be running");
             assert!(
-                elapsed < Duration::from_millis(700),
-                "20 good calls took {elapsed:?} next to a looping handler ({workers} workers)"
+                !loop_task.is_finished(),
+                "the loop ended before 20 good calls did ({workers} workers, {:?})",
+                start.elapsed()
             );
-            let err = loop_task.await.unwrap().unwrap_err();
-            assert_eq!(err.kind(), "timeout");
+            // Dropping the call future cancels the guest and frees its slot.
+            loop_task.abort();
+            assert!(loop_task.await.unwrap_err().is_cancelled());
+            let r = call.handle(&good).await.unwrap();
+            assert!(matches!(r, ResolvedAction::Forward { .. }));
         });
     }
 }

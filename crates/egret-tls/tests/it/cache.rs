@@ -111,7 +111,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// Not a benchmark, a sanity bound plus a printed figure (`--nocapture`) for the design notes.
+/// Not a benchmark, a sanity ratio plus a printed figure (`--nocapture`) for the design notes.
 #[tokio::test]
 async fn mint_cost() {
     let ca = ca();
@@ -138,7 +138,9 @@ async fn mint_cost() {
     }
     let (issue, miss, hit) = (median(issue), median(miss), median(hit));
     println!("median of 100: issue_leaf {issue:?}, get_or_mint miss {miss:?}, hit {hit:?}");
-    // Generous bounds: this runs unoptimised on a shared 2-core machine.
-    assert!(issue < Duration::from_millis(20), "{issue:?}");
-    assert!(hit < Duration::from_millis(2), "{hit:?}");
+    // A ratio within one run, not a wall-clock bound: a hit is a map lookup,
+    // a mint is a key generation and a signature (three orders of magnitude
+    // apart here), so a factor of 10 survives any load the machine is under.
+    assert!(hit * 10 < issue, "hit {hit:?} vs issue {issue:?}");
+    assert!(hit * 10 < miss, "hit {hit:?} vs miss {miss:?}");
 }
