@@ -23,7 +23,18 @@ pub async fn load(
     let mut set = HandlerSet::new();
     let mut refused = Vec::new();
     for m in modules {
-        match host.load(&m.handler, &m.bytes).await {
+        let loaded = host.load(&m.handler, &m.bytes).await.and_then(|h| {
+            let version = h.wit_version();
+            if m.streams && version != egret_wasm::WitVersion::V0_3 {
+                return Err(egret_wasm::WasmError::PhaseUnsupported {
+                    handler: m.handler.clone(),
+                    mode: "stream",
+                    world: version.world(),
+                });
+            }
+            Ok(h)
+        });
+        match loaded {
             Ok(h) => {
                 set.insert(m.handler, h);
             }

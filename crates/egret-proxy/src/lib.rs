@@ -33,14 +33,15 @@ pub mod headers;
 mod http_engine;
 pub mod metrics;
 mod shard;
+pub mod sse;
 mod tunnel;
 pub mod upstream;
 
 pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::{Classified, ConnInfo};
 pub use http_engine::{
-    Dispatched, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead, ResponseDecision,
-    ResponseMode, ResponsePhase,
+    Dispatched, EventDecision, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead,
+    ResponseDecision, ResponseMode, ResponsePhase,
 };
 pub use shard::Shards;
 
