@@ -176,6 +176,10 @@ impl WasmDispatch {
             max_fetches,
             fetch_timeout,
             mint: (!binding.mint.is_empty()).then(|| self.secrets.clone()),
+            response_streams: matches!(
+                binding.response,
+                Some((egret_policy::ResponseMode::Stream, _))
+            ),
         }
     }
 

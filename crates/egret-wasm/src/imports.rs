@@ -304,4 +304,8 @@ impl v3::egret::handler::host::Host for StoreState {
     async fn fetch(&mut self, req: t2::FetchRequest) -> Result<t2::FetchResponse, String> {
         v2::egret::handler::host::Host::fetch(self, req).await
     }
+
+    fn response_streams(&mut self) -> bool {
+        self.services.response_streams
+    }
 }

@@ -154,6 +154,7 @@ pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
                 max_fetches: limits.max_calls,
                 fetch_timeout: std::time::Duration::from_millis(limits.timeout_ms),
                 mint: None,
+                response_streams: false,
             };
             (services, Some((audit, feed)))
         };
