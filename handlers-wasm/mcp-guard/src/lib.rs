@@ -269,10 +269,12 @@ fn on_response(_ctx: Context, resp: Response) -> ResponseAction {
     if pending.is_some() && resp.body().is_none() && egret_handler::response_streams() {
         // The body follows piece by piece (`on_event`), checked as it goes.
         if let Some(p) = pending.as_mut() {
-            let sse = resp
+            // A JSON answer is checked whole; anything else (an event stream, the `Accepted`
+            // of an HTTP+SSE `POST`) piece by piece.
+            let json = resp
                 .header_str("content-type")
-                .is_some_and(|c| c.to_ascii_lowercase().contains("text/event-stream"));
-            p.held = (!sse && !p.expect.by_shape).then(Vec::new);
+                .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+            p.held = (json && !p.expect.by_shape).then(Vec::new);
         }
         return ResponseAction::pass();
     }
