@@ -107,12 +107,14 @@ fn get_only_in_typescript_and_python_denies_a_post_and_forwards_a_get() {
         ]);
         assert_eq!(code, 0, "{lang}: {out}{err}");
         assert!(
-            out.contains("world    egret:handler/handler@0.2.0"),
+            out.contains("world    egret:handler/handler@0.3.0"),
             "{lang}: {out}"
         );
         assert!(
-            out.contains("imports  egret:handler/host@0.2.0, egret:handler/types@0.2.0")
-                || *lang == "py",
+            out.contains(
+                "imports  egret:handler/host@0.3.0, egret:handler/streaming@0.3.0, \
+                 egret:handler/types@0.3.0"
+            ) || *lang == "py",
             "{lang}: the JS component imports more than the handler world: {out}"
         );
     }
