@@ -499,6 +499,7 @@ async fn observe_mode_shows_the_head_then_the_chunks() {
             body: usage.to_vec(),
             buffer: false,
             observe: true,
+            pieces: None,
         }),
     };
     let out = egret_wasm::run_offline_with(host(), &bytes, run("application/json"))

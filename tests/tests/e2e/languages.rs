@@ -221,6 +221,49 @@ fn a_throwing_handler_is_a_502_naming_it_and_the_message_without_the_secret() {
     assert!(!logs.contains(KEY), "the secret is in egret's logs");
 }
 
+/// The stream phase in both SDKs, through `egret handler run --response-mode stream`: each
+/// server-sent event is passed, replaced or dropped before it would be sent.
+#[test]
+fn the_stream_phase_in_typescript_and_python_passes_replaces_and_drops_events() {
+    let tmp = TempDir::new(&format!("lang-stream-{}", unique_id()));
+    let body = tmp.path("events");
+    std::fs::write(
+        &body,
+        "data: one\n\ndata: the password is hunter2\r\n\r\ndata: drop-me\n\n",
+    )
+    .unwrap();
+    for (lang, src) in [
+        ("ts", "tests/lang-handlers/redact-stream.ts"),
+        ("py", "tests/lang-handlers/redact_stream.py"),
+    ] {
+        let m = lang_handler(src);
+        let (code, out, err) = egret_cmd(&[
+            "handler",
+            "run",
+            m.to_str().unwrap(),
+            "--request",
+            "GET https://api.test/stream",
+            "--response",
+            "200",
+            "--response-header",
+            "content-type: text/event-stream",
+            "--response-body-file",
+            body.to_str().unwrap(),
+            "--response-mode",
+            "stream",
+        ]);
+        assert_eq!(code, 0, "{lang}: {out}{err}");
+        for want in [
+            "event 0: pass (11 bytes)",
+            r#"event 1: replace with 36 bytes: "data: the password is [redacted]\r\n\r\n""#,
+            "event 2: drop",
+            "response body streamed: 3 pieces, 47 bytes sent",
+        ] {
+            assert!(out.contains(want), "{lang}: no {want:?} in\n{out}{err}");
+        }
+    }
+}
+
 #[test]
 fn bad_sources_get_a_clear_error_from_build() {
     let tmp = TempDir::new(&format!("lang-bad-{}", unique_id()));
