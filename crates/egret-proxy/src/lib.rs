@@ -33,6 +33,7 @@ pub mod headers;
 mod http_engine;
 pub mod metrics;
 mod shard;
+mod splice;
 mod tunnel;
 pub mod upstream;
 
