@@ -210,7 +210,7 @@ impl AdminClient {
     }
 
     /// Sends and returns the body of a 2xx answer; maps error answers to `Refused`.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -571,7 +571,7 @@ fn named(kind: &str, name: &str) -> Result<String, AdminClientError> {
     Ok(format!("/v1/{kind}/{}", percent_encode(name)))
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminClientError> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminClientError> {
     serde_json::from_slice(body).map_err(|e| {
         AdminClientError::Protocol(format!(
             "unexpected answer ({e}): {}",

@@ -320,9 +320,11 @@ impl Config {
         pcfg.max_connections = self.max_connections;
         pcfg.keep_alt_svc = self.keep_alt_svc;
         pcfg.workers = self.workers.max(1);
+        let shadow = egret_proxy::ShadowSlot::default();
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: pcfg,
             policy: policy.clone(),
+            shadow: shadow.clone(),
             dns: Arc::new(DnsGlue(dns.clone())),
             upstream_tls: Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
             upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
@@ -344,6 +346,7 @@ impl Config {
         let control = Arc::new(ControlPlane::new(ControlParts {
             sandbox_id: self.sandbox_id.clone(),
             policy: policy.clone(),
+            shadow,
             dispatch,
             proxy: proxy.clone(),
             telemetry,

@@ -124,6 +124,89 @@ impl Readable for Applied {
     }
 }
 
+/// `policy shadow report` / `drop`: the totals, then one table row per difference.
+impl Readable for crate::shadow::ShadowView {
+    fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
+        let s = &self.summary;
+        writeln!(
+            out,
+            "shadow policy loaded {}; live generation {}; {} request(s) decided by both, {} decided differently",
+            rfc3339(self.loaded_at),
+            self.generation,
+            self.requests,
+            s.differences
+        )?;
+        if s.overflow > 0 {
+            writeln!(
+                out,
+                "{} difference(s) not shown: the report keeps at most {} rows",
+                s.overflow, s.max_rows
+            )?;
+        }
+        if s.rows.is_empty() {
+            return Ok(());
+        }
+        let decision = |d: &str, handler: &Option<String>, status: Option<u16>| {
+            let mut t = d.to_owned();
+            if let Some(st) = status {
+                t.push_str(&format!(" {st}"));
+            }
+            if let Some(h) = handler {
+                t.push_str(&format!(" ({h})"));
+            }
+            t
+        };
+        let rows: Vec<[String; 8]> = s
+            .rows
+            .iter()
+            .map(|r| {
+                [
+                    r.count.to_string(),
+                    r.host.clone(),
+                    r.method.clone(),
+                    r.path.clone(),
+                    decision(&r.live, &r.live_handler, None),
+                    decision(&r.shadow, &r.shadow_handler, r.shadow_status),
+                    format!("{} .. {}", rfc3339(r.first_seen), rfc3339(r.last_seen)),
+                    r.shadow_rule.clone(),
+                ]
+            })
+            .collect();
+        let head = [
+            "COUNT",
+            "HOST",
+            "METHOD",
+            "PATH",
+            "LIVE",
+            "SHADOW",
+            "FIRST .. LAST SEEN",
+            "SHADOW RULE",
+        ];
+        let mut w = head.map(str::len);
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+        let line = |cells: [&str; 8]| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(c);
+                } else {
+                    l.push_str(&format!("{c:<width$}  ", width = w[i]));
+                }
+            }
+            l
+        };
+        writeln!(out, "{}", line(head))?;
+        for r in &rows {
+            writeln!(out, "{}", line(std::array::from_fn(|i| r[i].as_str())))?;
+        }
+        Ok(())
+    }
+}
+
 impl Readable for Status {
     fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
         writeln!(out, "sandbox     {}", self.sandbox_id)?;
