@@ -16,7 +16,7 @@ use egret_policy::{PolicyConfig, ShadowSummary};
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{decode, AdminClient, AdminClientError};
+use crate::client::{AdminClient, AdminClientError};
 use crate::control::{Applied, Control, ControlError};
 
 /// The path of the candidate.
@@ -93,24 +93,14 @@ impl AdminClient {
         content_type: &'static str,
         if_generation: Option<u64>,
     ) -> Result<Applied, AdminClientError> {
-        let b = self
-            .call(
-                Method::PUT,
-                SHADOW_PATH,
-                Some(content_type),
-                text.into(),
-                if_generation,
-            )
-            .await?;
-        decode(&b)
+        self.put_policy_text(SHADOW_PATH, text, content_type, if_generation)
+            .await
     }
 
     /// `GET /v1/policy/shadow`: the candidate's report.
     pub async fn shadow_report(&self) -> Result<ShadowView, AdminClientError> {
-        let b = self
-            .call(Method::GET, SHADOW_PATH, None, Default::default(), None)
-            .await?;
-        decode(&b)
+        self.send_json::<(), _>(Method::GET, SHADOW_PATH, None, None)
+            .await
     }
 
     /// `POST /v1/policy/shadow/promote`: makes the candidate live.
@@ -118,24 +108,14 @@ impl AdminClient {
         &self,
         if_generation: Option<u64>,
     ) -> Result<Applied, AdminClientError> {
-        let b = self
-            .call(
-                Method::POST,
-                PROMOTE_PATH,
-                None,
-                Default::default(),
-                if_generation,
-            )
-            .await?;
-        decode(&b)
+        self.send_json::<(), _>(Method::POST, PROMOTE_PATH, None, if_generation)
+            .await
     }
 
     /// `DELETE /v1/policy/shadow`: removes the candidate, answering its last report.
     pub async fn shadow_drop(&self) -> Result<ShadowView, AdminClientError> {
-        let b = self
-            .call(Method::DELETE, SHADOW_PATH, None, Default::default(), None)
-            .await?;
-        decode(&b)
+        self.send_json::<(), _>(Method::DELETE, SHADOW_PATH, None, None)
+            .await
     }
 }
 
