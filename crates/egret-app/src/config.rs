@@ -1,7 +1,31 @@
 //! What one `egret run` is told: everything needed to build its [`crate::App`]. The command
-//! line fills it in; defaults are the README's.
+//! line fills it in; [`defaults`] holds the defaults both show.
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The defaults of `egret run` and `egret exec`, owned here: the command line shows these.
+pub mod defaults {
+    /// Validity of the sandbox CA, hours.
+    pub const CA_VALIDITY_HOURS: u64 = 168;
+    /// Leaf certificates kept.
+    pub const LEAF_CACHE_SIZE: usize = 1024;
+    /// Transparent TCP listener port inside the sandbox.
+    pub const LISTEN_PORT: u16 = 15001;
+    /// DNS port inside the sandbox.
+    pub const DNS_PORT: u16 = 15053;
+    /// Firewall mark used for interception.
+    pub const MARK: u32 = 0x1;
+    /// Routing table used for interception.
+    pub const ROUTE_TABLE: u32 = 100;
+    /// Client silence after which egret also listens for a server greeting, milliseconds.
+    pub const CLASSIFY_TIMEOUT_MS: u64 = 300;
+    /// Upstream connect / TLS handshake timeout, milliseconds.
+    pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// First bytes, ClientHello and downstream handshake timeout, milliseconds.
+    pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+    /// Simultaneous sandbox connections.
+    pub const MAX_CONNECTIONS: usize = 16384;
+}
 
 /// The configuration of one sidecar.
 #[derive(Debug, Clone)]
@@ -75,16 +99,16 @@ impl Config {
             ca_out: None,
             ca_bundle_out: None,
             upstream_ca: Vec::new(),
-            ca_validity: Duration::from_secs(168 * 3600),
-            leaf_cache_size: 1024,
-            listen_port: 15001,
-            dns_port: 15053,
-            mark: 0x1,
-            route_table: 100,
-            classify_timeout: Duration::from_millis(300),
-            connect_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(10),
-            max_connections: 16384,
+            ca_validity: Duration::from_secs(defaults::CA_VALIDITY_HOURS * 3600),
+            leaf_cache_size: defaults::LEAF_CACHE_SIZE,
+            listen_port: defaults::LISTEN_PORT,
+            dns_port: defaults::DNS_PORT,
+            mark: defaults::MARK,
+            route_table: defaults::ROUTE_TABLE,
+            classify_timeout: Duration::from_millis(defaults::CLASSIFY_TIMEOUT_MS),
+            connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+            tls_handshake_timeout: Duration::from_millis(defaults::TLS_HANDSHAKE_TIMEOUT_MS),
+            max_connections: defaults::MAX_CONNECTIONS,
             keep_alt_svc: false,
             audit_log: None,
             workers: default_workers(),

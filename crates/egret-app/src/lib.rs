@@ -23,6 +23,6 @@ pub mod state;
 pub mod telemetry;
 
 pub use app::{validate_sandbox_id, App, SANDBOX_ID_MAX};
-pub use config::{default_workers, Config, HandlerInstances};
+pub use config::{default_workers, defaults, Config, HandlerInstances};
 pub use error::AppError;
 pub use policy_source::{load_policy_file, DEFAULT_POLICY};

@@ -1,6 +1,7 @@
 //! Command-line interface (clap). Flag names are the interface operators script against: keep
 //! them, add aliases if needed, and document every one in the README.
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use egret_app::defaults;
 use std::path::PathBuf;
 
 /// egret — transparent egress proxy for sandboxed AI agents.
@@ -470,38 +471,38 @@ pub struct RunArgs {
     #[arg(long, value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
     /// Validity of the sandbox CA, in hours.
-    #[arg(long, default_value_t = 168)]
+    #[arg(long, default_value_t = defaults::CA_VALIDITY_HOURS)]
     pub ca_validity_hours: u64,
     /// Leaf certificate cache size.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults::LEAF_CACHE_SIZE)]
     pub leaf_cache_size: usize,
     /// Transparent listener port inside the sandbox namespace.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = defaults::LISTEN_PORT)]
     pub listen_port: u16,
     /// DNS port inside the sandbox namespace (udp/53 is redirected to it).
-    #[arg(long, default_value_t = 15053)]
+    #[arg(long, default_value_t = defaults::DNS_PORT)]
     pub dns_port: u16,
     /// Firewall mark used for interception (change it if it collides with the platform's).
-    #[arg(long, default_value = "0x1", value_parser = parse_u32)]
+    #[arg(long, default_value_t = defaults::MARK, value_parser = parse_u32)]
     pub mark: u32,
     /// Routing table used for interception.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults::ROUTE_TABLE)]
     pub route_table: u32,
     /// Milliseconds of client silence after which egret also listens for a server greeting
     /// (server-speaks-first protocols), where the destination may be opaque TCP. The
     /// client's first bytes still decide whenever they come.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = defaults::CLASSIFY_TIMEOUT_MS)]
     pub classify_timeout_ms: u64,
     /// Upstream connect timeout, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::CONNECT_TIMEOUT_MS)]
     pub connect_timeout_ms: u64,
     /// How long a client may take to send first bytes that decide its connection when no
     /// server greeting is possible, and the downstream TLS timeout (ClientHello and
     /// handshake), milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::TLS_HANDSHAKE_TIMEOUT_MS)]
     pub tls_handshake_timeout_ms: u64,
     /// Maximum simultaneous sandbox connections.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Pass HTTP/3 (`h3`) advertisements in `Alt-Svc` response headers through to the sandbox
     /// (by default they are removed: UDP/443 is refused, so clients should not try QUIC).
@@ -576,13 +577,13 @@ pub struct ExecArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
     /// Upstream connect timeout, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::CONNECT_TIMEOUT_MS)]
     pub connect_timeout_ms: u64,
     /// Transparent listener port inside the sandbox.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = defaults::LISTEN_PORT)]
     pub listen_port: u16,
     /// DNS port inside the sandbox (udp/53 is redirected to it).
-    #[arg(long, default_value_t = 15053)]
+    #[arg(long, default_value_t = defaults::DNS_PORT)]
     pub dns_port: u16,
     /// Log format on stderr (egret logs warnings and errors only, unless RUST_LOG says more).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -781,6 +782,50 @@ mod tests {
         let off = hook_opts(&["--no-handler-cache"]).opts.to_args();
         assert!(off.contains(&"--no-handler-cache".to_string()));
         assert!(!off.contains(&"--handler-cache-dir".to_string()));
+    }
+
+    /// The OCI hook starts its sidecars with a command line it writes itself: every flag of
+    /// it must be one `egret run` takes, with the value the plan says.
+    #[test]
+    fn the_hooks_sidecar_command_line_is_one_egret_run_takes() {
+        let plan = egret_oci::Plan {
+            container_id: "c1".into(),
+            sandbox_id: "sb-1".into(),
+            policy: PathBuf::from("/etc/egret/policies/p.toml"),
+            pid: 4242,
+            run_dir: PathBuf::from("/run/egret/c1"),
+            admin_socket: Some(PathBuf::from("/run/egret/c1/admin.sock")),
+            state_dir: Some(PathBuf::from("/var/lib/egret/c1")),
+            max_handler_instances: Some(64),
+        };
+        let opts = egret_oci::HookOptions {
+            run_args: vec!["--workers".into(), "1".into()],
+            ..egret_oci::HookOptions::default()
+        };
+        let argv =
+            egret_oci::sidecar::run_argv(&plan, &opts, std::path::Path::new("/log/c1.audit.jsonl"));
+        let cli = Cli::try_parse_from(
+            [std::ffi::OsString::from("egret"), "run".into()]
+                .into_iter()
+                .chain(argv),
+        )
+        .unwrap_or_else(|e| panic!("the hook's `egret run` line does not parse: {e}"));
+        let Command::Run(run) = cli.command else {
+            panic!("not a run")
+        };
+        let c = run.into_config();
+        assert_eq!(c.netns, "/proc/4242/ns/net");
+        assert_eq!(c.sandbox_id, "sb-1");
+        assert_eq!(c.policy, Some(plan.policy.clone()));
+        assert_eq!(c.ready_file, Some(plan.run_dir.join("ready")));
+        assert_eq!(c.ca_out, Some(plan.run_dir.join("ca.pem")));
+        assert_eq!(c.audit_log, Some(PathBuf::from("/log/c1.audit.jsonl")));
+        assert_eq!(c.watch_pid, Some(4242));
+        assert_eq!(c.admin_socket, plan.admin_socket);
+        assert_eq!(c.state_dir, plan.state_dir);
+        assert_eq!(c.handler_cache_dir, opts.handler_cache_dir);
+        assert_eq!(c.handler_instances.max, 64);
+        assert_eq!(c.workers, 1);
     }
 
     #[test]
