@@ -310,7 +310,6 @@ pub fn run_argv(plan: &Plan, opts: &HookOptions, audit: &Path) -> Vec<std::ffi::
     if let Some(n) = plan.max_handler_instances {
         flag("--max-handler-instances", n.to_string().as_ref());
     }
-    let mut argv = argv;
     argv.extend(opts.run_args.iter().map(Into::into));
     argv
 }
