@@ -597,20 +597,24 @@ impl ExecArgs {
     /// The configuration of the egret serving the command.
     pub fn into_config(self, sandbox_id: String) -> egret_app::Config {
         let mut c = egret_app::Config::new("egret-exec", sandbox_id);
-        c.policy = self.policy;
-        c.allow = self.allow;
-        c.resolve = self.resolve;
-        c.upstream_ca = self.upstream_ca;
-        c.listen_port = self.listen_port;
-        c.dns_port = self.dns_port;
-        c.connect_timeout = std::time::Duration::from_millis(self.connect_timeout_ms);
-        c.audit_log = Some(self.audit_log.unwrap_or_else(|| PathBuf::from("/dev/null")));
+        c.policy = egret_app::PolicyInputs {
+            file: self.policy,
+            allow: self.allow,
+            resolve: self.resolve,
+        };
+        c.tls.upstream_ca = self.upstream_ca;
+        c.capture.listen_port = self.listen_port;
+        c.capture.dns_port = self.dns_port;
+        c.proxy.connect_timeout = std::time::Duration::from_millis(self.connect_timeout_ms);
         if let Some(w) = self.workers {
-            c.workers = usize::from(w);
+            c.proxy.workers = usize::from(w);
         }
+        c.handlers = egret_app::HandlersConfig {
+            cache_dir: self.handler_cache_dir.or_else(default_handler_cache),
+            instances: self.handler_instances.to_config(),
+        };
+        c.audit_log = Some(self.audit_log.unwrap_or_else(|| PathBuf::from("/dev/null")));
         c.admin_socket = self.admin_socket;
-        c.handler_cache_dir = self.handler_cache_dir.or_else(default_handler_cache);
-        c.handler_instances = self.handler_instances.to_config();
         c
     }
 }
@@ -671,31 +675,42 @@ impl RunArgs {
     pub fn into_config(self) -> egret_app::Config {
         use std::time::Duration;
         let mut c = egret_app::Config::new(self.netns, self.sandbox_id);
-        c.policy = self.policy;
-        c.resolve = self.resolve;
+        c.policy = egret_app::PolicyInputs {
+            file: self.policy,
+            allow: Vec::new(),
+            resolve: self.resolve,
+        };
+        c.capture = egret_app::CaptureConfig {
+            listen_port: self.listen_port,
+            dns_port: self.dns_port,
+            mark: self.mark,
+            route_table: self.route_table,
+        };
+        c.tls = egret_app::TlsConfig {
+            ca_validity: Duration::from_secs(self.ca_validity_hours.max(1) * 3600),
+            leaf_cache_size: self.leaf_cache_size,
+            upstream_ca: self.upstream_ca,
+            ca_out: self.ca_out,
+            ca_bundle_out: self.ca_bundle_out,
+        };
+        c.proxy = egret_app::ProxyConfig {
+            classify_timeout: Duration::from_millis(self.classify_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            max_connections: self.max_connections,
+            keep_alt_svc: self.keep_alt_svc,
+            workers: self
+                .workers
+                .map_or_else(egret_app::default_workers, usize::from),
+        };
+        c.handlers = egret_app::HandlersConfig {
+            cache_dir: self.handler_cache_dir,
+            instances: self.handler_instances.to_config(),
+        };
         c.ready_file = self.ready_file;
-        c.ca_out = self.ca_out;
-        c.ca_bundle_out = self.ca_bundle_out;
-        c.upstream_ca = self.upstream_ca;
-        c.ca_validity = Duration::from_secs(self.ca_validity_hours.max(1) * 3600);
-        c.leaf_cache_size = self.leaf_cache_size;
-        c.listen_port = self.listen_port;
-        c.dns_port = self.dns_port;
-        c.mark = self.mark;
-        c.route_table = self.route_table;
-        c.classify_timeout = Duration::from_millis(self.classify_timeout_ms);
-        c.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        c.tls_handshake_timeout = Duration::from_millis(self.tls_handshake_timeout_ms);
-        c.max_connections = self.max_connections;
-        c.keep_alt_svc = self.keep_alt_svc;
         c.audit_log = self.audit_log;
-        if let Some(w) = self.workers {
-            c.workers = usize::from(w);
-        }
         c.admin_socket = self.admin_socket;
         c.state_dir = self.state_dir;
-        c.handler_cache_dir = self.handler_cache_dir;
-        c.handler_instances = self.handler_instances.to_config();
         c.watch_pid = self.watch_pid;
         c
     }
@@ -748,7 +763,7 @@ mod tests {
             argv.extend_from_slice(args);
             argv.extend_from_slice(&["--", "true"]);
             match Cli::try_parse_from(argv).unwrap().command {
-                Command::Exec(e) => e.into_config("t".into()).handler_instances,
+                Command::Exec(e) => e.into_config("t".into()).handlers.instances,
                 other => panic!("{other:?}"),
             }
         };
@@ -816,16 +831,16 @@ mod tests {
         let c = run.into_config();
         assert_eq!(c.netns, "/proc/4242/ns/net");
         assert_eq!(c.sandbox_id, "sb-1");
-        assert_eq!(c.policy, Some(plan.policy.clone()));
+        assert_eq!(c.policy.file, Some(plan.policy.clone()));
         assert_eq!(c.ready_file, Some(plan.run_dir.join("ready")));
-        assert_eq!(c.ca_out, Some(plan.run_dir.join("ca.pem")));
+        assert_eq!(c.tls.ca_out, Some(plan.run_dir.join("ca.pem")));
         assert_eq!(c.audit_log, Some(PathBuf::from("/log/c1.audit.jsonl")));
         assert_eq!(c.watch_pid, Some(4242));
         assert_eq!(c.admin_socket, plan.admin_socket);
         assert_eq!(c.state_dir, plan.state_dir);
-        assert_eq!(c.handler_cache_dir, opts.handler_cache_dir);
-        assert_eq!(c.handler_instances.max, 64);
-        assert_eq!(c.workers, 1);
+        assert_eq!(c.handlers.cache_dir, opts.handler_cache_dir);
+        assert_eq!(c.handlers.instances.max, 64);
+        assert_eq!(c.proxy.workers, 1);
     }
 
     #[test]
