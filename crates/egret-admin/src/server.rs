@@ -490,14 +490,7 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
         )),
         Command::Audit(filter) => audit(ctx, filter),
         Command::Shadow { op, if_generation } => {
-            let what = match &op {
-                crate::shadow::ShadowOp::Load(_) => "shadow_load",
-                crate::shadow::ShadowOp::Report => "shadow_report",
-                crate::shadow::ShadowOp::Promote => "shadow_promote",
-                crate::shadow::ShadowOp::Drop => "shadow_drop",
-            };
             let answer = crate::shadow::carry_out(c.as_ref(), op, if_generation).await?;
-            tracing::info!(target: "egret::admin", op = what, "shadow policy request served");
             Ok(json_response(StatusCode::OK, &answer))
         }
     }

@@ -102,7 +102,8 @@ pub enum CtlCommand {
     Ca,
     /// Print Prometheus metrics.
     Metrics,
-    /// Follow audit events, one line each: time, sandbox, decision, method host path, status, rule.
+    /// Follow audit events, one line each: time, sandbox, decision, method host path, status, rule
+    /// (and the shadow candidate's decision where it differs).
     Tail {
         /// Only events of this sandbox.
         #[arg(long, value_name = "ID")]

@@ -409,13 +409,23 @@ pub fn format_event(line: &str) -> String {
         (Some(m), p) => (m.to_owned(), p.unwrap_or("").to_owned()),
         (None, _) => (s("proto").to_uppercase(), format!(" ({})", s("dst"))),
     };
-    format!(
+    let mut line = format!(
         "{time} {} {:<7} {method} {}{path} {status} rule={}",
         s("sandbox"),
         s("decision"),
         s("host"),
         s("rule")
-    )
+    );
+    // A shadow candidate that would have decided otherwise.
+    if let Some(shadow) = event_field(&v, "shadow").filter(|x| x.is_object()) {
+        let field = |k: &str| shadow.get(k).and_then(|x| x.as_str()).unwrap_or("-");
+        line.push_str(&format!(
+            " shadow={} shadow_rule={}",
+            field("decision"),
+            field("rule")
+        ));
+    }
+    line
 }
 
 fn human_duration(secs: u64) -> String {
@@ -468,6 +478,13 @@ mod tests {
             r#"{"sandbox":"a","decision":"forward","proto":"tcp","host":"db.test","dst":"10.0.0.1:5432","rule":"r"}"#,
         );
         assert_eq!(l, "- a forward TCP db.test (10.0.0.1:5432) - rule=r");
+        let l = format_event(
+            r#"{"sandbox":"a","decision":"forward","method":"POST","host":"git.test","path":"/r","status":200,"rule":"r","shadow":{"decision":"deny","rule":"no route","handler":null,"status":403}}"#,
+        );
+        assert_eq!(
+            l,
+            "- a forward POST git.test/r 200 rule=r shadow=deny shadow_rule=no route"
+        );
         assert_eq!(format_event("garbage"), "garbage");
         assert!(format_event(r#"{"type":"lagged","skipped":3}"#).contains("3 events skipped"));
     }
