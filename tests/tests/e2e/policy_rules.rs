@@ -268,19 +268,7 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
         "{would}"
     );
     assert_eq!(would["status"], 200);
-    let (code, metrics, _) = {
-        let out = admin_curl(&sock)
-            .arg("http://egret/metrics")
-            .output()
-            .unwrap();
-        code_out_err(&out)
-    };
-    assert_eq!(code, 0);
-    let count = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("egret_would_deny_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no egret_would_deny_total: {metrics}"));
+    let count = metric(&sock, "egret_would_deny_total");
     assert!(count >= 1, "{count}");
 
     // Learn: suggest from the session's audit log, with the pins as the base.
@@ -330,15 +318,7 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
 /// The live policy of the shadow test: git.test allowed, every request forwarded.
 const OPEN: &str = "allowed_hosts = [\"git.test\"]\n";
 
-/// A number from `egret ctl status --json` or a metric line of `/metrics`.
-fn generation(sock: &str) -> u64 {
-    let (code, out, err) = ctl(sock, &["--json", "status"]);
-    assert_eq!(code, 0, "status: {err}");
-    serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"]
-        .as_u64()
-        .unwrap()
-}
-
+/// A counter of `/metrics` on the admin socket `sock`.
 fn metric(sock: &str, name: &str) -> u64 {
     let out = admin_curl(sock)
         .arg("http://egret/metrics")
@@ -371,7 +351,7 @@ fn shadow_candidate_reported_promoted_and_dropped() {
         &[],
     )
     .expect("egret starts");
-    let start = generation(&sock);
+    let start = ctl_generation(&sock);
 
     // A bad candidate: refused with the file and line, nothing loaded, the live one unchanged.
     let bad = write(
@@ -399,13 +379,13 @@ fn shadow_candidate_reported_promoted_and_dropped() {
         err.contains(&format!("{unknown}: routes[0].handler")),
         "{err}"
     );
-    assert_eq!(generation(&sock), start);
+    assert_eq!(ctl_generation(&sock), start);
 
     let candidate = write(&topo, "candidate.toml", &format!("{RESOLVE}\n{RULE}"));
     let (code, out, err) = ctl(&sock, &["policy", "shadow", &candidate]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
-        generation(&sock),
+        ctl_generation(&sock),
         start,
         "loading a candidate swapped the live policy"
     );
@@ -490,7 +470,7 @@ fn shadow_candidate_reported_promoted_and_dropped() {
         Some(start + 1),
         "{promoted}"
     );
-    assert_eq!(generation(&sock), start + 1);
+    assert_eq!(ctl_generation(&sock), start + 1);
     let (code, _, _) = ctl(&sock, &["policy", "shadow", "report"]);
     assert_eq!(code, 1, "the promoted candidate is still a shadow");
     std::fs::write(clone.join("THIRD"), "3\n").unwrap();
@@ -521,7 +501,11 @@ fn shadow_candidate_reported_promoted_and_dropped() {
     assert_eq!(last["rows"][0]["shadow"], "allow", "{last}");
     let (code, _, err) = ctl(&sock, &["policy", "shadow", "drop"]);
     assert_eq!(code, 1, "dropped twice: {err}");
-    assert_eq!(generation(&sock), start + 1, "drop swapped the live policy");
+    assert_eq!(
+        ctl_generation(&sock),
+        start + 1,
+        "drop swapped the live policy"
+    );
     let before = requests(&egret).len();
     let (ok, _) = sandbox_git(&topo, &ca, &["-C", c, "push", "-q", "origin", "main"]);
     assert!(!ok);
