@@ -489,6 +489,10 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
             c.metrics(),
         )),
         Command::Audit(filter) => audit(ctx, filter),
+        Command::Shadow { op, if_generation } => {
+            let answer = crate::shadow::carry_out(c.as_ref(), op, if_generation).await?;
+            Ok(json_response(StatusCode::OK, &answer))
+        }
     }
 }
 

@@ -141,8 +141,8 @@ pub trait ResponsePhase: Send + 'static {
 pub struct HandlerFailure {
     /// Status for the client (502 unless the engine says otherwise).
     pub status: StatusCode,
-    /// Metric-friendly kind: trap, timeout, oom, invalid_action, ...
-    pub kind: &'static str,
+    /// What failed; its text is the metric label and the audit event's error prefix.
+    pub kind: crate::metrics::HandlerFailureKind,
     /// Safe to show the client: names the handler and the reason, never a secret.
     pub message: String,
     /// Seconds for a `Retry-After` header: the failure is the sidecar's load, not the
@@ -198,6 +198,8 @@ pub(crate) struct Outcome {
     pub instance_wait: Option<std::time::Duration>,
     /// What the handler attached (`handler_fields`).
     pub handler_fields: Vec<(String, String)>,
+    /// The shadow candidate's decision, when it differs from the live policy's.
+    pub shadow: Option<egret_policy::DryRun>,
 }
 
 /// A request decided: the response for the sandbox, the destination it named (when it got
@@ -227,6 +229,7 @@ impl Decided {
                 masked: None,
                 instance_wait: None,
                 handler_fields: Vec::new(),
+                shadow: None,
             },
         }
     }
@@ -320,6 +323,18 @@ impl Proxy {
             req.uri().path(),
             req.uri().query(),
         );
+        let shadow = self.shadow_decision(
+            policy,
+            &verdict,
+            &crate::shadow::Seen {
+                dest: &dest,
+                tls: info.tls,
+                host: &target.host,
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+            },
+        );
         let outcome = |decision, handler| Outcome {
             decision,
             rule: verdict.rule.clone(),
@@ -328,6 +343,7 @@ impl Proxy {
             masked: None,
             instance_wait: None,
             handler_fields: Vec::new(),
+            shadow: shadow.clone(),
         };
         let mut decided = match &verdict.action {
             RequestAction::Deny { status, message } => {
@@ -346,8 +362,14 @@ impl Proxy {
                     self.cfg.sandbox_id,
                     policy.generation()
                 );
+                // Answered before the upload is read: it is held (and over h2 drained) so the
+                // client sees the denial rather than a reset stream.
+                let h2 = req.version() == Version::HTTP_2;
+                let (head, denial) = text_response(status, Decision::Deny, body).into_parts();
+                let unread = boxed(req.into_body());
+                let denial = crate::body::answer_before_body(denial, unread, h2);
                 Decided {
-                    resp: text_response(status, Decision::Deny, body),
+                    resp: Response::from_parts(head, denial),
                     target: Some(target),
                     outcome: outcome(Decision::Deny, None),
                 }
@@ -392,6 +414,20 @@ impl Proxy {
             }
         }
         decided
+    }
+
+    /// The shadow candidate's decision on a request, when one is loaded and decides it
+    /// otherwise than the live `policy` did (`verdict`).
+    fn shadow_decision(
+        &self,
+        policy: &CompiledPolicy,
+        verdict: &egret_policy::RequestVerdict,
+        req: &crate::shadow::Seen<'_>,
+    ) -> Option<egret_policy::DryRun> {
+        let slot = self.shadow.load();
+        let differs = slot.as_ref()?.observe(policy, verdict, req)?;
+        self.metrics.shadow_difference();
+        Some(differs)
     }
 
     /// The host and port a request is for (refusing requests egret cannot or will not carry):
@@ -556,8 +592,8 @@ impl Proxy {
                 (d.action, d.response)
             }
             Err(f) => {
-                tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
-                outcome.error = Some(format!("{}: {}", f.kind, f.message));
+                tracing::warn!(handler = %binding.handler, kind = f.kind.as_str(), "handler failed; request not forwarded");
+                outcome.error = Some(format!("{}: {}", f.kind.as_str(), f.message));
                 outcome.decision = Decision::Error;
                 outcome.instance_wait = f.instance_wait;
                 let mut resp =
@@ -1025,11 +1061,11 @@ async fn response_phase(
         Err(f) => {
             tracing::warn!(
                 handler,
-                kind = f.kind,
+                kind = f.kind.as_str(),
                 "handler failed in the response phase; response not passed"
             );
             outcome.decision = Decision::Error;
-            outcome.error = Some(format!("{}: {}", f.kind, f.message));
+            outcome.error = Some(format!("{}: {}", f.kind.as_str(), f.message));
             (
                 text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
                 outcome,

@@ -32,7 +32,9 @@ pub mod fetch;
 pub mod headers;
 mod http_engine;
 pub mod metrics;
+pub mod shadow;
 mod shard;
+mod splice;
 pub mod sse;
 mod tunnel;
 pub mod upstream;
@@ -43,6 +45,7 @@ pub use http_engine::{
     Dispatched, EventDecision, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead,
     ResponseDecision, ResponseMode, ResponsePhase,
 };
+pub use shadow::{Shadow, ShadowSlot};
 pub use shard::Shards;
 
 use arc_swap::ArcSwap;
@@ -121,6 +124,8 @@ pub struct TlsState {
 pub struct Proxy {
     pub(crate) cfg: ProxyConfig,
     pub(crate) policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The shadow candidate, when one is loaded.
+    pub(crate) shadow: ShadowSlot,
     pub(crate) dns: Arc<dyn SandboxDns>,
     /// Upstream pools, one set per connection thread (`cfg.workers`): the main runtime's
     /// first (see [`Proxy::clients`]).
@@ -143,6 +148,8 @@ pub struct ProxyParts {
     pub cfg: ProxyConfig,
     /// The policy, swappable at runtime.
     pub policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The shadow candidate policy, loaded and dropped by the control plane.
+    pub shadow: ShadowSlot,
     /// The sandbox's DNS (synthetic address map + DNS over TCP).
     pub dns: Arc<dyn SandboxDns>,
     /// Upstream TLS client config offering h2 and http/1.1.
@@ -188,6 +195,7 @@ impl Proxy {
         Arc::new(Proxy {
             cfg: parts.cfg,
             policy: parts.policy,
+            shadow: parts.shadow,
             dns,
             clients,
             connector,

@@ -127,19 +127,8 @@ label_enum! {
         Instantiate => "instantiate",
         /// No instance slot came free within the wait (answered 503).
         Busy => "busy",
-        /// Anything else.
-        Other => "other",
-    }
-}
-
-impl HandlerFailureKind {
-    /// The kind named `kind` (a handler engine's failure kind), `Other` if none is.
-    pub fn from_kind(kind: &str) -> HandlerFailureKind {
-        HandlerFailureKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str() == kind)
-            .unwrap_or(HandlerFailureKind::Other)
+        /// The binding names a handler the request's policy generation has not loaded.
+        NotLoaded => "not_loaded",
     }
 }
 
@@ -216,6 +205,7 @@ pub struct Metrics {
     connections_active: Gauge,
     overload_resets: Counter,
     would_deny: Counter,
+    shadow_differences: Counter,
 }
 
 const DECISIONS: usize = Decision::ALL.len();
@@ -266,6 +256,7 @@ impl Default for Metrics {
             connections_active: Gauge::default(),
             overload_resets: Counter::default(),
             would_deny: Counter::default(),
+            shadow_differences: Counter::default(),
         }
     }
 }
@@ -308,6 +299,11 @@ impl Metrics {
             "egret_would_deny",
             "Requests and connections the policy would have refused but only reported (enforce = false, report_only routes)",
             self.would_deny.clone(),
+        );
+        registry.register(
+            "egret_shadow_differences",
+            "Requests a shadow candidate policy (egret ctl policy shadow) would have decided otherwise than the live policy",
+            self.shadow_differences.clone(),
         );
         registry.register(
             "egret_requests",
@@ -388,6 +384,11 @@ impl Metrics {
         self.tunnels[proto.index()][decision.index()].inc();
         self.count_would_deny(decision);
         self.bytes(bytes_in, bytes_out);
+    }
+
+    /// A request the shadow candidate decided otherwise than the live policy.
+    pub fn shadow_difference(&self) {
+        self.shadow_differences.inc();
     }
 
     fn count_would_deny(&self, decision: Decision) {
@@ -517,7 +518,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("egret_handler_failures_total{kind=\"other\"} 0\n"),
+            out.contains("egret_handler_failures_total{kind=\"not_loaded\"} 0\n"),
             "{out}"
         );
         assert!(out.contains("egret_handler_invocations_total 1\n"), "{out}");
@@ -538,6 +539,9 @@ mod tests {
         assert_eq!(out.matches("egret_requests_total{").count(), 36);
         assert_eq!(out.matches("egret_tunnels_total{").count(), 18);
         assert!(out.contains("egret_would_deny_total 0\n"), "{out}");
+        assert!(out.contains("egret_shadow_differences_total 0\n"), "{out}");
+        m.shadow_difference();
+        assert!(rendered(&m).contains("egret_shadow_differences_total 1\n"));
         m.request(Decision::WouldDeny, Some(200), 0, 0);
         m.tunnel(TunnelProto::Tcp, Decision::WouldDeny, 0, 0);
         let out = rendered(&m);
@@ -574,15 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_failure_kinds_are_other_and_statuses_are_classed() {
-        assert_eq!(
-            HandlerFailureKind::from_kind("oom"),
-            HandlerFailureKind::Oom
-        );
-        assert_eq!(
-            HandlerFailureKind::from_kind("no-such"),
-            HandlerFailureKind::Other
-        );
+    fn statuses_are_classed() {
         assert_eq!(StatusClass::of(Some(999)), StatusClass::None);
         assert_eq!(StatusClass::of(None), StatusClass::None);
         assert_eq!(StatusClass::of(Some(101)), StatusClass::Informational);

@@ -35,6 +35,16 @@ pub(super) enum Op {
     Ca,
     Metrics,
     Audit,
+    Shadow(ShadowOp),
+}
+
+/// What a shadow request asks for, before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ShadowOp {
+    Load,
+    Report,
+    Promote,
+    Drop,
 }
 
 /// The endpoints, as listed in a `not_found` answer.
@@ -42,6 +52,8 @@ const ENDPOINTS: &[&str] = &[
     "GET /v1/health",
     "GET /v1/status",
     "GET|PUT /v1/policy",
+    "GET|PUT|DELETE /v1/policy/shadow",
+    "POST /v1/policy/shadow/promote",
     "PUT|DELETE /v1/outbound",
     "PUT|DELETE /v1/outbound-by-host",
     "POST /v1/allowed-hosts",
@@ -77,6 +89,8 @@ pub(super) enum Route<'a> {
     Ca,
     Metrics,
     Audit,
+    Shadow,
+    ShadowPromote,
 }
 
 impl Route<'_> {
@@ -96,6 +110,8 @@ impl Route<'_> {
             }
             Route::AllowedHosts | Route::DeniedHosts => "POST",
             Route::Internet | Route::Module(_) => "PUT",
+            Route::Shadow => "GET, PUT, DELETE",
+            Route::ShadowPromote => "POST",
         }
     }
 
@@ -125,6 +141,10 @@ impl Route<'_> {
             Route::Ca if m == Method::GET => Op::Ca,
             Route::Metrics if m == Method::GET => Op::Metrics,
             Route::Audit if m == Method::GET => Op::Audit,
+            Route::Shadow if m == Method::PUT => Op::Shadow(ShadowOp::Load),
+            Route::Shadow if m == Method::GET => Op::Shadow(ShadowOp::Report),
+            Route::Shadow if m == Method::DELETE => Op::Shadow(ShadowOp::Drop),
+            Route::ShadowPromote if m == Method::POST => Op::Shadow(ShadowOp::Promote),
             _ => {
                 let mut f = Rejection::new(
                     ErrorCode::MethodNotAllowed,
@@ -166,6 +186,8 @@ pub(super) fn route(path: &str) -> Result<Route<'_>, Rejection> {
         ["health"] => Route::Health,
         ["status"] => Route::Status,
         ["policy"] => Route::Policy,
+        ["policy", "shadow"] => Route::Shadow,
+        ["policy", "shadow", "promote"] => Route::ShadowPromote,
         ["outbound"] => Route::Outbound,
         ["outbound-by-host"] => Route::OutboundByHost,
         ["allowed-hosts"] => Route::AllowedHosts,
@@ -257,6 +279,18 @@ mod tests {
         assert_eq!(route("/metrics").unwrap(), Route::Metrics);
         assert_eq!(route("/v1/handlers/x").unwrap(), Route::Handler("x"));
         assert_eq!(route("/v1/modules").unwrap(), Route::Modules);
+        assert_eq!(route("/v1/policy/shadow").unwrap(), Route::Shadow);
+        assert_eq!(
+            route("/v1/policy/shadow/promote").unwrap(),
+            Route::ShadowPromote
+        );
+        assert_eq!(
+            Route::ShadowPromote
+                .operation(&Method::GET, "/v1/policy/shadow/promote")
+                .unwrap_err()
+                .allow,
+            Some("POST")
+        );
         assert_eq!(
             route("/v1/modules/m.wasm").unwrap(),
             Route::Module("m.wasm")
