@@ -230,7 +230,7 @@ async fn pump_stream(
     }
     phase.end().await.map_err(|f| StreamEnd::Handler {
         handler: spec.handler.clone(),
-        kind: f.kind,
+        kind: f.kind.as_str(),
         message: f.message,
     })
 }
@@ -251,7 +251,7 @@ async fn send_through(
         Err(f) => {
             return Err(StreamEnd::Handler {
                 handler: spec.handler.clone(),
-                kind: f.kind,
+                kind: f.kind.as_str(),
                 message: f.message,
             })
         }
