@@ -43,7 +43,10 @@ pub struct App {
     cfg: Config,
     phases: Phases,
     rt: tokio::runtime::Runtime,
-    listeners: egret_capture::Listeners,
+    /// The sandbox's transparent listeners; `None` when only the explicit proxy serves.
+    listeners: Option<egret_capture::Listeners>,
+    /// The `--explicit-proxy` listener, in egret's own namespace.
+    explicit: Option<std::net::TcpListener>,
     /// What `attach` installed; `None` for listeners made elsewhere (`egret exec`).
     guard: Option<egret_capture::CaptureGuard>,
     ca: Arc<egret_tls::SandboxCa>,
@@ -117,6 +120,8 @@ enum Capture {
     Given(egret_capture::Listeners),
     /// The attach, running on a thread of its own.
     Attaching(egret_capture::Attaching),
+    /// No sandbox namespace: only the explicit proxy serves.
+    Without,
 }
 
 impl Config {
@@ -136,9 +141,25 @@ impl Config {
         self.build_capture(Capture::Given(listeners))
     }
 
+    /// [`Config::build`] without a sandbox namespace: egret serves only its explicit proxy
+    /// (`explicit_proxy` must be set), for programs that honour proxy variables.
+    pub fn build_without_capture(self) -> Result<App, AppError> {
+        self.build_capture(Capture::Without)
+    }
+
     fn build_capture(self, capture: Capture) -> Result<App, AppError> {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
+        let explicit = self
+            .explicit_proxy
+            .map(|addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| AppError::ExplicitProxy { addr, source })?;
+                l.set_nonblocking(true)
+                    .map_err(|source| AppError::ExplicitProxy { addr, source })?;
+                Ok::<_, AppError>(l)
+            })
+            .transpose()?;
         let watched = self.watch_pid.map(open_pidfd).transpose()?;
         if self.policy.is_none() {
             if self.allow.is_empty() {
@@ -371,10 +392,11 @@ impl Config {
         };
         phases.mark("admin");
         let (listeners, guard) = match attaching {
-            Capture::Given(listeners) => (listeners, None),
+            Capture::Given(listeners) => (Some(listeners), None),
+            Capture::Without => (None, None),
             Capture::Attaching(attaching) => {
                 let attached = attaching.wait()?;
-                (attached.listeners, Some(attached.guard))
+                (Some(attached.listeners), Some(attached.guard))
             }
             Capture::Attach => unreachable!("the attach was started above"),
         };
@@ -385,6 +407,7 @@ impl Config {
             phases,
             rt,
             listeners,
+            explicit,
             guard,
             ca,
             policy,
@@ -400,6 +423,19 @@ impl Config {
 }
 
 impl App {
+    /// Where the explicit proxy listens (`Config::explicit_proxy` with its port chosen).
+    pub fn explicit_proxy_addr(&self) -> Option<std::net::SocketAddr> {
+        self.explicit.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Detach and end [`App::run`] when the process `pid` exits (as `Config::watch_pid`, for
+    /// a process started after egret was built).
+    pub fn watch_pid(&mut self, pid: u32) -> Result<(), AppError> {
+        self.watched = Some(open_pidfd(pid)?);
+        self.cfg.watch_pid = Some(pid);
+        Ok(())
+    }
+
     /// The system roots followed by this sandbox's CA (PEM), for the sandbox to trust.
     pub fn ca_bundle_pem(&self) -> String {
         egret_tls::ca_bundle_pem(&self.ca)
@@ -427,6 +463,7 @@ impl App {
             mut phases,
             rt,
             listeners,
+            explicit,
             guard,
             ca: _,
             policy,
@@ -438,6 +475,7 @@ impl App {
             kv_saver,
             watched,
         } = self;
+        let explicit_addr = explicit.as_ref().and_then(|l| l.local_addr().ok());
         let result: Result<(), AppError> = rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
             let sig = AppError::runtime("install signal handlers");
@@ -453,17 +491,24 @@ impl App {
                 .map_err(AppError::runtime("start the worker threads (--workers)"))?;
             let listener = AppError::runtime("use the sandbox listeners");
             let mut tasks = tokio::task::JoinSet::new();
-            let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
-            tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
-            if let Some(l) = listeners.tcp6 {
-                let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
-                tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
+            if let Some(listeners) = listeners {
+                let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
+                tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
+                if let Some(l) = listeners.tcp6 {
+                    let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
+                    tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
+                }
+                let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
+                tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
+                if let Some(s) = listeners.dns6 {
+                    let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
+                    tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
+                }
             }
-            let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
-            tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
-            if let Some(s) = listeners.dns6 {
-                let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
-                tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
+            if let Some(l) = explicit {
+                let l = tokio::net::TcpListener::from_std(l)
+                    .map_err(AppError::runtime("use the --explicit-proxy listener"))?;
+                tasks.spawn(proxy.clone().serve_explicit(l, Some(shards.clone())));
             }
 
             phases.mark("serve");
@@ -471,6 +516,7 @@ impl App {
             tracing::info!(
                 sandbox = %cfg.sandbox_id,
                 netns = %cfg.netns,
+                explicit_proxy = ?explicit_addr,
                 generation = policy.load().generation(),
                 startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
                 "intercepting"

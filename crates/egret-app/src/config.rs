@@ -61,6 +61,10 @@ pub struct Config {
     pub watch_pid: Option<u32>,
     /// Hosts allowed besides the policy's `allowed_hosts` (`egret exec --allow`).
     pub allow: Vec<String>,
+    /// Also serve an explicit HTTP proxy (CONNECT and absolute-form requests) on this address
+    /// in egret's own namespace (`--explicit-proxy`; port 0 picks a free one, see
+    /// [`crate::App::explicit_proxy_addr`]).
+    pub explicit_proxy: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -94,6 +98,7 @@ impl Config {
             handler_instances: HandlerInstances::default(),
             watch_pid: None,
             allow: Vec::new(),
+            explicit_proxy: None,
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct ConnInfo {
     pub classified: Classified,
     /// When (after accept) the bytes that decided it arrived.
     pub first_byte: Option<Duration>,
+    /// Whether the connection came through the explicit proxy listener (CONNECT or an
+    /// absolute-form request) rather than the transparent capture; `orig` is then the
+    /// CONNECT target (the unspecified address when it named a host: nothing was dialled).
+    pub explicit: bool,
 }
 
 /// How a connection was classified (the audit event's `classified`).
@@ -70,6 +74,12 @@ impl ConnInfo {
     /// The name of the destination as known at connection level (SNI, else DNS name).
     pub fn conn_name(&self) -> Option<&str> {
         self.sni.as_deref().or(self.dns_name.as_deref())
+    }
+
+    /// The address the client dialled, for the audit event: none for an explicit-proxy
+    /// connection to a host name.
+    pub fn dst(&self) -> Option<SocketAddr> {
+        (!(self.explicit && self.orig.ip().is_unspecified())).then_some(self.orig)
     }
 }
 
@@ -129,20 +139,36 @@ async fn read_class(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Class>
 }
 
 impl Proxy {
-    pub(crate) async fn handle_connection(self: Arc<Self>, stream: TcpStream, client: SocketAddr) {
+    pub(crate) async fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        entry: crate::Entry,
+    ) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.metrics.connection_opened();
         let span = tracing::info_span!("conn", sandbox = %self.cfg.sandbox_id, conn = id);
-        self.clone()
-            .connection_inner(stream, client, id, std::time::Instant::now())
-            .instrument(span)
-            .await;
+        let started = std::time::Instant::now();
+        match entry {
+            crate::Entry::Transparent => {
+                self.clone()
+                    .connection_inner(stream, client, id, started)
+                    .instrument(span)
+                    .await
+            }
+            crate::Entry::Explicit => {
+                self.clone()
+                    .explicit_connection(stream, client, id, started)
+                    .instrument(span)
+                    .await
+            }
+        }
         self.metrics.connection_closed();
     }
 
     async fn connection_inner(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        stream: TcpStream,
         client: SocketAddr,
         id: u64,
         started: std::time::Instant,
@@ -174,6 +200,7 @@ impl Proxy {
             started,
             classified: Classified::ClientFirst,
             first_byte: None,
+            explicit: false,
         };
         if info.dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
             crate::audit::connection(
@@ -189,13 +216,25 @@ impl Proxy {
             reset(stream);
             return;
         }
-        let mut buf = BytesMut::with_capacity(CLASSIFY_MAX);
+        self.classify_and_serve(stream, BytesMut::with_capacity(CLASSIFY_MAX), info)
+            .await
+    }
+
+    /// Classify a connection by its first bytes (`buf`: those already read, as the explicit
+    /// proxy has after a CONNECT) and serve it on its path. Every connection, captured or
+    /// through the explicit proxy, goes through here.
+    pub(crate) async fn classify_and_serve(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        mut buf: BytesMut,
+        mut info: ConnInfo,
+    ) {
+        let started = info.started;
         // The client has `classify_timeout` to speak before egret also listens for a
         // server-speaks-first protocol; whenever the client's bytes come, they decide.
         let prompt =
             tokio::time::timeout(self.cfg.classify_timeout, read_class(&mut stream, &mut buf))
                 .await;
-        let mut info = info;
         match prompt {
             Ok(Some(class)) => {
                 info.classified = Classified::ClientFirst;

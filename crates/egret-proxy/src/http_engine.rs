@@ -438,10 +438,24 @@ impl Proxy {
             )));
         }
         if req.method() == Method::CONNECT {
+            let msg = if info.explicit {
+                "CONNECT must be the first request on a connection to egret's proxy: open a new connection for it"
+            } else {
+                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly"
+            };
             return Err(Box::new(Decided::failed(
                 StatusCode::METHOD_NOT_ALLOWED,
                 Decision::Deny,
-                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly".into(),
+                msg.into(),
+                Some(target),
+            )));
+        }
+        if info.explicit && !info.tls && req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+            // Carried as plain HTTP it would reach the host unencrypted.
+            return Err(Box::new(Decided::failed(
+                StatusCode::BAD_REQUEST,
+                Decision::Error,
+                crate::explicit::HTTPS_NEEDS_CONNECT.into(),
                 Some(target),
             )));
         }

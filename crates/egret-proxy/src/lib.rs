@@ -28,6 +28,7 @@ pub mod body;
 pub mod classify;
 mod conn;
 pub mod echo_guard;
+mod explicit;
 pub mod fetch;
 pub mod headers;
 mod http_engine;
@@ -242,6 +243,28 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shards: Option<Arc<Shards>>,
     ) {
+        self.accept_loop(listener, shards, Entry::Transparent).await
+    }
+
+    /// Serve egret as an explicit HTTP proxy on `listener` (CONNECT, and absolute-form
+    /// `http://` requests): each connection then goes through the same classification,
+    /// policy, interception, handlers and audit as a captured one, its destination taken from
+    /// the CONNECT target or the request instead of the capture. Shares the connection limit
+    /// and the shard threads with the transparent listeners.
+    pub async fn serve_explicit(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shards: Option<Arc<Shards>>,
+    ) {
+        self.accept_loop(listener, shards, Entry::Explicit).await
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shards: Option<Arc<Shards>>,
+        entry: Entry,
+    ) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -258,8 +281,8 @@ impl Proxy {
                 continue;
             };
             match &shards {
-                Some(shards) => shards.dispatch(&self, stream, peer, permit),
-                None => self.clone().spawn_connection(stream, peer, permit),
+                Some(shards) => shards.dispatch(&self, stream, peer, permit, entry),
+                None => self.clone().spawn_connection(stream, peer, permit, entry),
             }
         }
     }
@@ -304,14 +327,24 @@ impl Proxy {
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
         hold: impl Send + 'static,
+        entry: Entry,
     ) {
         let armed = self.keep_timer_armed();
         tokio::spawn(async move {
-            self.handle_connection(stream, peer).await;
+            self.handle_connection(stream, peer, entry).await;
             drop(hold);
             drop(armed);
         });
     }
+}
+
+/// The listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// The transparent capture: the original destination is the socket's local address.
+    Transparent,
+    /// The explicit proxy: the destination is what the client asks for.
+    Explicit,
 }
 
 /// Aborts a background task when dropped.

@@ -444,9 +444,16 @@ pub enum LogFormat {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The sandbox's network namespace: a name (ip netns), a path, or a pid.
-    #[arg(long)]
-    pub netns: String,
+    /// The sandbox's network namespace: a name (ip netns), a path, or a pid. Without it
+    /// (only with --explicit-proxy) egret captures nothing and serves only its explicit proxy.
+    #[arg(long, required_unless_present = "explicit_proxy")]
+    pub netns: Option<String>,
+    /// Also serve an explicit HTTP proxy on this address in egret's own namespace (e.g.
+    /// 127.0.0.1:3128): CONNECT for HTTPS and any TCP, absolute-form `GET http://…` for plain
+    /// HTTP, under the same policy, handlers, sandbox CA and audit as captured traffic. Only
+    /// programs that are told to use it (HTTPS_PROXY, `curl -x`) go through it.
+    #[arg(long, value_name = "ADDR")]
+    pub explicit_proxy: Option<std::net::SocketAddr>,
     /// Identifier of the sandbox (letters, digits, `-_.:@`), on every log line and in the CA.
     #[arg(long)]
     pub sandbox_id: String,
@@ -587,6 +594,12 @@ pub struct ExecArgs {
     /// Log format on stderr (egret logs warnings and errors only, unless RUST_LOG says more).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The weaker mode, for machines that refuse user namespaces: no namespaces; egret serves
+    /// an explicit HTTP proxy on a loopback port and sets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
+    /// (and the lower-case ones), an empty NO_PROXY and the CA variables for the command. A
+    /// program that ignores proxy variables is not captured: it connects directly.
+    #[arg(long)]
+    pub proxy_env: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -669,7 +682,9 @@ impl RunArgs {
     /// The sidecar configuration these flags describe.
     pub fn into_config(self) -> egret_app::Config {
         use std::time::Duration;
-        let mut c = egret_app::Config::new(self.netns, self.sandbox_id);
+        let mut c =
+            egret_app::Config::new(self.netns.unwrap_or_else(|| "none".into()), self.sandbox_id);
+        c.explicit_proxy = self.explicit_proxy;
         c.policy = self.policy;
         c.resolve = self.resolve;
         c.ready_file = self.ready_file;

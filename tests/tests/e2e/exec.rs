@@ -445,3 +445,205 @@ fn a_refused_user_namespace_is_explained() {
     );
     assert_nothing_left();
 }
+
+/// `--proxy-env`, the mode without namespaces: programs that honour the proxy variables reach
+/// an allowed host through egret's explicit proxy (HTTPS through CONNECT, intercepted with
+/// the sandbox CA from the bundle file the CA variables name; plain HTTP in absolute form)
+/// with the credential injected; a denied host's CONNECT is answered 403 with egret's reason.
+#[test]
+fn proxy_env_carries_programs_that_honour_proxy_variables() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let pe = |cmd: &[&str]| s.exec(&["--policy", &s.policy, "--proxy-env"], cmd);
+    let https = "https://api.example.test/echo";
+    let curl = pe(&["curl", "-sS", "--max-time", "10", https]);
+    assert_injected_and_masked(&echo_json(&curl), "x-auth-token", SECRET);
+    let plain = pe(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "http://api.example.test/echo",
+    ]);
+    assert_injected_and_masked(&echo_json(&plain), "x-auth-token", SECRET);
+    let py = format!(
+        "import urllib.request; print(urllib.request.urlopen('{https}', timeout=10).read().decode())"
+    );
+    let python = pe(&["/usr/bin/python3", "-c", &py]);
+    assert_injected_and_masked(&echo_json(&python), "x-auth-token", SECRET);
+
+    // A denied host: curl fails on the proxy's answer, which names the rule.
+    let denied = pe(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "https://other.example.test/echo",
+    ]);
+    let text = all_output(&denied);
+    assert_eq!(denied.status.code(), Some(56), "{text}");
+    assert!(text.contains("403"), "{text}");
+    let raw = "import os, socket, urllib.parse\n\
+               u = urllib.parse.urlsplit(os.environ['HTTPS_PROXY'])\n\
+               c = socket.create_connection((u.hostname, u.port), timeout=10)\n\
+               c.sendall(b'CONNECT other.example.test:443 HTTP/1.1\\r\\nHost: other.example.test:443\\r\\n\\r\\n')\n\
+               print(c.makefile('rb').read().decode())";
+    let answer = pe(&["/usr/bin/python3", "-c", raw]);
+    let (code, out, err) = code_out_err(&answer);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{out}");
+    assert!(
+        out.contains("egret: CONNECT to other.example.test:443 denied by rule"),
+        "{out}"
+    );
+    assert!(
+        !s.up.access_log().contains("other.example.test"),
+        "a denied host was reached: {}",
+        s.up.access_log()
+    );
+
+    // The command's environment: egret's proxy for every scheme, nothing bypassing it, the
+    // CA bundle in a private directory that is gone afterwards, not the secret's variable.
+    let env = pe(&[
+        "sh",
+        "-c",
+        &format!(
+            "echo \"$HTTP_PROXY|$HTTPS_PROXY|$ALL_PROXY|$http_proxy|$https_proxy|$all_proxy\"; \
+             echo \"no_proxy=[$NO_PROXY$no_proxy] token=${{{TOKEN_VAR}:-unset}}\"; \
+             echo \"$SSL_CERT_FILE|$CURL_CA_BUNDLE|$NODE_EXTRA_CA_CERTS\"; \
+             stat -c %a \"$(dirname \"$SSL_CERT_FILE\")\"; grep -c 'BEGIN CERTIFICATE' \"$SSL_CERT_FILE\""
+        ),
+    ]);
+    let (code, out, err) = code_out_err(&env);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let proxies: Vec<&str> = lines[0].split('|').collect();
+    assert!(proxies[0].starts_with("http://127.0.0.1:"), "{out}");
+    assert!(proxies.iter().all(|p| *p == proxies[0]), "{out}");
+    assert_eq!(lines[1], "no_proxy=[] token=unset", "{out}");
+    let bundles: Vec<&str> = lines[2].split('|').collect();
+    assert!(bundles.iter().all(|b| *b == bundles[0]), "{out}");
+    assert_eq!(lines[3], "700", "{out}");
+    assert!(lines[4].parse::<u32>().unwrap() > 1, "{out}");
+    let dir = std::path::Path::new(bundles[0]).parent().unwrap();
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+
+    assert_eq!(pe(&["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(pe(&["sh", "-c", "kill -TERM $$"]).status.code(), Some(143));
+    assert_eq!(pe(&["egret-no-such-command"]).status.code(), Some(127));
+    assert_nothing_left();
+}
+
+/// `egret run --explicit-proxy ADDR`: beside the transparent capture of its sandbox, and
+/// without any sandbox (no `--netns`), egret serves an explicit proxy in its own namespace
+/// under the same policy, handlers, CA and audit.
+#[test]
+fn run_serves_an_explicit_proxy_with_or_without_a_sandbox() {
+    require_root();
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let (up, pki) = Upstream::start_tls_with(
+        &topo,
+        &["api.example.test", "other.example.test"],
+        &["--log-header", "x-auth-token"],
+    );
+    let policy = inject_header_policy(
+        "api_token",
+        &format!("env = \"{TOKEN_VAR}\""),
+        &["api.example.test"],
+    );
+    let pins = [
+        "--resolve",
+        &format!("api.example.test={}", UP4[0]),
+        "--resolve",
+        &format!("other.example.test={}", UP4[1]),
+    ];
+    let mut extra = vec!["--explicit-proxy", "127.0.0.1:3128"];
+    extra.extend_from_slice(&pins);
+    let (egret, ca) = Egret::start_intercepting(
+        &topo,
+        "explicit",
+        &policy,
+        &pki.ca,
+        &extra,
+        &[(TOKEN_VAR, SECRET)],
+    )
+    .expect("egret starts");
+    let through = |proxy: &str, ca: &str, url: &str| {
+        let out = topo
+            .egr
+            .cmd("curl")
+            .args(["-sS", "--max-time", "10", "-x", proxy, "--cacert", ca, url])
+            .output()
+            .unwrap();
+        out
+    };
+    let https = through(
+        "http://127.0.0.1:3128",
+        &ca,
+        "https://api.example.test/echo",
+    );
+    assert_injected_and_masked(&echo_json(&https), "x-auth-token", SECRET);
+    let plain = through("http://127.0.0.1:3128", &ca, "http://api.example.test/echo");
+    assert_injected_and_masked(&echo_json(&plain), "x-auth-token", SECRET);
+    let denied = through(
+        "http://127.0.0.1:3128",
+        &ca,
+        "https://other.example.test/echo",
+    );
+    assert_eq!(denied.status.code(), Some(56), "{}", all_output(&denied));
+    // The sandbox is still captured transparently.
+    let (code, out, err) = topo.curl(&["--cacert", &ca, "https://api.example.test/echo"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_injected_and_masked(&json(&out), "x-auth-token", SECRET);
+    // Audited like captured traffic; no address was dialled for a CONNECT to a name.
+    let secs = Duration::from_secs(5);
+    let fwd = egret
+        .wait_audit(secs, |e| {
+            e["host"] == "api.example.test"
+                && e["proto"].as_str().unwrap_or("").starts_with("https")
+                && e["dst"].is_null()
+        })
+        .unwrap_or_else(|| panic!("no explicit-proxy request event:\n{}", egret.logs()));
+    assert_eq!(fwd["decision"], "forward", "{fwd}");
+    assert_eq!(fwd["handler"], "inject", "{fwd}");
+    let deny = egret
+        .wait_audit(secs, |e| {
+            e["host"] == "other.example.test" && e["decision"] == "deny"
+        })
+        .unwrap_or_else(|| panic!("no deny event:\n{}", egret.logs()));
+    assert!(deny["dst"].is_null(), "{deny}");
+    let captured = egret
+        .wait_audit(secs, |e| {
+            e["host"] == "api.example.test" && !e["dst"].is_null()
+        })
+        .unwrap_or_else(|| panic!("no event of the captured request:\n{}", egret.logs()));
+    assert_eq!(captured["handler"], "inject", "{captured}");
+    drop(egret);
+
+    // No sandbox at all: only the explicit proxy.
+    let ready = topo.tmp.path("explicit-only.ready");
+    let ca2 = topo.tmp.path("explicit-only-ca.pem");
+    let p = write(&topo, "explicit-only.toml", &policy);
+    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
+    cmd.args(["run", "--sandbox-id", "explicit-only"]);
+    cmd.args(["--explicit-proxy", "127.0.0.1:3129", "--policy", &p]);
+    cmd.args(["--ca-out", ca2.to_str().unwrap()]);
+    cmd.args(["--upstream-ca", pki.ca.to_str().unwrap()]);
+    cmd.args(["--ready-file", ready.to_str().unwrap()])
+        .args(pins);
+    cmd.env(TOKEN_VAR, SECRET);
+    let mut only = spawn(cmd, &topo.tmp.0, "egret-explicit-only");
+    wait_ready(&mut only, &ready, Duration::from_secs(30)).unwrap();
+    let https = through(
+        "http://127.0.0.1:3129",
+        ca2.to_str().unwrap(),
+        "https://api.example.test/echo",
+    );
+    assert_injected_and_masked(&echo_json(&https), "x-auth-token", SECRET);
+    let tables = topo.sbx.run("nft", &["list", "tables"]);
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("egret"),
+        "egret without --netns touched a namespace"
+    );
+    drop(up);
+}
