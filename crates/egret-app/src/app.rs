@@ -2,13 +2,11 @@
 //! serve until SIGINT/SIGTERM, then remove exactly what was installed.
 use crate::control::{ControlParts, ControlPlane};
 use crate::glue::{DispatchParts, DnsGlue, PolicyNames, WasmDispatch};
-use crate::modules::ModuleSource;
-use crate::policy_source::{compile, parse_pins, PolicySource};
-use crate::state::{write_atomic, State, StateDir};
+use crate::parts::{write_run_file, LoadedPolicy, Tls};
+use crate::state::StateDir;
 use crate::telemetry::Telemetry;
 use crate::{AppError, Config};
 use arc_swap::ArcSwap;
-use egret_policy::RuntimeLayer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,13 +27,6 @@ pub use egret_tls::SANDBOX_ID_MAX;
 /// point shares.
 pub fn validate_sandbox_id(id: &str) -> Result<(), AppError> {
     egret_tls::validate_sandbox_id(id).map_err(|_| AppError::SandboxId(id.to_string()))
-}
-
-fn write_run_file(path: &std::path::Path, content: &[u8]) -> Result<(), AppError> {
-    write_atomic(path, content, 0o644, false).map_err(|source| AppError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// A sidecar, built and attached to its sandbox, not yet serving.
@@ -111,6 +102,16 @@ impl KvSaver {
     }
 }
 
+/// What [`Config::wire`] makes.
+struct Wired {
+    policy: Arc<ArcSwap<egret_policy::CompiledPolicy>>,
+    proxy: Arc<egret_proxy::Proxy>,
+    dns: Arc<egret_dns::Resolver>,
+    audit: Arc<egret_proxy::AuditSink>,
+    control: Arc<ControlPlane>,
+    kv_saver: Option<KvSaver>,
+}
+
 /// Where the sandbox's listeners come from.
 enum Capture {
     /// Attach to `Config::netns`.
@@ -151,6 +152,7 @@ impl Config {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
         let explicit = self
+            .proxy
             .explicit_proxy
             .map(|addr| {
                 let l = std::net::TcpListener::bind(addr)
@@ -161,107 +163,20 @@ impl Config {
             })
             .transpose()?;
         let watched = self.watch_pid.map(open_pidfd).transpose()?;
-        if self.policy.is_none() {
-            if self.allow.is_empty() {
-                tracing::warn!(
-                    "no --policy given: using the embedded default policy (all egress denied)"
-                );
-            } else {
-                tracing::info!(allow = ?self.allow, "no --policy given: the embedded default policy denies all egress but the --allow hosts");
-            }
-        }
-        let mut source = PolicySource::load(self.policy.as_deref())?;
-        source
-            .config
-            .allowed_hosts
-            .extend(self.allow.iter().cloned());
-        let pins = parse_pins(&self.resolve)?;
         let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
-        let restored = match &state_dir {
-            Some(d) => d.restore(&source.sha256)?,
-            None => Default::default(),
-        };
-        let mut state = State {
-            cfg: source.config.clone(),
-            runtime: RuntimeLayer::default(),
-            generation: 1,
-            policy_file_sha256: source.sha256.clone(),
-        };
-        if let Some(saved) = restored.state {
-            if saved.policy_file_sha256 == source.sha256 {
-                state.cfg = saved.cfg;
-            }
-            state.runtime = saved.runtime;
-            state.generation = saved.generation + 1;
-            tracing::info!(
-                generation = state.generation,
-                "restored runtime state from --state-dir"
-            );
-        }
-        let compiled = compile(&state.cfg, &state.runtime, state.generation, &pins)?;
-        for w in compiled.warnings() {
-            tracing::warn!(warning = %w, "policy");
-        }
-        let secrets = Arc::new(egret_wasm::SecretStore::new());
-        crate::secrets::load(&compiled, &secrets);
-        for (name, value) in &restored.secrets {
-            secrets.set(name.clone(), value.clone().into_bytes());
-        }
-        let kv = Arc::new(egret_wasm::KvStore::new());
-        // The saved store first: a [kv] seed in the policy file sets its keys anew.
-        kv.restore(restored.kv)
-            .map_err(|e| AppError::KvSeed(format!("--state-dir kv.json: {e}")))?;
-        kv.seed(
-            &self.sandbox_id,
-            compiled
-                .kv_seed()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        )
-        .map_err(|e| AppError::KvSeed(e.to_string()))?;
-        let uploaded = restored.modules;
-        let modules = ModuleSource {
-            policy_dir: &source.dir,
-            uploaded: &uploaded,
-        }
-        .read(&state.cfg)?;
-        let generation = compiled.generation();
-        let policy = Arc::new(ArcSwap::from_pointee(compiled));
+        let (loaded, modules) = self.policy.load(&self.sandbox_id, state_dir.as_ref())?;
         phases.mark("policy");
-        // Attaching is mostly waiting for `nft` and `ip`: it runs while the rest starts up. If
+        // Attaching is mostly waiting for the kernel: it runs while the rest starts up. If
         // anything below fails, dropping `attaching` undoes the attach before egret exits.
         let attaching = match capture {
             Capture::Attach => {
-                let netns = egret_capture::NetnsRef::parse(&self.netns)?;
-                let mut cap = egret_capture::CaptureConfig::new(netns, &self.sandbox_id);
-                cap.tcp_port = self.listen_port;
-                cap.dns_port = self.dns_port;
-                cap.mark = self.mark;
-                cap.route_table = self.route_table;
-                Capture::Attaching(egret_capture::start_attach(cap)?)
+                Capture::Attaching(self.capture.start(&self.netns, &self.sandbox_id)?)
             }
             given => given,
         };
         phases.mark("attach_started");
-
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let upstream = egret_tls::UpstreamTls::new(&self.upstream_ca)?;
-        phases.mark("upstream_roots");
-        let ca = Arc::new(egret_tls::SandboxCa::generate(
-            &self.sandbox_id,
-            self.ca_validity.max(Duration::from_secs(3600)),
-        )?);
-        if let Some(p) = &self.ca_out {
-            write_run_file(p, ca.cert_pem().as_bytes())?;
-        }
-        if let Some(p) = &self.ca_bundle_out {
-            write_run_file(p, egret_tls::ca_bundle_pem(&ca).as_bytes())?;
-        }
+        let tls = self.tls.build(&self.sandbox_id)?;
         phases.mark("sandbox_ca");
-        let leaves = Arc::new(egret_tls::LeafCache::with_capacity(
-            ca.clone(),
-            std::num::NonZeroUsize::new(self.leaf_cache_size.max(1)).expect("max(1)"),
-        ));
         // The main runtime: admin API, DNS, swaps, and the first share of sandbox connections.
         // More workers add connection threads of their own (egret_proxy::Shards).
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -272,16 +187,7 @@ impl Config {
             .map_err(AppError::runtime("start the async runtime"))?;
         let _in_runtime = rt.enter();
         phases.mark("runtime");
-        let host = Arc::new(
-            egret_wasm::HandlerHost::new(egret_wasm::HostConfig {
-                cache_dir: self.handler_cache_dir.clone(),
-                max_instances: self.handler_instances.max,
-                instance_wait: self.handler_instances.wait,
-                max_instance_waiters: self.handler_instances.max_waiters,
-                ..egret_wasm::HostConfig::default()
-            })
-            .map_err(AppError::Host)?,
-        );
+        let host = self.handlers.build()?;
         phases.mark("wasm_engine");
         let handler_set =
             rt.block_on(crate::handlers::load(&host, modules))
@@ -294,88 +200,14 @@ impl Config {
                     }
                 })?;
         phases.mark("handlers");
-        let metrics = Arc::new(egret_proxy::metrics::Metrics::default());
-        let audit = egret_proxy::AuditSink::start(match &self.audit_log {
-            Some(p) => egret_proxy::AuditOutput::File(p.clone()),
-            None => egret_proxy::AuditOutput::Stdout,
-        })?;
-        let dns = Arc::new(egret_dns::Resolver::new(
-            Arc::new(egret_dns::SyntheticMap::new(Default::default())),
-            Arc::new(PolicyNames(policy.clone())),
-            Default::default(),
-        ));
-        let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
-            let dns = dns.clone();
-            Arc::new(move |ip| dns.map().is_synthetic(ip))
-        };
-        let fetch = Arc::new(egret_proxy::fetch::FetchClient::new(
-            &self.sandbox_id,
-            policy.clone(),
-            synthetic,
-            Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
-            self.connect_timeout,
-            audit.clone(),
-            metrics.clone(),
-        ));
-        let kv_saver = state_dir.clone().map(|dir| KvSaver {
-            dir,
-            kv: kv.clone(),
-        });
-        let dispatch = Arc::new(WasmDispatch::new(
-            DispatchParts {
-                host: host.clone(),
-                secrets,
-                kv,
-                sandbox_id: Arc::from(self.sandbox_id.as_str()),
-                metrics: metrics.clone(),
-                fetch,
-            },
-            generation,
-            handler_set,
-        ));
-        let mut pcfg = egret_proxy::ProxyConfig::new(&self.sandbox_id);
-        pcfg.listen_port = self.listen_port;
-        pcfg.classify_timeout = self.classify_timeout;
-        pcfg.connect_timeout = self.connect_timeout;
-        pcfg.handshake_timeout = self.tls_handshake_timeout;
-        pcfg.max_connections = self.max_connections;
-        pcfg.keep_alt_svc = self.keep_alt_svc;
-        pcfg.workers = self.workers.max(1);
-        let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
-            cfg: pcfg,
-            policy: policy.clone(),
-            dns: Arc::new(DnsGlue(dns.clone())),
-            upstream_tls: Some(upstream.client_config(egret_tls::UpstreamAlpn::H2AndHttp11)),
-            upstream_tls_h1: Some(upstream.client_config(egret_tls::UpstreamAlpn::Http11Only)),
-            tls: Some(egret_proxy::TlsState {
-                leaves: leaves.clone(),
-            }),
-            handlers: Some(dispatch.clone()),
-            audit: audit.clone(),
-            metrics: metrics.clone(),
-        });
-        let telemetry = Arc::new(Telemetry::new(
-            metrics,
-            leaves.clone(),
-            dns.clone(),
-            audit.clone(),
-            policy.clone(),
-            host,
-        ));
-        let control = Arc::new(ControlPlane::new(ControlParts {
-            sandbox_id: self.sandbox_id.clone(),
-            policy: policy.clone(),
-            dispatch,
-            proxy: proxy.clone(),
-            telemetry,
-            audit: audit.clone(),
-            pins,
-            policy_dir: source.dir,
-            state_dir,
-            ca_pem: ca.cert_pem().to_string(),
-            state,
-            uploaded,
-        }));
+        let Wired {
+            policy,
+            proxy,
+            dns,
+            audit,
+            control,
+            kv_saver,
+        } = self.wire(loaded, &tls, host, handler_set, state_dir)?;
         let admin = match &self.admin_socket {
             Some(path) => Some(
                 rt.block_on(egret_admin::serve(
@@ -409,15 +241,118 @@ impl Config {
             listeners,
             explicit,
             guard,
-            ca,
+            ca: tls.ca,
             policy,
             proxy,
             dns,
-            leaves,
+            leaves: tls.leaves,
             audit,
             admin,
             kv_saver,
             watched,
+        })
+    }
+
+    /// The serving parts around the policy, the TLS side and the handlers: audit, DNS,
+    /// `fetch`, the handler dispatch, the proxy and the control plane.
+    fn wire(
+        &self,
+        loaded: LoadedPolicy,
+        tls: &Tls,
+        host: Arc<egret_wasm::HandlerHost>,
+        handler_set: crate::glue::HandlerSet,
+        state_dir: Option<StateDir>,
+    ) -> Result<Wired, AppError> {
+        let policy = loaded.policy;
+        let metrics = Arc::new(egret_proxy::metrics::Metrics::default());
+        let audit = egret_proxy::AuditSink::start(match &self.audit_log {
+            Some(p) => egret_proxy::AuditOutput::File(p.clone()),
+            None => egret_proxy::AuditOutput::Stdout,
+        })?;
+        let dns = Arc::new(egret_dns::Resolver::new(
+            Arc::new(egret_dns::SyntheticMap::new(Default::default())),
+            Arc::new(PolicyNames(policy.clone())),
+            Default::default(),
+        ));
+        let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
+            let dns = dns.clone();
+            Arc::new(move |ip| dns.map().is_synthetic(ip))
+        };
+        let upstream_tls = tls
+            .upstream
+            .client_config(egret_tls::UpstreamAlpn::H2AndHttp11);
+        let fetch = Arc::new(egret_proxy::fetch::FetchClient::new(
+            &self.sandbox_id,
+            policy.clone(),
+            synthetic,
+            Some(upstream_tls.clone()),
+            self.proxy.connect_timeout,
+            audit.clone(),
+            metrics.clone(),
+        ));
+        let kv_saver = state_dir.clone().map(|dir| KvSaver {
+            dir,
+            kv: loaded.kv.clone(),
+        });
+        let dispatch = Arc::new(WasmDispatch::new(
+            DispatchParts {
+                host: host.clone(),
+                secrets: loaded.secrets,
+                kv: loaded.kv,
+                sandbox_id: Arc::from(self.sandbox_id.as_str()),
+                metrics: metrics.clone(),
+                fetch,
+            },
+            policy.load().generation(),
+            handler_set,
+        ));
+        let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
+            cfg: self
+                .proxy
+                .to_proxy(&self.sandbox_id, self.capture.listen_port),
+            policy: policy.clone(),
+            dns: Arc::new(DnsGlue(dns.clone())),
+            upstream_tls: Some(upstream_tls),
+            upstream_tls_h1: Some(
+                tls.upstream
+                    .client_config(egret_tls::UpstreamAlpn::Http11Only),
+            ),
+            tls: Some(egret_proxy::TlsState {
+                leaves: tls.leaves.clone(),
+            }),
+            handlers: Some(dispatch.clone()),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        });
+        let telemetry = Arc::new(Telemetry::new(
+            metrics,
+            tls.leaves.clone(),
+            dns.clone(),
+            audit.clone(),
+            policy.clone(),
+            host,
+        ));
+        let control = Arc::new(ControlPlane::new(ControlParts {
+            sandbox_id: self.sandbox_id.clone(),
+            policy: policy.clone(),
+            dispatch,
+            proxy: proxy.clone(),
+            telemetry,
+            audit: audit.clone(),
+            pins: loaded.pins,
+            policy_dir: loaded.dir,
+            state_dir,
+            ca_pem: tls.ca.cert_pem().to_string(),
+            state: loaded.state,
+            uploaded: loaded.uploaded,
+        }));
+        Ok(Wired {
+            policy,
+            proxy,
+            dns,
+            audit,
+            control,
+            kv_saver,
         })
     }
 }
@@ -489,27 +424,7 @@ impl App {
             let shards = proxy
                 .start_shards()
                 .map_err(AppError::runtime("start the worker threads (--workers)"))?;
-            let listener = AppError::runtime("use the sandbox listeners");
-            let mut tasks = tokio::task::JoinSet::new();
-            if let Some(listeners) = listeners {
-                let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
-                tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
-                if let Some(l) = listeners.tcp6 {
-                    let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
-                    tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
-                }
-                let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
-                tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
-                if let Some(s) = listeners.dns6 {
-                    let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
-                    tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
-                }
-            }
-            if let Some(l) = explicit {
-                let l = tokio::net::TcpListener::from_std(l)
-                    .map_err(AppError::runtime("use the --explicit-proxy listener"))?;
-                tasks.spawn(proxy.clone().serve_explicit(l, Some(shards.clone())));
-            }
+            let mut tasks = spawn_servers(&proxy, &shards, listeners, explicit, &dns)?;
 
             phases.mark("serve");
             tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
@@ -563,18 +478,7 @@ impl App {
             if let Some(s) = &kv_saver {
                 s.save_if_changed();
             }
-            let st = leaves.stats();
-            let ps = proxy.metrics().snapshot();
-            tracing::info!(
-                "leaf cache mints={} hits={} evictions={} entries={} ; connections={} requests={} denied={}",
-                st.mints,
-                st.hits,
-                st.evictions,
-                st.entries,
-                ps.connections,
-                ps.requests,
-                ps.denied,
-            );
+            log_summary(&leaves, &proxy);
             Ok(())
         });
         rt.shutdown_timeout(Duration::from_millis(200));
@@ -590,4 +494,52 @@ impl App {
         tracing::info!("detached; the sandbox namespace holds nothing of egret's");
         Ok(())
     }
+}
+
+/// The accept loops and DNS servers on the sandbox's listeners, and the explicit proxy's.
+fn spawn_servers(
+    proxy: &Arc<egret_proxy::Proxy>,
+    shards: &Arc<egret_proxy::Shards>,
+    listeners: Option<egret_capture::Listeners>,
+    explicit: Option<std::net::TcpListener>,
+    dns: &Arc<egret_dns::Resolver>,
+) -> Result<tokio::task::JoinSet<()>, AppError> {
+    let listener = AppError::runtime("use the sandbox listeners");
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listeners) = listeners {
+        let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
+        tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
+        if let Some(l) = listeners.tcp6 {
+            let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
+            tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
+        }
+        let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
+        tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
+        if let Some(s) = listeners.dns6 {
+            let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
+            tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
+        }
+    }
+    if let Some(l) = explicit {
+        let l = tokio::net::TcpListener::from_std(l)
+            .map_err(AppError::runtime("use the --explicit-proxy listener"))?;
+        tasks.spawn(proxy.clone().serve_explicit(l, Some(shards.clone())));
+    }
+    Ok(tasks)
+}
+
+/// The counters an operator reads in the last lines of the log.
+fn log_summary(leaves: &egret_tls::LeafCache, proxy: &egret_proxy::Proxy) {
+    let st = leaves.stats();
+    let ps = proxy.metrics().snapshot();
+    tracing::info!(
+        "leaf cache mints={} hits={} evictions={} entries={} ; connections={} requests={} denied={}",
+        st.mints,
+        st.hits,
+        st.evictions,
+        st.entries,
+        ps.connections,
+        ps.requests,
+        ps.denied,
+    );
 }

@@ -1,31 +1,77 @@
 //! What one `egret run` is told: everything needed to build its [`crate::App`]. The command
-//! line fills it in; defaults are the README's.
+//! line fills it in; [`defaults`] holds the defaults both show.
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The configuration of one sidecar.
+/// The defaults of `egret run` and `egret exec`, owned here: the command line shows these.
+pub mod defaults {
+    /// Validity of the sandbox CA, hours.
+    pub const CA_VALIDITY_HOURS: u64 = 168;
+    /// Leaf certificates kept.
+    pub const LEAF_CACHE_SIZE: usize = 1024;
+    /// Transparent TCP listener port inside the sandbox.
+    pub const LISTEN_PORT: u16 = 15001;
+    /// DNS port inside the sandbox.
+    pub const DNS_PORT: u16 = 15053;
+    /// Firewall mark used for interception.
+    pub const MARK: u32 = 0x1;
+    /// Routing table used for interception.
+    pub const ROUTE_TABLE: u32 = 100;
+    /// Client silence after which egret also listens for a server greeting, milliseconds.
+    pub const CLASSIFY_TIMEOUT_MS: u64 = 300;
+    /// Upstream connect / TLS handshake timeout, milliseconds.
+    pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// First bytes, ClientHello and downstream handshake timeout, milliseconds.
+    pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+    /// Simultaneous sandbox connections.
+    pub const MAX_CONNECTIONS: usize = 16384;
+}
+
+/// The configuration of one sidecar: the sandbox, and one part per concern, each of which
+/// builds its own piece of the [`crate::App`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The sandbox's network namespace: a name (`ip netns`), a path, or a pid.
     pub netns: String,
     /// Identifier of the sandbox, on every log line, audit event and in the CA subject.
     pub sandbox_id: String,
-    /// Policy file (TOML, JSON when it ends in `.json`); `None`: the embedded deny-all policy.
-    pub policy: Option<PathBuf>,
-    /// `--resolve HOST=ADDR[,ADDR]` pins, as given.
-    pub resolve: Vec<String>,
+    /// The policy, and what is allowed and pinned besides it.
+    pub policy: PolicyInputs,
+    /// The listeners and rules in the sandbox's namespace.
+    pub capture: CaptureConfig,
+    /// The sandbox CA, its leaves, and upstream trust.
+    pub tls: TlsConfig,
+    /// How sandbox connections are served.
+    pub proxy: ProxyConfig,
+    /// The handler engine.
+    pub handlers: HandlersConfig,
     /// Written (with egret's pid) once intercepting.
     pub ready_file: Option<PathBuf>,
-    /// Where to write the sandbox CA certificate (PEM).
-    pub ca_out: Option<PathBuf>,
-    /// Where to write system roots + the sandbox CA (PEM).
-    pub ca_bundle_out: Option<PathBuf>,
-    /// Extra CA files trusted for upstream TLS besides the system roots.
-    pub upstream_ca: Vec<PathBuf>,
-    /// Lifetime of the sandbox CA.
-    pub ca_validity: Duration,
-    /// Leaf certificates kept.
-    pub leaf_cache_size: usize,
+    /// Audit events to this file instead of stdout.
+    pub audit_log: Option<PathBuf>,
+    /// Serve the admin API on this Unix socket.
+    pub admin_socket: Option<PathBuf>,
+    /// Persist runtime changes here and restore them at start.
+    pub state_dir: Option<PathBuf>,
+    /// Detach and exit when this process exits (a container's first process: the OCI hook
+    /// passes it, so a sidecar never outlives its container).
+    pub watch_pid: Option<u32>,
+}
+
+/// The policy file, and what the command line adds to it.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyInputs {
+    /// Policy file (TOML, JSON when it ends in `.json`); `None`: the embedded deny-all policy.
+    pub file: Option<PathBuf>,
+    /// Hosts allowed besides the policy's `allowed_hosts` (`egret exec --allow`).
+    pub allow: Vec<String>,
+    /// `--resolve HOST=ADDR[,ADDR]` pins, as given.
+    pub resolve: Vec<String>,
+}
+
+/// Where and how traffic is captured in the sandbox's namespace.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
     /// Transparent TCP listener port inside the sandbox.
     pub listen_port: u16,
     /// DNS port inside the sandbox.
@@ -34,6 +80,49 @@ pub struct Config {
     pub mark: u32,
     /// Routing table used for interception.
     pub route_table: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> CaptureConfig {
+        CaptureConfig {
+            listen_port: defaults::LISTEN_PORT,
+            dns_port: defaults::DNS_PORT,
+            mark: defaults::MARK,
+            route_table: defaults::ROUTE_TABLE,
+        }
+    }
+}
+
+/// The sandbox CA and the trust toward upstreams.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Lifetime of the sandbox CA.
+    pub ca_validity: Duration,
+    /// Leaf certificates kept.
+    pub leaf_cache_size: usize,
+    /// Extra CA files trusted for upstream TLS besides the system roots.
+    pub upstream_ca: Vec<PathBuf>,
+    /// Where to write the sandbox CA certificate (PEM).
+    pub ca_out: Option<PathBuf>,
+    /// Where to write system roots + the sandbox CA (PEM).
+    pub ca_bundle_out: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            ca_validity: Duration::from_secs(defaults::CA_VALIDITY_HOURS * 3600),
+            leaf_cache_size: defaults::LEAF_CACHE_SIZE,
+            upstream_ca: Vec::new(),
+            ca_out: None,
+            ca_bundle_out: None,
+        }
+    }
+}
+
+/// How sandbox connections are served.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
     /// Client silence after which egret also listens for a server greeting.
     pub classify_timeout: Duration,
     /// Upstream connect / TLS handshake timeout.
@@ -44,27 +133,35 @@ pub struct Config {
     pub max_connections: usize,
     /// Pass `h3` `Alt-Svc` advertisements through.
     pub keep_alt_svc: bool,
-    /// Audit events to this file instead of stdout.
-    pub audit_log: Option<PathBuf>,
     /// Connection threads.
     pub workers: usize,
-    /// Serve the admin API on this Unix socket.
-    pub admin_socket: Option<PathBuf>,
-    /// Persist runtime changes here and restore them at start.
-    pub state_dir: Option<PathBuf>,
-    /// Keep compiled handler artifacts here.
-    pub handler_cache_dir: Option<PathBuf>,
-    /// How many handler instances may be live at once, and how requests wait for one.
-    pub handler_instances: HandlerInstances,
-    /// Detach and exit when this process exits (a container's first process: the OCI hook
-    /// passes it, so a sidecar never outlives its container).
-    pub watch_pid: Option<u32>,
-    /// Hosts allowed besides the policy's `allowed_hosts` (`egret exec --allow`).
-    pub allow: Vec<String>,
     /// Also serve an explicit HTTP proxy (CONNECT and absolute-form requests) on this address
     /// in egret's own namespace (`--explicit-proxy`; port 0 picks a free one, see
     /// [`crate::App::explicit_proxy_addr`]).
     pub explicit_proxy: Option<std::net::SocketAddr>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> ProxyConfig {
+        ProxyConfig {
+            classify_timeout: Duration::from_millis(defaults::CLASSIFY_TIMEOUT_MS),
+            connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+            tls_handshake_timeout: Duration::from_millis(defaults::TLS_HANDSHAKE_TIMEOUT_MS),
+            max_connections: defaults::MAX_CONNECTIONS,
+            keep_alt_svc: false,
+            workers: default_workers(),
+            explicit_proxy: None,
+        }
+    }
+}
+
+/// The handler engine.
+#[derive(Debug, Clone, Default)]
+pub struct HandlersConfig {
+    /// Keep compiled handler artifacts here.
+    pub cache_dir: Option<PathBuf>,
+    /// How many handler instances may be live at once, and how requests wait for one.
+    pub instances: HandlerInstances,
 }
 
 impl Config {
@@ -73,32 +170,16 @@ impl Config {
         Config {
             netns: netns.into(),
             sandbox_id: sandbox_id.into(),
-            policy: None,
-            resolve: Vec::new(),
+            policy: PolicyInputs::default(),
+            capture: CaptureConfig::default(),
+            tls: TlsConfig::default(),
+            proxy: ProxyConfig::default(),
+            handlers: HandlersConfig::default(),
             ready_file: None,
-            ca_out: None,
-            ca_bundle_out: None,
-            upstream_ca: Vec::new(),
-            ca_validity: Duration::from_secs(168 * 3600),
-            leaf_cache_size: 1024,
-            listen_port: 15001,
-            dns_port: 15053,
-            mark: 0x1,
-            route_table: 100,
-            classify_timeout: Duration::from_millis(300),
-            connect_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(10),
-            max_connections: 16384,
-            keep_alt_svc: false,
             audit_log: None,
-            workers: default_workers(),
             admin_socket: None,
             state_dir: None,
-            handler_cache_dir: None,
-            handler_instances: HandlerInstances::default(),
             watch_pid: None,
-            allow: Vec::new(),
-            explicit_proxy: None,
         }
     }
 }

@@ -58,9 +58,24 @@ pub struct WasmDispatch {
     pub fetch: Arc<egret_proxy::fetch::FetchClient>,
 }
 
+use egret_proxy::metrics::HandlerFailureKind;
+
+/// The engine's failure as the proxy counts and audits it.
+fn failure_kind(e: &egret_wasm::HandlerError) -> HandlerFailureKind {
+    use egret_wasm::HandlerError as E;
+    match e {
+        E::Trap { .. } => HandlerFailureKind::Trap,
+        E::Timeout { .. } => HandlerFailureKind::Timeout,
+        E::OutOfMemory { .. } => HandlerFailureKind::Oom,
+        E::InvalidAction { .. } => HandlerFailureKind::InvalidAction,
+        E::Instantiate { .. } => HandlerFailureKind::Instantiate,
+        E::Busy { .. } => HandlerFailureKind::Busy,
+    }
+}
+
 fn failure(
     status: http::StatusCode,
-    kind: &'static str,
+    kind: HandlerFailureKind,
     message: String,
 ) -> egret_proxy::HandlerFailure {
     egret_proxy::HandlerFailure {
@@ -89,13 +104,17 @@ fn handler_failure(e: egret_wasm::HandlerError) -> egret_proxy::HandlerFailure {
             };
             egret_proxy::HandlerFailure {
                 status: http::StatusCode::SERVICE_UNAVAILABLE,
-                kind: e.kind(),
+                kind: HandlerFailureKind::Busy,
                 message: format!("{e} (egret run {flags}); retry later"),
                 retry_after: Some(BUSY_RETRY_AFTER_SECS),
                 instance_wait: Some(waited),
             }
         }
-        e => failure(http::StatusCode::BAD_GATEWAY, e.kind(), e.to_string()),
+        e => failure(
+            http::StatusCode::BAD_GATEWAY,
+            failure_kind(&e),
+            e.to_string(),
+        ),
     }
 }
 
@@ -189,7 +208,7 @@ impl WasmDispatch {
         let Some(loaded) = self.handler(generation, &binding.handler) else {
             return Err(failure(
                 http::StatusCode::BAD_GATEWAY,
-                "not_loaded",
+                HandlerFailureKind::NotLoaded,
                 format!("handler `{}` is not loaded", binding.handler),
             ));
         };
@@ -306,12 +325,9 @@ impl egret_proxy::HandlerDispatch for WasmDispatch {
             let result = self.run(binding, generation, head, body).await;
             let (waited, failure) = match &result {
                 Ok(d) => (d.instance_wait, None),
-                Err(f) => (
-                    f.instance_wait,
-                    Some(egret_proxy::metrics::HandlerFailureKind::from_kind(f.kind)),
-                ),
+                Err(f) => (f.instance_wait, Some(f.kind)),
             };
-            let refused = failure == Some(egret_proxy::metrics::HandlerFailureKind::Busy);
+            let refused = failure == Some(HandlerFailureKind::Busy);
             self.metrics.instance_wait(waited, refused);
             // The run time is the handler's: the wait for a slot is counted on its own.
             let took = start.elapsed().saturating_sub(waited.unwrap_or_default());
@@ -340,10 +356,7 @@ impl SessionPhase {
         r: Result<T, egret_wasm::HandlerError>,
     ) -> Result<T, egret_proxy::HandlerFailure> {
         let r = r.map_err(handler_failure);
-        let failure = r
-            .as_ref()
-            .err()
-            .map(|f| egret_proxy::metrics::HandlerFailureKind::from_kind(f.kind));
+        let failure = r.as_ref().err().map(|f| f.kind);
         self.metrics.handler(start.elapsed(), failure);
         r
     }

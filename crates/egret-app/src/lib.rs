@@ -17,12 +17,16 @@ mod error;
 pub mod glue;
 pub mod handlers;
 pub mod modules;
+mod parts;
 pub mod policy_source;
 pub mod secrets;
 pub mod state;
 pub mod telemetry;
 
 pub use app::{validate_sandbox_id, App, SANDBOX_ID_MAX};
-pub use config::{default_workers, Config, HandlerInstances};
+pub use config::{
+    default_workers, defaults, CaptureConfig, Config, HandlerInstances, HandlersConfig,
+    PolicyInputs, ProxyConfig, TlsConfig,
+};
 pub use error::AppError;
 pub use policy_source::{load_policy_file, DEFAULT_POLICY};

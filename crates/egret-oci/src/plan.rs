@@ -159,6 +159,36 @@ pub fn wants_egret(annotations: &BTreeMap<String, String>) -> bool {
     annotations.keys().any(|k| k.starts_with(PREFIX))
 }
 
+/// The policy file an `io.egret.policy` value names: inside the hook's policy directory when
+/// it has one, else an absolute path.
+fn policy_path(value: &str, opts: &HookOptions) -> Result<PathBuf, String> {
+    match &opts.policy_dir {
+        Some(dir) => confined(value, dir),
+        None => {
+            let p = Path::new(value);
+            if p.is_absolute() {
+                Ok(p.to_path_buf())
+            } else {
+                Err("give an absolute path (the hook runs in the bundle directory)".into())
+            }
+        }
+    }
+}
+
+/// An `io.egret.max-handler-instances` value. Each slot reserves address space in the
+/// sidecar: the operator's option bounds what a container's author may ask for.
+fn max_instances(value: &str, opts: &HookOptions) -> Result<u32, String> {
+    let cap = opts
+        .max_handler_instances
+        .unwrap_or(egret_app::HandlerInstances::default().max);
+    match value.parse::<u32>() {
+        Ok(n) if (1..=cap).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "give a number from 1 to {cap} (the hook's --max-handler-instances)"
+        )),
+    }
+}
+
 impl Selection {
     /// Decide from container `id`'s annotations, refusing any that cannot be used.
     pub fn decide(
@@ -197,18 +227,8 @@ impl Selection {
                 "set it to the policy file egret enforces for this container".into(),
             ));
         }
-        let policy = match &opts.policy_dir {
-            Some(dir) => confined(policy_value, dir),
-            None => {
-                let p = Path::new(policy_value);
-                if p.is_absolute() {
-                    Ok(p.to_path_buf())
-                } else {
-                    Err("give an absolute path (the hook runs in the bundle directory)".into())
-                }
-            }
-        }
-        .map_err(|why| bad(ANN_POLICY, policy_value, why))?;
+        let policy =
+            policy_path(policy_value, opts).map_err(|why| bad(ANN_POLICY, policy_value, why))?;
         let sandbox_id = match ann(ANN_SANDBOX_ID) {
             Some(v) => {
                 egret_app::validate_sandbox_id(v)
@@ -235,24 +255,7 @@ impl Selection {
             .transpose()?;
         let max_handler_instances = match ann(ANN_MAX_HANDLER_INSTANCES) {
             Some(v) => {
-                // Each slot reserves address space in the sidecar: the operator's option bounds
-                // what a container's author may ask for.
-                let cap = opts
-                    .max_handler_instances
-                    .unwrap_or(egret_app::HandlerInstances::default().max);
-                match v.parse::<u32>() {
-                    Ok(n) if (1..=cap).contains(&n) => Some(n),
-                    _ => {
-                        return Err(bad(
-                            ANN_MAX_HANDLER_INSTANCES,
-                            v,
-                            format!(
-                                "give a number from 1 to {cap} (the hook's \
-                                 --max-handler-instances)"
-                            ),
-                        ))
-                    }
-                }
+                Some(max_instances(v, opts).map_err(|why| bad(ANN_MAX_HANDLER_INSTANCES, v, why))?)
             }
             None => opts.max_handler_instances,
         };

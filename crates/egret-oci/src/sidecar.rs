@@ -276,6 +276,44 @@ pub fn start(
     result
 }
 
+/// The `egret run` command line of `plan`'s sidecar (after the program name). The flag
+/// names are `egret run`'s; the binary's tests parse this line with its own parser, so a
+/// renamed flag fails there rather than at a container's start.
+pub fn run_argv(plan: &Plan, opts: &HookOptions, audit: &Path) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    let mut flag = |name: &str, value: &std::ffi::OsStr| {
+        argv.push(name.into());
+        argv.push(value.to_owned());
+    };
+    flag("--netns", format!("/proc/{}/ns/net", plan.pid).as_ref());
+    flag("--sandbox-id", plan.sandbox_id.as_ref());
+    flag("--policy", plan.policy.as_os_str());
+    flag("--ready-file", plan.run_dir.join(READY).as_os_str());
+    flag("--ca-out", plan.run_dir.join(CA).as_os_str());
+    flag("--audit-log", audit.as_os_str());
+    flag("--watch-pid", plan.pid.to_string().as_ref());
+    if let Some(s) = &plan.admin_socket {
+        flag("--admin-socket", s.as_os_str());
+    }
+    if let Some(s) = &plan.state_dir {
+        flag("--state-dir", s.as_os_str());
+    }
+    if let Some(dir) = &opts.handler_cache_dir {
+        let given = opts
+            .run_args
+            .iter()
+            .any(|a| a == "--handler-cache-dir" || a.starts_with("--handler-cache-dir="));
+        if !given {
+            flag("--handler-cache-dir", dir.as_os_str());
+        }
+    }
+    if let Some(n) = plan.max_handler_instances {
+        flag("--max-handler-instances", n.to_string().as_ref());
+    }
+    argv.extend(opts.run_args.iter().map(Into::into));
+    argv
+}
+
 fn start_inner(
     plan: &Plan,
     opts: &HookOptions,
@@ -291,8 +329,6 @@ fn start_inner(
             Path::new("/proc/self/exe"),
         ))?,
     };
-    let ready = plan.run_dir.join(READY);
-    let ca = plan.run_dir.join(CA);
     if let Some(dir) = &opts.log_dir {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -301,6 +337,39 @@ fn start_inner(
             .create(dir)
             .map_err(HookError::io("cannot create the log directory", dir))?;
     }
+    let spawned = spawn(plan, &program, opts, log, audit)?;
+    let pid = spawned.id();
+    // The child cannot have been reaped yet: its stat is there until we wait for it.
+    let (_, start_time) = stat_of(pid)
+        .ok_or_else(|| sidecar_failed(plan, format!("/proc/{pid}/stat is unreadable")))?;
+    let id = ProcessId { pid, start_time };
+    *child = Some((spawned, id));
+    write_records(plan, id)?;
+    wait_ready(plan, opts, log, &mut child.as_mut().expect("set above").0)?;
+    let ca = plan.run_dir.join(CA);
+    let ca_pem = std::fs::read_to_string(&ca).map_err(HookError::io("cannot read", &ca))?;
+    let bundles = crate::rootfs::install_ca(rootfs, &plan.container_id, &ca_pem)?;
+    // From here the sidecar belongs to no one: dropping the handle neither kills nor waits.
+    *child = None;
+    Ok((pid, bundles))
+}
+
+fn sidecar_failed(plan: &Plan, why: String) -> HookError {
+    HookError::Sidecar {
+        container: plan.container_id.clone(),
+        policy: plan.policy.clone(),
+        why,
+    }
+}
+
+/// `egret run` in a session of its own, its stderr to `log`, no descriptor of the hook's.
+fn spawn(
+    plan: &Plan,
+    program: &Path,
+    opts: &HookOptions,
+    log: &Path,
+    audit: &Path,
+) -> Result<Child, HookError> {
     let stderr = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -311,39 +380,8 @@ fn start_inner(
             .open(log)
             .map_err(HookError::io("cannot create", log))?
     };
-    let mut cmd = Command::new(&program);
-    cmd.arg("run")
-        .arg("--netns")
-        .arg(format!("/proc/{}/ns/net", plan.pid))
-        .args(["--sandbox-id", &plan.sandbox_id])
-        .arg("--policy")
-        .arg(&plan.policy)
-        .arg("--ready-file")
-        .arg(&ready)
-        .arg("--ca-out")
-        .arg(&ca)
-        .arg("--audit-log")
-        .arg(audit)
-        .args(["--watch-pid", &plan.pid.to_string()]);
-    if let Some(s) = &plan.admin_socket {
-        cmd.arg("--admin-socket").arg(s);
-    }
-    if let Some(s) = &plan.state_dir {
-        cmd.arg("--state-dir").arg(s);
-    }
-    if let Some(dir) = &opts.handler_cache_dir {
-        let given = opts
-            .run_args
-            .iter()
-            .any(|a| a == "--handler-cache-dir" || a.starts_with("--handler-cache-dir="));
-        if !given {
-            cmd.arg("--handler-cache-dir").arg(dir);
-        }
-    }
-    if let Some(n) = plan.max_handler_instances {
-        cmd.args(["--max-handler-instances", &n.to_string()]);
-    }
-    cmd.args(&opts.run_args);
+    let mut cmd = Command::new(program);
+    cmd.arg("run").args(run_argv(plan, opts, audit));
     if std::env::var_os("PATH").is_none() {
         cmd.env("PATH", DEFAULT_PATH);
     }
@@ -359,61 +397,61 @@ fn start_inner(
                 .map_err(std::io::Error::from)
         });
     }
-    let spawned = cmd.spawn().map_err(|source| HookError::Spawn {
+    cmd.spawn().map_err(|source| HookError::Spawn {
         container: plan.container_id.clone(),
-        program: program.clone(),
+        program: program.to_path_buf(),
         policy: plan.policy.clone(),
         source,
-    })?;
-    let pid = spawned.id();
-    let sidecar_failed = |why: String| HookError::Sidecar {
-        container: plan.container_id.clone(),
-        policy: plan.policy.clone(),
-        why,
-    };
-    // The child cannot have been reaped yet: its stat is there until we wait for it.
-    let (_, start_time) =
-        stat_of(pid).ok_or_else(|| sidecar_failed(format!("/proc/{pid}/stat is unreadable")))?;
-    let id = ProcessId { pid, start_time };
-    *child = Some((spawned, id));
-    let record = plan.run_dir.join(RECORD);
-    std::fs::write(&record, id.render()).map_err(HookError::io("cannot write", &record))?;
+    })
+}
+
+/// The run directory's record of the sidecar: which process, which namespace, which policy.
+fn write_records(plan: &Plan, id: ProcessId) -> Result<(), HookError> {
     let netns = format!("/proc/{}/ns/net", plan.pid);
     let identity = netns_identity(Path::new(&netns))
         .ok_or_else(|| HookError::NoPid(plan.container_id.clone()))?;
     for (file, content) in [
+        (RECORD, id.render()),
         (NETNS, format!("{identity}\n")),
         (POLICY, format!("{}\n", plan.policy.display())),
     ] {
         let path = plan.run_dir.join(file);
         std::fs::write(&path, content).map_err(HookError::io("cannot write", &path))?;
     }
+    Ok(())
+}
+
+/// Until the sidecar writes its ready file; its log's last lines if it exits or times out.
+fn wait_ready(
+    plan: &Plan,
+    opts: &HookOptions,
+    log: &Path,
+    child: &mut Child,
+) -> Result<(), HookError> {
+    let ready = plan.run_dir.join(READY);
     let until = Instant::now() + opts.ready_timeout;
     loop {
         if ready.exists() {
-            break;
+            return Ok(());
         }
-        let c = &mut child.as_mut().expect("set above").0;
-        if let Ok(Some(status)) = c.try_wait() {
-            return Err(sidecar_failed(format!(
-                "egret exited ({status}): {}",
-                log_tail(log)
-            )));
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(sidecar_failed(
+                plan,
+                format!("egret exited ({status}): {}", log_tail(log)),
+            ));
         }
         if Instant::now() >= until {
-            return Err(sidecar_failed(format!(
-                "not intercepting after {:?}; its log ends: {}",
-                opts.ready_timeout,
-                log_tail(log)
-            )));
+            return Err(sidecar_failed(
+                plan,
+                format!(
+                    "not intercepting after {:?}; its log ends: {}",
+                    opts.ready_timeout,
+                    log_tail(log)
+                ),
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let ca_pem = std::fs::read_to_string(&ca).map_err(HookError::io("cannot read", &ca))?;
-    let bundles = crate::rootfs::install_ca(rootfs, &plan.container_id, &ca_pem)?;
-    // From here the sidecar belongs to no one: dropping the handle neither kills nor waits.
-    *child = None;
-    Ok((pid, bundles))
 }
 
 /// Stop the sidecar recorded in `run_dir` (if it still runs) and remove the directory. A

@@ -122,12 +122,12 @@ pub fn observed(body: ProxyBody, phase: Box<dyn crate::ResponsePhase>) -> ProxyB
         let mut phase = phase;
         while let Some(chunk) = rx.recv().await {
             if let Err(f) = phase.chunk(chunk).await {
-                tracing::warn!(kind = f.kind, error = %f.message, "handler failed observing a response; the rest of the body goes unobserved");
+                tracing::warn!(kind = f.kind.as_str(), error = %f.message, "handler failed observing a response; the rest of the body goes unobserved");
                 return;
             }
         }
         if let Err(f) = phase.end().await {
-            tracing::warn!(kind = f.kind, error = %f.message, "handler failed at the end of an observed response");
+            tracing::warn!(kind = f.kind.as_str(), error = %f.message, "handler failed at the end of an observed response");
         }
     });
     Observed {

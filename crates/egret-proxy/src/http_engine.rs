@@ -121,8 +121,8 @@ pub trait ResponsePhase: Send + 'static {
 pub struct HandlerFailure {
     /// Status for the client (502 unless the engine says otherwise).
     pub status: StatusCode,
-    /// Metric-friendly kind: trap, timeout, oom, invalid_action, ...
-    pub kind: &'static str,
+    /// What failed; its text is the metric label and the audit event's error prefix.
+    pub kind: crate::metrics::HandlerFailureKind,
     /// Safe to show the client: names the handler and the reason, never a secret.
     pub message: String,
     /// Seconds for a `Retry-After` header: the failure is the sidecar's load, not the
@@ -550,8 +550,8 @@ impl Proxy {
                 (d.action, d.response)
             }
             Err(f) => {
-                tracing::warn!(handler = %binding.handler, kind = f.kind, "handler failed; request not forwarded");
-                outcome.error = Some(format!("{}: {}", f.kind, f.message));
+                tracing::warn!(handler = %binding.handler, kind = f.kind.as_str(), "handler failed; request not forwarded");
+                outcome.error = Some(format!("{}: {}", f.kind.as_str(), f.message));
                 outcome.decision = Decision::Error;
                 outcome.instance_wait = f.instance_wait;
                 let mut resp =
@@ -973,11 +973,11 @@ async fn response_phase(
         Err(f) => {
             tracing::warn!(
                 handler,
-                kind = f.kind,
+                kind = f.kind.as_str(),
                 "handler failed in the response phase; response not passed"
             );
             outcome.decision = Decision::Error;
-            outcome.error = Some(format!("{}: {}", f.kind, f.message));
+            outcome.error = Some(format!("{}: {}", f.kind.as_str(), f.message));
             (
                 text_response(f.status, Decision::Error, format!("egret: {}\n", f.message)),
                 outcome,

@@ -127,19 +127,8 @@ label_enum! {
         Instantiate => "instantiate",
         /// No instance slot came free within the wait (answered 503).
         Busy => "busy",
-        /// Anything else.
-        Other => "other",
-    }
-}
-
-impl HandlerFailureKind {
-    /// The kind named `kind` (a handler engine's failure kind), `Other` if none is.
-    pub fn from_kind(kind: &str) -> HandlerFailureKind {
-        HandlerFailureKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str() == kind)
-            .unwrap_or(HandlerFailureKind::Other)
+        /// The binding names a handler the request's policy generation has not loaded.
+        NotLoaded => "not_loaded",
     }
 }
 
@@ -517,7 +506,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("egret_handler_failures_total{kind=\"other\"} 0\n"),
+            out.contains("egret_handler_failures_total{kind=\"not_loaded\"} 0\n"),
             "{out}"
         );
         assert!(out.contains("egret_handler_invocations_total 1\n"), "{out}");
@@ -574,15 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_failure_kinds_are_other_and_statuses_are_classed() {
-        assert_eq!(
-            HandlerFailureKind::from_kind("oom"),
-            HandlerFailureKind::Oom
-        );
-        assert_eq!(
-            HandlerFailureKind::from_kind("no-such"),
-            HandlerFailureKind::Other
-        );
+    fn statuses_are_classed() {
         assert_eq!(StatusClass::of(Some(999)), StatusClass::None);
         assert_eq!(StatusClass::of(None), StatusClass::None);
         assert_eq!(StatusClass::of(Some(101)), StatusClass::Informational);

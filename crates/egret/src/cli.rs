@@ -1,6 +1,7 @@
 //! Command-line interface (clap). Flag names are the interface operators script against: keep
 //! them, add aliases if needed, and document every one in the README.
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use egret_app::defaults;
 use std::path::PathBuf;
 
 /// egret — transparent egress proxy for sandboxed AI agents.
@@ -477,38 +478,38 @@ pub struct RunArgs {
     #[arg(long, value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
     /// Validity of the sandbox CA, in hours.
-    #[arg(long, default_value_t = 168)]
+    #[arg(long, default_value_t = defaults::CA_VALIDITY_HOURS)]
     pub ca_validity_hours: u64,
     /// Leaf certificate cache size.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults::LEAF_CACHE_SIZE)]
     pub leaf_cache_size: usize,
     /// Transparent listener port inside the sandbox namespace.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = defaults::LISTEN_PORT)]
     pub listen_port: u16,
     /// DNS port inside the sandbox namespace (udp/53 is redirected to it).
-    #[arg(long, default_value_t = 15053)]
+    #[arg(long, default_value_t = defaults::DNS_PORT)]
     pub dns_port: u16,
     /// Firewall mark used for interception (change it if it collides with the platform's).
-    #[arg(long, default_value = "0x1", value_parser = parse_u32)]
+    #[arg(long, default_value_t = defaults::MARK, value_parser = parse_u32)]
     pub mark: u32,
     /// Routing table used for interception.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults::ROUTE_TABLE)]
     pub route_table: u32,
     /// Milliseconds of client silence after which egret also listens for a server greeting
     /// (server-speaks-first protocols), where the destination may be opaque TCP. The
     /// client's first bytes still decide whenever they come.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = defaults::CLASSIFY_TIMEOUT_MS)]
     pub classify_timeout_ms: u64,
     /// Upstream connect timeout, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::CONNECT_TIMEOUT_MS)]
     pub connect_timeout_ms: u64,
     /// How long a client may take to send first bytes that decide its connection when no
     /// server greeting is possible, and the downstream TLS timeout (ClientHello and
     /// handshake), milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::TLS_HANDSHAKE_TIMEOUT_MS)]
     pub tls_handshake_timeout_ms: u64,
     /// Maximum simultaneous sandbox connections.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Pass HTTP/3 (`h3`) advertisements in `Alt-Svc` response headers through to the sandbox
     /// (by default they are removed: UDP/443 is refused, so clients should not try QUIC).
@@ -583,13 +584,13 @@ pub struct ExecArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
     /// Upstream connect timeout, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::CONNECT_TIMEOUT_MS)]
     pub connect_timeout_ms: u64,
     /// Transparent listener port inside the sandbox.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = defaults::LISTEN_PORT)]
     pub listen_port: u16,
     /// DNS port inside the sandbox (udp/53 is redirected to it).
-    #[arg(long, default_value_t = 15053)]
+    #[arg(long, default_value_t = defaults::DNS_PORT)]
     pub dns_port: u16,
     /// Log format on stderr (egret logs warnings and errors only, unless RUST_LOG says more).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -609,20 +610,24 @@ impl ExecArgs {
     /// The configuration of the egret serving the command.
     pub fn into_config(self, sandbox_id: String) -> egret_app::Config {
         let mut c = egret_app::Config::new("egret-exec", sandbox_id);
-        c.policy = self.policy;
-        c.allow = self.allow;
-        c.resolve = self.resolve;
-        c.upstream_ca = self.upstream_ca;
-        c.listen_port = self.listen_port;
-        c.dns_port = self.dns_port;
-        c.connect_timeout = std::time::Duration::from_millis(self.connect_timeout_ms);
-        c.audit_log = Some(self.audit_log.unwrap_or_else(|| PathBuf::from("/dev/null")));
+        c.policy = egret_app::PolicyInputs {
+            file: self.policy,
+            allow: self.allow,
+            resolve: self.resolve,
+        };
+        c.tls.upstream_ca = self.upstream_ca;
+        c.capture.listen_port = self.listen_port;
+        c.capture.dns_port = self.dns_port;
+        c.proxy.connect_timeout = std::time::Duration::from_millis(self.connect_timeout_ms);
         if let Some(w) = self.workers {
-            c.workers = usize::from(w);
+            c.proxy.workers = usize::from(w);
         }
+        c.handlers = egret_app::HandlersConfig {
+            cache_dir: self.handler_cache_dir.or_else(default_handler_cache),
+            instances: self.handler_instances.to_config(),
+        };
+        c.audit_log = Some(self.audit_log.unwrap_or_else(|| PathBuf::from("/dev/null")));
         c.admin_socket = self.admin_socket;
-        c.handler_cache_dir = self.handler_cache_dir.or_else(default_handler_cache);
-        c.handler_instances = self.handler_instances.to_config();
         c
     }
 }
@@ -684,32 +689,43 @@ impl RunArgs {
         use std::time::Duration;
         let mut c =
             egret_app::Config::new(self.netns.unwrap_or_else(|| "none".into()), self.sandbox_id);
-        c.explicit_proxy = self.explicit_proxy;
-        c.policy = self.policy;
-        c.resolve = self.resolve;
+        c.policy = egret_app::PolicyInputs {
+            file: self.policy,
+            allow: Vec::new(),
+            resolve: self.resolve,
+        };
+        c.capture = egret_app::CaptureConfig {
+            listen_port: self.listen_port,
+            dns_port: self.dns_port,
+            mark: self.mark,
+            route_table: self.route_table,
+        };
+        c.tls = egret_app::TlsConfig {
+            ca_validity: Duration::from_secs(self.ca_validity_hours.max(1) * 3600),
+            leaf_cache_size: self.leaf_cache_size,
+            upstream_ca: self.upstream_ca,
+            ca_out: self.ca_out,
+            ca_bundle_out: self.ca_bundle_out,
+        };
+        c.proxy = egret_app::ProxyConfig {
+            classify_timeout: Duration::from_millis(self.classify_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            max_connections: self.max_connections,
+            keep_alt_svc: self.keep_alt_svc,
+            workers: self
+                .workers
+                .map_or_else(egret_app::default_workers, usize::from),
+            explicit_proxy: self.explicit_proxy,
+        };
+        c.handlers = egret_app::HandlersConfig {
+            cache_dir: self.handler_cache_dir,
+            instances: self.handler_instances.to_config(),
+        };
         c.ready_file = self.ready_file;
-        c.ca_out = self.ca_out;
-        c.ca_bundle_out = self.ca_bundle_out;
-        c.upstream_ca = self.upstream_ca;
-        c.ca_validity = Duration::from_secs(self.ca_validity_hours.max(1) * 3600);
-        c.leaf_cache_size = self.leaf_cache_size;
-        c.listen_port = self.listen_port;
-        c.dns_port = self.dns_port;
-        c.mark = self.mark;
-        c.route_table = self.route_table;
-        c.classify_timeout = Duration::from_millis(self.classify_timeout_ms);
-        c.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        c.tls_handshake_timeout = Duration::from_millis(self.tls_handshake_timeout_ms);
-        c.max_connections = self.max_connections;
-        c.keep_alt_svc = self.keep_alt_svc;
         c.audit_log = self.audit_log;
-        if let Some(w) = self.workers {
-            c.workers = usize::from(w);
-        }
         c.admin_socket = self.admin_socket;
         c.state_dir = self.state_dir;
-        c.handler_cache_dir = self.handler_cache_dir;
-        c.handler_instances = self.handler_instances.to_config();
         c.watch_pid = self.watch_pid;
         c
     }
@@ -762,7 +778,7 @@ mod tests {
             argv.extend_from_slice(args);
             argv.extend_from_slice(&["--", "true"]);
             match Cli::try_parse_from(argv).unwrap().command {
-                Command::Exec(e) => e.into_config("t".into()).handler_instances,
+                Command::Exec(e) => e.into_config("t".into()).handlers.instances,
                 other => panic!("{other:?}"),
             }
         };
@@ -796,6 +812,50 @@ mod tests {
         let off = hook_opts(&["--no-handler-cache"]).opts.to_args();
         assert!(off.contains(&"--no-handler-cache".to_string()));
         assert!(!off.contains(&"--handler-cache-dir".to_string()));
+    }
+
+    /// The OCI hook starts its sidecars with a command line it writes itself: every flag of
+    /// it must be one `egret run` takes, with the value the plan says.
+    #[test]
+    fn the_hooks_sidecar_command_line_is_one_egret_run_takes() {
+        let plan = egret_oci::Plan {
+            container_id: "c1".into(),
+            sandbox_id: "sb-1".into(),
+            policy: PathBuf::from("/etc/egret/policies/p.toml"),
+            pid: 4242,
+            run_dir: PathBuf::from("/run/egret/c1"),
+            admin_socket: Some(PathBuf::from("/run/egret/c1/admin.sock")),
+            state_dir: Some(PathBuf::from("/var/lib/egret/c1")),
+            max_handler_instances: Some(64),
+        };
+        let opts = egret_oci::HookOptions {
+            run_args: vec!["--workers".into(), "1".into()],
+            ..egret_oci::HookOptions::default()
+        };
+        let argv =
+            egret_oci::sidecar::run_argv(&plan, &opts, std::path::Path::new("/log/c1.audit.jsonl"));
+        let cli = Cli::try_parse_from(
+            [std::ffi::OsString::from("egret"), "run".into()]
+                .into_iter()
+                .chain(argv),
+        )
+        .unwrap_or_else(|e| panic!("the hook's `egret run` line does not parse: {e}"));
+        let Command::Run(run) = cli.command else {
+            panic!("not a run")
+        };
+        let c = run.into_config();
+        assert_eq!(c.netns, "/proc/4242/ns/net");
+        assert_eq!(c.sandbox_id, "sb-1");
+        assert_eq!(c.policy.file, Some(plan.policy.clone()));
+        assert_eq!(c.ready_file, Some(plan.run_dir.join("ready")));
+        assert_eq!(c.tls.ca_out, Some(plan.run_dir.join("ca.pem")));
+        assert_eq!(c.audit_log, Some(PathBuf::from("/log/c1.audit.jsonl")));
+        assert_eq!(c.watch_pid, Some(4242));
+        assert_eq!(c.admin_socket, plan.admin_socket);
+        assert_eq!(c.state_dir, plan.state_dir);
+        assert_eq!(c.handlers.cache_dir, opts.handler_cache_dir);
+        assert_eq!(c.handlers.instances.max, 64);
+        assert_eq!(c.proxy.workers, 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn main(args: ExecArgs, sandbox_id: String) -> ExitCode {
 fn run(args: ExecArgs, sandbox_id: String) -> Result<i32, String> {
     let command = args.command.clone();
     let mut cfg = args.into_config(sandbox_id);
-    cfg.explicit_proxy = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    cfg.proxy.explicit_proxy = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let mut app = cfg.build_without_capture().map_err(|e| e.to_string())?;
     let addr = app
         .explicit_proxy_addr()
