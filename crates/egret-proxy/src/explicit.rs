@@ -130,6 +130,20 @@ fn answer(status: &str, decision: Decision, body: &str) -> Vec<u8> {
 }
 
 impl Proxy {
+    /// Audit a first request egret does not carry (`detail`: the rule of a `deny`, the reason
+    /// of an `error`) and answer it with `status` and `body`, closing the connection.
+    async fn answer_refused(
+        &self,
+        mut stream: TcpStream,
+        info: &ConnInfo,
+        (status, decision, detail, body): (&str, Decision, &str, &str),
+    ) {
+        let name = info.dns_name.as_deref();
+        crate::audit::connection(self, info, name, TunnelProto::Tcp, decision, detail, 0, 0);
+        let _ = stream.write_all(&answer(status, decision, body)).await;
+        let _ = stream.shutdown().await;
+    }
+
     /// One connection to the explicit proxy listener.
     pub(crate) async fn explicit_connection(
         self: Arc<Self>,
@@ -160,22 +174,9 @@ impl Proxy {
             Ok(Err(ReadError::Gone)) => return,
             Ok(Err(ReadError::Bad(e))) => {
                 let why = e.to_string();
-                crate::audit::connection(
-                    &self,
-                    &info,
-                    None,
-                    TunnelProto::Tcp,
-                    Decision::Error,
-                    &why,
-                    0,
-                    0,
-                );
                 let body = format!("egret: {why}\n");
-                let _ = stream
-                    .write_all(&answer("400 Bad Request", Decision::Error, &body))
-                    .await;
-                let _ = stream.shutdown().await;
-                return;
+                let refusal = ("400 Bad Request", Decision::Error, why.as_str(), &*body);
+                return self.answer_refused(stream, &info, refusal).await;
             }
             Err(_) => {
                 info.classified = Classified::Incomplete;
@@ -216,27 +217,14 @@ impl Proxy {
         let policy = self.policy.load_full();
         let verdict = policy.evaluate(&conn_destination(info.dns_name.as_deref(), info.orig));
         if let VerdictAction::Deny = verdict.action {
-            crate::audit::connection(
-                &self,
-                &info,
-                info.dns_name.as_deref(),
-                TunnelProto::Tcp,
-                Decision::Deny,
-                &verdict.rule,
-                0,
-                0,
-            );
             let body = format!(
                 "egret: CONNECT to {host}:{port} denied by rule {} (sandbox {}, policy generation {})\n",
                 verdict.rule,
                 self.cfg.sandbox_id,
                 policy.generation()
             );
-            let _ = stream
-                .write_all(&answer("403 Forbidden", Decision::Deny, &body))
-                .await;
-            let _ = stream.shutdown().await;
-            return;
+            let refusal = ("403 Forbidden", Decision::Deny, &*verdict.rule, &*body);
+            return self.answer_refused(stream, &info, refusal).await;
         }
         drop(policy);
         if stream

@@ -440,7 +440,8 @@ fn a_refused_user_namespace_is_explained() {
     assert_eq!(out.status.code(), Some(125), "{text}");
     assert!(
         text.contains("user.max_user_namespaces is 0")
-            && text.contains("sysctl -w user.max_user_namespaces="),
+            && text.contains("sysctl -w user.max_user_namespaces=")
+            && text.contains("egret exec --proxy-env"),
         "{text}"
     );
     assert_nothing_left();
@@ -540,34 +541,25 @@ fn proxy_env_carries_programs_that_honour_proxy_variables() {
 #[test]
 fn run_serves_an_explicit_proxy_with_or_without_a_sandbox() {
     require_root();
-    let topo = Topology::new(SandboxNet::LoOnly);
-    let (up, pki) = Upstream::start_tls_with(
-        &topo,
-        &["api.example.test", "other.example.test"],
-        &["--log-header", "x-auth-token"],
-    );
-    let policy = inject_header_policy(
-        "api_token",
-        &format!("env = \"{TOKEN_VAR}\""),
-        &["api.example.test"],
-    );
+    let Setup {
+        topo,
+        up,
+        pki,
+        policy,
+    } = Setup::new();
     let pins = [
         "--resolve",
         &format!("api.example.test={}", UP4[0]),
         "--resolve",
         &format!("other.example.test={}", UP4[1]),
     ];
-    let mut extra = vec!["--explicit-proxy", "127.0.0.1:3128"];
-    extra.extend_from_slice(&pins);
-    let (egret, ca) = Egret::start_intercepting(
-        &topo,
-        "explicit",
-        &policy,
-        &pki.ca,
-        &extra,
-        &[(TOKEN_VAR, SECRET)],
-    )
-    .expect("egret starts");
+    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+    let mut args = vec!["--policy", &policy, "--ca-out", &ca];
+    args.extend(["--upstream-ca", pki.ca.to_str().unwrap()]);
+    args.extend(["--explicit-proxy", "127.0.0.1:3128"]);
+    args.extend_from_slice(&pins);
+    let egret = Egret::start_with_env(&topo, "explicit", &args, &[(TOKEN_VAR, SECRET)])
+        .expect("egret starts");
     let through = |proxy: &str, ca: &str, url: &str| {
         let out = topo
             .egr
@@ -623,10 +615,9 @@ fn run_serves_an_explicit_proxy_with_or_without_a_sandbox() {
     // No sandbox at all: only the explicit proxy.
     let ready = topo.tmp.path("explicit-only.ready");
     let ca2 = topo.tmp.path("explicit-only-ca.pem");
-    let p = write(&topo, "explicit-only.toml", &policy);
     let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
     cmd.args(["run", "--sandbox-id", "explicit-only"]);
-    cmd.args(["--explicit-proxy", "127.0.0.1:3129", "--policy", &p]);
+    cmd.args(["--explicit-proxy", "127.0.0.1:3129", "--policy", &policy]);
     cmd.args(["--ca-out", ca2.to_str().unwrap()]);
     cmd.args(["--upstream-ca", pki.ca.to_str().unwrap()]);
     cmd.args(["--ready-file", ready.to_str().unwrap()])
