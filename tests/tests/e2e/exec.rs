@@ -472,6 +472,43 @@ fn proxy_env_carries_programs_that_honour_proxy_variables() {
     );
     let python = pe(&["/usr/bin/python3", "-c", &py]);
     assert_injected_and_masked(&echo_json(&python), "x-auth-token", SECRET);
+    // git and pip honour the variables too (neither finds anything there, both talk HTTPS
+    // to it through egret, credential injected).
+    let git = pe(&["git", "ls-remote", "https://api.example.test/proxied.git"]);
+    let text = all_output(&git);
+    assert!(!text.to_lowercase().contains("certificate"), "{text}");
+    let pip = pe(&[
+        "/usr/bin/python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "-d",
+        "/tmp",
+        "--index-url",
+        "https://api.example.test/proxied-simple/",
+        "egret-no-such-package",
+    ]);
+    let text = all_output(&pip);
+    assert!(
+        !text.contains("SSL") && !text.contains("CERTIFICATE"),
+        "{text}"
+    );
+    for path in [
+        "/proxied.git/info/refs",
+        "/proxied-simple/egret-no-such-package/",
+    ] {
+        assert!(
+            s.up.wait_log(path, Duration::from_secs(5)),
+            "{path} did not arrive: {}",
+            s.up.access_log()
+        );
+    }
+    for l in s.up.access_log().lines().filter(|l| l.contains("/proxied")) {
+        assert!(l.contains("x-auth-token=present"), "{l}");
+    }
 
     // A denied host: curl fails on the proxy's answer, which names the rule.
     let denied = pe(&[
