@@ -38,6 +38,9 @@ pub struct App {
     listeners: Option<egret_capture::Listeners>,
     /// The `--explicit-proxy` listener, in egret's own namespace.
     explicit: Option<std::net::TcpListener>,
+    /// The control plane: held for the run (`--ask` approvals change the policy through it
+    /// even when no admin socket serves it).
+    control: Arc<ControlPlane>,
     /// What `attach` installed; `None` for listeners made elsewhere (`egret exec`).
     guard: Option<egret_capture::CaptureGuard>,
     ca: Arc<egret_tls::SandboxCa>,
@@ -212,7 +215,7 @@ impl Config {
             Some(path) => Some(
                 rt.block_on(egret_admin::serve(
                     path,
-                    control,
+                    control.clone(),
                     egret_admin::ServerOptions::default(),
                 ))
                 .map_err(|source| AppError::Admin {
@@ -240,6 +243,7 @@ impl Config {
             rt,
             listeners,
             explicit,
+            control,
             guard,
             ca: tls.ca,
             policy,
@@ -271,7 +275,10 @@ impl Config {
         })?;
         let dns = Arc::new(egret_dns::Resolver::new(
             Arc::new(egret_dns::SyntheticMap::new(Default::default())),
-            Arc::new(PolicyNames(policy.clone())),
+            Arc::new(PolicyNames {
+                policy: policy.clone(),
+                ask: self.proxy.ask_timeout.is_some(),
+            }),
             Default::default(),
         ));
         let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
@@ -306,6 +313,14 @@ impl Config {
             policy.load().generation(),
             handler_set,
         ));
+        let broker = self.proxy.ask_timeout.map(|timeout| {
+            crate::ask::AskBroker::new(
+                timeout,
+                self.admin_socket.is_some(),
+                policy.clone(),
+                self.policy.file.clone(),
+            )
+        });
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: self
                 .proxy
@@ -321,6 +336,9 @@ impl Config {
                 leaves: tls.leaves.clone(),
             }),
             handlers: Some(dispatch.clone()),
+            asker: broker
+                .clone()
+                .map(|b| Arc::new(crate::ask::Asking(b)) as Arc<dyn egret_proxy::Asker>),
             audit: audit.clone(),
             metrics: metrics.clone(),
         });
@@ -346,6 +364,9 @@ impl Config {
             state: loaded.state,
             uploaded: loaded.uploaded,
         }));
+        if let Some(b) = &broker {
+            b.set_control(&control);
+        }
         Ok(Wired {
             policy,
             proxy,
@@ -399,6 +420,7 @@ impl App {
             rt,
             listeners,
             explicit,
+            control,
             guard,
             ca: _,
             policy,
@@ -481,6 +503,7 @@ impl App {
             log_summary(&leaves, &proxy);
             Ok(())
         });
+        drop(control);
         rt.shutdown_timeout(Duration::from_millis(200));
         // The audit writer batches under load: write out what is queued before the process
         // ends.

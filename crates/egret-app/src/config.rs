@@ -139,6 +139,9 @@ pub struct ProxyConfig {
     /// in egret's own namespace (`--explicit-proxy`; port 0 picks a free one, see
     /// [`crate::App::explicit_proxy_addr`]).
     pub explicit_proxy: Option<std::net::SocketAddr>,
+    /// `--ask`: hold a connection to a destination no rule decides and ask about it, denying
+    /// after this long (None: such connections are denied at once).
+    pub ask_timeout: Option<Duration>,
 }
 
 impl Default for ProxyConfig {
@@ -151,6 +154,7 @@ impl Default for ProxyConfig {
             keep_alt_svc: false,
             workers: default_workers(),
             explicit_proxy: None,
+            ask_timeout: None,
         }
     }
 }

@@ -302,6 +302,7 @@ struct Event<'a> {
     masked: Option<u64>,
     instance_wait_ms: Option<f64>,
     handler_fields: Option<Fields<'a>>,
+    decided_by: &'a str,
 }
 
 /// A handler's audit fields, written as one JSON object (`{"mcp.tool": "echo", ...}`).
@@ -463,6 +464,7 @@ impl RequestRecord {
                 .as_ref()
                 .map(|m| m.load(Ordering::Relaxed)),
             instance_wait_ms: self.outcome.instance_wait.map(millis),
+            decided_by: self.outcome.decided_by.as_str(),
             handler_fields: Some(self.outcome.handler_fields.as_slice())
                 .filter(|f| !f.is_empty())
                 .map(Fields),
@@ -631,6 +633,10 @@ pub(crate) fn connection(
         masked: None,
         instance_wait_ms: None,
         handler_fields: None,
+        decided_by: info
+            .asked
+            .map_or(crate::ask::DecidedBy::Policy, |a| a.by)
+            .as_str(),
     };
     emit(&proxy.audit, &ev);
 }
@@ -688,6 +694,7 @@ pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
         masked: None,
         instance_wait_ms: None,
         handler_fields: None,
+        decided_by: crate::ask::DecidedBy::Policy.as_str(),
     };
     emit(sink, &ev);
 }

@@ -39,6 +39,9 @@ pub struct ConnInfo {
     /// absolute-form request) rather than the transparent capture; `orig` is then the
     /// CONNECT target (the unspecified address when it named a host: nothing was dialled).
     pub explicit: bool,
+    /// The answer of whoever was asked about this connection's destination (`--ask`), when
+    /// someone was: an approval covers the requests on it.
+    pub asked: Option<crate::ask::Answer>,
 }
 
 /// How a connection was classified (the audit event's `classified`).
@@ -201,6 +204,7 @@ impl Proxy {
             classified: Classified::ClientFirst,
             first_byte: None,
             explicit: false,
+            asked: None,
         };
         if info.dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
             crate::audit::connection(
@@ -501,6 +505,18 @@ impl Proxy {
         let dest = conn_destination(name.as_deref(), info.orig);
         match policy.tls_decision(&dest) {
             TlsDecision::Refuse(v) => {
+                let undecided = policy.is_undecided(&v.rule);
+                drop(policy);
+                if undecided {
+                    let host = name
+                        .as_deref()
+                        .map_or_else(|| info.orig.ip().to_string(), str::to_string);
+                    info.asked = self.ask(&host, info.orig.port(), None).await;
+                    if info.asked.is_some_and(|a| a.allow) {
+                        // Intercepted, so that the requests are seen (and audited).
+                        return self.intercept(stream, prefix, info, name).await;
+                    }
+                }
                 self.refuse(stream, &info, name.as_deref(), TunnelProto::Tls, &v.rule);
             }
             TlsDecision::Passthrough(_) if hello.ech_offered => {
@@ -520,52 +536,62 @@ impl Proxy {
                 self.passthrough(io, prefix, info, v.would_deny).await
             }
             TlsDecision::Intercept(_) => {
-                let Some(tls) = &self.tls else {
-                    crate::audit::connection(
-                        &self,
-                        &info,
-                        name.as_deref(),
-                        TunnelProto::Tls,
-                        Decision::Error,
-                        "TLS interception is not configured",
-                        0,
-                        0,
-                    );
-                    reset(stream);
-                    return;
-                };
-                let leaf = match &name {
-                    Some(n) => egret_tls::LeafName::Dns(n.to_string()),
-                    None => egret_tls::LeafName::Ip(info.orig.ip()),
-                };
-                let config = match tls.leaves.get_or_mint(&leaf).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "leaf certificate could not be minted");
-                        reset(stream);
-                        return;
-                    }
-                };
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let io = egret_tls::peek::Rewind::new(prefix, stream);
-                let tls_stream =
-                    match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::info!(error = %e, "downstream TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!("downstream TLS handshake timed out");
-                            return;
-                        }
-                    };
-                info.sni = Some(name.unwrap_or_else(|| Arc::from(info.orig.ip().to_string())));
-                info.tls = true;
-                self.serve_http(tls_stream, Arc::new(info)).await
+                drop(policy);
+                self.intercept(stream, prefix, info, name).await
             }
         }
+    }
+
+    /// Terminate TLS with a leaf from the sandbox CA and serve the requests inside.
+    async fn intercept(
+        self: Arc<Self>,
+        stream: TcpStream,
+        prefix: Bytes,
+        mut info: ConnInfo,
+        name: Option<Arc<str>>,
+    ) {
+        let Some(tls) = &self.tls else {
+            crate::audit::connection(
+                &self,
+                &info,
+                name.as_deref(),
+                TunnelProto::Tls,
+                Decision::Error,
+                "TLS interception is not configured",
+                0,
+                0,
+            );
+            reset(stream);
+            return;
+        };
+        let leaf = match &name {
+            Some(n) => egret_tls::LeafName::Dns(n.to_string()),
+            None => egret_tls::LeafName::Ip(info.orig.ip()),
+        };
+        let config = match tls.leaves.get_or_mint(&leaf).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "leaf certificate could not be minted");
+                reset(stream);
+                return;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let io = egret_tls::peek::Rewind::new(prefix, stream);
+        let tls_stream =
+            match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "downstream TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("downstream TLS handshake timed out");
+                    return;
+                }
+            };
+        info.sni = Some(name.unwrap_or_else(|| Arc::from(info.orig.ip().to_string())));
+        info.tls = true;
+        self.serve_http(tls_stream, Arc::new(info)).await
     }
 }

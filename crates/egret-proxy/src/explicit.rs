@@ -165,6 +165,7 @@ impl Proxy {
             classified: Classified::ClientFirst,
             first_byte: None,
             explicit: true,
+            asked: None,
         };
         let mut buf = BytesMut::with_capacity(1024);
         let read =
@@ -217,8 +218,17 @@ impl Proxy {
         let policy = self.policy.load_full();
         let verdict = policy.evaluate(&conn_destination(info.dns_name.as_deref(), info.orig));
         if let VerdictAction::Deny = verdict.action {
+            if policy.is_undecided(&verdict.rule) {
+                info.asked = self.ask(&host, port, None).await;
+            }
+        }
+        if verdict.is_deny() && !info.asked.is_some_and(|a| a.allow) {
+            let asked = match info.asked {
+                Some(a) => format!("; asked, not approved ({})", a.by.as_str()),
+                None => String::new(),
+            };
             let body = format!(
-                "egret: CONNECT to {host}:{port} denied by rule {} (sandbox {}, policy generation {})\n",
+                "egret: CONNECT to {host}:{port} denied by rule {}{asked} (sandbox {}, policy generation {})\n",
                 verdict.rule,
                 self.cfg.sandbox_id,
                 policy.generation()

@@ -178,6 +178,8 @@ pub(crate) struct Outcome {
     pub instance_wait: Option<std::time::Duration>,
     /// What the handler attached (`handler_fields`).
     pub handler_fields: Vec<(String, String)>,
+    /// Who decided (someone asked, when no rule did: `--ask`).
+    pub decided_by: crate::ask::DecidedBy,
 }
 
 /// A request decided: the response for the sandbox, the destination it named (when it got
@@ -207,6 +209,7 @@ impl Decided {
                 masked: None,
                 instance_wait: None,
                 handler_fields: Vec::new(),
+                decided_by: crate::ask::DecidedBy::Policy,
             },
         }
     }
@@ -308,9 +311,26 @@ impl Proxy {
             masked: None,
             instance_wait: None,
             handler_fields: Vec::new(),
+            decided_by: crate::ask::DecidedBy::Policy,
         };
+        // No rule decides (`--ask`): an approval of the connection covers its requests,
+        // otherwise the request itself is asked about.
+        let mut asked = None;
+        if matches!(verdict.action, RequestAction::Deny { .. })
+            && policy.is_undecided(&verdict.rule)
+        {
+            asked = match info.asked {
+                Some(a) if a.allow => Some(a),
+                _ => {
+                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    self.ask(&target.host, port, Some((req.method().as_str(), path)))
+                        .await
+                }
+            };
+        }
+        let approved = asked.is_some_and(|a| a.allow);
         let mut decided = match &verdict.action {
-            RequestAction::Deny { status, message } => {
+            RequestAction::Deny { status, message } if !approved => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
                 let because = message
                     .as_deref()
@@ -332,7 +352,7 @@ impl Proxy {
                     outcome: outcome(Decision::Deny, None),
                 }
             }
-            RequestAction::Allow => {
+            RequestAction::Allow | RequestAction::Deny { .. } => {
                 let (resp, outcome) = self
                     .forward(
                         req.map(RequestBody::Stream),
@@ -362,6 +382,9 @@ impl Proxy {
                 }
             }
         };
+        if let Some(a) = asked {
+            decided.outcome.decided_by = a.by;
+        }
         // Report-only: carried out as decided above, audited as what the policy would have
         // done, naming the rule that would have denied it.
         if let Some(rule) = &verdict.would_deny {

@@ -22,6 +22,7 @@
 //! the next request on the same connection sees the newest one.
 #![forbid(unsafe_code)]
 
+pub mod ask;
 pub mod audit;
 pub mod authority;
 pub mod body;
@@ -37,6 +38,7 @@ mod shard;
 mod tunnel;
 pub mod upstream;
 
+pub use ask::{Answer, Asker, DecidedBy, Question};
 pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::{Classified, ConnInfo};
 pub use http_engine::{
@@ -128,6 +130,8 @@ pub struct Proxy {
     pub(crate) connector: upstream::Connector,
     pub(crate) tls: Option<TlsState>,
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
+    /// `--ask`: who is asked about destinations no rule decides (None: they are denied).
+    pub(crate) asker: Option<Arc<dyn Asker>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) audit: Arc<AuditSink>,
     pub(crate) next_conn: AtomicU64,
@@ -153,6 +157,8 @@ pub struct ProxyParts {
     pub tls: Option<TlsState>,
     /// Handler engine (None: handler routes fail closed with a 502).
     pub handlers: Option<Arc<dyn HandlerDispatch>>,
+    /// Who is asked about destinations no rule decides (`--ask`); None: they are denied.
+    pub asker: Option<Arc<dyn Asker>>,
     /// Where audit events go (one JSON line per request and per tunnel connection).
     pub audit: Arc<AuditSink>,
     /// Data-path metrics (shared with whoever renders `/metrics`).
@@ -193,6 +199,7 @@ impl Proxy {
             connector,
             tls: parts.tls,
             handlers: parts.handlers,
+            asker: parts.asker,
             metrics: parts.metrics,
             audit: parts.audit,
             next_conn: AtomicU64::new(1),

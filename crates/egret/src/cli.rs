@@ -539,6 +539,8 @@ pub struct RunArgs {
     pub handler_cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub handler_instances: HandlerInstanceArgs,
+    #[command(flatten)]
+    pub ask: AskArgs,
     /// Detach and exit when the process with this pid exits (a container's first process:
     /// `egret oci-hook` passes it so that a sidecar never outlives its container).
     #[arg(long, value_name = "PID")]
@@ -580,6 +582,8 @@ pub struct ExecArgs {
     pub handler_cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub handler_instances: HandlerInstanceArgs,
+    #[command(flatten)]
+    pub ask: AskArgs,
     /// Threads serving the command's connections (default: 2, 1 on a single-CPU machine).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -622,6 +626,7 @@ impl ExecArgs {
         if let Some(w) = self.workers {
             c.proxy.workers = usize::from(w);
         }
+        c.proxy.ask_timeout = self.ask.timeout();
         c.handlers = egret_app::HandlersConfig {
             cache_dir: self.handler_cache_dir.or_else(default_handler_cache),
             instances: self.handler_instances.to_config(),
@@ -639,6 +644,35 @@ fn default_handler_cache() -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("egret").join("handlers"))
+}
+
+/// `--ask`: asking instead of denying.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct AskArgs {
+    /// Hold a connection (or request) to a destination no rule decides and ask about it on
+    /// the controlling terminal (allow once, for this run, always — written into the policy
+    /// file — or deny), and on the admin socket (`egret ctl pending|approve|deny`) when there
+    /// is one. Without a terminal and an admin socket such connections are denied at once.
+    #[arg(long)]
+    pub ask: bool,
+    /// How long a question waits for an answer before the connection is denied (`30s`,
+    /// `500ms`, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ask_timeout: std::time::Duration,
+}
+
+impl AskArgs {
+    /// The question timeout when asking is on.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.ask.then_some(self.ask_timeout)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}")),
+    }
 }
 
 /// The handler instance pool of a sidecar: shared by every command that runs one.
@@ -717,6 +751,7 @@ impl RunArgs {
                 .workers
                 .map_or_else(egret_app::default_workers, usize::from),
             explicit_proxy: self.explicit_proxy,
+            ask_timeout: self.ask.timeout(),
         };
         c.handlers = egret_app::HandlersConfig {
             cache_dir: self.handler_cache_dir,

@@ -675,3 +675,90 @@ fn run_serves_an_explicit_proxy_with_or_without_a_sandbox() {
     );
     drop(up);
 }
+
+/// `egret exec --ask ... -- CMD` on a terminal answered with `reply` (empty: never answered);
+/// everything written on the terminal, ending with `exit=N`.
+fn ask_on_terminal(s: &Setup, reply: &str, flags: &[&str], cmd: &[&str]) -> String {
+    let c = s.exec_as(Some(USER), flags, cmd);
+    let mut argv: Vec<String> = vec![c.get_program().to_string_lossy().into_owned()];
+    argv.extend(c.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(include_str!("../../clients/pty_ask.py"))
+        .arg(reply)
+        .args(&argv)
+        .output()
+        .unwrap();
+    all_output(&out)
+}
+
+/// `--ask` on the controlling terminal: a host no rule decides is held while egret asks; once
+/// lets that connection through, deny and silence (after `--ask-timeout`) refuse it, always
+/// writes it into the policy file (comments kept), and each audit event says who decided.
+#[test]
+fn ask_holds_an_undecided_host_until_the_terminal_answers() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let audit = s.topo.tmp.path("ask-audit.jsonl");
+    std::fs::File::create(&audit).unwrap();
+    let chown = Command::new("chown")
+        .args([USER, audit.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let url = "https://other.example.test/echo";
+    let curl = ["curl", "-sS", "--max-time", "20", url];
+    let flags = |extra: &[&'static str]| {
+        let mut f = vec!["--policy", s.policy.as_str(), "--ask"];
+        f.extend(["--audit-log", audit.to_str().unwrap()]);
+        f.extend_from_slice(extra);
+        f
+    };
+    let once = ask_on_terminal(&s, "o", &flags(&[]), &curl);
+    assert!(
+        once.contains("no rule decides other.example.test:443"),
+        "{once}"
+    );
+    assert!(once.contains("\"host\":\"other.example.test\""), "{once}");
+    assert!(once.trim_end().ends_with("exit=0"), "{once}");
+    let denied = ask_on_terminal(&s, "d", &flags(&[]), &curl);
+    assert!(!denied.trim_end().ends_with("exit=0"), "{denied}");
+    let silent = ask_on_terminal(&s, "", &flags(&["--ask-timeout", "1"]), &curl);
+    assert!(!silent.trim_end().ends_with("exit=0"), "{silent}");
+    let events = parse_audit(&std::fs::read_to_string(&audit).unwrap());
+    let by = |who: &str| {
+        events
+            .iter()
+            .any(|e| e["host"] == "other.example.test" && e["decided_by"] == who)
+    };
+    assert!(by("terminal") && by("timeout"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["decided_by"].is_string()),
+        "{events:?}"
+    );
+
+    // Always: into the policy file (a copy the user may write), comments kept; the next run
+    // reaches the host without asking.
+    let dir = s.topo.tmp.path("ask-always");
+    std::fs::create_dir(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    let text = format!(
+        "# the agent's policy\n{}",
+        std::fs::read_to_string(&s.policy).unwrap()
+    );
+    std::fs::write(&policy, &text).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", USER, dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let p = policy.to_str().unwrap();
+    let always = ask_on_terminal(&s, "a", &["--policy", p, "--ask"], &curl);
+    assert!(always.trim_end().ends_with("exit=0"), "{always}");
+    let now = std::fs::read_to_string(&policy).unwrap();
+    assert!(now.starts_with(&text), "{now}");
+    assert!(now.contains("other.example.test"), "{now}\n{always}");
+    let again = s.exec(&["--policy", p], &curl);
+    assert_eq!(echo_json(&again)["host"], "other.example.test");
+    assert_nothing_left();
+}
