@@ -70,6 +70,27 @@ pub trait Control: Send + Sync + 'static {
     /// A feed of audit events, one JSON object per item (no trailing newline), for `ctl tail`.
     /// `None` when this process does not publish them.
     fn subscribe_audit(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>>;
+
+    /// `--ask`: the questions connections are held for, oldest first (none when egret does
+    /// not ask).
+    fn pending(&self) -> Vec<crate::ask::PendingQuestion> {
+        Vec::new()
+    }
+
+    /// Answer question `id`: approve with a scope, or deny (`None`). `NotFound` when it is not
+    /// pending (answered, timed out, or egret does not ask).
+    fn decide(
+        &self,
+        id: u64,
+        approve: Option<crate::ask::AskScope>,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
+        let _ = approve;
+        Box::pin(async move {
+            Err(ControlError::NotFound(format!(
+                "no pending question {id}: egret runs without --ask"
+            )))
+        })
+    }
 }
 
 /// One change to the running policy. Each admin endpoint that mutates maps to exactly one.

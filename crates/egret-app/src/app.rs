@@ -363,6 +363,7 @@ impl Config {
             ca_pem: tls.ca.cert_pem().to_string(),
             state: loaded.state,
             uploaded: loaded.uploaded,
+            ask: broker.clone(),
         }));
         if let Some(b) = &broker {
             b.set_control(&control);

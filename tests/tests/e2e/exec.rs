@@ -762,3 +762,111 @@ fn ask_holds_an_undecided_host_until_the_terminal_answers() {
     assert_eq!(echo_json(&again)["host"], "other.example.test");
     assert_nothing_left();
 }
+
+/// `--ask` answered by a supervisor over the admin socket (`egret ctl pending|approve|deny`),
+/// with no terminal (`setsid`); without a terminal and an admin socket nobody can be asked and
+/// the host is denied at once.
+#[test]
+fn ask_is_answered_through_the_admin_socket() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let dir = s.topo.tmp.path("ask-admin");
+    std::fs::create_dir(&dir).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", USER, dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let sock = dir.join("admin.sock");
+    let sock = sock.to_str().unwrap();
+    let curl = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "https://other.example.test/echo",
+    ];
+    let detached = |flags: &[&str], name: &str| {
+        let c = s.exec_as(Some(USER), flags, &curl);
+        let mut d = Command::new("setsid");
+        d.arg("-w").arg(c.get_program()).args(c.get_args());
+        spawn(d, &s.topo.tmp.0, name)
+    };
+    let flags = ["--policy", &s.policy, "--ask", "--admin-socket", sock];
+    let pending = || {
+        let (code, out, err) = ctl(sock, &["--json", "pending"]);
+        assert_eq!(code, 0, "{out}{err}");
+        json(&out)["pending"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (answer, ok) in [("approve", true), ("deny", false)] {
+        let mut p = detached(&flags, &format!("ask-admin-{answer}"));
+        let mut id = None;
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                id = std::path::Path::new(sock)
+                    .exists()
+                    .then(pending)
+                    .and_then(|l| l.first().cloned());
+                id.is_some()
+            }),
+            "nothing pending: {}",
+            p.output()
+        );
+        let q = id.unwrap();
+        assert_eq!(q["host"], "other.example.test", "{q}");
+        assert_eq!(q["port"], 443, "{q}");
+        let id = q["id"].as_u64().unwrap().to_string();
+        let (code, out, err) = ctl(sock, &[answer, &id]);
+        assert_eq!(code, 0, "{out}{err}");
+        let st = p
+            .wait_timeout(Duration::from_secs(20))
+            .expect("egret exec ended");
+        assert_eq!(st.success(), ok, "{}", p.output());
+        if ok {
+            assert!(
+                p.output().contains("\"host\":\"other.example.test\""),
+                "{}",
+                p.output()
+            );
+        }
+    }
+    // An answer to a question nobody holds is refused.
+    let mut p = detached(&flags, "ask-admin-gone");
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || std::path::Path::new(sock).exists() && !pending().is_empty()
+    ));
+    let (code, _, err) = ctl(sock, &["approve", "999"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no pending question 999"), "{err}");
+    let id = pending()[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(ctl(sock, &["approve", "--run", &id]).0, 0);
+    assert!(
+        p.wait_timeout(Duration::from_secs(20))
+            .expect("ended")
+            .success(),
+        "{}",
+        p.output()
+    );
+
+    // Nobody to ask: denied at once, by the policy (not after the timeout).
+    let audit = dir.join("nobody.jsonl");
+    let audit = audit.to_str().unwrap();
+    let mut p = detached(
+        &["--policy", &s.policy, "--ask", "--audit-log", audit],
+        "ask-nobody",
+    );
+    let st = p.wait_timeout(Duration::from_secs(20)).expect("ended");
+    assert!(!st.success(), "{}", p.output());
+    let events = parse_audit(&std::fs::read_to_string(audit).unwrap_or_default());
+    assert!(
+        events.iter().any(|e| e["host"] == "other.example.test"
+            && e["decision"] == "deny"
+            && e["decided_by"] == "policy"),
+        "{events:?}"
+    );
+    assert_nothing_left();
+}

@@ -129,6 +129,15 @@ pub enum Command {
     Metrics,
     /// `GET /v1/audit`.
     Audit(AuditFilter),
+    /// `GET /v1/pending`.
+    Pending,
+    /// `POST /v1/pending/{id}/approve` (with the scope) or `…/deny` (`None`).
+    Decide {
+        /// The question.
+        id: u64,
+        /// The approval's scope; `None` denies.
+        approve: Option<crate::ask::AskScope>,
+    },
 }
 
 /// A request whose method, path and headers are valid; the body is still to be read.
