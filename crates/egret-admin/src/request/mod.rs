@@ -245,6 +245,44 @@ mod tests {
     }
 
     #[test]
+    fn pending_questions_are_listed_and_answered() {
+        use crate::ask::AskScope;
+        assert_eq!(
+            req(Method::GET, "/v1/pending", &[], "").unwrap(),
+            Command::Pending
+        );
+        assert_eq!(
+            req(Method::POST, "/v1/pending/3/approve?scope=run", &[], "").unwrap(),
+            Command::Decide {
+                id: 3,
+                approve: Some(AskScope::Run)
+            }
+        );
+        assert_eq!(
+            req(Method::POST, "/v1/pending/3/approve", &[], "").unwrap(),
+            Command::Decide {
+                id: 3,
+                approve: Some(AskScope::Once)
+            }
+        );
+        assert_eq!(
+            req(Method::POST, "/v1/pending/4/deny", &[], "").unwrap(),
+            Command::Decide {
+                id: 4,
+                approve: None
+            }
+        );
+        for (m, path) in [
+            (Method::POST, "/v1/pending/x/deny"),
+            (Method::POST, "/v1/pending/3/approve?scope=maybe"),
+            (Method::GET, "/v1/pending/3/deny"),
+            (Method::POST, "/v1/pending"),
+        ] {
+            assert!(req(m.clone(), path, &[], "").is_err(), "{m} {path}");
+        }
+    }
+
+    #[test]
     fn requests_become_commands() {
         assert_eq!(
             req(
