@@ -271,7 +271,7 @@ impl AskBroker {
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        tracing::warn!(id, host = %question.host, port = question.port, "asking: no rule decides this destination");
+        tracing::info!(id, host = %question.host, port = question.port, "asking: no rule decides this destination");
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -508,10 +508,13 @@ impl Proxy {
                 let undecided = policy.is_undecided(&v.rule);
                 drop(policy);
                 if undecided {
-                    let host = name
-                        .as_deref()
-                        .map_or_else(|| info.orig.ip().to_string(), str::to_string);
-                    info.asked = self.ask(&host, info.orig.port(), None).await;
+                    // A CONNECT already approved is not asked about twice.
+                    if !info.asked.is_some_and(|a| a.allow) {
+                        let host = name
+                            .as_deref()
+                            .map_or_else(|| info.orig.ip().to_string(), str::to_string);
+                        info.asked = self.ask(&host, info.orig.port(), None).await;
+                    }
                     if info.asked.is_some_and(|a| a.allow) {
                         // Intercepted, so that the requests are seen (and audited).
                         return self.intercept(stream, prefix, info, name).await;

@@ -27,7 +27,7 @@ impl Proxy {
         let carried = match verdict.action {
             VerdictAction::Allow => carried(&verdict),
             VerdictAction::Deny => {
-                if policy.is_undecided(&verdict.rule) {
+                if policy.is_undecided(&verdict.rule) && !info.asked.is_some_and(|a| a.allow) {
                     let host = name
                         .as_deref()
                         .map_or_else(|| info.orig.ip().to_string(), str::to_string);
