@@ -12,7 +12,7 @@
 #![no_main]
 use egret_admin::{
     AuditFilter, Change, Command, ErrorCode, ErrorResponse, HostListChange, InternetRequest,
-    OutboundByHostRequest, RemoveHostsRequest, SecretRequest, ServerOptions,
+    OutboundByHostRequest, RemoveHostsRequest, SecretRequest, ServerOptions, ShadowOp,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use libfuzzer_sys::fuzz_target;
@@ -107,6 +107,21 @@ fn encode(cmd: &Command) -> Req {
                 bytes.to_vec(),
                 *if_generation,
             ),
+            Command::Shadow { op, if_generation } => {
+                let (m, p, b) = match op {
+                    ShadowOp::Load(cfg) => {
+                        headers.insert(
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        (Method::PUT, "/v1/policy/shadow", json(cfg))
+                    }
+                    ShadowOp::Report => (Method::GET, "/v1/policy/shadow", vec![]),
+                    ShadowOp::Promote => (Method::POST, "/v1/policy/shadow/promote", vec![]),
+                    ShadowOp::Drop => (Method::DELETE, "/v1/policy/shadow", vec![]),
+                };
+                (m, p.into(), None, b, *if_generation)
+            }
             Command::Apply {
                 change,
                 if_generation,

@@ -736,6 +736,15 @@ pub fn ctl(sock: &str, args: &[&str]) -> (i32, String, String) {
     code_out_err(&out)
 }
 
+/// The policy generation in force, from `egret ctl --json status` on the admin socket `sock`.
+pub fn ctl_generation(sock: &str) -> u64 {
+    let (code, out, err) = ctl(sock, &["--json", "status"]);
+    assert_eq!(code, 0, "egret ctl status: {err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"]
+        .as_u64()
+        .unwrap()
+}
+
 /// `curl -sS --unix-socket SOCK`, to which the caller adds its options and an
 /// `http://egret/...` URL: a request to egret's admin socket.
 pub fn admin_curl(sock: &str) -> Command {

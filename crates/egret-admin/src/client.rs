@@ -244,7 +244,7 @@ impl AdminClient {
         decode(&b)
     }
 
-    async fn send_json<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn send_json<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -322,10 +322,22 @@ impl AdminClient {
         content_type: &'static str,
         if_generation: Option<u64>,
     ) -> Result<Applied, AdminClientError> {
+        self.put_policy_text("/v1/policy", text, content_type, if_generation)
+            .await
+    }
+
+    /// `PUT path` with a policy as text, sent as is; the answer decoded.
+    pub(crate) async fn put_policy_text(
+        &self,
+        path: &str,
+        text: String,
+        content_type: &'static str,
+        if_generation: Option<u64>,
+    ) -> Result<Applied, AdminClientError> {
         let b = self
             .call(
                 Method::PUT,
-                "/v1/policy",
+                path,
                 Some(content_type),
                 Bytes::from(text),
                 if_generation,

@@ -91,6 +91,39 @@ pub trait Control: Send + Sync + 'static {
             )))
         })
     }
+
+    /// Loads `policy` as the shadow candidate (replacing any other, with an empty report),
+    /// validated exactly like [`Change::ReplacePolicy`]; an invalid one is refused with every
+    /// problem and nothing changes. The live policy and its generation stay. The default
+    /// answers that this server has no shadow support.
+    fn shadow_load(
+        &self,
+        policy: PolicyConfig,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
+        let _ = (policy, if_generation);
+        Box::pin(async { Err(crate::shadow::no_shadow()) })
+    }
+
+    /// The shadow candidate's report ([`crate::shadow::no_shadow`] when none is loaded).
+    fn shadow_report(&self) -> Result<crate::shadow::ShadowView, ControlError> {
+        Err(crate::shadow::no_shadow())
+    }
+
+    /// Makes the candidate the live policy, atomically and as the next generation, like
+    /// [`Change::ReplacePolicy`], and removes it.
+    fn shadow_promote(
+        &self,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
+        let _ = if_generation;
+        Box::pin(async { Err(crate::shadow::no_shadow()) })
+    }
+
+    /// Removes the candidate, answering its last report.
+    fn shadow_drop(&self) -> BoxFuture<'_, Result<crate::shadow::ShadowView, ControlError>> {
+        Box::pin(async { Err(crate::shadow::no_shadow()) })
+    }
 }
 
 /// One change to the running policy. Each admin endpoint that mutates maps to exactly one.

@@ -82,6 +82,7 @@ pub mod control;
 pub mod ctl;
 pub mod request;
 pub mod server;
+pub mod shadow;
 
 pub use api::{
     is_valid_name, ApiError, AuditFilter, ErrorCode, ErrorResponse, Health, HostListChange,
@@ -96,3 +97,4 @@ pub use control::{
 pub use ctl::{run_ctl, CtlArgs, CtlCommand};
 pub use request::{parse_head, parse_request, BodyKind, Command, Rejection, RequestHead};
 pub use server::{serve, AdminError, ServerHandle, ServerOptions};
+pub use shadow::{ShadowOp, ShadowView};

@@ -512,6 +512,10 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
                 },
             ))
         }
+        Command::Shadow { op, if_generation } => {
+            let answer = crate::shadow::carry_out(c.as_ref(), op, if_generation).await?;
+            Ok(json_response(StatusCode::OK, &answer))
+        }
     }
 }
 

@@ -820,3 +820,74 @@ async fn concurrent_changes_all_reach_the_control() {
     assert_eq!(gens, (2..22).collect::<Vec<_>>());
     f.server.stop().await;
 }
+
+#[tokio::test]
+async fn shadow_candidate_load_report_promote_drop() {
+    let f = start().await;
+    let c = &f.client;
+    // Nothing loaded: every read or removal is not_found, naming how to load one.
+    for (m, path) in [
+        (Method::GET, "/v1/policy/shadow"),
+        (Method::DELETE, "/v1/policy/shadow"),
+        (Method::POST, "/v1/policy/shadow/promote"),
+    ] {
+        let (st, v) = raw_call(c, m.clone(), path, "", None).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{m} {path}"
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("policy shadow FILE"));
+    }
+    // A candidate that does not parse is refused like a policy upload, with its position.
+    let e = c
+        .shadow_load_text("allowed_hosts = [\n".into(), "application/toml", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidPolicy));
+    let AdminClientError::Refused { status, error } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!((*status, error.line.is_some()), (400, true), "{e}");
+    assert!(f.mock.shadow.lock().unwrap().is_none());
+    // Loaded as TOML; a stale precondition is a conflict.
+    let toml = "allowed_hosts = [\"git.test\"]\n";
+    let a = c
+        .shadow_load_text(toml.into(), "application/toml", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(a.generation, 1);
+    let want = PolicyConfig::from_toml(toml, "t").unwrap();
+    assert_eq!(f.mock.shadow.lock().unwrap().as_ref(), Some(&want));
+    let e = c
+        .shadow_load_text(toml.into(), "application/toml", Some(7))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Conflict));
+    let v = c.shadow_report().await.unwrap();
+    assert_eq!(v, f.mock.shadow_view());
+    // Wrong methods name the right ones.
+    let (st, v) = raw_call(c, Method::POST, "/v1/policy/shadow", "", None).await;
+    assert_eq!(st, 405, "{v}");
+    // Promote is a policy replacement; then nothing is left to drop.
+    let a = c.shadow_promote(Some(1)).await.unwrap();
+    assert_eq!(a.generation, 2);
+    assert_eq!(
+        f.mock.last_call(),
+        (Change::ReplacePolicy(Box::new(want)), Some(1))
+    );
+    assert_eq!(
+        c.shadow_drop().await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
+    // Drop answers the last report.
+    c.shadow_load_text("{}".into(), "application/json", None)
+        .await
+        .unwrap();
+    assert_eq!(c.shadow_drop().await.unwrap().summary.differences, 1);
+    assert!(f.mock.shadow.lock().unwrap().is_none());
+    f.server.stop().await;
+}

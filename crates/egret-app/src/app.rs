@@ -321,11 +321,13 @@ impl Config {
                 self.policy.file.clone(),
             )
         });
+        let shadow = egret_proxy::ShadowSlot::default();
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: self
                 .proxy
                 .to_proxy(&self.sandbox_id, self.capture.listen_port),
             policy: policy.clone(),
+            shadow: shadow.clone(),
             dns: Arc::new(DnsGlue(dns.clone())),
             upstream_tls: Some(upstream_tls),
             upstream_tls_h1: Some(
@@ -353,6 +355,7 @@ impl Config {
         let control = Arc::new(ControlPlane::new(ControlParts {
             sandbox_id: self.sandbox_id.clone(),
             policy: policy.clone(),
+            shadow,
             dispatch,
             proxy: proxy.clone(),
             telemetry,

@@ -4,7 +4,7 @@
 //! the generation goes up by one. Changes are serialised by one async mutex. With
 //! `--state-dir`, the accepted state is saved so a restarted egret comes back with the rules
 //! it had.
-use crate::glue::WasmDispatch;
+use crate::glue::{HandlerSet, WasmDispatch};
 use crate::modules::{uses_uploaded, ModuleSource};
 use crate::policy_source::{compile, sha256_hex};
 use crate::state::{State, StateDir};
@@ -20,12 +20,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod shadow;
+
 /// Everything the control plane works on.
 pub struct ControlParts {
     /// This sandbox.
     pub sandbox_id: String,
     /// The policy the data path reads.
     pub policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The shadow candidate the data path also asks, when one is loaded.
+    pub shadow: egret_proxy::ShadowSlot,
     /// The handler engine (host, handler sets, secrets, kv).
     pub dispatch: Arc<WasmDispatch>,
     /// The data path (told about every swap, so open tunnels re-check).
@@ -53,6 +57,8 @@ pub struct ControlParts {
 /// What a change reads and replaces; kept under the mutex.
 struct Guarded {
     state: State,
+    /// The shadow candidate's static layer, while one is loaded.
+    shadow_cfg: Option<PolicyConfig>,
     uploaded: BTreeMap<String, Bytes>,
     infos: BTreeMap<String, ModuleInfo>,
 }
@@ -62,6 +68,7 @@ pub struct ControlPlane {
     sandbox_id: String,
     started: Instant,
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    shadow: egret_proxy::ShadowSlot,
     dispatch: Arc<WasmDispatch>,
     proxy: Arc<egret_proxy::Proxy>,
     telemetry: Arc<Telemetry>,
@@ -110,6 +117,7 @@ impl ControlPlane {
             sandbox_id: parts.sandbox_id,
             started: Instant::now(),
             policy: parts.policy,
+            shadow: parts.shadow,
             dispatch: parts.dispatch,
             proxy: parts.proxy,
             telemetry: parts.telemetry,
@@ -122,10 +130,37 @@ impl ControlPlane {
             ask: parts.ask,
             guarded: tokio::sync::Mutex::new(Guarded {
                 state: parts.state,
+                shadow_cfg: None,
                 uploaded: parts.uploaded,
                 infos,
             }),
         }
+    }
+
+    /// Validate `cfg`+`rt` completely as `generation`: the policy compiled, every module it
+    /// names read and compiled. Nothing is installed.
+    async fn prepare(
+        &self,
+        g: &Guarded,
+        cfg: &PolicyConfig,
+        rt: &RuntimeLayer,
+        generation: u64,
+    ) -> Result<(CompiledPolicy, HandlerSet), ControlError> {
+        let compiled = compile(cfg, rt, generation, &self.pins)?;
+        let source = ModuleSource {
+            policy_dir: &self.policy_dir,
+            uploaded: &g.uploaded,
+        };
+        let modules = source.read(cfg).map_err(|e| invalid(e.to_string()))?;
+        let set = crate::handlers::load(&self.dispatch.host, modules)
+            .await
+            .map_err(|refused| ControlError::Invalid {
+                problems: refused
+                    .iter()
+                    .map(|r| format!("handlers.{}.module ({}): {}", r.handler, r.module, r.error))
+                    .collect(),
+            })?;
+        Ok((compiled, set))
     }
 
     /// Validate `cfg`+`rt` completely, then swap it in as the next generation.
@@ -137,30 +172,18 @@ impl ControlPlane {
         kind: &'static str,
     ) -> Result<Applied, ControlError> {
         let generation = g.state.generation + 1;
-        let compiled = compile(&cfg, &rt, generation, &self.pins)?;
-        let warnings: Vec<String> = compiled
+        let (compiled, set) = self.prepare(g, &cfg, &rt, generation).await?;
+        let mut warnings: Vec<String> = compiled
             .warnings()
             .iter()
             .map(ToString::to_string)
             .collect();
-        let source = ModuleSource {
-            policy_dir: &self.policy_dir,
-            uploaded: &g.uploaded,
-        };
-        let modules = source.read(&cfg).map_err(|e| invalid(e.to_string()))?;
-        let set = crate::handlers::load(&self.dispatch.host, modules)
-            .await
-            .map_err(|refused| ControlError::Invalid {
-                problems: refused
-                    .iter()
-                    .map(|r| format!("handlers.{}.module ({}): {}", r.handler, r.module, r.error))
-                    .collect(),
-            })?;
         // Handlers first, then the policy that refers to them.
         self.dispatch.install(generation, set);
         self.policy.store(Arc::new(compiled));
         self.telemetry.swapped();
         self.proxy.policy_changed();
+        warnings.extend(self.reshadow(g, &rt, generation));
         g.state.cfg = cfg;
         g.state.runtime = rt;
         g.state.generation = generation;
@@ -198,14 +221,7 @@ impl ControlPlane {
     ) -> Result<Applied, ControlError> {
         let mut guard = self.guarded.lock().await;
         let g = &mut *guard;
-        if let Some(expected) = if_generation {
-            if expected != g.state.generation {
-                return Err(ControlError::Conflict {
-                    expected,
-                    current: g.state.generation,
-                });
-            }
-        }
+        check_generation(g, if_generation)?;
         let kind = change.kind();
         let mut cfg = g.state.cfg.clone();
         let mut rt = g.state.runtime.clone();
@@ -318,6 +334,17 @@ impl ControlPlane {
     }
 }
 
+/// The `if-generation` precondition, checked under the mutex so it is atomic with the change.
+fn check_generation(g: &Guarded, if_generation: Option<u64>) -> Result<(), ControlError> {
+    match if_generation {
+        Some(expected) if expected != g.state.generation => Err(ControlError::Conflict {
+            expected,
+            current: g.state.generation,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn edit_list(list: &mut Vec<String>, add: Vec<String>, remove: Vec<String>) {
     list.retain(|x| !remove.contains(x));
     for a in add {
@@ -424,5 +451,30 @@ impl Control for ControlPlane {
                 Err(e) => Err(ControlError::Internal(e)),
             }
         })
+    }
+
+    fn shadow_load(
+        &self,
+        policy: PolicyConfig,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
+        Box::pin(self.shadow_load_inner(policy, if_generation))
+    }
+
+    fn shadow_report(&self) -> Result<egret_admin::ShadowView, ControlError> {
+        let slot = self.shadow.load();
+        let shadow = slot.as_deref().ok_or_else(egret_admin::shadow::no_shadow)?;
+        Ok(self.shadow_view(shadow))
+    }
+
+    fn shadow_promote(
+        &self,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
+        Box::pin(self.shadow_promote_inner(if_generation))
+    }
+
+    fn shadow_drop(&self) -> BoxFuture<'_, Result<egret_admin::ShadowView, ControlError>> {
+        Box::pin(self.shadow_drop_inner())
     }
 }

@@ -136,3 +136,37 @@ fn evaluate_request_100_rules(bencher: divan::Bencher, case: &str) {
         )
     });
 }
+
+/// What a loaded shadow candidate adds to a request (`egret ctl policy shadow`): the
+/// candidate's decision (TLS, then the 100 rules), the live verdict described, the comparison,
+/// and for a difference its row in the report. The live verdict itself is not counted.
+#[divan::bench(args = ["same decision", "differs (recorded)"])]
+fn shadow_compare_100_rules(bencher: divan::Bencher, case: &str) {
+    use egret_policy::{differs, ShadowReport};
+    static OPEN: OnceLock<CompiledPolicy> = OnceLock::new();
+    let live = rules_100();
+    let candidate = match case {
+        "same decision" => rules_100(),
+        _ => OPEN.get_or_init(|| {
+            let cfg = PolicyConfig::from_toml("allowed_hosts = [\"api.test\"]\n", "open.toml")
+                .expect("open policy parses");
+            CompiledPolicy::compile(&cfg, &RuntimeLayer::default(), 1).expect("compiles")
+        }),
+    };
+    let d = Destination::host("api.test", 443);
+    let (method, path) = ("POST", "/v99/repos/x/git-receive-pack");
+    let verdict = live.evaluate_request(&d, method, path, None);
+    let mut report = ShadowReport::default();
+    bencher.bench_local(|| {
+        let shadow = candidate.decide(black_box(&d), true, black_box(method), path, None);
+        let l = live.describe(verdict.clone());
+        if differs(&l, &shadow) {
+            report.record("api.test", method, path, &l, &shadow, 1);
+        }
+    });
+    assert_eq!(
+        report.summary().differences > 0,
+        case.starts_with("differs"),
+        "{case}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::eval::{CompiledPolicy, RequestAction, TlsDecision};
+use crate::eval::{CompiledPolicy, RequestAction, RequestVerdict, TlsDecision};
 use crate::pattern::Destination;
 
 /// A URL split into what the policy looks at.
@@ -71,7 +71,7 @@ pub fn parse_url(url: &str) -> Result<UrlParts, String> {
 }
 
 /// How a request would be carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DryDecision {
     /// Forwarded (by egret, or through the handler).
     Allow,
@@ -112,8 +112,22 @@ impl CompiledPolicy {
     /// What egret would do with a `method` request to `url`.
     pub fn dry_run(&self, url: &UrlParts, method: &str) -> DryRun {
         let dest = Destination::named(&url.host, url.port);
-        if url.tls {
-            match self.tls_decision(&dest) {
+        self.decide(&dest, url.tls, method, &url.path, url.query.as_deref())
+    }
+
+    /// What egret would do with a `method` request for `path` (and `query`) to `dest`, over
+    /// TLS when `tls`: the TLS decision first, then the request's. The proxy asks this of a
+    /// shadow candidate for every request it carries.
+    pub fn decide(
+        &self,
+        dest: &Destination<'_>,
+        tls: bool,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> DryRun {
+        if tls {
+            match self.tls_decision(dest) {
                 TlsDecision::Refuse(v) => {
                     return DryRun {
                         decision: DryDecision::Deny,
@@ -137,7 +151,12 @@ impl CompiledPolicy {
                 TlsDecision::Intercept(_) => {}
             }
         }
-        let v = self.evaluate_request(&dest, method, &url.path, url.query.as_deref());
+        self.describe(self.evaluate_request(dest, method, path, query))
+    }
+
+    /// A request verdict of this policy as a [`DryRun`]: the decision as audited (`deny`,
+    /// `would_deny` naming the rule that would have denied, else `allow`) and the handler.
+    pub fn describe(&self, v: RequestVerdict) -> DryRun {
         let handler = match v.action {
             RequestAction::Handler(id) => Some(self.binding(id).handler.clone()),
             _ => None,

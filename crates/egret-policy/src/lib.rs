@@ -64,6 +64,7 @@ pub mod eval;
 pub mod matcher;
 pub mod pattern;
 pub mod request;
+pub mod shadow;
 pub mod suggest;
 
 pub use address::{special_range, SpecialRange};
@@ -82,3 +83,4 @@ pub use pattern::{
     canonical_ip, is_valid_name, normalize_host, Destination, Pattern, PatternError,
     PatternErrorKind, PatternKind, PortSpec, Specificity,
 };
+pub use shadow::{differs, ShadowReport, ShadowRow, ShadowSummary};

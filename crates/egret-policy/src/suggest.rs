@@ -98,7 +98,7 @@ impl Seen {
 }
 
 /// `/first-segment/**`, or `/` for the root: the prefix a path is allowed by.
-fn path_prefix(path: &str) -> String {
+pub(crate) fn path_prefix(path: &str) -> String {
     let path = path.split('?').next().unwrap_or(path);
     let canon = crate::request::canonical_path(path);
     match canon.trim_start_matches('/').split('/').next() {

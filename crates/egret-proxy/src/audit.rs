@@ -303,6 +303,30 @@ struct Event<'a> {
     instance_wait_ms: Option<f64>,
     handler_fields: Option<Fields<'a>>,
     decided_by: &'a str,
+    /// The shadow candidate's decision, when it differs from the live policy's.
+    shadow: Option<ShadowField<'a>>,
+}
+
+/// What a shadow candidate would have done with a request (`egret ctl policy shadow`).
+#[derive(Serialize)]
+struct ShadowField<'a> {
+    /// `allow`, `deny`, `would_deny` or `passthrough`.
+    decision: &'a str,
+    rule: &'a str,
+    handler: Option<&'a str>,
+    /// The status it would deny with.
+    status: Option<u16>,
+}
+
+impl<'a> ShadowField<'a> {
+    fn of(d: &'a egret_policy::DryRun) -> ShadowField<'a> {
+        ShadowField {
+            decision: d.decision.as_str(),
+            rule: &d.rule,
+            handler: d.handler.as_deref(),
+            status: d.status,
+        }
+    }
 }
 
 /// A handler's audit fields, written as one JSON object (`{"mcp.tool": "echo", ...}`).
@@ -468,6 +492,7 @@ impl RequestRecord {
             handler_fields: Some(self.outcome.handler_fields.as_slice())
                 .filter(|f| !f.is_empty())
                 .map(Fields),
+            shadow: self.outcome.shadow.as_ref().map(ShadowField::of),
         };
         emit(&self.sink, &ev);
     }
@@ -637,6 +662,7 @@ pub(crate) fn connection(
             .asked
             .map_or(crate::ask::DecidedBy::Policy, |a| a.by)
             .as_str(),
+        shadow: None,
     };
     emit(&proxy.audit, &ev);
 }
@@ -695,6 +721,7 @@ pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
         instance_wait_ms: None,
         handler_fields: None,
         decided_by: crate::ask::DecidedBy::Policy.as_str(),
+        shadow: None,
     };
     emit(sink, &ev);
 }

@@ -180,6 +180,8 @@ pub(crate) struct Outcome {
     pub handler_fields: Vec<(String, String)>,
     /// Who decided (someone asked, when no rule did: `--ask`).
     pub decided_by: crate::ask::DecidedBy,
+    /// The shadow candidate's decision, when it differs from the live policy's.
+    pub shadow: Option<egret_policy::DryRun>,
 }
 
 /// A request decided: the response for the sandbox, the destination it named (when it got
@@ -210,6 +212,7 @@ impl Decided {
                 instance_wait: None,
                 handler_fields: Vec::new(),
                 decided_by: crate::ask::DecidedBy::Policy,
+                shadow: None,
             },
         }
     }
@@ -303,6 +306,18 @@ impl Proxy {
             req.uri().path(),
             req.uri().query(),
         );
+        let shadow = self.shadow_decision(
+            policy,
+            &verdict,
+            &crate::shadow::Seen {
+                dest: &dest,
+                tls: info.tls,
+                host: &target.host,
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+            },
+        );
         let outcome = |decision, handler| Outcome {
             decision,
             rule: verdict.rule.clone(),
@@ -312,6 +327,7 @@ impl Proxy {
             instance_wait: None,
             handler_fields: Vec::new(),
             decided_by: crate::ask::DecidedBy::Policy,
+            shadow: shadow.clone(),
         };
         // No rule decides (`--ask`): an approval of the connection covers its requests,
         // otherwise the request itself is asked about.
@@ -346,8 +362,14 @@ impl Proxy {
                     self.cfg.sandbox_id,
                     policy.generation()
                 );
+                // Answered before the upload is read: it is held (and over h2 drained) so the
+                // client sees the denial rather than a reset stream.
+                let h2 = req.version() == Version::HTTP_2;
+                let (head, denial) = text_response(status, Decision::Deny, body).into_parts();
+                let unread = boxed(req.into_body());
+                let denial = crate::body::answer_before_body(denial, unread, h2);
                 Decided {
-                    resp: text_response(status, Decision::Deny, body),
+                    resp: Response::from_parts(head, denial),
                     target: Some(target),
                     outcome: outcome(Decision::Deny, None),
                 }
@@ -395,6 +417,20 @@ impl Proxy {
             }
         }
         decided
+    }
+
+    /// The shadow candidate's decision on a request, when one is loaded and decides it
+    /// otherwise than the live `policy` did (`verdict`).
+    fn shadow_decision(
+        &self,
+        policy: &CompiledPolicy,
+        verdict: &egret_policy::RequestVerdict,
+        req: &crate::shadow::Seen<'_>,
+    ) -> Option<egret_policy::DryRun> {
+        let slot = self.shadow.load();
+        let differs = slot.as_ref()?.observe(policy, verdict, req)?;
+        self.metrics.shadow_difference();
+        Some(differs)
     }
 
     /// The host and port a request is for (refusing requests egret cannot or will not carry):

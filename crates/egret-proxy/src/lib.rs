@@ -34,6 +34,7 @@ pub mod fetch;
 pub mod headers;
 mod http_engine;
 pub mod metrics;
+pub mod shadow;
 mod shard;
 mod tunnel;
 pub mod upstream;
@@ -45,6 +46,7 @@ pub use http_engine::{
     Dispatched, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead, ResponseDecision,
     ResponseMode, ResponsePhase,
 };
+pub use shadow::{Shadow, ShadowSlot};
 pub use shard::Shards;
 
 use arc_swap::ArcSwap;
@@ -123,6 +125,8 @@ pub struct TlsState {
 pub struct Proxy {
     pub(crate) cfg: ProxyConfig,
     pub(crate) policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The shadow candidate, when one is loaded.
+    pub(crate) shadow: ShadowSlot,
     pub(crate) dns: Arc<dyn SandboxDns>,
     /// Upstream pools, one set per connection thread (`cfg.workers`): the main runtime's
     /// first (see [`Proxy::clients`]).
@@ -147,6 +151,8 @@ pub struct ProxyParts {
     pub cfg: ProxyConfig,
     /// The policy, swappable at runtime.
     pub policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// The shadow candidate policy, loaded and dropped by the control plane.
+    pub shadow: ShadowSlot,
     /// The sandbox's DNS (synthetic address map + DNS over TCP).
     pub dns: Arc<dyn SandboxDns>,
     /// Upstream TLS client config offering h2 and http/1.1.
@@ -194,6 +200,7 @@ impl Proxy {
         Arc::new(Proxy {
             cfg: parts.cfg,
             policy: parts.policy,
+            shadow: parts.shadow,
             dns,
             clients,
             connector,

@@ -205,6 +205,7 @@ pub struct Metrics {
     connections_active: Gauge,
     overload_resets: Counter,
     would_deny: Counter,
+    shadow_differences: Counter,
 }
 
 const DECISIONS: usize = Decision::ALL.len();
@@ -255,6 +256,7 @@ impl Default for Metrics {
             connections_active: Gauge::default(),
             overload_resets: Counter::default(),
             would_deny: Counter::default(),
+            shadow_differences: Counter::default(),
         }
     }
 }
@@ -297,6 +299,11 @@ impl Metrics {
             "egret_would_deny",
             "Requests and connections the policy would have refused but only reported (enforce = false, report_only routes)",
             self.would_deny.clone(),
+        );
+        registry.register(
+            "egret_shadow_differences",
+            "Requests a shadow candidate policy (egret ctl policy shadow) would have decided otherwise than the live policy",
+            self.shadow_differences.clone(),
         );
         registry.register(
             "egret_requests",
@@ -377,6 +384,11 @@ impl Metrics {
         self.tunnels[proto.index()][decision.index()].inc();
         self.count_would_deny(decision);
         self.bytes(bytes_in, bytes_out);
+    }
+
+    /// A request the shadow candidate decided otherwise than the live policy.
+    pub fn shadow_difference(&self) {
+        self.shadow_differences.inc();
     }
 
     fn count_would_deny(&self, decision: Decision) {
@@ -527,6 +539,9 @@ mod tests {
         assert_eq!(out.matches("egret_requests_total{").count(), 36);
         assert_eq!(out.matches("egret_tunnels_total{").count(), 18);
         assert!(out.contains("egret_would_deny_total 0\n"), "{out}");
+        assert!(out.contains("egret_shadow_differences_total 0\n"), "{out}");
+        m.shadow_difference();
+        assert!(rendered(&m).contains("egret_shadow_differences_total 1\n"));
         m.request(Decision::WouldDeny, Some(200), 0, 0);
         m.tunnel(TunnelProto::Tcp, Decision::WouldDeny, 0, 0);
         let out = rendered(&m);

@@ -61,14 +61,6 @@ fn setup(id: &str) -> Env {
     }
 }
 
-fn generation(sock: &str) -> u64 {
-    let (code, out, err) = ctl(sock, &["--json", "status"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"]
-        .as_u64()
-        .unwrap()
-}
-
 #[test]
 fn cloudflare_sequence_including_a_keep_alive_connection() {
     let env = setup("cf");
@@ -116,7 +108,7 @@ fn swaps_under_load_never_fail_a_request_and_follow_the_generation() {
     let env = setup("load");
     let (code, _, err) = ctl(&env.sock, &["set-outbound", "get-only"]);
     assert_eq!(code, 0, "{err}");
-    let start_gen = generation(&env.sock);
+    let start_gen = ctl_generation(&env.sock);
     let client = include_str!("../../clients/keep_alive_load.py");
     let load = env
         .topo
@@ -155,7 +147,7 @@ fn swaps_under_load_never_fail_a_request_and_follow_the_generation() {
             && v["seen"]["get-only"].as_u64().unwrap_or(0) > 0,
         "{text}"
     );
-    assert_eq!(generation(&env.sock), start_gen + 200);
+    assert_eq!(ctl_generation(&env.sock), start_gen + 200);
     eprintln!("200 swaps in {:?}; {text}", t.elapsed());
     // The audit log: generations never go backwards per connection, and each request ran the
     // handler that its generation had (odd offsets allow-hosts, even get-only).
@@ -229,7 +221,7 @@ fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    let g = generation(&env.sock);
+    let g = ctl_generation(&env.sock);
     let junk = write(&env.topo, "junk.wasm", "definitely not wasm");
     let typed = write(&env.topo, "typed.toml", "internet = \"yes\"\n");
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -242,7 +234,11 @@ fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
         let (code, out, err) = ctl(&env.sock, &args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");
         assert!(format!("{out}{err}").contains(want), "{args:?}: {out}{err}");
-        assert_eq!(generation(&env.sock), g, "{args:?} changed the generation");
+        assert_eq!(
+            ctl_generation(&env.sock),
+            g,
+            "{args:?} changed the generation"
+        );
         let (code, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
         assert_eq!(code, 0);
         assert!(
@@ -267,7 +263,7 @@ fn invalid_changes_are_refused_and_the_old_generation_keeps_serving() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_eq!(generation(&env.sock), g);
+    assert_eq!(ctl_generation(&env.sock), g);
 }
 
 #[test]
@@ -302,7 +298,7 @@ fn state_dir_survives_kill_9() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    let g = generation(&env.sock);
+    let g = ctl_generation(&env.sock);
     let (_, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
     assert!(out.starts_with("HTTP/1.1 403"));
     env.egret.proc.signal(nix::sys::signal::Signal::SIGKILL);
@@ -327,7 +323,7 @@ fn state_dir_survives_kill_9() {
         ],
     )
     .unwrap();
-    assert!(generation(&env.sock) > g);
+    assert!(ctl_generation(&env.sock) > g);
     let (_, out, _) = env.topo.curl(&["-i", "http://github.test/echo"]);
     assert!(
         out.starts_with("HTTP/1.1 403"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every audit event carries exactly these fields (README, "Audit events").
-const FIELDS: [&str; 25] = [
+const FIELDS: [&str; 26] = [
     "ts",
     "sandbox",
     "generation",
@@ -31,6 +31,7 @@ const FIELDS: [&str; 25] = [
     "masked",
     "instance_wait_ms",
     "handler_fields",
+    "shadow",
 ];
 
 const SECRET: &str = "s3cr3t-VALUE-4b1d2e9f7a";

@@ -186,22 +186,9 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
     std::fs::write(clone.join("CHANGE"), "pushed\n").unwrap();
     git_ok(&topo.tmp.0, &["-C", c, "add", "CHANGE"]);
     git_ok(&topo.tmp.0, &["-C", c, "commit", "-q", "-m", "second"]);
-    // The refused push over HTTP/1.1: over h2 egret answers 403 while curl may still be sending
-    // the pack, then resets the unread request stream, and curl sometimes reports the reset
-    // ("Stream error in the HTTP/2 framing layer") instead of the 403 it had received.
-    let (ok, err) = sandbox_git(
-        &topo,
-        &ca,
-        &[
-            "-c",
-            "http.version=HTTP/1.1",
-            "-C",
-            c,
-            "push",
-            "origin",
-            "main",
-        ],
-    );
+    // Over h2 (git's default through egret's ALPN): the denial arrives while git may still
+    // be sending the pack, and git must report the 403, not a reset stream.
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "push", "origin", "main"]);
     assert!(!ok, "the push went through an enforcing rule");
     assert!(err.contains("403"), "{err}");
     let denied = egret
@@ -215,6 +202,7 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
         "{rule}"
     );
     assert!(denied["handler"].is_null());
+    assert_eq!(denied["proto"], "https-h2", "{denied}");
     let bare = root.join("repo.git");
     let head = |b: &Path| {
         git_ok(
@@ -280,19 +268,7 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
         "{would}"
     );
     assert_eq!(would["status"], 200);
-    let (code, metrics, _) = {
-        let out = admin_curl(&sock)
-            .arg("http://egret/metrics")
-            .output()
-            .unwrap();
-        code_out_err(&out)
-    };
-    assert_eq!(code, 0);
-    let count = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("egret_would_deny_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no egret_would_deny_total: {metrics}"));
+    let count = metric(&sock, "egret_would_deny_total");
     assert!(count >= 1, "{count}");
 
     // Learn: suggest from the session's audit log, with the pins as the base.
@@ -337,4 +313,260 @@ fn git_push_refused_by_a_request_rule_then_reported_then_learnt() {
     let (code, out) = policy_test(&suggested_file, &["GET https://other.test/".to_owned()]);
     assert_eq!(code, 1);
     assert!(out[0].starts_with("deny "), "{out:?}");
+}
+
+/// The live policy of the shadow test: git.test allowed, every request forwarded.
+const OPEN: &str = "allowed_hosts = [\"git.test\"]\n";
+
+/// A counter of `/metrics` on the admin socket `sock`.
+fn metric(sock: &str, name: &str) -> u64 {
+    let out = admin_curl(sock)
+        .arg("http://egret/metrics")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}: {text}"))
+}
+
+/// A shadow candidate refusing pushes: a bad candidate is refused naming the file and line
+/// with nothing loaded; the good one decides next to the live policy, which still lets the
+/// push through, and its difference is audited, counted and reported; promoted, it refuses
+/// the next push as generation + 1; a candidate loaded afterwards and dropped changes nothing.
+#[test]
+fn shadow_candidate_reported_promoted_and_dropped() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let root = topo.tmp.path("repos");
+    let (_server, pki) = git_server(&topo, &root);
+    let sock = topo.tmp.path("admin.sock").to_string_lossy().into_owned();
+    let live = format!("{OPEN}{RESOLVE}");
+    let (egret, ca) = Egret::start_intercepting(
+        &topo,
+        "shadow",
+        &live,
+        &pki.ca,
+        &["--admin-socket", &sock],
+        &[],
+    )
+    .expect("egret starts");
+    let start = ctl_generation(&sock);
+
+    // A bad candidate: refused with the file and line, nothing loaded, the live one unchanged.
+    let bad = write(
+        &topo,
+        "bad.toml",
+        &format!("{RESOLVE}\n[[routes]]\nhost = \"git.test\"\npaths = [\"/x\"\n"),
+    );
+    let (code, out, err) = ctl(&sock, &["policy", "shadow", &bad]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("{bad}:")) && err.contains("line"),
+        "{err}"
+    );
+    let (code, _, err) = ctl(&sock, &["policy", "shadow", "report"]);
+    assert_eq!(code, 1, "a refused candidate was loaded: {err}");
+    assert!(err.contains("no shadow policy is loaded"), "{err}");
+    let unknown = write(
+        &topo,
+        "unknown.toml",
+        &format!("{RESOLVE}\n[[routes]]\nhost = \"git.test\"\nhandler = \"nope\"\n"),
+    );
+    let (code, _, err) = ctl(&sock, &["policy", "shadow", &unknown]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{unknown}: routes[0].handler")),
+        "{err}"
+    );
+    assert_eq!(ctl_generation(&sock), start);
+
+    let candidate = write(&topo, "candidate.toml", &format!("{RESOLVE}\n{RULE}"));
+    let (code, out, err) = ctl(&sock, &["policy", "shadow", &candidate]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        ctl_generation(&sock),
+        start,
+        "loading a candidate swapped the live policy"
+    );
+
+    // The live policy decides: clone, fetch and push pass.
+    let clone = topo.tmp.path("clone");
+    let c = clone.to_str().unwrap();
+    let (ok, err) = sandbox_git(&topo, &ca, &["clone", "-q", "https://git.test/repo.git", c]);
+    assert!(ok, "clone: {err}\n{}", egret.logs());
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "fetch", "-q", "origin"]);
+    assert!(ok, "fetch: {err}");
+    std::fs::write(clone.join("CHANGE"), "pushed\n").unwrap();
+    git_ok(&topo.tmp.0, &["-C", c, "add", "CHANGE"]);
+    git_ok(&topo.tmp.0, &["-C", c, "commit", "-q", "-m", "second"]);
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "push", "-q", "origin", "main"]);
+    assert!(ok, "the live policy allows the push: {err}");
+
+    // Audited with the candidate's decision where they differ, and only there.
+    let push = egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["path"] == "/repo.git/git-receive-pack" && e["decision"] == "forward"
+        })
+        .unwrap_or_else(|| panic!("no push event: {:?}", requests(&egret)));
+    assert_eq!(push["shadow"]["decision"], "deny", "{push}");
+    assert_eq!(push["shadow"]["status"], 403, "{push}");
+    let rule = push["shadow"]["rule"].as_str().unwrap();
+    assert!(rule.contains("no route for \"git.test\""), "{rule}");
+    let session = requests(&egret);
+    for e in &session {
+        let differs = e["path"] == "/repo.git/git-receive-pack";
+        assert_eq!(!e["shadow"].is_null(), differs, "{e}");
+    }
+    assert!(metric(&sock, "egret_shadow_differences_total") >= 1);
+
+    // The report: as JSON and as a table.
+    let (code, out, err) = ctl(&sock, &["--json", "policy", "shadow", "report"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["requests"].as_u64().unwrap(),
+        session.len() as u64,
+        "{report}"
+    );
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    let row = &rows[0];
+    assert_eq!(
+        (
+            &row["host"],
+            &row["method"],
+            &row["path"],
+            &row["live"],
+            &row["shadow"]
+        ),
+        (
+            &"git.test".into(),
+            &"POST".into(),
+            &"/repo.git/**".into(),
+            &"allow".into(),
+            &"deny".into()
+        ),
+        "{row}"
+    );
+    assert_eq!(row["count"].as_u64(), report["differences"].as_u64());
+    assert!(row["first_seen"].as_u64().unwrap() <= row["last_seen"].as_u64().unwrap());
+    let (code, table, _) = ctl(&sock, &["policy", "shadow", "report"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.lines().any(|l| l.contains("git.test")
+            && l.contains("POST")
+            && l.contains("/repo.git/**")
+            && l.contains("deny 403")),
+        "{table}"
+    );
+
+    // Promote: the next generation, and the push is refused.
+    let (code, out, err) = ctl(&sock, &["--json", "policy", "shadow", "promote"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let promoted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        promoted["generation"].as_u64(),
+        Some(start + 1),
+        "{promoted}"
+    );
+    assert_eq!(ctl_generation(&sock), start + 1);
+    let (code, _, _) = ctl(&sock, &["policy", "shadow", "report"]);
+    assert_eq!(code, 1, "the promoted candidate is still a shadow");
+    std::fs::write(clone.join("THIRD"), "3\n").unwrap();
+    git_ok(&topo.tmp.0, &["-C", c, "add", "THIRD"]);
+    git_ok(&topo.tmp.0, &["-C", c, "commit", "-q", "-m", "third"]);
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "push", "origin", "main"]);
+    assert!(!ok, "the promoted candidate let the push through");
+    assert!(err.contains("403"), "{err}");
+    let (ok, err) = sandbox_git(&topo, &ca, &["-C", c, "fetch", "-q", "origin"]);
+    assert!(ok, "fetch under the promoted policy: {err}");
+
+    // Drop: a candidate allowing pushes again is reported, then dropped; the live policy
+    // still refuses, and its events no longer carry a shadow decision.
+    let open = write(&topo, "open.toml", &live);
+    let (code, _, err) = ctl(&sock, &["policy", "shadow", &open]);
+    assert_eq!(code, 0, "{err}");
+    let (ok, _) = sandbox_git(&topo, &ca, &["-C", c, "push", "-q", "origin", "main"]);
+    assert!(!ok);
+    let denied = egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["decision"] == "deny" && !e["shadow"].is_null()
+        })
+        .unwrap_or_else(|| panic!("no deny event with a shadow: {:?}", requests(&egret)));
+    assert_eq!(denied["shadow"]["decision"], "allow", "{denied}");
+    let (code, out, err) = ctl(&sock, &["--json", "policy", "shadow", "drop"]);
+    assert_eq!(code, 0, "{err}");
+    let last: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(last["rows"][0]["shadow"], "allow", "{last}");
+    let (code, _, err) = ctl(&sock, &["policy", "shadow", "drop"]);
+    assert_eq!(code, 1, "dropped twice: {err}");
+    assert_eq!(
+        ctl_generation(&sock),
+        start + 1,
+        "drop swapped the live policy"
+    );
+    let before = requests(&egret).len();
+    let (ok, _) = sandbox_git(&topo, &ca, &["-C", c, "push", "-q", "origin", "main"]);
+    assert!(!ok);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let fresh = loop {
+        let fresh = requests(&egret).split_off(before);
+        if fresh.iter().any(|e| e["decision"] == "deny") || std::time::Instant::now() > deadline {
+            break fresh;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(fresh.iter().any(|e| e["decision"] == "deny"), "{fresh:?}");
+    assert!(fresh.iter().all(|e| e["shadow"].is_null()), "{fresh:?}");
+}
+
+/// A request rule's denial of an h2 POST with a body: curl gets the 403, not a reset stream,
+/// for a body within the first flow-control window (1 KiB) and one well past it (1 MiB).
+#[test]
+fn h2_post_denied_by_a_rule_gets_the_403() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let root = topo.tmp.path("repos");
+    let (_server, pki) = git_server(&topo, &root);
+    let (egret, ca) = Egret::start_intercepting(
+        &topo,
+        "h2deny",
+        &format!("{RESOLVE}\n{RULE}"),
+        &pki.ca,
+        &[],
+        &[],
+    )
+    .expect("egret starts");
+    for (name, size) in [("small", 1usize << 10), ("large", 1 << 20)] {
+        let body = topo.tmp.path(name);
+        std::fs::write(&body, vec![b'x'; size]).unwrap();
+        let (code, out, err) = topo.curl(&[
+            "--http2",
+            "--cacert",
+            &ca,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "-H",
+            "content-type: application/x-git-receive-pack-request",
+            "--data-binary",
+            &format!("@{}", body.display()),
+            "https://git.test/repo.git/git-receive-pack",
+        ]);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "2 403"),
+            "{name}: {err}\n{}",
+            egret.logs()
+        );
+    }
+    let denied: Vec<_> = requests(&egret)
+        .into_iter()
+        .filter(|e| e["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(denied
+        .iter()
+        .all(|e| e["proto"] == "https-h2" && e["status"] == 403));
 }

@@ -121,7 +121,8 @@ pub enum CtlCommand {
     Ca,
     /// Print Prometheus metrics.
     Metrics,
-    /// Follow audit events, one line each: time, sandbox, decision, method host path, status, rule.
+    /// Follow audit events, one line each: time, sandbox, decision, method host path, status, rule
+    /// (and the shadow candidate's decision where it differs).
     Tail {
         /// Only events of this sandbox.
         #[arg(long, value_name = "ID")]
@@ -163,6 +164,16 @@ pub enum PolicyCommand {
     Set {
         /// The policy file.
         file: PathBuf,
+    },
+    /// Try a candidate policy next to the live one: `shadow FILE` loads it (validated like
+    /// `set`; every request is then decided by both, the live one is carried out), `shadow
+    /// report` lists where they differ (host, method, path glob, count, first/last seen),
+    /// `shadow promote` makes it live (generation + 1), `shadow drop` removes it. A file named
+    /// like a subcommand is given as `./report`.
+    Shadow {
+        /// A policy file (TOML, or JSON if it ends in `.json`), or `report`, `promote`, `drop`.
+        #[arg(value_name = "FILE|report|promote|drop")]
+        what: String,
     },
 }
 

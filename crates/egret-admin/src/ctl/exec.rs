@@ -6,7 +6,7 @@
 //! (exit 2) reported before anything is sent.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use egret_policy::{BindingConfig, HandlerConfig, RouteConfig};
@@ -17,7 +17,7 @@ use super::args::{
 };
 use super::{output, Failure};
 use crate::api::{AuditFilter, HostListChange, ModuleList, SecretList};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, AdminClientError};
 use crate::control::SecretValue;
 
 /// Runs one command and prints its answer to `out`; failures are left to the caller to
@@ -40,16 +40,27 @@ pub(super) async fn run(
             }
         }
         CtlCommand::Policy(PolicyCommand::Set { file }) => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
-            let ct = if file.extension().is_some_and(|e| e == "json") {
-                "application/json"
-            } else {
-                "application/toml"
-            };
-            let a = client.replace_policy_text(text, ct, ifg).await?;
+            let (text, ct) = policy_file(&file)?;
+            let a = client
+                .replace_policy_text(text, ct, ifg)
+                .await
+                .map_err(|e| in_file(&file, e))?;
             output::answer(out, json, &a)
         }
+        CtlCommand::Policy(PolicyCommand::Shadow { what }) => match what.as_str() {
+            "report" => output::answer(out, json, &client.shadow_report().await?),
+            "promote" => output::answer(out, json, &client.shadow_promote(ifg).await?),
+            "drop" => output::answer(out, json, &client.shadow_drop().await?),
+            file => {
+                let file = PathBuf::from(file);
+                let (text, ct) = policy_file(&file)?;
+                let a = client
+                    .shadow_load_text(text, ct, ifg)
+                    .await
+                    .map_err(|e| in_file(&file, e))?;
+                output::answer(out, json, &a)
+            }
+        },
         CtlCommand::SetOutbound { name, params } => {
             let b = BindingConfig {
                 handler: name,
@@ -169,6 +180,36 @@ pub(super) async fn run(
             Ok(())
         }
     }
+}
+
+/// A policy file's text and content type (JSON when it ends in `.json`, else TOML).
+fn policy_file(file: &Path) -> Result<(String, &'static str), Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let ct = if file.extension().is_some_and(|e| e == "json") {
+        "application/json"
+    } else {
+        "application/toml"
+    };
+    Ok((text, ct))
+}
+
+/// A refused policy file: the server reads the body as "request body", so its line and
+/// column, and the field paths of its problems, are said to be the file's.
+fn in_file(file: &Path, mut e: AdminClientError) -> AdminClientError {
+    if let AdminClientError::Refused { error, .. } = &mut e {
+        let shown = file.display().to_string();
+        if let (Some(line), Some(col)) = (error.line, error.column) {
+            error.message = format!("{shown}:{line}:{col}: {}", error.message);
+        }
+        for p in &mut error.problems {
+            *p = match p.strip_prefix("request body") {
+                Some(rest) => format!("{shown}{rest}"),
+                None => format!("{shown}: {p}"),
+            };
+        }
+    }
+    e
 }
 
 /// `--params`, parsed here so that bad JSON is a usage error naming the flag rather than a

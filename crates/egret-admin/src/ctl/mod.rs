@@ -73,7 +73,8 @@ fn answer_timeout(command: &CtlCommand) -> std::time::Duration {
     match command {
         CtlCommand::Module(ModuleCommand::Upload { .. })
         | CtlCommand::Handler(HandlerCommand::Set { .. })
-        | CtlCommand::Policy(PolicyCommand::Set { .. }) => std::time::Duration::from_secs(600),
+        | CtlCommand::Policy(PolicyCommand::Set { .. })
+        | CtlCommand::Policy(PolicyCommand::Shadow { .. }) => std::time::Duration::from_secs(600),
         _ => std::time::Duration::from_secs(30),
     }
 }

@@ -124,6 +124,89 @@ impl Readable for Applied {
     }
 }
 
+/// `policy shadow report` / `drop`: the totals, then one table row per difference.
+impl Readable for crate::shadow::ShadowView {
+    fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
+        let s = &self.summary;
+        writeln!(
+            out,
+            "shadow policy loaded {}; live generation {}; {} request(s) decided by both, {} decided differently",
+            rfc3339(self.loaded_at),
+            self.generation,
+            self.requests,
+            s.differences
+        )?;
+        if s.overflow > 0 {
+            writeln!(
+                out,
+                "{} difference(s) not shown: the report keeps at most {} rows",
+                s.overflow, s.max_rows
+            )?;
+        }
+        if s.rows.is_empty() {
+            return Ok(());
+        }
+        let decision = |d: &str, handler: &Option<String>, status: Option<u16>| {
+            let mut t = d.to_owned();
+            if let Some(st) = status {
+                t.push_str(&format!(" {st}"));
+            }
+            if let Some(h) = handler {
+                t.push_str(&format!(" ({h})"));
+            }
+            t
+        };
+        let rows: Vec<[String; 8]> = s
+            .rows
+            .iter()
+            .map(|r| {
+                [
+                    r.count.to_string(),
+                    r.host.clone(),
+                    r.method.clone(),
+                    r.path.clone(),
+                    decision(&r.live, &r.live_handler, None),
+                    decision(&r.shadow, &r.shadow_handler, r.shadow_status),
+                    format!("{} .. {}", rfc3339(r.first_seen), rfc3339(r.last_seen)),
+                    r.shadow_rule.clone(),
+                ]
+            })
+            .collect();
+        let head = [
+            "COUNT",
+            "HOST",
+            "METHOD",
+            "PATH",
+            "LIVE",
+            "SHADOW",
+            "FIRST .. LAST SEEN",
+            "SHADOW RULE",
+        ];
+        let mut w = head.map(str::len);
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+        let line = |cells: [&str; 8]| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(c);
+                } else {
+                    l.push_str(&format!("{c:<width$}  ", width = w[i]));
+                }
+            }
+            l
+        };
+        writeln!(out, "{}", line(head))?;
+        for r in &rows {
+            writeln!(out, "{}", line(std::array::from_fn(|i| r[i].as_str())))?;
+        }
+        Ok(())
+    }
+}
+
 impl Readable for Status {
     fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
         writeln!(out, "sandbox     {}", self.sandbox_id)?;
@@ -351,13 +434,23 @@ pub fn format_event(line: &str) -> String {
         (Some(m), p) => (m.to_owned(), p.unwrap_or("").to_owned()),
         (None, _) => (s("proto").to_uppercase(), format!(" ({})", s("dst"))),
     };
-    format!(
+    let mut line = format!(
         "{time} {} {:<7} {method} {}{path} {status} rule={}",
         s("sandbox"),
         s("decision"),
         s("host"),
         s("rule")
-    )
+    );
+    // A shadow candidate that would have decided otherwise.
+    if let Some(shadow) = event_field(&v, "shadow").filter(|x| x.is_object()) {
+        let field = |k: &str| shadow.get(k).and_then(|x| x.as_str()).unwrap_or("-");
+        line.push_str(&format!(
+            " shadow={} shadow_rule={}",
+            field("decision"),
+            field("rule")
+        ));
+    }
+    line
 }
 
 fn human_duration(secs: u64) -> String {
@@ -410,6 +503,13 @@ mod tests {
             r#"{"sandbox":"a","decision":"forward","proto":"tcp","host":"db.test","dst":"10.0.0.1:5432","rule":"r"}"#,
         );
         assert_eq!(l, "- a forward TCP db.test (10.0.0.1:5432) - rule=r");
+        let l = format_event(
+            r#"{"sandbox":"a","decision":"forward","method":"POST","host":"git.test","path":"/r","status":200,"rule":"r","shadow":{"decision":"deny","rule":"no route","handler":null,"status":403}}"#,
+        );
+        assert_eq!(
+            l,
+            "- a forward POST git.test/r 200 rule=r shadow=deny shadow_rule=no route"
+        );
         assert_eq!(format_event("garbage"), "garbage");
         assert!(format_event(r#"{"type":"lagged","skipped":3}"#).contains("3 events skipped"));
     }

@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::control::{Change, ControlError};
 use crate::server::ServerOptions;
+use crate::shadow::ShadowOp;
 
 /// Which body an endpoint reads, and so which limit applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +64,8 @@ impl RequestHead {
             | Op::DeniedHosts
             | Op::Internet
             | Op::SetHandler(_)
-            | Op::SetSecret(_) => BodyKind::Text,
+            | Op::SetSecret(_)
+            | Op::Shadow(route::ShadowOp::Load) => BodyKind::Text,
             Op::UploadModule(_) => BodyKind::Module,
             _ => BodyKind::None,
         }
@@ -159,6 +161,20 @@ impl RequestHead {
             Op::Ca => Ok(Command::Ca),
             Op::Metrics => Ok(Command::Metrics),
             Op::Audit => route::audit_query(&self.query).map(Command::Audit),
+            Op::Shadow(op) => {
+                let op = match op {
+                    route::ShadowOp::Load => {
+                        ShadowOp::Load(Box::new(parse_policy(&body, self.toml)?))
+                    }
+                    route::ShadowOp::Report => ShadowOp::Report,
+                    route::ShadowOp::Promote => ShadowOp::Promote,
+                    route::ShadowOp::Drop => ShadowOp::Drop,
+                };
+                Ok(Command::Shadow {
+                    op,
+                    if_generation: ifg,
+                })
+            }
         }
     }
 }

@@ -138,6 +138,13 @@ pub enum Command {
         /// The approval's scope; `None` denies.
         approve: Option<crate::ask::AskScope>,
     },
+    /// `/v1/policy/shadow[/promote]`: the shadow candidate.
+    Shadow {
+        /// What to do with it.
+        op: crate::shadow::ShadowOp,
+        /// The `if-generation` header (loading and promoting check it).
+        if_generation: Option<u64>,
+    },
 }
 
 /// A request whose method, path and headers are valid; the body is still to be read.

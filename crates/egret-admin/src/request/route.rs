@@ -38,6 +38,16 @@ pub(super) enum Op {
     Pending,
     Approve(u64),
     Deny(u64),
+    Shadow(ShadowOp),
+}
+
+/// What a shadow request asks for, before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ShadowOp {
+    Load,
+    Report,
+    Promote,
+    Drop,
 }
 
 /// The endpoints, as listed in a `not_found` answer.
@@ -45,6 +55,8 @@ const ENDPOINTS: &[&str] = &[
     "GET /v1/health",
     "GET /v1/status",
     "GET|PUT /v1/policy",
+    "GET|PUT|DELETE /v1/policy/shadow",
+    "POST /v1/policy/shadow/promote",
     "PUT|DELETE /v1/outbound",
     "PUT|DELETE /v1/outbound-by-host",
     "POST /v1/allowed-hosts",
@@ -85,6 +97,8 @@ pub(super) enum Route<'a> {
     Audit,
     Pending,
     Decide(u64, bool),
+    Shadow,
+    ShadowPromote,
 }
 
 impl Route<'_> {
@@ -106,6 +120,8 @@ impl Route<'_> {
             }
             Route::AllowedHosts | Route::DeniedHosts => "POST",
             Route::Internet | Route::Module(_) => "PUT",
+            Route::Shadow => "GET, PUT, DELETE",
+            Route::ShadowPromote => "POST",
         }
     }
 
@@ -138,6 +154,10 @@ impl Route<'_> {
             Route::Pending if m == Method::GET => Op::Pending,
             Route::Decide(id, true) if m == Method::POST => Op::Approve(id),
             Route::Decide(id, false) if m == Method::POST => Op::Deny(id),
+            Route::Shadow if m == Method::PUT => Op::Shadow(ShadowOp::Load),
+            Route::Shadow if m == Method::GET => Op::Shadow(ShadowOp::Report),
+            Route::Shadow if m == Method::DELETE => Op::Shadow(ShadowOp::Drop),
+            Route::ShadowPromote if m == Method::POST => Op::Shadow(ShadowOp::Promote),
             _ => {
                 let mut f = Rejection::new(
                     ErrorCode::MethodNotAllowed,
@@ -179,6 +199,8 @@ pub(super) fn route(path: &str) -> Result<Route<'_>, Rejection> {
         ["health"] => Route::Health,
         ["status"] => Route::Status,
         ["policy"] => Route::Policy,
+        ["policy", "shadow"] => Route::Shadow,
+        ["policy", "shadow", "promote"] => Route::ShadowPromote,
         ["outbound"] => Route::Outbound,
         ["outbound-by-host"] => Route::OutboundByHost,
         ["allowed-hosts"] => Route::AllowedHosts,
@@ -300,6 +322,18 @@ mod tests {
         assert_eq!(route("/metrics").unwrap(), Route::Metrics);
         assert_eq!(route("/v1/handlers/x").unwrap(), Route::Handler("x"));
         assert_eq!(route("/v1/modules").unwrap(), Route::Modules);
+        assert_eq!(route("/v1/policy/shadow").unwrap(), Route::Shadow);
+        assert_eq!(
+            route("/v1/policy/shadow/promote").unwrap(),
+            Route::ShadowPromote
+        );
+        assert_eq!(
+            Route::ShadowPromote
+                .operation(&Method::GET, "/v1/policy/shadow/promote")
+                .unwrap_err()
+                .allow,
+            Some("POST")
+        );
         assert_eq!(
             route("/v1/modules/m.wasm").unwrap(),
             Route::Module("m.wasm")

@@ -22,6 +22,8 @@ pub struct Mock {
     pub secrets: Mutex<Vec<String>>,
     pub audit: broadcast::Sender<Arc<str>>,
     pub audit_enabled: bool,
+    /// The shadow candidate loaded, if any.
+    pub shadow: Mutex<Option<PolicyConfig>>,
 }
 
 impl Mock {
@@ -34,6 +36,7 @@ impl Mock {
             secrets: Mutex::new(vec!["FILE_TOKEN".into()]),
             audit: broadcast::channel(64).0,
             audit_enabled: true,
+            shadow: Mutex::new(None),
         })
     }
 
@@ -165,6 +168,91 @@ impl Control for Mock {
 
     fn subscribe_audit(&self) -> Option<broadcast::Receiver<Arc<str>>> {
         self.audit_enabled.then(|| self.audit.subscribe())
+    }
+
+    fn shadow_load(
+        &self,
+        policy: PolicyConfig,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
+        Box::pin(async move {
+            let generation = *self.generation.lock().unwrap();
+            if let Some(expected) = if_generation.filter(|e| *e != generation) {
+                return Err(ControlError::Conflict {
+                    expected,
+                    current: generation,
+                });
+            }
+            *self.shadow.lock().unwrap() = Some(policy);
+            Ok(Applied {
+                generation,
+                warnings: vec![],
+            })
+        })
+    }
+
+    fn shadow_report(&self) -> Result<ShadowView, ControlError> {
+        self.shadow
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|_| self.shadow_view())
+            .ok_or_else(egret_admin::shadow::no_shadow)
+    }
+
+    fn shadow_promote(
+        &self,
+        if_generation: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, ControlError>> {
+        Box::pin(async move {
+            let cfg = self
+                .shadow
+                .lock()
+                .unwrap()
+                .take()
+                .ok_or_else(egret_admin::shadow::no_shadow)?;
+            self.apply(Change::ReplacePolicy(Box::new(cfg)), if_generation)
+                .await
+        })
+    }
+
+    fn shadow_drop(&self) -> BoxFuture<'_, Result<ShadowView, ControlError>> {
+        Box::pin(async move {
+            let view = self.shadow_report()?;
+            *self.shadow.lock().unwrap() = None;
+            Ok(view)
+        })
+    }
+}
+
+impl Mock {
+    /// The report of a loaded candidate: one difference.
+    pub fn shadow_view(&self) -> ShadowView {
+        ShadowView {
+            generation: *self.generation.lock().unwrap(),
+            loaded_at: 1_700_000_000,
+            requests: 3,
+            summary: egret_policy::ShadowSummary {
+                differences: 1,
+                overflow: 0,
+                max_rows: 1000,
+                rows: vec![egret_policy::ShadowRow {
+                    host: "git.test".into(),
+                    method: "POST".into(),
+                    path: "/repo.git/**".into(),
+                    live: "allow".into(),
+                    live_rule: "allowed_hosts \"git.test\"".into(),
+                    live_handler: None,
+                    shadow: "deny".into(),
+                    shadow_rule: "no route".into(),
+                    shadow_handler: None,
+                    shadow_status: Some(403),
+                    count: 1,
+                    first_seen: 1_700_000_010,
+                    last_seen: 1_700_000_010,
+                }],
+            },
+        }
     }
 }
 
