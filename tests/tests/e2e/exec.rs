@@ -121,6 +121,24 @@ fn assert_nothing_left() {
     assert!(gone, "processes left behind:\n{}", alive().join("\n"));
 }
 
+/// pip asking `index` for a package that does not exist (it talks HTTPS to it, finds nothing).
+fn pip_download(index: &str) -> [&str; 12] {
+    [
+        "/usr/bin/python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "-d",
+        "/tmp",
+        "--index-url",
+        index,
+        "egret-no-such-package",
+    ]
+}
+
 fn echo_json(out: &Output) -> serde_json::Value {
     let (code, stdout, stderr) = code_out_err(out);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
@@ -176,20 +194,7 @@ fn git_and_pip_reach_an_allowed_host_through_the_sandbox_ca() {
         "git's request did not arrive: {text}\n{}",
         s.up.access_log()
     );
-    let pip = s.with_policy(&[
-        "/usr/bin/python3",
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "-d",
-        "/tmp",
-        "--index-url",
-        "https://api.example.test/simple/",
-        "egret-no-such-package",
-    ]);
+    let pip = s.with_policy(&pip_download("https://api.example.test/simple/"));
     let text = all_output(&pip);
     assert!(
         !text.contains("SSL") && !text.contains("CERTIFICATE"),
@@ -397,15 +402,7 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
     let script = "n=0; trap 'n=$((n+1))' INT; echo ready; \
                   while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.5; echo interrupts=$n; exit 4";
     let cmd = s.exec_as(Some(USER), &[], &["sh", "-c", script]);
-    let mut argv: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
-    argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(include_str!("../../clients/pty_ctrl_c.py"))
-        .args(&argv)
-        .output()
-        .unwrap();
-    let text = all_output(&out);
+    let text = on_terminal(&cmd, "ready", "\x03");
     assert!(text.contains("interrupts=1"), "{text}");
     assert!(text.contains("exit=4"), "{text}");
     assert_nothing_left();
@@ -477,20 +474,7 @@ fn proxy_env_carries_programs_that_honour_proxy_variables() {
     let git = pe(&["git", "ls-remote", "https://api.example.test/proxied.git"]);
     let text = all_output(&git);
     assert!(!text.to_lowercase().contains("certificate"), "{text}");
-    let pip = pe(&[
-        "/usr/bin/python3",
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "-d",
-        "/tmp",
-        "--index-url",
-        "https://api.example.test/proxied-simple/",
-        "egret-no-such-package",
-    ]);
+    let pip = pe(&pip_download("https://api.example.test/proxied-simple/"));
     let text = all_output(&pip);
     assert!(
         !text.contains("SSL") && !text.contains("CERTIFICATE"),
@@ -676,20 +660,28 @@ fn run_serves_an_explicit_proxy_with_or_without_a_sandbox() {
     drop(up);
 }
 
-/// `egret exec --ask ... -- CMD` on a terminal answered with `reply` (empty: never answered);
-/// everything written on the terminal, ending with `exit=N`.
-fn ask_on_terminal(s: &Setup, reply: &str, flags: &[&str], cmd: &[&str]) -> String {
-    let c = s.exec_as(Some(USER), flags, cmd);
-    let mut argv: Vec<String> = vec![c.get_program().to_string_lossy().into_owned()];
-    argv.extend(c.get_args().map(|a| a.to_string_lossy().into_owned()));
+/// Runs `cmd` on a new pseudo-terminal (its controlling terminal), typing `text` each time
+/// another `trigger` appears in its output; everything written there, ending with `exit=N`.
+fn on_terminal(cmd: &Command, trigger: &str, text: &str) -> String {
     let out = Command::new("/usr/bin/python3")
         .arg("-c")
-        .arg(include_str!("../../clients/pty_ask.py"))
-        .arg(reply)
-        .args(&argv)
+        .arg(include_str!("../../clients/pty_type.py"))
+        .args([trigger, text])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
         .output()
         .unwrap();
     all_output(&out)
+}
+
+/// `egret exec --ask ... -- CMD` on a terminal answered with `reply` (empty: never answered).
+fn ask_on_terminal(s: &Setup, reply: &str, flags: &[&str], cmd: &[&str]) -> String {
+    let typed = if reply.is_empty() {
+        String::new()
+    } else {
+        format!("{reply}\n")
+    };
+    on_terminal(&s.exec_as(Some(USER), flags, cmd), "[d]eny?", &typed)
 }
 
 /// `--ask` on the controlling terminal: a host no rule decides is held while egret asks; once
