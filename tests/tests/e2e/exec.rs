@@ -785,6 +785,7 @@ fn ask_is_answered_through_the_admin_socket() {
         spawn(d, &s.topo.tmp.0, name)
     };
     let flags = ["--policy", &s.policy, "--ask", "--admin-socket", sock];
+    let proxied = [&flags[..], &["--proxy-env"]].concat();
     let pending = || {
         let (code, out, err) = ctl(sock, &["--json", "pending"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -793,8 +794,14 @@ fn ask_is_answered_through_the_admin_socket() {
             .cloned()
             .unwrap_or_default()
     };
-    for (answer, ok) in [("approve", true), ("deny", false)] {
-        let mut p = detached(&flags, &format!("ask-admin-{answer}"));
+    // Captured, and through the explicit proxy (asked once, at the CONNECT: the approval
+    // covers the intercepted requests).
+    for (answer, ok, flags) in [
+        ("approve", true, &flags[..]),
+        ("deny", false, &flags[..]),
+        ("approve", true, &proxied[..]),
+    ] {
+        let mut p = detached(flags, &format!("ask-admin-{answer}"));
         let mut id = None;
         assert!(
             wait_until(Duration::from_secs(20), || {
