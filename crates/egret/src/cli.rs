@@ -833,6 +833,55 @@ mod tests {
     }
 
     #[test]
+    fn ask_and_proxy_flags_reach_the_config() {
+        let exec = |args: &[&str]| {
+            let mut argv = vec!["egret", "exec"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["--", "true"]);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Exec(e) => e,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(exec(&[]).into_config("t".into()).proxy.ask_timeout, None);
+        let e = exec(&["--ask", "--proxy-env"]);
+        assert!(e.proxy_env);
+        assert_eq!(
+            e.into_config("t".into()).proxy.ask_timeout,
+            Some(std::time::Duration::from_secs(30))
+        );
+        let c = exec(&["--ask", "--ask-timeout", "1500ms"]).into_config("t".into());
+        assert_eq!(
+            c.proxy.ask_timeout,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        let c = exec(&["--ask", "--ask-timeout", "2"]).into_config("t".into());
+        assert_eq!(c.proxy.ask_timeout, Some(std::time::Duration::from_secs(2)));
+        assert!(
+            Cli::try_parse_from(["egret", "exec", "--ask-timeout", "soon", "--", "true"]).is_err()
+        );
+        // egret run: --netns may be left out only for an explicit proxy of its own.
+        assert!(Cli::try_parse_from(["egret", "run", "--sandbox-id", "s"]).is_err());
+        let run = Cli::try_parse_from([
+            "egret",
+            "run",
+            "--sandbox-id",
+            "s",
+            "--explicit-proxy",
+            "127.0.0.1:3128",
+        ])
+        .unwrap();
+        let Command::Run(r) = run.command else {
+            panic!("run")
+        };
+        assert!(r.netns.is_none());
+        assert_eq!(
+            r.into_config().proxy.explicit_proxy,
+            Some("127.0.0.1:3128".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn sidecars_share_a_handler_cache_unless_told_not_to() {
         let cache = |args: &[&str]| hook_opts(args).opts.to_options().handler_cache_dir;
         assert_eq!(
