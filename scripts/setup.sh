@@ -13,13 +13,15 @@ case "${1:-}" in
 esac
 pairs="nft:nftables ip:iproute2 curl:curl python3:python3"
 if [[ $mode == all ]]; then
-  pairs+=" dig:dnsutils setpriv:util-linux sha256sum:coreutils nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm git:git pip3:python3-pip unshare:util-linux"
+  pairs+=" dig:dnsutils setpriv:util-linux sha256sum:coreutils nsenter:util-linux podman:podman runc:runc node:nodejs npm:npm git:git pip3:python3-pip unshare:util-linux strace:strace"
 fi
 need=()
 for pair in $pairs; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# egret loads its nft ruleset through libnftables in-process (dlopen of libnftables.so.1).
+ldconfig -p | grep 'libnftables\.so\.1 ' >/dev/null || need+=(libnftables1)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -53,22 +53,19 @@ pub enum CaptureError {
         /// A hint (e.g. port in use).
         hint: &'static str,
     },
-    /// An external command (`nft`, `ip`) failed.
+    /// A change the kernel or libnftables refused.
     #[error("`{command}` failed inside the sandbox namespace: {stderr}")]
     Command {
-        /// The command line.
+        /// The `ip` or `nft` command that makes the same change by hand.
         command: String,
-        /// Its standard error (trimmed).
+        /// The kernel's or libnftables' answer.
         stderr: String,
     },
-    /// An external command could not be started at all.
-    #[error("could not run `{program}`: {source} (install it: apt-get install nftables iproute2)")]
-    Spawn {
-        /// Program name.
-        program: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+    /// libnftables, which loads the ruleset, could not be opened.
+    #[error("could not load libnftables ({detail}): install it: apt-get install libnftables1 (Debian and Ubuntu; it comes with the nftables package)")]
+    NftLibrary {
+        /// What the dynamic loader said.
+        detail: String,
     },
     /// The helper thread panicked or could not be spawned.
     #[error("namespace helper thread failed: {0}")]

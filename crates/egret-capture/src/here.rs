@@ -13,7 +13,7 @@ use crate::{attach_inside, CaptureConfig, CaptureError, Listeners, NetnsRef};
 /// [`CaptureConfig::new`]).
 ///
 /// Must be called by a process that holds `CAP_NET_ADMIN` over its network namespace (the
-/// creator of a fresh user namespace does) and runs `ip` and `nft` with it.
+/// creator of a fresh user namespace does). Spawns no process and no thread.
 pub fn attach_here(
     sandbox_id: &str,
     tcp_port: u16,

@@ -18,16 +18,18 @@
 //! # drop((tcp, dns));
 //! guard.detach().expect("detach");
 //! ```
-#![forbid(unsafe_code)]
+// Only `libnft` (the libnftables calls) allows it.
+#![deny(unsafe_code)]
 
-mod cmd;
 mod error;
 mod here;
+mod libnft;
 mod listeners;
 mod netns;
 mod nflink;
 mod nft;
 mod routes;
+mod rtnl;
 
 pub use error::CaptureError;
 pub use here::attach_here;
@@ -159,8 +161,8 @@ pub struct Attaching(Option<std::thread::JoinHandle<Result<Attached, CaptureErro
 
 /// Start [`attach`] on a thread of its own and return at once.
 ///
-/// Attaching is mostly waiting for `nft` and `ip` (10–40 ms; `nft` waits in the kernel for
-/// its commit), so egret does the rest of its start-up meanwhile. Dropping the handle without
+/// Attaching is mostly waiting for the kernel (the nft commit waits for it), so egret does
+/// the rest of its start-up meanwhile. Dropping the handle without
 /// [`Attaching::wait`] (start-up failed elsewhere) waits for the attach and undoes it, so
 /// nothing stays installed.
 pub fn start_attach(cfg: CaptureConfig) -> Result<Attaching, CaptureError> {
@@ -231,16 +233,14 @@ fn load_ruleset(
 }
 
 fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
-    // The routing questions run as processes; the owner is asked over netlink meanwhile.
-    let routes = routes::start_query()?;
-    let owner = nft::current_owner();
-    let facts = routes.wait()?;
-    let owner = owner?;
+    let (mut nl, facts) = routes::query()?;
+    let owner = nft::current_owner()?;
     let fresh = owner.is_none();
     check_owner(cfg, owner)?;
-    // `lo` comes up in the first batch; the listeners need it, nothing is captured before
-    // the ruleset below is loaded.
-    let (installed, devices) = routes::install(cfg, facts)?;
+    // `lo` comes up first; the listeners need it, nothing is captured before the ruleset
+    // below is loaded.
+    let (installed, devices) = routes::install(&mut nl, cfg, facts)?;
+    drop(nl);
     let listeners = match listeners::create(cfg) {
         Ok(l) => l,
         Err(e) => {
@@ -251,7 +251,7 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
     if let Some(bad) = devices.iter().find(|d| !nft::valid_device_name(d)) {
         let _ = routes::remove(cfg, &installed);
         return Err(CaptureError::Command {
-            command: "ip -o link show".into(),
+            command: "ip -o link show (over rtnetlink)".into(),
             stderr: format!("device name {bad:?} cannot be written into the nft ruleset safely; rename it (letters, digits, - _ . @)"),
         });
     }

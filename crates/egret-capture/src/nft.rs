@@ -1,6 +1,6 @@
 //! The nftables ruleset egret installs in the sandbox namespace (one table, `inet egret`,
 //! loaded as one atomic transaction), rendered from a few parameters. The rendering is pure and
-//! unit-tested; `load` feeds it to `nft -f -` from the thread inside the namespace.
+//! unit-tested; `load` hands it to libnftables from the thread inside the namespace.
 //!
 //! How it works (verified in `docs/capture.md`):
 //! * `out_mark` (output hook) marks every locally generated TCP packet that is not for a local
@@ -12,7 +12,7 @@
 //! * `egress_guard` (postrouting, where `oif` is the real device) drops everything else: other
 //!   UDP, ICMP, raw IP, and anything a sandbox process tried to send around the mark,
 //! * `in_filter` makes the listener port unreachable by direct connection (loop guard).
-use crate::cmd::run;
+use crate::libnft;
 use crate::CaptureError;
 
 /// The nft table egret owns (family `inet`).
@@ -195,7 +195,7 @@ fn render_tables(p: &RulesetParams, comment: &str) -> String {
 
 /// Load a rendered ruleset (atomic).
 pub(crate) fn load(ruleset: &str) -> Result<(), CaptureError> {
-    run("nft", &["-f", "-"], Some(ruleset)).map(|_| ())
+    libnft::run(ruleset)
 }
 
 /// Who owns the `inet egret` table in this namespace, if it exists.
@@ -258,7 +258,7 @@ pub(crate) fn delete_own_table(pid: u32) -> Result<(), CaptureError> {
             let script = format!(
                 "table netdev {TABLE_NAME}\ndelete table netdev {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n"
             );
-            run("nft", &["-f", "-"], Some(&script)).map(|_| ())
+            libnft::run(&script)
         }
         Some(owner) => {
             tracing::warn!(

@@ -36,6 +36,7 @@ mod http_engine;
 pub mod metrics;
 pub mod shadow;
 mod shard;
+mod splice;
 mod tunnel;
 pub mod upstream;
 

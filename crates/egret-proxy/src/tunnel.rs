@@ -165,15 +165,51 @@ impl Proxy {
             info.orig,
             proto == TunnelProto::TlsPassthrough,
         );
-        tokio::select! {
-            result = tokio::io::copy_bidirectional(&mut stream, &mut up) => {
-                let (a, b) = result.unwrap_or((0, 0));
-                sent += a;
-                received += b;
-                crate::audit::connection(&self, &info, name.as_deref(), proto, decision, rule, sent, received);
+        let counts = crate::splice::Counts::default();
+        // Nothing looks at these bytes: the kernel moves them (splice). Without pipes (out of
+        // descriptors) they go through a buffer, as any copy would.
+        let pipes = crate::splice::Pipes::new();
+        let copy = async {
+            match &pipes {
+                Ok(pipes) => pipes.copy(&stream, &up, &counts).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
+                    let (a, b) = tokio::io::copy_bidirectional(&mut stream, &mut up).await?;
+                    counts.add(a, b);
+                    Ok(())
+                }
             }
-            why = revoked => {
-                crate::audit::connection(&self, &info, name.as_deref(), proto, Decision::Revoked, &why, sent, received);
+        };
+        let ended: Result<std::io::Result<()>, String> = tokio::select! {
+            copied = copy => Ok(copied),
+            why = revoked => Err(why),
+        };
+        // What went through counts whether the copy ended well, failed or was revoked.
+        let (a, b) = counts.get();
+        sent += a;
+        received += b;
+        match ended {
+            Ok(_) => crate::audit::connection(
+                &self,
+                &info,
+                name.as_deref(),
+                proto,
+                decision,
+                rule,
+                sent,
+                received,
+            ),
+            Err(why) => {
+                crate::audit::connection(
+                    &self,
+                    &info,
+                    name.as_deref(),
+                    proto,
+                    Decision::Revoked,
+                    &why,
+                    sent,
+                    received,
+                );
                 reset(stream);
             }
         }

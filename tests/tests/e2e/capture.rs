@@ -512,3 +512,112 @@ fn bad_input_gives_clear_errors_and_installs_nothing() {
     assert!(err.contains("must run as root"), "{err}");
     assert_nothing_installed(&topo, "egret run as uid 65534");
 }
+
+/// The process-creating calls in an `strace -f -e trace=execve,fork,vfork,clone,clone3` log:
+/// every `execve` (as `pid program`), and every fork or clone that makes a process rather than
+/// a thread (`CLONE_THREAD` absent).
+fn spawns_in_trace(trace: &str) -> (Vec<String>, Vec<String>) {
+    let mut execs = Vec::new();
+    let mut forks = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        if let Some(rest) = call.strip_prefix("execve(\"") {
+            let program = rest.split('"').next().unwrap_or_default();
+            execs.push(format!("{pid} {program}"));
+        } else if ["fork(", "vfork("].iter().any(|c| call.starts_with(c))
+            || (["clone(", "clone3("].iter().any(|c| call.starts_with(c))
+                && !call.contains("CLONE_THREAD"))
+        {
+            forks.push(line.to_string());
+        }
+    }
+    (execs, forks)
+}
+
+/// A program that runs `strace -f` on egret with the arguments it is given, logging to `trace`.
+fn traced_egret(topo: &Topology, trace: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = topo.tmp.path("traced-egret");
+    let script = format!(
+        "#!/bin/sh\nexec strace -f -qq -e trace=execve,fork,vfork,clone,clone3 -o {} {} \"$@\"\n",
+        trace.display(),
+        bin("egret").display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[test]
+fn attach_and_detach_run_no_other_program() {
+    require_root();
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let _up = Upstream::start(&topo, "up", None);
+    let policy = write(&topo, "policy.toml", POLICY);
+    let trace = topo.tmp.path("egret.strace");
+    let wrapper = traced_egret(&topo, &trace);
+    let mut egret = Egret::start_program(&wrapper, &topo, "no-spawn", &["--policy", &policy], &[])
+        .expect("egret starts under strace");
+    // Attached and intercepting: the blackhole route, the rule and the ruleset are in place.
+    let (code, _, err) = topo.curl(&["http://allowed.test/echo"]);
+    assert_eq!(code, 0, "{err}\n{}", egret.logs());
+    // egret is strace's child; SIGTERM makes it detach and exit, and strace with it.
+    let strace = egret.proc.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+        .expect("strace's children");
+    let pid: i32 = children.trim().parse().expect("one child: egret");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    egret
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("egret and strace exit");
+    assert_nothing_installed(&topo, "egret stopped under strace");
+    let trace = std::fs::read_to_string(&trace).expect("strace log");
+    let (execs, forks) = spawns_in_trace(&trace);
+    assert_eq!(
+        execs,
+        vec![format!("{pid} {}", bin("egret").display())],
+        "egret ran other programs:\n{trace}"
+    );
+    assert!(forks.is_empty(), "egret made processes: {forks:#?}");
+}
+
+#[test]
+fn egret_exec_runs_no_program_but_the_command() {
+    let _user = crate::exec::require_user();
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let trace = topo.tmp.path("exec.strace");
+    let egret = bin("egret");
+    let out = topo
+        .egr
+        .cmd("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&trace)
+        .args(["setpriv", "--reuid", crate::exec::USER, "--regid"])
+        .args([crate::exec::USER, "--clear-groups", "--reset-env"])
+        .arg(&egret)
+        .args(["exec", "--", "/bin/true"])
+        .output()
+        .expect("strace egret exec");
+    let trace = std::fs::read_to_string(&trace).expect("strace log");
+    assert!(out.status.success(), "{}\n{trace}", all_output(&out));
+    let (execs, _) = spawns_in_trace(&trace);
+    let programs: Vec<&str> = execs
+        .iter()
+        .filter_map(|e| e.split_once(' ').map(|(_, p)| p))
+        .collect();
+    // setpriv starts egret; egret's helper and the sandbox's init are forks of it (no
+    // execve), and the only program it starts is the command.
+    assert_eq!(
+        programs,
+        vec!["/usr/bin/setpriv", egret.to_str().unwrap(), "/bin/true"],
+        "{trace}"
+    );
+}

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// The unprivileged user scripts/setup.sh creates.
-const USER: &str = "egret-test";
+pub(crate) const USER: &str = "egret-test";
 const SECRET: &str = "exec-secret-7d1f";
 const TOKEN_VAR: &str = "EGRET_EXEC_TEST_TOKEN";
 
@@ -89,7 +89,7 @@ impl Setup {
 /// The tests share the user, and check that none of its processes is left: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn require_user() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn require_user() -> std::sync::MutexGuard<'static, ()> {
     require_root();
     assert!(
         Command::new("id")

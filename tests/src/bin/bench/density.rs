@@ -9,7 +9,12 @@
 //! * per-sidecar RSS, PSS and private memory (`/proc/PID/smaps_rollup`) once all are idle, and
 //!   the idle CPU of all of them together over `BENCH_DENSITY_IDLE_SECS` (default 10);
 //! * the same memory after every sidecar served 1,000 keep-alive HTTPS requests (does it go
-//!   back down?).
+//!   back down?);
+//! * with `BENCH_BASELINE_EGRET=PATH` (an earlier egret build), start to intercepting of that
+//!   build against this one, one sidecar, alternating (A B A B), `BENCH_DENSITY_AB_ROUNDS`
+//!   (default 20) starts each.
+//!
+//! [`run`] returns the restart p50 at the largest N, which the target (< 20 ms) is checked on.
 use super::{median, run_client, Table};
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
@@ -79,8 +84,13 @@ impl Sidecar {
 /// Start `sc`'s egret and wait for its ready file (polled every millisecond: the figures are
 /// tens of milliseconds). Returns the time from spawn to ready.
 fn start(s: &Setup, cache: &Path, sc: &mut Sidecar) -> Duration {
+    start_program(s, cache, sc, &bin("egret"))
+}
+
+/// [`start`] with another egret build.
+fn start_program(s: &Setup, cache: &Path, sc: &mut Sidecar, program: &Path) -> Duration {
     let _ = std::fs::remove_file(&sc.ready);
-    let mut cmd = s.topo.egr.cmd(bin("egret").to_str().unwrap());
+    let mut cmd = s.topo.egr.cmd(program.to_str().unwrap());
     cmd.args(["run", "--netns", &sc.ns.name, "--sandbox-id", &sc.id]);
     cmd.arg("--ready-file").arg(&sc.ready);
     cmd.args(["--policy", s.policy]).arg("--ca-out").arg(&sc.ca);
@@ -156,8 +166,64 @@ fn idle_cpu(sidecars: &[Sidecar], secs: u64) -> f64 {
     (sum() - before) / secs as f64 * 100.0
 }
 
-/// Runs the density scenarios and appends their rows.
-pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+fn sidecar(s: &Setup, tag: &str) -> Sidecar {
+    Sidecar {
+        ns: Netns::new(&format!("{}-{}-d{tag}", ns_prefix(), s.topo.id)),
+        id: format!("density-{tag}"),
+        ca: s.topo.tmp.path(&format!("density-{tag}-ca.pem")),
+        ready: s.topo.tmp.path(&format!("density-{tag}.ready")),
+        egret: None,
+    }
+}
+
+/// Start to intercepting, `baseline` (A) against this build (B), alternating on one sidecar.
+fn baseline_ab(
+    s: &Setup,
+    cache: &Path,
+    baseline: &Path,
+    table: &mut Table,
+    rows: &mut Vec<serde_json::Value>,
+) {
+    let rounds: usize = std::env::var("BENCH_DENSITY_AB_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let this = bin("egret");
+    let mut sc = sidecar(s, "ab");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (program, out) in [(baseline, &mut a), (this.as_path(), &mut b)] {
+            out.push(start_program(s, cache, &mut sc, program).as_secs_f64() * 1000.0);
+            stop(&mut sc);
+        }
+    }
+    let (a50, b50) = (percentile(a.clone(), 0.5), percentile(b.clone(), 0.5));
+    let (a99, b99) = (percentile(a.clone(), 0.99), percentile(b.clone(), 0.99));
+    println!(
+        "density: start to intercepting, baseline {} p50 {a50:.1} / p99 {a99:.1} ms, this build p50 {b50:.1} / p99 {b99:.1} ms ({rounds} each, A B A B)",
+        baseline.display()
+    );
+    table.push([
+        "start to intercepting, one sidecar: baseline build (A) vs this build (B)".into(),
+        format!("p50 {a50:.1} / p99 {a99:.1} ms"),
+        format!("p50 {b50:.1} / p99 {b99:.1} ms"),
+        format!("B/A p50 {:.2}; {rounds} starts each, A B A B", b50 / a50),
+    ]);
+    rows.push(serde_json::json!({
+        "name": "start to intercepting, baseline vs this build",
+        "baseline": baseline.display().to_string(), "rounds": rounds,
+        "baseline_ms": a, "this_ms": b,
+        "baseline_p50_ms": a50, "this_p50_ms": b50, "baseline_p99_ms": a99, "this_p99_ms": b99,
+    }));
+}
+
+/// Runs the density scenarios and appends their rows; returns the start-to-intercepting p50
+/// of restarts at the largest N, and that N.
+pub fn run(
+    s: &Setup,
+    table: &mut Table,
+    rows: &mut Vec<serde_json::Value>,
+) -> Option<(f64, usize)> {
     let max: usize = std::env::var("BENCH_DENSITY_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -169,27 +235,17 @@ pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let cache = s.topo.tmp.path("density-cache");
     // Fill the artifact cache once: every measured start loads the handler from it.
     {
-        let mut warm = Sidecar {
-            ns: Netns::new(&format!("{}-{}-dw", ns_prefix(), s.topo.id)),
-            id: "density-warm".into(),
-            ca: s.topo.tmp.path("density-warm-ca.pem"),
-            ready: s.topo.tmp.path("density-warm.ready"),
-            egret: None,
-        };
+        let mut warm = sidecar(s, "warm");
         start(s, &cache, &mut warm);
         stop(&mut warm);
     }
+    if let Some(baseline) = std::env::var_os("BENCH_BASELINE_EGRET") {
+        baseline_ab(s, &cache, Path::new(&baseline), table, rows);
+    }
+    let mut restart_p50 = None;
     for n in [10, 100, 1000].into_iter().filter(|&n| n <= max) {
         let began = Instant::now();
-        let mut sidecars: Vec<Sidecar> = (0..n)
-            .map(|i| Sidecar {
-                ns: Netns::new(&format!("{}-{}-d{i}", ns_prefix(), s.topo.id)),
-                id: format!("density-{i}"),
-                ca: s.topo.tmp.path(&format!("density-{i}-ca.pem")),
-                ready: s.topo.tmp.path(&format!("density-{i}.ready")),
-                egret: None,
-            })
-            .collect();
+        let mut sidecars: Vec<Sidecar> = (0..n).map(|i| sidecar(s, &i.to_string())).collect();
         let ramp: Vec<f64> = sidecars
             .iter_mut()
             .map(|sc| start(s, &cache, sc).as_secs_f64() * 1000.0)
@@ -229,6 +285,7 @@ pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
             percentile(restarts.clone(), 0.5),
             percentile(restarts.clone(), 0.99),
         );
+        restart_p50 = Some((re50, n));
         let delta = |a: u64, b: u64| mib(a as f64 - b as f64);
         println!(
             "density {n}: ramp p50 {ramp50:.1} / p99 {ramp99:.1} ms; restart with {} running p50 {re50:.1} / p99 {re99:.1} ms ({} samples); \
@@ -288,4 +345,5 @@ pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
         }
         drop(sidecars);
     }
+    restart_p50
 }

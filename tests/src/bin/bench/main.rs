@@ -189,25 +189,33 @@ fn children_cpu_secs() -> f64 {
 /// MiB/s of a plain-HTTP download of `bytes` from `addr` (with `Host: host`) in `ns`; anything
 /// but a 200 fails the bench (a refused download must not pass for a fast one).
 fn download_speed(ns: &Netns, host: &str, addr: &str, bytes: u64) -> f64 {
-    let out = ns.run(
-        "curl",
+    curl_speed(
+        ns,
         &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{speed_download}",
             "-H",
             &format!("Host: {host}"),
             &format!("http://{addr}/bytes/{bytes}"),
         ],
-    );
+    )
+}
+
+/// MiB/s of `curl ARGS` in `ns`, the body thrown away; anything but a 200 fails the bench.
+fn curl_speed(ns: &Netns, args: &[&str]) -> f64 {
+    let mut all = vec![
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{speed_download}",
+    ];
+    all.extend_from_slice(args);
+    let out = ns.run("curl", &all);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (code, speed) = text.trim().split_once(' ').unwrap_or(("", ""));
     assert_eq!(
         code,
         "200",
-        "download from {addr} (Host: {host}) failed: {text} {}",
+        "curl {args:?} failed: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
     speed.parse::<f64>().unwrap() / (1 << 20) as f64
@@ -343,6 +351,9 @@ fn median_opt(v: &[Option<f64>]) -> Option<f64> {
     (!v.is_empty()).then(|| median(v))
 }
 
+/// The name whose TLS egret splices untouched (`passthrough_hosts`): the passthrough download.
+const PASS_HOST: &str = "pass.test";
+
 /// The bench policy: allowed.test, with `inject-header` on its HTTPS port putting the token
 /// from `BENCH_TOKEN` in `x-auth-token`; `BENCH_INSTANCES=reuse` makes that binding reuse
 /// its instances (`instances = "reuse"`), for an A/B against the default.
@@ -363,9 +374,11 @@ fn bench_policy() -> String {
     format!(
         r#"
 internet = false
-allowed_hosts = ["allowed.test"]
+allowed_hosts = ["allowed.test", "{PASS_HOST}"]
+passthrough_hosts = ["{PASS_HOST}"]
 [resolve]
 "allowed.test" = "10.200.0.2"
+"{PASS_HOST}" = "10.200.0.2"
 {handler}"#
     )
 }
@@ -425,7 +438,7 @@ impl Table {
     }
 }
 
-/// The issue-18 targets, checked against nginx measured in the same run.
+/// The targets checked in this run: issue 18's against nginx, issue 28's start to intercepting.
 #[derive(Default)]
 struct Targets {
     /// Added p50 of HTTPS keep-alive (µs): egret, nginx.
@@ -434,11 +447,33 @@ struct Targets {
     https_load: Option<(f64, f64, f64, f64)>,
     /// CPU µs per HTTP request at 64 connections: egret, nginx.
     http_cpu: Option<(f64, f64)>,
+    /// Start to intercepting p50 (ms) of restarts with N−1 sidecars running, and N.
+    start_p50: Option<(f64, usize)>,
+    /// Download throughput through egret / direct: plain HTTP, TLS passthrough.
+    download_plain: Option<f64>,
+    download_passthrough: Option<f64>,
 }
 
 impl Targets {
     fn lines(&self) -> Vec<(String, bool)> {
         let mut out = Vec::new();
+        for (what, ratio) in [
+            ("plain HTTP", self.download_plain),
+            ("TLS passthrough", self.download_passthrough),
+        ] {
+            if let Some(r) = ratio {
+                out.push((
+                    format!("download, {what}: {r:.2} of direct ≥ 0.9"),
+                    r >= 0.9,
+                ));
+            }
+        }
+        if let Some((ms, n)) = self.start_p50 {
+            out.push((
+                format!("start to intercepting p50 {ms:.1} ms < 20 ms (restarts with {} sidecars running, handler cache warm)", n - 1),
+                ms < 20.0,
+            ));
+        }
         if let Some((e, n, _, _)) = self.https_load {
             out.push((
                 format!("CPU per HTTPS request (inject-header, audit on) {e:.1} µs ≤ 1.5 × nginx {n:.1} µs = {:.1} µs (ratio {:.2})", 1.5 * n, e / n),
@@ -495,7 +530,7 @@ fn main() {
     // h2load send the same SNI and Host on both sides.
     let _hosts = NetnsHosts::write(&direct, "127.0.0.1 localhost\n10.202.0.2 allowed.test\n");
 
-    let mut names = vec!["allowed.test", "10.202.0.2"];
+    let mut names = vec!["allowed.test", "10.202.0.2", PASS_HOST];
     names.extend_from_slice(handlers::NAMES);
     names.extend_from_slice(&handlers::LANG_HOSTS);
     let pki = upstream_pki(&topo.tmp.0, "bench", &names);
@@ -861,6 +896,37 @@ fn main() {
             format!("ratio {:.2}", es / ds),
         ]);
         rows.push(serde_json::json!({"scenario": format!("{mib} MiB download"), "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds}));
+        targets.download_plain = Some(es / ds);
+
+        // The same over TLS that egret passes through untouched (spliced, nothing inspected).
+        let pass_url = format!("https://{PASS_HOST}/bytes/{download}");
+        let pin = format!("{PASS_HOST}:443:10.202.0.2");
+        let ca = pki.ca.to_str().unwrap();
+        let (mut dspeed, mut espeed, mut cpu) = (vec![], vec![], vec![]);
+        for _ in 0..rounds.min(3) {
+            dspeed.push(curl_speed(
+                &direct,
+                &["--cacert", ca, "--resolve", &pin, &pass_url],
+            ));
+            let cpu0 = proc_cpu_secs(egret_pid);
+            espeed.push(curl_speed(&topo.sbx, &["--cacert", ca, &pass_url]));
+            // The client decrypts, so its CPU bounds the throughput of both sides; what egret
+            // spends moving the bytes is its own CPU time.
+            cpu.push((proc_cpu_secs(egret_pid) - cpu0) * (1u64 << 30) as f64 / download as f64);
+        }
+        let (ds, es, cpu) = (median(dspeed), median(espeed), median(cpu));
+        println!(
+            "{mib} MiB download, TLS passthrough: direct {ds:.0} MiB/s, through egret {es:.0} MiB/s (ratio {:.2}); egret CPU {cpu:.3} s per GiB",
+            es / ds
+        );
+        table.push([
+            format!("{mib} MiB download, TLS passthrough (curl)"),
+            format!("{ds:.0} MiB/s"),
+            format!("{es:.0} MiB/s"),
+            format!("ratio {:.2}; egret CPU {cpu:.3} s/GiB", es / ds),
+        ]);
+        rows.push(serde_json::json!({"scenario": format!("{mib} MiB download, TLS passthrough"), "direct_mib_s": ds, "egret_mib_s": es, "ratio": es / ds, "egret_cpu_s_per_gib": cpu}));
+        targets.download_passthrough = Some(es / ds);
     }
     if only("swap") {
         let (params_swap, module_swap) = swap_latency(&sock, &topo);
@@ -905,7 +971,7 @@ fn main() {
             upstream_ca: &pki.ca,
             policy: &policy,
         };
-        density::run(&setup, &mut table, &mut rows);
+        targets.start_p50 = density::run(&setup, &mut table, &mut rows);
     }
 
     // Start-up with five handlers whose artifacts are cached: one start fills the cache.
@@ -976,7 +1042,7 @@ fn main() {
     }
     let target_lines = targets.lines();
     if !target_lines.is_empty() {
-        println!("\nissue-18 targets against nginx in this run:");
+        println!("\ntargets in this run (issue 18 against nginx, issue 28):");
         for (line, met) in &target_lines {
             println!("  [{}] {line}", if *met { "met" } else { "NOT met" });
         }
