@@ -33,8 +33,6 @@ pub struct Plan {
     pub dns_port: u16,
     /// The command and its arguments.
     pub argv: Vec<CString>,
-    /// `--proxy-env`: the proxy URL to put in the command's environment.
-    pub proxy_url: Option<String>,
 }
 
 /// The exit status `egret exec` reports for a process that ended with `status`: its exit
@@ -129,7 +127,7 @@ fn setup(sock: &OwnedFd, plan: &Plan) -> Result<i32, String> {
     let outer = outer_env
         .into_iter()
         .filter(|(k, _)| !strip_env.iter().any(|s| k == s.as_str()));
-    let env = trust::command_env(outer, &bundle_path, plan.proxy_url.as_deref());
+    let env = trust::command_env(outer, &bundle_path, None);
     unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|e| format!("could not create the sandbox's pid namespace: {e}"))?;
     // SAFETY: this process has one thread (egret forked it before starting any).
