@@ -96,6 +96,17 @@ fn encode(cmd: &Command) -> Req {
                 let q = f.to_query();
                 (Method::GET, "/v1/audit".into(), (!q.is_empty()).then_some(q), vec![], None)
             }
+            Command::Pending => (Method::GET, "/v1/pending".into(), None, vec![], None),
+            Command::Decide { id, approve } => match approve {
+                Some(scope) => (
+                    Method::POST,
+                    format!("/v1/pending/{id}/approve"),
+                    Some(format!("scope={}", scope.as_str())),
+                    vec![],
+                    None,
+                ),
+                None => (Method::POST, format!("/v1/pending/{id}/deny"), None, vec![], None),
+            },
             Command::UploadModule {
                 name,
                 bytes,

@@ -433,6 +433,26 @@ impl AdminClient {
         .await
     }
 
+    /// `GET /v1/pending`: the questions `--ask` holds connections for.
+    pub async fn pending(&self) -> Result<Vec<crate::ask::PendingQuestion>, AdminClientError> {
+        let l: crate::ask::PendingList = self.get_json("/v1/pending").await?;
+        Ok(l.pending)
+    }
+
+    /// `POST /v1/pending/{id}/approve?scope=…` (`Some`) or `POST /v1/pending/{id}/deny`.
+    pub async fn decide(
+        &self,
+        id: u64,
+        approve: Option<crate::ask::AskScope>,
+    ) -> Result<crate::ask::Decided, AdminClientError> {
+        let path = match approve {
+            Some(s) => format!("/v1/pending/{id}/approve?scope={}", s.as_str()),
+            None => format!("/v1/pending/{id}/deny"),
+        };
+        self.send_json::<(), _>(Method::POST, &path, None, None)
+            .await
+    }
+
     /// `PUT /v1/internet`.
     pub async fn set_internet(
         &self,

@@ -71,6 +71,27 @@ pub trait Control: Send + Sync + 'static {
     /// `None` when this process does not publish them.
     fn subscribe_audit(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>>;
 
+    /// `--ask`: the questions connections are held for, oldest first (none when egret does
+    /// not ask).
+    fn pending(&self) -> Vec<crate::ask::PendingQuestion> {
+        Vec::new()
+    }
+
+    /// Answer question `id`: approve with a scope, or deny (`None`). `NotFound` when it is not
+    /// pending (answered, timed out, or egret does not ask).
+    fn decide(
+        &self,
+        id: u64,
+        approve: Option<crate::ask::AskScope>,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
+        let _ = approve;
+        Box::pin(async move {
+            Err(ControlError::NotFound(format!(
+                "no pending question {id}: egret runs without --ask"
+            )))
+        })
+    }
+
     /// Loads `policy` as the shadow candidate (replacing any other, with an empty report),
     /// validated exactly like [`Change::ReplacePolicy`]; an invalid one is refused with every
     /// problem and nothing changes. The live policy and its generation stay. The default

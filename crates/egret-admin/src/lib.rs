@@ -76,6 +76,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod ask;
 pub mod client;
 pub mod control;
 pub mod ctl;
@@ -88,6 +89,7 @@ pub use api::{
     InternetRequest, ModuleList, OutboundByHostRequest, RemoveHostsRequest, SecretList,
     SecretRequest, SecretSet,
 };
+pub use ask::{AskScope, Decided, PendingList, PendingQuestion};
 pub use client::{AdminClient, AdminClientError, AuditStream, RawResponse};
 pub use control::{
     Applied, BoxFuture, Change, Control, ControlError, ModuleInfo, PolicyView, SecretValue, Status,

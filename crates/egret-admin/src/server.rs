@@ -489,6 +489,29 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
             c.metrics(),
         )),
         Command::Audit(filter) => audit(ctx, filter),
+        Command::Pending => Ok(json_response(
+            StatusCode::OK,
+            &crate::ask::PendingList {
+                pending: c.pending(),
+            },
+        )),
+        Command::Decide { id, approve } => {
+            c.decide(id, approve).await?;
+            tracing::info!(target: "egret::admin", id, scope = approve.map(|s| s.as_str()), "question answered");
+            Ok(json_response(
+                StatusCode::OK,
+                &crate::ask::Decided {
+                    id,
+                    decision: if approve.is_some() {
+                        "approved"
+                    } else {
+                        "denied"
+                    }
+                    .into(),
+                    scope: approve,
+                },
+            ))
+        }
         Command::Shadow { op, if_generation } => {
             let answer = crate::shadow::carry_out(c.as_ref(), op, if_generation).await?;
             Ok(json_response(StatusCode::OK, &answer))

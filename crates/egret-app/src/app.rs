@@ -34,7 +34,13 @@ pub struct App {
     cfg: Config,
     phases: Phases,
     rt: tokio::runtime::Runtime,
-    listeners: egret_capture::Listeners,
+    /// The sandbox's transparent listeners; `None` when only the explicit proxy serves.
+    listeners: Option<egret_capture::Listeners>,
+    /// The `--explicit-proxy` listener, in egret's own namespace.
+    explicit: Option<std::net::TcpListener>,
+    /// The control plane: held for the run (`--ask` approvals change the policy through it
+    /// even when no admin socket serves it).
+    control: Arc<ControlPlane>,
     /// What `attach` installed; `None` for listeners made elsewhere (`egret exec`).
     guard: Option<egret_capture::CaptureGuard>,
     ca: Arc<egret_tls::SandboxCa>,
@@ -118,6 +124,8 @@ enum Capture {
     Given(egret_capture::Listeners),
     /// The attach, running on a thread of its own.
     Attaching(egret_capture::Attaching),
+    /// No sandbox namespace: only the explicit proxy serves.
+    Without,
 }
 
 impl Config {
@@ -137,9 +145,26 @@ impl Config {
         self.build_capture(Capture::Given(listeners))
     }
 
+    /// [`Config::build`] without a sandbox namespace: egret serves only its explicit proxy
+    /// (`explicit_proxy` must be set), for programs that honour proxy variables.
+    pub fn build_without_capture(self) -> Result<App, AppError> {
+        self.build_capture(Capture::Without)
+    }
+
     fn build_capture(self, capture: Capture) -> Result<App, AppError> {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
+        let explicit = self
+            .proxy
+            .explicit_proxy
+            .map(|addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| AppError::ExplicitProxy { addr, source })?;
+                l.set_nonblocking(true)
+                    .map_err(|source| AppError::ExplicitProxy { addr, source })?;
+                Ok::<_, AppError>(l)
+            })
+            .transpose()?;
         let watched = self.watch_pid.map(open_pidfd).transpose()?;
         let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
         let (loaded, modules) = self.policy.load(&self.sandbox_id, state_dir.as_ref())?;
@@ -190,7 +215,7 @@ impl Config {
             Some(path) => Some(
                 rt.block_on(egret_admin::serve(
                     path,
-                    control,
+                    control.clone(),
                     egret_admin::ServerOptions::default(),
                 ))
                 .map_err(|source| AppError::Admin {
@@ -202,10 +227,11 @@ impl Config {
         };
         phases.mark("admin");
         let (listeners, guard) = match attaching {
-            Capture::Given(listeners) => (listeners, None),
+            Capture::Given(listeners) => (Some(listeners), None),
+            Capture::Without => (None, None),
             Capture::Attaching(attaching) => {
                 let attached = attaching.wait()?;
-                (attached.listeners, Some(attached.guard))
+                (Some(attached.listeners), Some(attached.guard))
             }
             Capture::Attach => unreachable!("the attach was started above"),
         };
@@ -216,6 +242,8 @@ impl Config {
             phases,
             rt,
             listeners,
+            explicit,
+            control,
             guard,
             ca: tls.ca,
             policy,
@@ -247,7 +275,10 @@ impl Config {
         })?;
         let dns = Arc::new(egret_dns::Resolver::new(
             Arc::new(egret_dns::SyntheticMap::new(Default::default())),
-            Arc::new(PolicyNames(policy.clone())),
+            Arc::new(PolicyNames {
+                policy: policy.clone(),
+                ask: self.proxy.ask_timeout.is_some(),
+            }),
             Default::default(),
         ));
         let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
@@ -282,6 +313,14 @@ impl Config {
             policy.load().generation(),
             handler_set,
         ));
+        let broker = self.proxy.ask_timeout.map(|timeout| {
+            crate::ask::AskBroker::new(
+                timeout,
+                self.admin_socket.is_some(),
+                policy.clone(),
+                self.policy.file.clone(),
+            )
+        });
         let shadow = egret_proxy::ShadowSlot::default();
         let proxy = egret_proxy::Proxy::new(egret_proxy::ProxyParts {
             cfg: self
@@ -299,6 +338,9 @@ impl Config {
                 leaves: tls.leaves.clone(),
             }),
             handlers: Some(dispatch.clone()),
+            asker: broker
+                .clone()
+                .map(|b| Arc::new(crate::ask::Asking(b)) as Arc<dyn egret_proxy::Asker>),
             audit: audit.clone(),
             metrics: metrics.clone(),
         });
@@ -324,7 +366,11 @@ impl Config {
             ca_pem: tls.ca.cert_pem().to_string(),
             state: loaded.state,
             uploaded: loaded.uploaded,
+            ask: broker.clone(),
         }));
+        if let Some(b) = &broker {
+            b.set_control(&control);
+        }
         Ok(Wired {
             policy,
             proxy,
@@ -337,6 +383,19 @@ impl Config {
 }
 
 impl App {
+    /// Where the explicit proxy listens (`Config::explicit_proxy` with its port chosen).
+    pub fn explicit_proxy_addr(&self) -> Option<std::net::SocketAddr> {
+        self.explicit.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Detach and end [`App::run`] when the process `pid` exits (as `Config::watch_pid`, for
+    /// a process started after egret was built).
+    pub fn watch_pid(&mut self, pid: u32) -> Result<(), AppError> {
+        self.watched = Some(open_pidfd(pid)?);
+        self.cfg.watch_pid = Some(pid);
+        Ok(())
+    }
+
     /// The system roots followed by this sandbox's CA (PEM), for the sandbox to trust.
     pub fn ca_bundle_pem(&self) -> String {
         egret_tls::ca_bundle_pem(&self.ca)
@@ -364,6 +423,8 @@ impl App {
             mut phases,
             rt,
             listeners,
+            explicit,
+            control,
             guard,
             ca: _,
             policy,
@@ -375,6 +436,7 @@ impl App {
             kv_saver,
             watched,
         } = self;
+        let explicit_addr = explicit.as_ref().and_then(|l| l.local_addr().ok());
         let result: Result<(), AppError> = rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
             let sig = AppError::runtime("install signal handlers");
@@ -388,13 +450,14 @@ impl App {
             let shards = proxy
                 .start_shards()
                 .map_err(AppError::runtime("start the worker threads (--workers)"))?;
-            let mut tasks = spawn_servers(&proxy, &shards, listeners, &dns)?;
+            let mut tasks = spawn_servers(&proxy, &shards, listeners, explicit, &dns)?;
 
             phases.mark("serve");
             tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
             tracing::info!(
                 sandbox = %cfg.sandbox_id,
                 netns = %cfg.netns,
+                explicit_proxy = ?explicit_addr,
                 generation = policy.load().generation(),
                 startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
                 "intercepting"
@@ -444,6 +507,7 @@ impl App {
             log_summary(&leaves, &proxy);
             Ok(())
         });
+        drop(control);
         rt.shutdown_timeout(Duration::from_millis(200));
         // The audit writer batches under load: write out what is queued before the process
         // ends.
@@ -459,26 +523,34 @@ impl App {
     }
 }
 
-/// The accept loops and DNS servers on the sandbox's listeners.
+/// The accept loops and DNS servers on the sandbox's listeners, and the explicit proxy's.
 fn spawn_servers(
     proxy: &Arc<egret_proxy::Proxy>,
     shards: &Arc<egret_proxy::Shards>,
-    listeners: egret_capture::Listeners,
+    listeners: Option<egret_capture::Listeners>,
+    explicit: Option<std::net::TcpListener>,
     dns: &Arc<egret_dns::Resolver>,
 ) -> Result<tokio::task::JoinSet<()>, AppError> {
     let listener = AppError::runtime("use the sandbox listeners");
     let mut tasks = tokio::task::JoinSet::new();
-    let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
-    tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
-    if let Some(l) = listeners.tcp6 {
-        let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
-        tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
+    if let Some(listeners) = listeners {
+        let tcp4 = tokio::net::TcpListener::from_std(listeners.tcp4).map_err(&listener)?;
+        tasks.spawn(proxy.clone().serve_sharded(tcp4, Some(shards.clone())));
+        if let Some(l) = listeners.tcp6 {
+            let tcp6 = tokio::net::TcpListener::from_std(l).map_err(&listener)?;
+            tasks.spawn(proxy.clone().serve_sharded(tcp6, Some(shards.clone())));
+        }
+        let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
+        tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
+        if let Some(s) = listeners.dns6 {
+            let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
+            tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
+        }
     }
-    let dns4 = tokio::net::UdpSocket::from_std(listeners.dns4).map_err(&listener)?;
-    tasks.spawn(egret_dns::serve_udp(dns4, dns.clone()));
-    if let Some(s) = listeners.dns6 {
-        let dns6 = tokio::net::UdpSocket::from_std(s).map_err(&listener)?;
-        tasks.spawn(egret_dns::serve_udp(dns6, dns.clone()));
+    if let Some(l) = explicit {
+        let l = tokio::net::TcpListener::from_std(l)
+            .map_err(AppError::runtime("use the --explicit-proxy listener"))?;
+        tasks.spawn(proxy.clone().serve_explicit(l, Some(shards.clone())));
     }
     Ok(tasks)
 }

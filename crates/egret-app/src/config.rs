@@ -135,6 +135,13 @@ pub struct ProxyConfig {
     pub keep_alt_svc: bool,
     /// Connection threads.
     pub workers: usize,
+    /// Also serve an explicit HTTP proxy (CONNECT and absolute-form requests) on this address
+    /// in egret's own namespace (`--explicit-proxy`; port 0 picks a free one, see
+    /// [`crate::App::explicit_proxy_addr`]).
+    pub explicit_proxy: Option<std::net::SocketAddr>,
+    /// `--ask`: hold a connection to a destination no rule decides and ask about it, denying
+    /// after this long (None: such connections are denied at once).
+    pub ask_timeout: Option<Duration>,
 }
 
 impl Default for ProxyConfig {
@@ -146,6 +153,8 @@ impl Default for ProxyConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             keep_alt_svc: false,
             workers: default_workers(),
+            explicit_proxy: None,
+            ask_timeout: None,
         }
     }
 }

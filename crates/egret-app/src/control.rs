@@ -50,6 +50,8 @@ pub struct ControlParts {
     pub state: State,
     /// Modules uploaded before start (restored from `--state-dir`).
     pub uploaded: BTreeMap<String, Bytes>,
+    /// `--ask`: the questions a supervisor may answer.
+    pub ask: Option<Arc<crate::ask::AskBroker>>,
 }
 
 /// What a change reads and replaces; kept under the mutex.
@@ -78,6 +80,7 @@ pub struct ControlPlane {
     guarded: tokio::sync::Mutex<Guarded>,
     /// The uploaded modules as `GET /v1/modules` lists them (readable without the mutex).
     module_list: std::sync::Mutex<Vec<ModuleInfo>>,
+    ask: Option<Arc<crate::ask::AskBroker>>,
 }
 
 fn invalid(msg: impl Into<String>) -> ControlError {
@@ -124,6 +127,7 @@ impl ControlPlane {
             state_dir: parts.state_dir,
             ca_pem: parts.ca_pem,
             module_list: std::sync::Mutex::new(infos.values().cloned().collect()),
+            ask: parts.ask,
             guarded: tokio::sync::Mutex::new(Guarded {
                 state: parts.state,
                 shadow_cfg: None,
@@ -403,6 +407,50 @@ impl Control for ControlPlane {
 
     fn subscribe_audit(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
         Some(self.audit.subscribe())
+    }
+
+    fn pending(&self) -> Vec<egret_admin::PendingQuestion> {
+        let Some(ask) = &self.ask else {
+            return Vec::new();
+        };
+        ask.pending()
+            .into_iter()
+            .map(|(id, q)| egret_admin::PendingQuestion {
+                id,
+                host: q.host.to_string(),
+                port: q.port,
+                method: q.method,
+                path: q.path,
+            })
+            .collect()
+    }
+
+    fn decide(
+        &self,
+        id: u64,
+        approve: Option<egret_admin::AskScope>,
+    ) -> egret_admin::BoxFuture<'_, Result<(), ControlError>> {
+        use crate::ask::{Reply, Scope};
+        Box::pin(async move {
+            let Some(ask) = &self.ask else {
+                return Err(ControlError::NotFound(format!(
+                    "no pending question {id}: egret runs without --ask"
+                )));
+            };
+            let reply = match approve {
+                None => Reply::Deny,
+                Some(egret_admin::AskScope::Once) => Reply::Approve(Scope::Once),
+                Some(egret_admin::AskScope::Run) => Reply::Approve(Scope::Run),
+                Some(egret_admin::AskScope::Always) => Reply::Approve(Scope::Always),
+            };
+            match ask.decide(id, reply, egret_proxy::DecidedBy::Admin).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ControlError::NotFound(format!(
+                    "no pending question {id}: it was answered or timed out (see egret ctl pending)"
+                ))),
+                Err(e) => Err(ControlError::Internal(e)),
+            }
+        })
     }
 
     fn shadow_load(

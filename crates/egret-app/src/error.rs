@@ -82,6 +82,14 @@ pub enum AppError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--explicit-proxy` could not listen on its address.
+    #[error("--explicit-proxy {addr}: cannot listen there: {source}")]
+    ExplicitProxy {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The async runtime, a worker thread, a listener or a signal handler could not be set up.
     #[error("cannot {what}: {source}")]
     Runtime {

@@ -7,12 +7,24 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The policy as the DNS server sees it: one question, may this name be answered.
-pub struct PolicyNames(pub Arc<ArcSwap<CompiledPolicy>>);
+pub struct PolicyNames {
+    /// The policy.
+    pub policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// `--ask`: a name no rule decides is answered, so that its connection comes and can be
+    /// asked about.
+    pub ask: bool,
+}
 
 impl egret_dns::NamePolicy for PolicyNames {
     fn decide(&self, name: &str) -> egret_dns::NameDecision {
-        match self.0.load().dns_decision(name) {
+        let policy = self.policy.load();
+        match policy.dns_decision(name) {
             egret_policy::DnsDecision::Answer => egret_dns::NameDecision::Answer,
+            egret_policy::DnsDecision::NxDomain { rule }
+                if self.ask && policy.is_undecided(&rule) =>
+            {
+                egret_dns::NameDecision::Answer
+            }
             egret_policy::DnsDecision::NxDomain { rule } => {
                 egret_dns::NameDecision::NxDomain { rule }
             }

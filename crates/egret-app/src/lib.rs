@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod app;
+pub mod ask;
 mod config;
 pub mod control;
 mod error;

@@ -955,6 +955,13 @@ impl CompiledPolicy {
         }
     }
 
+    /// Whether a denial by `rule` means that no rule names the destination: the default deny,
+    /// or the `allowed_hosts` gate of a host the list does not hold (`--ask` asks about those;
+    /// a `denied_hosts` entry or a request rule is a decision).
+    pub fn is_undecided(&self, rule: &Arc<str>) -> bool {
+        Arc::ptr_eq(rule, &self.rule_default_deny) || Arc::ptr_eq(rule, &self.rule_not_allowed)
+    }
+
     /// Whether denials are carried out (`enforce`).
     pub fn enforces(&self) -> bool {
         self.config.enforce

@@ -302,6 +302,7 @@ struct Event<'a> {
     masked: Option<u64>,
     instance_wait_ms: Option<f64>,
     handler_fields: Option<Fields<'a>>,
+    decided_by: &'a str,
     /// The shadow candidate's decision, when it differs from the live policy's.
     shadow: Option<ShadowField<'a>>,
 }
@@ -432,7 +433,7 @@ struct RequestRecord {
     generation: u64,
     conn: u64,
     client: SocketAddr,
-    dst: SocketAddr,
+    dst: Option<SocketAddr>,
     host: Option<String>,
     proto: &'static str,
     method: Method,
@@ -463,7 +464,7 @@ impl RequestRecord {
             conn: Some(self.conn),
             client: Some(self.client),
             host: self.host.as_deref(),
-            dst: Some(self.dst),
+            dst: self.dst,
             proto: self.proto,
             method: Some(self.method.as_str()),
             path: Some(mask_query(&self.path)),
@@ -487,6 +488,7 @@ impl RequestRecord {
                 .as_ref()
                 .map(|m| m.load(Ordering::Relaxed)),
             instance_wait_ms: self.outcome.instance_wait.map(millis),
+            decided_by: self.outcome.decided_by.as_str(),
             handler_fields: Some(self.outcome.handler_fields.as_slice())
                 .filter(|f| !f.is_empty())
                 .map(Fields),
@@ -587,7 +589,7 @@ pub(crate) fn request(
         generation,
         conn: start.info.id,
         client: start.info.client,
-        dst: start.info.orig,
+        dst: start.info.dst(),
         host: target.map(|t| t.host.clone()),
         proto: start.proto,
         method: start.method,
@@ -637,7 +639,7 @@ pub(crate) fn connection(
         conn: Some(info.id),
         client: Some(info.client),
         host: name,
-        dst: Some(info.orig),
+        dst: info.dst(),
         proto: proto.as_str(),
         method: None,
         path: None,
@@ -656,6 +658,10 @@ pub(crate) fn connection(
         masked: None,
         instance_wait_ms: None,
         handler_fields: None,
+        decided_by: info
+            .asked
+            .map_or(crate::ask::DecidedBy::Policy, |a| a.by)
+            .as_str(),
         shadow: None,
     };
     emit(&proxy.audit, &ev);
@@ -714,6 +720,7 @@ pub(crate) fn fetch(sink: &AuditSink, metrics: &Metrics, r: &FetchRecord<'_>) {
         masked: None,
         instance_wait_ms: None,
         handler_fields: None,
+        decided_by: crate::ask::DecidedBy::Policy.as_str(),
         shadow: None,
     };
     emit(sink, &ev);

@@ -35,6 +35,13 @@ pub struct ConnInfo {
     pub classified: Classified,
     /// When (after accept) the bytes that decided it arrived.
     pub first_byte: Option<Duration>,
+    /// Whether the connection came through the explicit proxy listener (CONNECT or an
+    /// absolute-form request) rather than the transparent capture; `orig` is then the
+    /// CONNECT target (the unspecified address when it named a host: nothing was dialled).
+    pub explicit: bool,
+    /// The answer of whoever was asked about this connection's destination (`--ask`), when
+    /// someone was: an approval covers the requests on it.
+    pub asked: Option<crate::ask::Answer>,
 }
 
 /// How a connection was classified (the audit event's `classified`).
@@ -70,6 +77,12 @@ impl ConnInfo {
     /// The name of the destination as known at connection level (SNI, else DNS name).
     pub fn conn_name(&self) -> Option<&str> {
         self.sni.as_deref().or(self.dns_name.as_deref())
+    }
+
+    /// The address the client dialled, for the audit event: none for an explicit-proxy
+    /// connection to a host name.
+    pub fn dst(&self) -> Option<SocketAddr> {
+        (!(self.explicit && self.orig.ip().is_unspecified())).then_some(self.orig)
     }
 }
 
@@ -129,20 +142,36 @@ async fn read_class(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Class>
 }
 
 impl Proxy {
-    pub(crate) async fn handle_connection(self: Arc<Self>, stream: TcpStream, client: SocketAddr) {
+    pub(crate) async fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        entry: crate::Entry,
+    ) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.metrics.connection_opened();
         let span = tracing::info_span!("conn", sandbox = %self.cfg.sandbox_id, conn = id);
-        self.clone()
-            .connection_inner(stream, client, id, std::time::Instant::now())
-            .instrument(span)
-            .await;
+        let started = std::time::Instant::now();
+        match entry {
+            crate::Entry::Transparent => {
+                self.clone()
+                    .connection_inner(stream, client, id, started)
+                    .instrument(span)
+                    .await
+            }
+            crate::Entry::Explicit => {
+                self.clone()
+                    .explicit_connection(stream, client, id, started)
+                    .instrument(span)
+                    .await
+            }
+        }
         self.metrics.connection_closed();
     }
 
     async fn connection_inner(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        stream: TcpStream,
         client: SocketAddr,
         id: u64,
         started: std::time::Instant,
@@ -174,6 +203,8 @@ impl Proxy {
             started,
             classified: Classified::ClientFirst,
             first_byte: None,
+            explicit: false,
+            asked: None,
         };
         if info.dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
             crate::audit::connection(
@@ -189,13 +220,25 @@ impl Proxy {
             reset(stream);
             return;
         }
-        let mut buf = BytesMut::with_capacity(CLASSIFY_MAX);
+        self.classify_and_serve(stream, BytesMut::with_capacity(CLASSIFY_MAX), info)
+            .await
+    }
+
+    /// Classify a connection by its first bytes (`buf`: those already read, as the explicit
+    /// proxy has after a CONNECT) and serve it on its path. Every connection, captured or
+    /// through the explicit proxy, goes through here.
+    pub(crate) async fn classify_and_serve(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        mut buf: BytesMut,
+        mut info: ConnInfo,
+    ) {
+        let started = info.started;
         // The client has `classify_timeout` to speak before egret also listens for a
         // server-speaks-first protocol; whenever the client's bytes come, they decide.
         let prompt =
             tokio::time::timeout(self.cfg.classify_timeout, read_class(&mut stream, &mut buf))
                 .await;
-        let mut info = info;
         match prompt {
             Ok(Some(class)) => {
                 info.classified = Classified::ClientFirst;
@@ -462,6 +505,21 @@ impl Proxy {
         let dest = conn_destination(name.as_deref(), info.orig);
         match policy.tls_decision(&dest) {
             TlsDecision::Refuse(v) => {
+                let undecided = policy.is_undecided(&v.rule);
+                drop(policy);
+                if undecided {
+                    // A CONNECT already approved is not asked about twice.
+                    if !info.asked.is_some_and(|a| a.allow) {
+                        let host = name
+                            .as_deref()
+                            .map_or_else(|| info.orig.ip().to_string(), str::to_string);
+                        info.asked = self.ask(&host, info.orig.port(), None).await;
+                    }
+                    if info.asked.is_some_and(|a| a.allow) {
+                        // Intercepted, so that the requests are seen (and audited).
+                        return self.intercept(stream, prefix, info, name).await;
+                    }
+                }
                 self.refuse(stream, &info, name.as_deref(), TunnelProto::Tls, &v.rule);
             }
             TlsDecision::Passthrough(_) if hello.ech_offered => {
@@ -481,52 +539,62 @@ impl Proxy {
                 self.passthrough(io, prefix, info, v.would_deny).await
             }
             TlsDecision::Intercept(_) => {
-                let Some(tls) = &self.tls else {
-                    crate::audit::connection(
-                        &self,
-                        &info,
-                        name.as_deref(),
-                        TunnelProto::Tls,
-                        Decision::Error,
-                        "TLS interception is not configured",
-                        0,
-                        0,
-                    );
-                    reset(stream);
-                    return;
-                };
-                let leaf = match &name {
-                    Some(n) => egret_tls::LeafName::Dns(n.to_string()),
-                    None => egret_tls::LeafName::Ip(info.orig.ip()),
-                };
-                let config = match tls.leaves.get_or_mint(&leaf).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "leaf certificate could not be minted");
-                        reset(stream);
-                        return;
-                    }
-                };
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let io = egret_tls::peek::Rewind::new(prefix, stream);
-                let tls_stream =
-                    match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::info!(error = %e, "downstream TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!("downstream TLS handshake timed out");
-                            return;
-                        }
-                    };
-                info.sni = Some(name.unwrap_or_else(|| Arc::from(info.orig.ip().to_string())));
-                info.tls = true;
-                self.serve_http(tls_stream, Arc::new(info)).await
+                drop(policy);
+                self.intercept(stream, prefix, info, name).await
             }
         }
+    }
+
+    /// Terminate TLS with a leaf from the sandbox CA and serve the requests inside.
+    async fn intercept(
+        self: Arc<Self>,
+        stream: TcpStream,
+        prefix: Bytes,
+        mut info: ConnInfo,
+        name: Option<Arc<str>>,
+    ) {
+        let Some(tls) = &self.tls else {
+            crate::audit::connection(
+                &self,
+                &info,
+                name.as_deref(),
+                TunnelProto::Tls,
+                Decision::Error,
+                "TLS interception is not configured",
+                0,
+                0,
+            );
+            reset(stream);
+            return;
+        };
+        let leaf = match &name {
+            Some(n) => egret_tls::LeafName::Dns(n.to_string()),
+            None => egret_tls::LeafName::Ip(info.orig.ip()),
+        };
+        let config = match tls.leaves.get_or_mint(&leaf).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "leaf certificate could not be minted");
+                reset(stream);
+                return;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let io = egret_tls::peek::Rewind::new(prefix, stream);
+        let tls_stream =
+            match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "downstream TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("downstream TLS handshake timed out");
+                    return;
+                }
+            };
+        info.sni = Some(name.unwrap_or_else(|| Arc::from(info.orig.ip().to_string())));
+        info.tls = true;
+        self.serve_http(tls_stream, Arc::new(info)).await
     }
 }

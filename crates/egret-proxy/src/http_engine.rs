@@ -198,6 +198,8 @@ pub(crate) struct Outcome {
     pub instance_wait: Option<std::time::Duration>,
     /// What the handler attached (`handler_fields`).
     pub handler_fields: Vec<(String, String)>,
+    /// Who decided (someone asked, when no rule did: `--ask`).
+    pub decided_by: crate::ask::DecidedBy,
     /// The shadow candidate's decision, when it differs from the live policy's.
     pub shadow: Option<egret_policy::DryRun>,
 }
@@ -229,6 +231,7 @@ impl Decided {
                 masked: None,
                 instance_wait: None,
                 handler_fields: Vec::new(),
+                decided_by: crate::ask::DecidedBy::Policy,
                 shadow: None,
             },
         }
@@ -343,10 +346,27 @@ impl Proxy {
             masked: None,
             instance_wait: None,
             handler_fields: Vec::new(),
+            decided_by: crate::ask::DecidedBy::Policy,
             shadow: shadow.clone(),
         };
+        // No rule decides (`--ask`): an approval of the connection covers its requests,
+        // otherwise the request itself is asked about.
+        let mut asked = None;
+        if matches!(verdict.action, RequestAction::Deny { .. })
+            && policy.is_undecided(&verdict.rule)
+        {
+            asked = match info.asked {
+                Some(a) if a.allow => Some(a),
+                _ => {
+                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    self.ask(&target.host, port, Some((req.method().as_str(), path)))
+                        .await
+                }
+            };
+        }
+        let approved = asked.is_some_and(|a| a.allow);
         let mut decided = match &verdict.action {
-            RequestAction::Deny { status, message } => {
+            RequestAction::Deny { status, message } if !approved => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
                 let because = message
                     .as_deref()
@@ -374,7 +394,7 @@ impl Proxy {
                     outcome: outcome(Decision::Deny, None),
                 }
             }
-            RequestAction::Allow => {
+            RequestAction::Allow | RequestAction::Deny { .. } => {
                 let (resp, outcome) = self
                     .forward(
                         req.map(RequestBody::Stream),
@@ -404,6 +424,9 @@ impl Proxy {
                 }
             }
         };
+        if let Some(a) = asked {
+            decided.outcome.decided_by = a.by;
+        }
         // Report-only: carried out as decided above, audited as what the policy would have
         // done, naming the rule that would have denied it.
         if let Some(rule) = &verdict.would_deny {
@@ -494,10 +517,24 @@ impl Proxy {
             )));
         }
         if req.method() == Method::CONNECT {
+            let msg = if info.explicit {
+                "CONNECT must be the first request on a connection to egret's proxy: open a new connection for it"
+            } else {
+                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly"
+            };
             return Err(Box::new(Decided::failed(
                 StatusCode::METHOD_NOT_ALLOWED,
                 Decision::Deny,
-                "CONNECT is not supported: egret is a transparent proxy, connect to the destination directly".into(),
+                msg.into(),
+                Some(target),
+            )));
+        }
+        if info.explicit && !info.tls && req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+            // Carried as plain HTTP it would reach the host unencrypted.
+            return Err(Box::new(Decided::failed(
+                StatusCode::BAD_REQUEST,
+                Decision::Error,
+                crate::explicit::HTTPS_NEEDS_CONNECT.into(),
                 Some(target),
             )));
         }

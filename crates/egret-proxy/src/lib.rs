@@ -22,12 +22,14 @@
 //! the next request on the same connection sees the newest one.
 #![forbid(unsafe_code)]
 
+pub mod ask;
 pub mod audit;
 pub mod authority;
 pub mod body;
 pub mod classify;
 mod conn;
 pub mod echo_guard;
+mod explicit;
 pub mod fetch;
 pub mod headers;
 mod http_engine;
@@ -39,6 +41,7 @@ pub mod sse;
 mod tunnel;
 pub mod upstream;
 
+pub use ask::{Answer, Asker, DecidedBy, Question};
 pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::{Classified, ConnInfo};
 pub use http_engine::{
@@ -133,6 +136,8 @@ pub struct Proxy {
     pub(crate) connector: upstream::Connector,
     pub(crate) tls: Option<TlsState>,
     pub(crate) handlers: Option<Arc<dyn HandlerDispatch>>,
+    /// `--ask`: who is asked about destinations no rule decides (None: they are denied).
+    pub(crate) asker: Option<Arc<dyn Asker>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) audit: Arc<AuditSink>,
     pub(crate) next_conn: AtomicU64,
@@ -160,6 +165,8 @@ pub struct ProxyParts {
     pub tls: Option<TlsState>,
     /// Handler engine (None: handler routes fail closed with a 502).
     pub handlers: Option<Arc<dyn HandlerDispatch>>,
+    /// Who is asked about destinations no rule decides (`--ask`); None: they are denied.
+    pub asker: Option<Arc<dyn Asker>>,
     /// Where audit events go (one JSON line per request and per tunnel connection).
     pub audit: Arc<AuditSink>,
     /// Data-path metrics (shared with whoever renders `/metrics`).
@@ -201,6 +208,7 @@ impl Proxy {
             connector,
             tls: parts.tls,
             handlers: parts.handlers,
+            asker: parts.asker,
             metrics: parts.metrics,
             audit: parts.audit,
             next_conn: AtomicU64::new(1),
@@ -251,6 +259,28 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shards: Option<Arc<Shards>>,
     ) {
+        self.accept_loop(listener, shards, Entry::Transparent).await
+    }
+
+    /// Serve egret as an explicit HTTP proxy on `listener` (CONNECT, and absolute-form
+    /// `http://` requests): each connection then goes through the same classification,
+    /// policy, interception, handlers and audit as a captured one, its destination taken from
+    /// the CONNECT target or the request instead of the capture. Shares the connection limit
+    /// and the shard threads with the transparent listeners.
+    pub async fn serve_explicit(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shards: Option<Arc<Shards>>,
+    ) {
+        self.accept_loop(listener, shards, Entry::Explicit).await
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shards: Option<Arc<Shards>>,
+        entry: Entry,
+    ) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -267,8 +297,8 @@ impl Proxy {
                 continue;
             };
             match &shards {
-                Some(shards) => shards.dispatch(&self, stream, peer, permit),
-                None => self.clone().spawn_connection(stream, peer, permit),
+                Some(shards) => shards.dispatch(&self, stream, peer, permit, entry),
+                None => self.clone().spawn_connection(stream, peer, permit, entry),
             }
         }
     }
@@ -313,14 +343,24 @@ impl Proxy {
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
         hold: impl Send + 'static,
+        entry: Entry,
     ) {
         let armed = self.keep_timer_armed();
         tokio::spawn(async move {
-            self.handle_connection(stream, peer).await;
+            self.handle_connection(stream, peer, entry).await;
             drop(hold);
             drop(armed);
         });
     }
+}
+
+/// The listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// The transparent capture: the original destination is the socket's local address.
+    Transparent,
+    /// The explicit proxy: the destination is what the client asks for.
+    Explicit,
 }
 
 /// Aborts a background task when dropped.

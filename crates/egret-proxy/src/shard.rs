@@ -9,7 +9,7 @@
 //! request (more CPU per request, no more throughput); every thread accepting from the shared
 //! listening socket lets whichever thread wakes first take a whole burst of connections (one
 //! run: wrk's 64 connections ended up mostly on one thread, ratio 0.36 instead of ~0.5).
-use crate::{upstream, Proxy};
+use crate::{upstream, Entry, Proxy};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +46,7 @@ struct Accepted {
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     open: Open,
+    entry: Entry,
 }
 
 /// The running shard threads of one [`Proxy`]. Dropping the last handle ends them (and waits
@@ -65,6 +66,7 @@ impl Shards {
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
+        entry: Entry,
     ) {
         let shard = (0..self.load.len())
             .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
@@ -75,7 +77,9 @@ impl Shards {
             shard,
         };
         if shard == 0 {
-            proxy.clone().spawn_connection(stream, peer, (permit, open));
+            proxy
+                .clone()
+                .spawn_connection(stream, peer, (permit, open), entry);
             return;
         }
         match stream.into_std() {
@@ -87,6 +91,7 @@ impl Shards {
                     peer,
                     permit,
                     open,
+                    entry,
                 });
             }
             Err(e) => tracing::debug!(error = %e, "cannot hand a connection to a worker thread"),
@@ -151,6 +156,7 @@ fn run_shard(
             peer,
             permit,
             open,
+            entry,
         }) = rx.recv().await
         {
             let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -160,7 +166,9 @@ fn run_shard(
                     continue;
                 }
             };
-            proxy.clone().spawn_connection(stream, peer, (permit, open));
+            proxy
+                .clone()
+                .spawn_connection(stream, peer, (permit, open), entry);
         }
     });
     // Same grace as the main runtime gets at exit.

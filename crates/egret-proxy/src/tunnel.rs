@@ -17,7 +17,7 @@ impl Proxy {
         self: Arc<Self>,
         stream: TcpStream,
         prefix: Bytes,
-        info: ConnInfo,
+        mut info: ConnInfo,
         proto: TunnelProto,
     ) {
         let policy = self.policy.load_full();
@@ -27,8 +27,17 @@ impl Proxy {
         let carried = match verdict.action {
             VerdictAction::Allow => carried(&verdict),
             VerdictAction::Deny => {
-                self.refuse(stream, &info, name.as_deref(), proto, &verdict.rule);
-                return;
+                if policy.is_undecided(&verdict.rule) && !info.asked.is_some_and(|a| a.allow) {
+                    let host = name
+                        .as_deref()
+                        .map_or_else(|| info.orig.ip().to_string(), str::to_string);
+                    info.asked = self.ask(&host, info.orig.port(), None).await;
+                }
+                if !info.asked.is_some_and(|a| a.allow) {
+                    self.refuse(stream, &info, name.as_deref(), proto, &verdict.rule);
+                    return;
+                }
+                (Decision::Forward, verdict.rule.clone())
             }
             VerdictAction::Handler(id) => {
                 // A handler decides per HTTP request; a connection that is not HTTP cannot be

@@ -448,9 +448,16 @@ pub enum LogFormat {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The sandbox's network namespace: a name (ip netns), a path, or a pid.
-    #[arg(long)]
-    pub netns: String,
+    /// The sandbox's network namespace: a name (ip netns), a path, or a pid. Without it
+    /// (only with --explicit-proxy) egret captures nothing and serves only its explicit proxy.
+    #[arg(long, required_unless_present = "explicit_proxy")]
+    pub netns: Option<String>,
+    /// Also serve an explicit HTTP proxy on this address in egret's own namespace (e.g.
+    /// 127.0.0.1:3128): CONNECT for HTTPS and any TCP, absolute-form `GET http://…` for plain
+    /// HTTP, under the same policy, handlers, sandbox CA and audit as captured traffic. Only
+    /// programs that are told to use it (HTTPS_PROXY, `curl -x`) go through it.
+    #[arg(long, value_name = "ADDR")]
+    pub explicit_proxy: Option<std::net::SocketAddr>,
     /// Identifier of the sandbox (letters, digits, `-_.:@`), on every log line and in the CA.
     #[arg(long)]
     pub sandbox_id: String,
@@ -535,6 +542,8 @@ pub struct RunArgs {
     pub handler_cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub handler_instances: HandlerInstanceArgs,
+    #[command(flatten)]
+    pub ask: AskArgs,
     /// Detach and exit when the process with this pid exits (a container's first process:
     /// `egret oci-hook` passes it so that a sidecar never outlives its container).
     #[arg(long, value_name = "PID")]
@@ -576,6 +585,8 @@ pub struct ExecArgs {
     pub handler_cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub handler_instances: HandlerInstanceArgs,
+    #[command(flatten)]
+    pub ask: AskArgs,
     /// Threads serving the command's connections (default: 2, 1 on a single-CPU machine).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -591,6 +602,12 @@ pub struct ExecArgs {
     /// Log format on stderr (egret logs warnings and errors only, unless RUST_LOG says more).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The weaker mode, for machines that refuse user namespaces: no namespaces; egret serves
+    /// an explicit HTTP proxy on a loopback port and sets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
+    /// (and the lower-case ones), an empty NO_PROXY and the CA variables for the command. A
+    /// program that ignores proxy variables is not captured: it connects directly.
+    #[arg(long)]
+    pub proxy_env: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -612,6 +629,7 @@ impl ExecArgs {
         if let Some(w) = self.workers {
             c.proxy.workers = usize::from(w);
         }
+        c.proxy.ask_timeout = self.ask.timeout();
         c.handlers = egret_app::HandlersConfig {
             cache_dir: self.handler_cache_dir.or_else(default_handler_cache),
             instances: self.handler_instances.to_config(),
@@ -629,6 +647,35 @@ fn default_handler_cache() -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("egret").join("handlers"))
+}
+
+/// `--ask`: asking instead of denying.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct AskArgs {
+    /// Hold a connection (or request) to a destination no rule decides and ask about it on
+    /// the controlling terminal (allow once, for this run, always — written into the policy
+    /// file — or deny), and on the admin socket (`egret ctl pending|approve|deny`) when there
+    /// is one. Without a terminal and an admin socket such connections are denied at once.
+    #[arg(long)]
+    pub ask: bool,
+    /// How long a question waits for an answer before the connection is denied (`30s`,
+    /// `500ms`, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ask_timeout: std::time::Duration,
+}
+
+impl AskArgs {
+    /// The question timeout when asking is on.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.ask.then_some(self.ask_timeout)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}")),
+    }
 }
 
 /// The handler instance pool of a sidecar: shared by every command that runs one.
@@ -677,7 +724,8 @@ impl RunArgs {
     /// The sidecar configuration these flags describe.
     pub fn into_config(self) -> egret_app::Config {
         use std::time::Duration;
-        let mut c = egret_app::Config::new(self.netns, self.sandbox_id);
+        let mut c =
+            egret_app::Config::new(self.netns.unwrap_or_else(|| "none".into()), self.sandbox_id);
         c.policy = egret_app::PolicyInputs {
             file: self.policy,
             allow: Vec::new(),
@@ -705,6 +753,8 @@ impl RunArgs {
             workers: self
                 .workers
                 .map_or_else(egret_app::default_workers, usize::from),
+            explicit_proxy: self.explicit_proxy,
+            ask_timeout: self.ask.timeout(),
         };
         c.handlers = egret_app::HandlersConfig {
             cache_dir: self.handler_cache_dir,
@@ -782,6 +832,55 @@ mod tests {
         assert_eq!(
             (c.max, c.wait, c.max_waiters),
             (7, std::time::Duration::from_millis(250), 7)
+        );
+    }
+
+    #[test]
+    fn ask_and_proxy_flags_reach_the_config() {
+        let exec = |args: &[&str]| {
+            let mut argv = vec!["egret", "exec"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["--", "true"]);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Exec(e) => e,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(exec(&[]).into_config("t".into()).proxy.ask_timeout, None);
+        let e = exec(&["--ask", "--proxy-env"]);
+        assert!(e.proxy_env);
+        assert_eq!(
+            e.into_config("t".into()).proxy.ask_timeout,
+            Some(std::time::Duration::from_secs(30))
+        );
+        let c = exec(&["--ask", "--ask-timeout", "1500ms"]).into_config("t".into());
+        assert_eq!(
+            c.proxy.ask_timeout,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        let c = exec(&["--ask", "--ask-timeout", "2"]).into_config("t".into());
+        assert_eq!(c.proxy.ask_timeout, Some(std::time::Duration::from_secs(2)));
+        assert!(
+            Cli::try_parse_from(["egret", "exec", "--ask-timeout", "soon", "--", "true"]).is_err()
+        );
+        // egret run: --netns may be left out only for an explicit proxy of its own.
+        assert!(Cli::try_parse_from(["egret", "run", "--sandbox-id", "s"]).is_err());
+        let run = Cli::try_parse_from([
+            "egret",
+            "run",
+            "--sandbox-id",
+            "s",
+            "--explicit-proxy",
+            "127.0.0.1:3128",
+        ])
+        .unwrap();
+        let Command::Run(r) = run.command else {
+            panic!("run")
+        };
+        assert!(r.netns.is_none());
+        assert_eq!(
+            r.into_config().proxy.explicit_proxy,
+            Some("127.0.0.1:3128".parse().unwrap())
         );
     }
 

@@ -51,7 +51,14 @@ fn main() -> ExitCode {
 /// message already carries its cause, so it is printed without walking the source chain.
 fn run(args: cli::RunArgs) -> ExitCode {
     init_tracing(args.log_format);
-    match args.into_config().build().and_then(egret_app::App::run) {
+    let capture = args.netns.is_some();
+    let cfg = args.into_config();
+    let built = if capture {
+        cfg.build()
+    } else {
+        cfg.build_without_capture()
+    };
+    match built.and_then(egret_app::App::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("egret: error: {e}");

@@ -121,6 +121,24 @@ fn assert_nothing_left() {
     assert!(gone, "processes left behind:\n{}", alive().join("\n"));
 }
 
+/// pip asking `index` for a package that does not exist (it talks HTTPS to it, finds nothing).
+fn pip_download(index: &str) -> [&str; 12] {
+    [
+        "/usr/bin/python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "-d",
+        "/tmp",
+        "--index-url",
+        index,
+        "egret-no-such-package",
+    ]
+}
+
 fn echo_json(out: &Output) -> serde_json::Value {
     let (code, stdout, stderr) = code_out_err(out);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
@@ -176,20 +194,7 @@ fn git_and_pip_reach_an_allowed_host_through_the_sandbox_ca() {
         "git's request did not arrive: {text}\n{}",
         s.up.access_log()
     );
-    let pip = s.with_policy(&[
-        "/usr/bin/python3",
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "-d",
-        "/tmp",
-        "--index-url",
-        "https://api.example.test/simple/",
-        "egret-no-such-package",
-    ]);
+    let pip = s.with_policy(&pip_download("https://api.example.test/simple/"));
     let text = all_output(&pip);
     assert!(
         !text.contains("SSL") && !text.contains("CERTIFICATE"),
@@ -397,15 +402,7 @@ fn ctrl_c_at_the_terminal_reaches_the_command_once() {
     let script = "n=0; trap 'n=$((n+1))' INT; echo ready; \
                   while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.5; echo interrupts=$n; exit 4";
     let cmd = s.exec_as(Some(USER), &[], &["sh", "-c", script]);
-    let mut argv: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
-    argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(include_str!("../../clients/pty_ctrl_c.py"))
-        .args(&argv)
-        .output()
-        .unwrap();
-    let text = all_output(&out);
+    let text = on_terminal(&cmd, "ready", "\x03");
     assert!(text.contains("interrupts=1"), "{text}");
     assert!(text.contains("exit=4"), "{text}");
     assert_nothing_left();
@@ -440,8 +437,435 @@ fn a_refused_user_namespace_is_explained() {
     assert_eq!(out.status.code(), Some(125), "{text}");
     assert!(
         text.contains("user.max_user_namespaces is 0")
-            && text.contains("sysctl -w user.max_user_namespaces="),
+            && text.contains("sysctl -w user.max_user_namespaces=")
+            && text.contains("egret exec --proxy-env"),
         "{text}"
+    );
+    assert_nothing_left();
+}
+
+/// `--proxy-env`, the mode without namespaces: programs that honour the proxy variables reach
+/// an allowed host through egret's explicit proxy (HTTPS through CONNECT, intercepted with
+/// the sandbox CA from the bundle file the CA variables name; plain HTTP in absolute form)
+/// with the credential injected; a denied host's CONNECT is answered 403 with egret's reason.
+#[test]
+fn proxy_env_carries_programs_that_honour_proxy_variables() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let pe = |cmd: &[&str]| s.exec(&["--policy", &s.policy, "--proxy-env"], cmd);
+    let https = "https://api.example.test/echo";
+    let curl = pe(&["curl", "-sS", "--max-time", "10", https]);
+    assert_injected_and_masked(&echo_json(&curl), "x-auth-token", SECRET);
+    let plain = pe(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "http://api.example.test/echo",
+    ]);
+    assert_injected_and_masked(&echo_json(&plain), "x-auth-token", SECRET);
+    let py = format!(
+        "import urllib.request; print(urllib.request.urlopen('{https}', timeout=10).read().decode())"
+    );
+    let python = pe(&["/usr/bin/python3", "-c", &py]);
+    assert_injected_and_masked(&echo_json(&python), "x-auth-token", SECRET);
+    // git and pip honour the variables too (neither finds anything there, both talk HTTPS
+    // to it through egret, credential injected).
+    let git = pe(&["git", "ls-remote", "https://api.example.test/proxied.git"]);
+    let text = all_output(&git);
+    assert!(!text.to_lowercase().contains("certificate"), "{text}");
+    let pip = pe(&pip_download("https://api.example.test/proxied-simple/"));
+    let text = all_output(&pip);
+    assert!(
+        !text.contains("SSL") && !text.contains("CERTIFICATE"),
+        "{text}"
+    );
+    for path in [
+        "/proxied.git/info/refs",
+        "/proxied-simple/egret-no-such-package/",
+    ] {
+        assert!(
+            s.up.wait_log(path, Duration::from_secs(5)),
+            "{path} did not arrive: {}",
+            s.up.access_log()
+        );
+    }
+    for l in s.up.access_log().lines().filter(|l| l.contains("/proxied")) {
+        assert!(l.contains("x-auth-token=present"), "{l}");
+    }
+
+    // A denied host: curl fails on the proxy's answer, which names the rule.
+    let denied = pe(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "https://other.example.test/echo",
+    ]);
+    let text = all_output(&denied);
+    assert_eq!(denied.status.code(), Some(56), "{text}");
+    assert!(text.contains("403"), "{text}");
+    let raw = "import os, socket, urllib.parse\n\
+               u = urllib.parse.urlsplit(os.environ['HTTPS_PROXY'])\n\
+               c = socket.create_connection((u.hostname, u.port), timeout=10)\n\
+               c.sendall(b'CONNECT other.example.test:443 HTTP/1.1\\r\\nHost: other.example.test:443\\r\\n\\r\\n')\n\
+               print(c.makefile('rb').read().decode())";
+    let answer = pe(&["/usr/bin/python3", "-c", raw]);
+    let (code, out, err) = code_out_err(&answer);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{out}");
+    assert!(
+        out.contains("egret: CONNECT to other.example.test:443 denied by rule"),
+        "{out}"
+    );
+    assert!(
+        !s.up.access_log().contains("other.example.test"),
+        "a denied host was reached: {}",
+        s.up.access_log()
+    );
+
+    // The command's environment: egret's proxy for every scheme, nothing bypassing it, the
+    // CA bundle in a private directory that is gone afterwards, not the secret's variable.
+    let env = pe(&[
+        "sh",
+        "-c",
+        &format!(
+            "echo \"$HTTP_PROXY|$HTTPS_PROXY|$ALL_PROXY|$http_proxy|$https_proxy|$all_proxy\"; \
+             echo \"no_proxy=[$NO_PROXY$no_proxy] token=${{{TOKEN_VAR}:-unset}}\"; \
+             echo \"$SSL_CERT_FILE|$CURL_CA_BUNDLE|$NODE_EXTRA_CA_CERTS\"; \
+             stat -c %a \"$(dirname \"$SSL_CERT_FILE\")\"; grep -c 'BEGIN CERTIFICATE' \"$SSL_CERT_FILE\""
+        ),
+    ]);
+    let (code, out, err) = code_out_err(&env);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let proxies: Vec<&str> = lines[0].split('|').collect();
+    assert!(proxies[0].starts_with("http://127.0.0.1:"), "{out}");
+    assert!(proxies.iter().all(|p| *p == proxies[0]), "{out}");
+    assert_eq!(lines[1], "no_proxy=[] token=unset", "{out}");
+    let bundles: Vec<&str> = lines[2].split('|').collect();
+    assert!(bundles.iter().all(|b| *b == bundles[0]), "{out}");
+    assert_eq!(lines[3], "700", "{out}");
+    assert!(lines[4].parse::<u32>().unwrap() > 1, "{out}");
+    let dir = std::path::Path::new(bundles[0]).parent().unwrap();
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+
+    assert_eq!(pe(&["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(pe(&["sh", "-c", "kill -TERM $$"]).status.code(), Some(143));
+    assert_eq!(pe(&["egret-no-such-command"]).status.code(), Some(127));
+    assert_nothing_left();
+}
+
+/// `egret run --explicit-proxy ADDR`: beside the transparent capture of its sandbox, and
+/// without any sandbox (no `--netns`), egret serves an explicit proxy in its own namespace
+/// under the same policy, handlers, CA and audit.
+#[test]
+fn run_serves_an_explicit_proxy_with_or_without_a_sandbox() {
+    require_root();
+    let Setup {
+        topo,
+        up,
+        pki,
+        policy,
+    } = Setup::new();
+    let pins = [
+        "--resolve",
+        &format!("api.example.test={}", UP4[0]),
+        "--resolve",
+        &format!("other.example.test={}", UP4[1]),
+    ];
+    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+    let mut args = vec!["--policy", &policy, "--ca-out", &ca];
+    args.extend(["--upstream-ca", pki.ca.to_str().unwrap()]);
+    args.extend(["--explicit-proxy", "127.0.0.1:3128"]);
+    args.extend_from_slice(&pins);
+    let egret = Egret::start_with_env(&topo, "explicit", &args, &[(TOKEN_VAR, SECRET)])
+        .expect("egret starts");
+    let through = |proxy: &str, ca: &str, url: &str| {
+        let out = topo
+            .egr
+            .cmd("curl")
+            .args(["-sS", "--max-time", "10", "-x", proxy, "--cacert", ca, url])
+            .output()
+            .unwrap();
+        out
+    };
+    let https = through(
+        "http://127.0.0.1:3128",
+        &ca,
+        "https://api.example.test/echo",
+    );
+    assert_injected_and_masked(&echo_json(&https), "x-auth-token", SECRET);
+    let plain = through("http://127.0.0.1:3128", &ca, "http://api.example.test/echo");
+    assert_injected_and_masked(&echo_json(&plain), "x-auth-token", SECRET);
+    let denied = through(
+        "http://127.0.0.1:3128",
+        &ca,
+        "https://other.example.test/echo",
+    );
+    assert_eq!(denied.status.code(), Some(56), "{}", all_output(&denied));
+    // The sandbox is still captured transparently.
+    let (code, out, err) = topo.curl(&["--cacert", &ca, "https://api.example.test/echo"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_injected_and_masked(&json(&out), "x-auth-token", SECRET);
+    // Audited like captured traffic; no address was dialled for a CONNECT to a name.
+    let secs = Duration::from_secs(5);
+    let fwd = egret
+        .wait_audit(secs, |e| {
+            e["host"] == "api.example.test"
+                && e["proto"].as_str().unwrap_or("").starts_with("https")
+                && e["dst"].is_null()
+        })
+        .unwrap_or_else(|| panic!("no explicit-proxy request event:\n{}", egret.logs()));
+    assert_eq!(fwd["decision"], "forward", "{fwd}");
+    assert_eq!(fwd["handler"], "inject", "{fwd}");
+    let deny = egret
+        .wait_audit(secs, |e| {
+            e["host"] == "other.example.test" && e["decision"] == "deny"
+        })
+        .unwrap_or_else(|| panic!("no deny event:\n{}", egret.logs()));
+    assert!(deny["dst"].is_null(), "{deny}");
+    let captured = egret
+        .wait_audit(secs, |e| {
+            e["host"] == "api.example.test" && !e["dst"].is_null()
+        })
+        .unwrap_or_else(|| panic!("no event of the captured request:\n{}", egret.logs()));
+    assert_eq!(captured["handler"], "inject", "{captured}");
+    drop(egret);
+
+    // No sandbox at all: only the explicit proxy.
+    let ready = topo.tmp.path("explicit-only.ready");
+    let ca2 = topo.tmp.path("explicit-only-ca.pem");
+    let mut cmd = topo.egr.cmd(bin("egret").to_str().unwrap());
+    cmd.args(["run", "--sandbox-id", "explicit-only"]);
+    cmd.args(["--explicit-proxy", "127.0.0.1:3129", "--policy", &policy]);
+    cmd.args(["--ca-out", ca2.to_str().unwrap()]);
+    cmd.args(["--upstream-ca", pki.ca.to_str().unwrap()]);
+    cmd.args(["--ready-file", ready.to_str().unwrap()])
+        .args(pins);
+    cmd.env(TOKEN_VAR, SECRET);
+    let mut only = spawn(cmd, &topo.tmp.0, "egret-explicit-only");
+    wait_ready(&mut only, &ready, Duration::from_secs(30)).unwrap();
+    let https = through(
+        "http://127.0.0.1:3129",
+        ca2.to_str().unwrap(),
+        "https://api.example.test/echo",
+    );
+    assert_injected_and_masked(&echo_json(&https), "x-auth-token", SECRET);
+    let tables = topo.sbx.run("nft", &["list", "tables"]);
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("egret"),
+        "egret without --netns touched a namespace"
+    );
+    drop(up);
+}
+
+/// Runs `cmd` on a new pseudo-terminal (its controlling terminal), typing `text` each time
+/// another `trigger` appears in its output; everything written there, ending with `exit=N`.
+fn on_terminal(cmd: &Command, trigger: &str, text: &str) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(include_str!("../../clients/pty_type.py"))
+        .args([trigger, text])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .output()
+        .unwrap();
+    all_output(&out)
+}
+
+/// `egret exec --ask ... -- CMD` on a terminal answered with `reply` (empty: never answered).
+fn ask_on_terminal(s: &Setup, reply: &str, flags: &[&str], cmd: &[&str]) -> String {
+    let typed = if reply.is_empty() {
+        String::new()
+    } else {
+        format!("{reply}\n")
+    };
+    on_terminal(&s.exec_as(Some(USER), flags, cmd), "[d]eny?", &typed)
+}
+
+/// `--ask` on the controlling terminal: a host no rule decides is held while egret asks; once
+/// lets that connection through, deny and silence (after `--ask-timeout`) refuse it, always
+/// writes it into the policy file (comments kept), and each audit event says who decided.
+#[test]
+fn ask_holds_an_undecided_host_until_the_terminal_answers() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let audit = s.topo.tmp.path("ask-audit.jsonl");
+    std::fs::File::create(&audit).unwrap();
+    let chown = Command::new("chown")
+        .args([USER, audit.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let url = "https://other.example.test/echo";
+    let curl = ["curl", "-sS", "--max-time", "20", url];
+    let flags = |extra: &[&'static str]| {
+        let mut f = vec!["--policy", s.policy.as_str(), "--ask"];
+        f.extend(["--audit-log", audit.to_str().unwrap()]);
+        f.extend_from_slice(extra);
+        f
+    };
+    let once = ask_on_terminal(&s, "o", &flags(&[]), &curl);
+    assert!(
+        once.contains("no rule decides other.example.test:443"),
+        "{once}"
+    );
+    assert!(once.contains("\"host\":\"other.example.test\""), "{once}");
+    assert!(once.trim_end().ends_with("exit=0"), "{once}");
+    let denied = ask_on_terminal(&s, "d", &flags(&[]), &curl);
+    assert!(!denied.trim_end().ends_with("exit=0"), "{denied}");
+    let silent = ask_on_terminal(&s, "", &flags(&["--ask-timeout", "1"]), &curl);
+    assert!(!silent.trim_end().ends_with("exit=0"), "{silent}");
+    let events = parse_audit(&std::fs::read_to_string(&audit).unwrap());
+    let by = |who: &str| {
+        events
+            .iter()
+            .any(|e| e["host"] == "other.example.test" && e["decided_by"] == who)
+    };
+    assert!(by("terminal") && by("timeout"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["decided_by"].is_string()),
+        "{events:?}"
+    );
+
+    // Always: into the policy file (a copy the user may write), comments kept; the next run
+    // reaches the host without asking.
+    let dir = s.topo.tmp.path("ask-always");
+    std::fs::create_dir(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    let text = format!(
+        "# the agent's policy\n{}",
+        std::fs::read_to_string(&s.policy).unwrap()
+    );
+    std::fs::write(&policy, &text).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", USER, dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let p = policy.to_str().unwrap();
+    let always = ask_on_terminal(&s, "a", &["--policy", p, "--ask"], &curl);
+    assert!(always.trim_end().ends_with("exit=0"), "{always}");
+    let now = std::fs::read_to_string(&policy).unwrap();
+    assert!(now.starts_with(&text), "{now}");
+    assert!(now.contains("other.example.test"), "{now}\n{always}");
+    let again = s.exec(&["--policy", p], &curl);
+    assert_eq!(echo_json(&again)["host"], "other.example.test");
+    assert_nothing_left();
+}
+
+/// `--ask` answered by a supervisor over the admin socket (`egret ctl pending|approve|deny`),
+/// with no terminal (`setsid`); without a terminal and an admin socket nobody can be asked and
+/// the host is denied at once.
+#[test]
+fn ask_is_answered_through_the_admin_socket() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let dir = s.topo.tmp.path("ask-admin");
+    std::fs::create_dir(&dir).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", USER, dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let sock = dir.join("admin.sock");
+    let sock = sock.to_str().unwrap();
+    let curl = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "https://other.example.test/echo",
+    ];
+    let detached = |flags: &[&str], name: &str| {
+        let c = s.exec_as(Some(USER), flags, &curl);
+        let mut d = Command::new("setsid");
+        d.arg("-w").arg(c.get_program()).args(c.get_args());
+        spawn(d, &s.topo.tmp.0, name)
+    };
+    let flags = ["--policy", &s.policy, "--ask", "--admin-socket", sock];
+    let proxied = [&flags[..], &["--proxy-env"]].concat();
+    let pending = || {
+        let (code, out, err) = ctl(sock, &["--json", "pending"]);
+        assert_eq!(code, 0, "{out}{err}");
+        json(&out)["pending"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Captured, and through the explicit proxy (asked once, at the CONNECT: the approval
+    // covers the intercepted requests).
+    for (answer, ok, flags) in [
+        ("approve", true, &flags[..]),
+        ("deny", false, &flags[..]),
+        ("approve", true, &proxied[..]),
+    ] {
+        let mut p = detached(flags, &format!("ask-admin-{answer}"));
+        let mut id = None;
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                id = std::path::Path::new(sock)
+                    .exists()
+                    .then(pending)
+                    .and_then(|l| l.first().cloned());
+                id.is_some()
+            }),
+            "nothing pending: {}",
+            p.output()
+        );
+        let q = id.unwrap();
+        assert_eq!(q["host"], "other.example.test", "{q}");
+        assert_eq!(q["port"], 443, "{q}");
+        let id = q["id"].as_u64().unwrap().to_string();
+        let (code, out, err) = ctl(sock, &[answer, &id]);
+        assert_eq!(code, 0, "{out}{err}");
+        let st = p
+            .wait_timeout(Duration::from_secs(20))
+            .expect("egret exec ended");
+        assert_eq!(st.success(), ok, "{}", p.output());
+        if ok {
+            assert!(
+                p.output().contains("\"host\":\"other.example.test\""),
+                "{}",
+                p.output()
+            );
+        }
+    }
+    // An answer to a question nobody holds is refused.
+    let mut p = detached(&flags, "ask-admin-gone");
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || std::path::Path::new(sock).exists() && !pending().is_empty()
+    ));
+    let (code, _, err) = ctl(sock, &["approve", "999"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no pending question 999"), "{err}");
+    let id = pending()[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(ctl(sock, &["approve", "--run", &id]).0, 0);
+    assert!(
+        p.wait_timeout(Duration::from_secs(20))
+            .expect("ended")
+            .success(),
+        "{}",
+        p.output()
+    );
+
+    // Nobody to ask: denied at once, by the policy (not after the timeout).
+    let audit = dir.join("nobody.jsonl");
+    let audit = audit.to_str().unwrap();
+    let mut p = detached(
+        &["--policy", &s.policy, "--ask", "--audit-log", audit],
+        "ask-nobody",
+    );
+    let st = p.wait_timeout(Duration::from_secs(20)).expect("ended");
+    assert!(!st.success(), "{}", p.output());
+    let events = parse_audit(&std::fs::read_to_string(audit).unwrap_or_default());
+    assert!(
+        events.iter().any(|e| e["host"] == "other.example.test"
+            && e["decision"] == "deny"
+            && e["decided_by"] == "policy"),
+        "{events:?}"
     );
     assert_nothing_left();
 }

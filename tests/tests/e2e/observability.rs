@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every audit event carries exactly these fields (README, "Audit events").
-const FIELDS: [&str; 26] = [
+const FIELDS: [&str; 27] = [
     "ts",
     "sandbox",
     "generation",
@@ -32,6 +32,7 @@ const FIELDS: [&str; 26] = [
     "instance_wait_ms",
     "handler_fields",
     "shadow",
+    "decided_by",
 ];
 
 const SECRET: &str = "s3cr3t-VALUE-4b1d2e9f7a";
@@ -163,6 +164,8 @@ fn check_common(ev: &serde_json::Value, sandbox: &str) {
     want.sort_unstable();
     assert_eq!(keys, want, "{ev}");
     assert_eq!(ev["sandbox"], sandbox, "{ev}");
+    // Nothing is asked about without --ask.
+    assert_eq!(ev["decided_by"], "policy", "{ev}");
     let ts = ev["ts"].as_str().unwrap();
     assert!(
         ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',

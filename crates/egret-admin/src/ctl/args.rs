@@ -84,6 +84,25 @@ pub enum CtlCommand {
         #[arg(required = true, value_name = "HOST")]
         hosts: Vec<String>,
     },
+    /// List the connections `--ask` holds for a destination no rule decides.
+    Pending,
+    /// Let a held connection through: once (default), for this run, or always (also written
+    /// into the policy file).
+    Approve {
+        /// The question's id (see `pending`).
+        id: u64,
+        /// Allow the host until egret exits.
+        #[arg(long, conflicts_with = "always")]
+        run: bool,
+        /// Allow the host for good: for this run and in the policy file.
+        #[arg(long)]
+        always: bool,
+    },
+    /// Refuse a held connection.
+    Deny {
+        /// The question's id (see `pending`).
+        id: u64,
+    },
     /// Turn default internet egress on or off.
     Internet {
         /// `on` or `off`.

@@ -102,6 +102,19 @@ pub(super) async fn run(
             let c = host_change(action, hosts);
             output::answer(out, json, &client.denied_hosts(&c, ifg).await?)
         }
+        CtlCommand::Pending => {
+            let pending = client.pending().await?;
+            output::answer(out, json, &crate::ask::PendingList { pending })
+        }
+        CtlCommand::Approve { id, run, always } => {
+            let scope = match (run, always) {
+                (_, true) => crate::ask::AskScope::Always,
+                (true, _) => crate::ask::AskScope::Run,
+                _ => crate::ask::AskScope::Once,
+            };
+            output::answer(out, json, &client.decide(id, Some(scope)).await?)
+        }
+        CtlCommand::Deny { id } => output::answer(out, json, &client.decide(id, None).await?),
         CtlCommand::Internet { state } => {
             let a = client.set_internet(state == OnOff::On, ifg).await?;
             output::answer(out, json, &a)

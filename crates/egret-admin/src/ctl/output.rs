@@ -220,6 +220,31 @@ impl Readable for Status {
     }
 }
 
+impl Readable for crate::ask::PendingList {
+    fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            writeln!(out, "nothing pending")?;
+        }
+        for q in &self.pending {
+            let request = match (&q.method, &q.path) {
+                (Some(m), Some(p)) => format!(" {m} {p}"),
+                _ => String::new(),
+            };
+            writeln!(out, "{}  {}:{}{request}", q.id, q.host, q.port)?;
+        }
+        Ok(())
+    }
+}
+
+impl Readable for crate::ask::Decided {
+    fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
+        match self.scope {
+            Some(s) => writeln!(out, "{} approved ({})", self.id, s.as_str()),
+            None => writeln!(out, "{} denied", self.id),
+        }
+    }
+}
+
 impl Readable for Health {
     fn write_readable(&self, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
         writeln!(out, "{}", self.status)

@@ -83,6 +83,12 @@ impl RequestHead {
         };
         match self.op {
             Op::Health => Ok(Command::Health),
+            Op::Pending => Ok(Command::Pending),
+            Op::Approve(id) => route::scope_query(&self.query).map(|s| Command::Decide {
+                id,
+                approve: Some(s),
+            }),
+            Op::Deny(id) => Ok(Command::Decide { id, approve: None }),
             Op::Status => Ok(Command::Status),
             Op::GetPolicy => {
                 route::policy_query(&self.query).map(|toml| Command::GetPolicy { toml })

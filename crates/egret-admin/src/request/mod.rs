@@ -129,6 +129,15 @@ pub enum Command {
     Metrics,
     /// `GET /v1/audit`.
     Audit(AuditFilter),
+    /// `GET /v1/pending`.
+    Pending,
+    /// `POST /v1/pending/{id}/approve` (with the scope) or `…/deny` (`None`).
+    Decide {
+        /// The question.
+        id: u64,
+        /// The approval's scope; `None` denies.
+        approve: Option<crate::ask::AskScope>,
+    },
     /// `/v1/policy/shadow[/promote]`: the shadow candidate.
     Shadow {
         /// What to do with it.
@@ -240,6 +249,44 @@ mod tests {
             ..ServerOptions::default()
         };
         parse_request(&method, path, query, &h, body.as_bytes(), &opts)
+    }
+
+    #[test]
+    fn pending_questions_are_listed_and_answered() {
+        use crate::ask::AskScope;
+        assert_eq!(
+            req(Method::GET, "/v1/pending", &[], "").unwrap(),
+            Command::Pending
+        );
+        assert_eq!(
+            req(Method::POST, "/v1/pending/3/approve?scope=run", &[], "").unwrap(),
+            Command::Decide {
+                id: 3,
+                approve: Some(AskScope::Run)
+            }
+        );
+        assert_eq!(
+            req(Method::POST, "/v1/pending/3/approve", &[], "").unwrap(),
+            Command::Decide {
+                id: 3,
+                approve: Some(AskScope::Once)
+            }
+        );
+        assert_eq!(
+            req(Method::POST, "/v1/pending/4/deny", &[], "").unwrap(),
+            Command::Decide {
+                id: 4,
+                approve: None
+            }
+        );
+        for (m, path) in [
+            (Method::POST, "/v1/pending/x/deny"),
+            (Method::POST, "/v1/pending/3/approve?scope=maybe"),
+            (Method::GET, "/v1/pending/3/deny"),
+            (Method::POST, "/v1/pending"),
+        ] {
+            assert!(req(m.clone(), path, &[], "").is_err(), "{m} {path}");
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(super) enum Op {
     Ca,
     Metrics,
     Audit,
+    Pending,
+    Approve(u64),
+    Deny(u64),
     Shadow(ShadowOp),
 }
 
@@ -68,6 +71,9 @@ const ENDPOINTS: &[&str] = &[
     "GET /v1/metrics",
     "GET /metrics",
     "GET /v1/audit?sandbox=ID&deny_only=true",
+    "GET /v1/pending",
+    "POST /v1/pending/{id}/approve?scope=once|run|always",
+    "POST /v1/pending/{id}/deny",
 ];
 
 /// An endpoint, with the name in its path where it has one.
@@ -89,6 +95,8 @@ pub(super) enum Route<'a> {
     Ca,
     Metrics,
     Audit,
+    Pending,
+    Decide(u64, bool),
     Shadow,
     ShadowPromote,
 }
@@ -103,7 +111,9 @@ impl Route<'_> {
             | Route::Secrets
             | Route::Ca
             | Route::Metrics
-            | Route::Audit => "GET",
+            | Route::Audit
+            | Route::Pending => "GET",
+            Route::Decide(..) => "POST",
             Route::Policy => "GET, PUT",
             Route::Outbound | Route::OutboundByHost | Route::Handler(_) | Route::Secret(_) => {
                 "PUT, DELETE"
@@ -141,6 +151,9 @@ impl Route<'_> {
             Route::Ca if m == Method::GET => Op::Ca,
             Route::Metrics if m == Method::GET => Op::Metrics,
             Route::Audit if m == Method::GET => Op::Audit,
+            Route::Pending if m == Method::GET => Op::Pending,
+            Route::Decide(id, true) if m == Method::POST => Op::Approve(id),
+            Route::Decide(id, false) if m == Method::POST => Op::Deny(id),
             Route::Shadow if m == Method::PUT => Op::Shadow(ShadowOp::Load),
             Route::Shadow if m == Method::GET => Op::Shadow(ShadowOp::Report),
             Route::Shadow if m == Method::DELETE => Op::Shadow(ShadowOp::Drop),
@@ -198,6 +211,16 @@ pub(super) fn route(path: &str) -> Result<Route<'_>, Rejection> {
         ["ca"] => Route::Ca,
         ["metrics"] => Route::Metrics,
         ["audit"] => Route::Audit,
+        ["pending"] => Route::Pending,
+        ["pending", id, verb @ ("approve" | "deny")] => match id.parse::<u64>() {
+            Ok(id) => Route::Decide(id, *verb == "approve"),
+            Err(_) => {
+                return Err(Rejection::new(
+                    ErrorCode::BadRequest,
+                    "the question id in /v1/pending/{id}/… is a number (see GET /v1/pending)",
+                ))
+            }
+        },
         [kind @ ("handlers" | "modules" | "secrets"), name] => {
             if !is_valid_name(name) {
                 let mut f = Rejection::new(
@@ -230,6 +253,26 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (String, Option<String>)> + 
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         (k.to_owned(), percent_decode(v))
     })
+}
+
+/// `POST /v1/pending/{id}/approve`'s query: the scope (`once` when not given).
+pub(super) fn scope_query(query: &str) -> Result<crate::ask::AskScope, Rejection> {
+    let mut scope = crate::ask::AskScope::Once;
+    for (k, v) in query_pairs(query) {
+        match (
+            k.as_str(),
+            v.as_deref().and_then(crate::ask::AskScope::parse),
+        ) {
+            ("scope", Some(s)) => scope = s,
+            _ => {
+                return Err(Rejection::new(
+                    ErrorCode::BadRequest,
+                    "the only query is scope=once|run|always",
+                ))
+            }
+        }
+    }
+    Ok(scope)
 }
 
 /// `GET /v1/policy`'s query: whether TOML was asked for.

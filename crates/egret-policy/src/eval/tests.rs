@@ -1036,3 +1036,26 @@ fn request_rule_problems_name_the_field() {
     let p = find(&ps, "passthrough_hosts[0]");
     assert!(p.message.contains("request rules"), "{p}");
 }
+
+#[test]
+fn only_the_default_deny_and_the_allowed_gate_are_undecided() {
+    let open = compile(&PolicyConfig::default(), &RuntimeLayer::default());
+    let v = open.evaluate(&Destination::host("x.test", 443));
+    assert!(v.is_deny() && open.is_undecided(&v.rule), "{}", v.rule);
+    let cfg = PolicyConfig {
+        allowed_hosts: vec!["a.test".into()],
+        denied_hosts: vec!["evil.test".into()],
+        ..PolicyConfig::default()
+    };
+    let p = compile(&cfg, &RuntimeLayer::default());
+    let gate = p.evaluate(&Destination::host("x.test", 443));
+    assert!(
+        gate.is_deny() && p.is_undecided(&gate.rule),
+        "{}",
+        gate.rule
+    );
+    let denied = p.evaluate(&Destination::host("evil.test", 443));
+    assert!(denied.is_deny() && !p.is_undecided(&denied.rule));
+    // The same text from another policy is not this one's default.
+    assert!(!p.is_undecided(&Arc::from("default deny (internet = false)")));
+}

@@ -3,6 +3,7 @@
 //! makes the sandbox's user, network and mount namespaces, captures them and sends the
 //! listeners back; egret serves them from the caller's namespace, where its upstream
 //! connections leave from, and exits with the command's status once the command is gone.
+mod proxy_env;
 mod refused;
 mod sandbox;
 mod trust;
@@ -27,6 +28,9 @@ pub fn main(args: ExecArgs) -> ExitCode {
     if let Err(e) = egret_app::validate_sandbox_id(&sandbox_id) {
         return fail(e);
     }
+    if args.proxy_env {
+        return proxy_env::main(args, sandbox_id);
+    }
     let argv: Result<Vec<CString>, _> = args
         .command
         .iter()
@@ -40,7 +44,6 @@ pub fn main(args: ExecArgs) -> ExitCode {
         tcp_port: args.listen_port,
         dns_port: args.dns_port,
         argv,
-        proxy_url: None,
     };
     let (ours, theirs) = match socketpair(
         AddressFamily::Unix,

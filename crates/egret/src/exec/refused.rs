@@ -41,7 +41,7 @@ pub fn explain(errno: nix::Error, facts: &Facts) -> String {
     } else {
         "the sysctls allow them, so a seccomp profile (a container's default one) or a security module refuses the unshare() system call; run egret outside that container, or allow unshare/clone with CLONE_NEWUSER in its profile".to_string()
     };
-    format!("the kernel refused to create a user namespace ({errno}): {cause}")
+    format!("the kernel refused to create a user namespace ({errno}): {cause}; or run `egret exec --proxy-env -- CMD`, the weaker mode without namespaces (egret serves a proxy and sets HTTP_PROXY/HTTPS_PROXY for the command; a program that ignores them is not captured)")
 }
 
 #[cfg(test)]
@@ -66,5 +66,6 @@ mod tests {
         assert!(m.contains("used up"), "{m}");
         let m = explain(e, &Facts::default());
         assert!(m.contains("seccomp"), "{m}");
+        assert!(m.contains("egret exec --proxy-env"), "{m}");
     }
 }

@@ -33,8 +33,6 @@ pub struct Plan {
     pub dns_port: u16,
     /// The command and its arguments.
     pub argv: Vec<CString>,
-    /// `--proxy-env`: the proxy URL to put in the command's environment.
-    pub proxy_url: Option<String>,
 }
 
 /// The exit status `egret exec` reports for a process that ended with `status`: its exit
@@ -77,15 +75,8 @@ fn setup(sock: &OwnedFd, plan: &Plan) -> Result<i32, String> {
         unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) }
             .map_err(|e| format!("signal: {e}"))?;
     }
-    // The command gets the caller's environment as it was; the capture runs `ip` and `nft`,
-    // which an ordinary user's PATH often lacks (Debian's has no sbin).
+    // The command gets the caller's environment as it was.
     let outer_env: Vec<_> = std::env::vars_os().collect();
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from));
-    if let Ok(p) = std::env::join_paths(dirs) {
-        std::env::set_var("PATH", p);
-    }
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| refused::explain(e, &refused::Facts::read()))?;
@@ -101,10 +92,10 @@ fn setup(sock: &OwnedFd, plan: &Plan) -> Result<i32, String> {
         None::<&str>,
     )
     .map_err(|e| format!("could not make the sandbox's mounts private: {e}"))?;
-    caps::ambient_net_admin(true)?;
+    // The capture speaks netlink from this process, which holds every capability in its new
+    // user namespace: nothing it runs needs one.
     let listeners = egret_capture::attach_here(&plan.sandbox_id, plan.tcp_port, plan.dns_port)
         .map_err(|e| format!("could not capture the sandbox's network: {e}"))?;
-    caps::ambient_net_admin(false)?;
     let mut fds = vec![listeners.tcp4.as_raw_fd()];
     fds.extend(listeners.tcp6.as_ref().map(|l| l.as_raw_fd()));
     fds.push(listeners.dns4.as_raw_fd());
@@ -129,7 +120,7 @@ fn setup(sock: &OwnedFd, plan: &Plan) -> Result<i32, String> {
     let outer = outer_env
         .into_iter()
         .filter(|(k, _)| !strip_env.iter().any(|s| k == s.as_str()));
-    let env = trust::command_env(outer, &bundle_path, plan.proxy_url.as_deref());
+    let env = trust::command_env(outer, &bundle_path, None);
     unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|e| format!("could not create the sandbox's pid namespace: {e}"))?;
     // SAFETY: this process has one thread (egret forked it before starting any).
@@ -440,75 +431,6 @@ pub fn block_forwarded() {
         set.add(s);
     }
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
-}
-
-/// `CAP_NET_ADMIN` for the `ip` and `nft` processes the capture runs: the helper holds every
-/// capability in its new user namespace, but they run as the caller's uid, which loses them
-/// at `execve` unless they are ambient.
-mod caps {
-    const CAP_NET_ADMIN: u32 = 12;
-    const VERSION_3: u32 = 0x2008_0522;
-
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-
-    /// Raise (`on`) or clear every ambient capability, `CAP_NET_ADMIN` being the only one
-    /// raised.
-    pub fn ambient_net_admin(on: bool) -> Result<(), String> {
-        let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
-        if !on {
-            // SAFETY: prctl with integer arguments only.
-            if unsafe {
-                libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                    0,
-                    0,
-                    0,
-                )
-            } != 0
-            {
-                return Err(err("clearing the ambient capabilities"));
-            }
-            return Ok(());
-        }
-        let mut h = Header {
-            version: VERSION_3,
-            pid: 0,
-        };
-        let mut d = [Data::default(); 2];
-        // SAFETY: capget/capset with a v3 header and two data structs, as the ABI requires.
-        unsafe {
-            if libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()) != 0 {
-                return Err(err("capget"));
-            }
-            d[0].inheritable |= 1 << CAP_NET_ADMIN;
-            if libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) != 0 {
-                return Err(err("capset"));
-            }
-            if libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE,
-                CAP_NET_ADMIN as libc::c_ulong,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(err("raising CAP_NET_ADMIN as ambient"));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

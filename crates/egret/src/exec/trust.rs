@@ -47,7 +47,9 @@ pub fn bundles_present(exists: impl Fn(&str) -> bool) -> Vec<String> {
 
 /// The command's environment: the caller's, with every [`CA_ENV`] variable set to `bundle`
 /// and, with `proxy` (`--proxy-env`), the [`PROXY_ENV`] variables set to it and `NO_PROXY`
-/// limited to loopback. Variables are kept in the caller's order; ones egret sets come last.
+/// empty: nothing bypasses egret, not even loopback (the caller's `NO_PROXY` could name
+/// anything, `*` included), and egret's policy decides about loopback addresses as about any
+/// other. Variables are kept in the caller's order; ones egret sets come last.
 pub fn command_env(
     outer: impl IntoIterator<Item = (OsString, OsString)>,
     bundle: &str,
@@ -56,8 +58,8 @@ pub fn command_env(
     let mut set: Vec<(&str, String)> = CA_ENV.iter().map(|k| (*k, bundle.to_string())).collect();
     if let Some(url) = proxy {
         set.extend(PROXY_ENV.iter().map(|k| (*k, url.to_string())));
-        set.push(("NO_PROXY", "localhost,127.0.0.1,::1".into()));
-        set.push(("no_proxy", "localhost,127.0.0.1,::1".into()));
+        set.push(("NO_PROXY", String::new()));
+        set.push(("no_proxy", String::new()));
     }
     let mut env: Vec<CString> = outer
         .into_iter()
@@ -110,16 +112,18 @@ mod tests {
     }
 
     #[test]
-    fn proxy_env_sets_both_spellings_and_keeps_loopback_direct() {
+    fn proxy_env_sets_both_spellings_and_lets_nothing_bypass() {
         let e = env(
-            &[("http_proxy", "http://old:1")],
+            &[("http_proxy", "http://old:1"), ("NO_PROXY", "*")],
             Some("http://127.0.0.1:4000"),
         );
         for k in PROXY_ENV {
             assert!(e.contains(&format!("{k}=http://127.0.0.1:4000")), "{k}");
         }
         assert!(!e.iter().any(|l| l.contains("old:1")));
-        assert!(e.contains(&"NO_PROXY=localhost,127.0.0.1,::1".to_string()));
+        assert!(e.contains(&"NO_PROXY=".to_string()));
+        assert!(e.contains(&"no_proxy=".to_string()));
+        assert!(!e.iter().any(|l| l == "NO_PROXY=*"));
     }
 
     #[test]

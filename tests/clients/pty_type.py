@@ -1,12 +1,14 @@
-# Run argv[1:] on a new pseudo-terminal, type Ctrl-C once it printed "ready", print everything
-# it wrote and then "exit=N" (its exit status). Used by tests/tests/e2e/exec.rs.
+# Run argv[3:] on a new pseudo-terminal and type argv[2] each time another argv[1] appears in
+# what it wrote (never when argv[2] is empty); print everything it wrote and then "exit=N" (its
+# exit status). Used by tests/tests/e2e/exec.rs: Ctrl-C at the terminal, answers to --ask.
 import os, pty, select, sys, time
 
+trigger, text = sys.argv[1].encode(), sys.argv[2].encode()
 pid, fd = pty.fork()
 if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
+    os.execvp(sys.argv[3], sys.argv[3:])
 out = b""
-sent = False
+typed = 0
 deadline = time.time() + 30
 while time.time() < deadline:
     r, _, _ = select.select([fd], [], [], 0.1)
@@ -18,9 +20,9 @@ while time.time() < deadline:
         if not data:
             break
         out += data
-    if not sent and b"ready" in out:
-        os.write(fd, b"\x03")
-        sent = True
+    if text and out.count(trigger) > typed:
+        os.write(fd, text)
+        typed += 1
 else:
     # It did not end: end it (and with it, through egret, the command) instead of hanging.
     os.kill(pid, 9)
