@@ -34,6 +34,7 @@ export const handle = e.handle;
 export const onResponse = e.onResponse;
 export const onResponseChunk = e.onResponseChunk;
 export const onResponseEnd = e.onResponseEnd;
+export const onResponseEvent = e.onResponseEvent;
 `,
 );
 

@@ -1,5 +1,5 @@
 // Types of the "egret-handler" module (handlers-wasm/sdk-js/egret-handler.js): the JavaScript
-// shape of the WIT world egret:handler/handler@0.2.0 (handlers-wasm/wit/handler.wit).
+// shape of the WIT world egret:handler/handler@0.3.0 (handlers-wasm/wit/handler.wit).
 // For editor support in a TypeScript handler, map the module name in tsconfig.json:
 //   "compilerOptions": { "paths": { "egret-handler": ["<egret>/handlers-wasm/sdk-js/egret-handler.d.ts"] } }
 
@@ -177,3 +177,14 @@ declare global {
   function secret(name: string): SecretValue;
   function secretTemplate(template: string, name: string): SecretValue;
 }
+
+/** What the stream phase does with one event (or chunk). */
+export type EventAction = { tag: "pass" } | { tag: "replace"; val: Uint8Array } | { tag: "drop" };
+/** Stream phase: send it on unchanged. */
+export function passEvent(): EventAction;
+/** Stream phase: send these bytes instead. */
+export function replaceEvent(b: string | Uint8Array): EventAction;
+/** Stream phase: send nothing for it. */
+export function dropEvent(): EventAction;
+/** Whether the binding edits responses as they stream (`response = { mode = "stream" }`). */
+export function responseStreams(): boolean;

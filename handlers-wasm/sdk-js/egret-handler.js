@@ -2,14 +2,16 @@
 //
 // `egret handler build FILE.js|FILE.ts -o OUT.wasm` bundles this module with the handler
 // (imported as "egret-handler") and turns the result into a component for the WIT world
-// egret:handler/handler@0.2.0 (handlers-wasm/wit/handler.wit). The handler module exports
+// egret:handler/handler@0.3.0 (handlers-wasm/wit/handler.wit). The handler module exports
 //
 //   handle(req, ctx)            -> forward(...) | respond(...)        (required)
 //   onResponse(resp, ctx)       -> passResponse(...) | replaceResponse(...)
 //   onResponseChunk(chunk, ctx) / onResponseEnd(ctx)                   (observe phase)
+//   onResponseEvent(event, ctx) -> passEvent() | replaceEvent(bytes) | dropEvent()
+//                                                                   (stream phase)
 //
 // Types: egret-handler.d.ts next to this file.
-import * as host from "egret:handler/host@0.2.0";
+import * as host from "egret:handler/host@0.3.0";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -426,5 +428,36 @@ export function __exports(user) {
     onResponseEnd(ctxWit) {
       if (typeof user.onResponseEnd === "function") user.onResponseEnd(new Context(ctxWit));
     },
+    // An exception here is not turned into an answer: the response is under way, so the
+    // guest traps and egret ends the stream with an audited error.
+    onResponseEvent(ctxWit, event) {
+      if (typeof user.onResponseEvent !== "function") return { tag: "pass" };
+      const r = user.onResponseEvent(event, new Context(ctxWit));
+      if (r === undefined) return { tag: "pass" };
+      if (!r || !["pass", "replace", "drop"].includes(r.tag)) {
+        throw new Error("onResponseEvent must return passEvent(), replaceEvent(bytes) or dropEvent()");
+      }
+      return r;
+    },
   };
+}
+
+/** Stream phase: send the event (or chunk) on unchanged. */
+export function passEvent() {
+  return { tag: "pass" };
+}
+
+/** Stream phase: send these bytes (string or Uint8Array) instead. */
+export function replaceEvent(b) {
+  return { tag: "replace", val: bytes(b, "the replacement event") };
+}
+
+/** Stream phase: send nothing for it. */
+export function dropEvent() {
+  return { tag: "drop" };
+}
+
+/** Whether the binding edits responses as they stream (`response = { mode = "stream" }`). */
+export function responseStreams() {
+  return host.responseStreams();
 }

@@ -1,12 +1,14 @@
 """egret_handler: write egret request handlers in Python.
 
 `egret handler build FILE.py -o OUT.wasm` builds the handler with this module (importable as
-`egret_handler`) into a component for the WIT world egret:handler/handler@0.2.0
+`egret_handler`) into a component for the WIT world egret:handler/handler@0.3.0
 (handlers-wasm/wit/handler.wit). The handler module defines
 
     handle(req, ctx)             -> forward(...) | respond(...)        (required)
     on_response(resp, ctx)       -> pass_response(...) | replace_response(...)
     on_response_chunk(chunk, ctx), on_response_end(ctx)                (observe phase)
+    on_response_event(event, ctx) -> pass_event() | replace_event(b) | drop_event()
+                                                                       (stream phase)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from componentize_py_types import Err
 from wit_world.imports import host as _host
 from wit_world.imports import types as _t
+from wit_world.imports import streaming as _s
 
 __all__ = [
     "Headers", "Request", "Context", "Response", "Action", "ResponseAction", "SecretValue",
@@ -398,6 +401,33 @@ def _failure(wctx: _t.Context, e: BaseException) -> _t.ResponseSpec:
     return _t.ResponseSpec(502, [("content-type", b"text/plain; charset=utf-8")], body)
 
 
+class _EventAction:
+    """What the stream phase does with one event (or chunk): see pass_event and friends."""
+
+    def __init__(self, wit: Any):
+        self._wit = wit
+
+
+def pass_event() -> _EventAction:
+    """Stream phase: send the event (or chunk) on unchanged."""
+    return _EventAction(_s.EventAction_Pass())
+
+
+def replace_event(b: BytesLike) -> _EventAction:
+    """Stream phase: send these bytes instead."""
+    return _EventAction(_s.EventAction_Replace(_bytes(b, "the replacement event")))
+
+
+def drop_event() -> _EventAction:
+    """Stream phase: send nothing for it."""
+    return _EventAction(_s.EventAction_Drop())
+
+
+def response_streams() -> bool:
+    """Whether the binding edits responses as they stream (response = { mode = "stream" })."""
+    return _host.response_streams()
+
+
 def _exports(user: Any) -> Any:
     """Used by `egret handler build`: the world's exports around the user's module."""
     if not callable(getattr(user, "handle", None)):
@@ -437,5 +467,20 @@ def _exports(user: Any) -> Any:
             f = getattr(user, "on_response_end", None)
             if f is not None:
                 f(Context(ctx))
+
+        # An exception here is not turned into an answer: the response is under way, so the
+        # guest traps and egret ends the stream with an audited error.
+        def on_response_event(self, ctx: _t.Context, event: bytes) -> _s.EventAction:
+            f = getattr(user, "on_response_event", None)
+            if f is None:
+                return _s.EventAction_Pass()
+            r = f(event, Context(ctx))
+            if r is None:
+                return _s.EventAction_Pass()
+            if not isinstance(r, _EventAction):
+                raise TypeError(
+                    f"on_response_event returned {type(r).__name__}: return pass_event(), replace_event(b) or drop_event()"
+                )
+            return r._wit
 
     return Exports

@@ -207,6 +207,10 @@ impl WasmDispatch {
             max_fetches,
             fetch_timeout,
             mint: (!binding.mint.is_empty()).then(|| self.secrets.clone()),
+            response_streams: matches!(
+                binding.response,
+                Some((egret_policy::ResponseMode::Stream, _))
+            ),
         }
     }
 
@@ -311,6 +315,7 @@ impl WasmDispatch {
                     egret_policy::ResponseMode::Head => egret_proxy::ResponseMode::Head,
                     egret_policy::ResponseMode::Buffer => egret_proxy::ResponseMode::Buffer(max),
                     egret_policy::ResponseMode::Observe => egret_proxy::ResponseMode::Observe,
+                    egret_policy::ResponseMode::Stream => egret_proxy::ResponseMode::Stream(max),
                 },
                 metrics: self.metrics.clone(),
             }) as Box<dyn egret_proxy::ResponsePhase>
@@ -426,6 +431,21 @@ impl egret_proxy::ResponsePhase for SessionPhase {
             let start = std::time::Instant::now();
             let r = self.session.end().await;
             self.count(start, r)
+        })
+    }
+
+    fn event<'a>(
+        &'a mut self,
+        event: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<egret_proxy::EventDecision, egret_proxy::HandlerFailure>> {
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.session.event(&event).await;
+            Ok(match self.count(start, r)? {
+                egret_wasm::EventAction::Pass => egret_proxy::EventDecision::Pass,
+                egret_wasm::EventAction::Replace(b) => egret_proxy::EventDecision::Replace(b),
+                egret_wasm::EventAction::Drop => egret_proxy::EventDecision::Drop,
+            })
         })
     }
 }

@@ -41,6 +41,9 @@ pub struct HandlerModule {
     pub module: String,
     /// Its bytes.
     pub bytes: Bytes,
+    /// The policy edits its responses as they stream (`response = { mode = "stream" }`),
+    /// which only components of `egret:handler@0.3.0` can.
+    pub streams: bool,
 }
 
 /// Reads the modules of a policy's handlers.
@@ -81,6 +84,9 @@ impl ModuleSource<'_> {
                     handler: name.clone(),
                     module: h.module.clone(),
                     bytes,
+                    streams: h
+                        .response
+                        .is_some_and(|r| r.mode == egret_policy::ResponseMode::Stream),
                 })
             })
             .collect()

@@ -225,9 +225,14 @@ pub enum ResponseMode {
     /// The body's chunks after they were sent (no added latency); the guest cannot change
     /// them.
     Observe,
+    /// Each chunk — for `text/event-stream`, each complete event — before it is sent (up to
+    /// `max_event_bytes`); the guest passes, replaces or drops it. Needs a component of
+    /// `egret:handler@0.3.0`.
+    Stream,
 }
 
-/// `response = { mode = "head" | "buffer" | "observe", max_bytes = N }`.
+/// `response = { mode = "head" | "buffer" | "observe" | "stream", max_bytes = N,
+/// max_event_bytes = N }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseConfig {
@@ -236,6 +241,10 @@ pub struct ResponseConfig {
     /// Largest response body buffered (`buffer` only; default 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Largest server-sent event or chunk handed to the guest (`stream` only; default 1 MiB);
+    /// a larger event ends the response with an audited error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<u64>,
 }
 
 /// `fetch = { max_calls = N, max_response_bytes = N, timeout_ms = N }`.
@@ -261,7 +270,10 @@ pub const DEFAULT_FETCH_BYTES: u64 = 1 << 20;
 pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5000;
 /// Default `response.max_bytes`.
 pub const DEFAULT_RESPONSE_BYTES: u64 = 1 << 20;
-/// Largest `body.max_bytes` / `response.max_bytes` / `fetch.max_response_bytes`.
+/// Default `response.max_event_bytes`: a `tools/list` answer of a few hundred tools fits.
+pub const DEFAULT_EVENT_BYTES: u64 = 1 << 20;
+/// Largest `body.max_bytes` / `response.max_bytes` / `response.max_event_bytes` /
+/// `fetch.max_response_bytes`.
 pub const MAX_BUFFER_BYTES: u64 = 64 << 20;
 
 fn default_fetch_calls() -> u32 {

@@ -60,7 +60,8 @@ pub struct Binding {
     pub memory_bytes: u64,
     /// Largest request body buffered for the guest (`body.max_bytes`), when opted in.
     pub body_max: Option<u64>,
-    /// The response phase, when opted in: what the guest sees and the buffer bound.
+    /// The response phase, when opted in: what the guest sees and the buffer bound
+    /// (`max_bytes` buffering, `max_event_bytes` streaming).
     pub response: Option<(ResponseMode, u64)>,
     /// What the guest may `fetch`, when granted.
     pub fetch: Option<Arc<FetchGrant>>,
@@ -415,10 +416,13 @@ impl Compiler<'_> {
             memory_bytes: h.memory_mb.saturating_mul(1024 * 1024),
             body_max: h.body.map(|b| b.max_bytes),
             response: h.response.map(|r| {
-                (
-                    r.mode,
-                    r.max_bytes.unwrap_or(crate::config::DEFAULT_RESPONSE_BYTES),
-                )
+                let max = match r.mode {
+                    ResponseMode::Stream => r
+                        .max_event_bytes
+                        .unwrap_or(crate::config::DEFAULT_EVENT_BYTES),
+                    _ => r.max_bytes.unwrap_or(crate::config::DEFAULT_RESPONSE_BYTES),
+                };
+                (r.mode, max)
             }),
             fetch: (!h.fetch_hosts.is_empty()).then(|| {
                 let limits = h.fetch.unwrap_or_default();
@@ -519,6 +523,15 @@ impl Compiler<'_> {
                     "bytes",
                 );
             }
+            if let Some(m) = r.max_event_bytes {
+                range(
+                    format!("{path}.response.max_event_bytes"),
+                    m,
+                    1,
+                    MAX_BUFFER_BYTES,
+                    "bytes",
+                );
+            }
         }
         if let Some(f) = h.fetch {
             range(
@@ -552,6 +565,16 @@ impl Compiler<'_> {
                         "only a buffered response phase buffers the body",
                     )
                     .hint("remove max_bytes, or use mode = \"buffer\""),
+                );
+            }
+            if r.max_event_bytes.is_some() && r.mode != ResponseMode::Stream {
+                self.warnings.push(
+                    Problem::new(
+                        format!("{path}.response.max_event_bytes"),
+                        "",
+                        "only a streamed response phase splits the body into events",
+                    )
+                    .hint("remove max_event_bytes, or use mode = \"stream\""),
                 );
             }
         }

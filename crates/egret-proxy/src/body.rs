@@ -137,6 +137,149 @@ pub fn observed(body: ProxyBody, phase: Box<dyn crate::ResponsePhase>) -> ProxyB
     .boxed_unsync()
 }
 
+/// How [`streamed`] cuts a response body for the stream phase.
+pub struct StreamSpec {
+    /// The handler's name (for the errors that end the stream).
+    pub handler: std::sync::Arc<str>,
+    /// `text/event-stream`: hand the guest whole events, however the bytes were split.
+    pub sse: bool,
+    /// Largest piece (`max_event_bytes`).
+    pub max_event: usize,
+}
+
+/// A response body whose every piece — a chunk, or for an event stream a whole event — goes
+/// through a handler's stream phase before it is sent: passed, replaced or dropped. A task of
+/// its own reads the upstream body and calls the guest; one piece at a time waits for the
+/// connection, so memory stays within the splitter's bound plus one piece. An event past the
+/// bound, a guest failure or a broken upstream body ends the body with an error naming it
+/// (the request's audit event carries it); the guest then sees no end.
+pub fn streamed(
+    body: ProxyBody,
+    phase: Box<dyn crate::ResponsePhase>,
+    spec: StreamSpec,
+) -> ProxyBody {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(1);
+    tokio::spawn(async move {
+        match pump_stream(body, phase, &spec, &tx).await {
+            Ok(()) | Err(StreamEnd::Gone) => {}
+            Err(e) => {
+                tracing::warn!(handler = %spec.handler, error = %e, "stream phase ended the response");
+                let _ = tx.send(Err(e.into())).await;
+            }
+        }
+    });
+    Streamed { rx }.boxed_unsync()
+}
+
+/// Why a streamed response ended early.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error("handler {handler}: {source} (response.max_event_bytes); the response was cut there")]
+    TooLarge {
+        handler: std::sync::Arc<str>,
+        source: crate::sse::EventTooLarge,
+    },
+    #[error("handler {handler} failed in the stream phase ({kind}): {message}")]
+    Handler {
+        handler: std::sync::Arc<str>,
+        kind: &'static str,
+        message: String,
+    },
+    #[error("the upstream's response body failed: {0}")]
+    Upstream(BoxError),
+    /// The client went away: nothing to report to it.
+    #[error("the client went away")]
+    Gone,
+}
+
+async fn pump_stream(
+    mut body: ProxyBody,
+    mut phase: Box<dyn crate::ResponsePhase>,
+    spec: &StreamSpec,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
+) -> Result<(), StreamEnd> {
+    let mut splitter = spec
+        .sse
+        .then(|| crate::sse::SseSplitter::new(spec.max_event));
+    let mut pieces = Vec::new();
+    let too_large = |source| StreamEnd::TooLarge {
+        handler: spec.handler.clone(),
+        source,
+    };
+    loop {
+        let frame = match body.frame().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(StreamEnd::Upstream(e)),
+            None => break,
+        };
+        // Trailers carry no body bytes; HTTP/1.1 clients of a chunked stream cannot be sent
+        // them through a channel of data anyway.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut splitter {
+            Some(s) => s.push(&data, &mut pieces).map_err(too_large)?,
+            None => pieces.extend(crate::sse::pieces(data, spec.max_event)),
+        }
+        for piece in pieces.drain(..) {
+            send_through(&mut phase, piece, spec, tx).await?;
+        }
+    }
+    if let Some(rest) = splitter.as_mut().and_then(|s| s.finish()) {
+        send_through(&mut phase, rest, spec, tx).await?;
+    }
+    phase.end().await.map_err(|f| StreamEnd::Handler {
+        handler: spec.handler.clone(),
+        kind: f.kind.as_str(),
+        message: f.message,
+    })
+}
+
+async fn send_through(
+    phase: &mut Box<dyn crate::ResponsePhase>,
+    piece: Bytes,
+    spec: &StreamSpec,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
+) -> Result<(), StreamEnd> {
+    if tx.is_closed() {
+        return Err(StreamEnd::Gone);
+    }
+    let out = match phase.event(piece.clone()).await {
+        Ok(crate::http_engine::EventDecision::Pass) => piece,
+        Ok(crate::http_engine::EventDecision::Replace(b)) => b,
+        Ok(crate::http_engine::EventDecision::Drop) => return Ok(()),
+        Err(f) => {
+            return Err(StreamEnd::Handler {
+                handler: spec.handler.clone(),
+                kind: f.kind.as_str(),
+                message: f.message,
+            })
+        }
+    };
+    if out.is_empty() {
+        return Ok(());
+    }
+    tx.send(Ok(out)).await.map_err(|_| StreamEnd::Gone)
+}
+
+struct Streamed {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|r| r.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
 struct Observed {
     inner: ProxyBody,
     tx: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,

@@ -92,6 +92,20 @@ pub enum ResponseMode {
     Buffer(u64),
     /// The body's chunks after they were sent.
     Observe,
+    /// Each chunk (for `text/event-stream`, each whole event) of at most this many bytes,
+    /// before it is sent.
+    Stream(u64),
+}
+
+/// What the stream phase decided for one piece of a response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventDecision {
+    /// Send it on unchanged.
+    Pass,
+    /// Send these bytes instead.
+    Replace(Bytes),
+    /// Send nothing for it.
+    Drop,
 }
 
 /// The response phase of one request's handler instance.
@@ -108,8 +122,14 @@ pub trait ResponsePhase: Send + 'static {
     /// A body chunk, after it was sent (observe mode). A failure is logged; bytes already
     /// went out.
     fn chunk<'a>(&'a mut self, chunk: Bytes) -> BoxFuture<'a, Result<(), HandlerFailure>>;
-    /// The body ended (observe mode).
+    /// The body ended (observe and stream modes).
     fn end<'a>(&'a mut self) -> BoxFuture<'a, Result<(), HandlerFailure>>;
+    /// One piece of the body before it is sent (stream mode): a chunk, or a whole
+    /// server-sent event.
+    fn event<'a>(
+        &'a mut self,
+        event: Bytes,
+    ) -> BoxFuture<'a, Result<EventDecision, HandlerFailure>>;
     /// What the handler attached to the request's audit event so far, in every phase.
     fn audit_fields(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -653,8 +673,13 @@ impl Proxy {
                 }
                 let guard =
                     (binding.echo_guard && !filled.is_empty()).then(|| echo_patterns(&filled));
-                if guard.is_some() {
-                    // Only an identity-encoded response can be checked for an echoed secret.
+                let streams = matches!(
+                    phase.as_ref().map(|p| p.mode()),
+                    Some(ResponseMode::Stream(_))
+                );
+                if guard.is_some() || streams {
+                    // Only an identity-encoded response can be checked for an echoed secret
+                    // or split into events for the stream phase.
                     parts.headers.insert(
                         http::header::ACCEPT_ENCODING,
                         HeaderValue::from_static("identity"),
@@ -931,6 +956,13 @@ fn echo_patterns(filled: &[Bytes]) -> Arc<crate::echo_guard::Patterns> {
     })
 }
 
+/// Whether a response's body is sent as it is (no `content-encoding`, or `identity`).
+fn identity_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
 /// The echo guard on a response to a request egret filled secrets into: every form of them is
 /// masked in the headers and, as it streams, in the body (length-preserving). An encoded body
 /// cannot be checked, so one is refused although identity encoding was asked for.
@@ -944,7 +976,7 @@ fn guard_response(
     if let Some(enc) = p
         .headers
         .get(http::header::CONTENT_ENCODING)
-        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        .filter(|_| !identity_encoded(&p.headers))
     {
         let msg = format!(
             "upstream {host} answered with content-encoding {} to a request carrying a \
@@ -987,6 +1019,20 @@ async fn response_phase(
                 return fail(StatusCode::BAD_GATEWAY, Decision::Error, msg, outcome);
             }
         },
+        ResponseMode::Stream(_) if !identity_encoded(&p.headers) => {
+            let msg = format!(
+                "handler {handler} edits the response as it streams (response mode \"stream\") \
+                 but the upstream answered with content-encoding {:?} although egret asked for \
+                 identity",
+                String::from_utf8_lossy(
+                    p.headers
+                        .get(http::header::CONTENT_ENCODING)
+                        .map(|v| v.as_bytes())
+                        .unwrap_or_default()
+                )
+            );
+            return fail(StatusCode::BAD_GATEWAY, Decision::Error, msg, outcome);
+        }
         _ => (None, Some(b)),
     };
     let headers = p
@@ -1020,7 +1066,27 @@ async fn response_phase(
                 }
                 // Observe: the guest decided on the head; the chunks follow as they go out.
                 (None, Some(s)) if mode == ResponseMode::Observe => crate::body::observed(s, phase),
-                (None, Some(s)) => s,
+                // Stream: each piece goes through the guest before it goes out, so the length
+                // the upstream announced no longer holds.
+                (None, Some(s)) => match mode {
+                    ResponseMode::Stream(max) => {
+                        p.headers.remove(http::header::CONTENT_LENGTH);
+                        crate::body::streamed(
+                            s,
+                            phase,
+                            crate::body::StreamSpec {
+                                handler: handler.into(),
+                                sse: crate::sse::is_event_stream(
+                                    p.headers
+                                        .get(http::header::CONTENT_TYPE)
+                                        .map(|v| v.as_bytes()),
+                                ),
+                                max_event: usize::try_from(max).unwrap_or(usize::MAX),
+                            },
+                        )
+                    }
+                    _ => s,
+                },
                 (None, None) => crate::body::empty(),
             };
             (Response::from_parts(p, body), outcome)

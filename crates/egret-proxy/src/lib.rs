@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod shadow;
 mod shard;
 mod splice;
+pub mod sse;
 mod tunnel;
 pub mod upstream;
 
@@ -44,8 +45,8 @@ pub use ask::{Answer, Asker, DecidedBy, Question};
 pub use audit::{AuditError, AuditOutput, AuditSink};
 pub use conn::{Classified, ConnInfo};
 pub use http_engine::{
-    Dispatched, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead, ResponseDecision,
-    ResponseMode, ResponsePhase,
+    Dispatched, EventDecision, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead,
+    ResponseDecision, ResponseMode, ResponsePhase,
 };
 pub use shadow::{Shadow, ShadowSlot};
 pub use shard::Shards;

@@ -65,6 +65,20 @@ pub enum WasmError {
         /// The type checker's message.
         reason: String,
     },
+    /// The policy asks for a phase the component's WIT version does not have.
+    #[error(
+        "handler `{handler}`: response = {{ mode = \"{mode}\" }} needs a component of \
+         egret:handler/handler@0.3.0 (it exports `on-response-event`); this one is {world}: \
+         rebuild it with the current SDK, or choose another response mode"
+    )]
+    PhaseUnsupported {
+        /// Handler name.
+        handler: String,
+        /// The response mode the policy asks for.
+        mode: &'static str,
+        /// The component's world.
+        world: &'static str,
+    },
     /// The component imports something egret does not provide.
     #[error(
         "handler `{handler}`: imports `{import}`, which egret does not provide (handlers may \

@@ -24,10 +24,10 @@ use wasmtime::{
 
 use crate::action::{
     resolve_action, resolve_response_action, GuestAction, GuestResponseAction, ResolvedAction,
-    ResolvedResponseAction,
+    ResolvedResponseAction, MAX_REPLACEMENT_BODY_BYTES,
 };
 use crate::artifact_cache::{self, ArtifactCache};
-use crate::bindings::{v1, v2};
+use crate::bindings::{v1, v2, v3};
 use crate::config::{HostConfig, Limits};
 use crate::epoch::EpochTicker;
 use crate::kv::KvStore;
@@ -48,6 +48,8 @@ pub enum WitVersion {
     V0_1,
     /// `egret:handler@0.2.0`: bodies, the response phase, fetch, signing, kv counters.
     V0_2,
+    /// `egret:handler@0.3.0`: the stream phase (`on-response-event`).
+    V0_3,
 }
 
 impl WitVersion {
@@ -56,6 +58,7 @@ impl WitVersion {
         match self {
             WitVersion::V0_1 => "egret:handler/handler@0.1.0",
             WitVersion::V0_2 => "egret:handler/handler@0.2.0",
+            WitVersion::V0_3 => "egret:handler/handler@0.3.0",
         }
     }
 }
@@ -64,12 +67,14 @@ impl WitVersion {
 enum Pre {
     V1(v1::HandlerPre<StoreState>),
     V2(v2::HandlerPre<StoreState>),
+    V3(v3::HandlerPre<StoreState>),
 }
 
 /// A live instance, by WIT version.
 enum Instance {
     V1(v1::Handler),
     V2(v2::Handler),
+    V3(v3::Handler),
 }
 
 /// Extra time the wall-clock backstop allows beyond twice the epoch budget. The epoch
@@ -364,6 +369,7 @@ impl LoadedHandler {
         match self.compiled.pre {
             Pre::V1(_) => WitVersion::V0_1,
             Pre::V2(_) => WitVersion::V0_2,
+            Pre::V3(_) => WitVersion::V0_3,
         }
     }
 
@@ -520,6 +526,8 @@ impl HandlerHost {
         v1::Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
         v2::Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
+        v3::Handler::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| WasmError::Engine(format!("linking egret host imports: {e:#}")))?;
         let artifacts = cfg
             .cache_dir
@@ -746,6 +754,7 @@ impl HandlerHost {
                 match &h.compiled.pre {
                     Pre::V1(pre) => pre.instantiate_async(store).await.map(Instance::V1),
                     Pre::V2(pre) => pre.instantiate_async(store).await.map(Instance::V2),
+                    Pre::V3(pre) => pre.instantiate_async(store).await.map(Instance::V3),
                 }
                 .map_err(Failure::Instantiate)
             };
@@ -878,7 +887,8 @@ impl Session {
     pub fn wit_version(&self) -> WitVersion {
         match self.instance {
             Some(Instance::V1(_)) => WitVersion::V0_1,
-            _ => WitVersion::V0_2,
+            Some(Instance::V2(_)) => WitVersion::V0_2,
+            _ => WitVersion::V0_3,
         }
     }
 
@@ -1002,10 +1012,14 @@ impl Session {
                     body: body.map(|b| b.to_vec()),
                 };
                 self.call(move |i, store, ctx| {
-                    let Instance::V2(h) = i else { unreachable!() };
-                    Box::pin(
-                        async move { h.call_handle(store, ctx, &req).await.map(GuestAction::from) },
-                    )
+                    Box::pin(async move {
+                        match i {
+                            Instance::V2(h) => h.call_handle(store, ctx, &req).await,
+                            Instance::V3(h) => h.call_handle(store, ctx, &req).await,
+                            Instance::V1(_) => unreachable!("handled above"),
+                        }
+                        .map(GuestAction::from)
+                    })
                 })
                 .await
             }
@@ -1055,18 +1069,20 @@ impl Session {
         match self.instance.as_ref() {
             None => Err(self.closed()),
             Some(Instance::V1(_)) => Ok(GuestResponseAction::Pass(Default::default())),
-            Some(Instance::V2(_)) => {
+            Some(_) => {
                 let resp = v2::egret::handler::types::Response {
                     status,
                     headers,
                     body: body.map(|b| b.to_vec()),
                 };
                 self.call(move |i, store, ctx| {
-                    let Instance::V2(h) = i else { unreachable!() };
                     Box::pin(async move {
-                        h.call_on_response(store, ctx, &resp)
-                            .await
-                            .map(GuestResponseAction::from)
+                        match i {
+                            Instance::V2(h) => h.call_on_response(store, ctx, &resp).await,
+                            Instance::V3(h) => h.call_on_response(store, ctx, &resp).await,
+                            Instance::V1(_) => unreachable!("matched above"),
+                        }
+                        .map(GuestResponseAction::from)
                     })
                 })
                 .await
@@ -1090,11 +1106,16 @@ impl Session {
         match self.instance.as_ref() {
             None => Err(self.closed()),
             Some(Instance::V1(_)) => Ok(()),
-            Some(Instance::V2(_)) => {
+            Some(_) => {
                 let chunk = chunk.to_vec();
                 self.call(move |i, store, ctx| {
-                    let Instance::V2(h) = i else { unreachable!() };
-                    Box::pin(async move { h.call_on_response_chunk(store, ctx, &chunk).await })
+                    Box::pin(async move {
+                        match i {
+                            Instance::V2(h) => h.call_on_response_chunk(store, ctx, &chunk).await,
+                            Instance::V3(h) => h.call_on_response_chunk(store, ctx, &chunk).await,
+                            Instance::V1(_) => unreachable!("matched above"),
+                        }
+                    })
                 })
                 .await
             }
@@ -1106,13 +1127,85 @@ impl Session {
         match self.instance.as_ref() {
             None => Err(self.closed()),
             Some(Instance::V1(_)) => Ok(()),
-            Some(Instance::V2(_)) => {
+            Some(_) => {
                 self.call(move |i, store, ctx| {
-                    let Instance::V2(h) = i else { unreachable!() };
-                    Box::pin(async move { h.call_on_response_end(store, ctx).await })
+                    Box::pin(async move {
+                        match i {
+                            Instance::V2(h) => h.call_on_response_end(store, ctx).await,
+                            Instance::V3(h) => h.call_on_response_end(store, ctx).await,
+                            Instance::V1(_) => unreachable!("matched above"),
+                        }
+                    })
                 })
                 .await
             }
+        }
+    }
+
+    /// The stream phase: one piece of the response body (a chunk, or a whole server-sent
+    /// event) before it is sent. Only components of 0.3.0 have it; the binding's policy is
+    /// checked against the component's version when the handler set is installed, so an
+    /// earlier component here is the caller's mistake and is reported as one.
+    pub async fn event(&mut self, event: &[u8]) -> Result<EventAction, HandlerError> {
+        match self.instance.as_ref() {
+            None => Err(self.closed()),
+            Some(Instance::V3(_)) => {
+                let event = event.to_vec();
+                let action = self
+                    .call(move |i, store, ctx| {
+                        let Instance::V3(h) = i else {
+                            unreachable!("matched above")
+                        };
+                        Box::pin(async move {
+                            h.call_on_response_event(store, ctx, &event)
+                                .await
+                                .map(EventAction::from)
+                        })
+                    })
+                    .await?;
+                match action {
+                    EventAction::Replace(b) if b.len() > MAX_REPLACEMENT_BODY_BYTES => {
+                        Err(HandlerError::InvalidAction {
+                            handler: self.ctx.handler_name.clone(),
+                            reason: format!(
+                                "a replaced stream event is {} bytes; at most {MAX_REPLACEMENT_BODY_BYTES}",
+                                b.len()
+                            ),
+                        })
+                    }
+                    a => Ok(a),
+                }
+            }
+            Some(_) => Err(HandlerError::InvalidAction {
+                handler: self.ctx.handler_name.clone(),
+                reason: format!(
+                    "the stream phase needs a component of {}; this one is {}",
+                    WitVersion::V0_3.world(),
+                    self.wit_version().world()
+                ),
+            }),
+        }
+    }
+}
+
+/// What the stream phase decided for one piece of a response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// Send it on unchanged.
+    Pass,
+    /// Send these bytes instead.
+    Replace(bytes::Bytes),
+    /// Send nothing for it.
+    Drop,
+}
+
+impl From<v3::egret::handler::streaming::EventAction> for EventAction {
+    fn from(a: v3::egret::handler::streaming::EventAction) -> Self {
+        use v3::egret::handler::streaming::EventAction as A;
+        match a {
+            A::Pass => EventAction::Pass,
+            A::Replace(b) => EventAction::Replace(b.into()),
+            A::Drop => EventAction::Drop,
         }
     }
 }
@@ -1191,12 +1284,17 @@ fn sha256(bytes: &[u8]) -> ([u8; 32], String) {
     (digest.into(), format!("{digest:x}"))
 }
 
-/// Interfaces egret's linker provides (versions `@0.2.x` for WASI, `@0.1.x`
+/// Interfaces egret's linker provides (versions `@0.2.x` for WASI, `@0.1.x` to `@0.3.x`
 /// for egret); anything else is reported as an unknown import by name.
 fn is_provided_interface(import: &str) -> bool {
     let (iface, version) = import.split_once('@').unwrap_or((import, ""));
     if iface == "egret:handler/host" || iface == "egret:handler/types" {
-        return version.starts_with("0.1.") || version.starts_with("0.2.");
+        return ["0.1.", "0.2.", "0.3."]
+            .iter()
+            .any(|v| version.starts_with(v));
+    }
+    if iface == "egret:handler/streaming" {
+        return version.starts_with("0.3.");
     }
     let wasi = [
         "wasi:io/",
@@ -1285,24 +1383,30 @@ impl HostInner {
                 },
             }
         })?;
-        // A component of 0.2.0 exports the response phase too; one of 0.1.0 only `handle`.
-        let pre = match v2::HandlerPre::new(instance_pre.clone()) {
-            Ok(p) => Pre::V2(p),
-            Err(e2) => match v1::HandlerPre::new(instance_pre) {
-                Ok(p) => Pre::V1(p),
-                Err(e1) => {
-                    return Err(WasmError::WrongExport {
-                        handler: handler.to_owned(),
-                        reason: format!(
-                            "as egret:handler@0.2.0: {e2:#}; as egret:handler@0.1.0: {e1:#}"
-                        ),
-                    })
-                }
+        // A component of 0.3.0 exports the stream phase too, one of 0.2.0 the response
+        // phase, one of 0.1.0 only `handle`.
+        let pre = match v3::HandlerPre::new(instance_pre.clone()) {
+            Ok(p) => Pre::V3(p),
+            Err(e3) => match v2::HandlerPre::new(instance_pre.clone()) {
+                Ok(p) => Pre::V2(p),
+                Err(e2) => match v1::HandlerPre::new(instance_pre) {
+                    Ok(p) => Pre::V1(p),
+                    Err(e1) => {
+                        return Err(WasmError::WrongExport {
+                            handler: handler.to_owned(),
+                            reason: format!(
+                                "as egret:handler@0.3.0: {e3:#}; as egret:handler@0.2.0: {e2:#}; \
+                                 as egret:handler@0.1.0: {e1:#}"
+                            ),
+                        })
+                    }
+                },
             },
         };
         let wit_version = match pre {
             Pre::V1(_) => WitVersion::V0_1,
             Pre::V2(_) => WitVersion::V0_2,
+            Pre::V3(_) => WitVersion::V0_3,
         };
         Ok(Compiled {
             pre,

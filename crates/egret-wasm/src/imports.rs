@@ -1,11 +1,12 @@
-//! The `egret:handler/host` imports, per WIT version: 0.1.0's five functions and 0.2.0's full
-//! set, both over the same [`StoreState`].
+//! The `egret:handler/host` imports, per WIT version: 0.1.0's five functions, 0.2.0's full
+//! set, and 0.3.0's (the same functions as 0.2.0, forwarded to them), all over the same
+//! [`StoreState`].
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
 
 use crate::action::{Filled, Resolver};
-use crate::bindings::{v1, v2};
+use crate::bindings::{v1, v2, v3};
 use crate::services::FetchCall;
 use crate::state::{Level, StoreState};
 
@@ -222,5 +223,89 @@ impl v2::egret::handler::host::Host for StoreState {
             headers: reply.headers,
             body: reply.body.to_vec(),
         })
+    }
+}
+
+impl v3::egret::handler::streaming::Host for StoreState {}
+
+/// 0.3.0 changed no host function: each one is 0.2.0's.
+impl v3::egret::handler::host::Host for StoreState {
+    fn log(&mut self, level: v3::egret::handler::host::LogLevel, msg: String) {
+        use v2::egret::handler::host::LogLevel as L2;
+        use v3::egret::handler::host::LogLevel as L;
+        let level = match level {
+            L::Debug => L2::Debug,
+            L::Info => L2::Info,
+            L::Warn => L2::Warn,
+            L::Error => L2::Error,
+        };
+        v2::egret::handler::host::Host::log(self, level, msg)
+    }
+
+    fn audit_field(&mut self, key: String, value: String) -> Result<(), String> {
+        v2::egret::handler::host::Host::audit_field(self, key, value)
+    }
+
+    fn has_secret(&mut self, name: String) -> bool {
+        v2::egret::handler::host::Host::has_secret(self, name)
+    }
+
+    fn reveal_secret(&mut self, name: String) -> Result<String, String> {
+        v2::egret::handler::host::Host::reveal_secret(self, name)
+    }
+
+    fn set_secret(
+        &mut self,
+        name: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), String> {
+        v2::egret::handler::host::Host::set_secret(self, name, value, ttl_ms)
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        v2::egret::handler::host::Host::kv_get(self, key)
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), String> {
+        v2::egret::handler::host::Host::kv_set(self, key, value, ttl_ms)
+    }
+
+    fn kv_delete(&mut self, key: String) -> bool {
+        v2::egret::handler::host::Host::kv_delete(self, key)
+    }
+
+    fn kv_incr(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
+        v2::egret::handler::host::Host::kv_incr(self, key, delta, ttl_ms)
+    }
+
+    fn kv_compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, String> {
+        v2::egret::handler::host::Host::kv_compare_and_set(self, key, expected, new, ttl_ms)
+    }
+
+    fn hmac_sha256(
+        &mut self,
+        key: t2::SecretKey,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        v2::egret::handler::host::Host::hmac_sha256(self, key, messages)
+    }
+
+    fn sha256(&mut self, data: Vec<u8>) -> Vec<u8> {
+        v2::egret::handler::host::Host::sha256(self, data)
+    }
+
+    async fn fetch(&mut self, req: t2::FetchRequest) -> Result<t2::FetchResponse, String> {
+        v2::egret::handler::host::Host::fetch(self, req).await
+    }
+
+    fn response_streams(&mut self) -> bool {
+        self.services.response_streams
     }
 }

@@ -109,8 +109,8 @@ pub use config::{HostConfig, Limits, DEFAULT_INSTANCE_WAIT, DEFAULT_MAX_INSTANCE
 pub use error::{HandlerError, WasmError};
 #[cfg(feature = "runtime")]
 pub use host::{
-    HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead, Session,
-    SessionSpec, SlotStats, WitVersion, REUSE_MAX_GROWTH_BYTES, REUSE_MAX_REQUESTS,
+    EventAction, HandlerHost, HandlerInfo, HostStats, Invocation, LoadedHandler, RequestHead,
+    Session, SessionSpec, SlotStats, WitVersion, REUSE_MAX_GROWTH_BYTES, REUSE_MAX_REQUESTS,
 };
 pub use kv::{
     Clock, KvError, KvStore, SavedEntry, MAX_ENTRIES_PER_SANDBOX, MAX_KEY_BYTES, MAX_VALUE_BYTES,

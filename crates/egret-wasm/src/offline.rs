@@ -102,6 +102,9 @@ pub struct OfflineResponse {
     pub buffer: bool,
     /// Observe mode: the body goes to `on_chunk` then `on_end`.
     pub observe: bool,
+    /// Stream mode: the body cut as the proxy cuts it (whole events of an event stream, else
+    /// chunks), each given to `on_event` before it would be sent, then `on_end`.
+    pub pieces: Option<Vec<Vec<u8>>>,
 }
 
 /// One offline run: a request (and optionally a response) through a handler.
@@ -316,6 +319,34 @@ pub async fn run(
                 out,
                 "response body observed: {} bytes passed on unchanged",
                 resp.body.len()
+            );
+        }
+        if let (Some(pieces), true) = (&resp.pieces, passed) {
+            let mut sent = 0;
+            for (i, piece) in pieces.iter().enumerate() {
+                let action = session.event(piece).await.map_err(OfflineError::Handler)?;
+                let _ = match action {
+                    crate::host::EventAction::Pass => {
+                        sent += piece.len();
+                        writeln!(out, "event {i}: pass ({} bytes)", piece.len())
+                    }
+                    crate::host::EventAction::Replace(b) => {
+                        sent += b.len();
+                        writeln!(
+                            out,
+                            "event {i}: replace with {} bytes: {:?}",
+                            b.len(),
+                            crate::state::truncate(String::from_utf8_lossy(&b).into_owned(), 512)
+                        )
+                    }
+                    crate::host::EventAction::Drop => writeln!(out, "event {i}: drop"),
+                };
+            }
+            session.end().await.map_err(OfflineError::Handler)?;
+            let _ = writeln!(
+                out,
+                "response body streamed: {} pieces, {sent} bytes sent",
+                pieces.len()
             );
         }
     }

@@ -61,6 +61,9 @@ pub struct Services {
     pub fetch_timeout: Duration,
     /// Where `set-secret` stores values; `None`: not available (offline runs have their own).
     pub mint: Option<Arc<SecretStore>>,
+    /// The binding edits responses as they stream (`response = { mode = "stream" }`): what
+    /// `response-streams` tells the guest.
+    pub response_streams: bool,
 }
 
 impl std::fmt::Debug for Services {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for Services {
             .field("max_fetches", &self.max_fetches)
             .field("fetch_timeout", &self.fetch_timeout)
             .field("mint", &self.mint.is_some())
+            .field("response_streams", &self.response_streams)
             .finish()
     }
 }

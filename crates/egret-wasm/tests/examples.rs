@@ -52,14 +52,14 @@ async fn inject_header_sets_header_from_secret() {
 }
 
 /// A component built against `egret:handler@0.1.0` (before bodies, the response phase and
-/// fetch existed) loads, decides and fills secrets exactly as before, next to its 0.2.0 twin;
-/// its response phase is a pass-through.
+/// fetch existed) loads, decides and fills secrets exactly as before, next to its SDK-built
+/// (0.3.0) twin; its response phase is a pass-through.
 #[tokio::test]
 async fn components_of_wit_0_1_0_keep_working() {
     let v1 = load("v1-inject-header").await;
     let v2 = load("inject-header").await;
     assert_eq!(v1.wit_version(), WitVersion::V0_1);
-    assert_eq!(v2.wit_version(), WitVersion::V0_2);
+    assert_eq!(v2.wit_version(), WitVersion::V0_3);
     assert!(
         v1.info()
             .imports
@@ -116,6 +116,111 @@ async fn components_of_wit_0_1_0_keep_working() {
             if set.is_empty() && remove.is_empty()
     ));
     session.chunk(b"data").await.unwrap();
+    session.end().await.unwrap();
+}
+
+fn spec<'a>(
+    name: &'a str,
+    grants: &'a Grants,
+    secrets: &'a SecretStore,
+    kv: &'a KvStore,
+) -> egret_wasm::SessionSpec<'a> {
+    egret_wasm::SessionSpec {
+        handler_name: name,
+        sandbox_id: "s",
+        params_json: "null",
+        grants,
+        secrets,
+        kv,
+        limits: egret_wasm::Limits::default(),
+        services: Default::default(),
+        reuse: false,
+    }
+}
+
+/// A component built against `egret:handler@0.2.0` (before the stream phase) loads and runs
+/// every phase it has as before: its response edit applies and its observe phase sees the
+/// chunks. Asked for the stream phase it has not got, the session says so (installing such a
+/// binding is refused earlier, by the version check).
+#[tokio::test]
+async fn components_of_wit_0_2_0_keep_working() {
+    let v2 = load("v2-observe").await;
+    assert_eq!(v2.wit_version(), WitVersion::V0_2);
+    assert!(
+        v2.info()
+            .imports
+            .iter()
+            .any(|i| i == "egret:handler/types@0.2.0"),
+        "{:?}",
+        v2.info().imports
+    );
+    let (grants, secrets, kv) = (Grants::default(), SecretStore::new(), KvStore::new());
+    let mut session = host()
+        .session(&v2, spec("v2", &grants, &secrets, &kv))
+        .await
+        .unwrap();
+    assert_eq!(session.wit_version(), WitVersion::V0_2);
+    let call = Call::new("v2", &secrets, &kv);
+    let resolved = session.handle(call.request.clone(), None).await.unwrap();
+    assert!(matches!(resolved, ResolvedAction::Forward { .. }));
+    let pass = session.on_response(200, vec![], None).await.unwrap();
+    let egret_wasm::ResolvedResponseAction::Pass { set, .. } = pass else {
+        panic!("pass expected");
+    };
+    assert_eq!(set[0].0.as_str(), "x-v2-observe");
+    assert_eq!(set[0].1.as_bytes(), b"seen");
+    session.chunk(b"12345").await.unwrap();
+    session.chunk(b"678").await.unwrap();
+    session.end().await.unwrap();
+    assert_eq!(kv.get("s", "v2-observe/bytes").as_deref(), Some(&b"8"[..]));
+    let err = session.event(b"data: x\n\n").await.unwrap_err();
+    assert!(
+        err.to_string().contains("egret:handler/handler@0.3.0"),
+        "{err}"
+    );
+}
+
+/// The stream phase of a 0.3.0 component: mcp-guard, on a server-push stream, passes the
+/// session's `endpoint` event and rewrites a `tools/list` result event to the callable tools.
+#[tokio::test]
+async fn stream_phase_passes_replaces_events() {
+    let h = load("mcp-guard").await;
+    assert_eq!(h.wit_version(), WitVersion::V0_3);
+    let (grants, secrets, kv) = (Grants::default(), SecretStore::new(), KvStore::new());
+    let mut s = spec("mcp", &grants, &secrets, &kv);
+    s.params_json = r#"{"allow_tools":["echo"],"filter_lists":true}"#;
+    s.services.response_streams = true;
+    let mut session = host().session(&h, s).await.unwrap();
+    let mut call = Call::new("mcp", &secrets, &kv);
+    call.request.method = "GET".into();
+    call.request.path_with_query = "/sse".into();
+    call.request.headers = vec![("accept".into(), b"text/event-stream".to_vec())];
+    let resolved = session.handle(call.request.clone(), None).await.unwrap();
+    assert!(
+        matches!(resolved, ResolvedAction::Forward { .. }),
+        "{resolved:?}"
+    );
+    let head = vec![("content-type".into(), b"text/event-stream".to_vec())];
+    session.on_response(200, head, None).await.unwrap();
+    let endpoint = b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n";
+    assert_eq!(
+        session.event(endpoint).await.unwrap(),
+        egret_wasm::EventAction::Pass
+    );
+    let list = br#"event: message
+data: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}]}}
+
+"#;
+    let egret_wasm::EventAction::Replace(out) = session.event(list).await.unwrap() else {
+        panic!("the listing must be rewritten");
+    };
+    let out = String::from_utf8(out.to_vec()).unwrap();
+    assert!(out.starts_with("event: message\ndata: {"), "{out}");
+    assert!(
+        out.contains("echo") && !out.contains("delete_repo"),
+        "{out}"
+    );
+    assert!(out.ends_with("\n\n"), "{out}");
     session.end().await.unwrap();
 }
 
@@ -394,6 +499,7 @@ async fn observe_mode_shows_the_head_then_the_chunks() {
             body: usage.to_vec(),
             buffer: false,
             observe: true,
+            pieces: None,
         }),
     };
     let out = egret_wasm::run_offline_with(host(), &bytes, run("application/json"))

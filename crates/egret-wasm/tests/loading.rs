@@ -180,17 +180,20 @@ fn check_reports_imports_and_exports() {
             "handle",
             "on-response",
             "on-response-chunk",
-            "on-response-end"
+            "on-response-end",
+            "on-response-event"
         ]
     );
     assert!(
         info.imports
             .iter()
-            .any(|i| i.starts_with("egret:handler/host@0.2.0")),
+            .any(|i| i.starts_with("egret:handler/host@0.3.0")),
         "{:?}",
         info.imports
     );
-    assert_eq!(info.wit_version, egret_wasm::WitVersion::V0_2);
+    assert_eq!(info.wit_version, egret_wasm::WitVersion::V0_3);
+    let v2 = host().check(&wasm("v2-observe")).unwrap();
+    assert_eq!(v2.wit_version, egret_wasm::WitVersion::V0_2);
     let v1 = host().check(&wasm("v1-inject-header")).unwrap();
     assert_eq!(v1.exports, vec!["handle".to_string()]);
     assert_eq!(v1.wit_version, egret_wasm::WitVersion::V0_1);

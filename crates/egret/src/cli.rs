@@ -367,9 +367,10 @@ pub struct HandlerRunArgs {
     /// Read the response body from this file.
     #[arg(long, value_name = "PATH", requires = "response")]
     pub response_body_file: Option<PathBuf>,
-    /// How the handler sees the response: `head`, `buffer` (with the body) or `observe`
-    /// (the body as chunks after it was sent). Default: `buffer` when a body is given, else
-    /// `head`.
+    /// How the handler sees the response: `head`, `buffer` (with the body), `observe`
+    /// (the body as chunks after it was sent) or `stream` (each server-sent event of a
+    /// `text/event-stream` body, else the body in one piece, before it would be sent).
+    /// Default: `buffer` when a body is given, else `head`.
     #[arg(long, value_enum, requires = "response")]
     pub response_mode: Option<ResponseModeArg>,
 }
@@ -383,6 +384,8 @@ pub enum ResponseModeArg {
     Buffer,
     /// The body's chunks after they were sent.
     Observe,
+    /// Each event (or chunk) before it would be sent: pass, replace or drop.
+    Stream,
 }
 
 #[derive(Subcommand, Debug)]

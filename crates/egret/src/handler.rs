@@ -125,15 +125,21 @@ pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
             } else {
                 crate::cli::ResponseModeArg::Head
             });
+            let body = body.unwrap_or_default();
+            let pieces = (mode == crate::cli::ResponseModeArg::Stream)
+                .then(|| stream_pieces(&headers, &body))
+                .transpose()?;
             Some(egret_wasm::OfflineResponse {
                 status,
                 headers,
-                body: body.unwrap_or_default(),
+                body,
                 buffer: mode == crate::cli::ResponseModeArg::Buffer,
                 observe: mode == crate::cli::ResponseModeArg::Observe,
+                pieces,
             })
         }
     };
+    let streams = response.as_ref().is_some_and(|r| r.pieces.is_some());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -154,8 +160,13 @@ pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
                 max_fetches: limits.max_calls,
                 fetch_timeout: std::time::Duration::from_millis(limits.timeout_ms),
                 mint: None,
+                response_streams: false,
             };
             (services, Some((audit, feed)))
+        };
+        let services = egret_wasm::Services {
+            response_streams: streams,
+            ..services
         };
         let run = egret_wasm::OfflineRun {
             request_line: &args.request,
@@ -196,4 +207,28 @@ pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
         println!();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The response body cut as the proxy's stream mode cuts it: whole server-sent events of a
+/// `text/event-stream` body (bounded like the policy's default `max_event_bytes`), else the
+/// body in one piece.
+fn stream_pieces(headers: &[(String, String)], body: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let sse = egret_proxy::sse::is_event_stream(
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_bytes()),
+    );
+    if !sse {
+        return Ok(vec![body.to_vec()]);
+    }
+    let max = usize::try_from(egret_policy::config::DEFAULT_EVENT_BYTES).unwrap_or(usize::MAX);
+    let mut splitter = egret_proxy::sse::SseSplitter::new(max);
+    let mut out = Vec::new();
+    splitter
+        .push(body, &mut out)
+        .context("--response-body as an event stream")?;
+    let mut pieces: Vec<Vec<u8>> = out.into_iter().map(|b| b.to_vec()).collect();
+    pieces.extend(splitter.finish().map(|b| b.to_vec()));
+    Ok(pieces)
 }

@@ -12,7 +12,10 @@
 //!   reaches upstream.
 //!
 //! Bindings that opt in also see the response ([`export!`] with `on_response`,
-//! or `on_chunk`/`on_end` to observe a streamed body after it was sent).
+//! `on_chunk`/`on_end` to observe a streamed body after it was sent, or
+//! `on_event` to pass, replace or drop each chunk — each whole server-sent
+//! event of a `text/event-stream` — before it is sent; [`sse`] reads and
+//! writes such events).
 //!
 //! The handler never chooses the destination (scheme and authority are those
 //! of the original request) and has no sockets, files or environment
@@ -90,6 +93,7 @@ pub mod bindings {
 }
 
 use bindings::egret::handler::host as wit_host;
+use bindings::egret::handler::streaming as wit_streaming;
 use bindings::egret::handler::types as wit;
 
 /// Per-request information about who is asking and how the handler is
@@ -757,6 +761,12 @@ pub fn audit_field(key: &str, value: &str) -> Result<(), String> {
     wit_host::audit_field(key, value)
 }
 
+/// Whether this binding edits responses as they stream (`response = { mode = "stream" }`):
+/// then `on_event` (see [`export!`]) sees each chunk or server-sent event before it is sent.
+pub fn response_streams() -> bool {
+    wit_host::response_streams()
+}
+
 /// Whether a secret of that name exists and is granted to this handler.
 pub fn has_secret(name: &str) -> bool {
     wit_host::has_secret(name)
@@ -820,11 +830,14 @@ pub mod kv {
 
 /// Registers `fn(Context, Request) -> Action` as this component's handler,
 /// and optionally the response phase: `on_response = fn(Context, Response) ->
-/// ResponseAction` (bindings with any `response` mode; in `head` and `observe`
-/// the response's body is `None`), `on_chunk = fn(Context, &[u8])` and
-/// `on_end = fn(Context)` (`response = { mode = "observe" }`: after
-/// `on_response` passed the response on, the body's chunks as they were sent).
-/// Phases not given pass the response on unchanged.
+/// ResponseAction` (bindings with any `response` mode; in `head`, `observe` and
+/// `stream` the response's body is `None`), `on_chunk = fn(Context, &[u8])`
+/// (`response = { mode = "observe" }`: after `on_response` passed the response
+/// on, the body's chunks as they were sent), `on_event = fn(Context, &[u8]) ->
+/// EventAction` (`response = { mode = "stream" }`: each chunk, or each whole
+/// server-sent event, before it is sent) and `on_end = fn(Context)` (the end of
+/// an observed or streamed body). Phases not given pass the response on
+/// unchanged.
 ///
 /// Use it exactly once, at the crate root of a `cdylib` crate:
 ///
@@ -878,6 +891,19 @@ macro_rules! export {
 
             // All phases given leaves nothing for `..NONE` to fill.
             #[allow(clippy::needless_update)]
+            fn on_response_event(
+                ctx: $crate::__private::WitContext,
+                event: ::std::vec::Vec<u8>,
+            ) -> $crate::__private::WitEventAction {
+                let phases = $crate::__private::Phases {
+                    $($phase: Some($f),)*
+                    ..$crate::__private::Phases::NONE
+                };
+                $crate::__private::on_event(phases.on_event, ctx, event)
+            }
+
+            // All phases given leaves nothing for `..NONE` to fill.
+            #[allow(clippy::needless_update)]
             fn on_response_end(ctx: $crate::__private::WitContext) {
                 let phases = $crate::__private::Phases {
                     $($phase: Some($f),)*
@@ -891,6 +917,30 @@ macro_rules! export {
     };
 }
 
+/// What the stream phase (`on_event`) does with one chunk or server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// Send it on unchanged.
+    Pass,
+    /// Send these bytes instead (for an event stream: whole events, each ending in a blank
+    /// line; [`sse::Event::to_bytes`] writes one).
+    Replace(Vec<u8>),
+    /// Send nothing for it.
+    Drop,
+}
+
+impl EventAction {
+    fn into_wit(self) -> wit_streaming::EventAction {
+        match self {
+            EventAction::Pass => wit_streaming::EventAction::Pass,
+            EventAction::Replace(b) => wit_streaming::EventAction::Replace(b),
+            EventAction::Drop => wit_streaming::EventAction::Drop,
+        }
+    }
+}
+
+pub mod sse;
+
 /// Support for [`export!`]; not a stable API.
 #[doc(hidden)]
 pub mod __private {
@@ -902,11 +952,13 @@ pub mod __private {
     pub type WitAction = super::wit::Action;
     pub type WitResponse = super::wit::Response;
     pub type WitResponseAction = super::wit::ResponseAction;
+    pub type WitEventAction = super::wit_streaming::EventAction;
 
     /// The optional phases named in `export!`.
     pub struct Phases {
         pub on_response: Option<fn(super::Context, super::Response) -> super::ResponseAction>,
         pub on_chunk: Option<fn(super::Context, &[u8])>,
+        pub on_event: Option<fn(super::Context, &[u8]) -> super::EventAction>,
         pub on_end: Option<fn(super::Context)>,
     }
 
@@ -914,8 +966,20 @@ pub mod __private {
         pub const NONE: Phases = Phases {
             on_response: None,
             on_chunk: None,
+            on_event: None,
             on_end: None,
         };
+    }
+
+    pub fn on_event(
+        f: Option<fn(super::Context, &[u8]) -> super::EventAction>,
+        ctx: WitContext,
+        event: Vec<u8>,
+    ) -> WitEventAction {
+        match f {
+            Some(f) => f(super::Context { inner: ctx }, &event).into_wit(),
+            None => WitEventAction::Pass,
+        }
     }
 
     /// Adapts the WIT types to the SDK types around the user's function.

@@ -29,7 +29,9 @@ fn edit_value(v: &mut Value, expect: &Expect, rules: &Rules, edited: &mut Edited
     let Some(id) = v.get("id").cloned() else {
         return false;
     };
-    if expect.lists.contains(&id) {
+    let shaped = |ptr: &str| expect.by_shape && v.pointer(ptr).is_some();
+    let (list_shaped, init_shaped) = (shaped("/result/tools"), shaped("/result/serverInfo"));
+    if (list_shaped && rules.filter_lists) || expect.lists.contains(&id) {
         if let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) {
             let before = tools.len();
             tools.retain(|t| {
@@ -43,7 +45,8 @@ fn edit_value(v: &mut Value, expect: &Expect, rules: &Rules, edited: &mut Edited
             return tools.len() != before;
         }
     }
-    if let (true, Some(pin)) = (expect.inits.contains(&id), &rules.pin_server) {
+    let init = init_shaped || expect.inits.contains(&id);
+    if let (true, Some(pin)) = (init, &rules.pin_server) {
         if v.get("result").is_none() {
             return false;
         }
@@ -137,7 +140,7 @@ mod tests {
                              "deny_tools": ["delete_*"], "filter_lists": true}));
         let expect = Expect {
             lists: vec![json!(2)],
-            inits: vec![],
+            ..Expect::default()
         };
         let body = listing(json!(2)).to_string();
         let (out, edited) = edit_body(Some("application/json"), body.as_bytes(), &expect, &r);
@@ -162,6 +165,7 @@ mod tests {
         let expect = Expect {
             lists: vec![json!("L")],
             inits: vec![],
+            ..Expect::default()
         };
         let note = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
         let body = format!(
@@ -190,6 +194,7 @@ mod tests {
         let expect = Expect {
             lists: vec![],
             inits: vec![json!(0)],
+            ..Expect::default()
         };
         let good = json!({"jsonrpc": "2.0", "id": 0,
                           "result": {"serverInfo": {"name": "github", "version": "1"}}});
@@ -214,11 +219,44 @@ mod tests {
     }
 
     #[test]
+    fn by_shape_any_listing_or_init_result_is_checked() {
+        let r = rules(
+            json!({"allow_tools": ["echo", "search"], "filter_lists": true,
+                             "pin_server": "good"}),
+        );
+        let expect = Expect::by_shape(&r);
+        let ev = format!("event: message\ndata: {}\n\n", listing(json!(41)));
+        let (out, edited) = edit_body(Some("text/event-stream"), ev.as_bytes(), &expect, &r);
+        let out = String::from_utf8(out.unwrap()).unwrap();
+        assert!(!out.contains("delete_repo"), "{out}");
+        assert_eq!(edited.hidden, ["delete_repo"]);
+        let init = json!({"jsonrpc": "2.0", "id": 0,
+                          "result": {"serverInfo": {"name": "evil"}}});
+        let ev = format!("data: {init}\n\n");
+        let (out, edited) = edit_body(Some("text/event-stream"), ev.as_bytes(), &expect, &r);
+        assert!(String::from_utf8(out.unwrap())
+            .unwrap()
+            .contains("pin_server"));
+        assert_eq!(edited.wrong_server.as_deref(), Some("evil"));
+        // A tool's result is neither.
+        let call = json!({"jsonrpc": "2.0", "id": 3, "result": {"content": []}});
+        let ev = format!("data: {call}\n\n");
+        assert!(
+            edit_body(Some("text/event-stream"), ev.as_bytes(), &expect, &r)
+                .0
+                .is_none()
+        );
+        // Nothing asked: nothing checked.
+        assert!(Expect::by_shape(&rules(json!({}))).is_empty());
+    }
+
+    #[test]
     fn batches_are_edited_element_by_element() {
         let r = rules(json!({"deny_tools": ["search"], "filter_lists": true}));
         let expect = Expect {
             lists: vec![json!(1)],
             inits: vec![],
+            ..Expect::default()
         };
         let body = json!([listing(json!(1)), {"jsonrpc": "2.0", "id": 2, "result": {}}]);
         let (out, _) = edit_body(None, body.to_string().as_bytes(), &expect, &r);

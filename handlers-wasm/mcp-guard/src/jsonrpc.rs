@@ -80,12 +80,25 @@ pub struct Expect {
     pub lists: Vec<Value>,
     /// Ids of `initialize` requests (checked when `pin_server` is set).
     pub inits: Vec<Value>,
+    /// Every answer that has the shape of a `tools/list` result (`result.tools`, a list) or
+    /// an `initialize` result (`result.serverInfo`) is checked, whatever its id: on a
+    /// server-push stream (the `GET /sse` of the HTTP+SSE transport) the answers belong to
+    /// requests other instances saw.
+    pub by_shape: bool,
 }
 
 impl Expect {
     /// Nothing to check.
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty() && self.inits.is_empty()
+        self.lists.is_empty() && self.inits.is_empty() && !self.by_shape
+    }
+
+    /// Check answers by their shape (see [`Expect::by_shape`]), for what `rules` asks.
+    pub fn by_shape(rules: &crate::rules::Rules) -> Expect {
+        Expect {
+            by_shape: rules.filter_lists || rules.pin_server.is_some(),
+            ..Expect::default()
+        }
     }
 }
 

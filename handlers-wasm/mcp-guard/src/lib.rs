@@ -35,13 +35,22 @@
 //!   element.
 //! * A body that is not JSON-RPC is refused with HTTP 400 and a JSON-RPC error (`-32700` not
 //!   JSON, `-32600` not a valid message) saying what is wrong.
-//! * `filter_lists` and `pin_server` edit the server's answer: the binding must buffer
-//!   responses (`response = { mode = "buffer", max_bytes = N }`); without it the guard fails
-//!   closed (`502`). Answers sent as an event stream are edited event by event.
+//! * `filter_lists` and `pin_server` edit the server's answer: the binding must see responses,
+//!   buffered (`response = { mode = "buffer", max_bytes = N }`) or streamed
+//!   (`response = { mode = "stream" }`); without either the guard fails closed (`502`).
+//!   Answers sent as an event stream are edited event by event; a JSON answer streamed is
+//!   held until it is whole.
 //! * Server-push streams (`GET` asking for `text/event-stream`: the standalone stream of
-//!   streamable HTTP, the `GET /sse` of the older HTTP+SSE transport) are answered `405`:
-//!   a buffered response phase cannot check a stream that does not end. Streamable HTTP
-//!   clients carry on without the standalone stream (the MCP spec lets a server answer 405).
+//!   streamable HTTP, the `GET /sse` of the older HTTP+SSE transport) are carried only with
+//!   `response = { mode = "stream" }`: each event is checked before it is sent (a `tools/list`
+//!   or `initialize` result is recognised by its shape, since its request went to another
+//!   instance). Without it they are answered `405` naming that setting (streamable HTTP
+//!   clients carry on without the standalone stream; the MCP spec lets a server answer 405).
+//! * On the HTTP+SSE transport (a `POST` whose query names the session: `session_id` or
+//!   `sessionId`) the answer to a call comes on the `GET /sse` stream, not on the `POST`: a
+//!   refused call is forwarded as a `ping` with the same `id`, and the stream's instance
+//!   swaps the server's answer to it for the JSON-RPC error (handed over in the sandbox's kv
+//!   store for a minute), so the client gets the error where it waits for the answer.
 //!
 //! Every message checked is logged (`mcp.method=... mcp.tool=... decision=allow|deny`), and
 //! the request's audit event carries it under `handler_fields` (`mcp.method`, `mcp.tool`,
@@ -59,7 +68,7 @@ pub mod sse;
 
 use std::sync::Mutex;
 
-use egret_handler::{Action, Context, Request, Response, ResponseAction};
+use egret_handler::{Action, Context, EventAction, Request, Response, ResponseAction};
 use serde_json::{json, Value};
 
 use jsonrpc::{Call, Expect, Format, Verdict, GUARD};
@@ -70,7 +79,16 @@ use rules::{Params, Rules};
 struct Pending {
     rules: Rules,
     expect: Expect,
+    /// The HTTP+SSE session of a `GET /sse` stream (from its `endpoint` event).
+    session: Option<String>,
+    /// A JSON (not event-stream) answer streamed in pieces, held until it is whole.
+    held: Option<Vec<u8>>,
 }
+
+/// The largest streamed JSON answer held to be checked whole.
+const MAX_HELD: usize = 8 << 20;
+/// How long a refused call's error waits for its stream (kv TTL).
+const DENIAL_TTL_MS: u64 = 60_000;
 
 static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
 
@@ -146,10 +164,20 @@ fn handle(ctx: Context, req: Request) -> Action {
     };
     match req.method() {
         "POST" => {}
+        "GET" if accepts_event_stream(&req) && egret_handler::response_streams() => {
+            *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some(Pending {
+                expect: Expect::by_shape(&rules),
+                rules,
+                session: None,
+                held: None,
+            });
+            return Action::forward().set_header("x-egret-handler", GUARD);
+        }
         "GET" if accepts_event_stream(&req) => {
             let msg = format!(
-                "{GUARD}: server-push event streams (GET) are not carried: the guard checks \
-                 each answer whole; use streamable HTTP, whose answers come on the POST"
+                "{GUARD}: server-push event streams (GET) are carried only when the guard \
+                 checks each event before it is sent: set response = {{ mode = \"stream\" }} \
+                 on the handler (or use streamable HTTP, whose answers come on the POST)"
             );
             return Action::respond(405)
                 .header("content-type", "text/plain; charset=utf-8")
@@ -173,18 +201,62 @@ fn handle(ctx: Context, req: Request) -> Action {
         } => {
             log_calls(&calls);
             audit_calls(&calls);
-            answer(status, format, &msg)
+            match legacy_session(&req).filter(|_| egret_handler::response_streams()) {
+                Some(session) => match deny_on_stream(&session, &msg) {
+                    Some(ping) => Action::forward()
+                        .set_header("x-egret-handler", GUARD)
+                        .set_body(ping),
+                    None => answer(status, format, &msg),
+                },
+                None => answer(status, format, &msg),
+            }
         }
         Verdict::Pass { calls, expect } => {
             log_calls(&calls);
             audit_calls(&calls);
             if !expect.is_empty() {
-                *PENDING.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Pending { rules, expect });
+                *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some(Pending {
+                    rules,
+                    expect,
+                    session: None,
+                    held: None,
+                });
             }
             Action::forward().set_header("x-egret-handler", GUARD)
         }
     }
+}
+
+/// The session of an HTTP+SSE transport `POST` (`?session_id=` from Python's SDK,
+/// `?sessionId=` from TypeScript's).
+fn legacy_session(req: &Request) -> Option<String> {
+    req.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        matches!(k, "session_id" | "sessionId")
+            .then(|| v.to_owned())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+fn denial_key(session: &str, id: &Value) -> String {
+    format!("mcp-guard/denied/{session}/{id}")
+}
+
+/// A refused request of the HTTP+SSE transport: hand its error to the session's stream and
+/// return the `ping` to forward in its place; `None` for what has no single answer (a
+/// notification, a batch, no kv room): that is answered on the `POST` as usual.
+fn deny_on_stream(session: &str, answer: &Value) -> Option<Vec<u8>> {
+    let id = answer.get("id").filter(|id| !id.is_null())?;
+    let key = denial_key(session, id);
+    if let Err(e) = egret_handler::kv::set_with_ttl(&key, answer.to_string(), DENIAL_TTL_MS) {
+        egret_handler::log::warn!("{GUARD}: cannot hand the refusal to the stream: {e}");
+        return None;
+    }
+    Some(
+        json!({"jsonrpc": "2.0", "id": id, "method": "ping"})
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 fn accepts_event_stream(req: &Request) -> bool {
@@ -193,9 +265,23 @@ fn accepts_event_stream(req: &Request) -> bool {
 }
 
 fn on_response(_ctx: Context, resp: Response) -> ResponseAction {
-    let Some(p) = PENDING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if pending.is_some() && resp.body().is_none() && egret_handler::response_streams() {
+        // The body follows piece by piece (`on_event`), checked as it goes.
+        if let Some(p) = pending.as_mut() {
+            // A JSON answer is checked whole; anything else (an event stream, the `Accepted`
+            // of an HTTP+SSE `POST`) piece by piece.
+            let json = resp
+                .header_str("content-type")
+                .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+            p.held = (json && !p.expect.by_shape).then(Vec::new);
+        }
+        return ResponseAction::pass();
+    }
+    let Some(p) = pending.take() else {
         return ResponseAction::pass();
     };
+    drop(pending);
     let Some(body) = resp.body() else {
         let msg = format!(
             "{GUARD}: filter_lists and pin_server read the server's answer: the binding must \
@@ -204,8 +290,13 @@ fn on_response(_ctx: Context, resp: Response) -> ResponseAction {
         egret_handler::log::error!("{msg}");
         return ResponseAction::replace(502, &msg);
     };
-    let (edited_body, edited) =
-        answer::edit_body(resp.header_str("content-type"), body, &p.expect, &p.rules);
+    edit_answer(&p, resp.header_str("content-type"), body)
+        .map_or_else(ResponseAction::pass, |b| ResponseAction::pass().body(b))
+}
+
+/// The answer edited for `p` (`None`: unchanged), logged and audited.
+fn edit_answer(p: &Pending, content_type: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
+    let (edited_body, edited) = answer::edit_body(content_type, body, &p.expect, &p.rules);
     if !edited.hidden.is_empty() {
         let hidden = edited.hidden.join(",");
         egret_handler::log::info!("{GUARD}: mcp.method=tools/list hidden={hidden}");
@@ -219,10 +310,60 @@ fn on_response(_ctx: Context, resp: Response) -> ResponseAction {
         audit("rule", "pin_server");
         audit("mcp.server", name);
     }
-    match edited_body {
-        Some(b) => ResponseAction::pass().body(b),
-        None => ResponseAction::pass(),
+    edited_body
+}
+
+/// The stream phase: each event (or, for a JSON answer, each chunk) before it is sent.
+fn on_event(_ctx: Context, event: &[u8]) -> EventAction {
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(p) = pending.as_mut() else {
+        return EventAction::Pass;
+    };
+    if let Some(held) = p.held.as_mut() {
+        // A JSON answer: hold its pieces until they parse, then send it whole, edited.
+        held.extend_from_slice(event);
+        if held.len() > MAX_HELD {
+            egret_handler::log::error!(
+                "{GUARD}: a streamed JSON answer passed {MAX_HELD} bytes unchecked; dropped"
+            );
+            p.held = Some(Vec::new());
+            return EventAction::Drop;
+        }
+        if serde_json::from_slice::<serde::de::IgnoredAny>(held).is_err() {
+            return EventAction::Drop;
+        }
+        let whole = std::mem::take(held);
+        let edited = edit_answer(p, Some("application/json"), &whole);
+        return EventAction::Replace(edited.unwrap_or(whole));
+    }
+    let ev = egret_handler::sse::Event::parse(event);
+    if ev.event_type() == "endpoint" {
+        p.session = ev.data().and_then(|d| {
+            let q = d.split_once('?')?.1.to_owned();
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                matches!(k, "session_id" | "sessionId").then(|| v.to_owned())
+            })
+        });
+        return EventAction::Pass;
+    }
+    if let Some(denied) = p.session.as_deref().and_then(|s| refused_answer(s, &ev)) {
+        return EventAction::Replace(ev.with_data(&denied).to_bytes());
+    }
+    match edit_answer(p, Some("text/event-stream"), event) {
+        Some(b) => EventAction::Replace(b),
+        None => EventAction::Pass,
     }
 }
 
-egret_handler::export!(handle, on_response = on_response);
+/// The error a `POST` of `session` left for the answer this event carries, if any.
+fn refused_answer(session: &str, ev: &egret_handler::sse::Event) -> Option<String> {
+    let msg: Value = serde_json::from_str(&ev.data()?).ok()?;
+    let id = msg.get("id").filter(|_| msg.get("method").is_none())?;
+    let key = denial_key(session, id);
+    let answer = egret_handler::kv::get(&key)?;
+    egret_handler::kv::delete(&key);
+    String::from_utf8(answer).ok()
+}
+
+egret_handler::export!(handle, on_response = on_response, on_event = on_event);

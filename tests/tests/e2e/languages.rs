@@ -107,12 +107,14 @@ fn get_only_in_typescript_and_python_denies_a_post_and_forwards_a_get() {
         ]);
         assert_eq!(code, 0, "{lang}: {out}{err}");
         assert!(
-            out.contains("world    egret:handler/handler@0.2.0"),
+            out.contains("world    egret:handler/handler@0.3.0"),
             "{lang}: {out}"
         );
         assert!(
-            out.contains("imports  egret:handler/host@0.2.0, egret:handler/types@0.2.0")
-                || *lang == "py",
+            out.contains(
+                "imports  egret:handler/host@0.3.0, egret:handler/streaming@0.3.0, \
+                 egret:handler/types@0.3.0"
+            ) || *lang == "py",
             "{lang}: the JS component imports more than the handler world: {out}"
         );
     }
@@ -217,6 +219,49 @@ fn a_throwing_handler_is_a_502_naming_it_and_the_message_without_the_secret() {
     let logs = env.egret.logs();
     assert!(logs.contains("uncaught exception"), "{logs}");
     assert!(!logs.contains(KEY), "the secret is in egret's logs");
+}
+
+/// The stream phase in both SDKs, through `egret handler run --response-mode stream`: each
+/// server-sent event is passed, replaced or dropped before it would be sent.
+#[test]
+fn the_stream_phase_in_typescript_and_python_passes_replaces_and_drops_events() {
+    let tmp = TempDir::new(&format!("lang-stream-{}", unique_id()));
+    let body = tmp.path("events");
+    std::fs::write(
+        &body,
+        "data: one\n\ndata: the password is hunter2\r\n\r\ndata: drop-me\n\n",
+    )
+    .unwrap();
+    for (lang, src) in [
+        ("ts", "tests/lang-handlers/redact-stream.ts"),
+        ("py", "tests/lang-handlers/redact_stream.py"),
+    ] {
+        let m = lang_handler(src);
+        let (code, out, err) = egret_cmd(&[
+            "handler",
+            "run",
+            m.to_str().unwrap(),
+            "--request",
+            "GET https://api.test/stream",
+            "--response",
+            "200",
+            "--response-header",
+            "content-type: text/event-stream",
+            "--response-body-file",
+            body.to_str().unwrap(),
+            "--response-mode",
+            "stream",
+        ]);
+        assert_eq!(code, 0, "{lang}: {out}{err}");
+        for want in [
+            "event 0: pass (11 bytes)",
+            r#"event 1: replace with 36 bytes: "data: the password is [redacted]\r\n\r\n""#,
+            "event 2: drop",
+            "response body streamed: 3 pieces, 47 bytes sent",
+        ] {
+            assert!(out.contains(want), "{lang}: no {want:?} in\n{out}{err}");
+        }
+    }
 }
 
 #[test]

@@ -16,7 +16,18 @@ const MCP_CLIENT_PY: &str = include_str!("../../clients/mcp_client.py");
 /// argv: the SDK's npm prefix, URL.
 const MCP_CLIENT_JS: &str = include_str!("../../clients/mcp_client.js");
 
-const HOSTS: [&str; 4] = ["mcp.test", "stream.test", "legacy.test", "impostor.test"];
+const HOSTS: [&str; 5] = [
+    "mcp.test",
+    "stream.test",
+    "legacy.test",
+    "impostor.test",
+    "split.test",
+];
+
+/// The response phase of the guard's binding: buffered answers.
+const BUFFER: &str = r#"{ mode = "buffer", max_bytes = 1048576 }"#;
+/// Streamed answers, each event checked before it is sent.
+const STREAM: &str = r#"{ mode = "stream", max_event_bytes = 65536 }"#;
 
 /// What the clients print, in order, for the policy below.
 const EXPECTED: [&str; 4] = [
@@ -34,7 +45,7 @@ struct Env {
 }
 
 impl Env {
-    fn start(sandbox: &str) -> Env {
+    fn start(sandbox: &str, response: &str) -> Env {
         let topo = Topology::new(SandboxNet::LoOnly);
         let pki = upstream_pki(&topo.tmp.0, "mcp", &HOSTS);
         let ready = topo.tmp.path("mcp.ready");
@@ -54,7 +65,7 @@ impl Env {
 [handlers.mcp]
 module = "{module}"
 body = {{ max_bytes = 1048576 }}
-response = {{ mode = "buffer", max_bytes = 1048576 }}
+response = {response}
 
 [handlers.mcp.params]
 allow_tools = ["echo", "create_*"]
@@ -96,6 +107,20 @@ repo = "sandbox-*"
             .topo
             .in_sandbox("python3", &["-c", MCP_CLIENT_PY, &self.ca, url, transport]);
         (o.status.success(), all_output(&o))
+    }
+
+    /// `GET` an event stream from `host`; (curl's exit code, its stderr, the body).
+    fn get_stream(&self, host: &str, path: &str) -> (i32, String, String) {
+        let url = format!("https://{host}{path}");
+        let (code, out, err) = self.topo.curl(&[
+            "--cacert",
+            &self.ca,
+            "-N",
+            "-H",
+            "accept: text/event-stream",
+            &url,
+        ]);
+        (code, err, out)
     }
 
     /// POST `body` with `accept`; (status, content-type, body).
@@ -145,7 +170,7 @@ fn ts_sdk() -> PathBuf {
 
 #[test]
 fn python_and_typescript_sdks_cannot_call_or_see_a_tool_the_policy_does_not_allow() {
-    let env = Env::start("mcp-sdks");
+    let env = Env::start("mcp-sdks", BUFFER);
     // Streamable HTTP answering in JSON, then in server-sent events: the Python client.
     for host in ["mcp.test", "stream.test"] {
         let (ok, out) = env.python(&format!("https://{host}/mcp"), "http");
@@ -223,7 +248,7 @@ fn python_and_typescript_sdks_cannot_call_or_see_a_tool_the_policy_does_not_allo
 
 #[test]
 fn refusals_take_the_clients_format_and_malformed_or_mixed_bodies_are_refused_clearly() {
-    let env = Env::start("mcp-wire");
+    let env = Env::start("mcp-wire", BUFFER);
     let denied = r#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"x"}}}"#;
     // JSON for a client that takes JSON.
     let (status, ctype, body) = env.post("mcp.test", "application/json, text/event-stream", denied);
@@ -308,4 +333,69 @@ fn refusals_take_the_clients_format_and_malformed_or_mixed_bodies_are_refused_cl
     assert!(!ok, "{ctx}");
     assert!(out.contains("405"), "{ctx}");
     assert!(!env.server.output().contains("DELETED"));
+    let (_, _, body) = env.get_stream("split.test", "/sse");
+    assert!(body.contains("response = { mode = \"stream\" }"), "{body}");
+}
+
+/// With `response = { mode = "stream" }` the guard checks each event before it is sent: the
+/// HTTP+SSE transport (`GET /sse` + `POST /messages/`) is governed like streamable HTTP (a
+/// refused call's error arrives on the stream, where the client waits for it), streamable
+/// HTTP's answers too (SSE and JSON), an event the upstream wrote in 7-byte pieces is
+/// checked whole, and an event past `max_event_bytes` ends the response with an audited
+/// error.
+#[test]
+fn the_stream_mode_governs_the_http_sse_transport_and_checks_each_event_whole() {
+    let env = Env::start("mcp-stream", STREAM);
+    for (url, transport) in [
+        ("https://legacy.test/sse", "sse"),
+        ("https://stream.test/mcp", "http"),
+        ("https://mcp.test/mcp", "http"),
+    ] {
+        let (ok, out) = env.python(url, transport);
+        let ctx = env.context(&out);
+        assert!(ok, "{url}: {ctx}");
+        assert_governed(&out, &ctx);
+    }
+    let server = env.server.output();
+    assert!(!server.contains("DELETED"), "{server}");
+    assert!(!server.contains("ISSUE prod"), "{server}");
+    assert_eq!(server.matches("ISSUE sandbox-7 ok").count(), 3, "{server}");
+    let refused = env
+        .egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["host"] == "legacy.test" && e["handler_fields"]["mcp.tool"] == "delete_repo"
+        })
+        .unwrap_or_else(|| panic!("no audit event: {:#?}", env.egret.audit_events()));
+    assert_eq!(refused["handler_fields"]["decision"], "deny", "{refused}");
+
+    // An event written in 7-byte pieces (some ending between CR and LF) is checked whole.
+    let (code, _, body) = env.get_stream("split.test", "/sse");
+    assert_eq!(code, 0, "{body}");
+    // Line endings as a client reads them (a CR alone ends a line too).
+    let lines = body.replace("\r\n", "\n").replace('\r', "\n");
+    let events: Vec<&str> = lines.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "{body:?}");
+    assert_eq!(events[0], ": split upstream", "{body:?}");
+    let data = events[1]
+        .strip_prefix("event: message\ndata: ")
+        .unwrap_or_else(|| panic!("not one whole event: {body:?}"));
+    let listing = json(data);
+    assert_eq!(listing["result"]["tools"][0]["name"], "echo", "{body:?}");
+    assert_eq!(listing["result"]["tools"].as_array().unwrap().len(), 1);
+    assert!(events[2].contains(r#""id":2"#), "{body:?}");
+
+    // An event past max_event_bytes ends the response; the audit event says why.
+    let (code, _, _) = env.get_stream("split.test", "/big");
+    assert_ne!(code, 0, "the cut response must not look complete");
+    let cut = env
+        .egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["host"] == "split.test" && e["path"] == "/big"
+        })
+        .unwrap_or_else(|| panic!("no audit event: {:#?}", env.egret.audit_events()));
+    let error = cut["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("handler mcp") && error.contains("max_event_bytes"),
+        "{cut}"
+    );
 }
