@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn policy_errors_convert() {
-        let e = egret_policy::PolicyConfig::from_toml("bogus = 1", "p.toml").unwrap_err();
+        let e = PolicyConfig::from_toml("bogus = 1", "p.toml").unwrap_err();
         let ControlError::Invalid { problems } = ControlError::from(e) else {
             panic!()
         };

@@ -500,7 +500,7 @@ pub fn offline_fetcher(
     cfg.handlers.insert("offline".into(), handler);
     cfg.outbound = Some(egret_policy::BindingConfig::new("offline"));
     let compiled =
-        egret_policy::CompiledPolicy::compile(&cfg, &egret_policy::RuntimeLayer::default(), 1)?;
+        CompiledPolicy::compile(&cfg, &egret_policy::RuntimeLayer::default(), 1)?;
     let grant = compiled
         .bindings()
         .first()

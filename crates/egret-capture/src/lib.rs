@@ -221,7 +221,7 @@ fn load_ruleset(
     fresh: bool,
 ) -> Result<(), CaptureError> {
     if fresh {
-        match nft::load(&nft::render_new_ruleset(params)) {
+        match nft::load(&render_new_ruleset(params)) {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::debug!(error = %e, "creating the egret tables failed; replacing them");

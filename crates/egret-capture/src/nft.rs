@@ -54,7 +54,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// Whether a device name can be put in the ruleset as it is.
-pub fn valid_device_name(name: &str) -> bool {
+pub(crate) fn valid_device_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
         && name

@@ -711,7 +711,7 @@ impl RuntimeLayer {
     }
 }
 
-fn from_json_impl<T: serde::de::DeserializeOwned>(
+fn from_json_impl<T: de::DeserializeOwned>(
     src: &str,
     origin: &str,
 ) -> Result<T, PolicyError> {

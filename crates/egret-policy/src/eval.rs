@@ -419,8 +419,8 @@ impl Compiler<'_> {
                 let max = match r.mode {
                     ResponseMode::Stream => r
                         .max_event_bytes
-                        .unwrap_or(crate::config::DEFAULT_EVENT_BYTES),
-                    _ => r.max_bytes.unwrap_or(crate::config::DEFAULT_RESPONSE_BYTES),
+                        .unwrap_or(config::DEFAULT_EVENT_BYTES),
+                    _ => r.max_bytes.unwrap_or(config::DEFAULT_RESPONSE_BYTES),
                 };
                 (r.mode, max)
             }),
@@ -441,7 +441,7 @@ impl Compiler<'_> {
             }),
             mint: list(&h.mint_secrets),
             echo_guard: h.echo_guard,
-            reuse_instances: h.instances == crate::config::Instances::Reuse,
+            reuse_instances: h.instances == config::Instances::Reuse,
         });
         Some(id)
     }

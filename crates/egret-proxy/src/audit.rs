@@ -31,10 +31,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Replace the query string with `?[masked]` (it often carries tokens).
-pub fn mask_query(path: &str) -> std::borrow::Cow<'_, str> {
+pub fn mask_query(path: &str) -> Cow<'_, str> {
     match path.split_once('?') {
-        Some((p, _)) => std::borrow::Cow::Owned(format!("{p}?[masked]")),
-        None => std::borrow::Cow::Borrowed(path),
+        Some((p, _)) => Cow::Owned(format!("{p}?[masked]")),
+        None => Cow::Borrowed(path),
     }
 }
 
@@ -98,14 +98,14 @@ enum Msg {
     /// Nothing to write; makes the writer look at the reopen flag now.
     Wake,
     /// Write everything queued before this, flush, then answer.
-    Flush(std::sync::mpsc::Sender<()>),
+    Flush(Sender<()>),
 }
 
 /// When events arrive faster than this apart, the writer waits this long before writing the
 /// next batch: under load it wakes a few hundred times a second instead of once per request
 /// (each wake is a futex call and a context switch on the cores the data path needs). A lone
 /// event is still written at once.
-const BUSY_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+const BUSY_LINGER: Duration = Duration::from_millis(2);
 
 /// The data path's end of the audit log: non-blocking, bounded, shared by every connection.
 pub struct AuditSink {
@@ -191,7 +191,7 @@ impl AuditSink {
     }
 
     /// Write out every event queued so far (waits up to `timeout`); call before exiting.
-    pub fn flush(&self, timeout: std::time::Duration) {
+    pub fn flush(&self, timeout: Duration) {
         let (ack, done) = std::sync::mpsc::channel();
         if self.tx.try_send(Msg::Flush(ack)).is_ok() {
             let _ = done.recv_timeout(timeout);
@@ -220,7 +220,7 @@ fn writer(
 ) {
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut failing = false;
-    let mut last_batch: Option<std::time::Instant> = None;
+    let mut last_batch: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         if last_batch.is_some_and(|t| t.elapsed() < BUSY_LINGER) && !matches!(first, Msg::Flush(_))
         {
@@ -268,7 +268,7 @@ fn writer(
         for ack in flushed {
             let _ = ack.send(());
         }
-        last_batch = Some(std::time::Instant::now());
+        last_batch = Some(Instant::now());
     }
     let _ = w.flush();
 }
@@ -732,8 +732,8 @@ mod tests {
 
     #[test]
     fn query_is_masked() {
-        assert_eq!(super::mask_query("/a?token=x"), "/a?[masked]");
-        assert_eq!(super::mask_query("/a"), "/a");
+        assert_eq!(mask_query("/a?token=x"), "/a?[masked]");
+        assert_eq!(mask_query("/a"), "/a");
     }
 
     #[test]

@@ -548,7 +548,7 @@ impl Proxy {
         req: Request<Incoming>,
         info: &ConnInfo,
         policy: &CompiledPolicy,
-        binding: &egret_policy::Binding,
+        binding: &Binding,
         target: &Target,
         port: u16,
         mut outcome: Outcome,
@@ -570,7 +570,7 @@ impl Proxy {
             );
         };
         let (mut parts, body) = req.into_parts();
-        let h2 = parts.version == http::Version::HTTP_2;
+        let h2 = parts.version == Version::HTTP_2;
         // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler sees
         // `upgrade` (so it can deny it) and forward() re-establishes it upstream.
         let upgrade = upgrade_protocol(&parts);

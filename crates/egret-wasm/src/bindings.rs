@@ -8,7 +8,7 @@
 /// `egret:handler@0.3.0`: 0.2.0 plus the stream phase. Its `types` interface is 0.2.0's,
 /// field for field, so the host model and its conversions are shared: the component model
 /// checks records and variants by structure, not by package.
-pub mod v3 {
+pub(crate) mod v3 {
     wasmtime::component::bindgen!({
         path: "../../handlers-wasm/wit",
         world: "handler",
@@ -19,7 +19,7 @@ pub mod v3 {
 }
 
 /// `egret:handler@0.2.0`.
-pub mod v2 {
+pub(crate) mod v2 {
     wasmtime::component::bindgen!({
         path: "../../handlers-wasm/wit-0.2.0",
         world: "handler",
@@ -32,7 +32,7 @@ pub mod v2 {
 }
 
 /// `egret:handler@0.1.0`.
-pub mod v1 {
+pub(crate) mod v1 {
     wasmtime::component::bindgen!({
         path: "../../handlers-wasm/wit-0.1.0",
         world: "handler",

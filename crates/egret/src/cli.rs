@@ -7,13 +7,13 @@ use std::path::PathBuf;
 /// egret — transparent egress proxy for sandboxed AI agents.
 #[derive(Parser, Debug)]
 #[command(name = "egret", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Attach to a sandbox's network namespace and proxy all of its traffic.
     Run(RunArgs),
     /// Run one command behind egret, as an ordinary user: it gets network, user and mount
@@ -42,7 +42,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct OciHookCli {
+pub(crate) struct OciHookCli {
     #[command(subcommand)]
     pub cmd: Option<OciHookCmd>,
     /// The hook stage; by default the state's status tells it (`creating` or `created`:
@@ -54,7 +54,7 @@ pub struct OciHookCli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum OciHookCmd {
+pub(crate) enum OciHookCmd {
     /// Print the hooks.d JSON that runs this binary (its absolute path) with these options at
     /// createRuntime and poststop, for containers annotated with io.egret.policy.
     HooksJson(OciHookOpts),
@@ -62,7 +62,7 @@ pub enum OciHookCmd {
 
 /// `egret oci-hook` stages.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum StageArg {
+pub(crate) enum StageArg {
     /// Start the sidecar (the container's namespaces exist, its process has not started).
     #[value(name = "createRuntime")]
     CreateRuntime,
@@ -72,7 +72,7 @@ pub enum StageArg {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct OciHookOpts {
+pub(crate) struct OciHookOpts {
     #[command(flatten)]
     pub hook: HookFlags,
     /// More `egret run` flags for every container, after `--` (e.g. `--handler-cache-dir D`).
@@ -82,19 +82,19 @@ pub struct OciHookOpts {
 
 impl OciHookOpts {
     /// The library's options.
-    pub fn to_options(&self) -> egret_oci::HookOptions {
+    pub(crate) fn to_options(&self) -> egret_oci::HookOptions {
         self.hook.to_options(&self.run_args)
     }
 
     /// These options as `egret oci-hook` arguments (for the hooks.d file).
-    pub fn to_args(&self) -> Vec<String> {
+    pub(crate) fn to_args(&self) -> Vec<String> {
         self.hook.to_args(&self.run_args)
     }
 }
 
 /// The hook's options, shared by `egret oci-hook` and `egret runc` (which writes the hook).
 #[derive(Args, Debug, Clone)]
-pub struct HookFlags {
+pub(crate) struct HookFlags {
     /// Each container's run directory (record, ready file, CA, logs) is made under this one;
     /// an io.egret.admin-socket annotation must name a path under it.
     #[arg(long, default_value = "/run/egret")]
@@ -132,7 +132,7 @@ pub struct HookFlags {
 
 impl HookFlags {
     /// The library's options, with `run_args` for every sidecar.
-    pub fn to_options(&self, run_args: &[String]) -> egret_oci::HookOptions {
+    pub(crate) fn to_options(&self, run_args: &[String]) -> egret_oci::HookOptions {
         egret_oci::HookOptions {
             run_root: self.run_root.clone(),
             policy_dir: self.policy_dir.clone(),
@@ -147,7 +147,7 @@ impl HookFlags {
     }
 
     /// These options as `egret oci-hook` arguments, `run_args` after `--`.
-    pub fn to_args(&self, run_args: &[String]) -> Vec<String> {
+    pub(crate) fn to_args(&self, run_args: &[String]) -> Vec<String> {
         let mut a = Vec::new();
         let mut push = |flag: &str, v: String| {
             a.push(flag.to_string());
@@ -187,7 +187,7 @@ impl HookFlags {
 /// `egret runc`: the runtime shim.
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct RuncCli {
+pub(crate) struct RuncCli {
     #[command(subcommand)]
     pub cmd: Option<RuncCmd>,
     #[command(flatten)]
@@ -198,7 +198,7 @@ pub struct RuncCli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum RuncCmd {
+pub(crate) enum RuncCmd {
     /// Print the daemon.json fragment that registers this binary (its absolute path) with
     /// these options as Docker's runtime `egret` (`docker run --runtime egret ...`).
     DockerConfig(RuncOpts),
@@ -212,7 +212,7 @@ pub enum RuncCmd {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ContainerdConfigArgs {
+pub(crate) struct ContainerdConfigArgs {
     #[command(flatten)]
     pub opts: RuncOpts,
     /// The shim's path containerd runs (`BinaryName`): a symlink named egret-runc to this
@@ -223,7 +223,7 @@ pub struct ContainerdConfigArgs {
 
 /// The shim's options: the hook's, and which containers are egret's and which runc runs them.
 #[derive(Args, Debug, Clone)]
-pub struct RuncOpts {
+pub(crate) struct RuncOpts {
     #[command(flatten)]
     pub hook: HookFlags,
     /// The policy of containers that carry no io.egret.policy annotation (Docker 20.10 passes
@@ -242,7 +242,7 @@ pub struct RuncOpts {
 impl RuncOpts {
     /// These options as `egret runc` arguments (Docker's runtimeArgs, egret-runc's options
     /// file).
-    pub fn to_args(&self) -> Vec<String> {
+    pub(crate) fn to_args(&self) -> Vec<String> {
         let mut a = self.hook.to_args(&[]);
         let path = |p: &PathBuf| p.to_string_lossy().into_owned();
         if let Some(p) = &self.default_policy {
@@ -259,7 +259,7 @@ impl RuncOpts {
 }
 
 #[derive(Args, Debug)]
-pub struct CtlCli {
+pub(crate) struct CtlCli {
     /// The admin socket of the egret to talk to (`egret run --admin-socket`).
     #[arg(
         long,
@@ -276,7 +276,7 @@ pub struct CtlCli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum HandlerCmd {
+pub(crate) enum HandlerCmd {
     /// Build a handler written in JavaScript, TypeScript or Python into a component (needs the
     /// language's toolchain: componentize-js + esbuild from npm, or componentize-py from PyPI).
     Build(HandlerBuildArgs),
@@ -287,7 +287,7 @@ pub enum HandlerCmd {
 }
 
 #[derive(Args, Debug)]
-pub struct HandlerBuildArgs {
+pub(crate) struct HandlerBuildArgs {
     /// The handler source: FILE.js, FILE.ts or FILE.py.
     pub file: PathBuf,
     /// Where to write the component (default: the source's name with `.wasm`).
@@ -304,7 +304,7 @@ pub struct HandlerBuildArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct HandlerCheckArgs {
+pub(crate) struct HandlerCheckArgs {
     /// The component (.wasm built with --target wasm32-wasip2).
     pub module: PathBuf,
     /// Keep the compiled artifact here, as `egret run --handler-cache-dir` does: an egret
@@ -314,7 +314,7 @@ pub struct HandlerCheckArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct HandlerRunArgs {
+pub(crate) struct HandlerRunArgs {
     /// The component (.wasm).
     pub module: PathBuf,
     /// The request line: METHOD URL, e.g. 'GET https://api.test/x?y=1'.
@@ -377,7 +377,7 @@ pub struct HandlerRunArgs {
 
 /// `--response-mode`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ResponseModeArg {
+pub(crate) enum ResponseModeArg {
     /// The head only.
     Head,
     /// The head and the body.
@@ -389,7 +389,7 @@ pub enum ResponseModeArg {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// Validate a policy file and print what it allows (no root needed).
     Check(PolicyCheckArgs),
     /// Print what egret would do with each URL: decision, rule, handler. Exit 0 when all
@@ -401,7 +401,7 @@ pub enum PolicyCmd {
 }
 
 #[derive(Args, Debug)]
-pub struct PolicyTestArgs {
+pub(crate) struct PolicyTestArgs {
     /// The policy file (TOML, or JSON when it ends in .json).
     pub file: PathBuf,
     /// URLs (http:// or https://); without any, one per line on stdin (a line may start with
@@ -416,7 +416,7 @@ pub struct PolicyTestArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct PolicySuggestArgs {
+pub(crate) struct PolicySuggestArgs {
     /// Audit logs (JSON lines, as `egret run --audit-log` writes them).
     #[arg(required = true)]
     pub audit: Vec<PathBuf>,
@@ -435,19 +435,19 @@ pub struct PolicySuggestArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct PolicyCheckArgs {
+pub(crate) struct PolicyCheckArgs {
     /// The policy file (TOML, or JSON when it ends in .json).
     pub file: PathBuf,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The sandbox's network namespace: a name (ip netns), a path, or a pid. Without it
     /// (only with --explicit-proxy) egret captures nothing and serves only its explicit proxy.
     #[arg(long, required_unless_present = "explicit_proxy")]
@@ -555,7 +555,7 @@ pub struct RunArgs {
 
 /// `egret exec`: the flags of `egret run` that make sense for one command, and the command.
 #[derive(Args, Debug)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// Policy file (TOML; JSON when it ends in .json). Without it egret denies all egress.
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -615,7 +615,7 @@ pub struct ExecArgs {
 
 impl ExecArgs {
     /// The configuration of the egret serving the command.
-    pub fn into_config(self, sandbox_id: String) -> egret_app::Config {
+    pub(crate) fn into_config(self, sandbox_id: String) -> egret_app::Config {
         let mut c = egret_app::Config::new("egret-exec", sandbox_id);
         c.policy = egret_app::PolicyInputs {
             file: self.policy,
@@ -651,7 +651,7 @@ fn default_handler_cache() -> Option<PathBuf> {
 
 /// `--ask`: asking instead of denying.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
-pub struct AskArgs {
+pub(crate) struct AskArgs {
     /// Hold a connection (or request) to a destination no rule decides and ask about it on
     /// the controlling terminal (allow once, for this run, always — written into the policy
     /// file — or deny), and on the admin socket (`egret ctl pending|approve|deny`) when there
@@ -666,7 +666,7 @@ pub struct AskArgs {
 
 impl AskArgs {
     /// The question timeout when asking is on.
-    pub fn timeout(&self) -> Option<std::time::Duration> {
+    pub(crate) fn timeout(&self) -> Option<std::time::Duration> {
         self.ask.then_some(self.ask_timeout)
     }
 }
@@ -680,7 +680,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// The handler instance pool of a sidecar: shared by every command that runs one.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
-pub struct HandlerInstanceArgs {
+pub(crate) struct HandlerInstanceArgs {
     /// Handler instances live at once in this sidecar (running requests, and idle instances
     /// of `instances = "reuse"` bindings). A request that finds all taken waits for one, in
     /// arrival order. Each slot reserves address space for the largest handler memory, not
@@ -701,7 +701,7 @@ pub struct HandlerInstanceArgs {
 
 impl HandlerInstanceArgs {
     /// The sidecar's instance pool these flags describe.
-    pub fn to_config(&self) -> egret_app::HandlerInstances {
+    pub(crate) fn to_config(&self) -> egret_app::HandlerInstances {
         egret_app::HandlerInstances {
             max: self.max_handler_instances,
             wait: std::time::Duration::from_millis(self.handler_instance_wait_ms),
@@ -722,7 +722,7 @@ fn parse_u32(s: &str) -> Result<u32, String> {
 
 impl RunArgs {
     /// The sidecar configuration these flags describe.
-    pub fn into_config(self) -> egret_app::Config {
+    pub(crate) fn into_config(self) -> egret_app::Config {
         use std::time::Duration;
         let mut c =
             egret_app::Config::new(self.netns.unwrap_or_else(|| "none".into()), self.sandbox_id);

@@ -21,7 +21,7 @@ fn cached_host(cache_dir: Option<std::path::PathBuf>) -> Result<egret_wasm::Hand
     Ok(egret_wasm::HandlerHost::new(cfg)?)
 }
 
-pub fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
+pub(crate) fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
     use egret_wasm::toolchain;
     let language = toolchain::Language::of(&args.file)?;
     let out = args
@@ -63,7 +63,7 @@ pub fn build(args: HandlerBuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn check(args: HandlerCheckArgs) -> Result<ExitCode> {
+pub(crate) fn check(args: HandlerCheckArgs) -> Result<ExitCode> {
     let bytes = read(&args.module)?;
     let info = cached_host(args.handler_cache_dir)?
         .check(&bytes)
@@ -96,7 +96,7 @@ fn read_opt(text: Option<String>, file: Option<&std::path::Path>) -> Result<Opti
     }
 }
 
-pub fn run(args: HandlerRunArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: HandlerRunArgs) -> Result<ExitCode> {
     let bytes = read(&args.module)?;
     let headers = args
         .headers

@@ -4,7 +4,7 @@ use crate::cli::{OciHookCli, OciHookCmd, OciHookOpts, StageArg};
 use std::io::Read;
 use std::process::ExitCode;
 
-pub fn run(h: OciHookCli) -> ExitCode {
+pub(crate) fn run(h: OciHookCli) -> ExitCode {
     match h.cmd {
         Some(OciHookCmd::HooksJson(opts)) => hooks_json(&opts),
         None => hook(&h.opts, h.stage),
@@ -28,7 +28,7 @@ fn hooks_json(opts: &OciHookOpts) -> ExitCode {
 
 /// The runtime's timeout for the hook (seconds): above the hook's own, so that the hook
 /// undoes a slow start itself.
-pub fn runtime_timeout(opts: &crate::cli::HookFlags) -> u64 {
+pub(crate) fn runtime_timeout(opts: &crate::cli::HookFlags) -> u64 {
     opts.ready_timeout_ms.div_ceil(1000) + 15
 }
 

@@ -12,7 +12,7 @@ use crate::cli::{PolicySuggestArgs, PolicyTestArgs};
 
 /// `egret policy test FILE URL... [--method M] [--sandbox-id ID]`: one line per URL,
 /// `DECISION METHOD URL rule=... handler=...`; exit 0 when every URL is allowed, 1 otherwise.
-pub fn test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
     let cfg = egret_app::load_policy_file(&args.file)?;
     let policy = CompiledPolicy::compile(&cfg, &RuntimeLayer::default(), 1)?;
     let mut urls = args.urls.clone();
@@ -67,7 +67,7 @@ pub fn test(args: PolicyTestArgs) -> anyhow::Result<ExitCode> {
 
 /// `egret policy suggest AUDIT.jsonl... [--base FILE] [--paths] [--wildcards]`: the suggested
 /// policy on stdout (or `--output`).
-pub fn suggest_cmd(args: PolicySuggestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn suggest_cmd(args: PolicySuggestArgs) -> anyhow::Result<ExitCode> {
     let mut events = Vec::new();
     for path in &args.audit {
         let text = std::fs::read_to_string(path)

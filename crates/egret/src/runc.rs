@@ -10,11 +10,11 @@ use std::process::ExitCode;
 
 /// The name that makes this binary the shim (containerd's `BinaryName` takes a path, no
 /// arguments).
-pub const SHIM_NAME: &str = "egret-runc";
+pub(crate) const SHIM_NAME: &str = "egret-runc";
 /// The options file of `egret-runc`, next to it: `<path of egret-runc>.args`.
-pub const ARGS_SUFFIX: &str = ".args";
+pub(crate) const ARGS_SUFFIX: &str = ".args";
 
-pub fn run(c: RuncCli) -> ExitCode {
+pub(crate) fn run(c: RuncCli) -> ExitCode {
     match c.cmd {
         Some(RuncCmd::DockerConfig(o)) => print_or_fail(docker_config(&o)),
         Some(RuncCmd::ContainerdConfig(a)) => print_or_fail(containerd_config(&a)),
@@ -44,7 +44,7 @@ fn this_exe() -> Result<PathBuf, String> {
 
 /// `egret-runc ARGS` as `egret runc OPTIONS -- ARGS`, OPTIONS from its options file (absent:
 /// the defaults). `None` when this binary was not started as egret-runc.
-pub fn shim_argv(argv: &[OsString]) -> Option<Result<Vec<OsString>, String>> {
+pub(crate) fn shim_argv(argv: &[OsString]) -> Option<Result<Vec<OsString>, String>> {
     let argv0 = Path::new(argv.first()?);
     if argv0.file_name()? != SHIM_NAME {
         return None;
@@ -87,7 +87,7 @@ fn options_file(argv0: &Path) -> Result<PathBuf, String> {
 }
 
 /// One argument a line; blank lines and lines starting with `#` are skipped; no quoting.
-pub fn parse_args_file(text: &str) -> Vec<String> {
+pub(crate) fn parse_args_file(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -11,10 +11,10 @@ use egret_policy::{PolicyConfig, RuntimeLayer};
 use tokio::sync::broadcast;
 
 /// The secret value used throughout; it must never come back out.
-pub const SECRET: &str = "s3cr3t-VALUE-8c1f";
+pub(crate) const SECRET: &str = "s3cr3t-VALUE-8c1f";
 
 #[derive(Debug)]
-pub struct Mock {
+pub(crate) struct Mock {
     pub generation: Mutex<u64>,
     pub calls: Mutex<Vec<(Change, Option<u64>)>>,
     pub uploads: Mutex<Vec<(String, usize)>>,
@@ -27,7 +27,7 @@ pub struct Mock {
 }
 
 impl Mock {
-    pub fn new() -> Arc<Mock> {
+    pub(crate) fn new() -> Arc<Mock> {
         Arc::new(Mock {
             generation: Mutex::new(1),
             calls: Mutex::new(Vec::new()),
@@ -40,11 +40,11 @@ impl Mock {
         })
     }
 
-    pub fn fail_with(&self, e: ControlError) {
+    pub(crate) fn fail_with(&self, e: ControlError) {
         *self.fail_next.lock().unwrap() = Some(e);
     }
 
-    pub fn last_call(&self) -> (Change, Option<u64>) {
+    pub(crate) fn last_call(&self) -> (Change, Option<u64>) {
         self.calls
             .lock()
             .unwrap()
@@ -53,7 +53,7 @@ impl Mock {
             .expect("no call recorded")
     }
 
-    pub fn call_count(&self) -> usize {
+    pub(crate) fn call_count(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
 }
@@ -197,7 +197,7 @@ impl Control for Mock {
             .unwrap()
             .as_ref()
             .map(|_| self.shadow_view())
-            .ok_or_else(egret_admin::shadow::no_shadow)
+            .ok_or_else(shadow::no_shadow)
     }
 
     fn shadow_promote(
@@ -210,7 +210,7 @@ impl Control for Mock {
                 .lock()
                 .unwrap()
                 .take()
-                .ok_or_else(egret_admin::shadow::no_shadow)?;
+                .ok_or_else(shadow::no_shadow)?;
             self.apply(Change::ReplacePolicy(Box::new(cfg)), if_generation)
                 .await
         })
@@ -227,7 +227,7 @@ impl Control for Mock {
 
 impl Mock {
     /// The report of a loaded candidate: one difference.
-    pub fn shadow_view(&self) -> ShadowView {
+    pub(crate) fn shadow_view(&self) -> ShadowView {
         ShadowView {
             generation: *self.generation.lock().unwrap(),
             loaded_at: 1_700_000_000,
@@ -256,7 +256,7 @@ impl Mock {
     }
 }
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub socket: std::path::PathBuf,
     pub mock: Arc<Mock>,
@@ -264,11 +264,11 @@ pub struct Fixture {
     pub client: AdminClient,
 }
 
-pub async fn start() -> Fixture {
+pub(crate) async fn start() -> Fixture {
     start_with(Mock::new(), ServerOptions::default()).await
 }
 
-pub async fn start_with(mock: Arc<Mock>, opts: ServerOptions) -> Fixture {
+pub(crate) async fn start_with(mock: Arc<Mock>, opts: ServerOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sbx.sock");
     let server = serve(&socket, mock.clone(), opts).await.unwrap();
@@ -284,7 +284,7 @@ pub async fn start_with(mock: Arc<Mock>, opts: ServerOptions) -> Fixture {
 
 /// Sends raw bytes on a fresh connection and returns everything the server sends back until it
 /// closes (or `timeout`).
-pub async fn raw_exchange(socket: &std::path::Path, request: &[u8]) -> String {
+pub(crate) async fn raw_exchange(socket: &std::path::Path, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
     // The server may answer and close before taking everything (that is what 413 does).
@@ -295,7 +295,7 @@ pub async fn raw_exchange(socket: &std::path::Path, request: &[u8]) -> String {
 }
 
 /// Status and parsed error body of a raw answer.
-pub async fn raw_call(
+pub(crate) async fn raw_call(
     client: &AdminClient,
     method: http::Method,
     path: &str,

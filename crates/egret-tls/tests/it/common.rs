@@ -10,7 +10,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use egret_tls::SandboxCa;
 
 /// A client config trusting exactly `roots`, offering `alpn`.
-pub fn client_config(roots: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+pub(crate) fn client_config(roots: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add((*root).clone()).unwrap();
@@ -25,12 +25,12 @@ pub fn client_config(roots: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<
 }
 
 /// A client config trusting only `ca`.
-pub fn client_trusting(ca: &SandboxCa, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+pub(crate) fn client_trusting(ca: &SandboxCa, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     client_config(&[ca.cert_der()], alpn)
 }
 
 /// The first flight of a real rustls client: the ClientHello, as bytes on the wire.
-pub fn rustls_client_hello(name: ServerName<'static>, alpn: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn rustls_client_hello(name: ServerName<'static>, alpn: &[&[u8]]) -> Vec<u8> {
     let ca = SandboxCa::generate("hello", std::time::Duration::from_secs(3600)).unwrap();
     let mut conn = ClientConnection::new(client_trusting(&ca, alpn), name).unwrap();
     let mut wire = Vec::new();
@@ -40,12 +40,12 @@ pub fn rustls_client_hello(name: ServerName<'static>, alpn: &[&[u8]]) -> Vec<u8>
     wire
 }
 
-pub fn dns(name: &str) -> ServerName<'static> {
+pub(crate) fn dns(name: &str) -> ServerName<'static> {
     ServerName::try_from(name.to_owned()).unwrap()
 }
 
 /// Re-frames the handshake bytes carried by `wire` into records of at most `chunk` bytes.
-pub fn reframe(wire: &[u8], chunk: usize) -> Vec<u8> {
+pub(crate) fn reframe(wire: &[u8], chunk: usize) -> Vec<u8> {
     let mut handshake = Vec::new();
     let mut pos = 0;
     while pos + 5 <= wire.len() {
@@ -57,7 +57,7 @@ pub fn reframe(wire: &[u8], chunk: usize) -> Vec<u8> {
 }
 
 /// Wraps handshake bytes in handshake records of at most `chunk` bytes each.
-pub fn records(handshake: &[u8], chunk: usize) -> Vec<u8> {
+pub(crate) fn records(handshake: &[u8], chunk: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for piece in handshake.chunks(chunk) {
         out.extend_from_slice(&[22, 3, 1]);
@@ -74,7 +74,7 @@ fn with_u16_len(body: &[u8]) -> Vec<u8> {
 }
 
 /// `server_name` extension data with the given host_name entries.
-pub fn sni_ext(names: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn sni_ext(names: &[&[u8]]) -> Vec<u8> {
     let mut list = Vec::new();
     for name in names {
         list.push(0);
@@ -84,7 +84,7 @@ pub fn sni_ext(names: &[&[u8]]) -> Vec<u8> {
 }
 
 /// ALPN extension data.
-pub fn alpn_ext(protocols: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn alpn_ext(protocols: &[&[u8]]) -> Vec<u8> {
     let mut list = Vec::new();
     for p in protocols {
         list.push(p.len() as u8);
@@ -94,7 +94,7 @@ pub fn alpn_ext(protocols: &[&[u8]]) -> Vec<u8> {
 }
 
 /// A syntactically valid ClientHello handshake message (no record header) with `extensions`.
-pub fn crafted_hello_message(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn crafted_hello_message(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut body = vec![3, 3];
     body.extend_from_slice(&[7; 32]); // random
     body.push(0); // session id
@@ -113,19 +113,19 @@ pub fn crafted_hello_message(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// A crafted ClientHello in a single record.
-pub fn crafted_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn crafted_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
     records(&crafted_hello_message(extensions), 1 << 14)
 }
 
 /// What the client saw after a handshake.
-pub struct ClientOutcome {
+pub(crate) struct ClientOutcome {
     pub alpn: Option<Vec<u8>>,
     pub peer_certs: Vec<CertificateDer<'static>>,
 }
 
 /// Runs a handshake over an in-memory pipe and exchanges one message each way. Returns the
 /// client's view, or the client's error.
-pub async fn handshake(
+pub(crate) async fn handshake(
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     name: ServerName<'static>,
@@ -163,7 +163,7 @@ pub async fn handshake(
 }
 
 /// The rustls error inside an I/O error from tokio-rustls.
-pub fn rustls_error(e: &std::io::Error) -> &rustls::Error {
+pub(crate) fn rustls_error(e: &std::io::Error) -> &rustls::Error {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .unwrap_or_else(|| panic!("not a rustls error: {e:?}"))

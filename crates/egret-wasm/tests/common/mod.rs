@@ -14,10 +14,10 @@ use egret_wasm::{
     RequestHead, ResolvedAction, SecretStore,
 };
 
-pub use egret_wasm::Grants;
+pub(crate) use egret_wasm::Grants;
 
 /// Every component the build script produces.
-pub const ALL: &[&str] = &[
+pub(crate) const ALL: &[&str] = &[
     "inject-header",
     "allow-hosts",
     "get-only",
@@ -42,7 +42,7 @@ fn repo_root() -> PathBuf {
 
 /// Bytes of `handlers-wasm/dist/<name>.wasm`, building the guests first if
 /// any component is missing.
-pub fn wasm(name: &str) -> Vec<u8> {
+pub(crate) fn wasm(name: &str) -> Vec<u8> {
     let dist = repo_root().join("handlers-wasm/dist");
     BUILD.call_once(|| {
         if ALL.iter().all(|n| dist.join(format!("{n}.wasm")).is_file()) {
@@ -59,7 +59,7 @@ pub fn wasm(name: &str) -> Vec<u8> {
 }
 
 /// The host shared by the tests of one binary (one engine per process).
-pub fn host() -> &'static HandlerHost {
+pub(crate) fn host() -> &'static HandlerHost {
     static HOST: OnceLock<HandlerHost> = OnceLock::new();
     HOST.get_or_init(|| {
         init_logs();
@@ -71,7 +71,7 @@ pub fn host() -> &'static HandlerHost {
     })
 }
 
-pub async fn load(name: &str) -> Arc<LoadedHandler> {
+pub(crate) async fn load(name: &str) -> Arc<LoadedHandler> {
     host()
         .load(name, &wasm(name))
         .await
@@ -79,7 +79,7 @@ pub async fn load(name: &str) -> Arc<LoadedHandler> {
 }
 
 /// Captured tracing output of the whole test binary.
-pub fn logs() -> String {
+pub(crate) fn logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
 }
 
@@ -105,7 +105,7 @@ fn init_logs() {
         .try_init();
 }
 
-pub fn request(method: &str, authority: &str, path: &str) -> RequestHead {
+pub(crate) fn request(method: &str, authority: &str, path: &str) -> RequestHead {
     RequestHead {
         method: method.into(),
         scheme: "https".into(),
@@ -117,7 +117,7 @@ pub fn request(method: &str, authority: &str, path: &str) -> RequestHead {
 
 /// One invocation's inputs, with generous limits so a loaded CI machine does
 /// not turn well-behaved handlers into timeouts.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub name: &'a str,
     pub sandbox: &'a str,
     pub params: &'a str,
@@ -129,7 +129,7 @@ pub struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    pub fn new(name: &'a str, secrets: &'a SecretStore, kv: &'a KvStore) -> Call<'a> {
+    pub(crate) fn new(name: &'a str, secrets: &'a SecretStore, kv: &'a KvStore) -> Call<'a> {
         Call {
             name,
             sandbox: "sb-1",
@@ -145,7 +145,7 @@ impl<'a> Call<'a> {
         }
     }
 
-    pub fn invocation(&self) -> Invocation<'_> {
+    pub(crate) fn invocation(&self) -> Invocation<'_> {
         Invocation {
             handler_name: self.name,
             sandbox_id: self.sandbox,
@@ -158,16 +158,16 @@ impl<'a> Call<'a> {
         }
     }
 
-    pub async fn invoke(&self, h: &LoadedHandler) -> Result<GuestAction, HandlerError> {
+    pub(crate) async fn invoke(&self, h: &LoadedHandler) -> Result<GuestAction, HandlerError> {
         host().invoke(h, self.invocation()).await
     }
 
-    pub async fn handle(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
+    pub(crate) async fn handle(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
         host().handle(h, self.invocation()).await
     }
 
     /// The session spec of a binding with `instances = "reuse"`.
-    pub fn spec_reusing(&self) -> egret_wasm::SessionSpec<'_> {
+    pub(crate) fn spec_reusing(&self) -> egret_wasm::SessionSpec<'_> {
         egret_wasm::SessionSpec {
             handler_name: self.name,
             sandbox_id: self.sandbox,
@@ -182,14 +182,14 @@ impl<'a> Call<'a> {
     }
 
     /// [`Call::handle`] by a binding with `instances = "reuse"`.
-    pub async fn handle_reusing(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
+    pub(crate) async fn handle_reusing(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
         let mut session = host().session(h, self.spec_reusing()).await?;
         session.handle(self.request.clone(), None).await
     }
 }
 
 /// Header value of a resolved forward's `set` list.
-pub fn set_value(action: &ResolvedAction, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn set_value(action: &ResolvedAction, name: &str) -> Option<Vec<u8>> {
     match action {
         ResolvedAction::Forward { set, .. } => set
             .iter()
@@ -201,7 +201,7 @@ pub fn set_value(action: &ResolvedAction, name: &str) -> Option<Vec<u8>> {
 }
 
 /// Status and body of a resolved respond action.
-pub fn response(action: &ResolvedAction) -> (u16, String) {
+pub(crate) fn response(action: &ResolvedAction) -> (u16, String) {
     match action {
         ResolvedAction::Respond { status, body, .. } => {
             (status.as_u16(), String::from_utf8_lossy(body).into_owned())

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use wire::Msg;
 
 /// Run `egret exec`. Must be called before any thread is started.
-pub fn main(args: ExecArgs) -> ExitCode {
+pub(crate) fn main(args: ExecArgs) -> ExitCode {
     let sandbox_id = args
         .sandbox_id
         .clone()

@@ -20,7 +20,7 @@ const EXIT_NOT_EXECUTABLE: i32 = 126;
 
 /// Run the command behind egret's explicit proxy. Called before any thread is started, like
 /// the namespace mode, so the signals egret passes on are blocked in every thread.
-pub fn main(args: ExecArgs, sandbox_id: String) -> ExitCode {
+pub(super) fn main(args: ExecArgs, sandbox_id: String) -> ExitCode {
     sandbox::block_forwarded();
     crate::init_tracing_level(args.log_format, "warn");
     let code = match run(args, sandbox_id) {

@@ -3,7 +3,7 @@
 
 /// The settings that decide whether an unprivileged user may create a user namespace.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Facts {
+pub(super) struct Facts {
     /// `kernel.unprivileged_userns_clone` (Debian's and Ubuntu's older kernels).
     pub unprivileged_userns_clone: Option<u64>,
     /// `user.max_user_namespaces`.
@@ -14,7 +14,7 @@ pub struct Facts {
 
 impl Facts {
     /// Read from this machine's `/proc/sys` (a missing file is `None`).
-    pub fn read() -> Facts {
+    pub(super) fn read() -> Facts {
         let get = |p: &str| {
             std::fs::read_to_string(p)
                 .ok()
@@ -29,7 +29,7 @@ impl Facts {
 }
 
 /// One line naming the cause of `errno` from `unshare(CLONE_NEWUSER)` and the fix.
-pub fn explain(errno: nix::Error, facts: &Facts) -> String {
+pub(super) fn explain(errno: nix::Error, facts: &Facts) -> String {
     let cause = if facts.unprivileged_userns_clone == Some(0) {
         "the sysctl kernel.unprivileged_userns_clone is 0; enable them with `sysctl -w kernel.unprivileged_userns_clone=1` (as root)".to_string()
     } else if facts.max_user_namespaces == Some(0) {

@@ -24,7 +24,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// What the helper needs from the command line.
-pub struct Plan {
+pub(super) struct Plan {
     /// Names the nft table's owner.
     pub sandbox_id: String,
     /// Transparent listener port inside the sandbox.
@@ -37,7 +37,7 @@ pub struct Plan {
 
 /// The exit status `egret exec` reports for a process that ended with `status`: its exit
 /// code, or 128 + the signal that killed it (as shells do).
-pub fn exit_code(status: WaitStatus) -> Option<i32> {
+pub(super) fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, code) => Some(code),
         WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
@@ -46,10 +46,10 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 }
 
 /// Code for a failure of egret itself (as `env` and `timeout` use it).
-pub const EXIT_EGRET: i32 = 125;
+pub(super) const EXIT_EGRET: i32 = 125;
 
 /// The helper process: never returns.
-pub fn helper(sock: OwnedFd, plan: Plan) -> ! {
+pub(super) fn helper(sock: OwnedFd, plan: Plan) -> ! {
     let code = match setup(&sock, &plan) {
         Ok(code) => code,
         Err(error) => {
@@ -182,7 +182,7 @@ mod scratch {
     }
 
     /// A fresh, detached tmpfs.
-    pub fn tmpfs() -> Result<OwnedFd, String> {
+    pub(super) fn tmpfs() -> Result<OwnedFd, String> {
         let name = c"tmpfs";
         // SAFETY: fsopen/fsconfig/fsmount with valid strings and descriptors.
         unsafe {
@@ -213,7 +213,7 @@ mod scratch {
     }
 
     /// Write `text` to `name` in the tmpfs `mnt` (mode 0444).
-    pub fn write(mnt: &OwnedFd, name: &str, text: &[u8]) -> Result<(), String> {
+    pub(super) fn write(mnt: &OwnedFd, name: &str, text: &[u8]) -> Result<(), String> {
         use std::io::Write;
         let c = CString::new(name).map_err(|e| e.to_string())?;
         // SAFETY: openat with a valid directory descriptor and string.
@@ -232,7 +232,7 @@ mod scratch {
     }
 
     /// Bind `name` of the tmpfs `mnt` over the file `target`.
-    pub fn bind(mnt: &OwnedFd, name: &str, target: &str) -> Result<(), String> {
+    pub(super) fn bind(mnt: &OwnedFd, name: &str, target: &str) -> Result<(), String> {
         let c = CString::new(name).map_err(|e| e.to_string())?;
         let t = CString::new(target).map_err(|e| e.to_string())?;
         let empty = c"";
@@ -407,7 +407,7 @@ fn wait_signal(set: &SigSet) -> (Option<Signal>, i32) {
 /// passes to the sandbox's init: everything but the Ctrl-C and Ctrl-\\ the terminal sent to
 /// the whole process group, which the command got itself. A terminal's hang-up reaches only
 /// the session leader (egret, when it is one), so it is passed on.
-pub fn forward_signals(init: Pid) {
+pub(super) fn forward_signals(init: Pid) {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
@@ -425,7 +425,7 @@ pub fn forward_signals(init: Pid) {
 
 /// Block the signals [`forward_signals`] takes, in this thread and every thread started
 /// after (call it before any).
-pub fn block_forwarded() {
+pub(super) fn block_forwarded() {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 /// The variables that curl, OpenSSL (and Go, Ruby), Python requests, Node, git, pip, the AWS
 /// SDKs, cargo and Deno read a CA bundle from. Node's adds to its own roots; the others
 /// replace the system store, so the bundle holds the system roots as well.
-pub const CA_ENV: [&str; 9] = [
+pub(super) const CA_ENV: [&str; 9] = [
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
@@ -20,7 +20,7 @@ pub const CA_ENV: [&str; 9] = [
 ];
 
 /// The proxy variables `--proxy-env` sets, in both spellings clients look for.
-pub const PROXY_ENV: [&str; 6] = [
+pub(super) const PROXY_ENV: [&str; 6] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -32,12 +32,12 @@ pub const PROXY_ENV: [&str; 6] = [
 /// The resolver configuration bound over `/etc/resolv.conf`: egret's DNS answers on
 /// 127.0.0.1 (every udp/53 datagram is redirected to it anyway; this makes it the only one
 /// tried, without the timeouts of unreachable ones).
-pub const RESOLV_CONF: &str =
+pub(super) const RESOLV_CONF: &str =
     "# egret exec: the sandbox's resolver is egret\nnameserver 127.0.0.1\noptions edns0\n";
 
 /// The system trust bundles (absolute paths) that exist, out of the common distributions'
 /// (`egret_oci::rootfs::BUNDLES`); `exists` is asked for each.
-pub fn bundles_present(exists: impl Fn(&str) -> bool) -> Vec<String> {
+pub(super) fn bundles_present(exists: impl Fn(&str) -> bool) -> Vec<String> {
     egret_oci::rootfs::BUNDLES
         .iter()
         .map(|p| format!("/{p}"))
@@ -50,7 +50,7 @@ pub fn bundles_present(exists: impl Fn(&str) -> bool) -> Vec<String> {
 /// empty: nothing bypasses egret, not even loopback (the caller's `NO_PROXY` could name
 /// anything, `*` included), and egret's policy decides about loopback addresses as about any
 /// other. Variables are kept in the caller's order; ones egret sets come last.
-pub fn command_env(
+pub(super) fn command_env(
     outer: impl IntoIterator<Item = (OsString, OsString)>,
     bundle: &str,
     proxy: Option<&str>,

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// What one side tells the other, in the order they are sent.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Msg {
+pub(super) enum Msg {
     /// Helper → egret: the sandbox's namespaces exist and are captured. The descriptors are
     /// the listeners: TCP v4, TCP v6 (when `ipv6`), DNS v4, DNS v6 (when `ipv6`).
     Ready {
@@ -33,7 +33,7 @@ const MAX: usize = 16 * 1024;
 const MAX_FDS: usize = 4;
 
 /// Send `msg` with `fds`.
-pub fn send(sock: &OwnedFd, msg: &Msg, fds: &[RawFd]) -> std::io::Result<()> {
+pub(super) fn send(sock: &OwnedFd, msg: &Msg, fds: &[RawFd]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(msg).map_err(Error::other)?;
     let iov = [IoSlice::new(&bytes)];
     let cmsg = [ControlMessage::ScmRights(fds)];
@@ -44,7 +44,7 @@ pub fn send(sock: &OwnedFd, msg: &Msg, fds: &[RawFd]) -> std::io::Result<()> {
 
 /// Receive one message and its descriptors; the peer having closed its end is
 /// `UnexpectedEof`.
-pub fn recv(sock: &OwnedFd) -> std::io::Result<(Msg, Vec<OwnedFd>)> {
+pub(super) fn recv(sock: &OwnedFd) -> std::io::Result<(Msg, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; MAX];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fds) = {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// What the caller set up: the topology (its upstream serves allowed.test over TLS), the
 /// upstream CA and the bench policy file.
-pub struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     pub topo: &'a Topology,
     pub upstream_ca: &'a Path,
     pub policy: &'a str,
@@ -219,7 +219,7 @@ fn baseline_ab(
 
 /// Runs the density scenarios and appends their rows; returns the start-to-intercepting p50
 /// of restarts at the largest N, and that N.
-pub fn run(
+pub(crate) fn run(
     s: &Setup,
     table: &mut Table,
     rows: &mut Vec<serde_json::Value>,

@@ -21,11 +21,11 @@ use egret_e2e::*;
 use std::path::Path;
 
 /// The OAuth client the upstream knows (`--oauth-client`) and its secret.
-pub const OAUTH_CLIENT: &str = "bench:bench-client-secret";
+pub(crate) const OAUTH_CLIENT: &str = "bench:bench-client-secret";
 
 /// Names the handler scenarios use besides [`LANG_HOSTS`]; the upstream's certificate must
 /// cover both.
-pub const NAMES: &[&str] = &[
+pub(crate) const NAMES: &[&str] = &[
     "llm.test",
     "oauth.test",
     "auth.test",
@@ -36,7 +36,7 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// The upstream's flags the handler scenarios need (the token endpoint's client).
-pub fn upstream_flags() -> Vec<&'static str> {
+pub(crate) fn upstream_flags() -> Vec<&'static str> {
     vec![
         "--oauth-client",
         OAUTH_CLIENT,
@@ -47,7 +47,7 @@ pub fn upstream_flags() -> Vec<&'static str> {
 
 /// What the caller set up: the topology (its upstream runs with [`upstream_flags`] and a
 /// certificate for [`NAMES`]), the upstream CA, the knobs.
-pub struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     pub topo: &'a Topology,
     pub upstream: &'a Upstream,
     pub upstream_ca: &'a Path,
@@ -201,7 +201,7 @@ fn interleaved(ns: &Netns, rounds: usize, sides: &[Vec<&str>]) -> Vec<(f64, f64)
 }
 
 /// Runs the scenarios; adds table rows and JSON rows.
-pub fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
     let policy = policy();
     let client_secret = OAUTH_CLIENT.split_once(':').unwrap().1;
@@ -436,7 +436,7 @@ fn baseline_ab(s: &Setup, baseline: &Path, table: &mut Table, rows: &mut Vec<ser
 
 /// The language bench's hosts: `inject-header` in Rust, TypeScript and Python, each with a
 /// fresh instance per request (`rust`, `ts`, `py`) and with `instances = "reuse"`.
-pub const LANG_HOSTS: [&str; 6] = [
+pub(crate) const LANG_HOSTS: [&str; 6] = [
     "rust.test",
     "ts.test",
     "py.test",
@@ -469,7 +469,7 @@ fn languages_policy(ts: &Path, py: &Path) -> String {
 }
 
 /// The same handler in three languages: what TypeScript and Python add per request.
-pub fn run_languages(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+pub(crate) fn run_languages(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
     // Built (and compiled into the shared artifact cache) before egret starts: see lang_handler.
     let ts = lang_handler("handlers-wasm/ts/inject-header.ts");

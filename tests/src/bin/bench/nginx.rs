@@ -14,7 +14,7 @@ const HEADER: &str = "x-auth-token";
 
 /// nginx (master + one worker per core) in `ns`, on 127.0.0.1:80 and :443 (h2 and http/1.1)
 /// of that namespace; stopped with the namespace.
-pub struct Nginx {
+pub(crate) struct Nginx {
     proc: Proc,
 }
 
@@ -22,7 +22,7 @@ impl Nginx {
     /// Start nginx in `ns`, proxying to the upstream at `upstream` (an address of the upstream
     /// namespace reachable from `ns`) with `token` in [`HEADER`]; `pki` is the upstream's: its
     /// leaf (which names `allowed.test`) serves the client side, its CA verifies the upstream.
-    pub fn start(ns: &Netns, dir: &Path, upstream: &str, pki: &UpstreamPki, token: &str) -> Nginx {
+    pub(crate) fn start(ns: &Netns, dir: &Path, upstream: &str, pki: &UpstreamPki, token: &str) -> Nginx {
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(&prefix).unwrap();
         let p = prefix.display();
@@ -103,7 +103,7 @@ http {{
     }
 
     /// The master's pid and its workers'.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         let master = self.proc.child.id();
         let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
             .unwrap_or_default();
@@ -113,12 +113,12 @@ http {{
     }
 
     /// CPU seconds (utime + stime) of the master and its workers so far.
-    pub fn cpu_secs(&self) -> f64 {
+    pub(crate) fn cpu_secs(&self) -> f64 {
         self.pids().into_iter().map(proc_cpu_secs).sum()
     }
 
     /// Peak RSS (VmHWM) of the master and its workers, summed, in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
         self.pids()
             .into_iter()
             .map(|p| proc_status_kib(p, "VmHWM"))

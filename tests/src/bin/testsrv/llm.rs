@@ -34,18 +34,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The most content chunks a streamed answer has.
-pub const PIECES: usize = 4;
+pub(crate) const PIECES: usize = 4;
 /// The most completion tokens an answer counts.
 const MAX_COMPLETION: u64 = 16;
 
 /// The chat API's settings.
-pub struct Llm {
+pub(crate) struct Llm {
     sse_delay: Duration,
     api_key: Option<String>,
 }
 
 impl Llm {
-    pub fn new(sse_delay_ms: u64, api_key: Option<String>) -> Llm {
+    pub(crate) fn new(sse_delay_ms: u64, api_key: Option<String>) -> Llm {
         Llm {
             sse_delay: Duration::from_millis(sse_delay_ms),
             api_key,
@@ -173,7 +173,7 @@ fn delta(delta: Value, finish: Option<&str>) -> Value {
     json!([{ "index": 0, "delta": delta, "finish_reason": finish }])
 }
 
-pub async fn route(
+pub(crate) async fn route(
     req: Request<Incoming>,
     st: &Arc<State>,
 ) -> Result<Response<Body>, std::io::Error> {

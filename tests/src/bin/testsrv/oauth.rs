@@ -34,7 +34,7 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const REALM: &str = "egret-testsrv";
 
 /// The configured clients and the tokens issued so far.
-pub struct OAuth {
+pub(crate) struct OAuth {
     clients: HashMap<String, String>,
     lifetime: Duration,
     tokens: Mutex<Tokens>,
@@ -76,7 +76,7 @@ impl Refused {
 }
 
 impl OAuth {
-    pub fn new(clients: &[(String, String)], expires_in: u64) -> OAuth {
+    pub(crate) fn new(clients: &[(String, String)], expires_in: u64) -> OAuth {
         OAuth {
             clients: clients.iter().cloned().collect(),
             lifetime: Duration::from_secs(expires_in),
@@ -87,7 +87,7 @@ impl OAuth {
 
     /// Also append every token issued to `path`, one `N TOKEN` a line: for tests that prove a
     /// client never saw one (the access log never holds a token).
-    pub fn with_token_file(mut self, path: &std::path::Path) -> std::io::Result<OAuth> {
+    pub(crate) fn with_token_file(mut self, path: &std::path::Path) -> std::io::Result<OAuth> {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,7 +147,7 @@ impl OAuth {
     }
 }
 
-pub async fn route(
+pub(crate) async fn route(
     parts: &[&str],
     req: Request<Incoming>,
     st: &Arc<State>,

@@ -50,7 +50,7 @@ const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
 const MAX_SKEW_SECS: i64 = 15 * 60;
 
 /// The accepted keys, the region, and the objects stored so far (by `BUCKET/KEY`).
-pub struct S3 {
+pub(crate) struct S3 {
     keys: HashMap<String, String>,
     region: String,
     objects: Mutex<HashMap<String, Object>>,
@@ -69,7 +69,7 @@ fn etag(data: &[u8]) -> http::HeaderValue {
 }
 
 impl S3 {
-    pub fn new(keys: &[(String, String)], region: &str) -> S3 {
+    pub(crate) fn new(keys: &[(String, String)], region: &str) -> S3 {
         S3 {
             keys: keys.iter().cloned().collect(),
             region: region.to_string(),
@@ -406,7 +406,7 @@ fn error_xml(d: &Denied, resource: &str) -> Response<Body> {
     r
 }
 
-pub async fn route(
+pub(crate) async fn route(
     parts: &[&str],
     req: Request<Incoming>,
     st: &Arc<State>,
