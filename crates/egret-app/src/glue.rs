@@ -499,8 +499,7 @@ pub fn offline_fetcher(
     handler.fetch = Some(limits);
     cfg.handlers.insert("offline".into(), handler);
     cfg.outbound = Some(egret_policy::BindingConfig::new("offline"));
-    let compiled =
-        CompiledPolicy::compile(&cfg, &egret_policy::RuntimeLayer::default(), 1)?;
+    let compiled = CompiledPolicy::compile(&cfg, &egret_policy::RuntimeLayer::default(), 1)?;
     let grant = compiled
         .bindings()
         .first()

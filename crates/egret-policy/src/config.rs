@@ -711,10 +711,7 @@ impl RuntimeLayer {
     }
 }
 
-fn from_json_impl<T: de::DeserializeOwned>(
-    src: &str,
-    origin: &str,
-) -> Result<T, PolicyError> {
+fn from_json_impl<T: de::DeserializeOwned>(src: &str, origin: &str) -> Result<T, PolicyError> {
     serde_json::from_str(src).map_err(|e| {
         let (line, column) = (e.line().max(1), e.column().max(1));
         // serde_json appends the position to its message; we report it separately.

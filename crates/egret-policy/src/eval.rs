@@ -417,9 +417,9 @@ impl Compiler<'_> {
             body_max: h.body.map(|b| b.max_bytes),
             response: h.response.map(|r| {
                 let max = match r.mode {
-                    ResponseMode::Stream => r
-                        .max_event_bytes
-                        .unwrap_or(config::DEFAULT_EVENT_BYTES),
+                    ResponseMode::Stream => {
+                        r.max_event_bytes.unwrap_or(config::DEFAULT_EVENT_BYTES)
+                    }
                     _ => r.max_bytes.unwrap_or(config::DEFAULT_RESPONSE_BYTES),
                 };
                 (r.mode, max)

@@ -448,6 +448,14 @@ struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The handler's fields: as its stream phase left them, when it had one that ended.
+    fn handler_fields(&self) -> &[(String, String)] {
+        match self.outcome.stream_fields.as_ref().and_then(|f| f.get()) {
+            Some(late) => late,
+            None => &self.outcome.handler_fields,
+        }
+    }
+
     fn finish(self, resp_bytes: u64, body_error: Option<String>) {
         let req_bytes = self.req_bytes.0.load(Ordering::Relaxed);
         self.metrics.request(
@@ -489,7 +497,7 @@ impl RequestRecord {
                 .map(|m| m.load(Ordering::Relaxed)),
             instance_wait_ms: self.outcome.instance_wait.map(millis),
             decided_by: self.outcome.decided_by.as_str(),
-            handler_fields: Some(self.outcome.handler_fields.as_slice())
+            handler_fields: Some(self.handler_fields())
                 .filter(|f| !f.is_empty())
                 .map(Fields),
             shadow: self.outcome.shadow.as_ref().map(ShadowField::of),

@@ -145,7 +145,14 @@ pub struct StreamSpec {
     pub sse: bool,
     /// Largest piece (`max_event_bytes`).
     pub max_event: usize,
+    /// Where the handler's audit fields go when the stream phase ends.
+    pub fields: LateFields,
 }
+
+/// A handler's audit fields as they stood when its stream phase ended: set by the task that
+/// runs the phase before the body it feeds ends, read when the request's audit event is
+/// written (at the body's end).
+pub type LateFields = std::sync::Arc<std::sync::OnceLock<Vec<(String, String)>>>;
 
 /// A response body whose every piece — a chunk, or for an event stream a whole event — goes
 /// through a handler's stream phase before it is sent: passed, replaced or dropped. A task of
@@ -160,7 +167,11 @@ pub fn streamed(
 ) -> ProxyBody {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(1);
     tokio::spawn(async move {
-        match pump_stream(body, phase, &spec, &tx).await {
+        let mut phase = phase;
+        let ended = pump_stream(body, &mut phase, &spec, &tx).await;
+        // Before the sender goes: the body's end (and the audit event) comes after.
+        let _ = spec.fields.set(phase.audit_fields());
+        match ended {
             Ok(()) | Err(StreamEnd::Gone) => {}
             Err(e) => {
                 tracing::warn!(handler = %spec.handler, error = %e, "stream phase ended the response");
@@ -194,7 +205,7 @@ enum StreamEnd {
 
 async fn pump_stream(
     mut body: ProxyBody,
-    mut phase: Box<dyn crate::ResponsePhase>,
+    phase: &mut Box<dyn crate::ResponsePhase>,
     spec: &StreamSpec,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
 ) -> Result<(), StreamEnd> {
@@ -222,11 +233,11 @@ async fn pump_stream(
             None => pieces.extend(crate::sse::pieces(data, spec.max_event)),
         }
         for piece in pieces.drain(..) {
-            send_through(&mut phase, piece, spec, tx).await?;
+            send_through(phase, piece, spec, tx).await?;
         }
     }
     if let Some(rest) = splitter.as_mut().and_then(|s| s.finish()) {
-        send_through(&mut phase, rest, spec, tx).await?;
+        send_through(phase, rest, spec, tx).await?;
     }
     phase.end().await.map_err(|f| StreamEnd::Handler {
         handler: spec.handler.clone(),

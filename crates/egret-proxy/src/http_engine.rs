@@ -198,6 +198,9 @@ pub(crate) struct Outcome {
     pub instance_wait: Option<std::time::Duration>,
     /// What the handler attached (`handler_fields`).
     pub handler_fields: Vec<(String, String)>,
+    /// What it had attached when its stream phase ended (response mode "stream"): set
+    /// before the body ends, so the audit event, written then, carries them.
+    pub stream_fields: Option<crate::body::LateFields>,
     /// Who decided (someone asked, when no rule did: `--ask`).
     pub decided_by: crate::ask::DecidedBy,
     /// The shadow candidate's decision, when it differs from the live policy's.
@@ -231,6 +234,7 @@ impl Decided {
                 masked: None,
                 instance_wait: None,
                 handler_fields: Vec::new(),
+                stream_fields: None,
                 decided_by: crate::ask::DecidedBy::Policy,
                 shadow: None,
             },
@@ -346,6 +350,7 @@ impl Proxy {
             masked: None,
             instance_wait: None,
             handler_fields: Vec::new(),
+            stream_fields: None,
             decided_by: crate::ask::DecidedBy::Policy,
             shadow: shadow.clone(),
         };
@@ -1071,6 +1076,8 @@ async fn response_phase(
                 (None, Some(s)) => match mode {
                     ResponseMode::Stream(max) => {
                         p.headers.remove(http::header::CONTENT_LENGTH);
+                        let fields = crate::body::LateFields::default();
+                        outcome.stream_fields = Some(fields.clone());
                         crate::body::streamed(
                             s,
                             phase,
@@ -1082,6 +1089,7 @@ async fn response_phase(
                                         .map(|v| v.as_bytes()),
                                 ),
                                 max_event: usize::try_from(max).unwrap_or(usize::MAX),
+                                fields,
                             },
                         )
                     }

@@ -383,6 +383,17 @@ fn the_stream_mode_governs_the_http_sse_transport_and_checks_each_event_whole() 
     assert_eq!(listing["result"]["tools"][0]["name"], "echo", "{body:?}");
     assert_eq!(listing["result"]["tools"].as_array().unwrap().len(), 1);
     assert!(events[2].contains(r#""id":2"#), "{body:?}");
+    // What the stream phase attached is in the stream's audit event, written at its end.
+    let streamed = env
+        .egret
+        .wait_audit(Duration::from_secs(5), |e| {
+            e["host"] == "split.test" && e["path"] == "/sse"
+        })
+        .unwrap_or_else(|| panic!("no audit event: {:#?}", env.egret.audit_events()));
+    assert_eq!(
+        streamed["handler_fields"]["mcp.hidden"], "delete_repo",
+        "{streamed}"
+    );
 
     // An event past max_event_bytes ends the response; the audit event says why.
     let (code, _, _) = env.get_stream("split.test", "/big");

@@ -10,7 +10,10 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use egret_tls::SandboxCa;
 
 /// A client config trusting exactly `roots`, offering `alpn`.
-pub(crate) fn client_config(roots: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+pub(crate) fn client_config(
+    roots: &[&CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add((*root).clone()).unwrap();

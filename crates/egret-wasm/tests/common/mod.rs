@@ -182,7 +182,10 @@ impl<'a> Call<'a> {
     }
 
     /// [`Call::handle`] by a binding with `instances = "reuse"`.
-    pub(crate) async fn handle_reusing(&self, h: &LoadedHandler) -> Result<ResolvedAction, HandlerError> {
+    pub(crate) async fn handle_reusing(
+        &self,
+        h: &LoadedHandler,
+    ) -> Result<ResolvedAction, HandlerError> {
         let mut session = host().session(h, self.spec_reusing()).await?;
         session.handle(self.request.clone(), None).await
     }

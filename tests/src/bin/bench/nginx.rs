@@ -22,7 +22,13 @@ impl Nginx {
     /// Start nginx in `ns`, proxying to the upstream at `upstream` (an address of the upstream
     /// namespace reachable from `ns`) with `token` in [`HEADER`]; `pki` is the upstream's: its
     /// leaf (which names `allowed.test`) serves the client side, its CA verifies the upstream.
-    pub(crate) fn start(ns: &Netns, dir: &Path, upstream: &str, pki: &UpstreamPki, token: &str) -> Nginx {
+    pub(crate) fn start(
+        ns: &Netns,
+        dir: &Path,
+        upstream: &str,
+        pki: &UpstreamPki,
+        token: &str,
+    ) -> Nginx {
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(&prefix).unwrap();
         let p = prefix.display();
