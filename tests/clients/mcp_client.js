@@ -1,5 +1,7 @@
 // The TypeScript SDK's MCP client (@modelcontextprotocol/sdk) in the sandbox; Node trusts
-// egret's CA through NODE_EXTRA_CA_CERTS. argv: SDK prefix (its node_modules), server URL.
+// egret's CA through NODE_EXTRA_CA_CERTS. argv: SDK prefix (its node_modules), server URL;
+// MCP_TRANSPORT=sse speaks the HTTP+SSE transport (GET /sse + POST /messages) instead of
+// streamable HTTP.
 // Prints one line per step like mcp_client.py; a refused call prints the SDK's error. Every
 // step has a deadline, so a client that would hang fails instead.
 const { createRequire } = require("node:module");
@@ -10,6 +12,7 @@ const { Client } = sdk("@modelcontextprotocol/sdk/client/index.js");
 const { StreamableHTTPClientTransport } = sdk(
   "@modelcontextprotocol/sdk/client/streamableHttp.js",
 );
+const { SSEClientTransport } = sdk("@modelcontextprotocol/sdk/client/sse.js");
 
 const opts = { timeout: 15000 };
 
@@ -27,7 +30,11 @@ async function call(client, name, args) {
 
 async function main() {
   const client = new Client({ name: "egret-e2e", version: "1.0.0" });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url)), opts);
+  const transport =
+    process.env.MCP_TRANSPORT === "sse"
+      ? new SSEClientTransport(new URL(url))
+      : new StreamableHTTPClientTransport(new URL(url));
+  await client.connect(transport, opts);
   console.log(`SERVER ${client.getServerVersion().name}`);
   const tools = await client.listTools(undefined, opts);
   console.log("TOOLS " + tools.tools.map((t) => t.name).sort().join(","));

@@ -109,6 +109,25 @@ repo = "sandbox-*"
         (o.status.success(), all_output(&o))
     }
 
+    /// The TypeScript SDK's client against `url` over `transport` (`http` or `sse`); its
+    /// output.
+    fn node(&self, url: &str, transport: &str) -> (bool, String) {
+        let sdk = ts_sdk();
+        assert!(
+            sdk.join("node_modules/@modelcontextprotocol/sdk/package.json")
+                .exists(),
+            "the TypeScript MCP SDK is missing in {} (scripts/setup.sh installs it)",
+            sdk.display()
+        );
+        let mut cmd = self.topo.sbx.cmd("node");
+        cmd.args(["-e", MCP_CLIENT_JS, "--"]);
+        cmd.arg(&sdk).arg(url);
+        cmd.env("NODE_EXTRA_CA_CERTS", &self.ca);
+        cmd.env("MCP_TRANSPORT", transport);
+        let o = cmd.output().unwrap();
+        (o.status.success(), all_output(&o))
+    }
+
     /// `GET` an event stream from `host`; (curl's exit code, its stderr, the body).
     fn get_stream(&self, host: &str, path: &str) -> (i32, String, String) {
         let url = format!("https://{host}{path}");
@@ -179,22 +198,10 @@ fn python_and_typescript_sdks_cannot_call_or_see_a_tool_the_policy_does_not_allo
         assert_governed(&out, &ctx);
     }
     // The TypeScript client, both answer formats.
-    let sdk = ts_sdk();
-    assert!(
-        sdk.join("node_modules/@modelcontextprotocol/sdk/package.json")
-            .exists(),
-        "the TypeScript MCP SDK is missing in {} (scripts/setup.sh installs it)",
-        sdk.display()
-    );
     for host in ["mcp.test", "stream.test"] {
-        let mut cmd = env.topo.sbx.cmd("node");
-        cmd.args(["-e", MCP_CLIENT_JS, "--"]);
-        cmd.arg(&sdk).arg(format!("https://{host}/mcp"));
-        cmd.env("NODE_EXTRA_CA_CERTS", &env.ca);
-        let o = cmd.output().unwrap();
-        let out = all_output(&o);
+        let (ok, out) = env.node(&format!("https://{host}/mcp"), "http");
         let ctx = env.context(&out);
-        assert!(o.status.success(), "{host}: {ctx}");
+        assert!(ok, "{host}: {ctx}");
         assert_governed(&out, &ctx);
     }
     // Nothing refused ever reached the server.
@@ -338,8 +345,9 @@ fn refusals_take_the_clients_format_and_malformed_or_mixed_bodies_are_refused_cl
 }
 
 /// With `response = { mode = "stream" }` the guard checks each event before it is sent: the
-/// HTTP+SSE transport (`GET /sse` + `POST /messages/`) is governed like streamable HTTP (a
-/// refused call's error arrives on the stream, where the client waits for it), streamable
+/// HTTP+SSE transport (`GET /sse` + `POST /messages/`, the Python and the TypeScript SDK's
+/// clients) is governed like streamable HTTP (a refused call's error arrives on the stream,
+/// where the client waits for it), streamable
 /// HTTP's answers too (SSE and JSON), an event the upstream wrote in 7-byte pieces is
 /// checked whole, and an event past `max_event_bytes` ends the response with an audited
 /// error.
@@ -356,10 +364,15 @@ fn the_stream_mode_governs_the_http_sse_transport_and_checks_each_event_whole() 
         assert!(ok, "{url}: {ctx}");
         assert_governed(&out, &ctx);
     }
+    // The TypeScript SDK's client over HTTP+SSE too.
+    let (ok, out) = env.node("https://legacy.test/sse", "sse");
+    let ctx = env.context(&out);
+    assert!(ok, "node over sse: {ctx}");
+    assert_governed(&out, &ctx);
     let server = env.server.output();
     assert!(!server.contains("DELETED"), "{server}");
     assert!(!server.contains("ISSUE prod"), "{server}");
-    assert_eq!(server.matches("ISSUE sandbox-7 ok").count(), 3, "{server}");
+    assert_eq!(server.matches("ISSUE sandbox-7 ok").count(), 4, "{server}");
     let refused = env
         .egret
         .wait_audit(Duration::from_secs(5), |e| {
