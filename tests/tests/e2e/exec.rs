@@ -100,6 +100,28 @@ pub(crate) fn require_user() -> std::sync::MutexGuard<'static, ()> {
             .success(),
         "user {USER} is missing: run scripts/setup.sh"
     );
+    // The binary under test runs as that user: every directory above it must let others in.
+    let egret = bin("egret");
+    let reachable = Command::new("setpriv")
+        .args([
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--clear-groups",
+            "test",
+            "-x",
+        ])
+        .arg(&egret)
+        .status()
+        .unwrap()
+        .success();
+    assert!(
+        reachable,
+        "user {USER} cannot execute {}: the checkout must be in directories others may enter \
+         (chmod o+x on each, or clone it elsewhere); these tests run egret as an ordinary user",
+        egret.display()
+    );
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
