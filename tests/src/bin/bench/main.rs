@@ -447,6 +447,8 @@ struct Targets {
     https_load: Option<(f64, f64, f64, f64)>,
     /// CPU µs per HTTP request at 64 connections: egret, nginx.
     http_cpu: Option<(f64, f64)>,
+    /// CPU µs per new TLS connection (handshake + one request): egret, nginx.
+    handshake_cpu: Option<(f64, f64)>,
     /// Start to intercepting p50 (ms) of restarts with N−1 sidecars running, and N.
     start_p50: Option<(f64, usize)>,
     /// Download throughput through egret / direct: plain HTTP, TLS passthrough.
@@ -488,6 +490,16 @@ impl Targets {
                     e / n
                 ),
                 e <= 2.0 * n,
+            ));
+        }
+        if let Some((e, n)) = self.handshake_cpu {
+            out.push((
+                format!(
+                    "CPU per new TLS connection (handshake + 1 request) {e:.1} µs ≤ 1.5 × nginx {n:.1} µs = {:.1} µs (ratio {:.2})",
+                    1.5 * n,
+                    e / n
+                ),
+                e <= 1.5 * n,
             ));
         }
         if let Some((e, n)) = self.https_added_p50 {
@@ -799,6 +811,7 @@ fn main() {
         match i {
             0 => targets.http_cpu = Some((e_us, n_us)),
             1 => targets.https_load = Some((e_us, n_us, em, gm)),
+            3 => targets.handshake_cpu = Some((e_us, n_us)),
             _ => {}
         }
         let (ups, cls) = (median(up_share), median(client_share));
