@@ -15,7 +15,8 @@
 //!   (default 20) starts each.
 //!
 //! [`run`] returns the restart p50 at the largest N, which the target (< 20 ms) is checked on.
-use super::{median, run_client, Table};
+use crate::measure::{median, run_client};
+use crate::report::Table;
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
