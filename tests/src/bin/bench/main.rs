@@ -16,6 +16,8 @@
 //! * handler capabilities against a head-only handler (`bench/handlers.rs`),
 //! * many sidecars on one host: memory, idle CPU, start-up with N−1 running
 //!   (`bench/density.rs`),
+//! * `egret exec` beside Anthropic's sandbox-runtime (`srt`) as an ordinary user: start-up and
+//!   the added latency of a new connection per request (`bench/srt.rs`),
 //! * start-up time to the ready file (median of 10), also with 5 handlers from the artifact
 //!   cache, idle and peak RSS.
 mod density;
@@ -27,6 +29,7 @@ mod measure;
 mod nginx;
 mod report;
 mod run_info;
+mod srt;
 mod startup;
 mod swap;
 
@@ -71,7 +74,7 @@ passthrough_hosts = ["{PASS_HOST}"]
 /// The secret the bench's handlers inject (and nginx sets).
 pub(crate) const TOKEN: &str = "bench-token-value";
 
-/// `BENCH_ONLY=latency,load,download,swap,handlers,density,startup5` runs only those parts (start-up with one
+/// `BENCH_ONLY=latency,load,download,swap,handlers,density,srt,startup5` runs only those parts (start-up with one
 /// handler and idle RSS are always measured: the later parts reuse that egret); unset runs all.
 fn only(part: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
@@ -143,6 +146,7 @@ impl Bench {
         let mut names = vec!["allowed.test", "10.202.0.2", PASS_HOST];
         names.extend_from_slice(handlers::NAMES);
         names.extend_from_slice(&handlers::LANG_HOSTS);
+        names.push(srt::NAME);
         let pki = upstream_pki(&topo.tmp.0, "bench", &names);
         let mut up_args = vec![
             "--http",
@@ -294,6 +298,9 @@ fn main() {
             policy: &bench.policy,
         };
         report.targets.start_p50 = density::run(&setup, &mut report.table, &mut report.rows);
+    }
+    if only("srt") {
+        srt::run(&bench, &mut report);
     }
     let startup = startup::Startup::measure(&bench, startups, only("startup5"));
     let mut summary = startup.report(&memory, &mut report);
