@@ -81,6 +81,18 @@ impl Setup {
         c.output().expect("egret exec")
     }
 
+    /// A scratch directory owned by [`USER`] (for what `egret exec` writes: sockets, policies).
+    fn user_dir(&self, name: &str) -> std::path::PathBuf {
+        let dir = self.topo.tmp.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", USER, dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        dir
+    }
+
     fn with_policy(&self, cmd: &[&str]) -> Output {
         self.exec(&["--policy", &self.policy], cmd)
     }
@@ -784,13 +796,7 @@ fn ask_holds_an_undecided_host_until_the_terminal_answers() {
 fn ask_is_answered_through_the_admin_socket() {
     let _serial = require_user();
     let s = Setup::new();
-    let dir = s.topo.tmp.path("ask-admin");
-    std::fs::create_dir(&dir).unwrap();
-    let chown = Command::new("chown")
-        .args(["-R", USER, dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    let dir = s.user_dir("ask-admin");
     let sock = dir.join("admin.sock");
     let sock = sock.to_str().unwrap();
     let curl = [
@@ -899,13 +905,7 @@ fn ask_is_answered_through_the_admin_socket() {
 fn a_prompt_answered_through_the_admin_socket_is_annotated_on_the_terminal() {
     let _serial = require_user();
     let s = Setup::new();
-    let dir = s.topo.tmp.path("ask-stale");
-    std::fs::create_dir(&dir).unwrap();
-    let chown = Command::new("chown")
-        .args(["-R", USER, dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    let dir = s.user_dir("ask-stale");
     let sock = dir.join("admin.sock");
     let sock = sock.to_str().unwrap();
     // Two connections, one after the other, each asked about (approved once).
