@@ -620,19 +620,43 @@ pub(crate) fn request(
     })
 }
 
-/// One opaque TCP / TLS connection ended or was refused. `detail` is the rule for `forward`,
-/// `deny` and `revoked`, and the reason for `error`.
-#[allow(clippy::too_many_arguments)]
+/// How an opaque TCP / TLS connection ended (or was refused before it was carried).
+pub(crate) struct ConnEnd<'a> {
+    pub decision: Decision,
+    /// The rule for `forward`, `deny` and `revoked`; the reason for `error`.
+    pub detail: &'a str,
+    /// Bytes carried from the client upstream.
+    pub bytes_up: u64,
+    /// Bytes carried from the upstream to the client.
+    pub bytes_down: u64,
+}
+
+impl<'a> ConnEnd<'a> {
+    /// Refused or failed before a byte was carried.
+    pub(crate) fn unopened(decision: Decision, detail: &'a str) -> ConnEnd<'a> {
+        ConnEnd {
+            decision,
+            detail,
+            bytes_up: 0,
+            bytes_down: 0,
+        }
+    }
+}
+
+/// One opaque TCP / TLS connection (to `name`, when it has one) ended or was refused.
 pub(crate) fn connection(
     proxy: &Proxy,
     info: &ConnInfo,
     name: Option<&str>,
     proto: TunnelProto,
-    decision: Decision,
-    detail: &str,
-    bytes_up: u64,
-    bytes_down: u64,
+    end: ConnEnd<'_>,
 ) {
+    let ConnEnd {
+        decision,
+        detail,
+        bytes_up,
+        bytes_down,
+    } = end;
     proxy.metrics.tunnel(proto, decision, bytes_up, bytes_down);
     let elapsed = info.started.elapsed();
     let (rule, error) = if decision == Decision::Error {
