@@ -372,24 +372,20 @@ pub(crate) fn http_proto(tls: bool, version: Version) -> &'static str {
     }
 }
 
-/// Request body bytes read so far, shared between the request body and its audit record
-/// (travels in the request's extensions to where the body is handed upstream).
+/// Request body bytes read so far, shared between the request body and its audit record.
 #[derive(Clone, Default)]
 pub(crate) struct ReqBytes(Arc<AtomicU64>);
 
-/// Box `body` for the upstream, counting its bytes into the request's [`ReqBytes`] if any.
-pub(crate) fn counted<B>(body: B, counter: Option<&ReqBytes>) -> ProxyBody
+/// Box `body` for the upstream, counting its bytes into the request's [`ReqBytes`].
+pub(crate) fn counted<B>(body: B, counter: &ReqBytes) -> ProxyBody
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    match counter {
-        Some(c) => crate::body::boxed(Counting {
-            inner: body,
-            count: c.0.clone(),
-        }),
-        None => crate::body::boxed(body),
-    }
+    crate::body::boxed(Counting {
+        inner: body,
+        count: counter.0.clone(),
+    })
 }
 
 /// Counts data bytes as they stream through; buffers nothing.
@@ -579,7 +575,7 @@ pub(crate) struct RequestStart<'a> {
 pub(crate) fn request(
     proxy: &Proxy,
     start: RequestStart<'_>,
-    target: Option<&Target>,
+    target: Option<Target>,
     outcome: Outcome,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
@@ -598,7 +594,7 @@ pub(crate) fn request(
         conn: start.info.id,
         client: start.info.client,
         dst: start.info.dst(),
-        host: target.map(|t| t.host.clone()),
+        host: target.map(|t| t.host),
         proto: start.proto,
         method: start.method,
         path: start.path,

@@ -51,7 +51,7 @@ impl Proxy {
         } else {
             &clients.auto
         };
-        let body = crate::audit::counted(body, parts.extensions.get());
+        let body = crate::audit::counted(body, cx.req_bytes);
         match client.request(Request::from_parts(parts, body)).await {
             Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 switched(cx, resp, upgrade, outcome)

@@ -15,6 +15,7 @@ mod upgrade;
 pub use handler::{Dispatched, HandlerAction, HandlerDispatch, HandlerFailure, RequestHead};
 pub use response::{EventDecision, ResponseDecision, ResponseMode, ResponsePhase};
 
+use crate::audit::ReqBytes;
 use crate::authority::{request_target, AuthorityError, Target};
 use crate::body::{boxed, full, ProxyBody, RequestBody};
 use crate::conn::ConnInfo;
@@ -139,6 +140,8 @@ pub(super) struct Exchange<'a> {
     target: &'a Target,
     /// The port it goes to (the request's, else the connection's).
     port: u16,
+    /// Its body's bytes, counted where the body is handed upstream.
+    req_bytes: &'a ReqBytes,
 }
 
 impl Proxy {
@@ -174,14 +177,13 @@ impl Proxy {
 
     pub(crate) async fn handle_request(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         info: &ConnInfo,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let started_at = std::time::SystemTime::now();
         // Counted where the body is handed upstream (forward), reported in the audit event.
-        let req_bytes = crate::audit::ReqBytes::default();
-        req.extensions_mut().insert(req_bytes.clone());
+        let req_bytes = ReqBytes::default();
         let proto = crate::audit::http_proto(info.tls, req.version());
         // The generation this request runs on, whatever happens to the policy meanwhile.
         let policy = self.policy.load_full();
@@ -195,7 +197,9 @@ impl Proxy {
             resp,
             target,
             outcome,
-        } = self.decide_and_forward(req, info, &policy).await;
+        } = self
+            .decide_and_forward(req, info, &policy, &req_bytes)
+            .await;
         let start = crate::audit::RequestStart {
             info,
             policy: &policy,
@@ -206,7 +210,7 @@ impl Proxy {
             started_at,
             req_bytes,
         };
-        crate::audit::request(self, start, target.as_ref(), outcome, resp)
+        crate::audit::request(self, start, target, outcome, resp)
     }
 
     /// Decide one request on `policy` and carry the decision out: refuse it, hand it to its
@@ -216,6 +220,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         info: &ConnInfo,
         policy: &CompiledPolicy,
+        req_bytes: &ReqBytes,
     ) -> Decided {
         let target = match self.request_destination(&mut req, info) {
             Ok(t) => t,
@@ -240,6 +245,7 @@ impl Proxy {
             policy,
             target: &target,
             port,
+            req_bytes,
         };
         let asked = self.ask_if_undecided(&cx, &verdict, &req).await;
         let approved = asked.is_some_and(|a| a.allow);
