@@ -1,5 +1,6 @@
 //! The request phase of a handler route: what the handler sees and answers, and how the
 //! engine carries its decision out.
+use super::response::{ResponseMode, ResponsePhase};
 use super::{
     fail, guard, read_limited, response, text_response, upgrade, Exchange, Outcome, ReadError,
 };
@@ -16,8 +17,6 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
-
-use super::response::{ResponseMode, ResponsePhase};
 
 /// The request head a handler sees.
 #[derive(Debug, Clone)]
