@@ -9,7 +9,8 @@ use crate::matcher::HostSet;
 use crate::pattern::{Destination, Pattern};
 use crate::request::{PathGlob, RequestMatch};
 
-use super::{BindingId, Compiler, VerdictAction};
+use super::compile::Compiler;
+use super::{BindingId, VerdictAction};
 
 /// Index of a [`RuleGroup`] in a [`super::CompiledPolicy`]; valid only for the policy that
 /// issued it.
@@ -113,83 +114,106 @@ impl Compiler<'_> {
                 }
             }
         }
-        let mut targets = Vec::with_capacity(patterns.len());
-        for (p, member) in patterns.iter().zip(&members) {
-            let mut rules: Vec<RequestRule> = Vec::new();
-            let mut names: Vec<&str> = Vec::new();
-            // The route before which every later one is unreachable, if any.
-            let mut catch_all: Option<&str> = None;
-            for (i, here) in member {
-                let Some(c) = &compiled[*i] else { continue };
-                if let Some(first) = catch_all {
-                    self.warnings.push(
-                        Problem::new(
-                            here,
-                            p.as_str(),
-                            format!(
-                                "{first} matches every request to this host and comes first"
-                            ),
-                        )
-                        .hint("remove one of them, or narrow the first with methods or paths; this one never matches"),
-                    );
-                    continue;
-                }
-                if c.when.is_everything() && !c.report_only {
-                    catch_all = Some(here);
-                }
-                names.push(&c.path);
-                rules.push(RequestRule {
-                    when: c.when.clone(),
-                    then: c.then.clone(),
-                    report_only: c.report_only,
-                    rule: Arc::from(format!("{} {:?}{}", c.path, p.as_str(), c.label)),
-                });
-            }
-            let Some(first) = rules.first() else {
-                // Every route of the pattern was invalid (already reported).
-                targets.push((VerdictAction::Deny, Arc::from("-")));
-                continue;
-            };
-            // A first route that takes every request is decided per connection, as a plain
-            // handler route always was: tunnels and pass-through keep working for it.
-            let whole = first.when.is_everything() && !first.report_only;
-            match (&first.then, whole) {
-                (RequestAction::Handler(id), true) => {
-                    targets.push((VerdictAction::Handler(*id), first.rule.clone()));
-                    continue;
-                }
-                (RequestAction::Allow, true) => {
-                    targets.push((VerdictAction::Allow, first.rule.clone()));
-                    continue;
-                }
-                _ => {}
-            }
-            let id = RulesId(u32::try_from(groups.len()).expect("too many route groups"));
-            let report_only = rules.iter().all(|r| r.report_only);
-            groups.push(RuleGroup {
-                report_only,
-                no_match: Arc::from(format!(
-                    "no route for {:?} matches the request ({})",
-                    p.as_str(),
-                    names.join(", ")
-                )),
-                rules,
-            });
-            targets.push((
-                VerdictAction::Rules(id),
-                Arc::from(format!(
-                    "routes for {:?} ({})",
-                    p.as_str(),
-                    names.join(", ")
-                )),
-            ));
-        }
+        let targets = patterns
+            .iter()
+            .zip(&members)
+            .map(|(p, member)| {
+                let (rules, names) = self.group_rules(p, member, &compiled);
+                target(p, rules, &names, groups)
+            })
+            .collect();
         RouteTable {
             set: HostSet::new(patterns),
             targets,
         }
     }
 
+    /// The rules of pattern `p` from its routes (`member`: index into `compiled`, path of
+    /// the host entry), in file order, and their paths; routes after one that takes every
+    /// request are unreachable (a warning) and left out.
+    fn group_rules<'c>(
+        &mut self,
+        p: &Pattern,
+        member: &[(usize, String)],
+        compiled: &'c [Option<Compiled>],
+    ) -> (Vec<RequestRule>, Vec<&'c str>) {
+        let mut rules: Vec<RequestRule> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        // The route before which every later one is unreachable, if any.
+        let mut catch_all: Option<&str> = None;
+        for (i, here) in member {
+            let Some(c) = &compiled[*i] else { continue };
+            if let Some(first) = catch_all {
+                self.warnings.push(
+                    Problem::new(
+                        here,
+                        p.as_str(),
+                        format!("{first} matches every request to this host and comes first"),
+                    )
+                    .hint("remove one of them, or narrow the first with methods or paths; this one never matches"),
+                );
+                continue;
+            }
+            if c.when.is_everything() && !c.report_only {
+                catch_all = Some(here);
+            }
+            names.push(&c.path);
+            rules.push(RequestRule {
+                when: c.when.clone(),
+                then: c.then.clone(),
+                report_only: c.report_only,
+                rule: Arc::from(format!("{} {:?}{}", c.path, p.as_str(), c.label)),
+            });
+        }
+        (rules, names)
+    }
+}
+
+/// What pattern `p` selects, given its rules (and their routes' `names`): a handler or an
+/// allow decided per connection when the first rule takes every request, else a new group
+/// of request rules appended to `groups`.
+fn target(
+    p: &Pattern,
+    rules: Vec<RequestRule>,
+    names: &[&str],
+    groups: &mut Vec<RuleGroup>,
+) -> (VerdictAction, Arc<str>) {
+    let Some(first) = rules.first() else {
+        // Every route of the pattern was invalid (already reported).
+        return (VerdictAction::Deny, Arc::from("-"));
+    };
+    // A first route that takes every request is decided per connection, as a plain
+    // handler route always was: tunnels and pass-through keep working for it.
+    let whole = first.when.is_everything() && !first.report_only;
+    match (&first.then, whole) {
+        (RequestAction::Handler(id), true) => {
+            return (VerdictAction::Handler(*id), first.rule.clone());
+        }
+        (RequestAction::Allow, true) => return (VerdictAction::Allow, first.rule.clone()),
+        _ => {}
+    }
+    let id = RulesId(u32::try_from(groups.len()).expect("too many route groups"));
+    let report_only = rules.iter().all(|r| r.report_only);
+    groups.push(RuleGroup {
+        report_only,
+        no_match: Arc::from(format!(
+            "no route for {:?} matches the request ({})",
+            p.as_str(),
+            names.join(", ")
+        )),
+        rules,
+    });
+    (
+        VerdictAction::Rules(id),
+        Arc::from(format!(
+            "routes for {:?} ({})",
+            p.as_str(),
+            names.join(", ")
+        )),
+    )
+}
+
+impl Compiler<'_> {
     /// One route's request condition and action; `None` (with problems) when it is invalid.
     fn route(&mut self, path: &str, r: &RouteConfig) -> Option<Compiled> {
         let mut globs = Vec::with_capacity(r.paths.len());

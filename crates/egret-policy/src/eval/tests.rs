@@ -2,7 +2,8 @@
 //! level proving it takes precedence over the next.
 
 use super::*;
-use crate::config::{HandlerConfig, ResolveAddrs, RouteAction, RouteConfig};
+use crate::config::{BindingConfig, HandlerConfig, ResolveAddrs, RouteAction, RouteConfig};
+use crate::error::PolicyError;
 use serde_json::json;
 
 fn handlers(names: &[&str]) -> BTreeMap<String, HandlerConfig> {

@@ -6,16 +6,18 @@
 //!   warm artifact cache, and `srt -c true` (median of [`STARTS`] each, interleaved);
 //! * the added latency of a request on a new connection each, HTTP and HTTPS: Python
 //!   `urllib` GETs ([`REQUESTS`] sequential, `BENCH_SRT_REQUESTS`) direct, inside `egret exec`
-//!   and inside `srt`, interleaved per round; medians of each run's p50.
+//!   and inside `srt` (and for HTTPS inside `egret exec` with the host in `passthrough_hosts`),
+//!   interleaved per round; medians of each run's p50.
 //!
 //! srt refuses upstreams at loopback addresses and takes only names that resolve on the host:
 //! the upstream is in the bench's upstream namespace and [`NAME`] resolves through the egret
 //! namespace's hosts file, which `ip netns exec` bind-mounts over /etc/hosts in a mount
-//! namespace of its own (the machine's /etc/hosts is never touched). srt does not terminate
-//! TLS (its `tlsTerminate` is experimental and off here): the client inside verifies the
-//! upstream itself, so it is given the upstream's CA. egret passes TLS of a host without
-//! handler or request rules through untouched (`intercept_https` is off by default), so the
-//! HTTPS rows compare two tunnels; the client there trusts the upstream's CA the same way.
+//! namespace of its own (the machine's /etc/hosts is never touched). egret dials a name that
+//! resolves to a private address only when pinned: its side gets `--resolve`. srt does not
+//! terminate TLS (its `tlsTerminate` is experimental and off here): the client inside verifies
+//! the upstream itself, so it is given the upstream's CA. egret terminates TLS to an allowed
+//! host by default and the client trusts egret's CA with no flag; the passthrough side is the
+//! tunnel-for-tunnel comparison.
 use crate::measure::median;
 use crate::report::Report;
 use crate::Bench;
