@@ -319,13 +319,20 @@ fn proxy_action(resolved: egret_wasm::ResolvedAction) -> egret_proxy::HandlerAct
             status,
             headers,
             body,
-        } => {
-            let mut resp = http::Response::new(body);
-            *resp.status_mut() = status;
-            *resp.headers_mut() = headers;
-            egret_proxy::HandlerAction::Respond(resp)
-        }
+        } => egret_proxy::HandlerAction::Respond(local_response(status, headers, body)),
     }
+}
+
+/// A response a handler made: a local answer, or the one that replaces the upstream's.
+fn local_response(
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> http::Response<bytes::Bytes> {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// A binding's response phase (`max`: its buffer or event bound) in the proxy's terms.
@@ -414,12 +421,7 @@ impl egret_proxy::ResponsePhase for SessionPhase {
                     status,
                     headers,
                     body,
-                } => {
-                    let mut resp = http::Response::new(body);
-                    *resp.status_mut() = status;
-                    *resp.headers_mut() = headers;
-                    egret_proxy::ResponseDecision::Replace(resp)
-                }
+                } => egret_proxy::ResponseDecision::Replace(local_response(status, headers, body)),
             })
         })
     }
