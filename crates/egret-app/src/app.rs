@@ -472,24 +472,7 @@ impl App {
                 .map_err(AppError::runtime("start the worker threads (--workers)"))?;
             let mut tasks = spawn_servers(&proxy, &shards, listeners, explicit, &dns)?;
 
-            phases.mark("serve");
-            tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
-            tracing::info!(
-                sandbox = %cfg.sandbox_id,
-                netns = %cfg.netns,
-                explicit_proxy = ?explicit_addr,
-                generation = policy.load().generation(),
-                startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
-                "intercepting"
-            );
-            if let Some(p) = &cfg.ready_file {
-                write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
-            }
-            // Start-up's transient allocations (the system root store parsed, the policy
-            // compiled) leave ~170 KiB of free heap pages behind: with one sidecar per
-            // sandbox that is 8% of each idle one's private memory. After the ready file, so
-            // readiness does not wait for it.
-            crate::handlers::release_free_heap();
+            ready(&cfg, &mut phases, explicit_addr, policy.load().generation())?;
             let mut save_tick = tokio::time::interval(Duration::from_secs(1));
             save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -541,6 +524,34 @@ impl App {
         tracing::info!("detached; the sandbox namespace holds nothing of egret's");
         Ok(())
     }
+}
+
+/// Says egret serves (the log line, the ready file), then gives back start-up's heap.
+fn ready(
+    cfg: &Config,
+    phases: &mut Phases,
+    explicit_addr: Option<std::net::SocketAddr>,
+    generation: u64,
+) -> Result<(), AppError> {
+    phases.mark("serve");
+    tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
+    tracing::info!(
+        sandbox = %cfg.sandbox_id,
+        netns = %cfg.netns,
+        explicit_proxy = ?explicit_addr,
+        generation,
+        startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
+        "intercepting"
+    );
+    if let Some(p) = &cfg.ready_file {
+        write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
+    }
+    // Start-up's transient allocations (the system root store parsed, the policy
+    // compiled) leave ~170 KiB of free heap pages behind: with one sidecar per
+    // sandbox that is 8% of each idle one's private memory. After the ready file, so
+    // readiness does not wait for it.
+    crate::handlers::release_free_heap();
+    Ok(())
 }
 
 /// The accept loops and DNS servers on the sandbox's listeners, and the explicit proxy's.
