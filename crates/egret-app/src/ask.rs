@@ -10,11 +10,12 @@ use crate::control::ControlPlane;
 use egret_proxy::{Answer, DecidedBy, Question};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// How far an approval reaches.
@@ -117,13 +118,84 @@ struct Pending {
     tx: oneshot::Sender<Answer>,
 }
 
+/// What a settled question's prompt is annotated with: the decision and who made it.
+pub fn settled_note(reply: Reply, by: DecidedBy, timeout: Duration) -> String {
+    let what = match reply {
+        Reply::Approve(Scope::Once) => "allowed once",
+        Reply::Approve(Scope::Run) => "allowed for this run",
+        Reply::Approve(Scope::Always) => "allowed (also written into the policy file)",
+        Reply::Deny => "denied",
+    };
+    let who = match by {
+        DecidedBy::Terminal => "answered here".to_string(),
+        DecidedBy::Admin => "answered through the admin socket".to_string(),
+        DecidedBy::Timeout => format!("no answer within {timeout:?}"),
+        DecidedBy::Policy => "by the policy".to_string(),
+    };
+    format!("{what} ({who})")
+}
+
+/// What the terminal thread is told, in order.
+enum Event {
+    /// Question `id` waits for its turn on the terminal.
+    Ask(u64),
+    /// A line typed at the terminal, and when it was read.
+    Line(String, Instant),
+    /// Question `id` was decided (here, by a supervisor or by the timeout): the note for it.
+    Settled(u64, String),
+    /// The terminal is gone.
+    Closed,
+}
+
+/// The terminal's state, without I/O: the question whose prompt is on screen (and since when),
+/// and those waiting their turn.
+#[derive(Default)]
+struct Screen {
+    shown: Option<(u64, Instant)>,
+    waiting: VecDeque<u64>,
+}
+
+impl Screen {
+    fn ask(&mut self, id: u64) {
+        self.waiting.push_back(id);
+    }
+
+    /// The next question to prompt for, when no prompt is on screen.
+    fn next(&mut self, now: Instant) -> Option<u64> {
+        if self.shown.is_some() {
+            return None;
+        }
+        let id = self.waiting.pop_front()?;
+        self.shown = Some((id, now));
+        Some(id)
+    }
+
+    /// The question a line read at `at` answers: the one on screen, unless the line was read
+    /// before its prompt was shown (typed for a prompt that is gone).
+    fn answered_by(&self, at: Instant) -> Option<u64> {
+        self.shown
+            .filter(|(_, since)| *since <= at)
+            .map(|(id, _)| id)
+    }
+
+    /// Question `id` is decided: true when its prompt is the one on screen (and now stale).
+    fn settle(&mut self, id: u64) -> bool {
+        self.waiting.retain(|w| *w != id);
+        let on_screen = self.shown.is_some_and(|(s, _)| s == id);
+        if on_screen {
+            self.shown = None;
+        }
+        on_screen
+    }
+}
+
 /// The pending questions of one egret, and who answers them.
 pub struct AskBroker {
     timeout: Duration,
     next: AtomicU64,
     pending: Mutex<BTreeMap<u64, Pending>>,
     /// The terminal thread's queue (None: no controlling terminal).
-    terminal: Option<std::sync::mpsc::Sender<u64>>,
+    terminal: Option<std::sync::mpsc::Sender<Event>>,
     control: OnceLock<Weak<ControlPlane>>,
     /// Whether a supervisor can answer (an admin socket is served).
     supervised: bool,
@@ -160,9 +232,18 @@ impl AskBroker {
         });
         if let Some(tty) = tty {
             let weak = Arc::downgrade(&broker);
+            let lines = broker.terminal.clone();
+            let input = tty.try_clone();
             let _ = std::thread::Builder::new()
                 .name("egret-ask".into())
                 .spawn(move || terminal(tty, rx, weak));
+            // Lines are read on a thread of their own, so a prompt answered elsewhere can be
+            // taken off the screen while a read is outstanding.
+            if let (Some(lines), Ok(input)) = (lines, input) {
+                let _ = std::thread::Builder::new()
+                    .name("egret-ask-input".into())
+                    .spawn(move || read_lines(input, lines));
+            }
         }
         broker
     }
@@ -187,16 +268,18 @@ impl AskBroker {
         let scope = match reply {
             Reply::Deny => {
                 let _ = first.tx.send(Answer { allow: false, by });
+                self.settled(id, reply, by);
                 return Ok(true);
             }
             Reply::Approve(scope) => scope,
         };
         let host = first.question.host.clone();
-        let mut settled = vec![first];
+        let mut settled = vec![(id, first)];
         if scope != Scope::Once {
             if let Err(e) = self.allow_for_run(&host).await {
                 // Still let this one through: the person said yes to it.
-                let _ = settled.remove(0).tx.send(Answer { allow: true, by });
+                let _ = settled.remove(0).1.tx.send(Answer { allow: true, by });
+                self.settled(id, Reply::Approve(Scope::Once), by);
                 return Err(e);
             }
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,17 +288,32 @@ impl AskBroker {
                 .filter(|(_, q)| q.question.host == host)
                 .map(|(id, _)| *id)
                 .collect();
-            settled.extend(same.into_iter().filter_map(|id| p.remove(&id)));
+            settled.extend(same.into_iter().filter_map(|id| Some((id, p.remove(&id)?))));
         }
         let remembered = if scope == Scope::Always {
             self.remember(&host).map_err(|e| e.to_string())
         } else {
             Ok(())
         };
-        for s in settled {
+        for (id, s) in settled {
             let _ = s.tx.send(Answer { allow: true, by });
+            self.settled(id, reply, by);
         }
         remembered.map(|()| true)
+    }
+
+    /// Tell the terminal that question `id` is decided, so its prompt does not stay on screen
+    /// waiting for an answer that no longer counts.
+    fn settled(&self, id: u64, reply: Reply, by: DecidedBy) {
+        if let Some(t) = &self.terminal {
+            let _ = t.send(Event::Settled(id, settled_note(reply, by, self.timeout)));
+        }
+    }
+
+    /// Question `id`, while it is pending.
+    fn question(&self, id: u64) -> Option<Question> {
+        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.get(&id).map(|q| q.question.clone())
     }
 
     fn take(&self, id: u64) -> Option<Pending> {
@@ -277,12 +375,14 @@ impl AskBroker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Pending { question, tx });
         if let Some(t) = &self.terminal {
-            let _ = t.send(id);
+            let _ = t.send(Event::Ask(id));
         }
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(answer)) => answer,
             _ => {
-                self.take(id);
+                if self.take(id).is_some() {
+                    self.settled(id, Reply::Deny, DecidedBy::Timeout);
+                }
                 Answer {
                     allow: false,
                     by: DecidedBy::Timeout,
@@ -311,41 +411,77 @@ fn file_mode(path: &Path) -> u32 {
     std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777)
 }
 
-/// The terminal thread: one question at a time, asked again until the reply is understood.
-fn terminal(tty: std::fs::File, rx: std::sync::mpsc::Receiver<u64>, broker: Weak<AskBroker>) {
-    let Ok(out) = tty.try_clone() else { return };
-    let mut out = out;
-    let mut lines = std::io::BufReader::new(tty).lines();
-    while let Ok(id) = rx.recv() {
+/// The terminal's input: each line with when it was read; `Closed` at the end.
+fn read_lines(tty: std::fs::File, events: std::sync::mpsc::Sender<Event>) {
+    for line in std::io::BufReader::new(tty).lines() {
+        let Ok(line) = line else { break };
+        if events.send(Event::Line(line, Instant::now())).is_err() {
+            return;
+        }
+    }
+    let _ = events.send(Event::Closed);
+}
+
+/// Discard what was typed at the terminal and not read yet (a half-typed answer to a prompt
+/// that was answered elsewhere must not answer the next one).
+#[allow(unsafe_code)]
+fn discard_typed(tty: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcflush only takes the descriptor, which `tty` keeps open for the call.
+    unsafe { libc::tcflush(tty.as_raw_fd(), libc::TCIFLUSH) };
+}
+
+/// The terminal thread: one prompt at a time, asked again until the reply is understood; a
+/// prompt whose question is decided elsewhere (a supervisor, the timeout, an approval for the
+/// whole host) is annotated with that decision and the next one shown.
+fn terminal(mut out: std::fs::File, rx: std::sync::mpsc::Receiver<Event>, broker: Weak<AskBroker>) {
+    let mut screen = Screen::default();
+    while let Ok(event) = rx.recv() {
         let Some(b) = broker.upgrade() else { return };
-        let Some(question) = b
-            .pending()
-            .into_iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, q)| q)
-        else {
-            continue;
-        };
-        let reply = loop {
-            let _ = write!(out, "\r\n{}", prompt(id, &question));
-            let _ = out.flush();
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(r) = parse_reply(&line) {
-                        break r;
+        match event {
+            Event::Ask(id) => screen.ask(id),
+            Event::Line(line, at) => {
+                let Some(id) = screen.answered_by(at) else {
+                    continue;
+                };
+                let Some(reply) = parse_reply(&line) else {
+                    if let Some(q) = b.question(id) {
+                        let _ = write!(out, "\r\n{}", prompt(id, &q));
+                        let _ = out.flush();
+                    }
+                    continue;
+                };
+                screen.settle(id);
+                let rt = b.rt.clone();
+                match rt.block_on(b.decide(id, reply, DecidedBy::Terminal)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = writeln!(out, "egret: [{id}] was already decided\r");
+                    }
+                    Err(e) => {
+                        let _ = writeln!(out, "egret: [{id}] {e}\r");
                     }
                 }
-                _ => return,
             }
-        };
-        let rt = b.rt.clone();
-        match rt.block_on(b.decide(id, reply, DecidedBy::Terminal)) {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = writeln!(out, "egret: [{id}] was already decided\r");
+            Event::Settled(id, note) => {
+                if screen.settle(id) {
+                    discard_typed(&out);
+                    let _ = write!(out, "\r\negret: [{id}] {note}\r\n");
+                    let _ = out.flush();
+                }
             }
-            Err(e) => {
-                let _ = writeln!(out, "egret: [{id}] {e}\r");
+            Event::Closed => return,
+        }
+        while let Some(id) = screen.next(Instant::now()) {
+            match b.question(id) {
+                Some(q) => {
+                    let _ = write!(out, "\r\n{}", prompt(id, &q));
+                    let _ = out.flush();
+                }
+                // Decided before its turn came.
+                None => {
+                    screen.settle(id);
+                }
             }
         }
     }
@@ -363,6 +499,47 @@ mod tests {
         assert_eq!(parse_reply("deny"), Some(Reply::Deny));
         assert_eq!(parse_reply("maybe"), None);
         assert_eq!(parse_reply(""), None);
+    }
+
+    #[test]
+    fn a_prompt_decided_elsewhere_leaves_the_screen_and_the_next_is_shown() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        let mut s = Screen::default();
+        s.ask(1);
+        s.ask(2);
+        assert_eq!(s.next(t0), Some(1));
+        assert_eq!(s.next(later(1)), None, "one prompt at a time");
+        // A supervisor answers 1: its prompt is stale, 2 comes next.
+        assert!(s.settle(1));
+        assert_eq!(s.next(later(10)), Some(2));
+        // A line read before 2's prompt was shown was typed for 1: it answers nothing.
+        assert_eq!(s.answered_by(later(5)), None);
+        assert_eq!(s.answered_by(later(10)), Some(2));
+        assert_eq!(s.answered_by(later(20)), Some(2));
+        // A question decided while waiting its turn is never shown.
+        s.ask(3);
+        assert!(!s.settle(3));
+        assert!(s.settle(2));
+        assert_eq!(s.next(later(30)), None);
+        assert!(!s.settle(2), "settled twice");
+    }
+
+    #[test]
+    fn the_note_says_what_was_decided_and_by_whom() {
+        let t = Duration::from_secs(30);
+        assert_eq!(
+            settled_note(Reply::Approve(Scope::Once), DecidedBy::Admin, t),
+            "allowed once (answered through the admin socket)"
+        );
+        assert_eq!(
+            settled_note(Reply::Deny, DecidedBy::Timeout, t),
+            "denied (no answer within 30s)"
+        );
+        assert!(
+            settled_note(Reply::Approve(Scope::Run), DecidedBy::Terminal, t)
+                .starts_with("allowed for this run")
+        );
     }
 
     #[test]

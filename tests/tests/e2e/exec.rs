@@ -81,6 +81,18 @@ impl Setup {
         c.output().expect("egret exec")
     }
 
+    /// A scratch directory owned by [`USER`] (for what `egret exec` writes: sockets, policies).
+    fn user_dir(&self, name: &str) -> std::path::PathBuf {
+        let dir = self.topo.tmp.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", USER, dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        dir
+    }
+
     fn with_policy(&self, cmd: &[&str]) -> Output {
         self.exec(&["--policy", &self.policy], cmd)
     }
@@ -784,13 +796,7 @@ fn ask_holds_an_undecided_host_until_the_terminal_answers() {
 fn ask_is_answered_through_the_admin_socket() {
     let _serial = require_user();
     let s = Setup::new();
-    let dir = s.topo.tmp.path("ask-admin");
-    std::fs::create_dir(&dir).unwrap();
-    let chown = Command::new("chown")
-        .args(["-R", USER, dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    let dir = s.user_dir("ask-admin");
     let sock = dir.join("admin.sock");
     let sock = sock.to_str().unwrap();
     let curl = [
@@ -889,5 +895,58 @@ fn ask_is_answered_through_the_admin_socket() {
             && e["decided_by"] == "policy"),
         "{events:?}"
     );
+    assert_nothing_left();
+}
+
+/// `--ask` on a terminal, answered by a supervisor over the admin socket: the prompt on the
+/// terminal is annotated with that decision (it does not stay there waiting for an answer that
+/// no longer counts), and the next question's prompt follows it.
+#[test]
+fn a_prompt_answered_through_the_admin_socket_is_annotated_on_the_terminal() {
+    let _serial = require_user();
+    let s = Setup::new();
+    let dir = s.user_dir("ask-stale");
+    let sock = dir.join("admin.sock");
+    let sock = sock.to_str().unwrap();
+    // Two connections, one after the other, each asked about (approved once).
+    let url = "https://other.example.test/echo";
+    let twice = format!("curl -sS --max-time 20 {url} && curl -sS --max-time 20 {url}");
+    let exec = s.exec_as(
+        Some(USER),
+        &["--policy", &s.policy, "--ask", "--admin-socket", sock],
+        &["sh", "-c", &twice],
+    );
+    // On a terminal where nobody types.
+    let mut t = Command::new("/usr/bin/python3");
+    t.arg("-c")
+        .arg(include_str!("../../clients/pty_type.py"))
+        .args(["[d]eny?", ""])
+        .arg(exec.get_program())
+        .args(exec.get_args());
+    let mut p = spawn(t, &s.topo.tmp.0, "ask-stale");
+    for id in [1u64, 2] {
+        let asked = wait_until(Duration::from_secs(20), || {
+            if !std::path::Path::new(sock).exists() {
+                return false;
+            }
+            let (code, out, _) = ctl(sock, &["--json", "pending"]);
+            code == 0 && json(&out)["pending"][0]["id"] == id
+        });
+        assert!(asked, "question {id} not pending: {}", p.output());
+        let (code, out, err) = ctl(sock, &["approve", &id.to_string()]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    assert!(p.wait_timeout(Duration::from_secs(30)).is_some());
+    let screen = p.output();
+    assert!(screen.trim_end().ends_with("exit=0"), "{screen}");
+    let note = |id: u64| format!("egret: [{id}] allowed once (answered through the admin socket)");
+    let (first, second) = (
+        screen.find(&note(1)).expect(&screen),
+        screen.find(&note(2)).expect(&screen),
+    );
+    let prompt2 = screen
+        .find("egret: [2] no rule decides other.example.test:443")
+        .expect(&screen);
+    assert!(first < prompt2 && prompt2 < second, "{screen}");
     assert_nothing_left();
 }

@@ -15,7 +15,8 @@
 //!   (default 20) starts each.
 //!
 //! [`run`] returns the restart p50 at the largest N, which the target (< 20 ms) is checked on.
-use super::{median, run_client, Table};
+use crate::measure::{median, run_client};
+use crate::report::Table;
 use egret_e2e::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -244,39 +245,101 @@ pub(crate) fn run(
     }
     let mut restart_p50 = None;
     for n in [10, 100, 1000].into_iter().filter(|&n| n <= max) {
-        let began = Instant::now();
-        let mut sidecars: Vec<Sidecar> = (0..n).map(|i| sidecar(s, &i.to_string())).collect();
-        let ramp: Vec<f64> = sidecars
-            .iter_mut()
-            .map(|sc| start(s, &cache, sc).as_secs_f64() * 1000.0)
-            .collect();
-        // Restarts with N−1 running: every n/10-th sidecar, 10 samples.
-        let step = (n / 10).max(1);
-        let mut restarts = Vec::new();
-        for i in (0..n).step_by(step) {
-            stop(&mut sidecars[i]);
-            restarts.push(start(s, &cache, &mut sidecars[i]).as_secs_f64() * 1000.0);
-        }
-        // Let the last starts settle (their first timers, the audit writer's first flush).
-        std::thread::sleep(Duration::from_secs(5));
-        let (idle, idle_total) = memory(&sidecars);
-        let cpu = idle_cpu(&sidecars, idle_secs);
+        let d = measure(s, &cache, n, idle_secs);
+        restart_p50 = Some((percentile(d.restarts.clone(), 0.5), n));
+        d.report(table, rows);
+    }
+    restart_p50
+}
 
-        // 1,000 requests through every sidecar, one after another, then idle again.
-        let mut p50s = Vec::new();
-        for sc in &sidecars {
-            let ca = sc.ca.to_str().unwrap();
-            let (p50, _) = run_client(
-                &sc.ns,
-                &["https", "allowed.test", "allowed.test", "1000", ca],
-            );
-            p50s.push(p50);
-        }
-        std::thread::sleep(Duration::from_secs(5));
-        let (after, after_total) = memory(&sidecars);
-        let cpu_after = idle_cpu(&sidecars, idle_secs);
-        let took = began.elapsed().as_secs_f64();
+/// What one N measured.
+struct Density {
+    n: usize,
+    idle_secs: u64,
+    /// Start to intercepting while the others start one after another, ms.
+    ramp: Vec<f64>,
+    /// Start to intercepting of restarts with N−1 running, ms.
+    restarts: Vec<f64>,
+    /// Per idle sidecar (medians) and all together; idle CPU of all, % of a core.
+    idle: (Mem, Mem),
+    cpu: f64,
+    /// The same after 1,000 requests through every sidecar, and those requests' p50s.
+    after: (Mem, Mem),
+    cpu_after: f64,
+    p50s: Vec<f64>,
+    took_secs: f64,
+}
 
+/// N sidecars started one after another, a tenth of them restarted, then idle, loaded and
+/// idle again; all stopped at the end.
+fn measure(s: &Setup, cache: &Path, n: usize, idle_secs: u64) -> Density {
+    let began = Instant::now();
+    let mut sidecars: Vec<Sidecar> = (0..n).map(|i| sidecar(s, &i.to_string())).collect();
+    let ramp: Vec<f64> = sidecars
+        .iter_mut()
+        .map(|sc| start(s, cache, sc).as_secs_f64() * 1000.0)
+        .collect();
+    // Restarts with N−1 running: every n/10-th sidecar, 10 samples.
+    let step = (n / 10).max(1);
+    let mut restarts = Vec::new();
+    for i in (0..n).step_by(step) {
+        stop(&mut sidecars[i]);
+        restarts.push(start(s, cache, &mut sidecars[i]).as_secs_f64() * 1000.0);
+    }
+    // Let the last starts settle (their first timers, the audit writer's first flush).
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = memory(&sidecars);
+    let cpu = idle_cpu(&sidecars, idle_secs);
+
+    // 1,000 requests through every sidecar, one after another, then idle again.
+    let mut p50s = Vec::new();
+    for sc in &sidecars {
+        let ca = sc.ca.to_str().unwrap();
+        let (p50, _) = run_client(
+            &sc.ns,
+            &["https", "allowed.test", "allowed.test", "1000", ca],
+        );
+        p50s.push(p50);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let after = memory(&sidecars);
+    let cpu_after = idle_cpu(&sidecars, idle_secs);
+    let took_secs = began.elapsed().as_secs_f64();
+    // SIGTERM to all first, so the sidecars wind down in parallel rather than one by one.
+    for sc in &sidecars {
+        if let Some(p) = &sc.egret {
+            p.signal(nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    drop(sidecars);
+    Density {
+        n,
+        idle_secs,
+        ramp,
+        restarts,
+        idle,
+        cpu,
+        after,
+        cpu_after,
+        p50s,
+        took_secs,
+    }
+}
+
+impl Density {
+    fn report(self, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+        let Density {
+            n,
+            idle_secs,
+            ramp,
+            restarts,
+            idle: (idle, idle_total),
+            cpu,
+            after: (after, after_total),
+            cpu_after,
+            p50s,
+            took_secs: took,
+        } = self;
         let (ramp50, ramp99) = (
             percentile(ramp.clone(), 0.5),
             percentile(ramp.clone(), 0.99),
@@ -285,7 +348,6 @@ pub(crate) fn run(
             percentile(restarts.clone(), 0.5),
             percentile(restarts.clone(), 0.99),
         );
-        restart_p50 = Some((re50, n));
         let delta = |a: u64, b: u64| mib(a as f64 - b as f64);
         println!(
             "density {n}: ramp p50 {ramp50:.1} / p99 {ramp99:.1} ms; restart with {} running p50 {re50:.1} / p99 {re99:.1} ms ({} samples); \
@@ -337,13 +399,5 @@ pub(crate) fn run(
             "after_load_idle_cpu_pct_of_core": cpu_after,
             "request_p50_us_median": median(p50s), "scenario_secs": took,
         }));
-        // SIGTERM to all first, so the sidecars wind down in parallel rather than one by one.
-        for sc in &sidecars {
-            if let Some(p) = &sc.egret {
-                p.signal(nix::sys::signal::Signal::SIGTERM);
-            }
-        }
-        drop(sidecars);
     }
-    restart_p50
 }

@@ -16,7 +16,8 @@
 //! * with `BENCH_BASELINE_EGRET=PATH` (an earlier egret build), a head-only handler of WIT
 //!   0.1.0 (`v1-inject-header`, which both builds load) on that build against this one, egret
 //!   restarted for every round (A B A B).
-use super::{download_speed, median, run_client, wait_released, Table};
+use crate::measure::{download_speed, median, run_client, wait_released};
+use crate::report::Table;
 use egret_e2e::*;
 use std::path::Path;
 
@@ -200,6 +201,13 @@ fn interleaved(ns: &Netns, rounds: usize, sides: &[Vec<&str>]) -> Vec<(f64, f64)
         .collect()
 }
 
+/// The handler egret of [`run`]: the scenarios' shared state.
+struct Live<'a> {
+    s: &'a Setup<'a>,
+    /// egret's CA.
+    ca: String,
+}
+
 /// Runs the scenarios; adds table rows and JSON rows.
 pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
     let topo = s.topo;
@@ -214,12 +222,6 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
     let (egret, ca) =
         Egret::start_intercepting(topo, "bench-handlers", &policy, s.upstream_ca, &[], &env)
             .unwrap();
-    let body_file = topo.tmp.path("chat-4k.json");
-    let body = chat_body();
-    std::fs::write(&body_file, &body).unwrap();
-    let body_path = body_file.to_str().unwrap();
-    let n = s.requests;
-
     // Every side must really run its handler (the upstream echoes what it got), and the oauth
     // side fetches its token now, before anything is measured.
     for (host, needle) in [
@@ -233,9 +235,26 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
             egret.logs()
         );
     }
-    let exchanges_before = s.upstream.access_log().matches("TOKEN-ISSUED").count();
+    let live = Live { s, ca };
+    llm_guard(&live, table, rows);
+    mcp_guard(&live, table, rows);
+    oauth_cached(&live, table, rows);
+    echo_guard_download(&live, table, rows);
+    drop(egret);
+    wait_released(topo);
 
-    // 4 KiB JSON body: inject-header (head only) vs llm-guard (buffered, parsed, scanned).
+    if let Some(baseline) = std::env::var_os("BENCH_BASELINE_EGRET") {
+        baseline_ab(s, Path::new(&baseline), table, rows);
+    }
+}
+
+/// 4 KiB JSON body: inject-header (head only) vs llm-guard (buffered, parsed, scanned).
+fn llm_guard(live: &Live, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+    let (s, topo, ca, n) = (live.s, live.s.topo, live.ca.as_str(), live.s.requests);
+    let body_file = topo.tmp.path("chat-4k.json");
+    let body = chat_body();
+    std::fs::write(&body_file, &body).unwrap();
+    let body_path = body_file.to_str().unwrap();
     let chat = "/v1/chat/completions";
     let r = interleaved(
         &topo.sbx,
@@ -246,11 +265,11 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
                 "allowed.test",
                 "allowed.test",
                 n,
-                &ca,
+                ca,
                 chat,
                 body_path,
             ],
-            vec!["https", "llm.test", "llm.test", n, &ca, chat, body_path],
+            vec!["https", "llm.test", "llm.test", n, ca, chat, body_path],
         ],
     );
     let ((h50, h99), (l50, l99)) = (r[0], r[1]);
@@ -267,9 +286,12 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
     rows.push(serde_json::json!({"scenario": "llm-guard 4 KiB JSON vs inject-header", "body_bytes": body.len(),
         "inject_p50_us": h50, "inject_p99_us": h99, "llm_guard_p50_us": l50, "llm_guard_p99_us": l99,
         "added_p50_us": l50 - h50}));
+}
 
-    // An MCP tools/call: mcp-guard (parsed, checked, answer buffered) vs no handler. The
-    // upstream answers 200 (its echo), which is all the guard's cost needs.
+/// An MCP tools/call: mcp-guard (parsed, checked, answer buffered) vs no handler. The upstream
+/// answers 200 (its echo), which is all the guard's cost needs.
+fn mcp_guard(live: &Live, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+    let (s, topo, ca, n) = (live.s, live.s.topo, live.ca.as_str(), live.s.requests);
     let call_file = topo.tmp.path("tools-call.json");
     let call = tools_call_body();
     std::fs::write(&call_file, &call).unwrap();
@@ -283,11 +305,11 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
                 "plain.test",
                 "plain.test",
                 n,
-                &ca,
+                ca,
                 "/echo",
                 call_path,
             ],
-            vec!["https", "mcp.test", "mcp.test", n, &ca, "/echo", call_path],
+            vec!["https", "mcp.test", "mcp.test", n, ca, "/echo", call_path],
         ],
     );
     let ((p50, p99), (m50, m99)) = (r[0], r[1]);
@@ -304,14 +326,19 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
     rows.push(serde_json::json!({"scenario": "mcp-guard tools/call vs no handler", "body_bytes": call.len(),
         "plain_p50_us": p50, "plain_p99_us": p99, "mcp_guard_p50_us": m50, "mcp_guard_p99_us": m99,
         "added_p50_us": m50 - p50}));
+}
 
-    // Cached OAuth token vs a static secret.
+/// Cached OAuth token vs a static secret, and the token exchanges while measuring (none: the
+/// token was fetched by [`run`]'s check).
+fn oauth_cached(live: &Live, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+    let (s, topo, ca, n) = (live.s, live.s.topo, live.ca.as_str(), live.s.requests);
+    let exchanges_before = s.upstream.access_log().matches("TOKEN-ISSUED").count();
     let r = interleaved(
         &topo.sbx,
         s.rounds,
         &[
-            vec!["https", "allowed.test", "allowed.test", n, &ca],
-            vec!["https", "oauth.test", "oauth.test", n, &ca],
+            vec!["https", "allowed.test", "allowed.test", n, ca],
+            vec!["https", "oauth.test", "oauth.test", n, ca],
         ],
     );
     let ((i50, i99), (o50, o99)) = (r[0], r[1]);
@@ -334,8 +361,11 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
         "inject_p50_us": i50, "inject_p99_us": i99, "oauth_p50_us": o50, "oauth_p99_us": o99,
         "p50_ratio": o50 / i50, "token_exchanges": exchanges}),
     );
+}
 
-    // Download with a secret injected (echo guard on every byte) vs no handler.
+/// Download with a secret injected (echo guard on every byte) vs no handler.
+fn echo_guard_download(live: &Live, table: &mut Table, rows: &mut Vec<serde_json::Value>) {
+    let (s, topo) = (live.s, live.s.topo);
     let (mut plain, mut guarded) = (vec![], vec![]);
     for _ in 0..s.rounds.min(3) {
         plain.push(download_speed(
@@ -367,12 +397,6 @@ pub(crate) fn run(s: &Setup, table: &mut Table, rows: &mut Vec<serde_json::Value
         serde_json::json!({"scenario": format!("{mib} MiB download, secret injected vs none"),
         "no_handler_mib_s": p, "secret_mib_s": g, "ratio": g / p}),
     );
-    drop(egret);
-    wait_released(topo);
-
-    if let Some(baseline) = std::env::var_os("BENCH_BASELINE_EGRET") {
-        baseline_ab(s, Path::new(&baseline), table, rows);
-    }
 }
 
 /// Head-only handler cost, an earlier egret build (A) against this one (B): the same WIT 0.1.0

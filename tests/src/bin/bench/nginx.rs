@@ -32,51 +32,7 @@ impl Nginx {
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(&prefix).unwrap();
         let p = prefix.display();
-        let conf = format!(
-            r#"
-daemon off;
-master_process on;
-worker_processes auto;
-pid {p}/nginx.pid;
-error_log {p}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {p}/body;
-    proxy_temp_path {p}/proxy;
-    fastcgi_temp_path {p}/fastcgi;
-    uwsgi_temp_path {p}/uwsgi;
-    scgi_temp_path {p}/scgi;
-    keepalive_requests 1000000;
-    upstream up_tls {{ server {upstream}:443; keepalive 128; }}
-    upstream up_http {{ server {upstream}:80; keepalive 128; }}
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host $host;
-    proxy_set_header {HEADER} "{token}";
-    server {{
-        listen 127.0.0.1:443 ssl http2;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        location / {{
-            proxy_pass https://up_tls;
-            proxy_ssl_server_name on;
-            proxy_ssl_name $host;
-            proxy_ssl_verify on;
-            proxy_ssl_trusted_certificate {ca};
-            proxy_ssl_session_reuse on;
-        }}
-    }}
-    server {{
-        listen 127.0.0.1:80;
-        location / {{ proxy_pass http://up_http; }}
-    }}
-}}
-"#,
-            cert = pki.cert.display(),
-            key = pki.key.display(),
-            ca = pki.ca.display(),
-        );
+        let conf = config(&prefix, upstream, pki, token);
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let mut cmd = ns.cmd("nginx");
@@ -130,4 +86,55 @@ http {{
             .map(|p| proc_status_kib(p, "VmHWM"))
             .sum()
     }
+}
+
+/// The configuration: both listeners on loopback, TLS to the upstream verified against its CA,
+/// [`HEADER`] set to `token` on every request, temp files and logs under `prefix`.
+fn config(prefix: &Path, upstream: &str, pki: &UpstreamPki, token: &str) -> String {
+    let p = prefix.display();
+    format!(
+        r#"
+daemon off;
+master_process on;
+worker_processes auto;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    keepalive_requests 1000000;
+    upstream up_tls {{ server {upstream}:443; keepalive 128; }}
+    upstream up_http {{ server {upstream}:80; keepalive 128; }}
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $host;
+    proxy_set_header {HEADER} "{token}";
+    server {{
+        listen 127.0.0.1:443 ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass https://up_tls;
+            proxy_ssl_server_name on;
+            proxy_ssl_name $host;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:80;
+        location / {{ proxy_pass http://up_http; }}
+    }}
+}}
+"#,
+        cert = pki.cert.display(),
+        key = pki.key.display(),
+        ca = pki.ca.display(),
+    )
 }
