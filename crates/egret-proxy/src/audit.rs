@@ -372,24 +372,20 @@ pub(crate) fn http_proto(tls: bool, version: Version) -> &'static str {
     }
 }
 
-/// Request body bytes read so far, shared between the request body and its audit record
-/// (travels in the request's extensions to where the body is handed upstream).
+/// Request body bytes read so far, shared between the request body and its audit record.
 #[derive(Clone, Default)]
 pub(crate) struct ReqBytes(Arc<AtomicU64>);
 
-/// Box `body` for the upstream, counting its bytes into the request's [`ReqBytes`] if any.
-pub(crate) fn counted<B>(body: B, counter: Option<&ReqBytes>) -> ProxyBody
+/// Box `body` for the upstream, counting its bytes into the request's [`ReqBytes`].
+pub(crate) fn counted<B>(body: B, counter: &ReqBytes) -> ProxyBody
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    match counter {
-        Some(c) => crate::body::boxed(Counting {
-            inner: body,
-            count: c.0.clone(),
-        }),
-        None => crate::body::boxed(body),
-    }
+    crate::body::boxed(Counting {
+        inner: body,
+        count: counter.0.clone(),
+    })
 }
 
 /// Counts data bytes as they stream through; buffers nothing.
@@ -579,7 +575,7 @@ pub(crate) struct RequestStart<'a> {
 pub(crate) fn request(
     proxy: &Proxy,
     start: RequestStart<'_>,
-    target: Option<&Target>,
+    target: Option<Target>,
     outcome: Outcome,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
@@ -598,7 +594,7 @@ pub(crate) fn request(
         conn: start.info.id,
         client: start.info.client,
         dst: start.info.dst(),
-        host: target.map(|t| t.host.clone()),
+        host: target.map(|t| t.host),
         proto: start.proto,
         method: start.method,
         path: start.path,
@@ -620,19 +616,43 @@ pub(crate) fn request(
     })
 }
 
-/// One opaque TCP / TLS connection ended or was refused. `detail` is the rule for `forward`,
-/// `deny` and `revoked`, and the reason for `error`.
-#[allow(clippy::too_many_arguments)]
+/// How an opaque TCP / TLS connection ended (or was refused before it was carried).
+pub(crate) struct ConnEnd<'a> {
+    pub decision: Decision,
+    /// The rule for `forward`, `deny` and `revoked`; the reason for `error`.
+    pub detail: &'a str,
+    /// Bytes carried from the client upstream.
+    pub bytes_up: u64,
+    /// Bytes carried from the upstream to the client.
+    pub bytes_down: u64,
+}
+
+impl<'a> ConnEnd<'a> {
+    /// Refused or failed before a byte was carried.
+    pub(crate) fn unopened(decision: Decision, detail: &'a str) -> ConnEnd<'a> {
+        ConnEnd {
+            decision,
+            detail,
+            bytes_up: 0,
+            bytes_down: 0,
+        }
+    }
+}
+
+/// One opaque TCP / TLS connection (to `name`, when it has one) ended or was refused.
 pub(crate) fn connection(
     proxy: &Proxy,
     info: &ConnInfo,
     name: Option<&str>,
     proto: TunnelProto,
-    decision: Decision,
-    detail: &str,
-    bytes_up: u64,
-    bytes_down: u64,
+    end: ConnEnd<'_>,
 ) {
+    let ConnEnd {
+        decision,
+        detail,
+        bytes_up,
+        bytes_down,
+    } = end;
     proxy.metrics.tunnel(proto, decision, bytes_up, bytes_down);
     let elapsed = info.started.elapsed();
     let (rule, error) = if decision == Decision::Error {

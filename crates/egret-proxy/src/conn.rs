@@ -1,11 +1,13 @@
 //! One sandbox connection: loop guard, attribution to a looked-up name, classification of the
 //! first bytes, then the TLS, HTTP or opaque path.
+use crate::audit::ConnEnd;
 use crate::classify::{classify, Class};
 use crate::metrics::{Decision, TunnelProto};
+use crate::tunnel::Owed;
 use crate::upstream::canonical_ip;
 use crate::Proxy;
 use bytes::{Bytes, BytesMut};
-use egret_policy::{Destination, TlsDecision, VerdictAction};
+use egret_policy::{CompiledPolicy, Destination, TlsDecision, Verdict, VerdictAction};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -116,8 +118,37 @@ impl Proxy {
         proto: TunnelProto,
         rule: &str,
     ) {
-        crate::audit::connection(self, info, name, proto, Decision::Deny, rule, 0, 0);
+        let end = ConnEnd::unopened(Decision::Deny, rule);
+        crate::audit::connection(self, info, name, proto, end);
         reset(stream);
+    }
+
+    /// Give up on a connection egret cannot serve: count it, write its audit event (`why`, an
+    /// error), reset it.
+    pub(crate) fn abandon(
+        &self,
+        stream: TcpStream,
+        info: &ConnInfo,
+        name: Option<&str>,
+        proto: TunnelProto,
+        why: &str,
+    ) {
+        let end = ConnEnd::unopened(Decision::Error, why);
+        crate::audit::connection(self, info, name, proto, end);
+        reset(stream);
+    }
+}
+
+/// Read a server's greeting from a connection that is readable: `Ok(None)` when it was not
+/// after all; `Err` when the server closed or failed (with the reason, when there is one to
+/// tell).
+fn read_greeting(up: &TcpStream) -> Result<Option<Bytes>, Option<String>> {
+    let mut greeting = BytesMut::with_capacity(4096);
+    match up.try_read_buf(&mut greeting) {
+        Ok(0) => Err(Some("the upstream closed without sending anything".into())),
+        Ok(_) => Ok(Some(greeting.freeze())),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(Some(format!("the upstream connection failed: {e}"))),
     }
 }
 
@@ -207,17 +238,8 @@ impl Proxy {
             asked: None,
         };
         if info.dns_name.is_none() && self.dns.is_synthetic(orig.ip()) {
-            crate::audit::connection(
-                &self,
-                &info,
-                None,
-                TunnelProto::Tcp,
-                Decision::Deny,
-                "unknown synthetic address (its DNS answer expired: resolve the name again)",
-                0,
-                0,
-            );
-            reset(stream);
+            let why = "unknown synthetic address (its DNS answer expired: resolve the name again)";
+            self.refuse(stream, &info, None, TunnelProto::Tcp, why);
             return;
         }
         self.classify_and_serve(stream, BytesMut::with_capacity(CLASSIFY_MAX), info)
@@ -306,17 +328,13 @@ impl Proxy {
                     buf.len(),
                     self.cfg.handshake_timeout
                 );
-                crate::audit::connection(
-                    &self,
+                self.abandon(
+                    stream,
                     &info,
                     info.dns_name.as_deref(),
                     TunnelProto::Tcp,
-                    Decision::Error,
                     &why,
-                    0,
-                    0,
                 );
-                reset(stream);
             }
         }
     }
@@ -331,11 +349,10 @@ impl Proxy {
         self: Arc<Self>,
         mut stream: TcpStream,
         mut buf: BytesMut,
-        mut info: ConnInfo,
+        info: ConnInfo,
     ) {
         let policy = self.policy.load_full();
-        let name = info.dns_name.clone();
-        let verdict = policy.evaluate(&conn_destination(name.as_deref(), info.orig));
+        let verdict = policy.evaluate(&conn_destination(info.dns_name.as_deref(), info.orig));
         let mut connecting = matches!(verdict.action, VerdictAction::Allow).then(|| {
             let (this, target) = (self.clone(), info.clone());
             Box::pin(async move { this.connect_opaque(&target).await })
@@ -348,20 +365,7 @@ impl Proxy {
             tokio::select! {
                 r = stream.read_buf(&mut buf) => {
                     match r {
-                        Ok(0) => {
-                            // Closed (or half-closed) without a byte: nothing to intercept.
-                            info.classified = Classified::Eof;
-                            return match (upstream, &verdict.action) {
-                                (Some(up), _) => {
-                                    let (decision, rule) = crate::tunnel::carried(&verdict);
-                                    self.splice(stream, up, Bytes::new(), Bytes::new(), info, TunnelProto::Tcp, (decision, &rule)).await
-                                }
-                                (None, VerdictAction::Deny) => self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &verdict.rule),
-                                (None, _) => {
-                                    crate::audit::connection(&self, &info, name.as_deref(), TunnelProto::Tcp, Decision::Error, "the client closed before sending anything", 0, 0);
-                                }
-                            };
-                        }
+                        Ok(0) => return self.closed_silent(stream, upstream, &verdict, info).await,
                         Ok(_) => {}
                         Err(_) => return,
                     }
@@ -369,15 +373,7 @@ impl Proxy {
                     // connection opened for a server greeting is not used.
                     drop(upstream.take());
                     drop(connecting.take());
-                    info.first_byte = Some(info.started.elapsed());
-                    return match classify(&buf) {
-                        Class::NeedMore if buf.len() < CLASSIFY_MAX => self.finish_classifying(stream, buf, info).await,
-                        class => {
-                            info.classified = Classified::ClientFirst;
-                            let class = if class == Class::NeedMore { Class::Opaque } else { class };
-                            self.dispatch(stream, buf.freeze(), info, class).await
-                        }
-                    };
+                    return self.spoke_late(stream, buf, info).await;
                 }
                 r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                     connecting = None;
@@ -387,72 +383,144 @@ impl Proxy {
                     }
                 }
                 r = async { upstream.as_ref().expect("guarded").readable().await }, if upstream.is_some() => {
-                    if r.is_err() {
-                        upstream = None;
-                        continue;
-                    }
-                    let mut greeting = BytesMut::with_capacity(4096);
-                    match upstream.as_ref().expect("guarded").try_read_buf(&mut greeting) {
-                        Ok(0) => {
-                            failure = Some("the upstream closed without sending anything".into());
-                            upstream = None;
-                            continue;
+                    let greeting = match r {
+                        Ok(()) => read_greeting(upstream.as_ref().expect("guarded")),
+                        Err(_) => Err(None),
+                    };
+                    match greeting {
+                        Ok(Some(greeting)) => {
+                            let up = upstream.take().expect("guarded");
+                            return self.server_first(stream, up, greeting, info).await;
                         }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => {
-                            failure = Some(format!("the upstream connection failed: {e}"));
+                        Ok(None) => {}
+                        Err(why) => {
+                            failure = why.or(failure);
                             upstream = None;
-                            continue;
                         }
                     }
-                    // The server spoke first: opaque for good, if the policy still allows it.
-                    let now = self.policy.load();
-                    let v = now.evaluate(&conn_destination(name.as_deref(), info.orig));
-                    info.classified = Classified::ServerFirst;
-                    info.first_byte = Some(info.started.elapsed());
-                    if !matches!(v.action, VerdictAction::Allow) {
-                        let rule = v.rule.clone();
-                        drop(now);
-                        return self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &rule);
-                    }
-                    let up = upstream.take().expect("guarded");
-                    let (decision, rule) = crate::tunnel::carried(&v);
-                    drop(now);
-                    return self.splice(stream, up, Bytes::new(), greeting.freeze(), info, TunnelProto::Tcp, (decision, &rule)).await;
                 }
                 _ = &mut hold, if upstream.is_none() => {
-                    info.classified = Classified::Silent;
-                    let waited = self.cfg.handshake_timeout;
-                    return match verdict.action {
-                        VerdictAction::Deny => self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &verdict.rule),
-                        VerdictAction::Handler(id) => {
-                            let why = format!(
-                                "{} routes to handler {}, which needs HTTP; the client sent nothing within {waited:?}",
-                                verdict.rule,
-                                policy.binding(id).handler
-                            );
-                            self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &why)
-                        }
-                        VerdictAction::Rules(_) => {
-                            let why = format!(
-                                "{} decide HTTP requests, which need HTTP; the client sent nothing within {waited:?}",
-                                verdict.rule
-                            );
-                            self.refuse(stream, &info, name.as_deref(), TunnelProto::Tcp, &why)
-                        }
-                        VerdictAction::Allow => {
-                            let why = match failure {
-                                Some(f) => format!("the client sent nothing within {waited:?} and the upstream did not greet: {f}"),
-                                None => format!("the client sent nothing within {waited:?} and the upstream did not answer in time"),
-                            };
-                            crate::audit::connection(&self, &info, name.as_deref(), TunnelProto::Tcp, Decision::Error, &why, 0, 0);
-                            reset(stream);
-                        }
-                    };
+                    return self.held_silent(stream, &verdict, &policy, failure, info);
                 }
             }
         }
+    }
+
+    /// The silent client closed (or half-closed) without a byte: nothing to intercept. A
+    /// server that connected is spliced to, for what it may still say.
+    async fn closed_silent(
+        self: Arc<Self>,
+        stream: TcpStream,
+        upstream: Option<TcpStream>,
+        verdict: &Verdict,
+        mut info: ConnInfo,
+    ) {
+        info.classified = Classified::Eof;
+        let name = info.dns_name.as_deref();
+        match (upstream, &verdict.action) {
+            (Some(up), _) => {
+                let (decision, rule) = crate::tunnel::carried(verdict);
+                self.splice(
+                    stream,
+                    up,
+                    Owed::default(),
+                    info,
+                    TunnelProto::Tcp,
+                    (decision, &rule),
+                )
+                .await
+            }
+            (None, VerdictAction::Deny) => {
+                self.refuse(stream, &info, name, TunnelProto::Tcp, &verdict.rule)
+            }
+            (None, _) => {
+                let why = "the client closed before sending anything";
+                let end = ConnEnd::unopened(Decision::Error, why);
+                crate::audit::connection(&self, &info, name, TunnelProto::Tcp, end);
+            }
+        }
+    }
+
+    /// The client spoke after all: classified by its bytes like any client-first connection.
+    async fn spoke_late(self: Arc<Self>, stream: TcpStream, buf: BytesMut, mut info: ConnInfo) {
+        info.first_byte = Some(info.started.elapsed());
+        match classify(&buf) {
+            Class::NeedMore if buf.len() < CLASSIFY_MAX => {
+                self.finish_classifying(stream, buf, info).await
+            }
+            class => {
+                info.classified = Classified::ClientFirst;
+                let class = if class == Class::NeedMore {
+                    Class::Opaque
+                } else {
+                    class
+                };
+                self.dispatch(stream, buf.freeze(), info, class).await
+            }
+        }
+    }
+
+    /// The server spoke first: opaque for good, if the policy still allows it.
+    async fn server_first(
+        self: Arc<Self>,
+        stream: TcpStream,
+        up: TcpStream,
+        greeting: Bytes,
+        mut info: ConnInfo,
+    ) {
+        info.classified = Classified::ServerFirst;
+        info.first_byte = Some(info.started.elapsed());
+        let now = self.policy.load();
+        let v = now.evaluate(&conn_destination(info.dns_name.as_deref(), info.orig));
+        drop(now);
+        if !matches!(v.action, VerdictAction::Allow) {
+            let name = info.dns_name.as_deref();
+            return self.refuse(stream, &info, name, TunnelProto::Tcp, &v.rule);
+        }
+        let (decision, rule) = crate::tunnel::carried(&v);
+        let owed = Owed {
+            to_down: greeting,
+            ..Owed::default()
+        };
+        self.splice(stream, up, owed, info, TunnelProto::Tcp, (decision, &rule))
+            .await
+    }
+
+    /// Nobody spoke within the handshake time: refused, naming why the destination could not
+    /// be carried as silent opaque TCP.
+    fn held_silent(
+        &self,
+        stream: TcpStream,
+        verdict: &Verdict,
+        policy: &CompiledPolicy,
+        failure: Option<String>,
+        mut info: ConnInfo,
+    ) {
+        info.classified = Classified::Silent;
+        let name = info.dns_name.as_deref();
+        let waited = self.cfg.handshake_timeout;
+        let why = match verdict.action {
+            VerdictAction::Deny => {
+                return self.refuse(stream, &info, name, TunnelProto::Tcp, &verdict.rule)
+            }
+            VerdictAction::Handler(id) => format!(
+                "{} routes to handler {}, which needs HTTP; the client sent nothing within {waited:?}",
+                verdict.rule,
+                policy.binding(id).handler
+            ),
+            VerdictAction::Rules(_) => format!(
+                "{} decide HTTP requests, which need HTTP; the client sent nothing within {waited:?}",
+                verdict.rule
+            ),
+            VerdictAction::Allow => {
+                let why = match failure {
+                    Some(f) => format!("the client sent nothing within {waited:?} and the upstream did not greet: {f}"),
+                    None => format!("the client sent nothing within {waited:?} and the upstream did not answer in time"),
+                };
+                return self.abandon(stream, &info, name, TunnelProto::Tcp, &why);
+            }
+        };
+        self.refuse(stream, &info, name, TunnelProto::Tcp, &why)
     }
 
     async fn handle_tls(self: Arc<Self>, mut stream: TcpStream, prefix: Bytes, mut info: ConnInfo) {
@@ -466,31 +534,25 @@ impl Proxy {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "not a usable TLS ClientHello; connection closed");
-                crate::audit::connection(
-                    &self,
+                let why = format!("bad ClientHello: {e}");
+                self.abandon(
+                    stream,
                     &info,
                     info.dns_name.as_deref(),
                     TunnelProto::Tls,
-                    Decision::Error,
-                    &format!("bad ClientHello: {e}"),
-                    0,
-                    0,
+                    &why,
                 );
-                reset(stream);
                 return;
             }
             Err(_) => {
-                crate::audit::connection(
-                    &self,
+                let name = info.dns_name.as_deref();
+                self.abandon(
+                    stream,
                     &info,
-                    info.dns_name.as_deref(),
+                    name,
                     TunnelProto::Tls,
-                    Decision::Error,
                     "ClientHello timed out",
-                    0,
-                    0,
                 );
-                reset(stream);
                 return;
             }
         };
@@ -554,17 +616,8 @@ impl Proxy {
         name: Option<Arc<str>>,
     ) {
         let Some(tls) = &self.tls else {
-            crate::audit::connection(
-                &self,
-                &info,
-                name.as_deref(),
-                TunnelProto::Tls,
-                Decision::Error,
-                "TLS interception is not configured",
-                0,
-                0,
-            );
-            reset(stream);
+            let why = "TLS interception is not configured";
+            self.abandon(stream, &info, name.as_deref(), TunnelProto::Tls, why);
             return;
         };
         let leaf = match &name {

@@ -13,8 +13,9 @@
 //!
 //! Names are never resolved here: like a name the sandbox looked up through egret's DNS, the
 //! target is resolved by egret's upstream resolver (pins, address checks) when it is dialled.
+use crate::audit::ConnEnd;
 use crate::authority::{parse_authority, AuthorityError, Target};
-use crate::conn::{conn_destination, reset, Classified, ConnInfo};
+use crate::conn::{conn_destination, Classified, ConnInfo};
 use crate::metrics::{Decision, TunnelProto};
 use crate::upstream::canonical_ip;
 use crate::Proxy;
@@ -139,7 +140,8 @@ impl Proxy {
         (status, decision, detail, body): (&str, Decision, &str, &str),
     ) {
         let name = info.dns_name.as_deref();
-        crate::audit::connection(self, info, name, TunnelProto::Tcp, decision, detail, 0, 0);
+        let end = ConnEnd::unopened(decision, detail);
+        crate::audit::connection(self, info, name, TunnelProto::Tcp, end);
         let _ = stream.write_all(&answer(status, decision, body)).await;
         let _ = stream.shutdown().await;
     }
@@ -185,25 +187,28 @@ impl Proxy {
                     "no complete proxy request within {:?}",
                     self.cfg.handshake_timeout
                 );
-                crate::audit::connection(
-                    &self,
-                    &info,
-                    None,
-                    TunnelProto::Tcp,
-                    Decision::Error,
-                    &why,
-                    0,
-                    0,
-                );
-                reset(stream);
-                return;
+                return self.abandon(stream, &info, None, TunnelProto::Tcp, &why);
             }
         };
-        let (host, port) = match ask {
-            Ask::Forward => return self.classify_and_serve(stream, buf, info).await,
-            Ask::Connect { host, port } => (host, port),
-        };
-        let rest = buf.split_off(head_len);
+        match ask {
+            Ask::Forward => self.classify_and_serve(stream, buf, info).await,
+            Ask::Connect { host, port } => {
+                let rest = buf.split_off(head_len);
+                self.serve_connect(stream, rest, info, (&host, port)).await
+            }
+        }
+    }
+
+    /// `CONNECT host:port`: refused with egret's reason when the policy denies the target (and
+    /// whoever was asked did not approve it), else answered `200` and served as a captured
+    /// connection to it, `rest` (what followed the head) first.
+    async fn serve_connect(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        rest: BytesMut,
+        mut info: ConnInfo,
+        (host, port): (&str, u16),
+    ) {
         match host.parse::<IpAddr>() {
             Ok(ip) => {
                 let ip = canonical_ip(ip);
@@ -212,14 +217,14 @@ impl Proxy {
             }
             Err(_) => {
                 info.orig = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                info.dns_name = Some(Arc::from(host.as_str()));
+                info.dns_name = Some(Arc::from(host));
             }
         }
         let policy = self.policy.load_full();
         let verdict = policy.evaluate(&conn_destination(info.dns_name.as_deref(), info.orig));
         if let VerdictAction::Deny = verdict.action {
             if policy.is_undecided(&verdict.rule) {
-                info.asked = self.ask(&host, port, None).await;
+                info.asked = self.ask(host, port, None).await;
             }
         }
         if verdict.is_deny() && !info.asked.is_some_and(|a| a.allow) {

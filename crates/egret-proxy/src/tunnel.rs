@@ -1,5 +1,6 @@
 //! Opaque TCP and TLS pass-through: allowed or refused by destination, then spliced both ways
 //! with whatever bytes were read while classifying replayed first.
+use crate::audit::ConnEnd;
 use crate::conn::{reset, ConnInfo};
 use crate::metrics::{Decision, TunnelProto};
 use crate::upstream::ConnectError;
@@ -10,6 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+/// Bytes read from one side before a splice began, still owed to the other.
+#[derive(Default)]
+pub(crate) struct Owed {
+    /// Read from the client while classifying: sent upstream first.
+    pub to_up: Bytes,
+    /// A server's greeting read while waiting for the client: sent to the client first.
+    pub to_down: Bytes,
+}
 
 impl Proxy {
     /// Opaque TCP: the policy decides by the name the sandbox looked up (or the IP).
@@ -118,39 +128,33 @@ impl Proxy {
                 } else {
                     Decision::Error
                 };
-                crate::audit::connection(
-                    &self,
-                    &info,
-                    name.as_deref(),
-                    proto,
-                    decision,
-                    &e.to_string(),
-                    0,
-                    0,
-                );
+                let detail = e.to_string();
+                let end = ConnEnd::unopened(decision, &detail);
+                crate::audit::connection(&self, &info, name.as_deref(), proto, end);
                 reset(stream);
                 return;
             }
         };
-        self.splice(stream, up, prefix, Bytes::new(), info, proto, carried)
-            .await
+        let owed = Owed {
+            to_up: prefix,
+            ..Owed::default()
+        };
+        self.splice(stream, up, owed, info, proto, carried).await
     }
 
     /// Copy both ways until either side closes (or a policy swap revokes the destination),
-    /// after sending `to_up` upstream (bytes read from the client while classifying) and
-    /// `to_down` to the client (a server's greeting read while waiting for the client).
-    #[allow(clippy::too_many_arguments)]
+    /// after paying what is `owed` to either side.
     pub(crate) async fn splice(
         self: Arc<Self>,
         mut stream: TcpStream,
         mut up: TcpStream,
-        to_up: Bytes,
-        to_down: Bytes,
+        owed: Owed,
         info: ConnInfo,
         proto: TunnelProto,
         (decision, rule): (Decision, &str),
     ) {
         let name = info.sni.clone().or(info.dns_name.clone());
+        let Owed { to_up, to_down } = owed;
         let mut sent = to_up.len() as u64;
         let mut received = to_down.len() as u64;
         if !to_up.is_empty() && up.write_all(&to_up).await.is_err() {
@@ -188,28 +192,18 @@ impl Proxy {
         let (a, b) = counts.get();
         sent += a;
         received += b;
+        let end = |decision, detail| ConnEnd {
+            decision,
+            detail,
+            bytes_up: sent,
+            bytes_down: received,
+        };
+        let name = name.as_deref();
         match ended {
-            Ok(_) => crate::audit::connection(
-                &self,
-                &info,
-                name.as_deref(),
-                proto,
-                decision,
-                rule,
-                sent,
-                received,
-            ),
+            Ok(_) => crate::audit::connection(&self, &info, name, proto, end(decision, rule)),
             Err(why) => {
-                crate::audit::connection(
-                    &self,
-                    &info,
-                    name.as_deref(),
-                    proto,
-                    Decision::Revoked,
-                    &why,
-                    sent,
-                    received,
-                );
+                let end = end(Decision::Revoked, &why);
+                crate::audit::connection(&self, &info, name, proto, end);
                 reset(stream);
             }
         }

@@ -325,3 +325,27 @@ fn unreadable_upstream_ca_is_a_clear_error_at_start() {
     let tables = topo.in_sandbox("nft", &["list", "tables"]);
     assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
 }
+
+/// A client that keeps the session of its last connection resumes it on the next one (no full
+/// handshake: no new key exchange nor signature), on TLS 1.3 (tickets) and on TLS 1.2.
+#[test]
+fn reconnects_resume_on_tls13_and_tls12() {
+    let env = setup("tls-resume");
+    let script = include_str!("../../clients/tls_resumption.py");
+    let (code, out, err) = code_out_err(&env.topo.in_sandbox("python3", &["-c", script, &env.ca]));
+    assert_eq!(code, 0, "{out}{err}\n{}", env.egret.logs());
+    let v = json(&out);
+    for (version, label) in [("1.3", "TLSv1.3"), ("1.2", "TLSv1.2")] {
+        let versions = v[version]["versions"].as_array().expect("versions");
+        assert!(
+            versions.iter().all(|x| x == label),
+            "TLS {version}: negotiated {versions:?}"
+        );
+        let resumed = v[version]["resumed"].as_array().expect("resumed");
+        assert_eq!(resumed.len(), 4, "{out}");
+        assert!(
+            resumed.iter().all(|r| r == true),
+            "TLS {version}: not every reconnect resumed: {out}"
+        );
+    }
+}

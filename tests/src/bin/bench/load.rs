@@ -179,6 +179,7 @@ fn report_one(sc: &LoadScenario, i: usize, m: &Measured, report: &mut Report) {
     match i {
         0 => report.targets.http_cpu = Some((e_us, n_us)),
         1 => report.targets.https_load = Some((e_us, n_us, em, gm)),
+        3 => report.targets.handshake_cpu = Some((e_us, n_us)),
         _ => {}
     }
     let (ups, cls) = (median(m.up_share.clone()), median(m.client_share.clone()));

@@ -69,6 +69,8 @@ pub(crate) struct Targets {
     pub(crate) https_load: Option<(f64, f64, f64, f64)>,
     /// CPU µs per HTTP request at 64 connections: egret, nginx.
     pub(crate) http_cpu: Option<(f64, f64)>,
+    /// CPU µs per new TLS connection (handshake + one request): egret, nginx.
+    pub(crate) handshake_cpu: Option<(f64, f64)>,
     /// Start to intercepting p50 (ms) of restarts with N−1 sidecars running, and N.
     pub(crate) start_p50: Option<(f64, usize)>,
     /// Download throughput through egret / direct: plain HTTP, TLS passthrough.
@@ -110,6 +112,16 @@ impl Targets {
                     e / n
                 ),
                 e <= 2.0 * n,
+            ));
+        }
+        if let Some((e, n)) = self.handshake_cpu {
+            out.push((
+                format!(
+                    "CPU per new TLS connection (handshake + 1 request) {e:.1} µs ≤ 1.5 × nginx {n:.1} µs = {:.1} µs (ratio {:.2})",
+                    1.5 * n,
+                    e / n
+                ),
+                e <= 1.5 * n,
             ));
         }
         if let Some((e, n)) = self.https_added_p50 {
