@@ -29,7 +29,7 @@ use crate::api::{
     AuditFilter, ErrorCode, ErrorResponse, Health, ModuleList, SecretList, SecretSet,
     GENERATION_HEADER, METRICS_CONTENT_TYPE,
 };
-use crate::control::{Change, Control, ControlError};
+use crate::control::{Change, Control, ControlError, SecretValue};
 use crate::request::{parse_head, payload_too_large, BodyKind, Command, Rejection as Failure};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -428,22 +428,7 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
         Command::Apply {
             change: Change::SetSecret { name, value },
             if_generation,
-        } => {
-            let change = Change::SetSecret {
-                name: name.clone(),
-                value,
-            };
-            let applied = c.apply(change, if_generation).await?;
-            tracing::info!(target: "egret::admin", change = "set_secret", secret = %name, generation = applied.generation, "change applied");
-            Ok(json_response(
-                StatusCode::OK,
-                &SecretSet {
-                    name,
-                    generation: applied.generation,
-                    warnings: applied.warnings,
-                },
-            ))
-        }
+        } => set_secret(ctx, name, value, if_generation).await,
         Command::Apply {
             change,
             if_generation,
@@ -458,20 +443,7 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
             name,
             bytes,
             if_generation,
-        } => {
-            // Uploading does not go through `apply`, so the precondition is checked here; it
-            // is advisory (not atomic with the upload), which is documented in API.md.
-            if let Some(expected) = if_generation {
-                let current = c.status().generation;
-                if current != expected {
-                    return Err(ControlError::Conflict { expected, current }.into());
-                }
-            }
-            let size = bytes.len();
-            let info = c.upload_module(name.clone(), bytes).await?;
-            tracing::info!(target: "egret::admin", module = %name, size, sha256 = %info.sha256, "module uploaded");
-            Ok(json_response(StatusCode::OK, &info))
-        }
+        } => upload_module(ctx, name, bytes, if_generation).await,
         Command::Secrets => Ok(json_response(
             StatusCode::OK,
             &SecretList {
@@ -495,28 +467,79 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, F
                 pending: c.pending(),
             },
         )),
-        Command::Decide { id, approve } => {
-            c.decide(id, approve).await?;
-            tracing::info!(target: "egret::admin", id, scope = approve.map(|s| s.as_str()), "question answered");
-            Ok(json_response(
-                StatusCode::OK,
-                &crate::ask::Decided {
-                    id,
-                    decision: if approve.is_some() {
-                        "approved"
-                    } else {
-                        "denied"
-                    }
-                    .into(),
-                    scope: approve,
-                },
-            ))
-        }
+        Command::Decide { id, approve } => decide(ctx, id, approve).await,
         Command::Shadow { op, if_generation } => {
             let answer = crate::shadow::carry_out(c.as_ref(), op, if_generation).await?;
             Ok(json_response(StatusCode::OK, &answer))
         }
     }
+}
+
+/// `PUT /v1/secrets/NAME`: applied like any change, answered with the name (never the value).
+async fn set_secret(
+    ctx: &Ctx,
+    name: String,
+    value: SecretValue,
+    ifg: Option<u64>,
+) -> Result<Response<Body>, Failure> {
+    let change = Change::SetSecret {
+        name: name.clone(),
+        value,
+    };
+    let applied = ctx.control.apply(change, ifg).await?;
+    tracing::info!(target: "egret::admin", change = "set_secret", secret = %name, generation = applied.generation, "change applied");
+    Ok(json_response(
+        StatusCode::OK,
+        &SecretSet {
+            name,
+            generation: applied.generation,
+            warnings: applied.warnings,
+        },
+    ))
+}
+
+/// `PUT /v1/modules/NAME`.
+async fn upload_module(
+    ctx: &Ctx,
+    name: String,
+    bytes: Bytes,
+    ifg: Option<u64>,
+) -> Result<Response<Body>, Failure> {
+    // Uploading does not go through `apply`, so the precondition is checked here; it
+    // is advisory (not atomic with the upload), which is documented in API.md.
+    if let Some(expected) = ifg {
+        let current = ctx.control.status().generation;
+        if current != expected {
+            return Err(ControlError::Conflict { expected, current }.into());
+        }
+    }
+    let size = bytes.len();
+    let info = ctx.control.upload_module(name.clone(), bytes).await?;
+    tracing::info!(target: "egret::admin", module = %name, size, sha256 = %info.sha256, "module uploaded");
+    Ok(json_response(StatusCode::OK, &info))
+}
+
+/// `POST /v1/pending/ID/approve|deny`.
+async fn decide(
+    ctx: &Ctx,
+    id: u64,
+    approve: Option<crate::ask::AskScope>,
+) -> Result<Response<Body>, Failure> {
+    ctx.control.decide(id, approve).await?;
+    tracing::info!(target: "egret::admin", id, scope = approve.map(|s| s.as_str()), "question answered");
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::ask::Decided {
+            id,
+            decision: if approve.is_some() {
+                "approved"
+            } else {
+                "denied"
+            }
+            .into(),
+            scope: approve,
+        },
+    ))
 }
 
 async fn apply(ctx: &Ctx, change: Change, ifg: Option<u64>) -> Result<Response<Body>, Failure> {

@@ -105,6 +105,15 @@ impl KvSaver {
     }
 }
 
+/// The explicit proxy's listener, bound before anything starts so a taken port fails early.
+fn bind_explicit(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, AppError> {
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|source| AppError::ExplicitProxy { addr, source })?;
+    l.set_nonblocking(true)
+        .map_err(|source| AppError::ExplicitProxy { addr, source })?;
+    Ok(l)
+}
+
 /// What [`Config::wire`] makes.
 struct Wired {
     policy: Arc<ArcSwap<egret_policy::CompiledPolicy>>,
@@ -154,17 +163,7 @@ impl Config {
     fn build_capture(self, capture: Capture) -> Result<App, AppError> {
         let mut phases = Phases(Instant::now(), Vec::new());
         validate_sandbox_id(&self.sandbox_id)?;
-        let explicit = self
-            .proxy
-            .explicit_proxy
-            .map(|addr| {
-                let l = std::net::TcpListener::bind(addr)
-                    .map_err(|source| AppError::ExplicitProxy { addr, source })?;
-                l.set_nonblocking(true)
-                    .map_err(|source| AppError::ExplicitProxy { addr, source })?;
-                Ok::<_, AppError>(l)
-            })
-            .transpose()?;
+        let explicit = self.proxy.explicit_proxy.map(bind_explicit).transpose()?;
         let watched = self.watch_pid.map(open_pidfd).transpose()?;
         let state_dir = self.state_dir.as_deref().map(StateDir::open).transpose()?;
         let (loaded, modules) = self.policy.load(&self.sandbox_id, state_dir.as_ref())?;
@@ -273,30 +272,11 @@ impl Config {
             Some(p) => egret_proxy::AuditOutput::File(p.clone()),
             None => egret_proxy::AuditOutput::Stdout,
         })?;
-        let dns = Arc::new(egret_dns::Resolver::new(
-            Arc::new(egret_dns::SyntheticMap::new(Default::default())),
-            Arc::new(PolicyNames {
-                policy: policy.clone(),
-                ask: self.proxy.ask_timeout.is_some(),
-            }),
-            Default::default(),
-        ));
-        let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
-            let dns = dns.clone();
-            Arc::new(move |ip| dns.map().is_synthetic(ip))
-        };
+        let dns = self.resolver(&policy);
         let upstream_tls = tls
             .upstream
             .client_config(egret_tls::UpstreamAlpn::H2AndHttp11);
-        let fetch = Arc::new(egret_proxy::fetch::FetchClient::new(
-            &self.sandbox_id,
-            policy.clone(),
-            synthetic,
-            Some(upstream_tls.clone()),
-            self.proxy.connect_timeout,
-            audit.clone(),
-            metrics.clone(),
-        ));
+        let fetch = self.fetch_client(&policy, &dns, &upstream_tls, &audit, &metrics);
         let kv_saver = state_dir.clone().map(|dir| KvSaver {
             dir,
             kv: loaded.kv.clone(),
@@ -380,6 +360,46 @@ impl Config {
             kv_saver,
         })
     }
+
+    /// The sandbox's DNS: synthetic answers for the names the policy may allow.
+    fn resolver(
+        &self,
+        policy: &Arc<ArcSwap<egret_policy::CompiledPolicy>>,
+    ) -> Arc<egret_dns::Resolver> {
+        Arc::new(egret_dns::Resolver::new(
+            Arc::new(egret_dns::SyntheticMap::new(Default::default())),
+            Arc::new(PolicyNames {
+                policy: policy.clone(),
+                ask: self.proxy.ask_timeout.is_some(),
+            }),
+            Default::default(),
+        ))
+    }
+
+    /// The client handlers' `fetch` calls go out through: the sandbox's policy, its upstream
+    /// TLS, its audit and metrics; never to one of the resolver's synthetic addresses.
+    fn fetch_client(
+        &self,
+        policy: &Arc<ArcSwap<egret_policy::CompiledPolicy>>,
+        dns: &Arc<egret_dns::Resolver>,
+        upstream_tls: &Arc<rustls::ClientConfig>,
+        audit: &Arc<egret_proxy::AuditSink>,
+        metrics: &Arc<egret_proxy::metrics::Metrics>,
+    ) -> Arc<egret_proxy::fetch::FetchClient> {
+        let synthetic: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync> = {
+            let dns = dns.clone();
+            Arc::new(move |ip| dns.map().is_synthetic(ip))
+        };
+        Arc::new(egret_proxy::fetch::FetchClient::new(
+            &self.sandbox_id,
+            policy.clone(),
+            synthetic,
+            Some(upstream_tls.clone()),
+            self.proxy.connect_timeout,
+            audit.clone(),
+            metrics.clone(),
+        ))
+    }
 }
 
 impl App {
@@ -452,24 +472,7 @@ impl App {
                 .map_err(AppError::runtime("start the worker threads (--workers)"))?;
             let mut tasks = spawn_servers(&proxy, &shards, listeners, explicit, &dns)?;
 
-            phases.mark("serve");
-            tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
-            tracing::info!(
-                sandbox = %cfg.sandbox_id,
-                netns = %cfg.netns,
-                explicit_proxy = ?explicit_addr,
-                generation = policy.load().generation(),
-                startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
-                "intercepting"
-            );
-            if let Some(p) = &cfg.ready_file {
-                write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
-            }
-            // Start-up's transient allocations (the system root store parsed, the policy
-            // compiled) leave ~170 KiB of free heap pages behind: with one sidecar per
-            // sandbox that is 8% of each idle one's private memory. After the ready file, so
-            // readiness does not wait for it.
-            crate::handlers::release_free_heap();
+            ready(&cfg, &mut phases, explicit_addr, policy.load().generation())?;
             let mut save_tick = tokio::time::interval(Duration::from_secs(1));
             save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -521,6 +524,34 @@ impl App {
         tracing::info!("detached; the sandbox namespace holds nothing of egret's");
         Ok(())
     }
+}
+
+/// Says egret serves (the log line, the ready file), then gives back start-up's heap.
+fn ready(
+    cfg: &Config,
+    phases: &mut Phases,
+    explicit_addr: Option<std::net::SocketAddr>,
+    generation: u64,
+) -> Result<(), AppError> {
+    phases.mark("serve");
+    tracing::debug!(phases = ?phases.1, "start-up phases (ms since start)");
+    tracing::info!(
+        sandbox = %cfg.sandbox_id,
+        netns = %cfg.netns,
+        explicit_proxy = ?explicit_addr,
+        generation,
+        startup_ms = phases.0.elapsed().as_secs_f64() * 1000.0,
+        "intercepting"
+    );
+    if let Some(p) = &cfg.ready_file {
+        write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
+    }
+    // Start-up's transient allocations (the system root store parsed, the policy
+    // compiled) leave ~170 KiB of free heap pages behind: with one sidecar per
+    // sandbox that is 8% of each idle one's private memory. After the ready file, so
+    // readiness does not wait for it.
+    crate::handlers::release_free_heap();
+    Ok(())
 }
 
 /// The accept loops and DNS servers on the sandbox's listeners, and the explicit proxy's.

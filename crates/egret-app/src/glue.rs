@@ -228,17 +228,6 @@ impl WasmDispatch {
                 format!("handler `{}` is not loaded", binding.handler),
             ));
         };
-        let request = egret_wasm::RequestHead {
-            method: head.method.as_str().to_string(),
-            scheme: head.scheme.to_string(),
-            authority: head.authority,
-            path_with_query: head.path_and_query.to_string(),
-            headers: head
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        };
         let grants = egret_wasm::Grants {
             secrets: binding.grants.clone(),
             reveal: binding.reveal.clone(),
@@ -264,68 +253,95 @@ impl WasmDispatch {
             .await
             .map_err(handler_failure)?;
         let instance_wait = session.waited();
-        let action =
-            match session
-                .handle(request, body)
-                .await
-                .map_err(|e| egret_proxy::HandlerFailure {
-                    instance_wait,
-                    ..handler_failure(e)
-                })? {
-                egret_wasm::ResolvedAction::Forward {
-                    set,
-                    remove,
-                    path_and_query,
-                    body,
-                    filled,
-                    ..
-                } => egret_proxy::HandlerAction::Forward {
-                    set,
-                    remove,
-                    path_and_query,
-                    body,
-                    filled: filled
-                        .0
-                        .iter()
-                        .map(|v| bytes::Bytes::copy_from_slice(v.expose()))
-                        .collect(),
-                },
-                egret_wasm::ResolvedAction::Respond {
-                    status,
-                    headers,
-                    body,
-                } => {
-                    let mut resp = http::Response::new(body);
-                    *resp.status_mut() = status;
-                    *resp.headers_mut() = headers;
-                    // A local answer has no response phase.
-                    return Ok(egret_proxy::Dispatched {
-                        action: egret_proxy::HandlerAction::Respond(resp),
-                        response: None,
-                        instance_wait,
-                        audit_fields: session.audit_fields().to_vec(),
-                    });
-                }
-            };
+        let resolved = session.handle(wasm_head(head), body).await.map_err(|e| {
+            egret_proxy::HandlerFailure {
+                instance_wait,
+                ..handler_failure(e)
+            }
+        })?;
+        let action = proxy_action(resolved);
         let audit_fields = session.audit_fields().to_vec();
-        let response = binding.response.map(|(mode, max)| {
-            Box::new(SessionPhase {
+        let response = match (&action, binding.response) {
+            // A local answer has no response phase.
+            (egret_proxy::HandlerAction::Respond(_), _) | (_, None) => None,
+            (_, Some((mode, max))) => Some(Box::new(SessionPhase {
                 session,
-                mode: match mode {
-                    egret_policy::ResponseMode::Head => egret_proxy::ResponseMode::Head,
-                    egret_policy::ResponseMode::Buffer => egret_proxy::ResponseMode::Buffer(max),
-                    egret_policy::ResponseMode::Observe => egret_proxy::ResponseMode::Observe,
-                    egret_policy::ResponseMode::Stream => egret_proxy::ResponseMode::Stream(max),
-                },
+                mode: proxy_response_mode(mode, max),
                 metrics: self.metrics.clone(),
-            }) as Box<dyn egret_proxy::ResponsePhase>
-        });
+            }) as Box<dyn egret_proxy::ResponsePhase>),
+        };
         Ok(egret_proxy::Dispatched {
             action,
             response,
             instance_wait,
             audit_fields,
         })
+    }
+}
+
+/// The request head as the guest sees it.
+fn wasm_head(head: egret_proxy::RequestHead<'_>) -> egret_wasm::RequestHead {
+    egret_wasm::RequestHead {
+        method: head.method.as_str().to_string(),
+        scheme: head.scheme.to_string(),
+        authority: head.authority,
+        path_with_query: head.path_and_query.to_string(),
+        headers: head
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+/// The guest's validated decision as the proxy carries it out.
+fn proxy_action(resolved: egret_wasm::ResolvedAction) -> egret_proxy::HandlerAction {
+    match resolved {
+        egret_wasm::ResolvedAction::Forward {
+            set,
+            remove,
+            path_and_query,
+            body,
+            filled,
+            ..
+        } => egret_proxy::HandlerAction::Forward {
+            set,
+            remove,
+            path_and_query,
+            body,
+            filled: filled
+                .0
+                .iter()
+                .map(|v| bytes::Bytes::copy_from_slice(v.expose()))
+                .collect(),
+        },
+        egret_wasm::ResolvedAction::Respond {
+            status,
+            headers,
+            body,
+        } => egret_proxy::HandlerAction::Respond(local_response(status, headers, body)),
+    }
+}
+
+/// A response a handler made: a local answer, or the one that replaces the upstream's.
+fn local_response(
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> http::Response<bytes::Bytes> {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A binding's response phase (`max`: its buffer or event bound) in the proxy's terms.
+fn proxy_response_mode(mode: egret_policy::ResponseMode, max: u64) -> egret_proxy::ResponseMode {
+    match mode {
+        egret_policy::ResponseMode::Head => egret_proxy::ResponseMode::Head,
+        egret_policy::ResponseMode::Buffer => egret_proxy::ResponseMode::Buffer(max),
+        egret_policy::ResponseMode::Observe => egret_proxy::ResponseMode::Observe,
+        egret_policy::ResponseMode::Stream => egret_proxy::ResponseMode::Stream(max),
     }
 }
 
@@ -405,12 +421,7 @@ impl egret_proxy::ResponsePhase for SessionPhase {
                     status,
                     headers,
                     body,
-                } => {
-                    let mut resp = http::Response::new(body);
-                    *resp.status_mut() = status;
-                    *resp.headers_mut() = headers;
-                    egret_proxy::ResponseDecision::Replace(resp)
-                }
+                } => egret_proxy::ResponseDecision::Replace(local_response(status, headers, body)),
             })
         })
     }

@@ -135,112 +135,39 @@ pub fn suggest(
     base: Option<&PolicyConfig>,
     opts: SuggestOptions,
 ) -> Result<String, PolicyError> {
+    let mut base_cfg = base.cloned().unwrap_or_default();
+    base_cfg.enforce = true;
     let base_policy = match base {
-        Some(b) => {
-            let mut b = b.clone();
-            b.enforce = true;
-            Some(CompiledPolicy::compile(
-                &b,
-                &crate::RuntimeLayer::default(),
-                1,
-            )?)
-        }
+        Some(_) => Some(CompiledPolicy::compile(
+            &base_cfg,
+            &crate::RuntimeLayer::default(),
+            1,
+        )?),
         None => None,
     };
-    let already = |host: &str, port: u16, tls: bool, method: Option<&str>, path: Option<&str>| {
-        let Some(p) = &base_policy else { return false };
-        let url = crate::dry_run::UrlParts {
-            tls,
-            host: host.to_owned(),
-            port,
-            path: path
-                .unwrap_or("/")
-                .split('?')
-                .next()
-                .unwrap_or("/")
-                .to_owned(),
-            query: None,
-        };
-        match method {
-            Some(m) => p.dry_run(&url, m).decision != crate::DryDecision::Deny,
-            None => {
-                p.evaluate(&Destination::named(host, port)).action == crate::VerdictAction::Allow
-            }
-        }
+    let traffic = Traffic::tally(events, base_policy.as_ref());
+    let collapsed = if opts.wildcards {
+        wildcards(traffic.hosts.keys())
+    } else {
+        BTreeMap::new()
     };
-    // (host, port) -> seen; (host, port) -> prefix -> method -> seen.
-    let mut hosts: BTreeMap<(String, u16), Seen> = BTreeMap::new();
-    let mut http: BTreeMap<(String, u16), BTreeMap<String, BTreeMap<String, Seen>>> =
-        BTreeMap::new();
-    let mut used = 0u64;
-    let mut span = Seen::default();
-    for e in events.iter().filter(|e| e.carried()) {
-        let Some(port) = e.dst.map(|d| d.port()) else {
-            continue;
-        };
-        let host = match (&e.host, e.dst) {
-            (Some(h), _) => h.trim_end_matches('.').to_ascii_lowercase(),
-            (None, Some(d)) => d.ip().to_string(),
-            (None, None) => continue,
-        };
-        // `https-h1`, `https-h2`, `tls`, `tls-passthrough`: the connection was TLS.
-        let tls = e.proto.starts_with("https") || e.proto.starts_with("tls");
-        if already(&host, port, tls, e.method.as_deref(), e.path.as_deref()) {
-            continue;
-        }
-        used += 1;
-        span.add(&e.ts);
-        hosts.entry((host.clone(), port)).or_default().add(&e.ts);
-        if let (Some(m), Some(p)) = (&e.method, &e.path) {
-            http.entry((host, port))
-                .or_default()
-                .entry(path_prefix(p))
-                .or_default()
-                .entry(m.to_ascii_uppercase())
-                .or_default()
-                .add(&e.ts);
-        }
-    }
-
+    let pattern = |h: &String, port: u16| {
+        collapsed
+            .get(&(h.clone(), port))
+            .cloned()
+            .unwrap_or_else(|| host_pattern(h, port))
+    };
     // allowed_hosts entries: pattern -> seen.
     let mut allowed: BTreeMap<String, Seen> = BTreeMap::new();
-    let mut collapsed: BTreeMap<(String, u16), String> = BTreeMap::new();
-    if opts.wildcards {
-        let mut by_parent: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
-        for (h, port) in hosts.keys() {
-            if h.parse::<std::net::IpAddr>().is_ok() {
-                continue;
-            }
-            if let Some((_, parent)) = h.split_once('.') {
-                if parent.contains('.') {
-                    by_parent
-                        .entry((parent.to_owned(), *port))
-                        .or_default()
-                        .push(h.clone());
-                }
-            }
-        }
-        for ((parent, port), members) in by_parent {
-            if members.len() >= 2 {
-                for m in members {
-                    collapsed.insert((m, port), host_pattern(&format!("*.{parent}"), port));
-                }
-            }
-        }
-    }
-    for ((h, port), seen) in &hosts {
-        let pat = collapsed
-            .get(&(h.clone(), *port))
-            .cloned()
-            .unwrap_or_else(|| host_pattern(h, *port));
-        allowed.entry(pat).or_default().merge(seen);
+    for ((h, port), seen) in &traffic.hosts {
+        allowed.entry(pattern(h, *port)).or_default().merge(seen);
     }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "# Suggested by `egret policy suggest` from {} of {} audit events in {}.",
-        used,
+        traffic.used,
         events.len(),
         if sources.is_empty() {
             "-".to_owned()
@@ -248,28 +175,17 @@ pub fn suggest(
             sources.join(", ")
         }
     );
-    if used > 0 {
-        let _ = writeln!(out, "# Traffic from {} to {}.", span.first, span.last);
+    if traffic.used > 0 {
+        let _ = writeln!(
+            out,
+            "# Traffic from {} to {}.",
+            traffic.span.first, traffic.span.last
+        );
     }
     out.push_str("# Review it before use: it allows what was seen, nothing else.\n");
-    let mut base_cfg = base.cloned().unwrap_or_default();
-    base_cfg.enforce = true;
     let base_allowed = std::mem::take(&mut base_cfg.allowed_hosts);
     let base_routes = std::mem::take(&mut base_cfg.routes);
-    // Without a base the hosts are only reachable through allowed_hosts (or the routes).
-    if !allowed.is_empty() || !base_allowed.is_empty() {
-        out.push_str("allowed_hosts = [\n");
-        for h in &base_allowed {
-            let _ = writeln!(out, "    {},  # from the base policy", toml_str(h));
-        }
-        for (pat, seen) in &allowed {
-            if base_allowed.contains(pat) {
-                continue;
-            }
-            let _ = writeln!(out, "    {},  # {}", toml_str(pat), seen.comment("event"));
-        }
-        out.push_str("]\n");
-    }
+    write_allowed_hosts(&mut out, &base_allowed, &allowed);
     let rest = base_cfg.to_toml_string()?;
     if !rest.trim().is_empty() {
         out.push_str(&rest);
@@ -282,26 +198,153 @@ pub fn suggest(
         out.push_str(&route_body(r)?);
     }
     if opts.paths {
-        for ((h, port), prefixes) in &http {
-            let host = collapsed
-                .get(&(h.clone(), *port))
-                .cloned()
-                .unwrap_or_else(|| host_pattern(h, *port));
-            for (prefix, methods) in prefixes {
-                let mut seen = Seen::default();
-                for s in methods.values() {
-                    seen.merge(s);
-                }
-                let _ = writeln!(out, "\n[[routes]]  # {}", seen.comment("request"));
-                let _ = writeln!(out, "host = {}", toml_str(&host));
-                let list: BTreeSet<&str> = methods.keys().map(String::as_str).collect();
-                let list: Vec<String> = list.iter().map(|m| toml_str(m)).collect();
-                let _ = writeln!(out, "methods = [{}]", list.join(", "));
-                let _ = writeln!(out, "paths = [{}]", toml_str(prefix));
-            }
+        for ((h, port), prefixes) in &traffic.http {
+            write_routes(&mut out, &pattern(h, *port), prefixes);
         }
     }
     Ok(out)
+}
+
+/// What the events show the sandbox used, beyond what the base policy allows.
+#[derive(Default)]
+struct Traffic {
+    /// (host, port) -> seen.
+    hosts: BTreeMap<(String, u16), Seen>,
+    /// (host, port) -> path prefix -> method -> seen.
+    http: BTreeMap<(String, u16), BTreeMap<String, BTreeMap<String, Seen>>>,
+    /// Events counted.
+    used: u64,
+    /// When they were.
+    span: Seen,
+}
+
+impl Traffic {
+    /// The events that got through, less those `base` already allows.
+    fn tally(events: &[AuditEvent], base: Option<&CompiledPolicy>) -> Traffic {
+        let mut t = Traffic::default();
+        for e in events.iter().filter(|e| e.carried()) {
+            let Some(port) = e.dst.map(|d| d.port()) else {
+                continue;
+            };
+            let host = match (&e.host, e.dst) {
+                (Some(h), _) => h.trim_end_matches('.').to_ascii_lowercase(),
+                (None, Some(d)) => d.ip().to_string(),
+                (None, None) => continue,
+            };
+            // `https-h1`, `https-h2`, `tls`, `tls-passthrough`: the connection was TLS.
+            let tls = e.proto.starts_with("https") || e.proto.starts_with("tls");
+            let method = e.method.as_deref();
+            if base.is_some_and(|p| allows(p, &host, port, tls, method, e.path.as_deref())) {
+                continue;
+            }
+            t.used += 1;
+            t.span.add(&e.ts);
+            t.hosts.entry((host.clone(), port)).or_default().add(&e.ts);
+            if let (Some(m), Some(p)) = (&e.method, &e.path) {
+                t.http
+                    .entry((host, port))
+                    .or_default()
+                    .entry(path_prefix(p))
+                    .or_default()
+                    .entry(m.to_ascii_uppercase())
+                    .or_default()
+                    .add(&e.ts);
+            }
+        }
+        t
+    }
+}
+
+/// Whether policy `p` lets the request (`method` given) or connection through.
+fn allows(
+    p: &CompiledPolicy,
+    host: &str,
+    port: u16,
+    tls: bool,
+    method: Option<&str>,
+    path: Option<&str>,
+) -> bool {
+    let url = crate::dry_run::UrlParts {
+        tls,
+        host: host.to_owned(),
+        port,
+        path: path
+            .unwrap_or("/")
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .to_owned(),
+        query: None,
+    };
+    match method {
+        Some(m) => p.dry_run(&url, m).decision != crate::DryDecision::Deny,
+        None => p.evaluate(&Destination::named(host, port)).action == crate::VerdictAction::Allow,
+    }
+}
+
+/// `*.parent` for every host name (with its port) that shares its parent domain (itself
+/// more than one label) with another host seen on that port.
+fn wildcards<'a>(
+    hosts: impl Iterator<Item = &'a (String, u16)>,
+) -> BTreeMap<(String, u16), String> {
+    let mut by_parent: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
+    for (h, port) in hosts {
+        if h.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        if let Some((_, parent)) = h.split_once('.') {
+            if parent.contains('.') {
+                by_parent
+                    .entry((parent.to_owned(), *port))
+                    .or_default()
+                    .push(h.clone());
+            }
+        }
+    }
+    let mut collapsed = BTreeMap::new();
+    for ((parent, port), members) in by_parent {
+        if members.len() >= 2 {
+            for m in members {
+                collapsed.insert((m, port), host_pattern(&format!("*.{parent}"), port));
+            }
+        }
+    }
+    collapsed
+}
+
+/// The `allowed_hosts` list: the base policy's entries, then what was seen.
+fn write_allowed_hosts(out: &mut String, base: &[String], seen: &BTreeMap<String, Seen>) {
+    // Without a base the hosts are only reachable through allowed_hosts (or the routes).
+    if seen.is_empty() && base.is_empty() {
+        return;
+    }
+    out.push_str("allowed_hosts = [\n");
+    for h in base {
+        let _ = writeln!(out, "    {},  # from the base policy", toml_str(h));
+    }
+    for (pat, seen) in seen {
+        if base.contains(pat) {
+            continue;
+        }
+        let _ = writeln!(out, "    {},  # {}", toml_str(pat), seen.comment("event"));
+    }
+    out.push_str("]\n");
+}
+
+/// One `[[routes]]` table per path prefix seen on `host`, with the methods seen there.
+fn write_routes(out: &mut String, host: &str, prefixes: &BTreeMap<String, BTreeMap<String, Seen>>) {
+    for (prefix, methods) in prefixes {
+        let mut seen = Seen::default();
+        for s in methods.values() {
+            seen.merge(s);
+        }
+        let _ = writeln!(out, "\n[[routes]]  # {}", seen.comment("request"));
+        let _ = writeln!(out, "host = {}", toml_str(host));
+        let list: BTreeSet<&str> = methods.keys().map(String::as_str).collect();
+        let list: Vec<String> = list.iter().map(|m| toml_str(m)).collect();
+        let _ = writeln!(out, "methods = [{}]", list.join(", "));
+        let _ = writeln!(out, "paths = [{}]", toml_str(prefix));
+    }
 }
 
 /// A TOML basic string.

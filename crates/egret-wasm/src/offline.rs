@@ -3,14 +3,18 @@
 //! do, with secret values masked.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use http::Uri;
 
-use crate::action::{describe_masked, resolve_action, ResolvedAction};
-use crate::host::{HandlerHost, RequestHead, SessionSpec};
+use crate::action::{
+    describe_masked, describe_response_action, resolve_action, resolve_response_action,
+    ResolvedAction, ResolvedResponseAction,
+};
+use crate::host::{EventAction, HandlerHost, RequestHead, Session, SessionSpec};
 use crate::kv::KvStore;
 use crate::secrets::{Grants, SecretStore, SecretValue};
-use crate::state::redact_with;
+use crate::state::{redact_with, truncate};
 use crate::{HandlerError, WasmError};
 
 /// Why an offline run failed.
@@ -171,37 +175,8 @@ pub async fn run(
     bytes: &[u8],
     r: OfflineRun<'_>,
 ) -> Result<String, OfflineError> {
-    let (method, scheme, authority, path_with_query) = parse_request_line(r.request_line)?;
-    let mut head_headers = Vec::with_capacity(r.headers.len());
-    for (name, value) in r.headers {
-        let n =
-            http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| OfflineError::Header {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?;
-        http::HeaderValue::from_str(value).map_err(|e| OfflineError::Header {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
-        head_headers.push((n.as_str().to_owned(), value.as_bytes().to_vec()));
-    }
-    let request = RequestHead {
-        method,
-        scheme,
-        authority,
-        path_with_query,
-        headers: head_headers,
-    };
-
-    let store = std::sync::Arc::new(SecretStore::new());
-    let mut names = Vec::with_capacity(r.secrets.len());
-    let mut values: Vec<SecretValue> = Vec::with_capacity(r.secrets.len());
-    for (name, value) in r.secrets {
-        values.push(SecretValue::new(value.as_bytes()));
-        store.set(name.clone(), value.into_bytes());
-        names.push(name);
-    }
-    let grants = Grants::new(names.clone(), names).with_mint(r.mint.clone());
+    let request = request_head(r.request_line, r.headers)?;
+    let (store, grants, values) = offline_secrets(r.secrets, &r.mint);
     let kv = KvStore::new();
     let handler = host.load("offline", bytes).await?;
     let params = if r.params_json.trim().is_empty() {
@@ -212,7 +187,11 @@ pub async fn run(
     let mut services = r.services;
     services.mint = Some(store.clone());
 
-    let mut out = String::new();
+    let mut report = Report {
+        out: String::new(),
+        values,
+    };
+    let out = &mut report.out;
     let _ = writeln!(out, "handler sha256 {}", handler.sha256_hex);
     let _ = writeln!(out, "world {}", handler.wit_version().world());
     let _ = writeln!(
@@ -245,19 +224,97 @@ pub async fn run(
         .decide(request, r.body.map(bytes::Bytes::from))
         .await
         .map_err(OfflineError::Handler)?;
-    out.push_str(&describe_masked(&action));
+    report.out.push_str(&describe_masked(&action));
     // Minted secrets are masked like the given ones.
-    for name in &r.mint {
-        if let Some(v) = store.get(name) {
-            values.push(v);
+    report
+        .values
+        .extend(r.mint.iter().filter_map(|name| store.get(name)));
+    let resolved = resolve_action("offline", action, &grants, &*store, body_buffered)
+        .map_err(|error| report.rejected(error))?;
+    if !describe_request_result(&mut report.out, resolved) {
+        return Ok(report.finish());
+    }
+    if let Some(resp) = r.response {
+        response_phase(&mut session, &resp, &mut report).await?;
+    }
+    let kv_entries = kv.snapshot();
+    if !kv_entries.is_empty() {
+        let keys: Vec<&str> = kv_entries.iter().map(|e| e.key.as_str()).collect();
+        let _ = writeln!(report.out, "kv written: {}", keys.join(", "));
+    }
+    Ok(report.finish())
+}
+
+/// The request head from the request line and the headers, each header checked.
+fn request_head(line: &str, headers: &[(String, String)]) -> Result<RequestHead, OfflineError> {
+    let (method, scheme, authority, path_with_query) = parse_request_line(line)?;
+    let mut head_headers = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let bad = |reason: String| OfflineError::Header {
+            name: name.clone(),
+            reason,
+        };
+        let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        http::HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
+        head_headers.push((n.as_str().to_owned(), value.as_bytes().to_vec()));
+    }
+    Ok(RequestHead {
+        method,
+        scheme,
+        authority,
+        path_with_query,
+        headers: head_headers,
+    })
+}
+
+/// The given `NAME=VALUE` secrets in a store, granted for use and reveal (and `mint` for
+/// setting), and their values, to be masked in the report.
+fn offline_secrets(
+    secrets: Vec<(String, String)>,
+    mint: &[String],
+) -> (Arc<SecretStore>, Grants, Vec<SecretValue>) {
+    let store = Arc::new(SecretStore::new());
+    let mut names = Vec::with_capacity(secrets.len());
+    let mut values: Vec<SecretValue> = Vec::with_capacity(secrets.len());
+    for (name, value) in secrets {
+        values.push(SecretValue::new(value.as_bytes()));
+        store.set(name.clone(), value.into_bytes());
+        names.push(name);
+    }
+    let grants = Grants::new(names.clone(), names).with_mint(mint.to_vec());
+    (store, grants, values)
+}
+
+/// What the run printed so far, and the secret values it must never show.
+struct Report {
+    out: String,
+    values: Vec<SecretValue>,
+}
+
+impl Report {
+    /// The report, secret values masked.
+    fn finish(self) -> String {
+        redact_with(&self.out, self.values.iter())
+    }
+
+    /// The run's error when the guest's action is refused, with the report so far.
+    fn rejected(&self, error: HandlerError) -> OfflineError {
+        OfflineError::Rejected {
+            printed: redact_with(&self.out, self.values.iter()),
+            error,
         }
     }
-    match resolve_action("offline", action, &grants, &*store, body_buffered) {
-        Ok(ResolvedAction::Forward {
+}
+
+/// Prints what egret would do with the request; `true` when it would go upstream (so there
+/// is a response to run the response phase on).
+fn describe_request_result(out: &mut String, resolved: ResolvedAction) -> bool {
+    match resolved {
+        ResolvedAction::Forward {
             injected_secret_headers,
             body,
             ..
-        }) => {
+        } => {
             let injected: Vec<&str> = injected_secret_headers.iter().map(|h| h.as_str()).collect();
             if injected.is_empty() {
                 out.push_str("result: would forward upstream\n");
@@ -271,91 +328,96 @@ pub async fn run(
             if let Some(b) = body {
                 let _ = writeln!(out, "request body replaced: {} bytes", b.len());
             }
+            true
         }
-        Ok(ResolvedAction::Respond { status, .. }) => {
+        ResolvedAction::Respond { status, .. } => {
             let _ = writeln!(
                 out,
                 "result: would respond {status} locally (nothing sent upstream)"
             );
-            return Ok(redact_with(&out, values.iter()));
-        }
-        Err(error) => {
-            return Err(OfflineError::Rejected {
-                printed: redact_with(&out, values.iter()),
-                error,
-            })
+            false
         }
     }
-    if let Some(resp) = r.response {
-        let headers: Vec<(String, Vec<u8>)> = resp
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
-            .collect();
-        let body = resp.buffer.then(|| bytes::Bytes::from(resp.body.clone()));
-        let action = session
-            .respond_raw(resp.status, headers, body)
+}
+
+/// The response phase on `resp`, then, when the response was passed on, the observer or
+/// the stream phase on its body.
+async fn response_phase(
+    session: &mut Session,
+    resp: &OfflineResponse,
+    report: &mut Report,
+) -> Result<(), OfflineError> {
+    let headers: Vec<(String, Vec<u8>)> = resp
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+        .collect();
+    let body = resp.buffer.then(|| bytes::Bytes::from(resp.body.clone()));
+    let action = session
+        .respond_raw(resp.status, headers, body)
+        .await
+        .map_err(OfflineError::Handler)?;
+    let _ = write!(report.out, "response {}: ", resp.status);
+    report.out.push_str(&describe_response_action(&action));
+    let passed = match resolve_response_action("offline", action, resp.buffer) {
+        Ok(r) => matches!(r, ResolvedResponseAction::Pass { .. }),
+        Err(error) => return Err(report.rejected(error)),
+    };
+    if !passed {
+        return Ok(());
+    }
+    // Observing, the body that was passed on goes by the observer, in one chunk.
+    if resp.observe {
+        session
+            .chunk(&resp.body)
             .await
             .map_err(OfflineError::Handler)?;
-        let _ = write!(out, "response {}: ", resp.status);
-        out.push_str(&crate::action::describe_response_action(&action));
-        let passed = match crate::action::resolve_response_action("offline", action, resp.buffer) {
-            Ok(r) => matches!(r, crate::action::ResolvedResponseAction::Pass { .. }),
-            Err(error) => {
-                return Err(OfflineError::Rejected {
-                    printed: redact_with(&out, values.iter()),
-                    error,
-                })
+        session.end().await.map_err(OfflineError::Handler)?;
+        let _ = writeln!(
+            report.out,
+            "response body observed: {} bytes passed on unchanged",
+            resp.body.len()
+        );
+    }
+    if let Some(pieces) = &resp.pieces {
+        stream_phase(session, pieces, &mut report.out).await?;
+    }
+    Ok(())
+}
+
+/// The stream phase on each piece of the body, then its end.
+async fn stream_phase(
+    session: &mut Session,
+    pieces: &[Vec<u8>],
+    out: &mut String,
+) -> Result<(), OfflineError> {
+    let mut sent = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        let action = session.event(piece).await.map_err(OfflineError::Handler)?;
+        let _ = match action {
+            EventAction::Pass => {
+                sent += piece.len();
+                writeln!(out, "event {i}: pass ({} bytes)", piece.len())
             }
+            EventAction::Replace(b) => {
+                sent += b.len();
+                writeln!(
+                    out,
+                    "event {i}: replace with {} bytes: {:?}",
+                    b.len(),
+                    truncate(String::from_utf8_lossy(&b).into_owned(), 512)
+                )
+            }
+            EventAction::Drop => writeln!(out, "event {i}: drop"),
         };
-        // Observing, the body that was passed on goes by the observer, in one chunk.
-        if resp.observe && passed {
-            session
-                .chunk(&resp.body)
-                .await
-                .map_err(OfflineError::Handler)?;
-            session.end().await.map_err(OfflineError::Handler)?;
-            let _ = writeln!(
-                out,
-                "response body observed: {} bytes passed on unchanged",
-                resp.body.len()
-            );
-        }
-        if let (Some(pieces), true) = (&resp.pieces, passed) {
-            let mut sent = 0;
-            for (i, piece) in pieces.iter().enumerate() {
-                let action = session.event(piece).await.map_err(OfflineError::Handler)?;
-                let _ = match action {
-                    crate::host::EventAction::Pass => {
-                        sent += piece.len();
-                        writeln!(out, "event {i}: pass ({} bytes)", piece.len())
-                    }
-                    crate::host::EventAction::Replace(b) => {
-                        sent += b.len();
-                        writeln!(
-                            out,
-                            "event {i}: replace with {} bytes: {:?}",
-                            b.len(),
-                            crate::state::truncate(String::from_utf8_lossy(&b).into_owned(), 512)
-                        )
-                    }
-                    crate::host::EventAction::Drop => writeln!(out, "event {i}: drop"),
-                };
-            }
-            session.end().await.map_err(OfflineError::Handler)?;
-            let _ = writeln!(
-                out,
-                "response body streamed: {} pieces, {sent} bytes sent",
-                pieces.len()
-            );
-        }
     }
-    let kv_entries = kv.snapshot();
-    if !kv_entries.is_empty() {
-        let keys: Vec<&str> = kv_entries.iter().map(|e| e.key.as_str()).collect();
-        let _ = writeln!(out, "kv written: {}", keys.join(", "));
-    }
-    Ok(redact_with(&out, values.iter()))
+    session.end().await.map_err(OfflineError::Handler)?;
+    let _ = writeln!(
+        out,
+        "response body streamed: {} pieces, {sent} bytes sent",
+        pieces.len()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! `egret handler build|check|run`: let handler authors build, validate and try a module
 //! without a sandbox.
-use crate::cli::{HandlerBuildArgs, HandlerCheckArgs, HandlerRunArgs};
+use crate::cli::{HandlerBuildArgs, HandlerCheckArgs, HandlerRunArgs, ResponseModeArg};
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))
@@ -110,64 +111,15 @@ pub(crate) fn run(args: HandlerRunArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     serde_json::from_str::<serde_json::Value>(&args.params)
         .with_context(|| format!("--params is not JSON: {}", args.params))?;
-    let body = read_opt(args.body, args.body_file.as_deref())?;
-    let response = match args.response {
-        None => None,
-        Some(status) => {
-            let headers = args
-                .response_headers
-                .iter()
-                .map(|h| split_pair(h, ':', "--response-header"))
-                .collect::<Result<Vec<_>>>()?;
-            let body = read_opt(args.response_body, args.response_body_file.as_deref())?;
-            let mode = args.response_mode.unwrap_or(if body.is_some() {
-                crate::cli::ResponseModeArg::Buffer
-            } else {
-                crate::cli::ResponseModeArg::Head
-            });
-            let body = body.unwrap_or_default();
-            let pieces = (mode == crate::cli::ResponseModeArg::Stream)
-                .then(|| stream_pieces(&headers, &body))
-                .transpose()?;
-            Some(egret_wasm::OfflineResponse {
-                status,
-                headers,
-                body,
-                buffer: mode == crate::cli::ResponseModeArg::Buffer,
-                observe: mode == crate::cli::ResponseModeArg::Observe,
-                pieces,
-            })
-        }
-    };
+    let body = read_opt(args.body.clone(), args.body_file.as_deref())?;
+    let response = offline_response(&args)?;
     let streams = response.as_ref().is_some_and(|r| r.pieces.is_some());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let out = rt.block_on(async {
         let host = host()?;
-        let (services, fetch_log) = if args.fetch_hosts.is_empty() {
-            (egret_wasm::Services::default(), None)
-        } else {
-            let limits = egret_policy::FetchConfig {
-                timeout_ms: args.fetch_timeout_ms,
-                ..egret_policy::FetchConfig::default()
-            };
-            let (fetcher, audit) =
-                egret_app::glue::offline_fetcher(&args.fetch_hosts, limits, &args.upstream_ca)?;
-            let feed = audit.subscribe();
-            let services = egret_wasm::Services {
-                fetch: Some(fetcher),
-                max_fetches: limits.max_calls,
-                fetch_timeout: std::time::Duration::from_millis(limits.timeout_ms),
-                mint: None,
-                response_streams: false,
-            };
-            (services, Some((audit, feed)))
-        };
-        let services = egret_wasm::Services {
-            response_streams: streams,
-            ..services
-        };
+        let (services, fetch_log) = fetch_services(&args)?;
         let run = egret_wasm::OfflineRun {
             request_line: &args.request,
             headers: &headers,
@@ -175,30 +127,16 @@ pub(crate) fn run(args: HandlerRunArgs) -> Result<ExitCode> {
             params_json: &args.params,
             secrets,
             mint: args.mint_secrets.clone(),
-            services,
+            services: egret_wasm::Services {
+                response_streams: streams,
+                ..services
+            },
             sandbox_id: &args.sandbox_id,
             response,
         };
         let mut out = egret_wasm::run_offline_with(&host, &bytes, run).await?;
-        if let Some((audit, mut feed)) = fetch_log {
-            audit.flush(std::time::Duration::from_secs(1));
-            while let Ok(line) = feed.try_recv() {
-                let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                out.push_str(&format!(
-                    "fetch {} {}{} -> {} {} ({} bytes){}\n",
-                    ev["method"].as_str().unwrap_or("?"),
-                    ev["host"].as_str().unwrap_or("?"),
-                    ev["path"].as_str().unwrap_or(""),
-                    ev["decision"].as_str().unwrap_or("?"),
-                    ev["status"]
-                        .as_u64()
-                        .map_or("-".to_string(), |s| s.to_string()),
-                    ev["resp_bytes"].as_u64().unwrap_or(0),
-                    ev["error"]
-                        .as_str()
-                        .map_or(String::new(), |e| format!(": {e}")),
-                ));
-            }
+        if let Some(log) = fetch_log {
+            log.describe(&mut out);
         }
         anyhow::Ok(out)
     })?;
@@ -207,6 +145,92 @@ pub(crate) fn run(args: HandlerRunArgs) -> Result<ExitCode> {
         println!();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The response of `--response STATUS` and its headers and body, if given.
+fn offline_response(args: &HandlerRunArgs) -> Result<Option<egret_wasm::OfflineResponse>> {
+    let Some(status) = args.response else {
+        return Ok(None);
+    };
+    let headers = args
+        .response_headers
+        .iter()
+        .map(|h| split_pair(h, ':', "--response-header"))
+        .collect::<Result<Vec<_>>>()?;
+    let body = read_opt(
+        args.response_body.clone(),
+        args.response_body_file.as_deref(),
+    )?;
+    let mode = args.response_mode.unwrap_or(if body.is_some() {
+        ResponseModeArg::Buffer
+    } else {
+        ResponseModeArg::Head
+    });
+    let body = body.unwrap_or_default();
+    let pieces = (mode == ResponseModeArg::Stream)
+        .then(|| stream_pieces(&headers, &body))
+        .transpose()?;
+    Ok(Some(egret_wasm::OfflineResponse {
+        status,
+        headers,
+        body,
+        buffer: mode == ResponseModeArg::Buffer,
+        observe: mode == ResponseModeArg::Observe,
+        pieces,
+    }))
+}
+
+/// `fetch` for the guest when `--fetch-host` grants some hosts, with the audit feed its
+/// calls are logged on.
+fn fetch_services(args: &HandlerRunArgs) -> Result<(egret_wasm::Services, Option<FetchLog>)> {
+    if args.fetch_hosts.is_empty() {
+        return Ok((egret_wasm::Services::default(), None));
+    }
+    let limits = egret_policy::FetchConfig {
+        timeout_ms: args.fetch_timeout_ms,
+        ..egret_policy::FetchConfig::default()
+    };
+    let (fetcher, audit) =
+        egret_app::glue::offline_fetcher(&args.fetch_hosts, limits, &args.upstream_ca)?;
+    let feed = audit.subscribe();
+    let services = egret_wasm::Services {
+        fetch: Some(fetcher),
+        max_fetches: limits.max_calls,
+        fetch_timeout: std::time::Duration::from_millis(limits.timeout_ms),
+        mint: None,
+        response_streams: false,
+    };
+    Ok((services, Some(FetchLog { audit, feed })))
+}
+
+/// The audit events of the guest's `fetch` calls.
+struct FetchLog {
+    audit: Arc<egret_proxy::AuditSink>,
+    feed: tokio::sync::broadcast::Receiver<Arc<str>>,
+}
+
+impl FetchLog {
+    /// One line per call: method, URL, decision, status, size, error.
+    fn describe(mut self, out: &mut String) {
+        self.audit.flush(std::time::Duration::from_secs(1));
+        while let Ok(line) = self.feed.try_recv() {
+            let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            out.push_str(&format!(
+                "fetch {} {}{} -> {} {} ({} bytes){}\n",
+                ev["method"].as_str().unwrap_or("?"),
+                ev["host"].as_str().unwrap_or("?"),
+                ev["path"].as_str().unwrap_or(""),
+                ev["decision"].as_str().unwrap_or("?"),
+                ev["status"]
+                    .as_u64()
+                    .map_or("-".to_string(), |s| s.to_string()),
+                ev["resp_bytes"].as_u64().unwrap_or(0),
+                ev["error"]
+                    .as_str()
+                    .map_or(String::new(), |e| format!(": {e}")),
+            ));
+        }
+    }
 }
 
 /// The response body cut as the proxy's stream mode cuts it: whole server-sent events of a

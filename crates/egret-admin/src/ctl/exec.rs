@@ -32,35 +32,7 @@ pub(super) async fn run(
     match args.command {
         CtlCommand::Status => output::answer(out, json, &client.status().await?),
         CtlCommand::Health => output::answer(out, json, &client.health().await?),
-        CtlCommand::Policy(PolicyCommand::Get { toml }) => {
-            if toml {
-                output::verbatim(out, &client.policy_toml().await?)
-            } else {
-                output::answer(out, json, &client.policy().await?)
-            }
-        }
-        CtlCommand::Policy(PolicyCommand::Set { file }) => {
-            let (text, ct) = policy_file(&file)?;
-            let a = client
-                .replace_policy_text(text, ct, ifg)
-                .await
-                .map_err(|e| in_file(&file, e))?;
-            output::answer(out, json, &a)
-        }
-        CtlCommand::Policy(PolicyCommand::Shadow { what }) => match what.as_str() {
-            "report" => output::answer(out, json, &client.shadow_report().await?),
-            "promote" => output::answer(out, json, &client.shadow_promote(ifg).await?),
-            "drop" => output::answer(out, json, &client.shadow_drop().await?),
-            file => {
-                let file = PathBuf::from(file);
-                let (text, ct) = policy_file(&file)?;
-                let a = client
-                    .shadow_load_text(text, ct, ifg)
-                    .await
-                    .map_err(|e| in_file(&file, e))?;
-                output::answer(out, json, &a)
-            }
-        },
+        CtlCommand::Policy(command) => policy(client, json, command, ifg, out).await,
         CtlCommand::SetOutbound { name, params } => {
             let b = BindingConfig {
                 handler: name,
@@ -74,19 +46,7 @@ pub(super) async fn run(
             name,
             params,
         } => {
-            let hosts: Vec<String> = hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if hosts.is_empty() {
-                return Err(Failure::Usage("give at least one host pattern".into()));
-            }
-            let route = RouteConfig {
-                params: params_arg(params)?,
-                ..RouteConfig::new(hosts, &name)
-            };
+            let route = outbound_route(&hosts, &name, params)?;
             let a = client.set_outbound_by_host(vec![route], ifg).await?;
             output::answer(out, json, &a)
         }
@@ -107,10 +67,12 @@ pub(super) async fn run(
             output::answer(out, json, &crate::ask::PendingList { pending })
         }
         CtlCommand::Approve { id, run, always } => {
-            let scope = match (run, always) {
-                (_, true) => crate::ask::AskScope::Always,
-                (true, _) => crate::ask::AskScope::Run,
-                _ => crate::ask::AskScope::Once,
+            let scope = if always {
+                crate::ask::AskScope::Always
+            } else if run {
+                crate::ask::AskScope::Run
+            } else {
+                crate::ask::AskScope::Once
             };
             output::answer(out, json, &client.decide(id, Some(scope)).await?)
         }
@@ -119,30 +81,7 @@ pub(super) async fn run(
             let a = client.set_internet(state == OnOff::On, ifg).await?;
             output::answer(out, json, &a)
         }
-        CtlCommand::Handler(HandlerCommand::Set {
-            name,
-            module,
-            params,
-            secrets,
-            reveal,
-            timeout_ms,
-            memory_mb,
-        }) => {
-            let mut h = HandlerConfig::new(module);
-            h.params = params_arg(params)?;
-            h.secrets = secrets;
-            h.reveal = reveal;
-            if let Some(t) = timeout_ms {
-                h.timeout_ms = t;
-            }
-            if let Some(m) = memory_mb {
-                h.memory_mb = m;
-            }
-            output::answer(out, json, &client.set_handler(&name, &h, ifg).await?)
-        }
-        CtlCommand::Handler(HandlerCommand::Remove { name }) => {
-            output::answer(out, json, &client.remove_handler(&name, ifg).await?)
-        }
+        CtlCommand::Handler(command) => handler(client, json, command, ifg, out).await,
         CtlCommand::Module(ModuleCommand::Upload { name, file }) => {
             let bytes = std::fs::read(&file)
                 .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
@@ -178,6 +117,95 @@ pub(super) async fn run(
                 output::audit_event(out, json, &line?)?;
             }
             Ok(())
+        }
+    }
+}
+
+/// `egret ctl policy get|set|shadow`.
+async fn policy(
+    client: &AdminClient,
+    json: bool,
+    command: PolicyCommand,
+    ifg: Option<u64>,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Failure> {
+    match command {
+        PolicyCommand::Get { toml: true } => output::verbatim(out, &client.policy_toml().await?),
+        PolicyCommand::Get { toml: false } => output::answer(out, json, &client.policy().await?),
+        PolicyCommand::Set { file } => {
+            let (text, ct) = policy_file(&file)?;
+            let a = client
+                .replace_policy_text(text, ct, ifg)
+                .await
+                .map_err(|e| in_file(&file, e))?;
+            output::answer(out, json, &a)
+        }
+        PolicyCommand::Shadow { what } => match what.as_str() {
+            "report" => output::answer(out, json, &client.shadow_report().await?),
+            "promote" => output::answer(out, json, &client.shadow_promote(ifg).await?),
+            "drop" => output::answer(out, json, &client.shadow_drop().await?),
+            file => {
+                let file = PathBuf::from(file);
+                let (text, ct) = policy_file(&file)?;
+                let a = client
+                    .shadow_load_text(text, ct, ifg)
+                    .await
+                    .map_err(|e| in_file(&file, e))?;
+                output::answer(out, json, &a)
+            }
+        },
+    }
+}
+
+/// The route of `egret ctl set-outbound-by-host HOSTS NAME`: `hosts` comma-separated.
+fn outbound_route(hosts: &str, name: &str, params: Option<String>) -> Result<RouteConfig, Failure> {
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if hosts.is_empty() {
+        return Err(Failure::Usage("give at least one host pattern".into()));
+    }
+    Ok(RouteConfig {
+        params: params_arg(params)?,
+        ..RouteConfig::new(hosts, name)
+    })
+}
+
+/// `egret ctl handler set|remove`.
+async fn handler(
+    client: &AdminClient,
+    json: bool,
+    command: HandlerCommand,
+    ifg: Option<u64>,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Failure> {
+    match command {
+        HandlerCommand::Set {
+            name,
+            module,
+            params,
+            secrets,
+            reveal,
+            timeout_ms,
+            memory_mb,
+        } => {
+            let mut h = HandlerConfig::new(module);
+            h.params = params_arg(params)?;
+            h.secrets = secrets;
+            h.reveal = reveal;
+            if let Some(t) = timeout_ms {
+                h.timeout_ms = t;
+            }
+            if let Some(m) = memory_mb {
+                h.memory_mb = m;
+            }
+            output::answer(out, json, &client.set_handler(&name, &h, ifg).await?)
+        }
+        HandlerCommand::Remove { name } => {
+            output::answer(out, json, &client.remove_handler(&name, ifg).await?)
         }
     }
 }
