@@ -561,10 +561,16 @@ fn h2_post_denied_by_a_rule_gets_the_403() {
             egret.logs()
         );
     }
-    let denied: Vec<_> = requests(&egret)
-        .into_iter()
-        .filter(|e| e["decision"] == "deny")
-        .collect();
+    // A denied request's event is written when its exchange ends, which for an h2 upload is
+    // after egret has drained the body: the client may have its 403 before that.
+    let denied = || -> Vec<_> {
+        requests(&egret)
+            .into_iter()
+            .filter(|e| e["decision"] == "deny")
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), || denied().len() >= 2);
+    let denied = denied();
     assert_eq!(denied.len(), 2, "{denied:?}");
     assert!(denied
         .iter()
