@@ -44,6 +44,7 @@ pub struct App {
     /// What `attach` installed; `None` for listeners made elsewhere (`egret exec`).
     guard: Option<egret_capture::CaptureGuard>,
     ca: Arc<egret_tls::SandboxCa>,
+    upstream: egret_tls::UpstreamTls,
     policy: Arc<ArcSwap<egret_policy::CompiledPolicy>>,
     proxy: Arc<egret_proxy::Proxy>,
     dns: Arc<egret_dns::Resolver>,
@@ -245,6 +246,7 @@ impl Config {
             control,
             guard,
             ca: tls.ca,
+            upstream: tls.upstream,
             policy,
             proxy,
             dns,
@@ -447,6 +449,7 @@ impl App {
             control,
             guard,
             ca: _,
+            upstream,
             policy,
             proxy,
             dns,
@@ -473,6 +476,7 @@ impl App {
             let mut tasks = spawn_servers(&proxy, &shards, listeners, explicit, &dns)?;
 
             ready(&cfg, &mut phases, explicit_addr, policy.load().generation())?;
+            after_ready(&upstream);
             let mut save_tick = tokio::time::interval(Duration::from_secs(1));
             save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -546,12 +550,31 @@ fn ready(
     if let Some(p) = &cfg.ready_file {
         write_run_file(p, format!("{}\n", std::process::id()).as_bytes())?;
     }
-    // Start-up's transient allocations (the system root store parsed, the policy
-    // compiled) leave ~170 KiB of free heap pages behind: with one sidecar per
-    // sandbox that is 8% of each idle one's private memory. After the ready file, so
-    // readiness does not wait for it.
-    crate::handlers::release_free_heap();
     Ok(())
+}
+
+/// What start-up leaves for after the ready file, so readiness does not wait for it: the
+/// upstream trust store read (~5 ms in a release build; a handshake that comes first waits for
+/// it rather than reading it again), then start-up's heap given back. This runs on the main
+/// thread while the worker and connection threads already serve.
+fn after_ready(upstream: &egret_tls::UpstreamTls) {
+    let started = Instant::now();
+    match upstream.load_system_roots() {
+        Ok(system_roots) => tracing::debug!(
+            system_roots,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "upstream trust store read"
+        ),
+        Err(error) => tracing::error!(
+            %error,
+            "no upstream TLS certificate can be verified: name a CA file with --upstream-ca or \
+             install the system's CA certificates"
+        ),
+    }
+    // Start-up's transient allocations (the system root store parsed, the policy compiled)
+    // leave ~170 KiB of free heap pages behind: with one sidecar per sandbox that is 8% of
+    // each idle one's private memory.
+    crate::handlers::release_free_heap();
 }
 
 /// The accept loops and DNS servers on the sandbox's listeners, and the explicit proxy's.

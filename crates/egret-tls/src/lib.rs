@@ -37,6 +37,7 @@ mod ca;
 mod cache;
 mod error;
 pub mod peek;
+mod roots;
 mod upstream;
 
 use std::sync::{Arc, OnceLock};

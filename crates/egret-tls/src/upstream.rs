@@ -14,6 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::error::TlsError;
+use crate::roots::{LazyVerifier, Roots};
 use crate::{ALPN_H2, ALPN_HTTP11};
 
 /// Which ALPN protocols egret offers to an upstream server.
@@ -27,64 +28,40 @@ pub enum UpstreamAlpn {
 }
 
 /// Verified client configs for upstream connections, built once at start.
+///
+/// The system roots are read when first needed (see [`UpstreamTls::load_system_roots`]); the
+/// configs exist from the start and verify against the complete set.
 #[derive(Clone)]
 pub struct UpstreamTls {
-    roots: Arc<RootCertStore>,
+    roots: Arc<Roots>,
     h2_and_http11: Arc<ClientConfig>,
     http11_only: Arc<ClientConfig>,
-    system_roots: usize,
-    extra_roots: usize,
 }
 
 impl UpstreamTls {
     /// Trusts the system roots plus every certificate in `extra_ca_files` (PEM).
     ///
-    /// System roots come from `rustls-native-certs`, which honours `SSL_CERT_FILE` and
-    /// `SSL_CERT_DIR` like OpenSSL does. An extra file that cannot be read, holds no
+    /// The extra files are read and checked now: one that cannot be read, holds no
     /// certificate, or holds one that is not a usable trust anchor is an error naming the file.
-    /// Problems with individual system certificates are only logged: a distro bundle with one
-    /// odd entry must not stop the proxy.
+    /// The system roots come from `rustls-native-certs`, which honours `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` like OpenSSL does, and are read by [`UpstreamTls::load_system_roots`] or
+    /// the first upstream handshake, whichever comes first. Problems with individual system
+    /// certificates are only logged: a distro bundle with one odd entry must not stop the proxy.
     pub fn new(extra_ca_files: &[PathBuf]) -> Result<UpstreamTls, TlsError> {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            tracing::warn!(%error, "problem loading system root certificates");
-        }
-        let (system_roots, ignored) = roots.add_parsable_certificates(native.certs);
-        if ignored > 0 {
-            tracing::debug!(
-                ignored,
-                "system root certificates not usable as trust anchors"
-            );
-        }
-
-        let mut extra_roots = 0;
+        let mut extra = Vec::new();
         for path in extra_ca_files {
             for (i, cert) in read_pem_certificates(path)?.into_iter().enumerate() {
-                roots.add(cert).map_err(|e| TlsError::BadTrustAnchor {
-                    path: path.clone(),
-                    index: i + 1,
-                    reason: e.to_string(),
-                })?;
-                extra_roots += 1;
+                RootCertStore::empty()
+                    .add(cert.clone())
+                    .map_err(|e| TlsError::BadTrustAnchor {
+                        path: path.clone(),
+                        index: i + 1,
+                        reason: e.to_string(),
+                    })?;
+                extra.push(cert);
             }
         }
-
-        if roots.is_empty() {
-            let details = if native.errors.is_empty() {
-                "no certificates found".to_owned()
-            } else {
-                native
-                    .errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            return Err(TlsError::NoRootCertificates { details });
-        }
-        tracing::debug!(system_roots, extra_roots, "upstream trust store loaded");
-        Self::build(roots, system_roots, extra_roots)
+        Self::build(Roots::with_system(extra, crate::crypto_provider()))
     }
 
     /// Trusts exactly `roots` (no system roots); for embedding and tests.
@@ -94,20 +71,19 @@ impl UpstreamTls {
                 details: "the given root store is empty".to_owned(),
             });
         }
-        let extra = roots.len();
-        Self::build(roots, 0, extra)
+        Self::build(Roots::exactly(roots, crate::crypto_provider()))
     }
 
-    fn build(
-        roots: RootCertStore,
-        system_roots: usize,
-        extra_roots: usize,
-    ) -> Result<UpstreamTls, TlsError> {
+    fn build(roots: Roots) -> Result<UpstreamTls, TlsError> {
         let roots = Arc::new(roots);
+        let verifier = Arc::new(LazyVerifier(roots.clone()));
         let config = |alpn: UpstreamAlpn| -> Result<Arc<ClientConfig>, TlsError> {
+            // `dangerous` only because the verifier is ours: it is rustls' WebPKI verifier,
+            // built once the roots are complete (see `roots.rs`).
             let mut config = ClientConfig::builder_with_provider(crate::crypto_provider())
                 .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots.clone())
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
                 .with_no_client_auth();
             config.alpn_protocols = match alpn {
                 UpstreamAlpn::H2AndHttp11 => vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
@@ -119,9 +95,20 @@ impl UpstreamTls {
             h2_and_http11: config(UpstreamAlpn::H2AndHttp11)?,
             http11_only: config(UpstreamAlpn::Http11Only)?,
             roots,
-            system_roots,
-            extra_roots,
         })
+    }
+
+    /// Reads the system roots now, if no handshake has yet, and says how many it found; the
+    /// error says there is no root at all, so no upstream certificate can be verified.
+    /// Blocks for the read (~5 ms): call it off the paths that serve.
+    pub fn load_system_roots(&self) -> Result<usize, TlsError> {
+        let loaded = self.roots.get();
+        match &loaded.verifier {
+            Ok(_) => Ok(loaded.system),
+            Err(details) => Err(TlsError::NoRootCertificates {
+                details: details.clone(),
+            }),
+        }
     }
 
     /// The client config offering the given ALPN protocols (an `Arc` clone).
@@ -132,27 +119,27 @@ impl UpstreamTls {
         }
     }
 
-    /// The trusted roots.
+    /// The trusted roots (reads the system store if no one has yet).
     pub fn root_store(&self) -> &Arc<RootCertStore> {
-        &self.roots
+        &self.roots.get().store
     }
 
-    /// How many roots came from the system store.
+    /// How many roots came from the system store (reads it if no one has yet).
     pub fn system_root_count(&self) -> usize {
-        self.system_roots
+        self.roots.get().system
     }
 
     /// How many roots came from the extra CA files (or [`UpstreamTls::from_root_store`]).
     pub fn extra_root_count(&self) -> usize {
-        self.extra_roots
+        self.roots.extra_count()
     }
 }
 
 impl fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamTls")
-            .field("system_roots", &self.system_roots)
-            .field("extra_roots", &self.extra_roots)
+            .field("extra_roots", &self.roots.extra_count())
+            .field("roots", &LazyVerifier(self.roots.clone()))
             .finish_non_exhaustive()
     }
 }
@@ -191,6 +178,7 @@ pub fn describe_verify_error(error: &rustls::Error) -> String {
             }
             rustls::Error::PeerIncompatible(why) => format!("server is incompatible: {why:?}"),
             rustls::Error::PeerMisbehaved(why) => format!("server misbehaved: {why:?}"),
+            rustls::Error::General(why) => why.clone(),
             other => format!("TLS error: {other}"),
         };
     };

@@ -349,3 +349,72 @@ fn reconnects_resume_on_tls13_and_tls12() {
         );
     }
 }
+
+/// The system trust store is read after egret is ready, not before: a CA that is only in the
+/// system store (`SSL_CERT_FILE`, no `--upstream-ca`) verifies the upstream on the first request.
+#[test]
+fn the_system_store_is_trusted_without_upstream_ca() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let pki = upstream_pki(&topo.tmp.0, "sys", &["allowed.test"]);
+    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let p = write(&topo, "policy.toml", &policy(""));
+    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+    let empty_dir = topo.tmp.path("no-cert-dir");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let egret = Egret::start_with_env(
+        &topo,
+        "tls-sysroots",
+        &["--policy", &p, "--ca-out", &ca],
+        &[
+            ("SSL_CERT_FILE", pki.ca.to_str().unwrap()),
+            ("SSL_CERT_DIR", empty_dir.to_str().unwrap()),
+        ],
+    )
+    .expect("egret starts");
+    let (code, out, err) = topo.curl(&["--cacert", &ca, "https://allowed.test/echo"]);
+    assert_eq!(code, 0, "{err}\n{}", egret.logs());
+    assert_eq!(json(&out)["host"], "allowed.test");
+    assert!(up.access_log().contains("/echo"));
+}
+
+/// With no root at all (an empty system store, no `--upstream-ca`) egret still starts, says so
+/// in its log, and each HTTPS request gets a `502` naming the reason and the fix; nothing
+/// reaches the upstream.
+#[test]
+fn without_any_root_egret_starts_and_502s_name_the_fix() {
+    let topo = Topology::new(SandboxNet::LoOnly);
+    let pki = upstream_pki(&topo.tmp.0, "noroot", &["allowed.test"]);
+    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
+    let p = write(&topo, "policy.toml", &policy(""));
+    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+    let empty_file = write(&topo, "empty-store.pem", "");
+    let empty_dir = topo.tmp.path("no-cert-dir");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let egret = Egret::start_with_env(
+        &topo,
+        "tls-noroots",
+        &["--policy", &p, "--ca-out", &ca],
+        &[
+            ("SSL_CERT_FILE", empty_file.as_str()),
+            ("SSL_CERT_DIR", empty_dir.to_str().unwrap()),
+        ],
+    )
+    .expect("egret starts without system roots");
+    assert!(
+        egret.wait_log(
+            "no upstream TLS certificate can be verified",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        egret.logs()
+    );
+    let (code, out, err) = topo.curl(&["-i", "--cacert", &ca, "https://allowed.test/echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("HTTP/1.1 502") || out.starts_with("HTTP/2 502"),
+        "{out}"
+    );
+    assert!(out.contains("no trusted root certificates"), "{out}");
+    assert!(out.contains("--upstream-ca"), "{out}");
+    assert!(!up.access_log().contains("/echo"));
+}

@@ -49,11 +49,8 @@ async fn extra_ca_file_is_trusted() {
     let file = TempFile::new(internal.cert_pem().as_bytes());
     let upstream = UpstreamTls::new(std::slice::from_ref(&file.0)).unwrap();
     assert_eq!(upstream.extra_root_count(), 1);
-    assert_eq!(
-        upstream.root_store().len(),
-        upstream.system_root_count() + 1
-    );
 
+    // The first handshakes come before anything read the system store: they read it.
     let client = upstream.client_config(UpstreamAlpn::H2AndHttp11);
     assert_eq!(
         client.alpn_protocols,
@@ -70,6 +67,15 @@ async fn extra_ca_file_is_trusted() {
         .await
         .unwrap();
     assert_eq!(outcome.alpn.as_deref(), Some(&b"http/1.1"[..]));
+
+    assert_eq!(
+        upstream.root_store().len(),
+        upstream.system_root_count() + 1
+    );
+    assert_eq!(
+        upstream.load_system_roots().unwrap(),
+        upstream.system_root_count()
+    );
 }
 
 #[tokio::test]
