@@ -233,14 +233,19 @@ fn load_ruleset(
 }
 
 fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
+    let started = std::time::Instant::now();
+    let ms = || started.elapsed().as_secs_f64() * 1000.0;
     let (mut nl, facts) = routes::query()?;
+    let queried = ms();
     let owner = nft::current_owner()?;
+    let owner_checked = ms();
     let fresh = owner.is_none();
     check_owner(cfg, owner)?;
     // `lo` comes up first; the listeners need it, nothing is captured before the ruleset
     // below is loaded.
     let (installed, devices) = routes::install(&mut nl, cfg, facts)?;
     drop(nl);
+    let routed = ms();
     let listeners = match listeners::create(cfg) {
         Ok(l) => l,
         Err(e) => {
@@ -248,6 +253,7 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
             return Err(e);
         }
     };
+    let listening = ms();
     if let Some(bad) = devices.iter().find(|d| !nft::valid_device_name(d)) {
         let _ = routes::remove(cfg, &installed);
         return Err(CaptureError::Command {
@@ -268,6 +274,15 @@ fn attach_inside(cfg: &CaptureConfig) -> Result<Attached, CaptureError> {
         let _ = routes::remove(cfg, &installed);
         return Err(e);
     }
+    tracing::debug!(
+        queried,
+        owner_checked,
+        routed,
+        listening,
+        ruleset = ms(),
+        fresh,
+        "attach phases (ms since the attach began, in the sandbox's namespace)"
+    );
     Ok(Attached {
         listeners,
         guard: CaptureGuard {
