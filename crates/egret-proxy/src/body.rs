@@ -47,8 +47,11 @@ pub const DRAIN_MAX: u64 = 16 << 20;
 /// without showing the answer). So with `drain` (HTTP/2), once the response's data is out its
 /// end waits while the rest of the upload is read and discarded, up to [`DRAIN_MAX`] bytes: the
 /// client finishes sending, reads the answer, and the stream closes cleanly; an upload declared
-/// or found larger is reset as above. Without `drain` (HTTP/1.1) the body is never polled, so
-/// no `100 Continue` invites an upload nobody reads; hyper closes the connection instead.
+/// or found larger is reset as above. Over HTTP/1.1 the same read keeps the connection usable
+/// for the client's next request (hyper closes it when an upload's receiver goes unread);
+/// it starts only after the answer is written, so hyper sends no `100 Continue` for it.
+/// Without `drain` (a client that waits for `100 Continue`, which will not send the upload)
+/// the body is never polled and the connection closes after the answer.
 pub fn answer_before_body(resp: ProxyBody, unread: ProxyBody, drain: bool) -> ProxyBody {
     let budget = if drain && http_body::Body::size_hint(&unread).lower() <= DRAIN_MAX {
         DRAIN_MAX
@@ -109,6 +112,20 @@ impl http_body::Body for HeldBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// An HTTP/1.1 response with a length ends, and hyper drops its body, as soon as its last byte
+/// is written, before the poll that would read the held upload: the upload is read on from here.
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        if let Some(held) = self
+            .held
+            .take()
+            .filter(|h| self.budget > 0 && !http_body::Body::is_end_stream(h))
+        {
+            drain_later(held, self.budget);
+        }
     }
 }
 
@@ -327,12 +344,90 @@ impl http_body::Body for Observed {
     }
 }
 
+/// Whether the client waits for `100 Continue` before it sends the body (`Expect:
+/// 100-continue`). Answered early, such a client does not send what it was told to keep, so
+/// an unread upload of its is never waited for.
+pub fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// How long an upload the upstream answered before reading is read on after the exchange
+/// (see [`Upload`]).
+pub const UNREAD_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The sandbox's request body streaming upstream. An upstream may answer before it read the
+/// upload (an early 401 or 413, a server that ignores bodies); the upstream client then drops
+/// the body unread, and hyper, finding the upload's receiver gone, closes the sandbox's
+/// HTTP/1.1 connection after the response without saying so (`Connection: close` went out
+/// with no head), so a keep-alive client fails its next request on a dead connection. Dropped
+/// unread, an `Upload` therefore reads and discards the rest on a task of its own, up to
+/// [`DRAIN_MAX`] bytes within [`UNREAD_DRAIN_TIME`], so the connection takes its next request
+/// (and an HTTP/2 stream ends cleanly rather than reset); past either bound it is dropped as
+/// before. Not when the client waits for `100 Continue`: it will not send the rest.
+pub struct Upload {
+    body: Option<hyper::body::Incoming>,
+    drain: bool,
+}
+
+impl Upload {
+    /// `body`, from a request with `headers`.
+    pub fn new(body: hyper::body::Incoming, headers: &http::HeaderMap) -> Upload {
+        Upload {
+            body: Some(body),
+            drain: !expects_continue(headers),
+        }
+    }
+
+    fn body(&mut self) -> &mut hyper::body::Incoming {
+        self.body.as_mut().expect("taken only by drop")
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(body) = self.body.take() else {
+            return;
+        };
+        if !self.drain || http_body::Body::is_end_stream(&body) {
+            return;
+        }
+        drain_later(body, DRAIN_MAX);
+    }
+}
+
+/// Reads `body` to its end and discards it on a task of its own, up to `budget` bytes within
+/// [`UNREAD_DRAIN_TIME`]; past either, it is dropped. Dropped outside a runtime (nothing of
+/// egret's is) it is only dropped.
+fn drain_later<B>(mut body: B, budget: u64)
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let mut left = budget;
+        let _ = tokio::time::timeout(UNREAD_DRAIN_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if n >= left {
+                    break;
+                }
+                left -= n;
+            }
+        })
+        .await;
+    });
+}
+
 /// A request body on its way upstream: the sandbox's stream as it is, or bytes egret holds
 /// (a buffered body, a handler's replacement). One concrete type, so the forwarding path
 /// stays free of a box per request.
 pub enum RequestBody {
     /// Streamed from the sandbox.
-    Stream(hyper::body::Incoming),
+    Stream(Upload),
     /// Held whole.
     Bytes(Full<Bytes>),
 }
@@ -348,7 +443,7 @@ impl http_body::Body for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RequestBody::Stream(b) => std::pin::Pin::new(b).poll_frame(cx),
+            RequestBody::Stream(b) => std::pin::Pin::new(b.body()).poll_frame(cx),
             RequestBody::Bytes(b) => std::pin::Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
@@ -357,14 +452,17 @@ impl http_body::Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Stream(b) => b.is_end_stream(),
+            RequestBody::Stream(b) => b.body.as_ref().is_none_or(|b| b.is_end_stream()),
             RequestBody::Bytes(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            RequestBody::Stream(b) => b.size_hint(),
+            RequestBody::Stream(b) => b
+                .body
+                .as_ref()
+                .map_or_else(http_body::SizeHint::default, |b| b.size_hint()),
             RequestBody::Bytes(b) => b.size_hint(),
         }
     }

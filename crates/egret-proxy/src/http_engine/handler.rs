@@ -145,7 +145,10 @@ impl Proxy {
             return fail(StatusCode::BAD_GATEWAY, Decision::Error, msg, outcome);
         };
         let (mut parts, body) = req.into_parts();
-        let h2 = parts.version == Version::HTTP_2;
+        // An upload a handler or egret answers before reading is read on after the answer
+        // (see `answer_before_body`), unless the client waits for `100 Continue`.
+        let drain =
+            parts.version == Version::HTTP_2 || !crate::body::expects_continue(&parts.headers);
         // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler sees
         // `upgrade` (so it can deny it) and forward() re-establishes it upstream.
         let upgrade = upgrade::protocol(&parts);
@@ -153,7 +156,7 @@ impl Proxy {
         if let Some(proto) = &upgrade {
             parts.headers.insert(http::header::UPGRADE, proto.clone());
         }
-        let body = match hold_body(body, binding, h2, outcome).await {
+        let body = match hold_body(body, binding, drain, outcome).await {
             Ok(b) => b,
             Err(refused) => return refused,
         };
@@ -164,7 +167,7 @@ impl Proxy {
         let (set, remove, path_and_query, replacement, filled) = match dispatched.action {
             HandlerAction::Respond(resp) => {
                 outcome.decision = Decision::Respond;
-                return answered(resp, body, h2);
+                return answered(resp, body, drain);
             }
             HandlerAction::Forward {
                 set,
@@ -299,7 +302,7 @@ fn edit_head(
 async fn hold_body(
     body: Incoming,
     binding: &Binding,
-    h2: bool,
+    drain: bool,
     outcome: &mut Outcome,
 ) -> Result<HeldBody, Response<ProxyBody>> {
     let Some(max) = binding.body_max else {
@@ -315,7 +318,7 @@ async fn hold_body(
             );
             let resp = fail(StatusCode::PAYLOAD_TOO_LARGE, Decision::Deny, msg, outcome);
             let (p, b) = resp.into_parts();
-            let b = crate::body::answer_before_body(b, unread, h2);
+            let b = crate::body::answer_before_body(b, unread, drain);
             Err(Response::from_parts(p, b))
         }
         Err(ReadError::Body(e)) => {
@@ -344,12 +347,13 @@ fn handler_head<'a>(cx: &Exchange<'_>, parts: &'a http::request::Parts) -> Reque
     }
 }
 
-/// The handler answered itself: its response, with an upload still unread held (and over h2
-/// drained) so the client sees the answer rather than a reset stream.
-fn answered(resp: Response<Bytes>, body: HeldBody, h2: bool) -> Response<ProxyBody> {
+/// The handler answered itself: its response, with an upload still unread held (and with
+/// `drain` read on) so the client sees the answer rather than a reset stream or a closed
+/// connection.
+fn answered(resp: Response<Bytes>, body: HeldBody, drain: bool) -> Response<ProxyBody> {
     let (p, b) = resp.into_parts();
     let b = match body {
-        HeldBody::Unread(unread) => crate::body::answer_before_body(full(b), boxed(unread), h2),
+        HeldBody::Unread(unread) => crate::body::answer_before_body(full(b), boxed(unread), drain),
         HeldBody::Buffered(_) => full(b),
     };
     Response::from_parts(p, b)
@@ -364,7 +368,9 @@ fn upstream_body(
 ) -> RequestBody {
     let whole = match (replacement, body) {
         (Some(b), _) | (None, HeldBody::Buffered(b)) => b,
-        (None, HeldBody::Unread(stream)) => return RequestBody::Stream(stream),
+        (None, HeldBody::Unread(stream)) => {
+            return RequestBody::Stream(crate::body::Upload::new(stream, headers))
+        }
     };
     headers.insert(
         http::header::CONTENT_LENGTH,

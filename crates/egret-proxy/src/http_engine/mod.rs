@@ -255,7 +255,9 @@ impl Proxy {
                 self.denial(&cx, req, &verdict.rule, *status, message.as_deref())
             }
             RequestAction::Allow | RequestAction::Deny { .. } => {
-                self.forward(&cx, req.map(RequestBody::Stream), None, &mut outcome)
+                let (parts, body) = req.into_parts();
+                let body = RequestBody::Stream(crate::body::Upload::new(body, &parts.headers));
+                self.forward(&cx, Request::from_parts(parts, body), None, &mut outcome)
                     .await
             }
             RequestAction::Handler(id) => {
@@ -331,10 +333,11 @@ impl Proxy {
             self.cfg.sandbox_id,
             cx.policy.generation()
         );
-        let h2 = req.version() == Version::HTTP_2;
+        let drain =
+            req.version() == Version::HTTP_2 || !crate::body::expects_continue(req.headers());
         let (head, denial) = text_response(status, Decision::Deny, body).into_parts();
         let unread = boxed(req.into_body());
-        let denial = crate::body::answer_before_body(denial, unread, h2);
+        let denial = crate::body::answer_before_body(denial, unread, drain);
         Response::from_parts(head, denial)
     }
 

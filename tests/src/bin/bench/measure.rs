@@ -43,7 +43,7 @@ pub(crate) fn run_client(ns: &Netns, args: &[&str]) -> (f64, f64) {
     let out = ns.run("python3", &a);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "client failed ({e}): {}",
+            "client {args:?} failed ({e}): {}",
             String::from_utf8_lossy(&out.stderr)
         )
     });

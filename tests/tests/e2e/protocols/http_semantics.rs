@@ -281,3 +281,28 @@ fn gzip_bodies_pass_through_byte_identical() {
     );
     assert!(out.contains("content-encoding gzip"), "{out}");
 }
+
+/// An upload answered before it was read — by the upstream (`/echo` answers without reading
+/// the body), by a handler (`get-only`'s 405) — does not cost the HTTP/1.1 client its
+/// keep-alive connection: egret reads the rest of the upload after the answer, and the next
+/// request on the connection is served. The client sends each body only once the answer came,
+/// so the upload is still unread when the exchange ends.
+#[test]
+fn an_upload_answered_before_it_was_read_keeps_the_connection() {
+    let env = setup("proto-early", &[]);
+    let script = include_str!("../../../clients/early_answer_keep_alive.py");
+    for (host, path, status) in [("api.test", "/echo", "200"), ("ro.test", "/upload", "405")] {
+        let out = env
+            .topo
+            .in_sandbox("python3", &["-c", script, host, &env.ca, path, "3"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want: String = (0..3).map(|i| format!("{i} {status} -\n")).collect();
+        assert_eq!(
+            text,
+            want,
+            "{host}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            env.egret.logs()
+        );
+    }
+}
