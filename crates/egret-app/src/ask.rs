@@ -424,11 +424,10 @@ fn read_lines(tty: std::fs::File, events: std::sync::mpsc::Sender<Event>) {
 
 /// Discard what was typed at the terminal and not read yet (a half-typed answer to a prompt
 /// that was answered elsewhere must not answer the next one).
-#[allow(unsafe_code)]
 fn discard_typed(tty: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: tcflush only takes the descriptor, which `tty` keeps open for the call.
-    unsafe { libc::tcflush(tty.as_raw_fd(), libc::TCIFLUSH) };
+    // Best effort: a terminal that refuses leaves at most a stale line for the next prompt,
+    // which is then asked again until its reply is understood.
+    let _ = nix::sys::termios::tcflush(tty, nix::sys::termios::FlushArg::TCIFLUSH);
 }
 
 /// The terminal thread: one prompt at a time, asked again until the reply is understood; a
