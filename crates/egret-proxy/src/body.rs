@@ -353,6 +353,13 @@ pub fn expects_continue(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// The `drain` of [`answer_before_body`] for a request of `version` with `headers`: over h2
+/// always (a reset upload reads as a failed transfer to clients), over HTTP/1.1 unless the
+/// client waits for `100 Continue`.
+pub fn drains_after_answer(version: http::Version, headers: &http::HeaderMap) -> bool {
+    version == http::Version::HTTP_2 || !expects_continue(headers)
+}
+
 /// How long an upload the upstream answered before reading is read on after the exchange
 /// (see [`Upload`]).
 pub const UNREAD_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
@@ -379,9 +386,28 @@ impl Upload {
             drain: !expects_continue(headers),
         }
     }
+}
 
-    fn body(&mut self) -> &mut hyper::body::Incoming {
-        self.body.as_mut().expect("taken only by drop")
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let body = self.get_mut().body.as_mut().expect("taken only by drop");
+        std::pin::Pin::new(body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(http_body::SizeHint::default, |b| b.size_hint())
     }
 }
 
@@ -443,7 +469,7 @@ impl http_body::Body for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RequestBody::Stream(b) => std::pin::Pin::new(b.body()).poll_frame(cx),
+            RequestBody::Stream(b) => std::pin::Pin::new(b).poll_frame(cx),
             RequestBody::Bytes(b) => std::pin::Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
@@ -452,17 +478,14 @@ impl http_body::Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Stream(b) => b.body.as_ref().is_none_or(|b| b.is_end_stream()),
+            RequestBody::Stream(b) => b.is_end_stream(),
             RequestBody::Bytes(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            RequestBody::Stream(b) => b
-                .body
-                .as_ref()
-                .map_or_else(http_body::SizeHint::default, |b| b.size_hint()),
+            RequestBody::Stream(b) => b.size_hint(),
             RequestBody::Bytes(b) => b.size_hint(),
         }
     }

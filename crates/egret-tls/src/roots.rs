@@ -19,11 +19,11 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::error::TlsError;
 
-/// The anchors: extra ones known at start, the system's added when first needed.
+/// The anchors: the operator's, known at start, and the system's, added when first needed.
 pub(crate) struct Roots {
-    /// From the operator's CA files, already checked to be usable anchors.
-    extra: Vec<CertificateDer<'static>>,
-    /// Whether the system store belongs in the set (not for [`Roots::exactly`]).
+    /// From the operator's CA files (or all of [`crate::UpstreamTls::from_root_store`]'s).
+    extra: RootCertStore,
+    /// Whether the system store belongs in the set.
     with_system: bool,
     provider: Arc<CryptoProvider>,
     loaded: OnceLock<Loaded>,
@@ -39,39 +39,23 @@ pub(crate) struct Loaded {
 }
 
 impl Roots {
-    /// `extra` plus the system store, read on first need.
-    pub(crate) fn with_system(
-        extra: Vec<CertificateDer<'static>>,
+    /// `extra`, and with `with_system` the system store, read on first need.
+    pub(crate) fn new(
+        extra: RootCertStore,
+        with_system: bool,
         provider: Arc<CryptoProvider>,
     ) -> Roots {
         Roots {
             extra,
-            with_system: true,
+            with_system,
             provider,
             loaded: OnceLock::new(),
         }
     }
 
-    /// Exactly `store`, complete now.
-    pub(crate) fn exactly(store: RootCertStore, provider: Arc<CryptoProvider>) -> Roots {
-        let roots = Roots {
-            extra: Vec::new(),
-            with_system: false,
-            provider,
-            loaded: OnceLock::new(),
-        };
-        let loaded = roots.complete(store, 0, String::new());
-        let _ = roots.loaded.set(loaded);
-        roots
-    }
-
-    /// The anchors that are not the system's: the extra files', or all of [`Roots::exactly`]'s.
+    /// The anchors that are not the system's.
     pub(crate) fn extra_count(&self) -> usize {
-        if self.with_system {
-            self.extra.len()
-        } else {
-            self.get().store.len()
-        }
+        self.extra.len()
     }
 
     /// The complete set, reading the system store if no one has yet.
@@ -80,7 +64,7 @@ impl Roots {
     }
 
     fn load(&self) -> Loaded {
-        let mut store = RootCertStore::empty();
+        let mut store = self.extra.clone();
         let mut details = String::from("no certificates found");
         let mut system = 0;
         if self.with_system {
@@ -105,14 +89,6 @@ impl Roots {
             }
             system = added;
         }
-        for cert in &self.extra {
-            // Checked by `UpstreamTls::new`: every extra certificate is a usable anchor.
-            let _ = store.add(cert.clone());
-        }
-        self.complete(store, system, details)
-    }
-
-    fn complete(&self, store: RootCertStore, system: usize, details: String) -> Loaded {
         let store = Arc::new(store);
         let verifier = if store.is_empty() {
             Err(details)

@@ -48,20 +48,17 @@ impl UpstreamTls {
     /// the first upstream handshake, whichever comes first. Problems with individual system
     /// certificates are only logged: a distro bundle with one odd entry must not stop the proxy.
     pub fn new(extra_ca_files: &[PathBuf]) -> Result<UpstreamTls, TlsError> {
-        let mut extra = Vec::new();
+        let mut extra = RootCertStore::empty();
         for path in extra_ca_files {
             for (i, cert) in read_pem_certificates(path)?.into_iter().enumerate() {
-                RootCertStore::empty()
-                    .add(cert.clone())
-                    .map_err(|e| TlsError::BadTrustAnchor {
-                        path: path.clone(),
-                        index: i + 1,
-                        reason: e.to_string(),
-                    })?;
-                extra.push(cert);
+                extra.add(cert).map_err(|e| TlsError::BadTrustAnchor {
+                    path: path.clone(),
+                    index: i + 1,
+                    reason: e.to_string(),
+                })?;
             }
         }
-        Self::build(Roots::with_system(extra, crate::crypto_provider()))
+        Self::build(Roots::new(extra, true, crate::crypto_provider()))
     }
 
     /// Trusts exactly `roots` (no system roots); for embedding and tests.
@@ -71,7 +68,7 @@ impl UpstreamTls {
                 details: "the given root store is empty".to_owned(),
             });
         }
-        Self::build(Roots::exactly(roots, crate::crypto_provider()))
+        Self::build(Roots::new(roots, false, crate::crypto_provider()))
     }
 
     fn build(roots: Roots) -> Result<UpstreamTls, TlsError> {

@@ -350,27 +350,40 @@ fn reconnects_resume_on_tls13_and_tls12() {
     }
 }
 
-/// The system trust store is read after egret is ready, not before: a CA that is only in the
-/// system store (`SSL_CERT_FILE`, no `--upstream-ca`) verifies the upstream on the first request.
-#[test]
-fn the_system_store_is_trusted_without_upstream_ca() {
+/// egret with no `--upstream-ca`, its system trust store `SSL_CERT_FILE` (the upstream's CA
+/// with `trust_upstream`, else an empty file) and an empty `SSL_CERT_DIR`, in front of the
+/// upstream serving `allowed.test`. Returns egret's CA (what the sandbox trusts) too.
+fn with_system_store(id: &str, trust_upstream: bool) -> (Topology, Upstream, Egret, String) {
     let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "sys", &["allowed.test"]);
+    let pki = upstream_pki(&topo.tmp.0, id, &["allowed.test"]);
     let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
     let p = write(&topo, "policy.toml", &policy(""));
     let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
+    let store = if trust_upstream {
+        pki.ca.to_string_lossy().into_owned()
+    } else {
+        write(&topo, "empty-store.pem", "")
+    };
     let empty_dir = topo.tmp.path("no-cert-dir");
     std::fs::create_dir_all(&empty_dir).unwrap();
     let egret = Egret::start_with_env(
         &topo,
-        "tls-sysroots",
+        id,
         &["--policy", &p, "--ca-out", &ca],
         &[
-            ("SSL_CERT_FILE", pki.ca.to_str().unwrap()),
+            ("SSL_CERT_FILE", store.as_str()),
             ("SSL_CERT_DIR", empty_dir.to_str().unwrap()),
         ],
     )
     .expect("egret starts");
+    (topo, up, egret, ca)
+}
+
+/// The system trust store is read after egret is ready, not before: a CA that is only in the
+/// system store (`SSL_CERT_FILE`, no `--upstream-ca`) verifies the upstream on the first request.
+#[test]
+fn the_system_store_is_trusted_without_upstream_ca() {
+    let (topo, up, egret, ca) = with_system_store("tls-sysroots", true);
     let (code, out, err) = topo.curl(&["--cacert", &ca, "https://allowed.test/echo"]);
     assert_eq!(code, 0, "{err}\n{}", egret.logs());
     assert_eq!(json(&out)["host"], "allowed.test");
@@ -382,24 +395,7 @@ fn the_system_store_is_trusted_without_upstream_ca() {
 /// reaches the upstream.
 #[test]
 fn without_any_root_egret_starts_and_502s_name_the_fix() {
-    let topo = Topology::new(SandboxNet::LoOnly);
-    let pki = upstream_pki(&topo.tmp.0, "noroot", &["allowed.test"]);
-    let up = Upstream::start(&topo, "up", Some((&pki.cert, &pki.key)));
-    let p = write(&topo, "policy.toml", &policy(""));
-    let ca = topo.tmp.path("egret-ca.pem").to_string_lossy().into_owned();
-    let empty_file = write(&topo, "empty-store.pem", "");
-    let empty_dir = topo.tmp.path("no-cert-dir");
-    std::fs::create_dir_all(&empty_dir).unwrap();
-    let egret = Egret::start_with_env(
-        &topo,
-        "tls-noroots",
-        &["--policy", &p, "--ca-out", &ca],
-        &[
-            ("SSL_CERT_FILE", empty_file.as_str()),
-            ("SSL_CERT_DIR", empty_dir.to_str().unwrap()),
-        ],
-    )
-    .expect("egret starts without system roots");
+    let (topo, up, egret, ca) = with_system_store("tls-noroots", false);
     assert!(
         egret.wait_log(
             "no upstream TLS certificate can be verified",

@@ -14,7 +14,7 @@ use egret_policy::Binding;
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
@@ -147,8 +147,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         // An upload a handler or egret answers before reading is read on after the answer
         // (see `answer_before_body`), unless the client waits for `100 Continue`.
-        let drain =
-            parts.version == Version::HTTP_2 || !crate::body::expects_continue(&parts.headers);
+        let drain = crate::body::drains_after_answer(parts.version, &parts.headers);
         // An HTTP/1.1 Upgrade (WebSocket) survives the hop-by-hop cleanup: the handler sees
         // `upgrade` (so it can deny it) and forward() re-establishes it upstream.
         let upgrade = upgrade::protocol(&parts);

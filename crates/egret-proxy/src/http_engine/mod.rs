@@ -24,7 +24,7 @@ use crate::Proxy;
 use bytes::Bytes;
 use egret_policy::{CompiledPolicy, Destination, RequestAction, RequestVerdict};
 use http::header::HeaderValue;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -333,8 +333,7 @@ impl Proxy {
             self.cfg.sandbox_id,
             cx.policy.generation()
         );
-        let drain =
-            req.version() == Version::HTTP_2 || !crate::body::expects_continue(req.headers());
+        let drain = crate::body::drains_after_answer(req.version(), req.headers());
         let (head, denial) = text_response(status, Decision::Deny, body).into_parts();
         let unread = boxed(req.into_body());
         let denial = crate::body::answer_before_body(denial, unread, drain);
